@@ -1,0 +1,734 @@
+//! Turns parsed files into a `Snapshot`: resolves names across files, applies defaults, and
+//! checks every rule, collecting all errors with their positions rather than stopping at one.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::StatusCode;
+
+use super::errors::ConfigError;
+use super::file::{
+    did_you_mean, Balance, HeaderRulesSection, LogFormat, Mark, OrderedMap, ParsedFile, Protocol,
+    RespondSection, RouteSection, Spanned, Unsupported, UpstreamSection,
+};
+use super::snapshot::{LoggingSettings, ServerSettings, Snapshot};
+use crate::proxy::headers::{HeaderRules, TrustedProxies};
+use crate::registry::Registries;
+use crate::routing::matchers::{HeaderCondition, HostMatcher, MethodSet, PathMatcher};
+use crate::routing::normalize::normalize_path;
+use crate::routing::route::{PathRewrite, ProxyAction, Route, RouteAction, StaticResponse};
+use crate::routing::router::Router;
+use crate::upstream::balance::SmoothWeighted;
+use crate::upstream::pool::{new_client, PoolSettings};
+use crate::upstream::{parse_target, Target, Upstream};
+
+const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+const DEFAULT_MAX_REQUEST_BODY: u64 = 10 << 20;
+const DEFAULT_MAX_HEADER_BYTES: u64 = 64 << 10;
+const DEFAULT_REQUEST_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 256;
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
+const MAX_WEIGHT: u32 = 10_000;
+
+/// One parsed file and where it came from.
+pub struct SourceFile {
+    /// Path as shown in errors.
+    pub path: PathBuf,
+    /// Its content.
+    pub parsed: ParsedFile,
+}
+
+/// Collects errors for one file at a time.
+struct Errors<'a> {
+    list: &'a mut Vec<ConfigError>,
+    file: &'a Path,
+}
+
+impl Errors<'_> {
+    fn at(&mut self, mark: Mark, message: impl Into<String>) {
+        self.list.push(ConfigError::at(self.file, mark, message));
+    }
+
+    fn unsupported(&mut self, fields: &[(&str, &Unsupported)]) {
+        for (name, value) in fields {
+            if let Some(v) = value {
+                self.at(v.mark, not_supported(name));
+            }
+        }
+    }
+}
+
+fn not_supported(what: &str) -> String {
+    format!(
+        "`{what}` is not supported yet; remove it (gatehouse refuses settings it would not enforce)"
+    )
+}
+
+fn location(file: &Path, mark: Mark) -> String {
+    format!("{}:{}", file.display(), mark.line)
+}
+
+/// Builds a snapshot from gateway.yaml (first) and the routes files, or every error found.
+pub fn build(
+    files: &[SourceFile],
+    routes_dir: PathBuf,
+    registries: &Registries,
+    content_hash: String,
+) -> Result<Snapshot, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    let gateway = &files[0];
+    let mut e = Errors {
+        list: &mut errors,
+        file: &gateway.path,
+    };
+    let server = build_server(&gateway.parsed, &mut e);
+    let admin_listen = gateway.parsed.admin.as_ref().and_then(|admin| {
+        let addr = parse_listen(&admin.listen, &mut e)?;
+        if server.as_ref().is_some_and(|s| s.listen == addr) {
+            e.at(
+                admin.listen.mark,
+                "admin.listen must differ from server.listen",
+            );
+        }
+        Some(addr)
+    });
+    let logging = build_logging(&gateway.parsed, &mut e);
+    for (section, mark) in &gateway.parsed.unsupported {
+        e.at(*mark, not_supported(section));
+    }
+
+    let upstreams = build_upstreams(files, registries, &mut errors);
+    let by_name: HashMap<&str, &Arc<Upstream>> = upstreams.iter().map(|u| (&*u.name, u)).collect();
+    let routes = build_routes(files, &by_name, server.as_ref(), &mut errors);
+
+    match (server, logging) {
+        (Some(server), Some(logging)) if errors.is_empty() => Ok(Snapshot {
+            version: 0,
+            content_hash,
+            loaded_at: SystemTime::now(),
+            files: files.iter().map(|f| f.path.clone()).collect(),
+            routes_dir,
+            server,
+            admin_listen,
+            logging,
+            router: Router::new(routes),
+            upstreams,
+        }),
+        _ => Err(errors),
+    }
+}
+
+fn parse_listen(value: &Spanned<String>, e: &mut Errors) -> Option<SocketAddr> {
+    match value.trim().parse::<SocketAddr>() {
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            e.at(
+                value.mark,
+                format!(
+                    "invalid listen address `{}`: expected IP:port such as 0.0.0.0:8080 or [::]:8080",
+                    value.value
+                ),
+            );
+            None
+        }
+    }
+}
+
+fn build_server(file: &ParsedFile, e: &mut Errors) -> Option<ServerSettings> {
+    let default = Default::default();
+    let s = file.server.as_ref().unwrap_or(&default);
+    e.unsupported(&[("server.tls", &s.tls)]);
+    let listen = match &s.listen {
+        Some(listen) => parse_listen(listen, e)?,
+        None => DEFAULT_LISTEN.parse().expect("valid default"),
+    };
+    let mut trusted = Vec::new();
+    for entry in s.trusted_proxies.iter().flatten() {
+        match TrustedProxies::parse_entry(entry) {
+            Ok(net) => trusted.push(net),
+            Err(message) => e.at(entry.mark, message),
+        }
+    }
+    let max_header_bytes = s.max_header_bytes.map_or(DEFAULT_MAX_HEADER_BYTES, |v| v.0);
+    if max_header_bytes < 1024 {
+        e.at(
+            Mark::default(),
+            "server.max_header_bytes must be at least 1KiB",
+        );
+    }
+    let max_concurrent_streams = match &s.max_concurrent_streams {
+        Some(v) if v.value == 0 => {
+            e.at(v.mark, "max_concurrent_streams must be at least 1");
+            1
+        }
+        Some(v) => v.value,
+        None => DEFAULT_MAX_CONCURRENT_STREAMS,
+    };
+    Some(ServerSettings {
+        listen,
+        max_request_body: s.max_request_body.map_or(DEFAULT_MAX_REQUEST_BODY, |v| v.0),
+        max_header_bytes,
+        request_header_timeout: s
+            .request_header_timeout
+            .map_or(DEFAULT_REQUEST_HEADER_TIMEOUT, |v| v.0),
+        idle_timeout: s.idle_timeout.map_or(DEFAULT_IDLE_TIMEOUT, |v| v.0),
+        shutdown_grace: s.shutdown_grace.map_or(DEFAULT_SHUTDOWN_GRACE, |v| v.0),
+        trusted_proxies: TrustedProxies(trusted),
+        max_concurrent_streams,
+        security_headers: s.security_headers.unwrap_or(false),
+    })
+}
+
+fn build_logging(file: &ParsedFile, e: &mut Errors) -> Option<LoggingSettings> {
+    let logging = file.logging.as_ref();
+    let level = match logging.and_then(|l| l.level.as_ref()) {
+        Some(level) => {
+            if let Err(err) = tracing_subscriber::EnvFilter::try_new(&level.value) {
+                e.at(
+                    level.mark,
+                    format!(
+                        "invalid log level `{}`: {err} (try info, debug or warn)",
+                        level.value
+                    ),
+                );
+                return None;
+            }
+            level.value.clone()
+        }
+        None => "info".to_string(),
+    };
+    Some(LoggingSettings {
+        format: logging.and_then(|l| l.format).unwrap_or(LogFormat::Json),
+        level,
+        access_log: logging.and_then(|l| l.access_log).unwrap_or(true),
+    })
+}
+
+/// Names label metrics and logs, so they are kept to a safe alphabet.
+fn check_name(kind: &str, name: &Spanned<String>, e: &mut Errors) {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if !ok {
+        e.at(
+            name.mark,
+            format!(
+                "invalid {kind} name `{}`: use letters, digits, `-`, `_` and `.`",
+                name.value
+            ),
+        );
+    }
+}
+
+fn build_upstreams(
+    files: &[SourceFile],
+    registries: &Registries,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<Arc<Upstream>> {
+    let mut seen: HashMap<String, (PathBuf, Mark)> = HashMap::new();
+    let mut upstreams = Vec::new();
+    for file in files {
+        let mut e = Errors {
+            list: errors,
+            file: &file.path,
+        };
+        for (name, section) in &file.parsed.upstreams {
+            check_name("upstream", name, &mut e);
+            if let Some((first_file, first)) = seen.get(&name.value) {
+                e.at(
+                    name.mark,
+                    format!(
+                        "duplicate upstream `{}` (first defined at {}:{}:{})",
+                        name.value,
+                        first_file.display(),
+                        first.line,
+                        first.column
+                    ),
+                );
+                continue;
+            }
+            seen.insert(name.value.clone(), (file.path.clone(), name.mark));
+            if let Some(upstream) = build_upstream(name, section, registries, &mut e) {
+                upstreams.push(Arc::new(upstream));
+            }
+        }
+    }
+    upstreams
+}
+
+fn build_upstream(
+    name: &Spanned<String>,
+    s: &UpstreamSection,
+    registries: &Registries,
+    e: &mut Errors,
+) -> Option<Upstream> {
+    e.unsupported(&[
+        ("discovery", &s.discovery),
+        ("tls", &s.tls),
+        ("hash_on", &s.hash_on),
+        ("health_check", &s.health_check),
+        ("circuit_breaker", &s.circuit_breaker),
+        ("outlier_detection", &s.outlier_detection),
+        ("retry", &s.retry),
+    ]);
+    if let Some(balance) = &s.balance {
+        if balance.value != Balance::RoundRobin {
+            let label = match balance.value {
+                Balance::LeastRequests => "least_requests",
+                Balance::Random => "random",
+                _ => "hash",
+            };
+            e.at(
+                balance.mark,
+                format!("balance `{label}` is not supported yet; use round_robin"),
+            );
+        }
+    }
+    if let Some(protocol) = &s.protocol {
+        if protocol.value != Protocol::Http1 {
+            e.at(
+                protocol.mark,
+                "only protocol http1 is supported yet (h2 and h2c upstreams are not)",
+            );
+        }
+    }
+    if s.targets.is_empty() {
+        e.at(
+            name.mark,
+            format!(
+                "upstream `{}` has no targets; add at least one under `targets:`",
+                name.value
+            ),
+        );
+        return None;
+    }
+    let mut targets = Vec::new();
+    for target in &s.targets {
+        let weight = target.value.weight.unwrap_or(1);
+        if weight == 0 || weight > MAX_WEIGHT {
+            e.at(
+                target.mark,
+                format!("weight must be between 1 and {MAX_WEIGHT}"),
+            );
+            continue;
+        }
+        match parse_target(&target.value.url) {
+            Ok((scheme, authority)) => targets.push(Target {
+                url: target.value.url.as_str().into(),
+                host_header: http::HeaderValue::from_str(authority.as_str())
+                    .expect("an authority is a valid header value"),
+                scheme,
+                authority,
+                weight,
+            }),
+            Err(message) => e.at(target.mark, message),
+        }
+    }
+    let connect_timeout = s.connect_timeout.map_or(DEFAULT_CONNECT_TIMEOUT, |v| v.0);
+    let timeout = s.timeout.map_or(DEFAULT_UPSTREAM_TIMEOUT, |v| v.0);
+    if connect_timeout.is_zero() || timeout.is_zero() {
+        e.at(name.mark, "upstream timeouts must be greater than zero");
+    }
+    if targets.len() != s.targets.len() {
+        return None;
+    }
+    let pool = PoolSettings { connect_timeout };
+    let client = registries
+        .pools
+        .get_or_make(&name.value, &pool, || new_client(&pool));
+    Some(Upstream {
+        name: name.value.as_str().into(),
+        balancer: SmoothWeighted::new(targets.iter().map(|t| t.weight).collect()),
+        targets,
+        timeout,
+        connect_timeout,
+        client,
+    })
+}
+
+fn build_routes(
+    files: &[SourceFile],
+    upstreams: &HashMap<&str, &Arc<Upstream>>,
+    server: Option<&ServerSettings>,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<Arc<Route>> {
+    let mut seen: HashMap<String, (PathBuf, Mark)> = HashMap::new();
+    let mut routes = Vec::new();
+    let upstream_names: Vec<&str> = upstreams.keys().copied().collect();
+    for file in files {
+        let mut e = Errors {
+            list: errors,
+            file: &file.path,
+        };
+        for section in &file.parsed.routes {
+            let name = &section.name;
+            check_name("route", name, &mut e);
+            if let Some((first_file, first)) = seen.get(&name.value) {
+                e.at(
+                    name.mark,
+                    format!(
+                        "duplicate route `{}` (first defined at {}:{}:{})",
+                        name.value,
+                        first_file.display(),
+                        first.line,
+                        first.column
+                    ),
+                );
+                continue;
+            }
+            seen.insert(name.value.clone(), (file.path.clone(), name.mark));
+            let ctx = RouteContext {
+                upstreams,
+                upstream_names: &upstream_names,
+                server,
+                file: &file.path,
+            };
+            if let Some(route) = build_route(section, &ctx, &mut e) {
+                routes.push(Arc::new(route));
+            }
+        }
+    }
+    routes
+}
+
+struct RouteContext<'a> {
+    upstreams: &'a HashMap<&'a str, &'a Arc<Upstream>>,
+    upstream_names: &'a [&'a str],
+    server: Option<&'a ServerSettings>,
+    file: &'a Path,
+}
+
+fn build_route(s: &RouteSection, ctx: &RouteContext, e: &mut Errors) -> Option<Route> {
+    let before = e.list.len();
+    e.unsupported(&[
+        ("auth", &s.auth),
+        ("authorize", &s.authorize),
+        ("rate_limit", &s.rate_limit),
+        ("cache", &s.cache),
+        ("cors", &s.cors),
+        ("compress", &s.compress),
+    ]);
+    let m = &s.matches.value;
+    let host = match &m.host {
+        Some(h) => HostMatcher::parse(h).unwrap_or_else(|message| {
+            e.at(h.mark, message);
+            HostMatcher::Any
+        }),
+        None => HostMatcher::Any,
+    };
+    let path = build_path_matcher(s, e);
+    let methods = m.methods.as_ref().and_then(|methods| {
+        if methods.is_empty() {
+            e.at(
+                s.matches.mark,
+                "`methods` is empty; remove it to allow every method",
+            );
+            return None;
+        }
+        let mut ok = true;
+        for method in methods {
+            if let Err(message) = MethodSet::parse([method.as_str()]) {
+                e.at(method.mark, message);
+                ok = false;
+            }
+        }
+        ok.then(|| MethodSet::parse(methods.iter().map(|m| m.as_str())).ok())
+            .flatten()
+    });
+    let headers = m
+        .headers
+        .as_ref()
+        .map(|map| header_pairs(map, e))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, value)| HeaderCondition { name, value })
+        .collect();
+
+    let action = build_action(s, ctx, e);
+    let request_headers = build_rules(s.request_headers.as_ref(), e);
+    let response_headers = build_rules(s.response_headers.as_ref(), e);
+    let server = ctx.server?;
+    if e.list.len() != before {
+        return None;
+    }
+    Some(Route {
+        name: s.name.value.as_str().into(),
+        defined_at: location(ctx.file, s.name.mark),
+        host,
+        path: path?,
+        methods,
+        headers,
+        action: action?,
+        request_headers,
+        response_headers,
+        max_request_body: s.max_request_body.map_or(server.max_request_body, |v| v.0),
+        security_headers: s.security_headers.unwrap_or(server.security_headers),
+    })
+}
+
+fn build_path_matcher(s: &RouteSection, e: &mut Errors) -> Option<PathMatcher> {
+    let m = &s.matches.value;
+    let given: Vec<(&str, &Spanned<String>)> = [
+        ("path", &m.path),
+        ("path_exact", &m.path_exact),
+        ("path_regex", &m.path_regex),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
+    .collect();
+    match given.as_slice() {
+        [] => Some(PathMatcher::Prefix("/".into())),
+        [("path_regex", re)] => match regex::Regex::new(re) {
+            Ok(compiled) => Some(PathMatcher::Regex(compiled)),
+            Err(err) => {
+                let reason = err.to_string();
+                let reason = reason.lines().last().unwrap_or("invalid").trim();
+                e.at(
+                    re.mark,
+                    format!("invalid path_regex `{}`: {reason}", re.value),
+                );
+                None
+            }
+        },
+        [(kind, path)] => {
+            if !path.starts_with('/') {
+                e.at(path.mark, format!("`{kind}` must start with `/`"));
+                return None;
+            }
+            match normalize_path(path) {
+                Ok(normal) if normal == path.as_str() => {}
+                Ok(normal) => {
+                    e.at(
+                        path.mark,
+                        format!(
+                            "`{kind}` `{}` is not in normal form and would never match (requests \
+                             are matched after normalisation); write `{normal}`",
+                            path.value
+                        ),
+                    );
+                    return None;
+                }
+                Err(err) => {
+                    e.at(path.mark, format!("`{kind}` `{}`: {err}", path.value));
+                    return None;
+                }
+            }
+            Some(if *kind == "path" {
+                PathMatcher::Prefix(path.as_str().into())
+            } else {
+                PathMatcher::Exact(path.as_str().into())
+            })
+        }
+        [_, (second, value), ..] => {
+            e.at(
+                value.mark,
+                format!("`{second}` conflicts with another path rule: use one of path, path_exact, path_regex"),
+            );
+            None
+        }
+    }
+}
+
+fn build_action(s: &RouteSection, ctx: &RouteContext, e: &mut Errors) -> Option<RouteAction> {
+    match (&s.upstream, &s.respond) {
+        (Some(_), Some(respond)) => {
+            e.at(
+                respond.mark,
+                "a route has either `upstream` or `respond`, not both",
+            );
+            None
+        }
+        (None, None) => {
+            e.at(
+                s.name.mark,
+                format!(
+                    "route `{}` needs `upstream` (where to forward) or `respond` (a fixed answer)",
+                    s.name.value
+                ),
+            );
+            None
+        }
+        (None, Some(respond)) => {
+            let proxy_only = [
+                ("strip_prefix", s.strip_prefix.as_ref().map(|v| v.mark)),
+                ("rewrite", s.rewrite.as_ref().map(|v| v.mark)),
+                ("timeout", s.timeout.map(|_| s.name.mark)),
+                ("preserve_host", s.preserve_host.map(|_| s.name.mark)),
+            ];
+            for (field, mark) in proxy_only {
+                if let Some(mark) = mark {
+                    e.at(
+                        mark,
+                        format!("`{field}` only applies to routes with `upstream`"),
+                    );
+                }
+            }
+            build_respond(&respond.value, e).map(RouteAction::Respond)
+        }
+        (Some(name), None) => {
+            let Some(upstream) = ctx.upstreams.get(name.as_str()) else {
+                let hint = did_you_mean(name, ctx.upstream_names)
+                    .map(|c| format!("; did you mean `{c}`?"))
+                    .unwrap_or_default();
+                e.at(
+                    name.mark,
+                    format!("unknown upstream `{}`{hint}", name.value),
+                );
+                return None;
+            };
+            let rewrite = build_rewrite(s, e)?;
+            let timeout = s.timeout.map_or(upstream.timeout, |t| t.0);
+            if timeout.is_zero() {
+                e.at(s.name.mark, "timeout must be greater than zero");
+            }
+            Some(RouteAction::Proxy(ProxyAction {
+                upstream: Arc::clone(upstream),
+                rewrite,
+                preserve_host: s.preserve_host.unwrap_or(true),
+                timeout,
+            }))
+        }
+    }
+}
+
+fn build_rewrite(s: &RouteSection, e: &mut Errors) -> Option<PathRewrite> {
+    let check = |value: &Spanned<String>, what: &str, e: &mut Errors| -> bool {
+        let ok = value.starts_with('/') && normalize_path(value).is_ok_and(|n| n == value.as_str());
+        if !ok {
+            e.at(
+                value.mark,
+                format!("`{what}` must be a normalised path starting with `/`"),
+            );
+        }
+        ok
+    };
+    match (&s.strip_prefix, &s.rewrite) {
+        (Some(_), Some(rewrite)) => {
+            e.at(
+                rewrite.mark,
+                "use either `strip_prefix` or `rewrite`, not both",
+            );
+            None
+        }
+        (Some(prefix), None) => check(prefix, "strip_prefix", e).then(|| PathRewrite::Prefix {
+            prefix: prefix.as_str().into(),
+            to: "".into(),
+        }),
+        (None, Some(rewrite)) => {
+            let prefix = Spanned {
+                value: rewrite.prefix.clone(),
+                mark: rewrite.mark,
+            };
+            let to = Spanned {
+                value: rewrite.to.clone(),
+                mark: rewrite.mark,
+            };
+            let ok = check(&prefix, "rewrite.prefix", e) & check(&to, "rewrite.to", e);
+            ok.then(|| PathRewrite::Prefix {
+                prefix: prefix.value.into(),
+                to: to.value.into(),
+            })
+        }
+        (None, None) => Some(PathRewrite::Keep),
+    }
+}
+
+fn build_respond(r: &RespondSection, e: &mut Errors) -> Option<StaticResponse> {
+    let status = match &r.status {
+        Some(s) => match StatusCode::from_u16(s.value) {
+            Ok(code) if (200..=599).contains(&s.value) => code,
+            _ => {
+                e.at(
+                    s.mark,
+                    format!("invalid status {}: expected 200 to 599", s.value),
+                );
+                return None;
+            }
+        },
+        None => StatusCode::OK,
+    };
+    let mut headers = HeaderMap::new();
+    for (name, value) in r
+        .headers
+        .as_ref()
+        .map(|h| header_pairs(h, e))
+        .unwrap_or_default()
+    {
+        headers.append(name, value);
+    }
+    let body = Bytes::from(r.body.clone().unwrap_or_default());
+    if !body.is_empty() && !headers.contains_key(header::CONTENT_TYPE) {
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+    }
+    Some(StaticResponse {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn header_name(name: &Spanned<String>, e: &mut Errors) -> Option<HeaderName> {
+    match HeaderName::from_bytes(name.as_bytes()) {
+        Ok(n) => Some(n),
+        Err(_) => {
+            e.at(name.mark, format!("invalid header name `{}`", name.value));
+            None
+        }
+    }
+}
+
+fn header_pairs(
+    map: &OrderedMap<Spanned<String>>,
+    e: &mut Errors,
+) -> Vec<(HeaderName, HeaderValue)> {
+    let mut pairs = Vec::new();
+    for (name, value) in &map.0 {
+        let name = header_name(name, e);
+        let value = match HeaderValue::from_str(value) {
+            Ok(v) => Some(v),
+            Err(_) => {
+                e.at(
+                    value.mark,
+                    "invalid header value: only visible ASCII, spaces and tabs are allowed",
+                );
+                None
+            }
+        };
+        if let (Some(name), Some(value)) = (name, value) {
+            pairs.push((name, value));
+        }
+    }
+    pairs
+}
+
+fn build_rules(section: Option<&HeaderRulesSection>, e: &mut Errors) -> HeaderRules {
+    let Some(section) = section else {
+        return HeaderRules::default();
+    };
+    HeaderRules {
+        remove: section
+            .remove
+            .iter()
+            .flatten()
+            .filter_map(|n| header_name(n, e))
+            .collect(),
+        set: section
+            .set
+            .as_ref()
+            .map(|s| header_pairs(s, e))
+            .unwrap_or_default(),
+    }
+}

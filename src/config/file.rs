@@ -1,0 +1,554 @@
+//! The config files as written: serde types that mirror the YAML of CONFIG.md exactly.
+//!
+//! Only this module knows the YAML crate. Every struct denies unknown fields, so a typo is an
+//! error with a position, never a silently ignored setting. Values that need checking against
+//! other parts of the config keep their position (`Spanned`) for `build` to report.
+
+mod yaml;
+
+use marked_yaml::Node;
+use serde::de::{self, IgnoredAny};
+use serde::Deserialize;
+
+use super::interpolate::Env;
+use super::units::{ConfigDuration, ConfigSize};
+pub use yaml::{did_you_mean, Mark, Spanned};
+
+/// A section that gatehouse reads but does not enforce yet; `build` refuses it with its position,
+/// because a policy that is configured but not enforced is a security hole.
+pub type Unsupported = Option<Spanned<IgnoredAny>>;
+
+/// An error in one file, before the file name is attached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileError {
+    /// Where in the file, when known.
+    pub mark: Option<Mark>,
+    /// What is wrong and what was expected.
+    pub message: String,
+}
+
+/// Which file is being read: `gateway.yaml` may hold every section, a routes file only two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    /// The main `gateway.yaml`.
+    Gateway,
+    /// A file in `routes_dir`.
+    Routes,
+}
+
+/// Everything one file defines; sections that failed to parse are absent and reported.
+#[derive(Debug, Default)]
+pub struct ParsedFile {
+    /// `server:`
+    pub server: Option<ServerSection>,
+    /// `admin:`
+    pub admin: Option<AdminSection>,
+    /// `routes_dir:`
+    pub routes_dir: Option<Spanned<String>>,
+    /// `logging:`
+    pub logging: Option<LoggingSection>,
+    /// Top-level sections that are recognised but not supported yet, with their positions.
+    pub unsupported: Vec<(&'static str, Mark)>,
+    /// `upstreams:` in file order.
+    pub upstreams: Vec<(Spanned<String>, UpstreamSection)>,
+    /// `routes:` in file order.
+    pub routes: Vec<RouteSection>,
+}
+
+const GATEWAY_SECTIONS: &[&str] = &[
+    "server",
+    "admin",
+    "routes_dir",
+    "redis",
+    "jwt",
+    "rate_limit",
+    "cache",
+    "logging",
+    "tracing",
+    "upstreams",
+    "routes",
+];
+const ROUTES_SECTIONS: &[&str] = &["upstreams", "routes"];
+
+/// Parses one file's text, collecting every error it can find rather than stopping at the first.
+pub fn parse_file(text: &str, kind: FileKind, env: &dyn Env) -> (ParsedFile, Vec<FileError>) {
+    let mut parsed = ParsedFile::default();
+    let mut errors = Vec::new();
+    let root = match yaml::parse(text) {
+        Ok(root) => root,
+        Err(e) => {
+            errors.push(file_error(e));
+            return (parsed, errors);
+        }
+    };
+    let Some(sections) = root.as_mapping() else {
+        errors.push(FileError {
+            mark: Mark::of(&root),
+            message: "the file must be a mapping of sections".into(),
+        });
+        return (parsed, errors);
+    };
+    let allowed = match kind {
+        FileKind::Gateway => GATEWAY_SECTIONS,
+        FileKind::Routes => ROUTES_SECTIONS,
+    };
+    for (key, node) in sections.iter() {
+        let name = key.as_str();
+        let key_mark = Mark::of(&Node::Scalar(key.clone()));
+        if !allowed.contains(&name) {
+            let message = if kind == FileKind::Routes && GATEWAY_SECTIONS.contains(&name) {
+                format!("`{name}` belongs in gateway.yaml; a routes file holds only `upstreams` and `routes`")
+            } else {
+                let hint = did_you_mean(name, allowed)
+                    .map(|c| format!("; did you mean `{c}`?"))
+                    .unwrap_or_default();
+                let list = allowed.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>();
+                format!(
+                    "unknown section `{name}`{hint} (expected one of {})",
+                    list.join(", ")
+                )
+            };
+            errors.push(FileError {
+                mark: key_mark,
+                message,
+            });
+            continue;
+        }
+        match name {
+            "server" => parsed.server = section(node, env, &mut errors),
+            "admin" => parsed.admin = section(node, env, &mut errors),
+            "routes_dir" => parsed.routes_dir = section(node, env, &mut errors),
+            "logging" => parsed.logging = section(node, env, &mut errors),
+            "upstreams" => parse_upstreams(node, env, &mut parsed.upstreams, &mut errors),
+            "routes" => parse_routes(node, env, &mut parsed.routes, &mut errors),
+            other => {
+                let section = allowed
+                    .iter()
+                    .find(|s| **s == other)
+                    .copied()
+                    .unwrap_or("section");
+                if let Some(mark) = key_mark {
+                    parsed.unsupported.push((section, mark));
+                }
+            }
+        }
+    }
+    (parsed, errors)
+}
+
+/// Reads one optional section, recording its error instead of giving up on the file.
+fn section<T: de::DeserializeOwned>(
+    node: &Node,
+    env: &dyn Env,
+    errors: &mut Vec<FileError>,
+) -> Option<T> {
+    match yaml::from_node::<Option<T>>(node, env) {
+        Ok(value) => value,
+        Err(e) => {
+            errors.push(file_error(e));
+            None
+        }
+    }
+}
+
+fn file_error(e: yaml::DeError) -> FileError {
+    FileError {
+        mark: e.mark,
+        message: e.message,
+    }
+}
+
+/// Each upstream is read on its own so one bad upstream does not hide errors in the others.
+fn parse_upstreams(
+    node: &Node,
+    env: &dyn Env,
+    out: &mut Vec<(Spanned<String>, UpstreamSection)>,
+    errors: &mut Vec<FileError>,
+) {
+    let Some(map) = node.as_mapping() else {
+        if !is_empty(node) {
+            errors.push(FileError {
+                mark: Mark::of(node),
+                message: "`upstreams` must be a mapping of upstream names to settings".into(),
+            });
+        }
+        return;
+    };
+    for (key, value) in map.iter() {
+        let name = Spanned {
+            value: key.as_str().to_string(),
+            mark: Mark::of(&Node::Scalar(key.clone())).unwrap_or_default(),
+        };
+        match yaml::from_node::<UpstreamSection>(value, env) {
+            Ok(section) => out.push((name, section)),
+            Err(e) => errors.push(file_error(e)),
+        }
+    }
+}
+
+/// Each route is read on its own so one bad route does not hide errors in the others.
+fn parse_routes(
+    node: &Node,
+    env: &dyn Env,
+    out: &mut Vec<RouteSection>,
+    errors: &mut Vec<FileError>,
+) {
+    let Some(seq) = node.as_sequence() else {
+        if !is_empty(node) {
+            errors.push(FileError {
+                mark: Mark::of(node),
+                message: "`routes` must be a list of routes (each item starts with `- name:`)"
+                    .into(),
+            });
+        }
+        return;
+    };
+    for item in seq.iter() {
+        match yaml::from_node::<RouteSection>(item, env) {
+            Ok(route) => out.push(route),
+            Err(e) => errors.push(file_error(e)),
+        }
+    }
+}
+
+fn is_empty(node: &Node) -> bool {
+    node.as_scalar()
+        .is_some_and(|s| s.may_coerce() && matches!(s.as_str(), "" | "~" | "null"))
+}
+
+/// `server:` — the main listener and limits for every request.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// `host:port` to accept HTTP/1.1 and h2c on.
+    pub listen: Option<Spanned<String>>,
+    /// HTTPS listener (not supported yet).
+    pub tls: Unsupported,
+    /// Larger request bodies get 413.
+    pub max_request_body: Option<ConfigSize>,
+    /// Larger request heads get 431.
+    pub max_header_bytes: Option<ConfigSize>,
+    /// Time a client has to send a complete request head.
+    pub request_header_timeout: Option<ConfigDuration>,
+    /// Idle keep-alive connections are closed after this.
+    pub idle_timeout: Option<ConfigDuration>,
+    /// How long in-flight requests may take to finish on shutdown.
+    pub shutdown_grace: Option<ConfigDuration>,
+    /// Peers whose `X-Forwarded-*` headers are believed (CIDRs or addresses).
+    pub trusted_proxies: Option<Vec<Spanned<String>>>,
+    /// HTTP/2 streams per connection.
+    pub max_concurrent_streams: Option<Spanned<u32>>,
+    /// Adds nosniff, frame-options and referrer-policy headers.
+    pub security_headers: Option<bool>,
+}
+
+/// `admin:` — a separate listener for the built-in endpoints.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// `host:port` for /health, /readyz, /metrics.
+    pub listen: Spanned<String>,
+}
+
+/// `logging:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggingSection {
+    /// `json` or `text`.
+    pub format: Option<LogFormat>,
+    /// A level (`info`) or a filter (`info,gatehouse=debug`).
+    pub level: Option<Spanned<String>>,
+    /// One line per request.
+    pub access_log: Option<bool>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
+/// One entry of `upstreams:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSection {
+    /// Where requests go.
+    #[serde(default)]
+    pub targets: Vec<Spanned<TargetSpec>>,
+    /// How a target is chosen.
+    pub balance: Option<Spanned<Balance>>,
+    /// How gatehouse talks to the targets.
+    pub protocol: Option<Spanned<Protocol>>,
+    /// Time allowed to open a TCP connection to a target.
+    pub connect_timeout: Option<ConfigDuration>,
+    /// Time allowed until response headers arrive.
+    pub timeout: Option<ConfigDuration>,
+    /// Not supported yet.
+    pub discovery: Unsupported,
+    /// Not supported yet.
+    pub tls: Unsupported,
+    /// Not supported yet.
+    pub hash_on: Unsupported,
+    /// Not supported yet.
+    pub health_check: Unsupported,
+    /// Not supported yet.
+    pub circuit_breaker: Unsupported,
+    /// Not supported yet.
+    pub outlier_detection: Unsupported,
+    /// Not supported yet.
+    pub retry: Unsupported,
+}
+
+/// A target: a plain URL, or a URL with a weight.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetSpec {
+    /// `http://host:port`.
+    pub url: String,
+    /// Share of requests relative to the other targets.
+    pub weight: Option<u32>,
+}
+
+impl<'de> Deserialize<'de> for TargetSpec {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Weighted {
+            url: String,
+            weight: Option<u32>,
+        }
+        struct TargetVisitor;
+        impl<'de> de::Visitor<'de> for TargetVisitor {
+            type Value = TargetSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a URL such as http://127.0.0.1:4003, or {url, weight}")
+            }
+            fn visit_str<E: de::Error>(self, url: &str) -> Result<TargetSpec, E> {
+                Ok(TargetSpec {
+                    url: url.to_string(),
+                    weight: None,
+                })
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<TargetSpec, A::Error> {
+                let w = Weighted::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(TargetSpec {
+                    url: w.url,
+                    weight: w.weight,
+                })
+            }
+        }
+        deserializer.deserialize_any(TargetVisitor)
+    }
+}
+
+/// `balance:` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Smooth weighted round robin.
+    RoundRobin,
+    /// Fewest requests in flight.
+    LeastRequests,
+    /// Uniformly random.
+    Random,
+    /// Consistent hash of `hash_on`.
+    Hash,
+}
+
+/// `protocol:` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// HTTP/1.1 with keep-alive.
+    Http1,
+    /// HTTP/2 over TLS.
+    H2,
+    /// HTTP/2 with prior knowledge, cleartext.
+    H2c,
+}
+
+/// One entry of `routes:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSection {
+    /// Unique across all files.
+    pub name: Spanned<String>,
+    /// Conditions a request must meet.
+    #[serde(rename = "match")]
+    pub matches: Spanned<MatchSection>,
+    /// Name of the upstream to forward to.
+    pub upstream: Option<Spanned<String>>,
+    /// A response the gateway gives by itself.
+    pub respond: Option<Spanned<RespondSection>>,
+    /// A prefix removed from the path before forwarding.
+    pub strip_prefix: Option<Spanned<String>>,
+    /// A prefix replaced before forwarding.
+    pub rewrite: Option<Spanned<RewriteSection>>,
+    /// Send the client's Host header upstream (default) rather than the target's.
+    pub preserve_host: Option<bool>,
+    /// Header edits on the way upstream.
+    pub request_headers: Option<HeaderRulesSection>,
+    /// Header edits on the way back.
+    pub response_headers: Option<HeaderRulesSection>,
+    /// Overrides the upstream's `timeout`.
+    pub timeout: Option<ConfigDuration>,
+    /// Overrides `server.max_request_body` for this route.
+    pub max_request_body: Option<ConfigSize>,
+    /// Overrides `server.security_headers` for this route.
+    pub security_headers: Option<bool>,
+    /// Not supported yet.
+    pub auth: Unsupported,
+    /// Not supported yet.
+    pub authorize: Unsupported,
+    /// Not supported yet.
+    pub rate_limit: Unsupported,
+    /// Not supported yet.
+    pub cache: Unsupported,
+    /// Not supported yet.
+    pub cors: Unsupported,
+    /// Not supported yet.
+    pub compress: Unsupported,
+}
+
+/// `match:` — every condition given must hold.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchSection {
+    /// `api.example.com` or `*.example.com`.
+    pub host: Option<Spanned<String>>,
+    /// Prefix on segment boundaries.
+    pub path: Option<Spanned<String>>,
+    /// The whole path.
+    pub path_exact: Option<Spanned<String>>,
+    /// A regular expression over the normalised path.
+    pub path_regex: Option<Spanned<String>>,
+    /// Allowed methods.
+    pub methods: Option<Vec<Spanned<String>>>,
+    /// Headers that must be present with exactly these values.
+    pub headers: Option<OrderedMap<Spanned<String>>>,
+}
+
+/// `respond:` — a fixed response.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RespondSection {
+    /// Defaults to 200.
+    pub status: Option<Spanned<u16>>,
+    /// Defaults to empty.
+    pub body: Option<String>,
+    /// Response headers.
+    pub headers: Option<OrderedMap<Spanned<String>>>,
+}
+
+/// `rewrite:` — replace a leading path prefix.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RewriteSection {
+    /// What the path starts with.
+    pub prefix: String,
+    /// What it becomes.
+    pub to: String,
+}
+
+/// `request_headers:` / `response_headers:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderRulesSection {
+    /// Headers set, replacing any existing value.
+    pub set: Option<OrderedMap<Spanned<String>>>,
+    /// Headers removed.
+    pub remove: Option<Vec<Spanned<String>>>,
+}
+
+/// A YAML mapping read in file order, keys with their positions.
+#[derive(Debug, Default)]
+pub struct OrderedMap<V>(pub Vec<(Spanned<String>, V)>);
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for OrderedMap<V> {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MapVisitor<V>(std::marker::PhantomData<V>);
+        impl<'de, V: Deserialize<'de>> de::Visitor<'de> for MapVisitor<V> {
+            type Value = OrderedMap<V>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a mapping")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    entries.push(entry);
+                }
+                Ok(OrderedMap(entries))
+            }
+        }
+        deserializer.deserialize_map(MapVisitor(std::marker::PhantomData))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::interpolate::MapEnv;
+
+    fn parse(text: &str, kind: FileKind) -> (ParsedFile, Vec<FileError>) {
+        parse_file(text, kind, &MapEnv(Default::default()))
+    }
+
+    #[test]
+    fn collects_errors_from_every_route_and_upstream() {
+        let text = "\
+upstreams:
+  a:
+    targets: [http://127.0.0.1:1]
+    timeout: 5x
+  b:
+    targets: [http://127.0.0.1:2]
+routes:
+  - name: one
+    match: {path: /one}
+    upstrem: a
+  - name: two
+    match: {path: /two}
+    upstream: b
+  - name: three
+    match: {pth: /three}
+";
+        let (parsed, errors) = parse(text, FileKind::Routes);
+        assert_eq!(parsed.upstreams.len(), 1);
+        assert_eq!(parsed.routes.len(), 1);
+        let lines: Vec<_> = errors.iter().map(|e| e.mark.unwrap().line).collect();
+        assert_eq!(lines, vec![4, 10, 15], "{errors:?}");
+        assert!(errors[1].message.contains("did you mean `upstream`"));
+        assert!(errors[2].message.contains("did you mean `path`"));
+    }
+
+    #[test]
+    fn sections_are_checked_per_file_kind() {
+        let (_, errors) = parse("server: {listen: 127.0.0.1:1}\n", FileKind::Routes);
+        assert!(errors[0].message.contains("belongs in gateway.yaml"));
+        let (_, errors) = parse("sever: {}\n", FileKind::Gateway);
+        assert!(
+            errors[0].message.contains("did you mean `server`"),
+            "{errors:?}"
+        );
+        let (parsed, errors) = parse("jwt:\n  providers: {}\n", FileKind::Gateway);
+        assert!(errors.is_empty());
+        assert_eq!(
+            parsed.unsupported,
+            vec![("jwt", Mark { line: 1, column: 1 })]
+        );
+    }
+
+    #[test]
+    fn targets_plain_or_weighted() {
+        let text = "upstreams:\n  a:\n    targets:\n      - http://x:1\n      - {url: http://y:2, weight: 3}\n";
+        let (parsed, errors) = parse(text, FileKind::Routes);
+        assert!(errors.is_empty(), "{errors:?}");
+        let targets = &parsed.upstreams[0].1.targets;
+        assert_eq!(targets[0].value.url, "http://x:1");
+        assert_eq!(targets[1].value.weight, Some(3));
+        assert_eq!(targets[1].mark.line, 5);
+    }
+}

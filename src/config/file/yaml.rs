@@ -1,0 +1,862 @@
+//! A serde deserializer over marked YAML nodes, so that every error (wrong type, unknown field,
+//! bad value, unset variable) carries the line and column of the node it is about.
+//!
+//! The marked-yaml crate's own serde support drops positions for most errors; config errors
+//! without a position are useless to an operator, so we drive serde over its node tree ourselves.
+
+use std::fmt;
+
+use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode, MarkedSequenceNode};
+use marked_yaml::Node;
+use serde::de::{self, DeserializeSeed, Error as _, IntoDeserializer, Unexpected, Visitor};
+
+use crate::config::interpolate::{interpolate, Env};
+
+/// A 1-based line and column in a config file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Mark {
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+}
+
+impl Mark {
+    fn of_span(span: &marked_yaml::Span) -> Option<Mark> {
+        span.start().map(|m| Mark {
+            line: m.line(),
+            column: m.column(),
+        })
+    }
+
+    /// Where a node starts.
+    pub fn of(node: &Node) -> Option<Mark> {
+        Mark::of_span(node.span())
+    }
+}
+
+/// A value together with where it was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spanned<T> {
+    /// The value as deserialized.
+    pub value: T,
+    /// Where it starts in its file.
+    pub mark: Mark,
+}
+
+impl<T> std::ops::Deref for Spanned<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+const SPANNED: &str = "$gatehouse::Spanned";
+const SPANNED_FIELDS: &[&str] = &["$line", "$column", "$value"];
+
+impl<'de, T: de::Deserialize<'de>> de::Deserialize<'de> for Spanned<T> {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SpannedVisitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: de::Deserialize<'de>> Visitor<'de> for SpannedVisitor<T> {
+            type Value = Spanned<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a value with a position")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Spanned<T>, A::Error> {
+                let mut mark = Mark::default();
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "$line" => mark.line = map.next_value()?,
+                        "$column" => mark.column = map.next_value()?,
+                        _ => {
+                            let value = map.next_value()?;
+                            return Ok(Spanned { value, mark });
+                        }
+                    }
+                }
+                Err(de::Error::custom("a position without a value"))
+            }
+        }
+        deserializer.deserialize_struct(
+            SPANNED,
+            SPANNED_FIELDS,
+            SpannedVisitor(std::marker::PhantomData),
+        )
+    }
+}
+
+/// A deserialization error, with the position of the innermost node it is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeError {
+    /// What went wrong, in a sentence.
+    pub message: String,
+    /// Where, when known.
+    pub mark: Option<Mark>,
+}
+
+impl fmt::Display for DeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for DeError {}
+
+/// The closest candidate to `word`, when it is close enough to be a likely typo.
+pub fn did_you_mean<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    candidates
+        .iter()
+        .map(|c| (strsim::jaro_winkler(word, c), *c))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
+}
+
+fn one_of(expected: &[&str]) -> String {
+    expected
+        .iter()
+        .filter(|e| !e.starts_with('$'))
+        .map(|e| format!("`{e}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl de::Error for DeError {
+    fn custom<T: fmt::Display>(msg: T) -> Self {
+        DeError {
+            message: msg.to_string(),
+            mark: None,
+        }
+    }
+
+    fn unknown_field(field: &str, expected: &'static [&'static str]) -> Self {
+        let hint = match did_you_mean(field, expected) {
+            Some(close) => format!("; did you mean `{close}`?"),
+            None => String::new(),
+        };
+        DeError::custom(format!(
+            "unknown field `{field}`{hint} (expected one of {})",
+            one_of(expected)
+        ))
+    }
+
+    fn unknown_variant(variant: &str, expected: &'static [&'static str]) -> Self {
+        let hint = match did_you_mean(variant, expected) {
+            Some(close) => format!("; did you mean `{close}`?"),
+            None => String::new(),
+        };
+        DeError::custom(format!(
+            "unknown value `{variant}`{hint} (expected one of {})",
+            one_of(expected)
+        ))
+    }
+}
+
+trait AtMark<T> {
+    fn at(self, mark: Option<Mark>) -> Result<T, DeError>;
+}
+
+impl<T> AtMark<T> for Result<T, DeError> {
+    /// Attaches `mark` unless a deeper node already did.
+    fn at(self, mark: Option<Mark>) -> Result<T, DeError> {
+        self.map_err(|mut e| {
+            if e.mark.is_none() {
+                e.mark = mark;
+            }
+            e
+        })
+    }
+}
+
+/// Deserializes `T` from one node, interpolating `${VAR}` in every scalar it reads.
+pub fn from_node<T: de::DeserializeOwned>(node: &Node, env: &dyn Env) -> Result<T, DeError> {
+    T::deserialize(NodeDe { node, env }).at(Mark::of(node))
+}
+
+/// Parses YAML text into a node tree; the error carries a position when the parser gave one.
+pub fn parse(text: &str) -> Result<Node, DeError> {
+    if let Some(mark) = second_document(text) {
+        return Err(DeError {
+            message: "a second YAML document (`---`) in one file is not supported; \
+                      put each document in its own file"
+                .into(),
+            mark: Some(mark),
+        });
+    }
+    let options = marked_yaml::LoaderOptions::default()
+        .error_on_duplicate_keys(true)
+        .prevent_coercion(true);
+    // The parser is third-party code fed with operator input on a live reload path: a panic in
+    // it must become a config error, not take the gateway down.
+    let parsed =
+        std::panic::catch_unwind(|| marked_yaml::parse_yaml_with_options(0, text, options));
+    match parsed {
+        Ok(Ok(node)) => Ok(node),
+        Ok(Err(e)) => Err(load_error(e)),
+        Err(_) => Err(DeError {
+            message: "the YAML parser failed on this file".into(),
+            mark: None,
+        }),
+    }
+}
+
+fn load_error(e: marked_yaml::LoadError) -> DeError {
+    use marked_yaml::LoadError as L;
+    let (message, marker) = match &e {
+        L::TopLevelMustBeMapping(m) => ("the file must be a mapping of sections".to_string(), *m),
+        L::TopLevelMustBeSequence(m) => ("the file must be a sequence".to_string(), *m),
+        L::UnexpectedAnchor(m) => ("YAML anchors and aliases are not supported".to_string(), *m),
+        L::MappingKeyMustBeScalar(m) => ("mapping keys must be plain strings".to_string(), *m),
+        L::UnexpectedTag(m) => ("YAML tags (`!!type`) are not supported".to_string(), *m),
+        L::ScanError(m, scan) => (format!("invalid YAML: {}", scan.info()), *m),
+        L::DuplicateKey(d) => {
+            let first = d.prev_key.span().start().map(|m| m.line()).unwrap_or(0);
+            let message = format!(
+                "duplicate key `{}` (first defined on line {first})",
+                d.key.as_str()
+            );
+            return DeError {
+                message,
+                mark: Mark::of_span(d.key.span()),
+            };
+        }
+    };
+    DeError {
+        message,
+        mark: (marker.line() > 0).then(|| Mark {
+            line: marker.line(),
+            column: marker.column(),
+        }),
+    }
+}
+
+/// The position of a `---` that starts a second document, if any.
+fn second_document(text: &str) -> Option<Mark> {
+    let mut seen_content = false;
+    for (i, line) in text.lines().enumerate() {
+        let trimmed = line.trim_end();
+        if trimmed == "---" || trimmed.starts_with("--- ") {
+            if seen_content {
+                return Some(Mark {
+                    line: i + 1,
+                    column: 1,
+                });
+            }
+            continue;
+        }
+        let content = trimmed.trim_start();
+        if !content.is_empty() && !content.starts_with('#') && !content.starts_with('%') {
+            seen_content = true;
+        }
+    }
+    None
+}
+
+struct NodeDe<'a> {
+    node: &'a Node,
+    env: &'a dyn Env,
+}
+
+impl<'a> NodeDe<'a> {
+    fn mark(&self) -> Option<Mark> {
+        Mark::of(self.node)
+    }
+
+    fn scalar(&self) -> Option<&'a MarkedScalarNode> {
+        self.node.as_scalar()
+    }
+
+    /// A plain (unquoted) `~`, `null` or empty scalar.
+    fn is_null(&self) -> bool {
+        self.scalar().is_some_and(|s| {
+            s.may_coerce() && matches!(s.as_str(), "" | "~" | "null" | "Null" | "NULL")
+        })
+    }
+
+    /// The scalar's text after `${VAR}` interpolation.
+    fn text(&self, expected: &dyn de::Expected) -> Result<std::borrow::Cow<'a, str>, DeError> {
+        match self.node {
+            Node::Scalar(s) => interpolate(s.as_str(), self.env)
+                .map_err(DeError::custom)
+                .at(self.mark()),
+            other => Err(de::Error::invalid_type(unexpected(other), expected)).at(self.mark()),
+        }
+    }
+
+    fn number<T: std::str::FromStr>(&self, what: &'static str) -> Result<T, DeError> {
+        let text = self.text(&what)?;
+        text.trim().parse::<T>().map_err(|_| DeError {
+            message: format!("expected {what}, found `{text}`"),
+            mark: self.mark(),
+        })
+    }
+
+    fn visit_mapping<V: Visitor<'a>>(
+        &self,
+        map: &'a MarkedMappingNode,
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
+        visitor
+            .visit_map(MapDe {
+                iter: map.iter().collect::<Vec<_>>().into_iter(),
+                value: None,
+                env: self.env,
+            })
+            .at(self.mark())
+    }
+
+    fn visit_sequence<V: Visitor<'a>>(
+        &self,
+        seq: &'a MarkedSequenceNode,
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
+        visitor
+            .visit_seq(SeqDe {
+                iter: seq.iter(),
+                env: self.env,
+            })
+            .at(self.mark())
+    }
+}
+
+fn unexpected(node: &Node) -> Unexpected<'_> {
+    match node {
+        Node::Scalar(s) => Unexpected::Str(s.as_str()),
+        Node::Mapping(_) => Unexpected::Map,
+        Node::Sequence(_) => Unexpected::Seq,
+    }
+}
+
+macro_rules! numbers {
+    ($($method:ident => $visit:ident, $ty:ty, $what:literal;)*) => {$(
+        fn $method<V: Visitor<'a>>(self, visitor: V) -> Result<V::Value, DeError> {
+            let n: $ty = self.number($what)?;
+            visitor.$visit(n).at(self.mark())
+        }
+    )*};
+}
+
+impl<'a> de::Deserializer<'a> for NodeDe<'a> {
+    type Error = DeError;
+
+    fn deserialize_any<V: Visitor<'a>>(self, visitor: V) -> Result<V::Value, DeError> {
+        match self.node {
+            Node::Scalar(_) => {
+                let text = self.text(&visitor)?;
+                visitor.visit_str(&text).at(self.mark())
+            }
+            Node::Mapping(map) => self.visit_mapping(map, visitor),
+            Node::Sequence(seq) => self.visit_sequence(seq, visitor),
+        }
+    }
+
+    fn deserialize_bool<V: Visitor<'a>>(self, visitor: V) -> Result<V::Value, DeError> {
+        let text = self.text(&visitor)?;
+        let value = match text.trim() {
+            "true" | "True" | "TRUE" => true,
+            "false" | "False" | "FALSE" => false,
+            other => {
+                return Err(DeError {
+                    message: format!("expected true or false, found `{other}`"),
+                    mark: self.mark(),
+                })
+            }
+        };
+        visitor.visit_bool(value).at(self.mark())
+    }
+
+    numbers! {
+        deserialize_i8 => visit_i8, i8, "an integer";
+        deserialize_i16 => visit_i16, i16, "an integer";
+        deserialize_i32 => visit_i32, i32, "an integer";
+        deserialize_i64 => visit_i64, i64, "an integer";
+        deserialize_u8 => visit_u8, u8, "a non-negative integer";
+        deserialize_u16 => visit_u16, u16, "a non-negative integer";
+        deserialize_u32 => visit_u32, u32, "a non-negative integer";
+        deserialize_u64 => visit_u64, u64, "a non-negative integer";
+        deserialize_f32 => visit_f32, f32, "a number";
+        deserialize_f64 => visit_f64, f64, "a number";
+    }
+
+    fn deserialize_char<V: Visitor<'a>>(self, visitor: V) -> Result<V::Value, DeError> {
+        self.deserialize_str(visitor)
+    }
+
+    fn deserialize_str<V: Visitor<'a>>(self, visitor: V) -> Result<V::Value, DeError> {
+        let text = self.text(&visitor)?;
+        visitor.visit_str(&text).at(self.mark())
+    }
+
+    fn deserialize_string<V: Visitor<'a>>(self, visitor: V) -> Result<V::Value, DeError> {
+        self.deserialize_str(visitor)
+    }
+
+    fn deserialize_bytes<V: Visitor<'a>>(self, visitor: V) -> Result<V::Value, DeError> {
+        self.deserialize_str(visitor)
+    }
+
+    fn deserialize_byte_buf<V: Visitor<'a>>(self, visitor: V) -> Result<V::Value, DeError> {
+        self.deserialize_str(visitor)
+    }
+
+    fn deserialize_option<V: Visitor<'a>>(self, visitor: V) -> Result<V::Value, DeError> {
+        if self.is_null() {
+            visitor.visit_none().at(self.mark())
+        } else {
+            visitor.visit_some(self)
+        }
+    }
+
+    fn deserialize_unit<V: Visitor<'a>>(self, visitor: V) -> Result<V::Value, DeError> {
+        if self.is_null() {
+            visitor.visit_unit().at(self.mark())
+        } else {
+            Err(de::Error::invalid_type(unexpected(self.node), &visitor)).at(self.mark())
+        }
+    }
+
+    fn deserialize_unit_struct<V: Visitor<'a>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
+        self.deserialize_unit(visitor)
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'a>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
+        visitor.visit_newtype_struct(self)
+    }
+
+    fn deserialize_seq<V: Visitor<'a>>(self, visitor: V) -> Result<V::Value, DeError> {
+        match self.node {
+            Node::Sequence(seq) => self.visit_sequence(seq, visitor),
+            _ if self.is_null() => visitor.visit_seq(EmptyDe).at(self.mark()),
+            other => Err(de::Error::invalid_type(unexpected(other), &visitor)).at(self.mark()),
+        }
+    }
+
+    fn deserialize_tuple<V: Visitor<'a>>(
+        self,
+        _len: usize,
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
+        self.deserialize_seq(visitor)
+    }
+
+    fn deserialize_tuple_struct<V: Visitor<'a>>(
+        self,
+        _name: &'static str,
+        _len: usize,
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
+        self.deserialize_seq(visitor)
+    }
+
+    fn deserialize_map<V: Visitor<'a>>(self, visitor: V) -> Result<V::Value, DeError> {
+        match self.node {
+            Node::Mapping(map) => self.visit_mapping(map, visitor),
+            _ if self.is_null() => visitor.visit_map(EmptyDe).at(self.mark()),
+            other => Err(de::Error::invalid_type(unexpected(other), &visitor)).at(self.mark()),
+        }
+    }
+
+    fn deserialize_struct<V: Visitor<'a>>(
+        self,
+        name: &'static str,
+        _fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
+        if name == SPANNED {
+            let mark = self.mark().unwrap_or_default();
+            return visitor.visit_map(SpannedDe {
+                state: 0,
+                mark,
+                de: Some(self),
+            });
+        }
+        self.deserialize_map(visitor)
+    }
+
+    fn deserialize_enum<V: Visitor<'a>>(
+        self,
+        _name: &'static str,
+        _variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
+        match self.node {
+            Node::Scalar(_) => {
+                let text = self.text(&visitor)?.into_owned();
+                visitor.visit_enum(text.into_deserializer()).at(self.mark())
+            }
+            Node::Mapping(map) if map.len() == 1 => {
+                let (key, value) = map.iter().next().expect("one entry");
+                visitor
+                    .visit_enum(EnumDe {
+                        key,
+                        value,
+                        env: self.env,
+                    })
+                    .at(self.mark())
+            }
+            other => Err(de::Error::invalid_type(unexpected(other), &visitor)).at(self.mark()),
+        }
+    }
+
+    fn deserialize_identifier<V: Visitor<'a>>(self, visitor: V) -> Result<V::Value, DeError> {
+        self.deserialize_str(visitor)
+    }
+
+    fn deserialize_ignored_any<V: Visitor<'a>>(self, visitor: V) -> Result<V::Value, DeError> {
+        visitor.visit_unit()
+    }
+}
+
+/// Presents a node as `{$line, $column, $value}` to `Spanned`'s visitor.
+struct SpannedDe<D> {
+    state: u8,
+    mark: Mark,
+    de: Option<D>,
+}
+
+impl<'a, D: de::Deserializer<'a, Error = DeError>> de::MapAccess<'a> for SpannedDe<D> {
+    type Error = DeError;
+
+    fn next_key_seed<K: DeserializeSeed<'a>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, DeError> {
+        let Some(key) = SPANNED_FIELDS.get(self.state as usize) else {
+            return Ok(None);
+        };
+        seed.deserialize((*key).into_deserializer()).map(Some)
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'a>>(&mut self, seed: V) -> Result<V::Value, DeError> {
+        self.state += 1;
+        match self.state {
+            1 => seed.deserialize((self.mark.line as u64).into_deserializer()),
+            2 => seed.deserialize((self.mark.column as u64).into_deserializer()),
+            _ => match self.de.take() {
+                Some(de) => seed.deserialize(de),
+                None => Err(DeError::custom("value read twice")),
+            },
+        }
+    }
+}
+
+/// A mapping key: a plain name, never interpolated (`${X}` as a key is almost surely a
+/// mistake), which may be read as `Spanned<String>` to report errors about it.
+struct KeyDe<'a> {
+    key: &'a MarkedScalarNode,
+}
+
+impl<'de> de::Deserializer<'de> for KeyDe<'de> {
+    type Error = DeError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        visitor.visit_str(self.key.as_str())
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        _fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
+        if name == SPANNED {
+            let mark = Mark::of_span(self.key.span()).unwrap_or_default();
+            return visitor.visit_map(SpannedDe {
+                state: 0,
+                mark,
+                de: Some(self),
+            });
+        }
+        self.deserialize_any(visitor)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf option unit unit_struct newtype_struct seq tuple
+        tuple_struct map enum identifier ignored_any
+    }
+}
+
+struct MapDe<'a> {
+    iter: std::vec::IntoIter<(&'a MarkedScalarNode, &'a Node)>,
+    value: Option<&'a Node>,
+    env: &'a dyn Env,
+}
+
+impl<'a> de::MapAccess<'a> for MapDe<'a> {
+    type Error = DeError;
+
+    fn next_key_seed<K: DeserializeSeed<'a>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, DeError> {
+        let Some((key, value)) = self.iter.next() else {
+            return Ok(None);
+        };
+        self.value = Some(value);
+        seed.deserialize(KeyDe { key })
+            .map(Some)
+            .at(Mark::of_span(key.span()))
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'a>>(&mut self, seed: V) -> Result<V::Value, DeError> {
+        let node = self
+            .value
+            .take()
+            .ok_or_else(|| DeError::custom("value without key"))?;
+        seed.deserialize(NodeDe {
+            node,
+            env: self.env,
+        })
+        .at(Mark::of(node))
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        Some(self.iter.len())
+    }
+}
+
+struct SeqDe<'a> {
+    iter: std::slice::Iter<'a, Node>,
+    env: &'a dyn Env,
+}
+
+impl<'a> de::SeqAccess<'a> for SeqDe<'a> {
+    type Error = DeError;
+
+    fn next_element_seed<T: DeserializeSeed<'a>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, DeError> {
+        let Some(node) = self.iter.next() else {
+            return Ok(None);
+        };
+        seed.deserialize(NodeDe {
+            node,
+            env: self.env,
+        })
+        .map(Some)
+        .at(Mark::of(node))
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        Some(self.iter.len())
+    }
+}
+
+/// An empty map or sequence, for a key written with no value (`headers:`).
+struct EmptyDe;
+
+impl<'a> de::MapAccess<'a> for EmptyDe {
+    type Error = DeError;
+    fn next_key_seed<K: DeserializeSeed<'a>>(
+        &mut self,
+        _seed: K,
+    ) -> Result<Option<K::Value>, DeError> {
+        Ok(None)
+    }
+    fn next_value_seed<V: DeserializeSeed<'a>>(&mut self, _seed: V) -> Result<V::Value, DeError> {
+        Err(DeError::custom("empty mapping has no values"))
+    }
+}
+
+impl<'a> de::SeqAccess<'a> for EmptyDe {
+    type Error = DeError;
+    fn next_element_seed<T: DeserializeSeed<'a>>(
+        &mut self,
+        _seed: T,
+    ) -> Result<Option<T::Value>, DeError> {
+        Ok(None)
+    }
+}
+
+/// An externally tagged enum written as a one-key mapping: `{variant: value}`.
+struct EnumDe<'a> {
+    key: &'a MarkedScalarNode,
+    value: &'a Node,
+    env: &'a dyn Env,
+}
+
+impl<'a> de::EnumAccess<'a> for EnumDe<'a> {
+    type Error = DeError;
+    type Variant = NodeDe<'a>;
+
+    fn variant_seed<V: DeserializeSeed<'a>>(
+        self,
+        seed: V,
+    ) -> Result<(V::Value, NodeDe<'a>), DeError> {
+        let variant = seed
+            .deserialize(self.key.as_str().into_deserializer())
+            .at(Mark::of_span(self.key.span()))?;
+        Ok((
+            variant,
+            NodeDe {
+                node: self.value,
+                env: self.env,
+            },
+        ))
+    }
+}
+
+impl<'a> de::VariantAccess<'a> for NodeDe<'a> {
+    type Error = DeError;
+
+    fn unit_variant(self) -> Result<(), DeError> {
+        de::Deserialize::deserialize(self)
+    }
+
+    fn newtype_variant_seed<T: DeserializeSeed<'a>>(self, seed: T) -> Result<T::Value, DeError> {
+        seed.deserialize(self)
+    }
+
+    fn tuple_variant<V: Visitor<'a>>(self, _len: usize, visitor: V) -> Result<V::Value, DeError> {
+        de::Deserializer::deserialize_seq(self, visitor)
+    }
+
+    fn struct_variant<V: Visitor<'a>>(
+        self,
+        _fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
+        de::Deserializer::deserialize_map(self, visitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::interpolate::MapEnv;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct Route {
+        name: String,
+        #[serde(default)]
+        methods: Vec<String>,
+        upstream: Option<Spanned<String>>,
+        weight: Option<u32>,
+        enabled: Option<bool>,
+        kind: Option<Kind>,
+    }
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(rename_all = "snake_case")]
+    enum Kind {
+        RoundRobin,
+        Random,
+    }
+
+    fn env() -> MapEnv {
+        MapEnv(
+            [("NAME".to_string(), "from-env".to_string())]
+                .into_iter()
+                .collect(),
+        )
+    }
+
+    fn load(text: &str) -> Result<Route, DeError> {
+        let node = parse(text)?;
+        from_node(&node, &env())
+    }
+
+    fn err_at(text: &str) -> (String, usize, usize) {
+        let e = load(text).expect_err("should fail");
+        let m = e.mark.expect("error has a position");
+        (e.message, m.line, m.column)
+    }
+
+    #[test]
+    fn values_and_spans() {
+        let r =
+            load("name: a\nupstream: orders\nweight: 3\nenabled: true\nkind: random\n").unwrap();
+        assert_eq!(r.name, "a");
+        assert_eq!(r.weight, Some(3));
+        assert_eq!(r.enabled, Some(true));
+        assert_eq!(r.kind, Some(Kind::Random));
+        let up = r.upstream.unwrap();
+        assert_eq!(up.value, "orders");
+        assert_eq!(
+            up.mark,
+            Mark {
+                line: 2,
+                column: 11
+            }
+        );
+    }
+
+    #[test]
+    fn interpolates_scalars_not_keys() {
+        let r = load("name: ${NAME}\n").unwrap();
+        assert_eq!(r.name, "from-env");
+        let (msg, line, col) = err_at("name: a\nupstream: ${MISSING}\n");
+        assert!(msg.contains("MISSING"), "{msg}");
+        assert_eq!((line, col), (2, 11));
+    }
+
+    #[test]
+    fn errors_carry_positions() {
+        let (msg, line, col) = err_at("name: a\nupstrem: x\n");
+        assert!(msg.contains("did you mean `upstream`"), "{msg}");
+        assert_eq!((line, col), (2, 1));
+
+        let (msg, line, col) = err_at("name: a\nmethods: GET\n");
+        assert!(msg.contains("expected a sequence"), "{msg}");
+        assert_eq!((line, col), (2, 10));
+
+        let (msg, line, _) = err_at("name: a\nweight: heavy\n");
+        assert!(msg.contains("non-negative integer"), "{msg}");
+        assert_eq!(line, 2);
+
+        let (msg, line, _) = err_at("name: a\nenabled: yes\n");
+        assert!(msg.contains("true or false"), "{msg}");
+        assert_eq!(line, 2);
+
+        let (msg, line, col) = err_at("name: a\nkind: round_robbin\n");
+        assert!(msg.contains("did you mean `round_robin`"), "{msg}");
+        assert_eq!((line, col), (2, 7));
+
+        let (msg, line, _) = err_at("upstream: x\n");
+        assert!(msg.contains("missing field `name`"), "{msg}");
+        assert_eq!(line, 1);
+
+        let (msg, line, _) = err_at("name: a\nmethods:\n  - [GET]\n");
+        assert!(msg.contains("expected a string"), "{msg}");
+        assert_eq!(line, 3);
+    }
+
+    #[test]
+    fn quoted_null_is_a_string_plain_null_is_none() {
+        let r = load("name: a\nupstream: ~\n").unwrap();
+        assert_eq!(r.upstream, None);
+        let r = load("name: a\nupstream: \"~\"\n").unwrap();
+        assert_eq!(r.upstream.unwrap().value, "~");
+    }
+
+    #[test]
+    fn syntax_errors_duplicates_and_documents() {
+        let e = parse("name: a\nname: b\n").unwrap_err();
+        assert!(e.message.contains("duplicate key `name`"), "{}", e.message);
+        assert_eq!(e.mark.unwrap().line, 2);
+
+        let e = parse("name: a\n  b: c\n").unwrap_err();
+        assert!(e.message.starts_with("invalid YAML"), "{}", e.message);
+        assert_eq!(e.mark.unwrap().line, 2);
+
+        let e = parse("name: a\n---\nname: b\n").unwrap_err();
+        assert!(e.message.contains("second YAML document"), "{}", e.message);
+        assert_eq!(e.mark.unwrap().line, 2);
+
+        assert!(parse("---\nname: a\n").is_ok());
+        let e = parse("- a\n").unwrap_err();
+        assert!(e.message.contains("mapping"), "{}", e.message);
+    }
+}

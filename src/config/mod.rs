@@ -1,0 +1,135 @@
+//! Configuration: files as written (`file`), checked and turned into a ready-to-use `Snapshot`
+//! (`build`). `load` reads gateway.yaml and every routes file and returns a snapshot or every
+//! error found, each with file, line and column.
+
+pub mod build;
+pub mod errors;
+pub mod file;
+pub mod interpolate;
+pub mod snapshot;
+pub mod units;
+
+use std::path::{Path, PathBuf};
+
+pub use errors::{ConfigError, ConfigErrors};
+pub use interpolate::{Env, MapEnv, ProcessEnv};
+pub use snapshot::Snapshot;
+
+use build::SourceFile;
+use file::{parse_file, FileKind};
+
+use crate::registry::Registries;
+
+/// Loads and validates the whole config rooted at `gateway_yaml`.
+pub fn load(
+    gateway_yaml: &Path,
+    env: &dyn Env,
+    registries: &Registries,
+) -> Result<Snapshot, ConfigErrors> {
+    let mut errors = Vec::new();
+    let mut hasher = ContentHash::default();
+    let text = std::fs::read_to_string(gateway_yaml).map_err(|e| {
+        ConfigErrors(vec![ConfigError::file(
+            gateway_yaml,
+            format!("cannot read config file: {e}"),
+        )])
+    })?;
+    hasher.add(gateway_yaml, &text);
+    let (gateway, file_errors) = parse_file(&text, FileKind::Gateway, env);
+    errors.extend(
+        file_errors
+            .into_iter()
+            .map(|e| ConfigError::from_file_error(gateway_yaml, e)),
+    );
+
+    let base = gateway_yaml.parent().unwrap_or(Path::new("."));
+    let (routes_dir, explicit) = match &gateway.routes_dir {
+        Some(dir) => (base.join(&dir.value), true),
+        None => (base.join("routes"), false),
+    };
+    let mut files = vec![SourceFile {
+        path: gateway_yaml.to_path_buf(),
+        parsed: gateway,
+    }];
+    match routes_files(&routes_dir) {
+        Ok(paths) => {
+            for path in paths {
+                let text = match std::fs::read_to_string(&path) {
+                    Ok(text) => text,
+                    Err(e) => {
+                        errors.push(ConfigError::file(&path, format!("cannot read: {e}")));
+                        continue;
+                    }
+                };
+                hasher.add(&path, &text);
+                let (parsed, file_errors) = parse_file(&text, FileKind::Routes, env);
+                errors.extend(
+                    file_errors
+                        .into_iter()
+                        .map(|e| ConfigError::from_file_error(&path, e)),
+                );
+                files.push(SourceFile { path, parsed });
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {}
+        Err(e) => errors.push(ConfigError::file(
+            &routes_dir,
+            format!("cannot read routes_dir: {e}"),
+        )),
+    }
+
+    match build::build(&files, routes_dir, registries, hasher.finish()) {
+        Ok(snapshot) if errors.is_empty() => Ok(snapshot),
+        Ok(_) => Err(ConfigErrors(errors).sorted()),
+        Err(build_errors) => {
+            errors.extend(build_errors);
+            Err(ConfigErrors(errors).sorted())
+        }
+    }
+}
+
+/// The `*.yaml` / `*.yml` files directly in `dir`, by name. Hidden entries are skipped: editors
+/// keep temporary files there and Kubernetes ConfigMap volumes keep `..data` directories.
+pub fn routes_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut paths = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let is_yaml = name.ends_with(".yaml") || name.ends_with(".yml");
+        // `is_file` follows symlinks, as ConfigMap volumes need.
+        if is_yaml && !name.starts_with('.') && path.is_file() {
+            paths.push(path);
+        }
+    }
+    paths.sort();
+    Ok(paths)
+}
+
+/// FNV-1a over file names and contents: stable across builds and platforms, which a
+/// `DefaultHasher` is not promised to be.
+struct ContentHash(u64);
+
+impl Default for ContentHash {
+    fn default() -> Self {
+        ContentHash(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl ContentHash {
+    fn add(&mut self, path: &Path, text: &str) {
+        let name = path
+            .file_name()
+            .map(|n| n.as_encoded_bytes())
+            .unwrap_or_default();
+        for &b in name.iter().chain([0u8].iter()).chain(text.as_bytes()) {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn finish(self) -> String {
+        format!("{:016x}", self.0)
+    }
+}

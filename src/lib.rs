@@ -1,0 +1,19 @@
+//! gatehouse: a programmable API gateway and reverse proxy.
+//!
+//! Routes are described in YAML (`gateway.yaml` plus `routes/*.yaml`), loaded into an immutable
+//! [`config::Snapshot`], and served by [`server::Gateway`].
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod error;
+pub mod explain;
+pub mod observability;
+pub mod proxy;
+pub mod registry;
+pub mod routing;
+pub mod server;
+pub mod upstream;
+
+pub use server::{Gateway, GatewayHandle, StartOptions};

@@ -1,0 +1,91 @@
+//! State that outlives a config snapshot: connection pools now, and later breakers, health,
+//! rate-limit buckets. A reload asks the registry for each object by name and settings; an
+//! unchanged object gets its existing state back, a changed or new one starts fresh, and state
+//! for names no longer configured is dropped once the new snapshot is live.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// Long-lived values keyed by name, each remembered with the settings it was made from.
+#[derive(Debug)]
+pub struct Registry<S, V> {
+    entries: Mutex<HashMap<String, (S, V)>>,
+}
+
+impl<S, V> Default for Registry<S, V> {
+    fn default() -> Self {
+        Registry {
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<S: PartialEq + Clone, V: Clone> Registry<S, V> {
+    /// The value for `name` if it was made from equal `settings`, else a new one from `make`.
+    ///
+    /// Only config loading calls this, never the request path, so a mutex is fine.
+    pub fn get_or_make(&self, name: &str, settings: &S, make: impl FnOnce() -> V) -> V {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((existing, value)) = entries.get(name) {
+            if existing == settings {
+                return value.clone();
+            }
+        }
+        let value = make();
+        entries.insert(name.to_string(), (settings.clone(), value.clone()));
+        value
+    }
+
+    /// Forgets every name not in `live`, after a snapshot using only those went live.
+    pub fn retain<'a>(&self, live: impl IntoIterator<Item = &'a str>) {
+        let live: std::collections::HashSet<&str> = live.into_iter().collect();
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.retain(|name, _| live.contains(name.as_str()));
+    }
+
+    /// How many names are held.
+    pub fn len(&self) -> usize {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Whether no names are held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Every registry the gateway keeps across reloads.
+#[derive(Debug, Default)]
+pub struct Registries {
+    /// Upstream connection pools by upstream name.
+    pub pools: Registry<crate::upstream::pool::PoolSettings, crate::upstream::pool::UpstreamClient>,
+}
+
+impl Registries {
+    /// Drops state for objects the live snapshot no longer has.
+    pub fn retain_for(&self, snapshot: &crate::config::Snapshot) {
+        self.pools
+            .retain(snapshot.upstreams.iter().map(|u| &*u.name));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn keeps_state_for_unchanged_settings_only() {
+        let registry: Registry<u32, Arc<str>> = Registry::default();
+        let a = registry.get_or_make("a", &1, || "first".into());
+        let again = registry.get_or_make("a", &1, || "second".into());
+        assert!(Arc::ptr_eq(&a, &again));
+        let changed = registry.get_or_make("a", &2, || "third".into());
+        assert_eq!(&*changed, "third");
+        registry.get_or_make("b", &1, || "b".into());
+        registry.retain(["b"]);
+        assert_eq!(registry.len(), 1);
+        let fresh = registry.get_or_make("a", &2, || "fourth".into());
+        assert_eq!(&*fresh, "fourth");
+    }
+}
