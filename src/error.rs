@@ -1,0 +1,199 @@
+//! Errors the gateway answers with itself, and the one place their HTTP status is chosen.
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Response, StatusCode};
+
+use crate::proxy::body::ResponseBody;
+use crate::routing::normalize::PathError;
+
+/// Why the gateway answered a request itself instead of the upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The request path cannot be normalised safely.
+    #[error("invalid request path: {0}")]
+    InvalidPath(#[from] PathError),
+    /// The request is malformed in a way hyper let through.
+    #[error("{0}")]
+    BadRequest(&'static str),
+    /// No route matches.
+    #[error("no route matches this request")]
+    NoRoute,
+    /// A route matches the path but not the method.
+    #[error("method not allowed on this route")]
+    MethodNotAllowed {
+        /// The methods that would be allowed.
+        allow: Vec<Method>,
+    },
+    /// The request body is over the limit.
+    #[error("request body is larger than the limit of {limit} bytes")]
+    BodyTooLarge {
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// The request head is over the limit.
+    #[error("request headers are larger than the limit of {limit} bytes")]
+    HeadersTooLarge {
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// No connection to any target of the upstream could be made.
+    #[error("could not connect to upstream {upstream}")]
+    UpstreamConnect {
+        /// Upstream name.
+        upstream: std::sync::Arc<str>,
+    },
+    /// The upstream failed mid-exchange (reset, invalid response).
+    #[error("upstream {upstream} failed to answer")]
+    UpstreamFailed {
+        /// Upstream name.
+        upstream: std::sync::Arc<str>,
+    },
+    /// The upstream did not send response headers in time.
+    #[error("upstream {upstream} did not answer in time")]
+    UpstreamTimeout {
+        /// Upstream name.
+        upstream: std::sync::Arc<str>,
+    },
+    /// The upstream has no target to send to.
+    #[error("upstream {upstream} has no target available")]
+    NoTarget {
+        /// Upstream name.
+        upstream: std::sync::Arc<str>,
+    },
+}
+
+impl GatewayError {
+    /// HTTP status and the stable machine-readable `error` code for the JSON body.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            GatewayError::InvalidPath(_) => (StatusCode::BAD_REQUEST, "invalid_path"),
+            GatewayError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            GatewayError::NoRoute => (StatusCode::NOT_FOUND, "no_route"),
+            GatewayError::MethodNotAllowed { .. } => {
+                (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+            }
+            GatewayError::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            GatewayError::HeadersTooLarge { .. } => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+            ),
+            GatewayError::UpstreamConnect { .. } => {
+                (StatusCode::BAD_GATEWAY, "upstream_unreachable")
+            }
+            GatewayError::UpstreamFailed { .. } => (StatusCode::BAD_GATEWAY, "upstream_failed"),
+            GatewayError::UpstreamTimeout { .. } => {
+                (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout")
+            }
+            GatewayError::NoTarget { .. } => (StatusCode::SERVICE_UNAVAILABLE, "no_target"),
+        }
+    }
+
+    /// The JSON response: `{"error", "message", "request_id"}` plus the headers the status needs.
+    pub fn to_response(&self, request_id: &HeaderValue) -> Response<ResponseBody> {
+        let (status, code) = self.status_and_code();
+        let body = serde_json::json!({
+            "error": code,
+            "message": self.to_string(),
+            "request_id": request_id.to_str().unwrap_or(""),
+        });
+        let mut response = Response::new(ResponseBody::Full(Some(Bytes::from(
+            body.to_string() + "\n",
+        ))));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        match self {
+            GatewayError::MethodNotAllowed { allow } => {
+                let list = allow
+                    .iter()
+                    .map(Method::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                if let Ok(value) = HeaderValue::try_from(list) {
+                    headers.insert(header::ALLOW, value);
+                }
+            }
+            GatewayError::NoTarget { .. } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn every_error_maps_to_its_status_and_json() {
+        let up: std::sync::Arc<str> = "orders".into();
+        let cases: Vec<(GatewayError, u16, &str)> = vec![
+            (PathError::EncodedSlash.into(), 400, "invalid_path"),
+            (GatewayError::BadRequest("x"), 400, "bad_request"),
+            (GatewayError::NoRoute, 404, "no_route"),
+            (
+                GatewayError::MethodNotAllowed {
+                    allow: vec![Method::GET, Method::HEAD],
+                },
+                405,
+                "method_not_allowed",
+            ),
+            (
+                GatewayError::BodyTooLarge { limit: 10 },
+                413,
+                "body_too_large",
+            ),
+            (
+                GatewayError::HeadersTooLarge { limit: 10 },
+                431,
+                "headers_too_large",
+            ),
+            (
+                GatewayError::UpstreamConnect {
+                    upstream: up.clone(),
+                },
+                502,
+                "upstream_unreachable",
+            ),
+            (
+                GatewayError::UpstreamFailed {
+                    upstream: up.clone(),
+                },
+                502,
+                "upstream_failed",
+            ),
+            (
+                GatewayError::UpstreamTimeout {
+                    upstream: up.clone(),
+                },
+                504,
+                "upstream_timeout",
+            ),
+            (GatewayError::NoTarget { upstream: up }, 503, "no_target"),
+        ];
+        let id = HeaderValue::from_static("req-1");
+        for (error, status, code) in cases {
+            let response = error.to_response(&id);
+            assert_eq!(response.status().as_u16(), status, "{error}");
+            assert_eq!(response.headers()["content-type"], "application/json");
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(json["error"], code);
+            assert_eq!(json["request_id"], "req-1");
+            assert!(!json["message"].as_str().unwrap().is_empty());
+        }
+        let response = GatewayError::MethodNotAllowed {
+            allow: vec![Method::GET, Method::HEAD],
+        }
+        .to_response(&id);
+        assert_eq!(response.headers()["allow"], "GET, HEAD");
+    }
+}

@@ -1,0 +1,4 @@
+//! Logs and request ids.
+
+pub mod logging;
+pub mod request_id;

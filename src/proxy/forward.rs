@@ -1,0 +1,159 @@
+//! Forwarding a request to an upstream target and streaming the answer back.
+
+use std::time::Instant;
+
+use http::header::{self, HeaderValue};
+use http::request::Parts;
+use http::uri::{PathAndQuery, Uri};
+use http::{Request, Response, Version};
+use hyper::body::Incoming;
+
+use super::body::{drain, is_body_too_large, LimitedBody, ResponseBody};
+use super::headers::{remove_hop_by_hop, set_forwarding_headers, Hop};
+use super::pipeline::ConnInfo;
+use crate::config::snapshot::ServerSettings;
+use crate::error::GatewayError;
+use crate::observability::request_id::X_REQUEST_ID;
+use crate::routing::route::{ProxyAction, Route};
+
+/// Sends the request to a target of the route's upstream and returns its response.
+#[allow(clippy::too_many_arguments)]
+pub async fn forward(
+    action: &ProxyAction,
+    route: &Route,
+    server: &ServerSettings,
+    conn: &ConnInfo,
+    parts: Parts,
+    body: Incoming,
+    path: &str,
+    id: &HeaderValue,
+) -> Result<Response<ResponseBody>, GatewayError> {
+    let upstream = &action.upstream;
+    let limit = route.max_request_body;
+    if declared_length(&parts).is_some_and(|len| len > limit) {
+        drain(body);
+        return Err(GatewayError::BodyTooLarge { limit });
+    }
+    let Some(target) = upstream.pick() else {
+        drain(body);
+        return Err(GatewayError::NoTarget {
+            upstream: upstream.name.clone(),
+        });
+    };
+
+    let upstream_path = action.rewrite.apply(path);
+    let path_and_query = if upstream_path == parts.uri.path() {
+        // The common case: nothing changed, so reuse the parsed value instead of re-parsing.
+        parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"))
+    } else {
+        let joined = match parts.uri.query() {
+            Some(query) => format!("{upstream_path}?{query}"),
+            None => upstream_path.into_owned(),
+        };
+        PathAndQuery::try_from(joined)
+            .map_err(|_| GatewayError::BadRequest("invalid request target"))?
+    };
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(target.scheme.clone());
+    uri.authority = Some(target.authority.clone());
+    uri.path_and_query = Some(path_and_query);
+    let uri =
+        Uri::from_parts(uri).map_err(|_| GatewayError::BadRequest("invalid request target"))?;
+
+    let mut headers = parts.headers;
+    let client_host = match parts.uri.authority() {
+        Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
+        None => headers.get(header::HOST).cloned(),
+    };
+    remove_hop_by_hop(&mut headers);
+    // The body is streamed; the upstream need not be asked to confirm it wants it.
+    headers.remove(header::EXPECT);
+    set_forwarding_headers(
+        &mut headers,
+        Hop {
+            peer: conn.peer.ip(),
+            trusted: server.trusted_proxies.contains(conn.peer.ip()),
+            scheme: conn.scheme,
+            host: client_host.as_ref(),
+            version: parts.version,
+        },
+    );
+    match (action.preserve_host, client_host) {
+        (true, Some(host)) => headers.insert(header::HOST, host),
+        _ => headers.insert(header::HOST, target.host_header.clone()),
+    };
+    headers.insert(X_REQUEST_ID, id.clone());
+    route.request_headers.apply(&mut headers);
+
+    let mut request = Request::new(LimitedBody::new(body, limit));
+    *request.method_mut() = parts.method;
+    *request.uri_mut() = uri;
+    *request.version_mut() = Version::HTTP_11;
+    *request.headers_mut() = headers;
+
+    let started = Instant::now();
+    let result = tokio::time::timeout(action.timeout, upstream.client.request(request)).await;
+    let response = match result {
+        Err(_) => {
+            tracing::warn!(upstream = %upstream.name, target = %target.url, timeout = ?action.timeout, "upstream timed out");
+            return Err(GatewayError::UpstreamTimeout {
+                upstream: upstream.name.clone(),
+            });
+        }
+        Ok(Err(error)) => {
+            if is_body_too_large(&error) {
+                return Err(GatewayError::BodyTooLarge { limit });
+            }
+            tracing::warn!(
+                upstream = %upstream.name,
+                target = %target.url,
+                error = %error_chain(&error),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "upstream request failed"
+            );
+            return Err(if error.is_connect() {
+                GatewayError::UpstreamConnect {
+                    upstream: upstream.name.clone(),
+                }
+            } else {
+                GatewayError::UpstreamFailed {
+                    upstream: upstream.name.clone(),
+                }
+            });
+        }
+        Ok(Ok(response)) => response,
+    };
+    let (mut parts, body) = response.into_parts();
+    remove_hop_by_hop(&mut parts.headers);
+    // The client gets our HTTP version, not the upstream's (an HTTP/1.0 upstream would
+    // otherwise turn the client's keep-alive connection into a one-shot).
+    parts.version = Version::default();
+    Ok(Response::from_parts(parts, ResponseBody::Upstream(body)))
+}
+
+/// The request's Content-Length, when it has a valid one.
+fn declared_length(parts: &Parts) -> Option<u64> {
+    parts
+        .headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// An error and its causes on one line, for logs.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

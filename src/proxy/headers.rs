@@ -1,0 +1,307 @@
+//! Header handling every proxied request and response gets: hop-by-hop removal,
+//! `X-Forwarded-*` and `Via`, configured header rules, and security headers.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::Version;
+use ipnet::IpNet;
+
+/// `request_headers:` / `response_headers:` of a route, prebuilt.
+#[derive(Debug, Clone, Default)]
+pub struct HeaderRules {
+    /// Headers removed first.
+    pub remove: Vec<HeaderName>,
+    /// Headers then set, replacing any value.
+    pub set: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl HeaderRules {
+    /// Applies the rules: removals, then sets.
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        for name in &self.remove {
+            headers.remove(name);
+        }
+        for (name, value) in &self.set {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+}
+
+/// Headers that describe one connection, not the message (RFC 9110 7.6.1); never forwarded.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes hop-by-hop headers, including every header the `Connection` header names.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Peers whose `X-Forwarded-*` headers are believed (`server.trusted_proxies`).
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies(pub Vec<IpNet>);
+
+impl TrustedProxies {
+    /// Parses `10.0.0.0/8` or a bare address.
+    pub fn parse_entry(entry: &str) -> Result<IpNet, String> {
+        let entry = entry.trim();
+        entry
+            .parse::<IpNet>()
+            .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
+            .map_err(|_| {
+                format!("invalid trusted proxy `{entry}`: expected an address or CIDR such as 10.0.0.0/8")
+            })
+    }
+
+    /// Whether `ip` is a trusted proxy.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.0.iter().any(|net| net.contains(&ip))
+    }
+}
+
+/// The client address a request is attributed to: the peer, or, when the peer is a trusted
+/// proxy, the right-most address in `X-Forwarded-For` that is not itself a trusted proxy.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) -> IpAddr {
+    let peer = peer.to_canonical();
+    if !trusted.contains(peer) {
+        return peer;
+    }
+    let chain: Vec<&str> = headers
+        .get_all(HeaderName::from_static("x-forwarded-for"))
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .collect();
+    for hop in chain.iter().rev() {
+        match hop.trim().parse::<IpAddr>() {
+            Ok(ip) if trusted.contains(ip) => continue,
+            Ok(ip) => return ip.to_canonical(),
+            // A garbled entry ends the part of the chain we can believe.
+            Err(_) => break,
+        }
+    }
+    peer
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+/// What the gateway knows about the hop it received a request on.
+#[derive(Debug, Clone, Copy)]
+pub struct Hop<'a> {
+    /// The TCP peer.
+    pub peer: IpAddr,
+    /// Whether the peer is a trusted proxy.
+    pub trusted: bool,
+    /// `http` or `https`, as the client reached the gateway.
+    pub scheme: &'static str,
+    /// The Host the client asked for (Host header or HTTP/2 authority).
+    pub host: Option<&'a HeaderValue>,
+    /// HTTP version the client used.
+    pub version: Version,
+}
+
+/// Sets `X-Forwarded-For/-Proto/-Host` and appends to `Via`. From an untrusted peer, whatever
+/// the client sent in these headers (and `Forwarded`, `X-Real-IP`) is replaced, so a client
+/// cannot make the backend believe another address.
+pub fn set_forwarding_headers(headers: &mut HeaderMap, hop: Hop<'_>) {
+    let peer = hop.peer.to_canonical().to_string();
+    let xff = if hop.trusted && headers.contains_key(&X_FORWARDED_FOR) {
+        let mut chain = String::new();
+        for value in headers.get_all(&X_FORWARDED_FOR) {
+            if let Ok(v) = value.to_str() {
+                chain.push_str(v);
+                chain.push_str(", ");
+            }
+        }
+        chain.push_str(&peer);
+        chain
+    } else {
+        peer
+    };
+    if let Ok(value) = HeaderValue::try_from(xff) {
+        headers.insert(X_FORWARDED_FOR, value);
+    }
+    if !hop.trusted || !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(hop.scheme));
+    }
+    if !hop.trusted || !headers.contains_key(&X_FORWARDED_HOST) {
+        match hop.host {
+            Some(host) => headers.insert(X_FORWARDED_HOST, host.clone()),
+            None => headers.remove(X_FORWARDED_HOST),
+        };
+    }
+    if !hop.trusted {
+        headers.remove(header::FORWARDED);
+        headers.remove(X_REAL_IP);
+    }
+    append_via(headers, hop.version);
+}
+
+fn append_via(headers: &mut HeaderMap, version: Version) {
+    let ours = match version {
+        Version::HTTP_2 => "2 gatehouse",
+        Version::HTTP_10 => "1.0 gatehouse",
+        _ => "1.1 gatehouse",
+    };
+    let existing: Vec<&str> = headers
+        .get_all(header::VIA)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    if existing.is_empty() {
+        headers.insert(header::VIA, HeaderValue::from_static(ours));
+        return;
+    }
+    let joined = format!("{}, {ours}", existing.join(", "));
+    if let Ok(value) = HeaderValue::try_from(joined) {
+        headers.insert(header::VIA, value);
+    }
+}
+
+/// Adds browser security headers the upstream did not set itself.
+pub fn add_security_headers(headers: &mut HeaderMap) {
+    const DEFAULTS: [(HeaderName, &str); 3] = [
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "SAMEORIGIN"),
+        (header::REFERRER_POLICY, "strict-origin-when-cross-origin"),
+    ];
+    for (name, value) in DEFAULTS {
+        if !headers.contains_key(&name) {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let mut h = map(&[
+            ("connection", "keep-alive, X-Secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("upgrade", "websocket"),
+            ("x-kept", "yes"),
+        ]);
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert_eq!(h["x-kept"], "yes");
+    }
+
+    fn trusted() -> TrustedProxies {
+        TrustedProxies(vec![
+            TrustedProxies::parse_entry("10.0.0.0/8").unwrap(),
+            TrustedProxies::parse_entry("127.0.0.1").unwrap(),
+        ])
+    }
+
+    #[test]
+    fn client_ip_walks_trusted_chain() {
+        let h = map(&[("x-forwarded-for", "203.0.113.9, 10.1.1.1")]);
+        let peer: IpAddr = "10.0.0.5".parse().unwrap();
+        assert_eq!(client_ip(peer, &h, &trusted()).to_string(), "203.0.113.9");
+        let untrusted: IpAddr = "198.51.100.7".parse().unwrap();
+        assert_eq!(client_ip(untrusted, &h, &trusted()), untrusted);
+        let garbled = map(&[("x-forwarded-for", "203.0.113.9, junk")]);
+        assert_eq!(client_ip(peer, &garbled, &trusted()), peer);
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        assert!(trusted().contains(mapped));
+    }
+
+    #[test]
+    fn forwarding_headers_trusted_and_not() {
+        let host = HeaderValue::from_static("api.example.com");
+        let hop = |peer: &str, trusted: bool| Hop {
+            peer: peer.parse().unwrap(),
+            trusted,
+            scheme: "http",
+            host: Some(&host),
+            version: Version::HTTP_11,
+        };
+        let incoming = [
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil.example"),
+            ("forwarded", "for=1.2.3.4"),
+        ];
+        let mut h = map(&incoming);
+        set_forwarding_headers(&mut h, hop("198.51.100.7", false));
+        assert_eq!(h["x-forwarded-for"], "198.51.100.7");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "api.example.com");
+        assert!(!h.contains_key("forwarded"));
+        assert_eq!(h["via"], "1.1 gatehouse");
+
+        let mut h = map(&incoming);
+        h.append("x-forwarded-for", HeaderValue::from_static("5.6.7.8"));
+        h.insert("via", HeaderValue::from_static("1.1 edge"));
+        set_forwarding_headers(&mut h, hop("10.0.0.5", true));
+        assert_eq!(h["x-forwarded-for"], "1.2.3.4, 5.6.7.8, 10.0.0.5");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "evil.example");
+        assert_eq!(h["via"], "1.1 edge, 1.1 gatehouse");
+    }
+
+    #[test]
+    fn rules_and_security_headers() {
+        let rules = HeaderRules {
+            remove: vec![HeaderName::from_static("server")],
+            set: vec![(
+                HeaderName::from_static("x-gateway"),
+                HeaderValue::from_static("gatehouse"),
+            )],
+        };
+        let mut h = map(&[
+            ("server", "backend"),
+            ("x-gateway", "old"),
+            ("x-frame-options", "DENY"),
+        ]);
+        rules.apply(&mut h);
+        add_security_headers(&mut h);
+        assert!(!h.contains_key("server"));
+        assert_eq!(h["x-gateway"], "gatehouse");
+        assert_eq!(h["x-frame-options"], "DENY");
+        assert_eq!(h["x-content-type-options"], "nosniff");
+    }
+}

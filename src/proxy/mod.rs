@@ -1,0 +1,6 @@
+//! The request path: from a parsed request to a response, through the route's phases.
+
+pub mod body;
+pub mod forward;
+pub mod headers;
+pub mod pipeline;

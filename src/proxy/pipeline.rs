@@ -1,0 +1,143 @@
+//! The fixed sequence every request goes through: limits -> normalise -> route -> action ->
+//! response rules. Each step either continues or ends the request with a `GatewayError`.
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::header::HeaderValue;
+use http::request::Parts;
+use http::{Request, Response};
+use hyper::body::Incoming;
+
+use super::body::{drain, ResponseBody};
+use super::forward::forward;
+use super::headers::add_security_headers;
+use crate::config::Snapshot;
+use crate::error::GatewayError;
+use crate::observability::request_id::{request_id, X_REQUEST_ID};
+use crate::routing::matchers::request_host;
+use crate::routing::normalize::normalize_path;
+use crate::routing::route::{Route, RouteAction, StaticResponse};
+use crate::routing::router::{RequestFacts, RouteOutcome};
+
+/// What the gateway knows about the connection a request arrived on.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    /// The TCP peer.
+    pub peer: SocketAddr,
+    /// `http` or `https`.
+    pub scheme: &'static str,
+}
+
+/// The route chosen for a request and the normalised path it was chosen on.
+#[derive(Debug)]
+pub struct Routed<'s, 'r> {
+    /// The normalised request path.
+    pub path: Cow<'r, str>,
+    /// The request host, lower-cased without port.
+    pub host: Option<Cow<'r, str>>,
+    /// The matching route.
+    pub route: &'s Arc<Route>,
+}
+
+/// Normalises the path and finds the route; shared by the request path and `explain`.
+pub fn route_request<'s, 'r>(
+    snapshot: &'s Snapshot,
+    parts: &'r Parts,
+) -> Result<Routed<'s, 'r>, GatewayError> {
+    let path = normalize_path(parts.uri.path())?;
+    let host = request_host(&parts.uri, &parts.headers);
+    let facts = RequestFacts {
+        host: host.as_deref(),
+        path: &path,
+        method: &parts.method,
+        headers: &parts.headers,
+    };
+    match snapshot.router.find(facts) {
+        RouteOutcome::Matched(route) => Ok(Routed { path, host, route }),
+        RouteOutcome::MethodNotAllowed(allow) => Err(GatewayError::MethodNotAllowed { allow }),
+        RouteOutcome::NotFound => Err(GatewayError::NoRoute),
+    }
+}
+
+/// Size of the request head as it would be on the wire, for `max_header_bytes`.
+pub fn head_size(parts: &Parts) -> u64 {
+    let line = parts.method.as_str().len() + parts.uri.to_string().len() + 12;
+    let fields: usize = parts
+        .headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    (line + fields) as u64
+}
+
+/// Serves one request against one snapshot; never fails, errors become JSON responses.
+pub async fn handle(
+    snapshot: &Snapshot,
+    conn: &ConnInfo,
+    request: Request<Incoming>,
+) -> Response<ResponseBody> {
+    let (parts, body) = request.into_parts();
+    let id = request_id(&parts.headers);
+    let mut response = match serve(snapshot, conn, parts, body, &id).await {
+        Ok(response) => response,
+        Err(error) => error.to_response(&id),
+    };
+    response.headers_mut().insert(X_REQUEST_ID, id);
+    response
+}
+
+async fn serve(
+    snapshot: &Snapshot,
+    conn: &ConnInfo,
+    parts: Parts,
+    body: Incoming,
+    id: &HeaderValue,
+) -> Result<Response<ResponseBody>, GatewayError> {
+    let limit = snapshot.server.max_header_bytes;
+    if head_size(&parts) > limit {
+        drain(body);
+        return Err(GatewayError::HeadersTooLarge { limit });
+    }
+    let routed = match route_request(snapshot, &parts) {
+        Ok(routed) => routed,
+        Err(e) => {
+            drain(body);
+            return Err(e);
+        }
+    };
+    let route = Arc::clone(routed.route);
+    let path = routed.path.into_owned();
+    let mut response = match &route.action {
+        RouteAction::Respond(fixed) => {
+            drain(body);
+            respond(fixed)
+        }
+        RouteAction::Proxy(action) => {
+            forward(
+                action,
+                &route,
+                &snapshot.server,
+                conn,
+                parts,
+                body,
+                &path,
+                id,
+            )
+            .await?
+        }
+    };
+    route.response_headers.apply(response.headers_mut());
+    if route.security_headers {
+        add_security_headers(response.headers_mut());
+    }
+    Ok(response)
+}
+
+fn respond(fixed: &StaticResponse) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::Full(Some(fixed.body.clone())));
+    *response.status_mut() = fixed.status;
+    *response.headers_mut() = fixed.headers.clone();
+    response
+}

@@ -1,0 +1,115 @@
+//! Upstreams: named groups of targets, how one is chosen, and the pooled client that calls it.
+
+pub mod balance;
+pub mod pool;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::uri::{Authority, Scheme};
+
+use balance::SmoothWeighted;
+use pool::UpstreamClient;
+
+/// One entry of `upstreams:`, ready to serve.
+#[derive(Debug)]
+pub struct Upstream {
+    /// Unique name; the label used in logs and metrics.
+    pub name: Arc<str>,
+    /// Where requests go.
+    pub targets: Vec<Target>,
+    /// Chooses among `targets`.
+    pub balancer: SmoothWeighted,
+    /// Time allowed until response headers arrive (routes may override).
+    pub timeout: Duration,
+    /// Time allowed to connect.
+    pub connect_timeout: Duration,
+    /// Pooled client, kept across reloads while the pool settings do not change.
+    pub client: UpstreamClient,
+}
+
+/// One backend address.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// As configured, for logs and `explain`.
+    pub url: Arc<str>,
+    /// `http`.
+    pub scheme: Scheme,
+    /// `host:port` as configured (the port defaults to 80).
+    pub authority: Authority,
+    /// The authority as a Host header value, for routes with `preserve_host: false`.
+    pub host_header: http::HeaderValue,
+    /// Relative share of requests.
+    pub weight: u32,
+}
+
+impl Upstream {
+    /// The target for the next request.
+    pub fn pick(&self) -> Option<&Target> {
+        self.balancer.pick(|_| true).map(|i| &self.targets[i])
+    }
+}
+
+/// Parses a target URL: `http://host:port` with no path, query or credentials.
+pub fn parse_target(url: &str) -> Result<(Scheme, Authority), String> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("invalid target URL `{url}`: {e}"))?;
+    let scheme = match uri.scheme_str() {
+        Some("http") => Scheme::HTTP,
+        Some("https") => {
+            return Err(format!(
+                "target `{url}`: https targets are not supported yet (upstream TLS); use http://"
+            ))
+        }
+        Some(other) => {
+            return Err(format!(
+                "target `{url}`: unsupported scheme `{other}`; use http://"
+            ))
+        }
+        None => return Err(format!("target `{url}` needs a scheme, e.g. http://{url}")),
+    };
+    let authority = uri
+        .authority()
+        .ok_or_else(|| format!("target `{url}` has no host"))?
+        .clone();
+    if authority.as_str().contains('@') {
+        return Err(format!(
+            "target `{url}`: credentials in target URLs are not supported"
+        ));
+    }
+    if uri.path() != "/" && !uri.path().is_empty() || uri.query().is_some() {
+        return Err(format!(
+            "target `{url}` has a path or query; a target is scheme://host:port \
+             (change paths with the route's strip_prefix or rewrite)"
+        ));
+    }
+    Ok((scheme, authority))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        let (scheme, authority) = parse_target("http://127.0.0.1:4003").unwrap();
+        assert_eq!(scheme, Scheme::HTTP);
+        assert_eq!(authority.as_str(), "127.0.0.1:4003");
+        assert_eq!(
+            parse_target("http://backend/").unwrap().1.as_str(),
+            "backend"
+        );
+        for (bad, expect) in [
+            ("https://x:1", "not supported yet"),
+            ("ftp://x", "unsupported scheme"),
+            ("127.0.0.1:80", "needs a scheme"),
+            ("http://x:1/api", "has a path"),
+            ("http://u:p@x:1", "credentials"),
+            ("http://", "invalid target"),
+        ] {
+            let err = parse_target(bad).unwrap_err();
+            assert!(err.contains(expect), "{bad}: {err}");
+        }
+    }
+}
