@@ -1,0 +1,167 @@
+//! `gatehouse explain`: what the gateway would do with a request, without sending it.
+
+use std::fmt::Write;
+
+use http::{Method, Request};
+
+use crate::config::Snapshot;
+use crate::proxy::pipeline::{head_size, route_request};
+use crate::routing::route::{PathRewrite, RouteAction};
+
+/// Describes, line by line, how `method url` with `headers` would be handled.
+pub fn explain(
+    snapshot: &Snapshot,
+    method: &str,
+    url: &str,
+    headers: &[String],
+) -> Result<String, String> {
+    let method = Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+        .map_err(|_| format!("invalid method `{method}`"))?;
+    let mut builder = Request::builder().method(method.clone()).uri(url);
+    for header in headers {
+        let (name, value) = header
+            .split_once(':')
+            .ok_or_else(|| format!("invalid header `{header}`: expected 'Name: value'"))?;
+        builder = builder.header(name.trim(), value.trim());
+    }
+    let (parts, ()) = builder
+        .body(())
+        .map_err(|e| format!("invalid request: {e}"))?
+        .into_parts();
+
+    let mut out = String::new();
+    let _ = writeln!(out, "request:    {method} {url}");
+    if head_size(&parts) > snapshot.server.max_header_bytes {
+        let _ = writeln!(
+            out,
+            "result:     431 headers_too_large (limit {} bytes)",
+            snapshot.server.max_header_bytes
+        );
+        return Ok(out);
+    }
+    let routed = match route_request(snapshot, &parts) {
+        Ok(routed) => routed,
+        Err(error) => {
+            let (status, code) = error.status_and_code();
+            let _ = writeln!(out, "result:     {} {code}: {error}", status.as_u16());
+            if let crate::error::GatewayError::MethodNotAllowed { allow } = &error {
+                let list: Vec<&str> = allow.iter().map(Method::as_str).collect();
+                let _ = writeln!(out, "allow:      {}", list.join(", "));
+            }
+            return Ok(out);
+        }
+    };
+    let route = routed.route;
+    let _ = writeln!(
+        out,
+        "host:       {}",
+        routed.host.as_deref().unwrap_or("(none)")
+    );
+    if routed.path != parts.uri.path() {
+        let _ = writeln!(
+            out,
+            "path:       {} (normalised from {})",
+            routed.path,
+            parts.uri.path()
+        );
+    } else {
+        let _ = writeln!(out, "path:       {}", routed.path);
+    }
+    let _ = writeln!(out, "route:      {} ({})", route.name, route.defined_at);
+    let mut why = vec![route.host.describe(), route.path.describe()];
+    if let Some(methods) = &route.methods {
+        let list: Vec<&str> = methods.methods().iter().map(Method::as_str).collect();
+        why.push(format!("methods {}", list.join(", ")));
+    }
+    for condition in &route.headers {
+        why.push(format!("header {} = {:?}", condition.name, condition.value));
+    }
+    let _ = writeln!(out, "matched on: {}", why.join("; "));
+    match &route.action {
+        RouteAction::Respond(fixed) => {
+            let _ = writeln!(
+                out,
+                "result:     {} answered by the gateway ({} byte body)",
+                fixed.status.as_u16(),
+                fixed.body.len()
+            );
+        }
+        RouteAction::Proxy(action) => {
+            let upstream = &action.upstream;
+            let upstream_path = action.rewrite.apply(&routed.path);
+            let query = parts
+                .uri
+                .query()
+                .map(|q| format!("?{q}"))
+                .unwrap_or_default();
+            // A fresh balancer of the same weights: shows the target the first request gets
+            // without moving the live one.
+            let first = crate::upstream::balance::SmoothWeighted::new(
+                upstream.targets.iter().map(|t| t.weight).collect(),
+            )
+            .pick(|_| true)
+            .map(|i| &upstream.targets[i]);
+            let _ = writeln!(
+                out,
+                "upstream:   {} (round_robin over {} target(s))",
+                upstream.name,
+                upstream.targets.len()
+            );
+            for target in &upstream.targets {
+                let _ = writeln!(out, "  target:   {} weight {}", target.url, target.weight);
+            }
+            if let PathRewrite::Prefix { prefix, to } = &action.rewrite {
+                let _ = writeln!(
+                    out,
+                    "rewrite:    prefix {prefix} -> {}",
+                    if to.is_empty() { "(stripped)" } else { to }
+                );
+            }
+            if let Some(target) = first {
+                let _ = writeln!(
+                    out,
+                    "would call: {method} {}://{}{upstream_path}{query}",
+                    target.scheme, target.authority
+                );
+            }
+            let _ = writeln!(
+                out,
+                "host sent:  {}",
+                if action.preserve_host {
+                    "the client's Host"
+                } else {
+                    "the target's host:port"
+                }
+            );
+            let _ = writeln!(
+                out,
+                "timeouts:   connect {}, response headers {}",
+                crate::config::units::format_duration(upstream.connect_timeout),
+                crate::config::units::format_duration(action.timeout)
+            );
+            let _ = writeln!(out, "body limit: {} bytes", route.max_request_body);
+            let names = |rules: &crate::proxy::headers::HeaderRules| {
+                let mut parts = Vec::new();
+                if !rules.set.is_empty() {
+                    let set: Vec<&str> = rules.set.iter().map(|(n, _)| n.as_str()).collect();
+                    parts.push(format!("set {}", set.join(", ")));
+                }
+                if !rules.remove.is_empty() {
+                    let removed: Vec<&str> = rules.remove.iter().map(|n| n.as_str()).collect();
+                    parts.push(format!("remove {}", removed.join(", ")));
+                }
+                parts.join("; ")
+            };
+            let request_rules = names(&route.request_headers);
+            if !request_rules.is_empty() {
+                let _ = writeln!(out, "request headers:  {request_rules}");
+            }
+            let response_rules = names(&route.response_headers);
+            if !response_rules.is_empty() {
+                let _ = writeln!(out, "response headers: {response_rules}");
+            }
+            let _ = writeln!(out, "result:     forwarded upstream");
+        }
+    }
+    Ok(out)
+}

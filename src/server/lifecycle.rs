@@ -1,0 +1,200 @@
+//! Starting a gateway, and stopping it gracefully.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::listener::{accept_loop, OpenConnections, Phase, Role};
+use super::state::GatewayState;
+use crate::config::{self, ConfigErrors, Env, ProcessEnv, Snapshot};
+use crate::registry::Registries;
+
+/// How to start a gateway.
+#[derive(Clone)]
+pub struct StartOptions {
+    /// Path of gateway.yaml.
+    pub config_path: PathBuf,
+    /// Where `${VAR}` values come from.
+    pub env: Arc<dyn Env + Send + Sync>,
+}
+
+impl StartOptions {
+    /// Options for a config file, reading variables from the process environment.
+    pub fn new(config_path: impl Into<PathBuf>) -> Self {
+        StartOptions {
+            config_path: config_path.into(),
+            env: Arc::new(ProcessEnv),
+        }
+    }
+}
+
+/// Why a gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The config is invalid.
+    #[error("{0}")]
+    Config(ConfigErrors),
+    /// A listener could not be opened.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Starts gateways.
+pub struct Gateway;
+
+impl Gateway {
+    /// Loads the config and starts serving it.
+    pub async fn start(options: StartOptions) -> Result<GatewayHandle, StartError> {
+        let registries = Registries::default();
+        let snapshot = config::load(&options.config_path, &*options.env, &registries)
+            .map_err(StartError::Config)?;
+        Gateway::start_with(options, snapshot, registries).await
+    }
+
+    /// Starts serving an already loaded config (the CLI loads first to set up logging).
+    pub async fn start_with(
+        options: StartOptions,
+        mut snapshot: Snapshot,
+        registries: Registries,
+    ) -> Result<GatewayHandle, StartError> {
+        snapshot.version = 1;
+        let listen = snapshot.server.listen;
+        let admin_listen = snapshot.admin_listen;
+        let main = bind(listen).await?;
+        let admin = match admin_listen {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
+        let local_addr = main.local_addr().map_err(|source| StartError::Bind {
+            addr: listen,
+            source,
+        })?;
+        let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
+
+        let state = Arc::new(GatewayState {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            registries,
+            config_path: options.config_path,
+            env: options.env,
+            draining: Default::default(),
+        });
+        let (phase_tx, phase_rx) = watch::channel(Phase::Running);
+        let open = Arc::new(OpenConnections::default());
+        let mut tasks = vec![tokio::spawn(accept_loop(
+            main,
+            Role::Main,
+            Arc::clone(&state),
+            phase_rx.clone(),
+            Arc::clone(&open),
+        ))];
+        if let Some(admin) = admin {
+            tasks.push(tokio::spawn(accept_loop(
+                admin,
+                Role::Admin,
+                Arc::clone(&state),
+                phase_rx,
+                Arc::clone(&open),
+            )));
+        }
+        tracing::info!(listen = %local_addr, admin = ?admin_addr, "gatehouse listening");
+        Ok(GatewayHandle {
+            state,
+            local_addr,
+            admin_addr,
+            phase: phase_tx,
+            open,
+            tasks,
+        })
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+/// A running gateway. Dropping it stops it at once; `shutdown` stops it gracefully.
+pub struct GatewayHandle {
+    state: Arc<GatewayState>,
+    local_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+    phase: watch::Sender<Phase>,
+    open: Arc<OpenConnections>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// How a graceful shutdown ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownOutcome {
+    /// Every connection finished within the grace period.
+    Drained,
+    /// The grace period ended first; this many connections were cut.
+    Cut(usize),
+}
+
+impl GatewayHandle {
+    /// The address of the main listener (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The address of the admin listener, when configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// The shared state (config snapshot, registries).
+    pub fn state(&self) -> &Arc<GatewayState> {
+        &self.state
+    }
+
+    /// The config in force.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.state.snapshot.load_full()
+    }
+
+    /// Connections currently open on every listener.
+    pub fn open_connections(&self) -> usize {
+        self.open.count()
+    }
+
+    /// Stops accepting, lets in-flight requests finish for up to `grace` (default
+    /// `server.shutdown_grace`), closes idle connections, then cuts whatever is left.
+    pub async fn shutdown(self, grace: Option<Duration>) -> ShutdownOutcome {
+        let grace = grace.unwrap_or_else(|| self.state.snapshot.load().server.shutdown_grace);
+        self.state.draining.store(true, Ordering::SeqCst);
+        let _ = self.phase.send(Phase::Draining);
+        let drained = tokio::time::timeout(grace, self.open.all_closed())
+            .await
+            .is_ok();
+        let outcome = if drained {
+            ShutdownOutcome::Drained
+        } else {
+            ShutdownOutcome::Cut(self.open.count())
+        };
+        let _ = self.phase.send(Phase::Terminate);
+        outcome
+    }
+}
+
+impl Drop for GatewayHandle {
+    fn drop(&mut self) {
+        let _ = self.phase.send(Phase::Terminate);
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! Accepting connections and serving each one until it closes, idles out, or shutdown.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Notify};
+
+use super::builtin;
+use super::connection::{Activity, TrackedBody, TrackedIo, Verdict};
+use super::state::GatewayState;
+use crate::error::GatewayError;
+use crate::observability::request_id::{request_id, X_REQUEST_ID};
+use crate::proxy::body::ResponseBody;
+use crate::proxy::pipeline::{self, ConnInfo};
+
+/// Which listener a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `server.listen`: routes, and the built-in endpoints when there is no admin listener.
+    Main,
+    /// `admin.listen`: only the built-in endpoints.
+    Admin,
+}
+
+/// Where the process is in its life; connections watch it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Serving.
+    Running,
+    /// Finish in-flight requests, close idle connections, accept nothing new.
+    Draining,
+    /// Close everything now.
+    Terminate,
+}
+
+/// Counts open connections so shutdown can wait for them.
+#[derive(Debug, Default)]
+pub struct OpenConnections {
+    count: AtomicUsize,
+    closed: Notify,
+}
+
+impl OpenConnections {
+    /// Connections currently open.
+    pub fn count(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
+    /// Waits until no connection is open.
+    pub async fn all_closed(&self) {
+        loop {
+            let notified = self.closed.notified();
+            if self.count() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn open(self: &Arc<Self>) -> ConnectionGuard {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        ConnectionGuard(Arc::clone(self))
+    }
+}
+
+struct ConnectionGuard(Arc<OpenConnections>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.closed.notify_waiters();
+        }
+    }
+}
+
+/// Accepts connections until the phase leaves `Running`.
+pub async fn accept_loop(
+    listener: TcpListener,
+    role: Role,
+    state: Arc<GatewayState>,
+    phase: watch::Receiver<Phase>,
+    open: Arc<OpenConnections>,
+) {
+    let mut stop = phase.clone();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let guard = open.open();
+                    let state = Arc::clone(&state);
+                    let phase = phase.clone();
+                    tokio::spawn(async move {
+                        serve_connection(stream, peer, role, state, phase).await;
+                        drop(guard);
+                    });
+                }
+                Err(e) => {
+                    // Out of file descriptors or similar: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = leaves_running(&mut stop) => break,
+        }
+    }
+}
+
+/// Resolves once the phase is no longer `Running` (or the gateway is gone).
+async fn leaves_running(phase: &mut watch::Receiver<Phase>) {
+    while *phase.borrow_and_update() == Phase::Running {
+        if phase.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    role: Role,
+    state: Arc<GatewayState>,
+    mut phase: watch::Receiver<Phase>,
+) {
+    let _ = stream.set_nodelay(true);
+    let (builder, header_timeout, idle_timeout) = {
+        let snapshot = state.snapshot.load();
+        let server = &snapshot.server;
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        // Twice the limit: heads just over it still parse, so our check answers 431 in JSON;
+        // hyper's own bare 431 only meets heads far beyond it.
+        let buffer = (server.max_header_bytes.saturating_mul(2)).clamp(16 << 10, 16 << 20) as usize;
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(None)
+            .max_buf_size(buffer)
+            .keep_alive(true);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(server.max_concurrent_streams)
+            .max_header_list_size(buffer.min(u32::MAX as usize) as u32);
+        (builder, server.request_header_timeout, server.idle_timeout)
+    };
+
+    let activity = Activity::new();
+    let io = TokioIo::new(TrackedIo::new(stream, Arc::clone(&activity)));
+    let conn_info = ConnInfo {
+        peer,
+        scheme: "http",
+    };
+    let service_activity = Arc::clone(&activity);
+    let service = service_fn(move |request: Request<Incoming>| {
+        let state = Arc::clone(&state);
+        let guard = service_activity.request_started();
+        async move {
+            let response = dispatch(&state, role, &conn_info, request).await;
+            Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, guard)))
+        }
+    });
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+
+    let watchdog = tokio::time::sleep(header_timeout.min(idle_timeout));
+    tokio::pin!(watchdog);
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = &mut watchdog, if !draining => match activity.verdict(header_timeout, idle_timeout) {
+                Verdict::Wait(after) => watchdog.as_mut().reset(tokio::time::Instant::now() + after),
+                Verdict::SlowHeaders => {
+                    tracing::debug!(%peer, timeout = ?header_timeout, "closing connection: request head not received in time");
+                    return;
+                }
+                Verdict::Idle => {
+                    conn.as_mut().graceful_shutdown();
+                    draining = true;
+                }
+            },
+            changed = phase.changed() => {
+                let now = if changed.is_ok() { *phase.borrow_and_update() } else { Phase::Terminate };
+                match now {
+                    Phase::Running => {}
+                    Phase::Draining if !draining => {
+                        conn.as_mut().graceful_shutdown();
+                        draining = true;
+                    }
+                    Phase::Draining => {}
+                    Phase::Terminate => return,
+                }
+            }
+        }
+    }
+}
+
+async fn dispatch(
+    state: &GatewayState,
+    role: Role,
+    conn: &ConnInfo,
+    request: Request<Incoming>,
+) -> Response<ResponseBody> {
+    let snapshot = state.snapshot.load_full();
+    let builtins_here = match role {
+        Role::Admin => true,
+        Role::Main => snapshot.admin_listen.is_none(),
+    };
+    if builtins_here {
+        if let Some(response) = builtin::serve(state, request.method(), request.uri().path()) {
+            return response;
+        }
+    }
+    if role == Role::Admin {
+        let id = request_id(request.headers());
+        let mut response = GatewayError::NoRoute.to_response(&id);
+        response.headers_mut().insert(X_REQUEST_ID, id);
+        return response;
+    }
+    pipeline::handle(&snapshot, conn, request).await
+}

@@ -1,0 +1,9 @@
+//! Listeners, connections, built-in endpoints, and the gateway's lifecycle.
+
+pub mod builtin;
+pub mod connection;
+pub mod lifecycle;
+pub mod listener;
+pub mod state;
+
+pub use lifecycle::{Gateway, GatewayHandle, ShutdownOutcome, StartError, StartOptions};
