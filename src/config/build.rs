@@ -1,7 +1,7 @@
 //! Turns parsed files into a `Snapshot`: resolves names across files, applies defaults, and
 //! checks every rule, collecting all errors with their positions rather than stopping at one.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -107,7 +107,21 @@ pub fn build(
 
     let upstreams = build_upstreams(files, registries, &mut errors);
     let by_name: HashMap<&str, &Arc<Upstream>> = upstreams.iter().map(|u| (&*u.name, u)).collect();
-    let routes = build_routes(files, &by_name, server.as_ref(), &mut errors);
+    let invalid_upstreams: HashSet<&str> = files
+        .iter()
+        .flat_map(|f| {
+            let parsed = f.parsed.upstreams.iter().map(|(name, _)| name.as_str());
+            parsed.chain(f.parsed.invalid_upstreams.iter().map(String::as_str))
+        })
+        .filter(|name| !by_name.contains_key(name))
+        .collect();
+    let routes = build_routes(
+        files,
+        &by_name,
+        &invalid_upstreams,
+        server.as_ref(),
+        &mut errors,
+    );
 
     match (server, logging) {
         (Some(server), Some(logging)) if errors.is_empty() => Ok(Snapshot {
@@ -157,13 +171,14 @@ fn build_server(file: &ParsedFile, e: &mut Errors) -> Option<ServerSettings> {
             Err(message) => e.at(entry.mark, message),
         }
     }
-    let max_header_bytes = s.max_header_bytes.map_or(DEFAULT_MAX_HEADER_BYTES, |v| v.0);
-    if max_header_bytes < 1024 {
-        e.at(
-            Mark::default(),
-            "server.max_header_bytes must be at least 1KiB",
-        );
-    }
+    let max_header_bytes = match &s.max_header_bytes {
+        Some(v) if v.value.0 < 1024 => {
+            e.at(v.mark, "max_header_bytes must be at least 1KiB");
+            DEFAULT_MAX_HEADER_BYTES
+        }
+        Some(v) => v.value.0,
+        None => DEFAULT_MAX_HEADER_BYTES,
+    };
     let max_concurrent_streams = match &s.max_concurrent_streams {
         Some(v) if v.value == 0 => {
             e.at(v.mark, "max_concurrent_streams must be at least 1");
@@ -334,11 +349,9 @@ fn build_upstream(
             Err(message) => e.at(target.mark, message),
         }
     }
-    let connect_timeout = s.connect_timeout.map_or(DEFAULT_CONNECT_TIMEOUT, |v| v.0);
-    let timeout = s.timeout.map_or(DEFAULT_UPSTREAM_TIMEOUT, |v| v.0);
-    if connect_timeout.is_zero() || timeout.is_zero() {
-        e.at(name.mark, "upstream timeouts must be greater than zero");
-    }
+    let connect_timeout =
+        positive(&s.connect_timeout, "connect_timeout", e).unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+    let timeout = positive(&s.timeout, "timeout", e).unwrap_or(DEFAULT_UPSTREAM_TIMEOUT);
     if targets.len() != s.targets.len() {
         return None;
     }
@@ -356,9 +369,24 @@ fn build_upstream(
     })
 }
 
+/// A configured duration that must not be zero; `None` when absent (or zero, reported).
+fn positive(
+    value: &Option<Spanned<super::units::ConfigDuration>>,
+    what: &str,
+    e: &mut Errors,
+) -> Option<Duration> {
+    let v = value.as_ref()?;
+    if v.value.0.is_zero() {
+        e.at(v.mark, format!("`{what}` must be greater than zero"));
+        return None;
+    }
+    Some(v.value.0)
+}
+
 fn build_routes(
     files: &[SourceFile],
     upstreams: &HashMap<&str, &Arc<Upstream>>,
+    invalid_upstreams: &HashSet<&str>,
     server: Option<&ServerSettings>,
     errors: &mut Vec<ConfigError>,
 ) -> Vec<Arc<Route>> {
@@ -389,6 +417,7 @@ fn build_routes(
             seen.insert(name.value.clone(), (file.path.clone(), name.mark));
             let ctx = RouteContext {
                 upstreams,
+                invalid_upstreams,
                 upstream_names: &upstream_names,
                 server,
                 file: &file.path,
@@ -403,6 +432,7 @@ fn build_routes(
 
 struct RouteContext<'a> {
     upstreams: &'a HashMap<&'a str, &'a Arc<Upstream>>,
+    invalid_upstreams: &'a HashSet<&'a str>,
     upstream_names: &'a [&'a str],
     server: Option<&'a ServerSettings>,
     file: &'a Path,
@@ -562,8 +592,8 @@ fn build_action(s: &RouteSection, ctx: &RouteContext, e: &mut Errors) -> Option<
             let proxy_only = [
                 ("strip_prefix", s.strip_prefix.as_ref().map(|v| v.mark)),
                 ("rewrite", s.rewrite.as_ref().map(|v| v.mark)),
-                ("timeout", s.timeout.map(|_| s.name.mark)),
-                ("preserve_host", s.preserve_host.map(|_| s.name.mark)),
+                ("timeout", s.timeout.as_ref().map(|v| v.mark)),
+                ("preserve_host", s.preserve_host.as_ref().map(|v| v.mark)),
             ];
             for (field, mark) in proxy_only {
                 if let Some(mark) = mark {
@@ -577,6 +607,10 @@ fn build_action(s: &RouteSection, ctx: &RouteContext, e: &mut Errors) -> Option<
         }
         (Some(name), None) => {
             let Some(upstream) = ctx.upstreams.get(name.as_str()) else {
+                if ctx.invalid_upstreams.contains(name.as_str()) {
+                    // Defined but invalid: its own errors say why; "unknown" would be untrue.
+                    return None;
+                }
                 let hint = did_you_mean(name, ctx.upstream_names)
                     .map(|c| format!("; did you mean `{c}`?"))
                     .unwrap_or_default();
@@ -587,14 +621,11 @@ fn build_action(s: &RouteSection, ctx: &RouteContext, e: &mut Errors) -> Option<
                 return None;
             };
             let rewrite = build_rewrite(s, e)?;
-            let timeout = s.timeout.map_or(upstream.timeout, |t| t.0);
-            if timeout.is_zero() {
-                e.at(s.name.mark, "timeout must be greater than zero");
-            }
+            let timeout = positive(&s.timeout, "timeout", e).unwrap_or(upstream.timeout);
             Some(RouteAction::Proxy(ProxyAction {
                 upstream: Arc::clone(upstream),
                 rewrite,
-                preserve_host: s.preserve_host.unwrap_or(true),
+                preserve_host: s.preserve_host.as_ref().is_none_or(|p| p.value),
                 timeout,
             }))
         }
@@ -625,18 +656,11 @@ fn build_rewrite(s: &RouteSection, e: &mut Errors) -> Option<PathRewrite> {
             to: "".into(),
         }),
         (None, Some(rewrite)) => {
-            let prefix = Spanned {
-                value: rewrite.prefix.clone(),
-                mark: rewrite.mark,
-            };
-            let to = Spanned {
-                value: rewrite.to.clone(),
-                mark: rewrite.mark,
-            };
-            let ok = check(&prefix, "rewrite.prefix", e) & check(&to, "rewrite.to", e);
+            let (prefix, to) = (&rewrite.value.prefix, &rewrite.value.to);
+            let ok = check(prefix, "rewrite.prefix", e) & check(to, "rewrite.to", e);
             ok.then(|| PathRewrite::Prefix {
-                prefix: prefix.value.into(),
-                to: to.value.into(),
+                prefix: prefix.as_str().into(),
+                to: to.as_str().into(),
             })
         }
         (None, None) => Some(PathRewrite::Keep),
@@ -702,7 +726,7 @@ fn header_pairs(
             Err(_) => {
                 e.at(
                     value.mark,
-                    "invalid header value: only visible ASCII, spaces and tabs are allowed",
+                    "invalid header value: control characters (such as newlines) are not allowed",
                 );
                 None
             }

@@ -12,11 +12,11 @@ use serde::Deserialize;
 
 use super::interpolate::Env;
 use super::units::{ConfigDuration, ConfigSize};
-pub use yaml::{did_you_mean, Mark, Spanned};
+pub use yaml::{did_you_mean, AtKey, Mark, Spanned};
 
 /// A section that gatehouse reads but does not enforce yet; `build` refuses it with its position,
 /// because a policy that is configured but not enforced is a security hole.
-pub type Unsupported = Option<Spanned<IgnoredAny>>;
+pub type Unsupported = Option<AtKey<IgnoredAny>>;
 
 /// An error in one file, before the file name is attached.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +51,9 @@ pub struct ParsedFile {
     pub unsupported: Vec<(&'static str, Mark)>,
     /// `upstreams:` in file order.
     pub upstreams: Vec<(Spanned<String>, UpstreamSection)>,
+    /// Names of upstreams that failed to parse (their errors are reported), so routes naming
+    /// them are not also told the upstream is unknown.
+    pub invalid_upstreams: Vec<String>,
     /// `routes:` in file order.
     pub routes: Vec<RouteSection>,
 }
@@ -119,7 +122,7 @@ pub fn parse_file(text: &str, kind: FileKind, env: &dyn Env) -> (ParsedFile, Vec
             "admin" => parsed.admin = section(node, env, &mut errors),
             "routes_dir" => parsed.routes_dir = section(node, env, &mut errors),
             "logging" => parsed.logging = section(node, env, &mut errors),
-            "upstreams" => parse_upstreams(node, env, &mut parsed.upstreams, &mut errors),
+            "upstreams" => parse_upstreams(node, env, &mut parsed, &mut errors),
             "routes" => parse_routes(node, env, &mut parsed.routes, &mut errors),
             other => {
                 let section = allowed
@@ -159,12 +162,7 @@ fn file_error(e: yaml::DeError) -> FileError {
 }
 
 /// Each upstream is read on its own so one bad upstream does not hide errors in the others.
-fn parse_upstreams(
-    node: &Node,
-    env: &dyn Env,
-    out: &mut Vec<(Spanned<String>, UpstreamSection)>,
-    errors: &mut Vec<FileError>,
-) {
+fn parse_upstreams(node: &Node, env: &dyn Env, out: &mut ParsedFile, errors: &mut Vec<FileError>) {
     let Some(map) = node.as_mapping() else {
         if !is_empty(node) {
             errors.push(FileError {
@@ -180,8 +178,11 @@ fn parse_upstreams(
             mark: Mark::of(&Node::Scalar(key.clone())).unwrap_or_default(),
         };
         match yaml::from_node::<UpstreamSection>(value, env) {
-            Ok(section) => out.push((name, section)),
-            Err(e) => errors.push(file_error(e)),
+            Ok(section) => out.upstreams.push((name, section)),
+            Err(e) => {
+                errors.push(file_error(e));
+                out.invalid_upstreams.push(name.value);
+            }
         }
     }
 }
@@ -227,7 +228,7 @@ pub struct ServerSection {
     /// Larger request bodies get 413.
     pub max_request_body: Option<ConfigSize>,
     /// Larger request heads get 431.
-    pub max_header_bytes: Option<ConfigSize>,
+    pub max_header_bytes: Option<Spanned<ConfigSize>>,
     /// Time a client has to send a complete request head.
     pub request_header_timeout: Option<ConfigDuration>,
     /// Idle keep-alive connections are closed after this.
@@ -284,9 +285,9 @@ pub struct UpstreamSection {
     /// How gatehouse talks to the targets.
     pub protocol: Option<Spanned<Protocol>>,
     /// Time allowed to open a TCP connection to a target.
-    pub connect_timeout: Option<ConfigDuration>,
+    pub connect_timeout: Option<Spanned<ConfigDuration>>,
     /// Time allowed until response headers arrive.
-    pub timeout: Option<ConfigDuration>,
+    pub timeout: Option<Spanned<ConfigDuration>>,
     /// Not supported yet.
     pub discovery: Unsupported,
     /// Not supported yet.
@@ -388,13 +389,13 @@ pub struct RouteSection {
     /// A prefix replaced before forwarding.
     pub rewrite: Option<Spanned<RewriteSection>>,
     /// Send the client's Host header upstream (default) rather than the target's.
-    pub preserve_host: Option<bool>,
+    pub preserve_host: Option<Spanned<bool>>,
     /// Header edits on the way upstream.
     pub request_headers: Option<HeaderRulesSection>,
     /// Header edits on the way back.
     pub response_headers: Option<HeaderRulesSection>,
     /// Overrides the upstream's `timeout`.
-    pub timeout: Option<ConfigDuration>,
+    pub timeout: Option<Spanned<ConfigDuration>>,
     /// Overrides `server.max_request_body` for this route.
     pub max_request_body: Option<ConfigSize>,
     /// Overrides `server.security_headers` for this route.
@@ -448,9 +449,9 @@ pub struct RespondSection {
 #[serde(deny_unknown_fields)]
 pub struct RewriteSection {
     /// What the path starts with.
-    pub prefix: String,
+    pub prefix: Spanned<String>,
     /// What it becomes.
-    pub to: String,
+    pub to: Spanned<String>,
 }
 
 /// `request_headers:` / `response_headers:`.

@@ -44,8 +44,8 @@ pub fn load(
 
     let base = gateway_yaml.parent().unwrap_or(Path::new("."));
     let (routes_dir, explicit) = match &gateway.routes_dir {
-        Some(dir) => (base.join(&dir.value), true),
-        None => (base.join("routes"), false),
+        Some(dir) => (base.join(&dir.value), Some(dir.clone())),
+        None => (base.join("routes"), None),
     };
     let mut files = vec![SourceFile {
         path: gateway_yaml.to_path_buf(),
@@ -71,11 +71,19 @@ pub fn load(
                 files.push(SourceFile { path, parsed });
             }
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {}
-        Err(e) => errors.push(ConfigError::file(
-            &routes_dir,
-            format!("cannot read routes_dir: {e}"),
-        )),
+        Err(e) => match explicit {
+            Some(dir) => errors.push(ConfigError::at(
+                gateway_yaml,
+                dir.mark,
+                format!("cannot read routes_dir `{}`: {e}", routes_dir.display()),
+            )),
+            // The default folder is optional: all routes may live in gateway.yaml.
+            None if e.kind() == std::io::ErrorKind::NotFound => {}
+            None => errors.push(ConfigError::file(
+                &routes_dir,
+                format!("cannot read routes_dir: {e}"),
+            )),
+        },
     }
 
     match build::build(&files, routes_dir, registries, hasher.finish()) {

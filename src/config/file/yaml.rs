@@ -29,9 +29,18 @@ impl Mark {
         })
     }
 
-    /// Where a node starts.
+    /// Where a node starts. A block mapping is marked by the parser at the `:` of its first
+    /// key, which reads as nonsense in an error, so mappings are placed at their first key.
     pub fn of(node: &Node) -> Option<Mark> {
-        Mark::of_span(node.span())
+        let own = Mark::of_span(node.span());
+        if let Node::Mapping(map) = node {
+            if let Some(first) = map.iter().next().and_then(|(k, _)| Mark::of_span(k.span())) {
+                // A flow mapping (`{a: 1}`) starts before its first key: keep its `{`.
+                let flow = own.is_some_and(|o| (o.line, o.column) < (first.line, first.column));
+                return if flow { own } else { Some(first) };
+            }
+        }
+        own
     }
 }
 
@@ -52,36 +61,61 @@ impl<T> std::ops::Deref for Spanned<T> {
 }
 
 const SPANNED: &str = "$gatehouse::Spanned";
+const AT_KEY: &str = "$gatehouse::AtKey";
 const SPANNED_FIELDS: &[&str] = &["$line", "$column", "$value"];
+
+/// Reads a value with a position through the magic struct `name`, which our deserializer
+/// answers with `{$line, $column, $value}`.
+fn deserialize_marked<'de, T, D>(deserializer: D, name: &'static str) -> Result<(T, Mark), D::Error>
+where
+    T: de::Deserialize<'de>,
+    D: de::Deserializer<'de>,
+{
+    struct MarkedVisitor<T>(std::marker::PhantomData<T>);
+    impl<'de, T: de::Deserialize<'de>> Visitor<'de> for MarkedVisitor<T> {
+        type Value = (T, Mark);
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a value with a position")
+        }
+        fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<(T, Mark), A::Error> {
+            let mut mark = Mark::default();
+            while let Some(key) = map.next_key::<String>()? {
+                match key.as_str() {
+                    "$line" => mark.line = map.next_value()?,
+                    "$column" => mark.column = map.next_value()?,
+                    _ => return Ok((map.next_value()?, mark)),
+                }
+            }
+            Err(de::Error::custom("a position without a value"))
+        }
+    }
+    deserializer.deserialize_struct(
+        name,
+        SPANNED_FIELDS,
+        MarkedVisitor(std::marker::PhantomData),
+    )
+}
 
 impl<'de, T: de::Deserialize<'de>> de::Deserialize<'de> for Spanned<T> {
     fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct SpannedVisitor<T>(std::marker::PhantomData<T>);
-        impl<'de, T: de::Deserialize<'de>> Visitor<'de> for SpannedVisitor<T> {
-            type Value = Spanned<T>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a value with a position")
-            }
-            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Spanned<T>, A::Error> {
-                let mut mark = Mark::default();
-                while let Some(key) = map.next_key::<String>()? {
-                    match key.as_str() {
-                        "$line" => mark.line = map.next_value()?,
-                        "$column" => mark.column = map.next_value()?,
-                        _ => {
-                            let value = map.next_value()?;
-                            return Ok(Spanned { value, mark });
-                        }
-                    }
-                }
-                Err(de::Error::custom("a position without a value"))
-            }
-        }
-        deserializer.deserialize_struct(
-            SPANNED,
-            SPANNED_FIELDS,
-            SpannedVisitor(std::marker::PhantomData),
-        )
+        let (value, mark) = deserialize_marked(deserializer, SPANNED)?;
+        Ok(Spanned { value, mark })
+    }
+}
+
+/// A mapping value positioned at its key (`tls:`), for errors about the setting as a whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AtKey<T> {
+    /// The value as deserialized.
+    pub value: T,
+    /// Where its key starts.
+    pub mark: Mark,
+}
+
+impl<'de, T: de::Deserialize<'de>> de::Deserialize<'de> for AtKey<T> {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let (value, mark) = deserialize_marked(deserializer, AT_KEY)?;
+        Ok(AtKey { value, mark })
     }
 }
 
@@ -170,7 +204,12 @@ impl<T> AtMark<T> for Result<T, DeError> {
 
 /// Deserializes `T` from one node, interpolating `${VAR}` in every scalar it reads.
 pub fn from_node<T: de::DeserializeOwned>(node: &Node, env: &dyn Env) -> Result<T, DeError> {
-    T::deserialize(NodeDe { node, env }).at(Mark::of(node))
+    T::deserialize(NodeDe {
+        node,
+        env,
+        key: None,
+    })
+    .at(Mark::of(node))
 }
 
 /// Parses YAML text into a node tree; the error carries a position when the parser gave one.
@@ -192,7 +231,7 @@ pub fn parse(text: &str) -> Result<Node, DeError> {
         std::panic::catch_unwind(|| marked_yaml::parse_yaml_with_options(0, text, options));
     match parsed {
         Ok(Ok(node)) => Ok(node),
-        Ok(Err(e)) => Err(load_error(e)),
+        Ok(Err(e)) => Err(load_error(e, text)),
         Err(_) => Err(DeError {
             message: "the YAML parser failed on this file".into(),
             mark: None,
@@ -200,12 +239,28 @@ pub fn parse(text: &str) -> Result<Node, DeError> {
     }
 }
 
-fn load_error(e: marked_yaml::LoadError) -> DeError {
+fn load_error(e: marked_yaml::LoadError, text: &str) -> DeError {
     use marked_yaml::LoadError as L;
     let (message, marker) = match &e {
+        L::UnexpectedAnchor(m) => {
+            // The parser reports anchors where the anchored node ends; point at the `&`.
+            let mark = find_anchor(text).or(Some(Mark {
+                line: m.line(),
+                column: m.column(),
+            }));
+            return DeError {
+                message: "YAML anchors and aliases are not supported (`&name`, `*name`)".into(),
+                mark,
+            };
+        }
+        L::ScanError(m, scan) if scan.info().contains("unknown anchor") => (
+            "invalid YAML: a value starting with `*` is read as an alias; quote it, \
+             e.g. host: \"*.example.com\""
+                .to_string(),
+            *m,
+        ),
         L::TopLevelMustBeMapping(m) => ("the file must be a mapping of sections".to_string(), *m),
         L::TopLevelMustBeSequence(m) => ("the file must be a sequence".to_string(), *m),
-        L::UnexpectedAnchor(m) => ("YAML anchors and aliases are not supported".to_string(), *m),
         L::MappingKeyMustBeScalar(m) => ("mapping keys must be plain strings".to_string(), *m),
         L::UnexpectedTag(m) => ("YAML tags (`!!type`) are not supported".to_string(), *m),
         L::ScanError(m, scan) => (format!("invalid YAML: {}", scan.info()), *m),
@@ -228,6 +283,31 @@ fn load_error(e: marked_yaml::LoadError) -> DeError {
             column: marker.column(),
         }),
     }
+}
+
+/// The first `&name` anchor in the text, skipping comments and quoted strings.
+fn find_anchor(text: &str) -> Option<Mark> {
+    for (i, line) in text.lines().enumerate() {
+        let mut quote: Option<char> = None;
+        let mut prev = ' ';
+        for (col, ch) in line.chars().enumerate() {
+            match quote {
+                Some(q) if ch == q => quote = None,
+                Some(_) => {}
+                None if ch == '\'' || ch == '"' => quote = Some(ch),
+                None if ch == '#' && prev.is_whitespace() => break,
+                None if ch == '&' && (prev.is_whitespace() || "[{,".contains(prev)) => {
+                    return Some(Mark {
+                        line: i + 1,
+                        column: col + 1,
+                    });
+                }
+                None => {}
+            }
+            prev = ch;
+        }
+    }
+    None
 }
 
 /// The position of a `---` that starts a second document, if any.
@@ -255,6 +335,8 @@ fn second_document(text: &str) -> Option<Mark> {
 struct NodeDe<'a> {
     node: &'a Node,
     env: &'a dyn Env,
+    /// The key this node is the value of, when it is a mapping value.
+    key: Option<Mark>,
 }
 
 impl<'a> NodeDe<'a> {
@@ -470,8 +552,14 @@ impl<'a> de::Deserializer<'a> for NodeDe<'a> {
         _fields: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, DeError> {
-        if name == SPANNED {
-            let mark = self.mark().unwrap_or_default();
+        if name == SPANNED || name == AT_KEY {
+            let own = self.mark();
+            let mark = if name == AT_KEY {
+                self.key.or(own)
+            } else {
+                own
+            };
+            let mark = mark.unwrap_or_default();
             return visitor.visit_map(SpannedDe {
                 state: 0,
                 mark,
@@ -567,7 +655,7 @@ impl<'de> de::Deserializer<'de> for KeyDe<'de> {
         _fields: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, DeError> {
-        if name == SPANNED {
+        if name == SPANNED || name == AT_KEY {
             let mark = Mark::of_span(self.key.span()).unwrap_or_default();
             return visitor.visit_map(SpannedDe {
                 state: 0,
@@ -587,7 +675,7 @@ impl<'de> de::Deserializer<'de> for KeyDe<'de> {
 
 struct MapDe<'a> {
     iter: std::vec::IntoIter<(&'a MarkedScalarNode, &'a Node)>,
-    value: Option<&'a Node>,
+    value: Option<(&'a Node, Option<Mark>)>,
     env: &'a dyn Env,
 }
 
@@ -601,20 +689,21 @@ impl<'a> de::MapAccess<'a> for MapDe<'a> {
         let Some((key, value)) = self.iter.next() else {
             return Ok(None);
         };
-        self.value = Some(value);
+        self.value = Some((value, Mark::of_span(key.span())));
         seed.deserialize(KeyDe { key })
             .map(Some)
             .at(Mark::of_span(key.span()))
     }
 
     fn next_value_seed<V: DeserializeSeed<'a>>(&mut self, seed: V) -> Result<V::Value, DeError> {
-        let node = self
+        let (node, key) = self
             .value
             .take()
             .ok_or_else(|| DeError::custom("value without key"))?;
         seed.deserialize(NodeDe {
             node,
             env: self.env,
+            key,
         })
         .at(Mark::of(node))
     }
@@ -642,6 +731,7 @@ impl<'a> de::SeqAccess<'a> for SeqDe<'a> {
         seed.deserialize(NodeDe {
             node,
             env: self.env,
+            key: None,
         })
         .map(Some)
         .at(Mark::of(node))
@@ -701,6 +791,7 @@ impl<'a> de::EnumAccess<'a> for EnumDe<'a> {
             NodeDe {
                 node: self.value,
                 env: self.env,
+                key: Mark::of_span(self.key.span()),
             },
         ))
     }
