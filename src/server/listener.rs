@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::{header, Method, Request, Response};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -163,7 +164,11 @@ async fn serve_connection(
         let state = Arc::clone(&state);
         let guard = service_activity.request_started();
         async move {
-            let response = dispatch(&state, role, &conn_info, request).await;
+            let is_head = request.method() == Method::HEAD;
+            let mut response = dispatch(&state, role, &conn_info, request).await;
+            if is_head {
+                response = without_body(response);
+            }
             Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, guard)))
         }
     });
@@ -206,6 +211,18 @@ async fn serve_connection(
             }
         }
     }
+}
+
+/// A HEAD response keeps its headers but sends no body. hyper drops the body for HTTP/1.1 but
+/// sends it as DATA frames on HTTP/2, which clients reject as a protocol error.
+fn without_body(response: Response<ResponseBody>) -> Response<ResponseBody> {
+    let (mut parts, body) = response.into_parts();
+    if !parts.headers.contains_key(header::CONTENT_LENGTH) {
+        if let Some(len) = body.size_hint().exact() {
+            parts.headers.insert(header::CONTENT_LENGTH, len.into());
+        }
+    }
+    Response::from_parts(parts, ResponseBody::Empty)
 }
 
 async fn dispatch(
