@@ -1,0 +1,377 @@
+//! The `gatehouse` binary as an operator runs it: exit codes, what goes to stdout and stderr,
+//! and a real `run` that is probed by `healthcheck` and stopped by SIGTERM.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{gatehouse_bin, DEADLINE};
+
+/// A config dir holding `files` (paths relative to it).
+fn config_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (name, text) in files {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(path.parent().expect("has a parent")).expect("mkdir");
+        std::fs::write(&path, text).expect("write config file");
+    }
+    dir
+}
+
+fn command(args: &[&str]) -> Command {
+    let mut command = Command::new(gatehouse_bin());
+    // `-c` falls back to this variable; the caller's environment must not pick the config.
+    command
+        .args(args)
+        .env_remove("GATEHOUSE_CONFIG")
+        .stdin(Stdio::null());
+    command
+}
+
+/// Runs `gatehouse args...` to completion, killing it if it outlives [`DEADLINE`].
+fn gatehouse(args: &[&str]) -> Output {
+    let child = command(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn gatehouse");
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(DEADLINE) {
+        Ok(output) => output.expect("wait for gatehouse"),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("gatehouse {args:?} did not finish within {DEADLINE:?}");
+        }
+    }
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("utf-8 temp path")
+}
+
+const GATEWAY: &str = "server:\n  listen: 127.0.0.1:0\n";
+
+const API_ROUTES: &str = "\
+upstreams:
+  orders:
+    targets: [http://127.0.0.1:4003]
+routes:
+  - name: orders-read
+    match:
+      host: api.example.com
+      path: /api/v1/orders
+      methods: [GET]
+      headers: {X-Tenant: acme}
+    upstream: orders
+    strip_prefix: /api/v1
+  - name: orders-v2
+    match: {host: api.example.com, path: /api/v2}
+    upstream: orders
+    rewrite: {prefix: /api/v2, to: /internal/v2}
+  - name: hello
+    match: {path_exact: /hello}
+    respond: {status: 200, body: \"hi\\n\"}
+";
+
+#[test]
+fn check_accepts_a_valid_config_with_one_summary_line() {
+    let dir = config_dir(&[("gateway.yaml", GATEWAY), ("routes/api.yaml", API_ROUTES)]);
+    let config = dir.path().join("gateway.yaml");
+    let output = gatehouse(&["check", "-c", path_str(&config)]);
+    assert!(output.status.success(), "{output:?}");
+    let out = stdout(&output);
+    assert_eq!(out.lines().count(), 1, "one summary line: {out:?}");
+    assert!(out.contains("ok"), "{out}");
+    assert!(
+        out.contains("2 file(s), 3 route(s), 1 upstream(s)"),
+        "{out}"
+    );
+}
+
+#[test]
+fn check_prints_every_error_from_every_file_and_exits_1() {
+    let gateway = format!("{GATEWAY}  idle_timeout: soon\n");
+    let routes = "routes:\n  - name: r\n    match: {path: /r}\n    upstream: nowhere\n";
+    let dir = config_dir(&[("gateway.yaml", &gateway), ("routes/a.yaml", routes)]);
+    let config = dir.path().join("gateway.yaml");
+    let output = gatehouse(&["check", "-c", path_str(&config)]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(
+        stdout(&output).is_empty(),
+        "no summary for an invalid config: {output:?}"
+    );
+    let err = stderr(&output);
+    let first = format!("{}:3:17: invalid duration \"soon\"", config.display());
+    let second = format!(
+        "{}:4:15: unknown upstream `nowhere`",
+        dir.path().join("routes/a.yaml").display()
+    );
+    let at = |line: &str| {
+        err.find(line)
+            .unwrap_or_else(|| panic!("stderr lacks {line:?}:\n{err}"))
+    };
+    assert!(at(&first) < at(&second), "errors in file order:\n{err}");
+}
+
+#[test]
+fn check_names_a_missing_config_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let missing = dir.path().join("absent.yaml");
+    let output = gatehouse(&["check", "-c", path_str(&missing)]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(stderr(&output).contains(path_str(&missing)), "{output:?}");
+}
+
+#[test]
+fn check_accepts_the_repository_config() {
+    let config = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("gateway.yaml");
+    let output = command(&["check", "-c", path_str(&config)])
+        .env_remove("GATEHOUSE_LISTEN")
+        .env_remove("GATEHOUSE_LOG_FORMAT")
+        .env_remove("GATEHOUSE_LOG_LEVEL")
+        .output()
+        .expect("run gatehouse");
+    assert!(output.status.success(), "{output:?}");
+    assert!(stdout(&output).contains("ok"), "{output:?}");
+}
+
+#[test]
+fn version_comes_from_cargo_toml() {
+    let output = gatehouse(&["--version"]);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        stdout(&output).trim(),
+        format!("gatehouse {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+/// `gatehouse explain -c <dir>/gateway.yaml args...`, which must succeed; returns stdout.
+fn explain(dir: &Path, args: &[&str]) -> String {
+    let config = dir.join("gateway.yaml");
+    let mut all = vec!["explain", "-c", path_str(&config)];
+    all.extend(args);
+    let output = gatehouse(&all);
+    assert!(output.status.success(), "{output:?}");
+    stdout(&output)
+}
+
+fn assert_lines(out: &str, expected: &[&str]) {
+    for line in expected {
+        assert!(
+            out.lines().any(|l| l == *line),
+            "missing line {line:?} in:\n{out}"
+        );
+    }
+}
+
+#[test]
+fn explain_shows_how_a_request_is_forwarded() {
+    let dir = config_dir(&[("gateway.yaml", GATEWAY), ("routes/api.yaml", API_ROUTES)]);
+    let routes_file = dir.path().join("routes/api.yaml");
+    let url = "http://api.example.com/api/v1/../v1/orders/7?x=1";
+    let out = explain(dir.path(), &["GET", url, "-H", "X-Tenant: acme"]);
+    assert_lines(
+        &out,
+        &[
+            "host:       api.example.com",
+            "path:       /api/v1/orders/7 (normalised from /api/v1/../v1/orders/7)",
+            &format!("route:      orders-read ({}:5)", routes_file.display()),
+            "matched on: host api.example.com; path prefix /api/v1/orders; methods GET, HEAD; header x-tenant = \"acme\"",
+            "would call: GET http://127.0.0.1:4003/orders/7?x=1",
+            "result:     forwarded upstream",
+        ],
+    );
+
+    let out = explain(
+        dir.path(),
+        &["GET", "http://api.example.com/api/v2/items?page=2"],
+    );
+    assert_lines(
+        &out,
+        &[
+            &format!("route:      orders-v2 ({}:13)", routes_file.display()),
+            "would call: GET http://127.0.0.1:4003/internal/v2/items?page=2",
+        ],
+    );
+}
+
+#[test]
+fn explain_shows_the_answers_the_gateway_gives_itself() {
+    let dir = config_dir(&[("gateway.yaml", GATEWAY), ("routes/api.yaml", API_ROUTES)]);
+    let routes_file = dir.path().join("routes/api.yaml");
+
+    let out = explain(
+        dir.path(),
+        &["GET", "http://other.example.com/api/v1/orders"],
+    );
+    assert!(out.contains("result:     404 no_route"), "{out}");
+
+    let out = explain(
+        dir.path(),
+        &[
+            "POST",
+            "http://api.example.com/api/v1/orders",
+            "-H",
+            "X-Tenant: acme",
+        ],
+    );
+    assert_lines(&out, &["allow:      GET, HEAD"]);
+    assert!(out.contains("result:     405 method_not_allowed"), "{out}");
+
+    let out = explain(dir.path(), &["GET", "http://api.example.com/%2F"]);
+    assert!(out.contains("result:     400 invalid_path"), "{out}");
+    assert!(
+        !out.contains("route:"),
+        "a rejected path matches no route:\n{out}"
+    );
+
+    let out = explain(dir.path(), &["GET", "/hello"]);
+    assert_lines(
+        &out,
+        &[
+            &format!("route:      hello ({}:17)", routes_file.display()),
+            "result:     200 answered by the gateway (3 byte body)",
+        ],
+    );
+    assert!(!out.contains("would call"), "{out}");
+}
+
+/// A port nothing listens on right now: bound, then released.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+fn serving_config(port: u16) -> tempfile::TempDir {
+    let gateway = format!(
+        "server:\n  listen: 127.0.0.1:{port}\n  shutdown_grace: 5s\nlogging:\n  format: text\n  level: warn\n\
+         routes:\n  - name: hello\n    match: {{path_exact: /hello}}\n    respond: {{body: hi}}\n"
+    );
+    config_dir(&[("gateway.yaml", &gateway)])
+}
+
+/// A `gatehouse run` child that is killed if the test ends without stopping it.
+struct Running {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Running {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The exit status, waiting at most until `deadline`.
+    fn wait_until(&mut self, deadline: Instant) -> Option<ExitStatus> {
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn spawn_run(config: &Path) -> Running {
+    let log = config.with_file_name("gatehouse.log");
+    let child = command(&["run", "-c", path_str(config)])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("spawn gatehouse run");
+    Running { child, log }
+}
+
+/// Starts `gatehouse run` and waits until `healthcheck` on the same config passes. The port is
+/// free when chosen but may be taken before the child binds it, so a failed bind is retried.
+fn start_healthy() -> (tempfile::TempDir, Running) {
+    for _ in 0..3 {
+        let dir = serving_config(free_port());
+        let config = dir.path().join("gateway.yaml");
+        let mut running = spawn_run(&config);
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = running.child.try_wait().expect("try_wait") {
+                let log = running.log();
+                assert!(
+                    log.contains("in use"),
+                    "gatehouse run exited early ({status}):\n{log}"
+                );
+                break;
+            }
+            let probe = gatehouse(&["healthcheck", "-c", path_str(&config), "--timeout", "2"]);
+            if probe.status.success() {
+                return (dir, running);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "healthcheck never passed; last: {probe:?}\nlog:\n{}",
+                running.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    panic!("could not bind a free port in three tries");
+}
+
+#[test]
+fn run_serves_until_sigterm_then_exits_0() {
+    let (_dir, mut running) = start_healthy();
+    let pid = running.child.id().to_string();
+    let sent = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("run kill");
+    assert!(sent.success(), "kill -TERM {pid} failed");
+    let status = running.wait_until(Instant::now() + DEADLINE);
+    let log = running.log();
+    let status =
+        status.unwrap_or_else(|| panic!("still running {DEADLINE:?} after SIGTERM:\n{log}"));
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "an idle gateway drains cleanly:\n{log}"
+    );
+}
+
+#[test]
+fn healthcheck_fails_when_nothing_listens() {
+    let port = free_port();
+    let dir = serving_config(port);
+    let config = dir.path().join("gateway.yaml");
+    let output = gatehouse(&["healthcheck", "-c", path_str(&config), "--timeout", "2"]);
+    assert!(!output.status.success(), "{output:?}");
+    assert!(
+        stderr(&output).contains(&format!("127.0.0.1:{port}")),
+        "{output:?}"
+    );
+}

@@ -1,0 +1,410 @@
+//! Real parts for end-to-end tests: the gateway started in-process on port 0 from YAML written
+//! to a temp dir, upstream HTTP servers on port 0 that echo what they received, and clients.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use gatehouse::config::MapEnv;
+use gatehouse::{Gateway, GatewayHandle, StartOptions};
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Generous bound for anything a test waits on; a loaded 2-core CI machine is slow.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// A gateway running in this process, with its config in a temp dir.
+pub struct TestGateway {
+    pub handle: GatewayHandle,
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestGateway {
+    /// Starts a gateway from `gateway_yaml` plus files under `routes/`. The YAML should listen
+    /// on `127.0.0.1:0`; [`server_yaml`] makes such a section.
+    pub async fn start_with(
+        gateway_yaml: &str,
+        route_files: &[(&str, &str)],
+        env: &[(&str, &str)],
+    ) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("gateway.yaml"), gateway_yaml).expect("write gateway.yaml");
+        if !route_files.is_empty() {
+            std::fs::create_dir(dir.path().join("routes")).expect("routes dir");
+        }
+        for (name, content) in route_files {
+            std::fs::write(dir.path().join("routes").join(name), content)
+                .expect("write routes file");
+        }
+        let env: std::collections::HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let options = StartOptions {
+            config_path: dir.path().join("gateway.yaml"),
+            env: Arc::new(MapEnv(env)),
+        };
+        let handle = match Gateway::start(options).await {
+            Ok(handle) => handle,
+            Err(e) => panic!("gateway did not start:\n{e}"),
+        };
+        let addr = handle.local_addr();
+        TestGateway { handle, addr, dir }
+    }
+
+    /// Starts a gateway whose whole config is `gateway_yaml`.
+    pub async fn start(gateway_yaml: &str) -> Self {
+        Self::start_with(gateway_yaml, &[], &[]).await
+    }
+
+    /// `http://127.0.0.1:port{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Path of a file in the config dir.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+/// A `server:` section listening on port 0, with extra indented settings appended.
+pub fn server_yaml(extra: &str) -> String {
+    let mut yaml = String::from("server:\n  listen: 127.0.0.1:0\n");
+    for line in extra.lines() {
+        yaml.push_str("  ");
+        yaml.push_str(line);
+        yaml.push('\n');
+    }
+    yaml
+}
+
+/// What an echo upstream saw, returned as its JSON body.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Echo {
+    pub method: String,
+    /// Path and query exactly as received on the wire.
+    pub target: String,
+    pub version: String,
+    /// Header values by lower-case name, in order.
+    pub headers: BTreeMap<String, Vec<String>>,
+    pub body_len: u64,
+    pub body_fnv: String,
+    /// Which upstream server answered.
+    pub server: String,
+}
+
+impl Echo {
+    /// The single value of a header, if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.first())
+            .map(String::as_str)
+    }
+}
+
+/// FNV-1a 64 over bytes, as hex: enough to prove a body arrived unchanged.
+pub fn fnv(bytes: &[u8]) -> String {
+    let mut h = Fnv::default();
+    h.update(bytes);
+    h.hex()
+}
+
+/// Incremental FNV-1a 64.
+pub struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    pub fn update(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    pub fn hex(&self) -> String {
+        format!("{:016x}", self.0)
+    }
+}
+
+/// Deterministic, non-repeating-looking bytes for large bodies: byte i of a stream.
+pub fn pattern_byte(i: u64) -> u8 {
+    (i.wrapping_mul(2_654_435_761) >> 13) as u8
+}
+
+/// The pattern repeats every 2 MiB (a byte depends only on bits 13..21 of `i * K`).
+pub const PATTERN_PERIOD: usize = 2 << 20;
+
+/// One period of the pattern, built once, so large streams are slices, not per-byte work.
+pub fn pattern_period() -> Bytes {
+    static PERIOD: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
+    PERIOD
+        .get_or_init(|| Bytes::from(pattern(0, PATTERN_PERIOD)))
+        .clone()
+}
+
+/// `len` pattern bytes starting at stream offset `start`.
+pub fn pattern(start: u64, len: usize) -> Vec<u8> {
+    (0..len as u64).map(|i| pattern_byte(start + i)).collect()
+}
+
+/// An upstream HTTP/1.1 server on 127.0.0.1:0. Routes:
+/// - `/slow/<ms>/...` waits that long before answering (then echoes);
+/// - `/bytes/<n>` streams n pattern bytes in 64 KiB chunks;
+/// - `/status/<code>` answers with that status (and echoes);
+/// - anything else echoes the request as JSON ([`Echo`]), after reading the whole body.
+pub struct EchoUpstream {
+    pub addr: SocketAddr,
+    pub name: String,
+    requests: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl EchoUpstream {
+    pub async fn start(name: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
+        let addr = listener.local_addr().expect("addr");
+        let requests = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&requests);
+        let name_owned = name.to_string();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let counter = Arc::clone(&counter);
+                let name = name_owned.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        echo(req, name.clone())
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        EchoUpstream {
+            addr,
+            name: name.to_string(),
+            requests,
+            task,
+        }
+    }
+
+    /// `http://127.0.0.1:port`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Requests it has received.
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for EchoUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+type UpBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+async fn echo(req: Request<Incoming>, server: String) -> Result<Response<UpBody>, Infallible> {
+    let path = req.uri().path().to_string();
+    let mut segments = path.trim_start_matches('/').split('/');
+    let mut status = StatusCode::OK;
+    match (segments.next(), segments.next()) {
+        (Some("slow"), Some(ms)) => {
+            let ms: u64 = ms.parse().unwrap_or(0);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        (Some("bytes"), Some(n)) => {
+            let total: u64 = n.parse().unwrap_or(0);
+            let stream = futures_util::stream::unfold(0u64, move |sent| async move {
+                if sent >= total {
+                    return None;
+                }
+                let at = (sent % PATTERN_PERIOD as u64) as usize;
+                let len = ((total - sent) as usize)
+                    .min(64 * 1024)
+                    .min(PATTERN_PERIOD - at);
+                let chunk = pattern_period().slice(at..at + len);
+                Some((Ok::<_, Infallible>(Frame::data(chunk)), sent + len as u64))
+            });
+            let mut response = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+            response
+                .headers_mut()
+                .insert("content-length", total.into());
+            return Ok(response);
+        }
+        (Some("status"), Some(code)) => {
+            status = code
+                .parse()
+                .ok()
+                .and_then(|c| StatusCode::from_u16(c).ok())
+                .unwrap_or(StatusCode::OK);
+        }
+        _ => {}
+    }
+    let method = req.method().to_string();
+    let target = req
+        .uri()
+        .path_and_query()
+        .map(|pq| pq.as_str().to_string())
+        .unwrap_or_default();
+    let version = format!("{:?}", req.version());
+    let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (name, value) in req.headers() {
+        headers
+            .entry(name.as_str().to_string())
+            .or_default()
+            .push(String::from_utf8_lossy(value.as_bytes()).into_owned());
+    }
+    let mut body = req.into_body();
+    let mut hash = Fnv::default();
+    let mut len = 0u64;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { break };
+        if let Some(data) = frame.data_ref() {
+            hash.update(data);
+            len += data.len() as u64;
+        }
+    }
+    let json = serde_json::json!({
+        "method": method, "target": target, "version": version, "headers": headers,
+        "body_len": len, "body_fnv": hash.hex(), "server": server,
+    });
+    let mut response = Response::new(BodyExt::boxed(Full::new(Bytes::from(json.to_string()))));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    response
+        .headers_mut()
+        .insert("server", "echo-upstream".parse().unwrap());
+    Ok(response)
+}
+
+/// A response read in full.
+#[derive(Debug)]
+pub struct Got {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Got {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+    pub fn echo(&self) -> Echo {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not an echo ({e}): {}", self.text()))
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// A pooled HTTP/1.1 client (no path normalisation: URIs are sent exactly as given).
+pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// An HTTP/2 prior-knowledge (h2c) client.
+pub fn h2c_client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
+}
+
+/// Sends a request and reads the whole response, within [`DEADLINE`].
+pub async fn send(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    request: Request<Full<Bytes>>,
+) -> Got {
+    let response = within(client.request(request))
+        .await
+        .expect("request failed");
+    let (parts, body) = response.into_parts();
+    let body = within(body.collect())
+        .await
+        .expect("body failed")
+        .to_bytes();
+    Got {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// GET `url` with a fresh client.
+pub async fn get(url: &str) -> Got {
+    send(&client(), Request::get(url).body(Full::default()).unwrap()).await
+}
+
+/// Sends raw bytes on a new connection and reads until the server closes it or `wait` passes.
+pub async fn raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> String {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(bytes).await.expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(wait, stream.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Awaits `future`, panicking if it takes longer than [`DEADLINE`].
+pub async fn within<F: Future>(future: F) -> F::Output {
+    tokio::time::timeout(DEADLINE, future)
+        .await
+        .expect("timed out")
+}
+
+/// Polls `check` until it returns true, panicking after [`DEADLINE`].
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("condition not met within {DEADLINE:?}: {what}");
+}
+
+/// Path of the built `gatehouse` binary, for command-line tests.
+pub fn gatehouse_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_gatehouse"))
+}

@@ -1,0 +1,463 @@
+//! Every class of config error is reported with the file, line and column an operator must edit,
+//! through the same `config::load` that `check`, `run` and reloads use.
+//!
+//! Cases are tables; a table reports every mismatching case at once, so one regression does not
+//! hide the others.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use gatehouse::config::{load, MapEnv, Snapshot};
+use gatehouse::registry::Registries;
+use gatehouse::routing::route::RouteAction;
+
+/// One reported error: file relative to the config dir, line, column, message.
+type Found = (String, usize, usize, String);
+
+/// Writes `files` (paths relative to a fresh config dir) and loads `gateway.yaml`.
+fn load_files(files: &[(&str, &str)], env: &[(&str, &str)]) -> Result<Snapshot, Vec<Found>> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (name, text) in files {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(path.parent().expect("has a parent")).expect("mkdir");
+        std::fs::write(&path, text).expect("write config file");
+    }
+    let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+    let result = load(
+        &dir.path().join("gateway.yaml"),
+        &MapEnv(env.collect::<HashMap<_, _>>()),
+        &Registries::default(),
+    );
+    result.map_err(|errors| {
+        let prefix = format!("{}/", dir.path().display());
+        errors
+            .0
+            .iter()
+            .map(|e| {
+                let (line, column) = e.mark.map_or((0, 0), |m| (m.line, m.column));
+                // Messages that cite another file name it by full path; strip the temp dir so
+                // tables can state it.
+                let message = e.message.replace(&prefix, "");
+                (relative(&e.file, dir.path()), line, column, message)
+            })
+            .collect()
+    })
+}
+
+fn relative(file: &Path, dir: &Path) -> String {
+    file.strip_prefix(dir).unwrap_or(file).display().to_string()
+}
+
+fn errors_of(files: &[(&str, &str)], env: &[(&str, &str)]) -> Vec<Found> {
+    match load_files(files, env) {
+        Ok(_) => panic!("config loaded, but errors were expected: {files:#?}"),
+        Err(errors) => errors,
+    }
+}
+
+const GATEWAY: &str = "server:\n  listen: 127.0.0.1:0\n";
+
+/// gateway.yaml whose `extra` starts at line 3; server fields at column 3.
+fn gateway(extra: &str) -> String {
+    format!("{GATEWAY}{extra}")
+}
+
+const UPSTREAM_A: &str = "upstreams:\n  a:\n    targets: [http://127.0.0.1:1]\n";
+
+/// A routes file whose route `r` (name at 5:11, `match:` at line 6) continues with `extra`
+/// from line 7, keys at column 5.
+fn route(extra: &str) -> String {
+    format!("{UPSTREAM_A}routes:\n  - name: r\n    match: {{path: /x}}\n{extra}")
+}
+
+/// A routes file whose route has `match: <flow>`, the flow starting at 6:12.
+fn route_matching(flow: &str) -> String {
+    format!("{UPSTREAM_A}routes:\n  - name: r\n    match: {flow}\n    upstream: a\n")
+}
+
+/// A routes file whose upstream `a` (name at 2:3) has the settings `body` from line 3, keys at
+/// column 5. No route uses it, so only the upstream's own errors are reported.
+fn upstream(body: &str) -> String {
+    format!("upstreams:\n  a:\n{body}")
+}
+
+/// [`upstream`] with one valid target at line 3, so `settings` start at line 4.
+fn upstream_with(settings: &str) -> String {
+    upstream(&format!("    targets: [http://127.0.0.1:1]\n{settings}"))
+}
+
+struct Case {
+    what: &'static str,
+    files: Vec<(&'static str, String)>,
+    env: Vec<(&'static str, String)>,
+    at: (&'static str, usize, usize),
+    says: Vec<&'static str>,
+    lacks: Vec<&'static str>,
+}
+
+impl Case {
+    fn also(mut self, phrase: &'static str) -> Self {
+        self.says.push(phrase);
+        self
+    }
+
+    fn lacks(mut self, phrase: &'static str) -> Self {
+        self.lacks.push(phrase);
+        self
+    }
+
+    fn env(mut self, name: &'static str, value: &str) -> Self {
+        self.env.push((name, value.to_string()));
+        self
+    }
+}
+
+/// An error in gateway.yaml at `(line, column)` saying `says`; there is no routes folder.
+fn g(what: &'static str, text: impl Into<String>, at: (usize, usize), says: &'static str) -> Case {
+    Case {
+        what,
+        files: vec![("gateway.yaml", text.into())],
+        env: Vec::new(),
+        at: ("gateway.yaml", at.0, at.1),
+        says: vec![says],
+        lacks: Vec::new(),
+    }
+}
+
+/// An error in routes/r.yaml, next to a valid gateway.yaml.
+fn r(what: &'static str, text: impl Into<String>, at: (usize, usize), says: &'static str) -> Case {
+    let mut case = g(what, GATEWAY, at, says);
+    case.files.push(("routes/r.yaml", text.into()));
+    case.at.0 = "routes/r.yaml";
+    case
+}
+
+/// Each case must produce exactly its one error; every mismatch is listed before failing.
+fn check(cases: Vec<Case>) {
+    let mut wrong = Vec::new();
+    for case in &cases {
+        let files: Vec<(&str, &str)> = case.files.iter().map(|(n, t)| (*n, t.as_str())).collect();
+        let env: Vec<(&str, &str)> = case.env.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let found = match load_files(&files, &env) {
+            Ok(_) => {
+                wrong.push(format!("{}: loaded without error", case.what));
+                continue;
+            }
+            Err(found) => found,
+        };
+        let (file, line, column) = case.at;
+        let ok = match found.as_slice() {
+            [(f, l, c, message)] => {
+                f == file
+                    && (*l, *c) == (line, column)
+                    && case.says.iter().all(|p| message.contains(p))
+                    && !case.lacks.iter().any(|p| message.contains(p))
+            }
+            _ => false,
+        };
+        if !ok {
+            wrong.push(format!(
+                "{}: expected one error at {file}:{line}:{column} saying {:?}{}; got {found:#?}",
+                case.what,
+                case.says,
+                if case.lacks.is_empty() {
+                    String::new()
+                } else {
+                    format!(" without {:?}", case.lacks)
+                },
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {} cases wrong:\n{}",
+        wrong.len(),
+        cases.len(),
+        wrong.join("\n\n")
+    );
+}
+
+#[rustfmt::skip]
+#[test]
+fn yaml_syntax_duplicates_documents_and_anchors() {
+    let twice = upstream("    targets: [http://127.0.0.1:1]\n    targets: [http://127.0.0.1:2]\n");
+    let anchored = "upstreams:\n  a: &t\n    targets: [http://127.0.0.1:1]\n  b: *t\n";
+    check(vec![
+        // The scanner stops at the token after the tab; the line and the message are what matter.
+        r("tab indentation", "routes:\n\t- name: r\n", (2, 2), "invalid YAML"),
+        r("mapping value inside a scalar", "routes:\n  - name: a: b\n", (2, 12), "invalid YAML"),
+        r("duplicate key", twice, (4, 5), "duplicate key `targets` (first defined on line 3)"),
+        r("second document", "routes: []\n---\nroutes: []\n", (2, 1), "second YAML document"),
+        r("anchor", anchored, (2, 6), "anchors and aliases are not supported"),
+    ]);
+}
+
+#[rustfmt::skip]
+#[test]
+fn unknown_fields_at_every_level() {
+    let target = upstream("    targets:\n      - {url: http://127.0.0.1:1, wieght: 2}\n");
+    check(vec![
+        g("top-level, close", gateway("routse: []\n"), (3, 1), "unknown section `routse`; did you mean `routes`?"),
+        g("top-level, far", gateway("plugins: []\n"), (3, 1), "unknown section `plugins`").lacks("did you mean"),
+        g("server", gateway("  idle_timout: 5s\n"), (3, 3), "unknown field `idle_timout`; did you mean `idle_timeout`?"),
+        r("route, close", route("    upstrem: a\n"), (7, 5), "unknown field `upstrem`; did you mean `upstream`?"),
+        r("route, far", route("    upstream: a\n    colour: red\n"), (8, 5), "unknown field `colour`").lacks("did you mean"),
+        r("match", route_matching("{pth: /x}"), (6, 13), "unknown field `pth`; did you mean `path`?"),
+        r("upstream", upstream_with("    tiemout: 5s\n"), (4, 5), "unknown field `tiemout`; did you mean `timeout`?"),
+        r("target map", target, (4, 35), "unknown field `wieght`; did you mean `weight`?"),
+    ]);
+}
+
+#[rustfmt::skip]
+#[test]
+fn wrong_types_durations_and_sizes() {
+    let methods = format!("{UPSTREAM_A}routes:\n  - name: r\n    match:\n      path: /x\n      methods: GET\n    upstream: a\n");
+    check(vec![
+        r("string for a list", methods, (8, 16), "expected a sequence"),
+        r("list for a string", route("    upstream: [a]\n"), (7, 15), "expected a string"),
+        r("word for a number", route("    respond: {status: ok}\n"), (7, 23), "expected a non-negative integer, found `ok`"),
+        g("word for a bool", gateway("  security_headers: yes\n"), (3, 21), "expected true or false, found `yes`"),
+        r("unknown duration unit", upstream_with("    timeout: 5x\n"), (4, 14), "invalid duration \"5x\""),
+        g("duration without unit", gateway("  idle_timeout: 30\n"), (3, 17), "\"30\" has no unit; write 30s or 30ms"),
+        g("bad size", gateway("  max_request_body: 10XB\n"), (3, 21), "invalid size \"10XB\"").also("unknown unit"),
+    ]);
+}
+
+#[rustfmt::skip]
+#[test]
+fn references_and_route_actions() {
+    let orders = "upstreams:\n  orders:\n    targets: [http://127.0.0.1:1]\nroutes:\n  - name: r\n    match: {path: /x}\n";
+    check(vec![
+        r("unknown upstream, close", format!("{orders}    upstream: ordrs\n"), (7, 15), "unknown upstream `ordrs`; did you mean `orders`?"),
+        r("unknown upstream, far", format!("{orders}    upstream: billing\n"), (7, 15), "unknown upstream `billing`").lacks("did you mean"),
+        r("neither upstream nor respond", route(""), (5, 11), "route `r` needs `upstream`").also("or `respond`"),
+        r("both", route("    upstream: a\n    respond: {status: 200}\n"), (8, 14), "either `upstream` or `respond`, not both"),
+    ]);
+}
+
+#[test]
+fn duplicate_names_across_files_point_at_the_first() {
+    let a = "upstreams:\n  a:\n    targets: [http://127.0.0.1:1]\nroutes:\n  - name: r\n    match: {path: /a}\n    upstream: a\n";
+    let b = "upstreams:\n  a:\n    targets: [http://127.0.0.1:2]\nroutes:\n  - name: r\n    match: {path: /b}\n    upstream: a\n";
+    let found = errors_of(
+        &[
+            ("gateway.yaml", GATEWAY),
+            ("routes/a.yaml", a),
+            ("routes/b.yaml", b),
+        ],
+        &[],
+    );
+    let expected = vec![
+        (
+            "routes/b.yaml".to_string(),
+            2,
+            3,
+            "duplicate upstream `a` (first defined at routes/a.yaml:2:3)".to_string(),
+        ),
+        (
+            "routes/b.yaml".to_string(),
+            5,
+            11,
+            "duplicate route `r` (first defined at routes/a.yaml:5:11)".to_string(),
+        ),
+    ];
+    assert_eq!(found, expected);
+
+    // gateway.yaml may hold upstreams too; it is read first, so it holds the original.
+    let gw = gateway("upstreams:\n  a:\n    targets: [http://127.0.0.1:3]\n");
+    let found = errors_of(&[("gateway.yaml", &gw), ("routes/a.yaml", a)], &[]);
+    assert_eq!(
+        found,
+        vec![(
+            "routes/a.yaml".to_string(),
+            2,
+            3,
+            "duplicate upstream `a` (first defined at gateway.yaml:4:3)".to_string()
+        )]
+    );
+}
+
+#[rustfmt::skip]
+#[test]
+fn invalid_matchers_headers_addresses_and_targets() {
+    let targets = |list: &str| upstream(&format!("    targets: {list}\n"));
+    let weight_0 = upstream("    targets:\n      - {url: http://127.0.0.1:1, weight: 0}\n");
+    let header_value = route("    upstream: a\n    request_headers: {set: {X-A: \"a\\x01b\"}}\n");
+    check(vec![
+        r("invalid regex", route_matching("{path_regex: \"^/a([\"}"), (6, 25), "invalid path_regex `^/a([`"),
+        r("path not normal", route_matching("{path: /a/../b}"), (6, 19), "not in normal form").also("write `/b`"),
+        r("path without /", route_matching("{path: api}"), (6, 19), "`path` must start with `/`"),
+        r("two path rules", route_matching("{path: /a, path_exact: /a}"), (6, 35), "`path_exact` conflicts with another path rule"),
+        r("host with port", route_matching("{host: \"api.example.com:8080\"}"), (6, 19), "invalid host `api.example.com:8080`"),
+        r("bad method", route_matching("{methods: [GET, \"BAD METHOD\"]}"), (6, 28), "invalid method `BAD METHOD`"),
+        r("bad header name", route_matching("{headers: {\"X Bad\": v}}"), (6, 23), "invalid header name `X Bad`"),
+        r("bad header value", header_value, (8, 34), "invalid header value"),
+        g("listen not IP:port", "server:\n  listen: localhost:80\n", (2, 11), "invalid listen address `localhost:80`"),
+        g("bad trusted proxy", gateway("  trusted_proxies: [10.0.0.0/33]\n"), (3, 21), "invalid trusted proxy `10.0.0.0/33`"),
+        r("https target", targets("[https://127.0.0.1:1]"), (3, 15), "https targets are not supported yet"),
+        r("target with a path", targets("[http://127.0.0.1:1/api]"), (3, 15), "has a path or query"),
+        r("target without scheme", targets("[127.0.0.1:1]"), (3, 15), "needs a scheme"),
+        r("weight 0", weight_0, (4, 9), "weight must be between 1 and 10000"),
+        r("no targets", targets("[]"), (2, 3), "upstream `a` has no targets"),
+    ]);
+}
+
+#[rustfmt::skip]
+#[test]
+fn variables_and_file_placement() {
+    check(vec![
+        g("unset variable", "server:\n  listen: ${NOPE}\n", (2, 11), "variable NOPE is not set"),
+        g("unreadable _FILE", "server:\n  listen: ${ADDR}\n", (2, 11), "ADDR_FILE")
+            .env("ADDR_FILE", "/nonexistent/gatehouse-secret"),
+        r("server in a routes file", "server:\n  listen: 127.0.0.1:1\n", (1, 1), "`server` belongs in gateway.yaml"),
+    ]);
+}
+
+#[test]
+fn defaults_and_secret_files_are_substituted() {
+    let secrets = tempfile::tempdir().expect("temp dir");
+    let secret = secrets.path().join("greeting");
+    std::fs::write(&secret, "hello secret\n").expect("write secret");
+    let routes = "routes:\n  - name: hello\n    match: {path_exact: /hello}\n    respond: {body: \"${GREETING}\"}\n";
+    let snapshot = load_files(
+        &[
+            (
+                "gateway.yaml",
+                "server:\n  listen: ${NOPE:-127.0.0.1:7001}\n",
+            ),
+            ("routes/r.yaml", routes),
+        ],
+        &[("GREETING_FILE", secret.to_str().expect("utf-8 path"))],
+    )
+    .unwrap_or_else(|e| panic!("should load: {e:#?}"));
+    assert_eq!(snapshot.server.listen.to_string(), "127.0.0.1:7001");
+    let RouteAction::Respond(fixed) = &snapshot.router.routes()[0].action else {
+        panic!("hello is a respond route");
+    };
+    // The trailing newline a secret file usually ends with is not part of the value.
+    assert_eq!(&fixed.body[..], b"hello secret");
+}
+
+/// A refused section is reported at its key: the key is what the operator must remove, and the
+/// first line of its value may be anything.
+#[rustfmt::skip]
+#[test]
+fn sections_not_supported_yet_are_refused_at_their_key() {
+    let refused = |mut case: Case| { case.says = vec![case.what, "is not supported yet"]; case };
+    let top = |what, text: &str| refused(g(what, gateway(text), (3, 1), ""));
+    let in_route = |what, text: &str| refused(r(what, route(&format!("    upstream: a\n{text}")), (8, 5), ""));
+    let in_upstream = |what, text: &str| refused(r(what, upstream_with(text), (4, 5), ""));
+    check(vec![
+        top("jwt", "jwt:\n  providers: {}\n"),
+        top("redis", "redis:\n  url: redis://127.0.0.1:6379/0\n"),
+        top("rate_limit", "rate_limit:\n  store: memory\n"),
+        top("cache", "cache:\n  store: memory\n"),
+        top("tracing", "tracing:\n  service_name: gatehouse\n"),
+        refused(g("server.tls", gateway("  tls:\n    listen: 0.0.0.0:8443\n"), (3, 3), "")),
+        in_route("auth", "    auth:\n      jwt: default\n"),
+        in_route("authorize", "    authorize:\n      - roles: [admin]\n"),
+        in_route("rate_limit", "    rate_limit:\n      - by: ip\n        limit: 1\n        per: 1m\n"),
+        in_route("cache", "    cache:\n      ttl: 30s\n"),
+        in_route("cors", "    cors:\n      origins: [https://app.example.com]\n"),
+        in_route("compress", "    compress: true\n"),
+        in_upstream("health_check", "    health_check:\n      path: /health\n"),
+        in_upstream("circuit_breaker", "    circuit_breaker:\n      window: 10s\n"),
+        in_upstream("outlier_detection", "    outlier_detection:\n      consecutive_failures: 5\n"),
+        in_upstream("retry", "    retry:\n      attempts: 2\n"),
+        in_upstream("discovery", "    discovery:\n      dns: orders.internal:4003\n"),
+        in_upstream("tls", "    tls:\n      insecure_skip_verify: true\n"),
+        in_upstream("hash_on", "    hash_on: ip\n"),
+        // For these the value, not the key, is what is refused.
+        r("least_requests", upstream_with("    balance: least_requests\n"), (4, 14), "balance `least_requests` is not supported yet"),
+        r("h2", upstream_with("    protocol: h2\n"), (4, 15), "only protocol http1 is supported"),
+    ]);
+}
+
+/// Checks made after parsing must still point at the value they are about, not at the route or
+/// upstream name or nowhere; an error about a whole block mapping points where it starts.
+#[rustfmt::skip]
+#[test]
+fn values_checked_after_parsing_keep_their_position() {
+    let no_match = format!("{UPSTREAM_A}routes:\n  - name: r\n    upstream: a\n");
+    check(vec![
+        r("route without match", no_match, (5, 5), "missing field `match`"),
+        g("missing routes_dir", gateway("routes_dir: missing\n"), (3, 13), "cannot read routes_dir"),
+        g("max_header_bytes too small", gateway("  max_header_bytes: 100\n"), (3, 21), "max_header_bytes must be at least 1KiB"),
+        r("bad rewrite prefix", route("    upstream: a\n    rewrite: {prefix: api, to: /v1}\n"), (8, 23), "`rewrite.prefix` must be"),
+        r("timeout on a respond route", route("    respond: {status: 204}\n    timeout: 5s\n"), (8, 14), "`timeout` only applies"),
+        r("route timeout zero", route("    upstream: a\n    timeout: 0s\n"), (8, 14), "`timeout` must be greater than zero"),
+        r("upstream timeout zero", upstream_with("    timeout: 0s\n"), (4, 14), "must be greater than zero"),
+    ]);
+}
+
+/// A route naming an upstream that is defined but invalid gets no second, false error: the
+/// upstream is not "unknown", and a route timeout it inherits was not written on the route.
+#[rustfmt::skip]
+#[test]
+fn an_invalid_upstream_is_reported_once() {
+    let used = |settings: &str| format!("{}routes:\n  - name: r\n    match: {{path: /x}}\n    upstream: a\n", upstream(settings));
+    let with_a_target = |setting: &str| used(&format!("    targets: [http://127.0.0.1:1]\n{setting}"));
+    check(vec![
+        r("https target", used("    targets: [https://127.0.0.1:1]\n"), (3, 15), "https targets are not supported yet"),
+        r("unknown field", with_a_target("    tiemout: 5s\n"), (4, 5), "unknown field `tiemout`"),
+        r("zero timeout", with_a_target("    timeout: 0s\n"), (4, 14), "must be greater than zero"),
+    ]);
+}
+
+#[test]
+fn every_error_in_every_file_is_reported_in_order() {
+    let gw = gateway("  idle_timeout: soon\n");
+    // Route one fails only when names are resolved, after route three failed to parse: the
+    // report must still read top to bottom.
+    let a = "\
+upstreams:
+  a:
+    targets: [http://127.0.0.1:1]
+routes:
+  - name: one
+    match: {path: /one}
+    upstream: b
+  - name: two
+    match: {path: /two}
+    upstream: a
+  - name: three
+    match: {path: /three}
+    upstream: a
+    timout: 5s
+";
+    let b = "routes:\n  - name: four\n    match: {path: four}\n    upstream: a\n";
+    let found = errors_of(
+        &[
+            ("gateway.yaml", &gw),
+            ("routes/a.yaml", a),
+            ("routes/b.yaml", b),
+        ],
+        &[],
+    );
+    let places: Vec<(&str, usize, usize)> = found
+        .iter()
+        .map(|(f, l, c, _)| (f.as_str(), *l, *c))
+        .collect();
+    assert_eq!(
+        places,
+        vec![
+            ("gateway.yaml", 3, 17),
+            ("routes/a.yaml", 7, 15),
+            ("routes/a.yaml", 14, 5),
+            ("routes/b.yaml", 3, 19),
+        ],
+        "{found:#?}"
+    );
+    let says = [
+        "invalid duration \"soon\"",
+        "unknown upstream `b`",
+        "unknown field `timout`",
+        "must start with `/`",
+    ];
+    for ((_, _, _, message), phrase) in found.iter().zip(says) {
+        assert!(
+            message.contains(phrase),
+            "{message:?} should say {phrase:?}"
+        );
+    }
+}
