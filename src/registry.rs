@@ -58,7 +58,8 @@ impl<S: PartialEq + Clone, V: Clone> Registry<S, V> {
 #[derive(Debug, Default)]
 pub struct Registries {
     /// Upstream connection pools by upstream name.
-    pub pools: Registry<crate::upstream::pool::PoolSettings, crate::upstream::pool::UpstreamClient>,
+    pub pools:
+        Registry<crate::upstream::pool::PoolSettings, std::sync::Arc<crate::upstream::pool::Pool>>,
 }
 
 impl Registries {

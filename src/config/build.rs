@@ -24,7 +24,7 @@ use crate::routing::normalize::normalize_path;
 use crate::routing::route::{PathRewrite, ProxyAction, Route, RouteAction, StaticResponse};
 use crate::routing::router::Router;
 use crate::upstream::balance::SmoothWeighted;
-use crate::upstream::pool::{new_client, PoolSettings};
+use crate::upstream::pool::{Pool, PoolSettings};
 use crate::upstream::{parse_target, Target, Upstream};
 
 const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
@@ -355,17 +355,20 @@ fn build_upstream(
     if targets.len() != s.targets.len() {
         return None;
     }
-    let pool = PoolSettings { connect_timeout };
-    let client = registries
+    let pool = PoolSettings {
+        connect_timeout,
+        targets: targets.iter().map(|t| t.authority.to_string()).collect(),
+    };
+    let pool = registries
         .pools
-        .get_or_make(&name.value, &pool, || new_client(&pool));
+        .get_or_make(&name.value, &pool, || Pool::new(pool.clone()));
     Some(Upstream {
         name: name.value.as_str().into(),
         balancer: SmoothWeighted::new(targets.iter().map(|t| t.weight).collect()),
         targets,
         timeout,
         connect_timeout,
-        client,
+        pool,
     })
 }
 

@@ -20,7 +20,7 @@ pub enum ResponseBody {
     /// A body known in full (gateway errors, `respond` routes).
     Full(Option<Bytes>),
     /// An upstream's body, streamed through.
-    Upstream(Incoming),
+    Upstream(crate::upstream::pool::UpstreamBody),
 }
 
 impl ResponseBody {
@@ -41,7 +41,7 @@ impl Body for ResponseBody {
         match self.get_mut() {
             ResponseBody::Empty => Poll::Ready(None),
             ResponseBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            ResponseBody::Upstream(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            ResponseBody::Upstream(body) => Pin::new(body).poll_frame(cx),
         }
     }
 

@@ -15,6 +15,7 @@ use crate::config::snapshot::ServerSettings;
 use crate::error::GatewayError;
 use crate::observability::request_id::X_REQUEST_ID;
 use crate::routing::route::{ProxyAction, Route};
+use crate::upstream::pool::SendError;
 
 /// Sends the request to a target of the route's upstream and returns its response.
 #[allow(clippy::too_many_arguments)]
@@ -34,7 +35,7 @@ pub async fn forward(
         drain(body);
         return Err(GatewayError::BodyTooLarge { limit });
     }
-    let Some(target) = upstream.pick() else {
+    let Some((target_index, target)) = upstream.pick() else {
         drain(body);
         return Err(GatewayError::NoTarget {
             upstream: upstream.name.clone(),
@@ -75,7 +76,7 @@ pub async fn forward(
     set_forwarding_headers(
         &mut headers,
         Hop {
-            peer: conn.peer.ip(),
+            peer: &conn.peer_ip,
             trusted: server.trusted_proxies.contains(conn.peer.ip()),
             scheme: conn.scheme,
             host: client_host.as_ref(),
@@ -96,7 +97,8 @@ pub async fn forward(
     *request.headers_mut() = headers;
 
     let started = Instant::now();
-    let result = tokio::time::timeout(action.timeout, upstream.client.request(request)).await;
+    let result =
+        tokio::time::timeout(action.timeout, upstream.pool.send(target_index, request)).await;
     let response = match result {
         Err(_) => {
             tracing::warn!(upstream = %upstream.name, target = %target.url, timeout = ?action.timeout, "upstream timed out");
@@ -115,7 +117,7 @@ pub async fn forward(
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "upstream request failed"
             );
-            return Err(if error.is_connect() {
+            return Err(if matches!(error, SendError::Connect { .. }) {
                 GatewayError::UpstreamConnect {
                     upstream: upstream.name.clone(),
                 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use http::uri::{Authority, Scheme};
 
 use balance::SmoothWeighted;
-use pool::UpstreamClient;
+use pool::Pool;
 
 /// One entry of `upstreams:`, ready to serve.
 #[derive(Debug)]
@@ -24,8 +24,8 @@ pub struct Upstream {
     pub timeout: Duration,
     /// Time allowed to connect.
     pub connect_timeout: Duration,
-    /// Pooled client, kept across reloads while the pool settings do not change.
-    pub client: UpstreamClient,
+    /// Keep-alive connections, kept across reloads while the pool settings do not change.
+    pub pool: Arc<Pool>,
 }
 
 /// One backend address.
@@ -44,9 +44,9 @@ pub struct Target {
 }
 
 impl Upstream {
-    /// The target for the next request.
-    pub fn pick(&self) -> Option<&Target> {
-        self.balancer.pick(|_| true).map(|i| &self.targets[i])
+    /// The target for the next request, with its index.
+    pub fn pick(&self) -> Option<(usize, &Target)> {
+        self.balancer.pick(|_| true).map(|i| (i, &self.targets[i]))
     }
 }
 
