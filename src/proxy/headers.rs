@@ -43,6 +43,11 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 
 /// Removes hop-by-hop headers, including every header the `Connection` header names.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none of them: one scan over the names is cheaper than hashing
+    // all nine names for removal on every request and response.
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -115,8 +120,8 @@ const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 /// What the gateway knows about the hop it received a request on.
 #[derive(Debug, Clone, Copy)]
 pub struct Hop<'a> {
-    /// The TCP peer.
-    pub peer: IpAddr,
+    /// The TCP peer's address as header text (made once per connection).
+    pub peer: &'a HeaderValue,
     /// Whether the peer is a trusted proxy.
     pub trusted: bool,
     /// `http` or `https`, as the client reached the gateway.
@@ -131,21 +136,18 @@ pub struct Hop<'a> {
 /// the client sent in these headers (and `Forwarded`, `X-Real-IP`) is replaced, so a client
 /// cannot make the backend believe another address.
 pub fn set_forwarding_headers(headers: &mut HeaderMap, hop: Hop<'_>) {
-    let peer = hop.peer.to_canonical().to_string();
     let xff = if hop.trusted && headers.contains_key(&X_FORWARDED_FOR) {
-        let mut chain = String::new();
+        let mut chain = Vec::new();
         for value in headers.get_all(&X_FORWARDED_FOR) {
-            if let Ok(v) = value.to_str() {
-                chain.push_str(v);
-                chain.push_str(", ");
-            }
+            chain.extend_from_slice(value.as_bytes());
+            chain.extend_from_slice(b", ");
         }
-        chain.push_str(&peer);
-        chain
+        chain.extend_from_slice(hop.peer.as_bytes());
+        HeaderValue::from_bytes(&chain).ok()
     } else {
-        peer
+        Some(hop.peer.clone())
     };
-    if let Ok(value) = HeaderValue::try_from(xff) {
+    if let Some(value) = xff {
         headers.insert(X_FORWARDED_FOR, value);
     }
     if !hop.trusted || !headers.contains_key(&X_FORWARDED_PROTO) {
@@ -252,8 +254,12 @@ mod tests {
     #[test]
     fn forwarding_headers_trusted_and_not() {
         let host = HeaderValue::from_static("api.example.com");
+        let peers = [
+            HeaderValue::from_static("198.51.100.7"),
+            HeaderValue::from_static("10.0.0.5"),
+        ];
         let hop = |peer: &str, trusted: bool| Hop {
-            peer: peer.parse().unwrap(),
+            peer: peers.iter().find(|p| *p == peer).unwrap(),
             trusted,
             scheme: "http",
             host: Some(&host),

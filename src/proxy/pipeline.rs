@@ -21,11 +21,25 @@ use crate::routing::normalize::normalize_path;
 use crate::routing::route::{Route, RouteAction, StaticResponse};
 use crate::routing::router::{RequestFacts, RouteOutcome};
 
+impl ConnInfo {
+    /// Connection facts for a peer reached over `scheme`.
+    pub fn new(peer: SocketAddr, scheme: &'static str) -> Self {
+        let ip = peer.ip().to_canonical().to_string();
+        ConnInfo {
+            peer,
+            peer_ip: HeaderValue::try_from(ip).expect("an IP address is a valid header value"),
+            scheme,
+        }
+    }
+}
+
 /// What the gateway knows about the connection a request arrived on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     /// The TCP peer.
     pub peer: SocketAddr,
+    /// The peer's IP as header text, for `X-Forwarded-For`; made once per connection.
+    pub peer_ip: HeaderValue,
     /// `http` or `https`.
     pub scheme: &'static str,
 }
@@ -63,7 +77,11 @@ pub fn route_request<'s, 'r>(
 
 /// Size of the request head as it would be on the wire, for `max_header_bytes`.
 pub fn head_size(parts: &Parts) -> u64 {
-    let line = parts.method.as_str().len() + parts.uri.to_string().len() + 12;
+    let uri = &parts.uri;
+    let target = uri.path_and_query().map_or(0, |pq| pq.as_str().len())
+        + uri.scheme_str().map_or(0, |s| s.len() + 3)
+        + uri.authority().map_or(0, |a| a.as_str().len());
+    let line = parts.method.as_str().len() + target + 12;
     let fields: usize = parts
         .headers
         .iter()

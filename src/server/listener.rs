@@ -155,13 +155,11 @@ async fn serve_connection(
 
     let activity = Activity::new();
     let io = TokioIo::new(TrackedIo::new(stream, Arc::clone(&activity)));
-    let conn_info = ConnInfo {
-        peer,
-        scheme: "http",
-    };
+    let conn_info = Arc::new(ConnInfo::new(peer, "http"));
     let service_activity = Arc::clone(&activity);
     let service = service_fn(move |request: Request<Incoming>| {
         let state = Arc::clone(&state);
+        let conn_info = Arc::clone(&conn_info);
         let guard = service_activity.request_started();
         async move {
             let is_head = request.method() == Method::HEAD;
