@@ -209,3 +209,8 @@ async fn healthcheck(path: &std::path::Path, timeout: u64) -> ExitCode {
         }
     }
 }
+
+// glibc malloc showed up as ~5% of the request path in profiles; mimalloc's thread-local free
+// lists make the many small per-request allocations (headers, futures) cheaper.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
