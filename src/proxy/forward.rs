@@ -58,12 +58,9 @@ pub async fn forward(
         PathAndQuery::try_from(joined)
             .map_err(|_| GatewayError::BadRequest("invalid request target"))?
     };
-    let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(target.scheme.clone());
-    uri.authority = Some(target.authority.clone());
-    uri.path_and_query = Some(path_and_query);
-    let uri =
-        Uri::from_parts(uri).map_err(|_| GatewayError::BadRequest("invalid request target"))?;
+    // Origin-form (`/path?query`): absolute-form is only for requests to forward proxies, and
+    // many origin servers answer it with 404 or 400. The target goes in the Host header.
+    let uri = Uri::from(path_and_query);
 
     let mut headers = parts.headers;
     let client_host = match parts.uri.authority() {

@@ -272,11 +272,9 @@ async fn echo(req: Request<Incoming>, server: String) -> Result<Response<UpBody>
         _ => {}
     }
     let method = req.method().to_string();
-    let target = req
-        .uri()
-        .path_and_query()
-        .map(|pq| pq.as_str().to_string())
-        .unwrap_or_default();
+    // The request target exactly as sent: origin-form `/p?q`, or `http://h/p` if a proxy
+    // wrongly sent absolute-form.
+    let target = req.uri().to_string();
     let version = format!("{:?}", req.version());
     let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (name, value) in req.headers() {
