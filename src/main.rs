@@ -32,7 +32,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve (the default).
-    Run,
+    Run {
+        /// Do not watch the config files; reload only on SIGHUP.
+        #[arg(long)]
+        no_watch: bool,
+    },
     /// Load and validate the config; print every error; exit 1 if there is any.
     Check,
     /// Show how a request would be routed and forwarded, without sending it.
@@ -55,30 +59,35 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match cli.command.unwrap_or(Command::Run) {
-        Command::Run => runtime.block_on(run(cli.config)),
+    match cli.command.unwrap_or(Command::Run { no_watch: false }) {
+        Command::Run { no_watch } => run(cli.config, !no_watch),
         Command::Check => check(&cli.config),
         Command::Explain {
             method,
             url,
             headers,
         } => explain(&cli.config, &method, &url, &headers),
-        Command::Healthcheck { timeout } => runtime.block_on(healthcheck(&cli.config, timeout)),
+        Command::Healthcheck { timeout } => match runtime(Some(1)) {
+            Ok(runtime) => runtime.block_on(healthcheck(&cli.config, timeout)),
+            Err(code) => code,
+        },
     }
 }
 
-fn load(path: &std::path::Path) -> Result<config::Snapshot, ExitCode> {
-    config::load(path, &ProcessEnv, &Registries::default()).map_err(|errors| {
+/// The async runtime; `workers: None` means one thread per core (or `TOKIO_WORKER_THREADS`).
+fn runtime(workers: Option<usize>) -> Result<tokio::runtime::Runtime, ExitCode> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = workers {
+        builder.worker_threads(workers);
+    }
+    builder.enable_all().build().map_err(|e| {
+        eprintln!("cannot start the async runtime: {e}");
+        ExitCode::FAILURE
+    })
+}
+
+fn load(path: &std::path::Path, registries: &Registries) -> Result<config::Snapshot, ExitCode> {
+    config::load(path, &ProcessEnv, registries).map_err(|errors| {
         eprintln!("{errors}");
         eprintln!(
             "{} error(s) in the config; nothing was started",
@@ -88,18 +97,28 @@ fn load(path: &std::path::Path) -> Result<config::Snapshot, ExitCode> {
     })
 }
 
-async fn run(path: PathBuf) -> ExitCode {
-    let Ok(snapshot) = load(&path) else {
+fn run(path: PathBuf, watch: bool) -> ExitCode {
+    // The pools and metrics made while loading are the ones the gateway then serves with.
+    let registries = Registries::default();
+    let Ok(snapshot) = load(&path, &registries) else {
         return ExitCode::FAILURE;
     };
+    let runtime = match runtime(snapshot.server.workers) {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    let mut options = StartOptions::new(&path);
+    options.watch = watch;
+    runtime.block_on(serve(options, snapshot, registries))
+}
+
+async fn serve(
+    options: StartOptions,
+    snapshot: config::Snapshot,
+    registries: Registries,
+) -> ExitCode {
     let _log_guard = gatehouse::observability::logging::init(&snapshot.logging);
-    let handle = match Gateway::start_with(
-        StartOptions::new(&path),
-        snapshot,
-        Registries::default(),
-    )
-    .await
-    {
+    let handle = match Gateway::start_with(options, snapshot, registries).await {
         Ok(handle) => handle,
         Err(e) => {
             tracing::error!(error = %e, "gatehouse could not start");
@@ -107,7 +126,7 @@ async fn run(path: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let signal = wait_for_shutdown_signal().await;
+    let signal = wait_for_shutdown_signal(&handle).await;
     tracing::info!(signal, "shutting down: draining connections");
     match handle.shutdown(None).await {
         ShutdownOutcome::Drained => {
@@ -124,23 +143,31 @@ async fn run(path: PathBuf) -> ExitCode {
     }
 }
 
-async fn wait_for_shutdown_signal() -> &'static str {
+/// Reloads on SIGHUP until SIGTERM or SIGINT arrives; returns that signal's name.
+async fn wait_for_shutdown_signal(handle: &gatehouse::server::GatewayHandle) -> &'static str {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) else {
         let _ = tokio::signal::ctrl_c().await;
         return "SIGINT";
     };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+    loop {
+        tokio::select! {
+            _ = term.recv() => return "SIGTERM",
+            _ = int.recv() => return "SIGINT",
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading the config");
+                handle.reload().await;
+            }
+        }
     }
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
-    match load(path) {
+    match load(path, &Registries::default()) {
         Ok(snapshot) => {
             println!(
                 "{}: ok — {} file(s), {} route(s), {} upstream(s)",
@@ -156,7 +183,7 @@ fn check(path: &std::path::Path) -> ExitCode {
 }
 
 fn explain(path: &std::path::Path, method: &str, url: &str, headers: &[String]) -> ExitCode {
-    let Ok(snapshot) = load(path) else {
+    let Ok(snapshot) = load(path, &Registries::default()) else {
         return ExitCode::FAILURE;
     };
     match gatehouse::explain::explain(&snapshot, method, url, headers) {
@@ -172,7 +199,7 @@ fn explain(path: &std::path::Path, method: &str, url: &str, headers: &[String]) 
 }
 
 async fn healthcheck(path: &std::path::Path, timeout: u64) -> ExitCode {
-    let Ok(snapshot) = load(path) else {
+    let Ok(snapshot) = load(path, &Registries::default()) else {
         return ExitCode::FAILURE;
     };
     let mut addr = snapshot.admin_listen.unwrap_or(snapshot.server.listen);

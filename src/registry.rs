@@ -55,11 +55,22 @@ impl<S: PartialEq + Clone, V: Clone> Registry<S, V> {
 }
 
 /// Every registry the gateway keeps across reloads.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Registries {
     /// Upstream connection pools by upstream name.
     pub pools:
         Registry<crate::upstream::pool::PoolSettings, std::sync::Arc<crate::upstream::pool::Pool>>,
+    /// Metric families; routes and upstreams take their handles from here when built.
+    pub metrics: std::sync::Arc<crate::observability::metrics::Metrics>,
+}
+
+impl Default for Registries {
+    fn default() -> Self {
+        Registries {
+            pools: Registry::default(),
+            metrics: crate::observability::metrics::Metrics::new(),
+        }
+    }
 }
 
 impl Registries {

@@ -17,6 +17,7 @@ use super::file::{
     RespondSection, RouteSection, Spanned, Unsupported, UpstreamSection,
 };
 use super::snapshot::{LoggingSettings, ServerSettings, Snapshot};
+use crate::observability::metrics::Metrics;
 use crate::proxy::headers::{HeaderRules, TrustedProxies};
 use crate::registry::Registries;
 use crate::routing::matchers::{HeaderCondition, HostMatcher, MethodSet, PathMatcher};
@@ -92,7 +93,8 @@ pub fn build(
     let server = build_server(&gateway.parsed, &mut e);
     let admin_listen = gateway.parsed.admin.as_ref().and_then(|admin| {
         let addr = parse_listen(&admin.listen, &mut e)?;
-        if server.as_ref().is_some_and(|s| s.listen == addr) {
+        // Port 0 asks for any free port, so two of them never clash.
+        if addr.port() != 0 && server.as_ref().is_some_and(|s| s.listen == addr) {
             e.at(
                 admin.listen.mark,
                 "admin.listen must differ from server.listen",
@@ -120,6 +122,7 @@ pub fn build(
         &by_name,
         &invalid_upstreams,
         server.as_ref(),
+        &registries.metrics,
         &mut errors,
     );
 
@@ -187,8 +190,17 @@ fn build_server(file: &ParsedFile, e: &mut Errors) -> Option<ServerSettings> {
         Some(v) => v.value,
         None => DEFAULT_MAX_CONCURRENT_STREAMS,
     };
+    let workers = match &s.workers {
+        Some(v) if v.value == 0 || v.value > 1024 => {
+            e.at(v.mark, "workers must be between 1 and 1024");
+            None
+        }
+        Some(v) => Some(v.value as usize),
+        None => None,
+    };
     Some(ServerSettings {
         listen,
+        workers,
         max_request_body: s.max_request_body.map_or(DEFAULT_MAX_REQUEST_BODY, |v| v.0),
         max_header_bytes,
         request_header_timeout: s
@@ -369,6 +381,7 @@ fn build_upstream(
         timeout,
         connect_timeout,
         pool,
+        metrics: registries.metrics.upstream(&name.value),
     })
 }
 
@@ -391,6 +404,7 @@ fn build_routes(
     upstreams: &HashMap<&str, &Arc<Upstream>>,
     invalid_upstreams: &HashSet<&str>,
     server: Option<&ServerSettings>,
+    metrics: &Metrics,
     errors: &mut Vec<ConfigError>,
 ) -> Vec<Arc<Route>> {
     let mut seen: HashMap<String, (PathBuf, Mark)> = HashMap::new();
@@ -424,6 +438,7 @@ fn build_routes(
                 upstream_names: &upstream_names,
                 server,
                 file: &file.path,
+                metrics,
             };
             if let Some(route) = build_route(section, &ctx, &mut e) {
                 routes.push(Arc::new(route));
@@ -439,6 +454,7 @@ struct RouteContext<'a> {
     upstream_names: &'a [&'a str],
     server: Option<&'a ServerSettings>,
     file: &'a Path,
+    metrics: &'a Metrics,
 }
 
 fn build_route(s: &RouteSection, ctx: &RouteContext, e: &mut Errors) -> Option<Route> {
@@ -506,6 +522,7 @@ fn build_route(s: &RouteSection, ctx: &RouteContext, e: &mut Errors) -> Option<R
         response_headers,
         max_request_body: s.max_request_body.map_or(server.max_request_body, |v| v.0),
         security_headers: s.security_headers.unwrap_or(server.security_headers),
+        metrics: ctx.metrics.route(&s.name.value),
     })
 }
 

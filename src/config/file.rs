@@ -241,6 +241,8 @@ pub struct ServerSection {
     pub max_concurrent_streams: Option<Spanned<u32>>,
     /// Adds nosniff, frame-options and referrer-policy headers.
     pub security_headers: Option<bool>,
+    /// Threads serving requests; default: one per CPU core.
+    pub workers: Option<Spanned<u32>>,
 }
 
 /// `admin:` — a separate listener for the built-in endpoints.

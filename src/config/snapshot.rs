@@ -40,6 +40,8 @@ pub struct Snapshot {
 pub struct ServerSettings {
     /// Main listener.
     pub listen: SocketAddr,
+    /// Request-serving threads (`None`: one per core). Read at start only.
+    pub workers: Option<usize>,
     /// 413 above this, unless a route says otherwise.
     pub max_request_body: u64,
     /// 431 above this.

@@ -1,6 +1,8 @@
 //! Bodies that stream through the gateway without being buffered whole.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -79,6 +81,8 @@ pub struct LimitedBody {
     inner: Option<Incoming>,
     limit: u64,
     seen: u64,
+    /// Where the byte count is reported when the body is dropped (for the access log).
+    report: Option<Arc<AtomicU64>>,
 }
 
 impl LimitedBody {
@@ -88,6 +92,21 @@ impl LimitedBody {
             inner: Some(inner),
             limit,
             seen: 0,
+            report: None,
+        }
+    }
+
+    /// Also stores the number of bytes read into `report` when dropped.
+    pub fn reporting_to(mut self, report: Arc<AtomicU64>) -> Self {
+        self.report = Some(report);
+        self
+    }
+}
+
+impl Drop for LimitedBody {
+    fn drop(&mut self) {
+        if let Some(report) = &self.report {
+            report.store(self.seen, Ordering::Relaxed);
         }
     }
 }

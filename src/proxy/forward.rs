@@ -1,6 +1,10 @@
 //! Forwarding a request to an upstream target and streaming the answer back.
 
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use std::time::Instant;
+
+use http_body::Body as _;
 
 use http::header::{self, HeaderValue};
 use http::request::Parts;
@@ -13,22 +17,39 @@ use super::headers::{remove_hop_by_hop, set_forwarding_headers, Hop};
 use super::pipeline::ConnInfo;
 use crate::config::snapshot::ServerSettings;
 use crate::error::GatewayError;
+use crate::observability::access_log::RequestRecord;
+use crate::observability::metrics::UpstreamOutcome;
 use crate::observability::request_id::X_REQUEST_ID;
 use crate::routing::route::{ProxyAction, Route};
 use crate::upstream::pool::SendError;
 
+/// A request on its way upstream: what the client sent, the normalised path, the request id.
+pub struct Inbound<'a> {
+    /// Method, URI, headers.
+    pub parts: Parts,
+    /// The body, not yet read.
+    pub body: Incoming,
+    /// The normalised path routing used.
+    pub path: &'a str,
+    /// The request id.
+    pub id: &'a HeaderValue,
+}
+
 /// Sends the request to a target of the route's upstream and returns its response.
-#[allow(clippy::too_many_arguments)]
 pub async fn forward(
     action: &ProxyAction,
     route: &Route,
     server: &ServerSettings,
     conn: &ConnInfo,
-    parts: Parts,
-    body: Incoming,
-    path: &str,
-    id: &HeaderValue,
+    request: Inbound<'_>,
+    record: &mut RequestRecord,
 ) -> Result<Response<ResponseBody>, GatewayError> {
+    let Inbound {
+        parts,
+        body,
+        path,
+        id,
+    } = request;
     let upstream = &action.upstream;
     let limit = route.max_request_body;
     if declared_length(&parts).is_some_and(|len| len > limit) {
@@ -87,7 +108,14 @@ pub async fn forward(
     headers.insert(X_REQUEST_ID, id.clone());
     route.request_headers.apply(&mut headers);
 
-    let mut request = Request::new(LimitedBody::new(body, limit));
+    record.upstream_target = Some(Arc::clone(&target.url));
+    let mut body = LimitedBody::new(body, limit);
+    if record.path.is_some() && !body.is_end_stream() {
+        let bytes_in = Arc::new(AtomicU64::new(0));
+        record.bytes_in = Some(Arc::clone(&bytes_in));
+        body = body.reporting_to(bytes_in);
+    }
+    let mut request = Request::new(body);
     *request.method_mut() = parts.method;
     *request.uri_mut() = uri;
     *request.version_mut() = Version::HTTP_11;
@@ -96,8 +124,11 @@ pub async fn forward(
     let started = Instant::now();
     let result =
         tokio::time::timeout(action.timeout, upstream.pool.send(target_index, request)).await;
+    let elapsed = started.elapsed();
+    record.upstream_duration = Some(elapsed);
     let response = match result {
         Err(_) => {
+            upstream.metrics.record(UpstreamOutcome::Timeout, elapsed);
             tracing::warn!(upstream = %upstream.name, target = %target.url, timeout = ?action.timeout, "upstream timed out");
             return Err(GatewayError::UpstreamTimeout {
                 upstream: upstream.name.clone(),
@@ -105,26 +136,34 @@ pub async fn forward(
         }
         Ok(Err(error)) => {
             if is_body_too_large(&error) {
+                upstream.metrics.record(UpstreamOutcome::Error, elapsed);
                 return Err(GatewayError::BodyTooLarge { limit });
             }
             tracing::warn!(
                 upstream = %upstream.name,
                 target = %target.url,
                 error = %error_chain(&error),
-                elapsed_ms = started.elapsed().as_millis() as u64,
+                elapsed_ms = elapsed.as_millis() as u64,
                 "upstream request failed"
             );
             return Err(if matches!(error, SendError::Connect { .. }) {
+                upstream
+                    .metrics
+                    .record(UpstreamOutcome::ConnectError, elapsed);
                 GatewayError::UpstreamConnect {
                     upstream: upstream.name.clone(),
                 }
             } else {
+                upstream.metrics.record(UpstreamOutcome::Error, elapsed);
                 GatewayError::UpstreamFailed {
                     upstream: upstream.name.clone(),
                 }
             });
         }
-        Ok(Ok(response)) => response,
+        Ok(Ok(response)) => {
+            upstream.metrics.record(UpstreamOutcome::Response, elapsed);
+            response
+        }
     };
     let (mut parts, body) = response.into_parts();
     remove_hop_by_hop(&mut parts.headers);

@@ -11,10 +11,12 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 
 use super::body::{drain, ResponseBody};
-use super::forward::forward;
+use super::forward::{forward, Inbound};
 use super::headers::add_security_headers;
+use super::headers::client_ip;
 use crate::config::Snapshot;
 use crate::error::GatewayError;
+use crate::observability::access_log::RequestRecord;
 use crate::observability::request_id::{request_id, X_REQUEST_ID};
 use crate::routing::matchers::request_host;
 use crate::routing::normalize::normalize_path;
@@ -90,20 +92,30 @@ pub fn head_size(parts: &Parts) -> u64 {
     (line + fields) as u64
 }
 
-/// Serves one request against one snapshot; never fails, errors become JSON responses.
+/// Serves one request against one snapshot; never fails, errors become JSON responses. The
+/// record says what happened, for the access log and metrics.
 pub async fn handle(
     snapshot: &Snapshot,
     conn: &ConnInfo,
     request: Request<Incoming>,
-) -> Response<ResponseBody> {
+) -> (Response<ResponseBody>, RequestRecord) {
     let (parts, body) = request.into_parts();
     let id = request_id(&parts.headers);
-    let mut response = match serve(snapshot, conn, parts, body, &id).await {
+    let mut record = RequestRecord::default();
+    if snapshot.logging.access_log {
+        record.client_ip = Some(client_ip(
+            conn.peer.ip(),
+            &parts.headers,
+            &snapshot.server.trusted_proxies,
+        ));
+    }
+    let mut response = match serve(snapshot, conn, parts, body, &id, &mut record).await {
         Ok(response) => response,
         Err(error) => error.to_response(&id),
     };
-    response.headers_mut().insert(X_REQUEST_ID, id);
-    response
+    response.headers_mut().insert(X_REQUEST_ID, id.clone());
+    record.request_id = Some(id);
+    (response, record)
 }
 
 async fn serve(
@@ -112,6 +124,7 @@ async fn serve(
     parts: Parts,
     body: Incoming,
     id: &HeaderValue,
+    record: &mut RequestRecord,
 ) -> Result<Response<ResponseBody>, GatewayError> {
     let limit = snapshot.server.max_header_bytes;
     if head_size(&parts) > limit {
@@ -127,23 +140,23 @@ async fn serve(
     };
     let route = Arc::clone(routed.route);
     let path = routed.path.into_owned();
+    if snapshot.logging.access_log {
+        record.path = Some(path.as_str().into());
+    }
+    record.route = Some(Arc::clone(&route));
     let mut response = match &route.action {
         RouteAction::Respond(fixed) => {
             drain(body);
             respond(fixed)
         }
         RouteAction::Proxy(action) => {
-            forward(
-                action,
-                &route,
-                &snapshot.server,
-                conn,
+            let request = Inbound {
                 parts,
                 body,
-                &path,
+                path: &path,
                 id,
-            )
-            .await?
+            };
+            forward(action, &route, &snapshot.server, conn, request, record).await?
         }
     };
     route.response_headers.apply(response.headers_mut());

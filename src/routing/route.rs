@@ -1,5 +1,6 @@
 //! A route as the request path uses it: conditions, action and policies, all prebuilt.
 
+use crate::observability::metrics::RouteMetrics;
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +37,8 @@ pub struct Route {
     pub max_request_body: u64,
     /// Whether security headers are added to responses.
     pub security_headers: bool,
+    /// This route's request counters and latency histogram.
+    pub metrics: RouteMetrics,
 }
 
 /// What a route does with a request.

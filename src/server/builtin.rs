@@ -1,5 +1,7 @@
 //! Built-in endpoints, answered by the gateway and never routed upstream.
 
+use std::sync::atomic::Ordering;
+
 use http::header::{self, HeaderValue};
 use http::{Method, Response, StatusCode};
 
@@ -7,28 +9,84 @@ use super::state::GatewayState;
 use crate::proxy::body::ResponseBody;
 
 /// Paths the gateway answers itself.
-pub const PATHS: [&str; 1] = ["/health"];
+pub const PATHS: [&str; 3] = ["/health", "/readyz", "/metrics"];
 
 /// Answers a built-in endpoint, or `None` when `path` is not one.
-pub fn serve(_state: &GatewayState, method: &Method, path: &str) -> Option<Response<ResponseBody>> {
+pub fn serve(state: &GatewayState, method: &Method, path: &str) -> Option<Response<ResponseBody>> {
     if !PATHS.contains(&path) {
         return None;
     }
     if method != Method::GET && method != Method::HEAD {
         let mut response = json(
             StatusCode::METHOD_NOT_ALLOWED,
-            r#"{"error":"method_not_allowed","message":"use GET"}"#,
+            r#"{"error":"method_not_allowed","message":"use GET"}"#.to_string(),
         );
         response
             .headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return Some(response);
     }
-    Some(json(StatusCode::OK, r#"{"status":"ok"}"#))
+    Some(match path {
+        "/health" => json(StatusCode::OK, r#"{"status":"ok"}"#.to_string()),
+        "/readyz" => readyz(state),
+        _ => metrics(state),
+    })
 }
 
-fn json(status: StatusCode, body: &'static str) -> Response<ResponseBody> {
-    let mut response = Response::new(ResponseBody::full(format!("{body}\n")));
+/// 200 with what is loaded while serving; 503 once draining so load balancers move traffic
+/// away before connections close. (The gateway listens only after its first config loads, so
+/// there is no "not loaded yet" state to report.)
+fn readyz(state: &GatewayState) -> Response<ResponseBody> {
+    let snapshot = state.snapshot.load();
+    let draining = state.draining.load(Ordering::SeqCst);
+    let upstreams: serde_json::Map<String, serde_json::Value> = snapshot
+        .upstreams
+        .iter()
+        .map(|u| {
+            let targets: Vec<&str> = u.targets.iter().map(|t| &*t.url).collect();
+            let status = serde_json::json!({
+                "targets": targets,
+                // No health checks are configured, so targets are assumed up; the pool shows
+                // which ones the gateway currently holds connections to.
+                "health": "unchecked",
+                "idle_connections": u.pool.idle_count(),
+            });
+            (u.name.to_string(), status)
+        })
+        .collect();
+    let body = serde_json::json!({
+        "status": if draining { "draining" } else { "ready" },
+        "config": {
+            "version": snapshot.version,
+            "hash": snapshot.content_hash,
+            "loaded_at": humantime::format_rfc3339_millis(snapshot.loaded_at).to_string(),
+            "routes": snapshot.router.routes().len(),
+        },
+        "upstreams": upstreams,
+    });
+    let status = if draining {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    json(status, body.to_string())
+}
+
+fn metrics(state: &GatewayState) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::full(state.metrics.encode()));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(crate::observability::metrics::CONTENT_TYPE),
+    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn json(status: StatusCode, mut body: String) -> Response<ResponseBody> {
+    body.push('\n');
+    let mut response = Response::new(ResponseBody::full(body));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(

@@ -17,6 +17,8 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::observability::access_log::Completion;
+
 /// Milliseconds since the first call, as a cheap monotonic clock shared through atomics.
 fn now_ms() -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
@@ -120,18 +122,26 @@ impl Drop for RequestGuard {
     }
 }
 
-/// A response body that ends its request (for the idle clock) when fully sent or dropped.
+/// A response body that ends its request (for the idle clock, metrics and the access log) when
+/// fully sent or dropped.
 #[derive(Debug)]
 pub struct TrackedBody<B> {
     inner: B,
+    completion: Completion,
     _guard: RequestGuard,
 }
 
 impl<B> TrackedBody<B> {
-    /// Wraps `inner`, holding `guard` until the body is gone.
-    pub fn new(inner: B, guard: RequestGuard) -> Self {
+    /// Wraps `inner`, holding `guard` and `completion` until the body is gone.
+    pub fn new(inner: B, guard: RequestGuard, mut completion: Completion) -> Self
+    where
+        B: Body,
+    {
+        // hyper never polls a body that is empty from the start.
+        completion.completed = inner.is_end_stream();
         TrackedBody {
             inner,
+            completion,
             _guard: guard,
         }
     }
@@ -145,7 +155,21 @@ impl<B: Body<Data = Bytes> + Unpin> Body for TrackedBody<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.completion.bytes_out += data.len() as u64;
+                }
+                if this.inner.is_end_stream() {
+                    this.completion.completed = true;
+                }
+            }
+            Poll::Ready(None) => this.completion.completed = true,
+            _ => {}
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::listener::{accept_loop, OpenConnections, Phase, Role};
+use super::reload::{self, ReloadOutcome};
 use super::state::GatewayState;
 use crate::config::{self, ConfigErrors, Env, ProcessEnv, Snapshot};
 use crate::registry::Registries;
@@ -23,6 +24,8 @@ pub struct StartOptions {
     pub config_path: PathBuf,
     /// Where `${VAR}` values come from.
     pub env: Arc<dyn Env + Send + Sync>,
+    /// Whether file changes reload the config (default: yes).
+    pub watch: bool,
 }
 
 impl StartOptions {
@@ -31,6 +34,7 @@ impl StartOptions {
         StartOptions {
             config_path: config_path.into(),
             env: Arc::new(ProcessEnv),
+            watch: true,
         }
     }
 }
@@ -83,13 +87,29 @@ impl Gateway {
         })?;
         let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
 
+        let metrics = Arc::clone(&registries.metrics);
+        metrics.set_config_version(snapshot.version);
         let state = Arc::new(GatewayState {
             snapshot: ArcSwap::from_pointee(snapshot),
             registries,
             config_path: options.config_path,
             env: options.env,
             draining: Default::default(),
+            unrouted: metrics.unrouted(),
+            metrics,
+            reload_lock: Default::default(),
         });
+        let watcher = if options.watch {
+            match reload::watch(Arc::clone(&state)) {
+                Ok(guard) => Some(guard),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch the config files; reload with SIGHUP");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let (phase_tx, phase_rx) = watch::channel(Phase::Running);
         let open = Arc::new(OpenConnections::default());
         let mut tasks = vec![tokio::spawn(accept_loop(
@@ -105,7 +125,8 @@ impl Gateway {
                 Role::Admin,
                 Arc::clone(&state),
                 phase_rx,
-                Arc::clone(&open),
+                // Admin connections stay up through the drain, so shutdown does not wait on them.
+                Arc::new(OpenConnections::default()),
             )));
         }
         tracing::info!(listen = %local_addr, admin = ?admin_addr, "gatehouse listening");
@@ -116,6 +137,7 @@ impl Gateway {
             phase: phase_tx,
             open,
             tasks,
+            _watcher: watcher,
         })
     }
 }
@@ -134,6 +156,7 @@ pub struct GatewayHandle {
     phase: watch::Sender<Phase>,
     open: Arc<OpenConnections>,
     tasks: Vec<JoinHandle<()>>,
+    _watcher: Option<reload::WatchGuard>,
 }
 
 /// How a graceful shutdown ended.
@@ -166,7 +189,12 @@ impl GatewayHandle {
         self.state.snapshot.load_full()
     }
 
-    /// Connections currently open on every listener.
+    /// Reloads the config now (what SIGHUP does).
+    pub async fn reload(&self) -> ReloadOutcome {
+        reload::reload(&self.state, "request").await
+    }
+
+    /// Connections currently open on the main listener.
     pub fn open_connections(&self) -> usize {
         self.open.count()
     }

@@ -4,7 +4,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::{header, Method, Request, Response};
 use http_body::Body as _;
@@ -19,6 +19,7 @@ use super::builtin;
 use super::connection::{Activity, TrackedBody, TrackedIo, Verdict};
 use super::state::GatewayState;
 use crate::error::GatewayError;
+use crate::observability::access_log::{Completion, RequestRecord};
 use crate::observability::request_id::{request_id, X_REQUEST_ID};
 use crate::proxy::body::ResponseBody;
 use crate::proxy::pipeline::{self, ConnInfo};
@@ -83,7 +84,8 @@ impl Drop for ConnectionGuard {
     }
 }
 
-/// Accepts connections until the phase leaves `Running`.
+/// Accepts connections until the phase leaves `Running` (the admin listener: until `Terminate`,
+/// so probes see `/readyz` turn 503 and scrapes continue while the main listener drains).
 pub async fn accept_loop(
     listener: TcpListener,
     role: Role,
@@ -100,7 +102,10 @@ pub async fn accept_loop(
                     let state = Arc::clone(&state);
                     let phase = phase.clone();
                     tokio::spawn(async move {
+                        state.metrics.connection_opened();
+                        let metrics = Arc::clone(&state.metrics);
                         serve_connection(stream, peer, role, state, phase).await;
+                        metrics.connection_closed();
                         drop(guard);
                     });
                 }
@@ -110,14 +115,18 @@ pub async fn accept_loop(
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
-            _ = leaves_running(&mut stop) => break,
+            _ = stops_accepting(&mut stop, role) => break,
         }
     }
 }
 
-/// Resolves once the phase is no longer `Running` (or the gateway is gone).
-async fn leaves_running(phase: &mut watch::Receiver<Phase>) {
-    while *phase.borrow_and_update() == Phase::Running {
+/// Resolves once a listener of `role` must stop accepting (or the gateway is gone).
+async fn stops_accepting(phase: &mut watch::Receiver<Phase>, role: Role) {
+    let keeps_accepting = |now: Phase| match role {
+        Role::Main => now == Phase::Running,
+        Role::Admin => now != Phase::Terminate,
+    };
+    while keeps_accepting(*phase.borrow_and_update()) {
         if phase.changed().await.is_err() {
             return;
         }
@@ -162,12 +171,23 @@ async fn serve_connection(
         let conn_info = Arc::clone(&conn_info);
         let guard = service_activity.request_started();
         async move {
-            let is_head = request.method() == Method::HEAD;
-            let mut response = dispatch(&state, role, &conn_info, request).await;
-            if is_head {
+            let started = Instant::now();
+            state.metrics.request_started();
+            let method = request.method().clone();
+            let (mut response, record, access_log) =
+                dispatch(&state, role, &conn_info, request).await;
+            if method == Method::HEAD {
                 response = without_body(response);
             }
-            Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, guard)))
+            let completion = Completion::new(
+                started,
+                method,
+                response.status(),
+                record,
+                (&state.metrics, &state.unrouted),
+                access_log,
+            );
+            Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, guard, completion)))
         }
     });
     let conn = builder.serve_connection(io, service);
@@ -199,6 +219,7 @@ async fn serve_connection(
                 let now = if changed.is_ok() { *phase.borrow_and_update() } else { Phase::Terminate };
                 match now {
                     Phase::Running => {}
+                    Phase::Draining if role == Role::Admin => {}
                     Phase::Draining if !draining => {
                         conn.as_mut().graceful_shutdown();
                         draining = true;
@@ -223,12 +244,14 @@ fn without_body(response: Response<ResponseBody>) -> Response<ResponseBody> {
     Response::from_parts(parts, ResponseBody::Empty)
 }
 
+/// Built-in endpoints, then routes. Returns the response, what happened, and whether the
+/// access log wants a line for it.
 async fn dispatch(
     state: &GatewayState,
     role: Role,
     conn: &ConnInfo,
     request: Request<Incoming>,
-) -> Response<ResponseBody> {
+) -> (Response<ResponseBody>, RequestRecord, bool) {
     let snapshot = state.snapshot.load_full();
     let builtins_here = match role {
         Role::Admin => true,
@@ -236,14 +259,17 @@ async fn dispatch(
     };
     if builtins_here {
         if let Some(response) = builtin::serve(state, request.method(), request.uri().path()) {
-            return response;
+            // Probes and scrapes every few seconds would drown the access log.
+            return (response, RequestRecord::default(), false);
         }
     }
     if role == Role::Admin {
         let id = request_id(request.headers());
         let mut response = GatewayError::NoRoute.to_response(&id);
         response.headers_mut().insert(X_REQUEST_ID, id);
-        return response;
+        return (response, RequestRecord::default(), false);
     }
-    pipeline::handle(&snapshot, conn, request).await
+    let access_log = snapshot.logging.access_log;
+    let (response, record) = pipeline::handle(&snapshot, conn, request).await;
+    (response, record, access_log)
 }

@@ -4,6 +4,7 @@ pub mod builtin;
 pub mod connection;
 pub mod lifecycle;
 pub mod listener;
+pub mod reload;
 pub mod state;
 
 pub use lifecycle::{Gateway, GatewayHandle, ShutdownOutcome, StartError, StartOptions};

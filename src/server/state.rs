@@ -1,5 +1,6 @@
 //! State shared by every listener and connection of one gateway process.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -7,6 +8,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::config::{Env, Snapshot};
+use crate::observability::metrics::{Metrics, RouteMetrics};
 use crate::registry::Registries;
 
 /// The live config and the state that outlives it.
@@ -21,6 +23,30 @@ pub struct GatewayState {
     pub env: Arc<dyn Env + Send + Sync>,
     /// Set once shutdown begins.
     pub draining: AtomicBool,
+    /// Process-wide metrics (the same registry the snapshot's handles were made from).
+    pub metrics: Arc<Metrics>,
+    /// Counts requests that no route served (404s, built-in endpoints).
+    pub unrouted: RouteMetrics,
+    /// Serialises reloads so two triggers never race to swap.
+    pub reload_lock: tokio::sync::Mutex<()>,
+}
+
+impl GatewayState {
+    /// Drops metric series of routes and upstreams that `new` no longer has.
+    pub fn forget_removed(&self, old: &Snapshot, new: &Snapshot) {
+        let live: HashSet<&str> = new.router.routes().iter().map(|r| &*r.name).collect();
+        for route in old.router.routes() {
+            if !live.contains(&*route.name) {
+                self.metrics.forget_route(&route.name);
+            }
+        }
+        let live: HashSet<&str> = new.upstreams.iter().map(|u| &*u.name).collect();
+        for upstream in &old.upstreams {
+            if !live.contains(&*upstream.name) {
+                self.metrics.forget_upstream(&upstream.name);
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for GatewayState {

@@ -3,6 +3,7 @@
 pub mod balance;
 pub mod pool;
 
+use crate::observability::metrics::UpstreamMetrics;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +27,8 @@ pub struct Upstream {
     pub connect_timeout: Duration,
     /// Keep-alive connections, kept across reloads while the pool settings do not change.
     pub pool: Arc<Pool>,
+    /// This upstream's call counters and latency histogram.
+    pub metrics: UpstreamMetrics,
 }
 
 /// One backend address.

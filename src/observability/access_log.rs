@@ -1,0 +1,110 @@
+//! One access-log line and one set of request metrics per request, written when the response
+//! body is finished (or abandoned), so status, bytes and duration are final.
+//!
+//! Only facts the gateway decided are logged: never headers, query strings, or bodies, so
+//! Authorization, cookies and tokens in URLs cannot leak into logs.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::header::HeaderValue;
+use http::{Method, StatusCode};
+
+use crate::observability::metrics::{Metrics, RouteMetrics};
+use crate::routing::route::Route;
+
+/// What the request path learned about a request, for its log line and metrics.
+#[derive(Debug, Default)]
+pub struct RequestRecord {
+    /// The route that served it.
+    pub route: Option<Arc<Route>>,
+    /// The request id sent back to the client.
+    pub request_id: Option<HeaderValue>,
+    /// Where it came from (after `trusted_proxies`); only filled when access logs are on.
+    pub client_ip: Option<IpAddr>,
+    /// The normalised path, without query; only filled when access logs are on.
+    pub path: Option<Box<str>>,
+    /// The upstream target called.
+    pub upstream_target: Option<Arc<str>>,
+    /// Time from sending upstream to its response headers.
+    pub upstream_duration: Option<Duration>,
+    /// Request body bytes read, shared with the body as it streams upstream.
+    pub bytes_in: Option<Arc<AtomicU64>>,
+}
+
+/// Finishes a request's accounting when dropped; owned by the response body.
+#[derive(Debug)]
+pub struct Completion {
+    started: Instant,
+    method: Method,
+    status: StatusCode,
+    record: RequestRecord,
+    route_metrics: RouteMetrics,
+    metrics: Arc<Metrics>,
+    access_log: bool,
+    /// Response body bytes sent so far.
+    pub bytes_out: u64,
+    /// Whether the whole body was sent.
+    pub completed: bool,
+}
+
+impl Completion {
+    /// Starts accounting for a response with `status`; `unrouted` counts requests no route
+    /// served.
+    pub fn new(
+        started: Instant,
+        method: Method,
+        status: StatusCode,
+        record: RequestRecord,
+        (metrics, unrouted): (&Arc<Metrics>, &RouteMetrics),
+        access_log: bool,
+    ) -> Self {
+        let route_metrics = match &record.route {
+            Some(route) => route.metrics.clone(),
+            None => unrouted.clone(),
+        };
+        Completion {
+            started,
+            method,
+            status,
+            record,
+            route_metrics,
+            metrics: Arc::clone(metrics),
+            access_log,
+            bytes_out: 0,
+            completed: false,
+        }
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        let duration = self.started.elapsed();
+        self.route_metrics
+            .record(&self.method, self.status, duration);
+        self.metrics.request_finished();
+        if !self.access_log {
+            return;
+        }
+        let r = &self.record;
+        let bytes_in = r.bytes_in.as_ref().map_or(0, |b| b.load(Ordering::Relaxed));
+        tracing::info!(
+            target: "gatehouse::access",
+            request_id = r.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or(""),
+            client_ip = %r.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            method = %self.method,
+            path = r.path.as_deref().unwrap_or(""),
+            route = r.route.as_ref().map_or("", |route| &*route.name),
+            upstream = r.upstream_target.as_deref().unwrap_or(""),
+            status = self.status.as_u16(),
+            bytes_in,
+            bytes_out = self.bytes_out,
+            duration_ms = duration.as_secs_f64() * 1000.0,
+            upstream_ms = r.upstream_duration.map(|d| d.as_secs_f64() * 1000.0),
+            completed = self.completed,
+            "request"
+        );
+    }
+}

@@ -1,0 +1,905 @@
+//! Prometheus metrics for the gateway.
+//!
+//! Every label value comes from configuration (route and upstream names) or from a small fixed
+//! set (methods, status classes, outcomes), so no client can make the number of series grow.
+//!
+//! The per-request paths ([`RouteMetrics::record`], [`UpstreamMetrics::record`]) only touch
+//! atomics: handles are looked up in the [`Family`] maps once and kept, because a `Family`
+//! lookup takes a read lock and builds a label set. The crate's own `Histogram` takes a mutex on
+//! every observation, so latencies go into `LatencyHistogram`, a fixed-bucket histogram made
+//! of atomics.
+//!
+//! The output is the classic Prometheus text format (served as [`CONTENT_TYPE`]): the crate's
+//! own `Counter` follows the OpenMetrics naming (`# TYPE foo counter` over `foo_total` samples),
+//! which the classic parser reads as a counter without metadata, so counters go through
+//! `TotalCounter` instead. The crate's trailing `# EOF` is a comment there and is kept.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::{Method, StatusCode};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::{MetricType, TypedMetric};
+use prometheus_client::registry::Registry;
+
+/// Exposed metric names, as they appear in the scrape output and in queries.
+pub mod names {
+    /// Counter of finished requests, by route, method and status class.
+    pub const REQUESTS_TOTAL: &str = "gatehouse_requests_total";
+    /// Histogram of whole-request latency as seen by the gateway, by route.
+    pub const REQUEST_DURATION_SECONDS: &str = "gatehouse_request_duration_seconds";
+    /// Counter of upstream attempts, by upstream and outcome.
+    pub const UPSTREAM_REQUESTS_TOTAL: &str = "gatehouse_upstream_requests_total";
+    /// Histogram of time until an upstream's response headers, by upstream.
+    pub const UPSTREAM_DURATION_SECONDS: &str = "gatehouse_upstream_duration_seconds";
+    /// Gauge of client connections currently open.
+    pub const OPEN_CONNECTIONS: &str = "gatehouse_open_connections";
+    /// Gauge of requests currently being handled.
+    pub const REQUESTS_IN_FLIGHT: &str = "gatehouse_requests_in_flight";
+    /// Counter of configuration reload attempts, by result.
+    pub const CONFIG_RELOADS_TOTAL: &str = "gatehouse_config_reloads_total";
+    /// Gauge holding the Unix time of the last successful reload.
+    pub const CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS: &str =
+        "gatehouse_config_last_reload_success_timestamp_seconds";
+    /// Gauge holding the version number of the active configuration.
+    pub const CONFIG_VERSION: &str = "gatehouse_config_version";
+    /// Constant 1, labelled with the gateway version, so dashboards can join on it.
+    pub const BUILD_INFO: &str = "gatehouse_build_info";
+}
+
+/// Route label for requests no configured route answered, so they are still counted without
+/// putting the path into a label. A configured route with this name would share its series.
+pub const UNMATCHED_ROUTE: &str = "_unmatched";
+
+/// What the `/metrics` response must declare: [`Metrics::encode`] writes the classic text
+/// format, whose counter metadata an OpenMetrics parser would misread.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Method label values; the last one stands for every other method, so a client inventing
+/// methods cannot create series.
+const METHODS: [&str; 10] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE", "OTHER",
+];
+
+/// Status label values. `http::StatusCode` accepts 100..=999; codes past 599 have no class of
+/// their own in RFC 9110, so they share "other" rather than being passed off as server errors.
+const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
+
+/// Outcome label values, indexed by [`UpstreamOutcome`].
+const OUTCOMES: [&str; 4] = ["response", "connect_error", "timeout", "error"];
+
+/// Result label values, indexed by [`ReloadResult`].
+const RELOAD_RESULTS: [&str; 3] = ["success", "failure", "unchanged"];
+
+/// Bucket upper bounds in nanoseconds: 0.5 ms (a local upstream answering from memory) up to
+/// 30 s (the longest timeouts worth telling apart), in 1-2.5-5 steps so `le` values read well.
+/// Integers make the bucket choice exact and cheap.
+const BUCKET_BOUNDS_NANOS: [u64; 15] = [
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
+    30_000_000_000,
+];
+
+/// One slot per finite bound plus the `+Inf` bucket.
+const BUCKETS: usize = BUCKET_BOUNDS_NANOS.len() + 1;
+
+/// How a proxied attempt ended, as far as the upstream is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpstreamOutcome {
+    /// Response headers arrived, whatever their status.
+    Response,
+    /// No connection could be made.
+    ConnectError,
+    /// The upstream took longer than its configured timeout.
+    Timeout,
+    /// The connection failed after it was made.
+    Error,
+}
+
+/// How a configuration reload ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReloadResult {
+    /// A new configuration is active.
+    Success,
+    /// The new configuration was rejected; the old one stays active.
+    Failure,
+    /// The files changed on disk but described the same configuration.
+    Unchanged,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: Arc<str>,
+    method: &'static str,
+    status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabels {
+    upstream: Arc<str>,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamNameLabels {
+    upstream: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
+/// A counter whose metadata carries the full `_total` name, as the classic text format expects;
+/// the sample is written under that same name.
+#[derive(Clone, Debug, Default)]
+struct TotalCounter(Counter);
+
+impl TypedMetric for TotalCounter {
+    const TYPE: MetricType = MetricType::Counter;
+}
+
+impl EncodeMetric for TotalCounter {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), fmt::Error> {
+        // The gauge encoder writes a bare `name{labels} value` line, which is exactly a classic
+        // counter sample.
+        encoder.encode_gauge(&self.0.get())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Counter
+    }
+}
+
+/// A classic histogram with fixed buckets whose observations are two relaxed atomic adds.
+///
+/// The count is derived from the buckets when encoding, so `_count` and the `+Inf` bucket always
+/// agree even when a scrape races with observations; `_sum` may lag by the racing observations,
+/// which no query relies on.
+#[derive(Clone, Debug, Default)]
+struct LatencyHistogram {
+    cells: Arc<HistogramCells>,
+}
+
+#[derive(Debug, Default)]
+struct HistogramCells {
+    /// Per-bucket (not cumulative) counts; the encoder accumulates them.
+    buckets: [AtomicU64; BUCKETS],
+    /// Nanoseconds rather than f64 seconds so that adding is a single `fetch_add`.
+    sum_nanos: AtomicU64,
+}
+
+impl LatencyHistogram {
+    fn observe(&self, duration: Duration) {
+        let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
+        let bucket = BUCKET_BOUNDS_NANOS.partition_point(|&bound| bound < nanos);
+        self.cells.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.cells.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+}
+
+impl TypedMetric for LatencyHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for LatencyHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), fmt::Error> {
+        let mut buckets = [(f64::INFINITY, 0u64); BUCKETS];
+        let mut count = 0u64;
+        for (i, (bound, n)) in buckets.iter_mut().enumerate() {
+            if let Some(&nanos) = BUCKET_BOUNDS_NANOS.get(i) {
+                *bound = nanos as f64 / 1e9;
+            }
+            *n = self.cells.buckets[i].load(Ordering::Relaxed);
+            count += *n;
+        }
+        let sum = self.cells.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+/// The process-wide registry and every metric family in it.
+///
+/// Created once at startup and shared as `Arc<Metrics>`; per-route and per-upstream handles are
+/// taken from it when a configuration is loaded, not per request.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, TotalCounter>,
+    request_duration: Family<RouteLabels, LatencyHistogram>,
+    upstream_requests: Family<UpstreamLabels, TotalCounter>,
+    upstream_duration: Family<UpstreamNameLabels, LatencyHistogram>,
+    open_connections: Gauge,
+    requests_in_flight: Gauge,
+    config_reloads: [Counter; 3],
+    config_last_reload_success: Gauge<f64, AtomicU64>,
+    config_version: Gauge<u64, AtomicU64>,
+    /// Live route handles, so every `route()` call for a name shares one lazily filled counter
+    /// table and `forget_route` can stop old handles from recreating series it removed.
+    routes: Mutex<HashMap<Arc<str>, Arc<RouteInner>>>,
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The guarded data stays consistent even if a holder panicked: every critical section is a
+    // single insert, remove or flag store.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Metrics {
+    /// Registers every family, so the scrape output always lists all metric names, and sets the
+    /// build info; reload counters start at zero so `rate()` works before the first reload.
+    pub fn new() -> Arc<Metrics> {
+        let mut registry = Registry::default();
+
+        let requests = Family::<RequestLabels, TotalCounter>::default();
+        registry.register(
+            names::REQUESTS_TOTAL,
+            "Requests answered, by route, method and status class",
+            requests.clone(),
+        );
+        let request_duration = Family::<RouteLabels, LatencyHistogram>::default();
+        registry.register(
+            names::REQUEST_DURATION_SECONDS,
+            "Time from request received to response headers sent, by route",
+            request_duration.clone(),
+        );
+        let upstream_requests = Family::<UpstreamLabels, TotalCounter>::default();
+        registry.register(
+            names::UPSTREAM_REQUESTS_TOTAL,
+            "Attempts sent to an upstream, by outcome",
+            upstream_requests.clone(),
+        );
+        let upstream_duration = Family::<UpstreamNameLabels, LatencyHistogram>::default();
+        registry.register(
+            names::UPSTREAM_DURATION_SECONDS,
+            "Time until an upstream's response headers, for attempts that got a response",
+            upstream_duration.clone(),
+        );
+
+        let open_connections = Gauge::default();
+        registry.register(
+            names::OPEN_CONNECTIONS,
+            "Client connections currently open",
+            open_connections.clone(),
+        );
+        let requests_in_flight = Gauge::default();
+        registry.register(
+            names::REQUESTS_IN_FLIGHT,
+            "Requests currently being handled",
+            requests_in_flight.clone(),
+        );
+
+        let reloads = Family::<ReloadLabels, TotalCounter>::default();
+        registry.register(
+            names::CONFIG_RELOADS_TOTAL,
+            "Configuration reload attempts, by result",
+            reloads.clone(),
+        );
+        let config_reloads =
+            RELOAD_RESULTS.map(|result| reloads.get_or_create(&ReloadLabels { result }).0.clone());
+        let config_last_reload_success = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            names::CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS,
+            "Unix time of the last successful configuration reload",
+            config_last_reload_success.clone(),
+        );
+        let config_version = Gauge::<u64, AtomicU64>::default();
+        registry.register(
+            names::CONFIG_VERSION,
+            "Version number of the active configuration",
+            config_version.clone(),
+        );
+
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register(
+            names::BUILD_INFO,
+            "Always 1; the version label identifies the running build",
+            build_info,
+        );
+
+        Arc::new(Metrics {
+            registry,
+            requests,
+            request_duration,
+            upstream_requests,
+            upstream_duration,
+            open_connections,
+            requests_in_flight,
+            config_reloads,
+            config_last_reload_success,
+            config_version,
+            routes: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Handles for one route; called at config load (not on the request path).
+    ///
+    /// Calling it again for the same name returns handles sharing the same series.
+    pub fn route(&self, route: &str) -> RouteMetrics {
+        let mut routes = lock(&self.routes);
+        if let Some(inner) = routes.get(route) {
+            return RouteMetrics {
+                inner: inner.clone(),
+            };
+        }
+        let name: Arc<str> = Arc::from(route);
+        let duration = self
+            .request_duration
+            .get_or_create(&RouteLabels {
+                route: name.clone(),
+            })
+            .clone();
+        let inner = Arc::new(RouteInner {
+            name: name.clone(),
+            requests: Default::default(),
+            duration,
+            family: self.requests.clone(),
+            retired: Mutex::new(false),
+        });
+        routes.insert(name, inner.clone());
+        RouteMetrics { inner }
+    }
+
+    /// Handles for requests that matched no route / were answered by built-in endpoints.
+    ///
+    /// Their route label is [`UNMATCHED_ROUTE`].
+    pub fn unrouted(&self) -> RouteMetrics {
+        self.route(UNMATCHED_ROUTE)
+    }
+
+    /// Handles for one upstream; called at config load (not on the request path).
+    pub fn upstream(&self, upstream: &str) -> UpstreamMetrics {
+        let name: Arc<str> = Arc::from(upstream);
+        let outcomes = OUTCOMES.map(|outcome| {
+            self.upstream_requests
+                .get_or_create(&UpstreamLabels {
+                    upstream: name.clone(),
+                    outcome,
+                })
+                .0
+                .clone()
+        });
+        let duration = self
+            .upstream_duration
+            .get_or_create(&UpstreamNameLabels { upstream: name })
+            .clone();
+        UpstreamMetrics {
+            inner: Arc::new(UpstreamInner { outcomes, duration }),
+        }
+    }
+
+    /// A client connection was accepted.
+    pub fn connection_opened(&self) {
+        self.open_connections.inc();
+    }
+
+    /// A client connection ended; pair with every [`Metrics::connection_opened`].
+    pub fn connection_closed(&self) {
+        self.open_connections.dec();
+    }
+
+    /// A request started being handled.
+    pub fn request_started(&self) {
+        self.requests_in_flight.inc();
+    }
+
+    /// A request finished, successfully or not; pair with every [`Metrics::request_started`].
+    pub fn request_finished(&self) {
+        self.requests_in_flight.dec();
+    }
+
+    /// Counts a reload attempt; a success also stamps the time, so alerts can fire on a stale
+    /// configuration as well as on failures.
+    pub fn config_reloaded(&self, result: ReloadResult) {
+        self.config_reloads[result as usize].inc();
+        if result == ReloadResult::Success {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64();
+            self.config_last_reload_success.set(now);
+        }
+    }
+
+    /// Publishes the active configuration's version, to tell which config every instance runs.
+    pub fn set_config_version(&self, version: u64) {
+        self.config_version.set(version);
+    }
+
+    /// The scrape body: OpenMetrics text ending in `# EOF`; serve it as [`CONTENT_TYPE`].
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail and every registered metric encodes as text");
+        out
+    }
+
+    /// Drops a route removed by a reload, so its series stop being exported.
+    ///
+    /// Handles still held by in-flight requests keep working but no longer reach the output.
+    pub fn forget_route(&self, route: &str) {
+        let inner = lock(&self.routes).remove(route);
+        let name: Arc<str> = Arc::from(route);
+        // Holding the flag while removing means a handle filling its table concurrently either
+        // finished before (and its series is removed here) or sees the flag (and stays detached).
+        let _retired = inner.as_ref().map(|inner| {
+            let mut retired = lock(&inner.retired);
+            *retired = true;
+            retired
+        });
+        for method in METHODS {
+            for status in STATUS_CLASSES {
+                self.requests.remove(&RequestLabels {
+                    route: name.clone(),
+                    method,
+                    status,
+                });
+            }
+        }
+        self.request_duration.remove(&RouteLabels { route: name });
+    }
+
+    /// Drops an upstream removed by a reload, so its series stop being exported.
+    pub fn forget_upstream(&self, upstream: &str) {
+        let name: Arc<str> = Arc::from(upstream);
+        for outcome in OUTCOMES {
+            self.upstream_requests.remove(&UpstreamLabels {
+                upstream: name.clone(),
+                outcome,
+            });
+        }
+        self.upstream_duration
+            .remove(&UpstreamNameLabels { upstream: name });
+    }
+}
+
+/// Per-route handles, cheap to clone into every request's context.
+#[derive(Clone)]
+pub struct RouteMetrics {
+    inner: Arc<RouteInner>,
+}
+
+struct RouteInner {
+    name: Arc<str>,
+    /// Counters by method × status class, fetched from the family the first time each pair is
+    /// seen so that unused combinations never become (zero-valued) series.
+    requests: [[OnceLock<Counter>; STATUS_CLASSES.len()]; METHODS.len()],
+    duration: LatencyHistogram,
+    family: Family<RequestLabels, TotalCounter>,
+    /// Set by `forget_route`; a later first-use must not put the route back into the output.
+    retired: Mutex<bool>,
+}
+
+impl fmt::Debug for RouteMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RouteMetrics")
+            .field("route", &self.inner.name)
+            .finish_non_exhaustive()
+    }
+}
+
+fn method_index(method: &Method) -> usize {
+    // Comparing `Method`s is a tag comparison for the standard ones; no string work.
+    if *method == Method::GET {
+        0
+    } else if *method == Method::HEAD {
+        1
+    } else if *method == Method::POST {
+        2
+    } else if *method == Method::PUT {
+        3
+    } else if *method == Method::DELETE {
+        4
+    } else if *method == Method::PATCH {
+        5
+    } else if *method == Method::OPTIONS {
+        6
+    } else if *method == Method::CONNECT {
+        7
+    } else if *method == Method::TRACE {
+        8
+    } else {
+        9
+    }
+}
+
+fn status_index(status: StatusCode) -> usize {
+    match status.as_u16() / 100 {
+        class @ 1..=5 => usize::from(class - 1),
+        _ => 5,
+    }
+}
+
+impl RouteMetrics {
+    /// One finished request: counter gatehouse_requests_total{route,method,status} (status = "1xx".."5xx"), histogram gatehouse_request_duration_seconds{route}.
+    ///
+    /// Lock- and allocation-free once the (method, status class) pair has been seen on this
+    /// route. Statuses above 599 are labelled "other".
+    pub fn record(&self, method: &Method, status: StatusCode, duration: Duration) {
+        let (m, s) = (method_index(method), status_index(status));
+        let counter = match self.inner.requests[m][s].get() {
+            Some(counter) => counter,
+            None => self.inner.first_use(m, s),
+        };
+        counter.inc();
+        self.inner.duration.observe(duration);
+    }
+}
+
+impl RouteInner {
+    #[cold]
+    fn first_use(&self, m: usize, s: usize) -> &Counter {
+        self.requests[m][s].get_or_init(|| {
+            let retired = lock(&self.retired);
+            if *retired {
+                return Counter::default();
+            }
+            self.family
+                .get_or_create(&RequestLabels {
+                    route: self.name.clone(),
+                    method: METHODS[m],
+                    status: STATUS_CLASSES[s],
+                })
+                .0
+                .clone()
+        })
+    }
+}
+
+/// Per-upstream handles, cheap to clone into every request's context.
+#[derive(Clone)]
+pub struct UpstreamMetrics {
+    inner: Arc<UpstreamInner>,
+}
+
+struct UpstreamInner {
+    outcomes: [Counter; OUTCOMES.len()],
+    duration: LatencyHistogram,
+}
+
+impl fmt::Debug for UpstreamMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpstreamMetrics").finish_non_exhaustive()
+    }
+}
+
+impl UpstreamMetrics {
+    /// counter gatehouse_upstream_requests_total{upstream,outcome}, histogram gatehouse_upstream_duration_seconds{upstream} (time to response headers).
+    ///
+    /// Only [`UpstreamOutcome::Response`] is timed: failures have no response headers, and fast
+    /// connection refusals would otherwise make the upstream look quicker. Lock- and
+    /// allocation-free.
+    pub fn record(&self, outcome: UpstreamOutcome, duration: Duration) {
+        self.inner.outcomes[outcome as usize].inc();
+        if outcome == UpstreamOutcome::Response {
+            self.inner.duration.observe(duration);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn assert_line(out: &str, line: &str) {
+        assert!(
+            out.lines().any(|l| l == line),
+            "missing line {line:?} in:\n{out}"
+        );
+    }
+
+    fn sample(out: &str, prefix: &str) -> f64 {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no sample starting with {prefix:?} in:\n{out}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn records_requests_upstreams_gauges_and_reloads() {
+        let metrics = Metrics::new();
+        let a = metrics.route("a");
+        let b = metrics.route("b");
+        a.record(&Method::GET, StatusCode::OK, ms(3));
+        a.clone()
+            .record(&Method::GET, StatusCode::NO_CONTENT, ms(40));
+        a.record(&Method::POST, StatusCode::BAD_GATEWAY, ms(2_000));
+        // A second handle for the same route must add to the same series.
+        metrics
+            .route("a")
+            .record(&Method::GET, StatusCode::NOT_FOUND, ms(1));
+        b.record(
+            &Method::from_bytes(b"PURGE").unwrap(),
+            StatusCode::OK,
+            ms(1),
+        );
+        b.record(&Method::HEAD, StatusCode::from_u16(799).unwrap(), ms(1));
+        metrics
+            .unrouted()
+            .record(&Method::GET, StatusCode::NOT_FOUND, ms(0));
+
+        let up = metrics.upstream("pool-1");
+        up.record(UpstreamOutcome::Response, ms(2));
+        up.record(UpstreamOutcome::Response, ms(700));
+        up.record(UpstreamOutcome::Timeout, ms(30_000));
+        up.record(UpstreamOutcome::ConnectError, ms(1));
+
+        metrics.connection_opened();
+        metrics.connection_opened();
+        metrics.connection_closed();
+        metrics.request_started();
+        metrics.request_started();
+        metrics.request_finished();
+        metrics.request_finished();
+        metrics.config_reloaded(ReloadResult::Failure);
+        metrics.config_reloaded(ReloadResult::Unchanged);
+        metrics.config_reloaded(ReloadResult::Unchanged);
+        metrics.set_config_version(42);
+
+        let out = metrics.encode();
+        assert!(out.ends_with("# EOF\n"), "{out}");
+        // Classic text format: counter metadata names the `_total` series itself.
+        assert_line(&out, "# TYPE gatehouse_requests_total counter");
+        assert_line(&out, "# TYPE gatehouse_request_duration_seconds histogram");
+        for line in [
+            r#"gatehouse_requests_total{route="a",method="GET",status="2xx"} 2"#,
+            r#"gatehouse_requests_total{route="a",method="GET",status="4xx"} 1"#,
+            r#"gatehouse_requests_total{route="a",method="POST",status="5xx"} 1"#,
+            r#"gatehouse_requests_total{route="b",method="OTHER",status="2xx"} 1"#,
+            r#"gatehouse_requests_total{route="b",method="HEAD",status="other"} 1"#,
+            r#"gatehouse_requests_total{route="_unmatched",method="GET",status="4xx"} 1"#,
+            r#"gatehouse_request_duration_seconds_count{route="a"} 4"#,
+            r#"gatehouse_request_duration_seconds_count{route="b"} 2"#,
+            r#"gatehouse_request_duration_seconds_bucket{le="0.005",route="a"} 2"#,
+            r#"gatehouse_request_duration_seconds_bucket{le="0.05",route="a"} 3"#,
+            r#"gatehouse_request_duration_seconds_bucket{le="+Inf",route="a"} 4"#,
+            r#"gatehouse_request_duration_seconds_sum{route="a"} 2.044"#,
+            r#"gatehouse_upstream_requests_total{upstream="pool-1",outcome="response"} 2"#,
+            r#"gatehouse_upstream_requests_total{upstream="pool-1",outcome="timeout"} 1"#,
+            r#"gatehouse_upstream_requests_total{upstream="pool-1",outcome="connect_error"} 1"#,
+            r#"gatehouse_upstream_requests_total{upstream="pool-1",outcome="error"} 0"#,
+            r#"gatehouse_upstream_duration_seconds_count{upstream="pool-1"} 2"#,
+            r#"gatehouse_upstream_duration_seconds_bucket{le="0.5",upstream="pool-1"} 1"#,
+            r#"gatehouse_upstream_duration_seconds_bucket{le="1.0",upstream="pool-1"} 2"#,
+            "gatehouse_open_connections 1",
+            "gatehouse_requests_in_flight 0",
+            r#"gatehouse_config_reloads_total{result="success"} 0"#,
+            r#"gatehouse_config_reloads_total{result="failure"} 1"#,
+            r#"gatehouse_config_reloads_total{result="unchanged"} 2"#,
+            "gatehouse_config_version 42",
+            &format!(
+                r#"gatehouse_build_info{{version="{}"}} 1"#,
+                env!("CARGO_PKG_VERSION")
+            ),
+        ] {
+            assert_line(&out, line);
+        }
+        // Combinations never seen must not exist as zero-valued series.
+        assert!(!out.contains(r#"route="a",method="PUT""#), "{out}");
+        assert_eq!(
+            sample(
+                &out,
+                "gatehouse_config_last_reload_success_timestamp_seconds "
+            ),
+            0.0
+        );
+
+        metrics.config_reloaded(ReloadResult::Success);
+        let out = metrics.encode();
+        assert_line(
+            &out,
+            r#"gatehouse_config_reloads_total{result="success"} 1"#,
+        );
+        let stamp = sample(
+            &out,
+            "gatehouse_config_last_reload_success_timestamp_seconds ",
+        );
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        assert!(stamp > 0.0 && stamp <= now, "{stamp} vs {now}");
+
+        metrics.connection_closed();
+        assert_line(&metrics.encode(), "gatehouse_open_connections 0");
+    }
+
+    #[test]
+    fn forget_route_and_upstream_remove_only_their_series() {
+        let metrics = Metrics::new();
+        let gone = metrics.route("gone");
+        let kept = metrics.route("kept");
+        gone.record(&Method::GET, StatusCode::OK, ms(1));
+        gone.record(&Method::DELETE, StatusCode::FORBIDDEN, ms(1));
+        kept.record(&Method::GET, StatusCode::OK, ms(1));
+        metrics
+            .upstream("old")
+            .record(UpstreamOutcome::Response, ms(1));
+        metrics
+            .upstream("new")
+            .record(UpstreamOutcome::Error, ms(1));
+
+        metrics.forget_route("gone");
+        metrics.forget_upstream("old");
+        let out = metrics.encode();
+        assert!(!out.contains(r#"route="gone""#), "{out}");
+        assert!(!out.contains(r#"upstream="old""#), "{out}");
+        assert_line(
+            &out,
+            r#"gatehouse_requests_total{route="kept",method="GET",status="2xx"} 1"#,
+        );
+        assert_line(
+            &out,
+            r#"gatehouse_request_duration_seconds_count{route="kept"} 1"#,
+        );
+        assert_line(
+            &out,
+            r#"gatehouse_upstream_requests_total{upstream="new",outcome="error"} 1"#,
+        );
+
+        // An in-flight request on the old handle, even with a pair it never saw, stays out.
+        gone.record(&Method::PATCH, StatusCode::OK, ms(1));
+        gone.record(&Method::GET, StatusCode::OK, ms(1));
+        assert!(!metrics.encode().contains(r#"route="gone""#));
+
+        // A later reload that brings the route back starts fresh series.
+        metrics
+            .route("gone")
+            .record(&Method::GET, StatusCode::OK, ms(1));
+        let out = metrics.encode();
+        assert_line(
+            &out,
+            r#"gatehouse_requests_total{route="gone",method="GET",status="2xx"} 1"#,
+        );
+        assert!(!out.contains(r#"route="gone",method="PATCH""#), "{out}");
+    }
+
+    #[test]
+    fn handles_can_be_shared_across_tasks() {
+        fn shareable<T: Send + Sync + 'static>() {}
+        shareable::<Metrics>();
+        shareable::<RouteMetrics>();
+        shareable::<UpstreamMetrics>();
+    }
+
+    #[test]
+    fn histogram_buckets_are_inclusive_upper_bounds() {
+        let h = LatencyHistogram::default();
+        h.observe(Duration::from_micros(500));
+        h.observe(Duration::from_nanos(500_001));
+        h.observe(Duration::from_secs(31));
+        h.observe(Duration::MAX);
+        let counts: Vec<u64> = h
+            .cells
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        assert_eq!(counts[0], 1);
+        assert_eq!(counts[1], 1);
+        assert_eq!(counts[BUCKETS - 1], 2);
+    }
+
+    #[test]
+    fn status_and_method_labels_are_bounded() {
+        assert_eq!(STATUS_CLASSES[status_index(StatusCode::CONTINUE)], "1xx");
+        assert_eq!(STATUS_CLASSES[status_index(StatusCode::OK)], "2xx");
+        assert_eq!(
+            STATUS_CLASSES[status_index(StatusCode::PERMANENT_REDIRECT)],
+            "3xx"
+        );
+        assert_eq!(STATUS_CLASSES[status_index(StatusCode::IM_A_TEAPOT)], "4xx");
+        assert_eq!(
+            STATUS_CLASSES[status_index(StatusCode::from_u16(599).unwrap())],
+            "5xx"
+        );
+        assert_eq!(
+            STATUS_CLASSES[status_index(StatusCode::from_u16(999).unwrap())],
+            "other"
+        );
+        for (i, name) in METHODS.iter().enumerate().take(9) {
+            assert_eq!(
+                method_index(&Method::from_bytes(name.as_bytes()).unwrap()),
+                i
+            );
+        }
+        assert_eq!(method_index(&Method::from_bytes(b"get").unwrap()), 9);
+        assert_eq!(
+            method_index(&Method::from_bytes(b"A-VERY-LONG-EXTENSION-METHOD").unwrap()),
+            9
+        );
+    }
+
+    #[test]
+    fn promtool_accepts_the_output() {
+        let metrics = Metrics::new();
+        metrics
+            .route("a \"quoted\\\" route")
+            .record(&Method::GET, StatusCode::OK, ms(5));
+        metrics
+            .upstream("u")
+            .record(UpstreamOutcome::Response, ms(5));
+        metrics.config_reloaded(ReloadResult::Success);
+        metrics.set_config_version(3);
+        metrics.connection_opened();
+        let out = metrics.encode();
+
+        let child = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn();
+        let mut child = match child {
+            Ok(child) => child,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                eprintln!("note: promtool not on PATH; skipping the promtool check");
+                return;
+            }
+            Err(e) => panic!("starting promtool: {e}"),
+        };
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(out.as_bytes())
+            .unwrap();
+        let result = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&result.stdout);
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        assert!(
+            result.status.success() && stdout.trim().is_empty() && stderr.trim().is_empty(),
+            "promtool: {}\nstdout: {stdout}\nstderr: {stderr}\ninput:\n{out}",
+            result.status
+        );
+    }
+}

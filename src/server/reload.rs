@@ -1,0 +1,258 @@
+//! Hot reload: rebuild the whole config off the request path and swap it in atomically.
+//!
+//! Triggers are file events under the config folder and `routes_dir` (debounced), SIGHUP, and
+//! `GatewayHandle::reload`. Every trigger runs the same `reload`, one at a time.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+
+use super::state::GatewayState;
+use crate::config::{self, ConfigErrors, Snapshot};
+use crate::observability::metrics::ReloadResult;
+
+/// Quiet time after the last file event before reloading: editors and `kubectl` write several
+/// files (or the same one several times) per save.
+const DEBOUNCE: Duration = Duration::from_millis(150);
+/// A burst that never goes quiet still reloads this often.
+const DEBOUNCE_MAX: Duration = Duration::from_millis(600);
+
+/// What a reload did.
+#[derive(Debug)]
+pub enum ReloadOutcome {
+    /// A new snapshot is live.
+    Applied {
+        /// Its version.
+        version: u64,
+    },
+    /// The files are byte-for-byte what is already running.
+    Unchanged,
+    /// The files are invalid; the running config was kept.
+    Rejected(ConfigErrors),
+}
+
+/// Loads the config again and, when it is valid and different, makes it live.
+pub async fn reload(state: &Arc<GatewayState>, trigger: &'static str) -> ReloadOutcome {
+    let _one_at_a_time = state.reload_lock.lock().await;
+    let loader = Arc::clone(state);
+    let loaded = tokio::task::spawn_blocking(move || {
+        config::load(&loader.config_path, &*loader.env, &loader.registries)
+    })
+    .await;
+    let new = match loaded {
+        Ok(Ok(snapshot)) => snapshot,
+        Ok(Err(errors)) => {
+            state.metrics.config_reloaded(ReloadResult::Failure);
+            tracing::error!(
+                trigger,
+                errors = errors.0.len(),
+                detail = %errors,
+                "config reload rejected; the running config is unchanged"
+            );
+            return ReloadOutcome::Rejected(errors);
+        }
+        Err(join) => {
+            state.metrics.config_reloaded(ReloadResult::Failure);
+            tracing::error!(trigger, error = %join, "config reload failed");
+            return ReloadOutcome::Rejected(ConfigErrors(Vec::new()));
+        }
+    };
+    let old = state.snapshot.load_full();
+    if new.content_hash == old.content_hash {
+        state.metrics.config_reloaded(ReloadResult::Unchanged);
+        tracing::debug!(trigger, "config files unchanged; nothing to reload");
+        return ReloadOutcome::Unchanged;
+    }
+    let new = keep_restart_only_settings(&old, new);
+    let version = new.version;
+    let new = Arc::new(new);
+    state.snapshot.store(Arc::clone(&new));
+    state.registries.retain_for(&new);
+    state.forget_removed(&old, &new);
+    state.metrics.config_reloaded(ReloadResult::Success);
+    state.metrics.set_config_version(version);
+    tracing::info!(
+        trigger,
+        version,
+        hash = %new.content_hash,
+        routes = new.router.routes().len(),
+        upstreams = new.upstreams.len(),
+        "config reloaded"
+    );
+    ReloadOutcome::Applied { version }
+}
+
+/// Listeners and the logger are set up once; a changed value is reported and the running one
+/// kept, so the snapshot always describes what the process actually does.
+fn keep_restart_only_settings(old: &Snapshot, mut new: Snapshot) -> Snapshot {
+    new.version = old.version + 1;
+    let mut needs_restart = Vec::new();
+    if new.server.listen != old.server.listen {
+        needs_restart.push("server.listen");
+        new.server.listen = old.server.listen;
+    }
+    if new.server.workers != old.server.workers {
+        needs_restart.push("server.workers");
+        new.server.workers = old.server.workers;
+    }
+    if new.admin_listen != old.admin_listen {
+        needs_restart.push("admin.listen");
+        new.admin_listen = old.admin_listen;
+    }
+    if new.logging.format != old.logging.format {
+        needs_restart.push("logging.format");
+        new.logging.format = old.logging.format;
+    }
+    if new.logging.level != old.logging.level {
+        needs_restart.push("logging.level");
+        new.logging.level = old.logging.level.clone();
+    }
+    if !needs_restart.is_empty() {
+        tracing::warn!(
+            settings = ?needs_restart,
+            "config changed settings that need a restart; they keep their running values until then"
+        );
+    }
+    new
+}
+
+/// Watches the config files and reloads on change until the returned guard is dropped.
+pub fn watch(state: Arc<GatewayState>) -> notify::Result<WatchGuard> {
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let filter = EventFilter::new(&state.config_path);
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        match event {
+            Ok(event) if filter.is_relevant(&event) => {
+                let _ = events_tx.send(());
+            }
+            Ok(_) => {}
+            // Overflowed kernel queues and the like: reload to be safe.
+            Err(_) => {
+                let _ = events_tx.send(());
+            }
+        }
+    })?;
+    let mut watched = HashSet::new();
+    watch_dirs(&mut watcher, &mut watched, &state.snapshot.load());
+    let task = tokio::spawn(reload_on_events(state, events_rx, watcher, watched));
+    Ok(WatchGuard(task))
+}
+
+/// Stops the watcher when dropped.
+#[derive(Debug)]
+pub struct WatchGuard(tokio::task::JoinHandle<()>);
+
+impl Drop for WatchGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn reload_on_events(
+    state: Arc<GatewayState>,
+    mut events: mpsc::UnboundedReceiver<()>,
+    mut watcher: notify::RecommendedWatcher,
+    mut watched: HashSet<PathBuf>,
+) {
+    while events.recv().await.is_some() {
+        let burst_started = Instant::now();
+        loop {
+            let left = DEBOUNCE_MAX.saturating_sub(burst_started.elapsed());
+            match tokio::time::timeout(DEBOUNCE.min(left), events.recv()).await {
+                Ok(Some(())) if !left.is_zero() => continue,
+                Ok(None) => return,
+                _ => break,
+            }
+        }
+        if let ReloadOutcome::Applied { .. } = reload(&state, "file change").await {
+            // routes_dir may have moved, or been created since.
+            watch_dirs(&mut watcher, &mut watched, &state.snapshot.load());
+        }
+    }
+}
+
+/// Watches the folder holding gateway.yaml and `routes_dir`, each non-recursively. Folders, not
+/// files: a save by rename, or a Kubernetes `..data` symlink swap, replaces the file itself.
+fn watch_dirs(
+    watcher: &mut notify::RecommendedWatcher,
+    watched: &mut HashSet<PathBuf>,
+    snapshot: &Snapshot,
+) {
+    let config_dir = snapshot
+        .files
+        .first()
+        .and_then(|f| f.parent())
+        .map(|d| {
+            if d.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                d
+            }
+        })
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    for dir in [config_dir, snapshot.routes_dir.clone()] {
+        // Events name paths under the folder as it was watched; canonical folders make them
+        // comparable with `EventFilter::config_dir`.
+        let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
+        if watched.contains(&dir) {
+            continue;
+        }
+        match watcher.watch(&dir, RecursiveMode::NonRecursive) {
+            Ok(()) => {
+                watched.insert(dir);
+            }
+            // A routes_dir that does not exist yet: picked up by the next reload that sees it.
+            Err(e) => tracing::debug!(dir = %dir.display(), error = %e, "not watching"),
+        }
+    }
+}
+
+/// Decides which file events can change the config.
+struct EventFilter {
+    gateway_file: Option<std::ffi::OsString>,
+    config_dir: PathBuf,
+}
+
+impl EventFilter {
+    fn new(config_path: &Path) -> Self {
+        EventFilter {
+            gateway_file: config_path.file_name().map(|n| n.to_os_string()),
+            config_dir: absolute_parent(config_path),
+        }
+    }
+
+    /// In the config folder only gateway.yaml and Kubernetes' `..data` entries matter (other
+    /// files there may change all the time); in `routes_dir` everything does, and a reload of
+    /// identical content is cheap and skipped by its hash.
+    fn is_relevant(&self, event: &notify::Event) -> bool {
+        if event.kind.is_access() {
+            return false;
+        }
+        event.paths.iter().any(|path| {
+            let Some(name) = path.file_name() else {
+                return true;
+            };
+            let in_config_dir = path.parent().is_some_and(|p| p == self.config_dir);
+            if !in_config_dir {
+                return true;
+            }
+            Some(name) == self.gateway_file.as_deref()
+                || name.to_string_lossy().starts_with("..")
+                || name.to_string_lossy().ends_with(".yaml")
+                || name.to_string_lossy().ends_with(".yml")
+        })
+    }
+}
+
+fn absolute_parent(path: &Path) -> PathBuf {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::canonicalize(&parent).unwrap_or(parent)
+}
