@@ -58,6 +58,7 @@ impl TestGateway {
         let options = StartOptions {
             config_path: dir.path().join("gateway.yaml"),
             env: Arc::new(MapEnv(env)),
+            watch: true,
         };
         let handle = match Gateway::start(options).await {
             Ok(handle) => handle,

@@ -1,0 +1,383 @@
+//! Operations: /readyz, /metrics, access logs, SIGHUP and graceful shutdown, on an in-process
+//! gateway and on the real binary.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use http::Request;
+use http_body_util::Full;
+
+/// The value of the sample `series` (name and labels exactly as exposed), if present.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_status_and_upstream_outcome() {
+    let upstream = EchoUpstream::start("u").await;
+    let config = format!(
+        "{}upstreams:\n  u:\n    targets: [{}]\n  down:\n    targets: [http://127.0.0.1:1]\n\
+         routes:\n  - name: api\n    match: {{path: /api}}\n    upstream: u\n    strip_prefix: /api\n\
+         \x20 - name: hello\n    match: {{path_exact: /hello}}\n    respond: {{body: hi}}\n\
+         \x20 - name: down\n    match: {{path: /down}}\n    upstream: down\n",
+        server_yaml(""),
+        upstream.url(),
+    );
+    let gw = TestGateway::start(&config).await;
+    let client = client();
+    for _ in 0..3 {
+        let got = send(
+            &client,
+            Request::get(gw.url("/api/x?q=1"))
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(got.status, 200);
+    }
+    assert_eq!(get(&gw.url("/hello")).await.status, 200);
+    assert_eq!(get(&gw.url("/nope/secret-path")).await.status, 404);
+    assert_eq!(get(&gw.url("/down")).await.status, 502);
+    let put = Request::builder()
+        .method("BREW")
+        .uri(gw.url("/hello"))
+        .body(Full::default())
+        .unwrap();
+    send(&client, put).await;
+
+    let expected = [
+        r#"gatehouse_requests_total{route="api",method="GET",status="2xx"} 3"#,
+        r#"gatehouse_requests_total{route="hello",method="GET",status="2xx"} 1"#,
+        r#"gatehouse_requests_total{route="hello",method="OTHER",status="2xx"} 1"#,
+        r#"gatehouse_requests_total{route="_unmatched",method="GET",status="4xx"} 1"#,
+        r#"gatehouse_requests_total{route="down",method="GET",status="5xx"} 1"#,
+        r#"gatehouse_upstream_requests_total{upstream="u",outcome="response"} 3"#,
+        r#"gatehouse_upstream_requests_total{upstream="down",outcome="connect_error"} 1"#,
+        r#"gatehouse_request_duration_seconds_count{route="api"} 3"#,
+        r#"gatehouse_upstream_duration_seconds_count{upstream="u"} 3"#,
+        "gatehouse_config_version 1",
+    ];
+    // Requests are counted when their response body is finished, just after the client has it.
+    let url = gw.url("/metrics");
+    eventually("all requests counted", || async {
+        let text = get(&url).await.text();
+        expected.iter().all(|line| text.lines().any(|l| l == *line))
+    })
+    .await;
+    let text = get(&url).await.text();
+    assert!(
+        text.contains(&format!(
+            "gatehouse_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{text}"
+    );
+    assert!(
+        sample(&text, "gatehouse_open_connections").unwrap_or(0.0) >= 1.0,
+        "{text}"
+    );
+    assert!(
+        sample(&text, "gatehouse_requests_in_flight").is_some(),
+        "{text}"
+    );
+    assert!(
+        !text.contains("secret-path") && !text.contains("q=1"),
+        "no raw paths:\n{text}"
+    );
+    promtool_check(&text);
+}
+
+/// `promtool check metrics` when it is installed (the test command installs it).
+fn promtool_check(text: &str) {
+    use std::io::Write;
+    let Ok(mut child) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    else {
+        eprintln!("promtool not installed; skipped the exposition-format lint");
+        return;
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && report.trim().is_empty(),
+        "promtool: {report}\n{text}"
+    );
+}
+
+#[tokio::test]
+async fn readyz_reports_the_config_and_turns_503_while_draining() {
+    let upstream = EchoUpstream::start("u").await;
+    let config = format!(
+        "{}admin:\n  listen: 127.0.0.1:0\nupstreams:\n  u:\n    targets: [{}]\nroutes:\n  - name: all\n    match: {{path: /}}\n    upstream: u\n",
+        server_yaml("shutdown_grace: 20s"),
+        upstream.url()
+    );
+    let gw = TestGateway::start(&config).await;
+    let admin = gw.handle.admin_addr().expect("admin listener");
+    let readyz_url = format!("http://{admin}/readyz");
+    let ready = get(&readyz_url).await;
+    assert_eq!(ready.status, 200);
+    let body = ready.json();
+    assert_eq!(body["status"], "ready");
+    assert_eq!(body["config"]["version"], 1);
+    assert_eq!(
+        body["config"]["hash"],
+        gw.handle.snapshot().content_hash.as_str()
+    );
+    assert!(
+        body["config"]["loaded_at"].as_str().unwrap().ends_with('Z'),
+        "{body}"
+    );
+    assert_eq!(
+        body["upstreams"]["u"]["targets"][0],
+        upstream.url().as_str(),
+        "{body}"
+    );
+    // Built-in endpoints live only on the admin listener when it is set.
+    assert_eq!(get(&gw.url("/readyz")).await.echo().target, "/readyz");
+
+    let slow_url = gw.url("/slow/1500");
+    let slow = tokio::spawn(async move { get(&slow_url).await });
+    eventually("slow request reached the upstream", || async {
+        upstream.requests() >= 2
+    })
+    .await;
+    let addr = gw.addr;
+    let shutdown = tokio::spawn(gw.handle.shutdown(None));
+    eventually("readyz 503 while draining", || async {
+        let got = get(&readyz_url).await;
+        got.status == 503 && got.json()["status"] == "draining"
+    })
+    .await;
+    eventually("main listener refuses new connections", || async {
+        tokio::net::TcpStream::connect(addr).await.is_err()
+    })
+    .await;
+    let slow = within(slow).await.unwrap();
+    assert_eq!(slow.status, 200, "the in-flight request finished");
+    assert_eq!(
+        within(shutdown).await.unwrap(),
+        gatehouse::server::ShutdownOutcome::Drained
+    );
+}
+
+/// A free port: bound, then released (the child may lose a race for it; callers retry).
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+/// A `gatehouse run` child with its stdout (the logs) captured to a file.
+struct Child_ {
+    child: Child,
+    addr: SocketAddr,
+    stdout: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Child_ {
+    /// Starts the binary on `config` (with `PORT` replaced by a free port) and waits for /health.
+    async fn start(config: &str, args: &[&str]) -> Child_ {
+        for _ in 0..3 {
+            let port = free_port();
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("gateway.yaml");
+            std::fs::write(&path, config.replace("PORT", &port.to_string())).unwrap();
+            let stdout = dir.path().join("stdout.log");
+            let mut child = Command::new(gatehouse_bin())
+                .args(["run", "-c", path.to_str().unwrap()])
+                .args(args)
+                .stdout(std::fs::File::create(&stdout).unwrap())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("spawn gatehouse");
+            let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+            let deadline = Instant::now() + DEADLINE;
+            loop {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break; // most likely the port was taken; try another
+                }
+                if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                    let mut running = Child_ {
+                        child,
+                        addr,
+                        stdout,
+                        _dir: dir,
+                    };
+                    running.wait_healthy().await;
+                    return running;
+                }
+                assert!(Instant::now() < deadline, "gatehouse never listened");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        panic!("could not start gatehouse on a free port in three tries");
+    }
+
+    async fn wait_healthy(&mut self) {
+        let url = self.url("/health");
+        eventually("healthy", || async { get(&url).await.status == 200 }).await;
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self._dir.path().join("gateway.yaml")
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    async fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "gatehouse did not exit");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn log_lines(&self) -> Vec<serde_json::Value> {
+        read_json_lines(&self.stdout)
+    }
+}
+
+impl Drop for Child_ {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn read_json_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+#[tokio::test]
+async fn sigterm_finishes_the_slow_request_refuses_new_ones_and_exits_0() {
+    let upstream = EchoUpstream::start("u").await;
+    let config = format!(
+        "server:\n  listen: 127.0.0.1:PORT\n  shutdown_grace: 20s\nlogging:\n  format: json\n  level: info\n  access_log: true\n\
+         upstreams:\n  u:\n    targets: [{}]\nroutes:\n  - name: all\n    match: {{path: /}}\n    upstream: u\n",
+        upstream.url()
+    );
+    let mut gw = Child_::start(&config, &[]).await;
+
+    let slow_url = gw.url("/slow/1500?token=query-secret");
+    let slow = tokio::spawn(async move {
+        let request = Request::post(slow_url)
+            .header("authorization", "Bearer header-secret")
+            .header("cookie", "session=cookie-secret")
+            .body(Full::new(bytes::Bytes::from_static(b"0123456789")))
+            .unwrap();
+        send(&client(), request).await
+    });
+    eventually("slow request reached the upstream", || async {
+        upstream.requests() >= 1
+    })
+    .await;
+    gw.signal("TERM");
+    let addr = gw.addr;
+    eventually("new connections refused", || async {
+        tokio::net::TcpStream::connect(addr).await.is_err()
+    })
+    .await;
+    let slow = within(slow).await.unwrap();
+    assert_eq!(slow.status, 200, "in-flight request completed");
+    let request_id = slow.header("x-request-id").unwrap().to_string();
+    let status = gw.wait_exit().await;
+    assert_eq!(status.code(), Some(0));
+
+    let log = std::fs::read_to_string(&gw.stdout).unwrap();
+    for secret in ["query-secret", "header-secret", "cookie-secret"] {
+        assert!(
+            !log.contains(secret),
+            "{secret} leaked into the log:\n{log}"
+        );
+    }
+    let lines = gw.log_lines();
+    let access = lines
+        .iter()
+        .find(|l| l["request_id"] == request_id.as_str())
+        .unwrap_or_else(|| panic!("no access line for {request_id}:\n{log}"));
+    assert_eq!(access["target"], "gatehouse::access", "{access}");
+    assert_eq!(access["method"], "POST");
+    assert_eq!(access["path"], "/slow/1500");
+    assert_eq!(access["route"], "all");
+    assert_eq!(access["upstream"], upstream.url().as_str());
+    assert_eq!(access["status"], 200);
+    assert_eq!(access["client_ip"], "127.0.0.1");
+    assert_eq!(access["bytes_in"], 10);
+    assert!(access["bytes_out"].as_u64().unwrap() > 0, "{access}");
+    assert!(
+        access["duration_ms"].as_f64().unwrap() >= 1000.0,
+        "{access}"
+    );
+    assert!(
+        access["upstream_ms"].as_f64().unwrap() >= 1000.0,
+        "{access}"
+    );
+    assert_eq!(access["completed"], true);
+    assert!(access["timestamp"].is_string(), "{access}");
+}
+
+#[tokio::test]
+async fn sighup_reloads_when_file_watching_is_off() {
+    let config = "server:\n  listen: 127.0.0.1:PORT\nlogging:\n  level: warn\n\
+                  routes:\n  - name: a\n    match: {path_exact: /a}\n    respond: {body: one}\n";
+    let mut gw = Child_::start(config, &["--no-watch"]).await;
+    assert_eq!(get(&gw.url("/a")).await.text(), "one");
+    let port = gw.addr.port();
+    std::fs::write(
+        gw.config_path(),
+        config
+            .replace("PORT", &port.to_string())
+            .replace("body: one", "body: two"),
+    )
+    .unwrap();
+    gw.signal("HUP");
+    let url = gw.url("/a");
+    eventually("reloaded on SIGHUP", || async {
+        get(&url).await.text() == "two"
+    })
+    .await;
+    let ready = get(&gw.url("/readyz")).await.json();
+    assert_eq!(ready["config"]["version"], 2, "{ready}");
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit().await.code(), Some(0));
+}
