@@ -16,7 +16,10 @@ pub fn init(settings: &LoggingSettings) -> WorkerGuard {
         .unwrap_or_else(|| EnvFilter::new(&settings.level));
     // Lossy: under extreme load a full buffer drops lines rather than stalling requests.
     let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
+    // Colour codes only for a person at a terminal, never into files or log pipelines.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let builder = tracing_subscriber::fmt()
+        .with_ansi(ansi)
         .with_env_filter(filter)
         .with_writer(writer);
     let _ = match settings.format {
