@@ -1,0 +1,675 @@
+//! JWT verification for route `auth: {jwt: NAME}`.
+//!
+//! A [`Provider`] is built once per configured provider, at config load: secrets are wrapped,
+//! PEMs parsed and JWKS documents turned into ready keys there, so verifying a request only
+//! splits the token, looks a key up and checks a signature and a few claims.
+//!
+//! The token is parsed here rather than by `jsonwebtoken::decode`, which is only used for the
+//! signature check itself (`jsonwebtoken::crypto::verify`). That keeps every security decision in
+//! one place: `crit` is honoured (jsonwebtoken ignores it), `jku`/`x5u`/`x5c`/`jwk` header fields
+//! are never even deserialised (so they can neither be followed nor break parsing), duplicate
+//! JSON keys are refused (so the gateway and a backend reading the same token cannot disagree),
+//! and each failure maps to one [`AuthFailure`].
+
+mod b64;
+mod keys;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use tokio::sync::Notify;
+
+use keys::{KeyKind, KeySet, Lookup, VerifyKey};
+
+/// Longest token accepted, in bytes. Real tokens are well under 2 KiB; the bound keeps a hostile
+/// client from making the gateway base64-decode and parse megabytes per request.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// Shortest HMAC secret accepted: 256 bits (RFC 7518 §3.2 asks for at least the hash size).
+const MIN_SECRET_BYTES: usize = 32;
+
+/// Every algorithm a provider may list, with its JOSE name. `none` is deliberately absent.
+const ALGORITHMS: [(&str, Algorithm); 12] = [
+    ("HS256", Algorithm::HS256),
+    ("HS384", Algorithm::HS384),
+    ("HS512", Algorithm::HS512),
+    ("RS256", Algorithm::RS256),
+    ("RS384", Algorithm::RS384),
+    ("RS512", Algorithm::RS512),
+    ("PS256", Algorithm::PS256),
+    ("PS384", Algorithm::PS384),
+    ("PS512", Algorithm::PS512),
+    ("ES256", Algorithm::ES256),
+    ("ES384", Algorithm::ES384),
+    ("EdDSA", Algorithm::EdDSA),
+];
+
+/// Parses a JOSE algorithm name (`"HS256"` … `"EdDSA"`, case-sensitive as in RFC 7518).
+/// `"none"` and anything unknown give `None`: an unsigned token is never acceptable.
+pub fn parse_algorithm(name: &str) -> Option<Algorithm> {
+    ALGORITHMS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, alg)| *alg)
+}
+
+/// The JOSE name of `alg`, for messages.
+fn alg_name(alg: Algorithm) -> &'static str {
+    ALGORITHMS
+        .iter()
+        .find(|(_, a)| *a == alg)
+        .map_or("unsupported", |(name, _)| name)
+}
+
+/// Everything needed to build a [`Provider`], as read from `jwt.providers.NAME`.
+#[derive(Debug, Clone)]
+pub struct ProviderSettings {
+    /// The provider's name, as routes refer to it.
+    pub name: String,
+    /// Allow-list of algorithms; a token's `alg` must be one of these.
+    pub algorithms: Vec<Algorithm>,
+    /// Where the verification keys come from.
+    pub keys: KeySource,
+    /// Required `iss`, when set.
+    pub issuer: Option<String>,
+    /// Accepted audiences; a token's `aud` must contain one. Empty: `aud` is not checked.
+    pub audience: Vec<String>,
+    /// Clock skew tolerated on `exp`, `nbf` and `iat`.
+    pub leeway: Duration,
+}
+
+/// Where a provider's keys come from.
+#[derive(Clone)]
+pub enum KeySource {
+    /// A shared HMAC secret (HS256/384/512).
+    Secret(Vec<u8>),
+    /// One PEM public key: RSA, EC P-256/P-384 or Ed25519 (the type is detected).
+    PublicKeyPem(Vec<u8>),
+    /// A JWKS document (JSON text); keys are picked by `kid`.
+    Jwks(Vec<u8>),
+    /// keys come later from a URL: start empty
+    JwksRemote,
+}
+
+impl fmt::Debug for KeySource {
+    /// Never prints key material: settings end up in logs and `check` output.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeySource::Secret(_) => f.write_str("Secret(<redacted>)"),
+            KeySource::PublicKeyPem(pem) => write!(f, "PublicKeyPem({} bytes)", pem.len()),
+            KeySource::Jwks(json) => write!(f, "Jwks({} bytes)", json.len()),
+            KeySource::JwksRemote => f.write_str("JwksRemote"),
+        }
+    }
+}
+
+/// The provider's keys in ready-to-verify form.
+enum Keys {
+    /// HMAC: the same secret verifies and (for `gatehouse token`) signs.
+    Secret {
+        verify: VerifyKey,
+        sign: EncodingKey,
+    },
+    /// One public key from a PEM.
+    Single(VerifyKey),
+    /// A JWKS, swappable as a whole so a refresher can rotate keys under live traffic.
+    Jwks(ArcSwap<KeySet>),
+}
+
+/// A configured JWT issuer: verifies tokens against its keys and claim rules.
+pub struct Provider {
+    name: String,
+    /// Deduplicated allow-list, in configured order (the first HS entry signs minted tokens).
+    algorithms: Vec<Algorithm>,
+    issuer: Option<String>,
+    audience: Vec<String>,
+    leeway: Duration,
+    keys: Keys,
+    unknown_kid: Notify,
+}
+
+impl fmt::Debug for Provider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let keys = match &self.keys {
+            Keys::Secret { .. } => "secret (redacted)".to_string(),
+            Keys::Single(key) => key.kind.describe().to_string(),
+            Keys::Jwks(set) => format!("jwks ({} keys)", set.load().len()),
+        };
+        let algorithms: Vec<&str> = self.algorithms.iter().map(|a| alg_name(*a)).collect();
+        f.debug_struct("Provider")
+            .field("name", &self.name)
+            .field("algorithms", &algorithms)
+            .field("keys", &keys)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("leeway", &self.leeway)
+            .finish()
+    }
+}
+
+/// Why a request's token was not accepted. Each maps to a metrics label via [`AuthFailure::code`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum AuthFailure {
+    /// No bearer token where one is required.
+    #[error("no bearer token")]
+    Missing,
+    /// The Authorization header or the token is not well formed.
+    #[error("malformed token")]
+    Malformed,
+    /// `exp` has passed (beyond the leeway).
+    #[error("token expired")]
+    Expired,
+    /// `nbf` (or `iat`) lies in the future (beyond the leeway).
+    #[error("token not yet valid")]
+    NotYetValid,
+    /// The signature does not verify with the selected key.
+    #[error("bad signature")]
+    BadSignature,
+    /// `iss` is missing or not the configured issuer.
+    #[error("issuer not accepted")]
+    BadIssuer,
+    /// `aud` is missing or names none of the configured audiences.
+    #[error("audience not accepted")]
+    BadAudience,
+    /// The token's `kid` names no known key.
+    #[error("unknown signing key")]
+    UnknownKid,
+    /// The token's `alg` is not allowed, or not usable with the selected key.
+    #[error("algorithm not allowed")]
+    AlgNotAllowed,
+}
+
+impl AuthFailure {
+    /// Stable snake_case code, for metrics labels and error bodies.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AuthFailure::Missing => "missing",
+            AuthFailure::Malformed => "malformed",
+            AuthFailure::Expired => "expired",
+            AuthFailure::NotYetValid => "not_yet_valid",
+            AuthFailure::BadSignature => "bad_signature",
+            AuthFailure::BadIssuer => "bad_issuer",
+            AuthFailure::BadAudience => "bad_audience",
+            AuthFailure::UnknownKid => "unknown_kid",
+            AuthFailure::AlgNotAllowed => "alg_not_allowed",
+        }
+    }
+}
+
+/// Verified claims (a JSON object).
+#[derive(Debug, Clone)]
+pub struct Claims(pub serde_json::Map<String, serde_json::Value>);
+
+impl Claims {
+    /// The claim at a dotted path (`realm_access.roles`). The whole string is tried as a literal
+    /// key first, as route RBAC does, because namespaced claims (`https://example.com/roles`)
+    /// contain dots themselves.
+    pub fn get_path(&self, dotted: &str) -> Option<&Value> {
+        if let Some(value) = self.0.get(dotted) {
+            return Some(value);
+        }
+        if !dotted.contains('.') {
+            return None;
+        }
+        let mut segments = dotted.split('.');
+        let mut current = self.0.get(segments.next()?)?;
+        for segment in segments {
+            current = current.as_object()?.get(segment)?;
+        }
+        Some(current)
+    }
+
+    /// The `sub` claim (verification guarantees it is a string when present).
+    pub fn sub(&self) -> Option<&str> {
+        self.0.get("sub")?.as_str()
+    }
+}
+
+/// A rejection with its internal detail; only the [`AuthFailure`] leaves the module, the detail
+/// goes to debug logs (never the token itself).
+type Reject = (AuthFailure, &'static str);
+
+impl Provider {
+    /// Builds a provider, doing all key parsing now. Errors name the provider and say what to
+    /// change.
+    pub fn new(settings: ProviderSettings) -> Result<Provider, String> {
+        let ProviderSettings {
+            name,
+            algorithms: listed,
+            keys,
+            issuer,
+            audience,
+            leeway,
+        } = settings;
+        let fail = |message: String| format!("jwt provider \"{name}\": {message}");
+        if name.trim().is_empty() {
+            return Err("jwt provider: the name is empty".to_string());
+        }
+        let mut algorithms = Vec::with_capacity(listed.len());
+        for alg in listed {
+            // Algorithm is non_exhaustive upstream; anything we do not know is refused.
+            if parse_algorithm(alg_name(alg)) != Some(alg) {
+                return Err(fail(format!("unsupported algorithm {alg:?}")));
+            }
+            if !algorithms.contains(&alg) {
+                algorithms.push(alg);
+            }
+        }
+        if algorithms.is_empty() {
+            return Err(fail("algorithms is empty; list at least one".to_string()));
+        }
+        let hmac: Vec<Algorithm> = algorithms
+            .iter()
+            .copied()
+            .filter(|a| KeyKind::Hmac.serves(*a))
+            .collect();
+        let asymmetric: Vec<Algorithm> = algorithms
+            .iter()
+            .copied()
+            .filter(|a| !KeyKind::Hmac.serves(*a))
+            .collect();
+        if !hmac.is_empty() && !asymmetric.is_empty() {
+            // One provider verifying both ways is the shape of algorithm-confusion bugs: keep
+            // shared secrets and public keys in separate providers.
+            return Err(fail(format!(
+                "algorithms mix HMAC ({}) with asymmetric ({}); use two providers",
+                names(&hmac),
+                names(&asymmetric)
+            )));
+        }
+        if let Some(iss) = &issuer {
+            if iss.is_empty() {
+                return Err(fail(
+                    "issuer is empty; remove it or set a value".to_string(),
+                ));
+            }
+        }
+        if audience.iter().any(String::is_empty) {
+            return Err(fail("audience has an empty entry".to_string()));
+        }
+        let is_hmac = !hmac.is_empty();
+        let keys = match keys {
+            KeySource::Secret(secret) => {
+                if !is_hmac {
+                    return Err(fail(format!(
+                        "a secret only verifies HS256/HS384/HS512, not {}; use a public key or \
+                         a JWKS",
+                        names(&asymmetric)
+                    )));
+                }
+                if secret.len() < MIN_SECRET_BYTES {
+                    return Err(fail(format!(
+                        "the secret is {} bytes; HMAC secrets must be at least \
+                         {MIN_SECRET_BYTES} bytes (256 bits)",
+                        secret.len()
+                    )));
+                }
+                Keys::Secret {
+                    verify: keys::secret_key(&secret),
+                    sign: EncodingKey::from_secret(&secret),
+                }
+            }
+            KeySource::PublicKeyPem(pem) => {
+                if is_hmac {
+                    return Err(fail(asymmetric_source_with_hmac(&hmac)));
+                }
+                let key = keys::public_key_from_pem(&pem).map_err(&fail)?;
+                let unserved: Vec<Algorithm> = algorithms
+                    .iter()
+                    .copied()
+                    .filter(|a| !key.kind.serves(*a))
+                    .collect();
+                if !unserved.is_empty() {
+                    return Err(fail(keys::unserved_message(key.kind, &unserved)));
+                }
+                Keys::Single(key)
+            }
+            KeySource::Jwks(json) => {
+                if is_hmac {
+                    return Err(fail(asymmetric_source_with_hmac(&hmac)));
+                }
+                let (set, skipped) = KeySet::parse(&json, &algorithms).map_err(&fail)?;
+                for reason in &skipped {
+                    tracing::warn!(provider = %name, "jwks: {reason}");
+                }
+                Keys::Jwks(ArcSwap::from_pointee(set))
+            }
+            KeySource::JwksRemote => {
+                if is_hmac {
+                    return Err(fail(asymmetric_source_with_hmac(&hmac)));
+                }
+                Keys::Jwks(ArcSwap::from_pointee(KeySet::empty()))
+            }
+        };
+        Ok(Provider {
+            name,
+            algorithms,
+            issuer,
+            audience,
+            leeway,
+            keys,
+            unknown_kid: Notify::new(),
+        })
+    }
+
+    /// The provider's configured name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Verifies `token` (without the `Bearer ` prefix) at time `now` and returns its claims.
+    pub fn verify(&self, token: &str, now: SystemTime) -> Result<Claims, AuthFailure> {
+        self.check(token, now).map_err(|(failure, detail)| {
+            tracing::debug!(
+                provider = %self.name,
+                reason = failure.code(),
+                detail,
+                "jwt rejected"
+            );
+            failure
+        })
+    }
+
+    fn check(&self, token: &str, now: SystemTime) -> Result<Claims, Reject> {
+        use AuthFailure::*;
+        if token.is_empty() {
+            return Err((Malformed, "empty token"));
+        }
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err((Malformed, "token longer than 8 KiB"));
+        }
+        let mut segments = token.split('.');
+        let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) = (
+            segments.next(),
+            segments.next(),
+            segments.next(),
+            segments.next(),
+        ) else {
+            return Err((Malformed, "not three dot-separated segments"));
+        };
+
+        let header_json =
+            b64::decode_url(header_b64.as_bytes()).ok_or((Malformed, "header is not base64url"))?;
+        let header = parse_object(&header_json)
+            .ok_or((Malformed, "header is not a JSON object with unique keys"))?;
+        if header.contains_key("crit") {
+            // RFC 7515 §4.1.11: a recipient must reject extensions it does not understand, and
+            // this verifier understands none.
+            return Err((
+                Malformed,
+                "crit header present (no extensions are supported)",
+            ));
+        }
+        let alg = match header.get("alg") {
+            Some(Value::String(name)) => name,
+            _ => return Err((Malformed, "alg missing or not a string")),
+        };
+        let alg = parse_algorithm(alg).ok_or((AlgNotAllowed, "alg unknown or none"))?;
+        if !self.algorithms.contains(&alg) {
+            return Err((AlgNotAllowed, "alg not in the provider's list"));
+        }
+        let kid = match header.get("kid") {
+            None => None,
+            Some(Value::String(kid)) => Some(kid.as_str()),
+            Some(_) => return Err((Malformed, "kid is not a string")),
+        };
+        // jku, x5u, x5c and jwk are deliberately never read: keys come only from configuration.
+
+        if signature_b64.is_empty() {
+            return Err((Malformed, "empty signature"));
+        }
+        if !b64::is_canonical_url(signature_b64.as_bytes()) {
+            return Err((Malformed, "signature is not base64url"));
+        }
+        let payload_json = b64::decode_url(payload_b64.as_bytes())
+            .ok_or((Malformed, "payload is not base64url"))?;
+
+        let signing_input = &token[..header_b64.len() + 1 + payload_b64.len()];
+        let guard;
+        let key = match &self.keys {
+            Keys::Secret { verify: key, .. } | Keys::Single(key) => key,
+            Keys::Jwks(set) => {
+                guard = set.load();
+                match guard.lookup(kid, alg) {
+                    Lookup::Found(key) => key,
+                    Lookup::Unknown => {
+                        // Wake the refresher: the issuer may have rotated keys.
+                        self.unknown_kid.notify_one();
+                        return Err((UnknownKid, "no key with this kid"));
+                    }
+                    Lookup::Ambiguous => {
+                        return Err((UnknownKid, "no kid and the JWKS holds several keys"))
+                    }
+                    Lookup::WrongAlg => {
+                        return Err((AlgNotAllowed, "the kid's key cannot verify this alg"))
+                    }
+                }
+            }
+        };
+        // Checked for every key source: this, not the header, decides which algorithm a key is
+        // used with, so a public key can never be treated as an HMAC secret.
+        if !key.accepts(alg) {
+            return Err((AlgNotAllowed, "the key cannot verify this alg"));
+        }
+        match jsonwebtoken::crypto::verify(signature_b64, signing_input.as_bytes(), &key.key, alg) {
+            Ok(true) => {}
+            Ok(false) => return Err((BadSignature, "signature does not verify")),
+            Err(_) => return Err((BadSignature, "signature could not be checked")),
+        }
+
+        let claims = parse_object(&payload_json)
+            .ok_or((Malformed, "payload is not a JSON object with unique keys"))?;
+        self.check_claims(&claims, now)?;
+        Ok(Claims(claims))
+    }
+
+    /// Registered-claim checks, after the signature: only signed data is judged.
+    fn check_claims(&self, claims: &Map<String, Value>, now: SystemTime) -> Result<(), Reject> {
+        use AuthFailure::*;
+        let now = now
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let leeway = self.leeway.as_secs_f64();
+        // NumericDate may be fractional (RFC 7519 §2), hence f64.
+        let time = |name: &'static str| -> Result<Option<f64>, Reject> {
+            match claims.get(name) {
+                None => Ok(None),
+                Some(Value::Number(n)) => Ok(n.as_f64()),
+                Some(_) => Err((Malformed, "exp, nbf or iat is not a number")),
+            }
+        };
+        let exp = time("exp")?.ok_or((Malformed, "missing exp"))?;
+        // RFC 7519 §4.1.4: the token is valid only *before* exp.
+        if now >= exp + leeway {
+            return Err((Expired, "exp has passed"));
+        }
+        if time("nbf")?.is_some_and(|nbf| nbf > now + leeway) {
+            return Err((NotYetValid, "nbf is in the future"));
+        }
+        if time("iat")?.is_some_and(|iat| iat > now + leeway) {
+            return Err((NotYetValid, "iat is in the future"));
+        }
+        if claims.get("sub").is_some_and(|sub| !sub.is_string()) {
+            // Rate limits and cache keys use sub as a string; refuse rather than guess.
+            return Err((Malformed, "sub is not a string"));
+        }
+        if let Some(issuer) = &self.issuer {
+            if claims.get("iss").and_then(Value::as_str) != Some(issuer.as_str()) {
+                return Err((BadIssuer, "iss missing or not the configured issuer"));
+            }
+        }
+        if !self.audience.is_empty() {
+            let accepted = |aud: &Value| {
+                aud.as_str()
+                    .is_some_and(|a| self.audience.iter().any(|c| c == a))
+            };
+            let ok = match claims.get("aud") {
+                Some(Value::Array(items)) => items.iter().any(accepted),
+                Some(aud) => accepted(aud),
+                None => false,
+            };
+            if !ok {
+                return Err((BadAudience, "aud missing or names no configured audience"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces the JWKS with `jwks_json` and returns the number of usable keys. On any error
+    /// (bad JSON, no usable key) the current keys stay in place, so a bad fetch cannot lock
+    /// everyone out.
+    pub fn replace_jwks(&self, jwks_json: &[u8]) -> Result<usize, String> {
+        let Keys::Jwks(current) = &self.keys else {
+            return Err(format!(
+                "jwt provider \"{}\" does not use a JWKS",
+                self.name
+            ));
+        };
+        let (set, skipped) = KeySet::parse(jwks_json, &self.algorithms)
+            .map_err(|e| format!("jwt provider \"{}\": {e}", self.name))?;
+        for reason in &skipped {
+            tracing::warn!(provider = %self.name, "jwks: {reason}");
+        }
+        let count = set.len();
+        current.store(std::sync::Arc::new(set));
+        Ok(count)
+    }
+
+    /// Number of usable verification keys (1 for a secret or PEM key).
+    pub fn key_count(&self) -> usize {
+        match &self.keys {
+            Keys::Secret { .. } | Keys::Single(_) => 1,
+            Keys::Jwks(set) => set.load().len(),
+        }
+    }
+
+    /// Notified (`notify_one`) whenever a token names a `kid` the JWKS lacks (or a remote JWKS is
+    /// still empty), so a refresher can fetch early. Never notified for secret or PEM providers.
+    pub fn unknown_kid(&self) -> &Notify {
+        &self.unknown_kid
+    }
+
+    /// Whether [`Provider::mint`] works: only HMAC providers hold a signing key.
+    pub fn can_mint(&self) -> bool {
+        matches!(self.keys, Keys::Secret { .. })
+    }
+
+    /// Signs `claims` with the provider's secret and its first HS algorithm (for `gatehouse token`).
+    pub fn mint(&self, claims: &serde_json::Value) -> Result<String, String> {
+        let Keys::Secret { sign, .. } = &self.keys else {
+            return Err(format!(
+                "jwt provider \"{}\" has no secret to sign with (only HS providers can mint)",
+                self.name
+            ));
+        };
+        let Some(object) = claims.as_object() else {
+            return Err("claims must be a JSON object".to_string());
+        };
+        if !matches!(object.get("exp"), Some(Value::Number(_))) {
+            return Err("claims need a numeric exp: tokens without one are rejected".to_string());
+        }
+        // Provider::new guarantees a secret provider lists only HS algorithms, at least one.
+        let alg = self.algorithms[0];
+        jsonwebtoken::encode(&Header::new(alg), claims, sign)
+            .map_err(|e| format!("signing failed: {e}"))
+    }
+}
+
+fn names(algorithms: &[Algorithm]) -> String {
+    algorithms
+        .iter()
+        .map(|a| alg_name(*a))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn asymmetric_source_with_hmac(hmac: &[Algorithm]) -> String {
+    format!(
+        "{} verify with a shared secret; a public key or JWKS can never be used as an HMAC \
+         secret (algorithm confusion): configure `secret` or list asymmetric algorithms",
+        names(hmac)
+    )
+}
+
+/// Parses a JSON object, refusing duplicate top-level keys: serde_json would silently keep the
+/// last one, while another JWT library (a backend re-checking the token) may keep the first.
+fn parse_object(json: &[u8]) -> Option<Map<String, Value>> {
+    struct UniqueObject(Map<String, Value>);
+
+    impl<'de> Deserialize<'de> for UniqueObject {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct ObjectVisitor;
+
+            impl<'de> Visitor<'de> for ObjectVisitor {
+                type Value = UniqueObject;
+
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a JSON object")
+                }
+
+                fn visit_map<A: MapAccess<'de>>(
+                    self,
+                    mut access: A,
+                ) -> Result<UniqueObject, A::Error> {
+                    let mut map = Map::new();
+                    while let Some(key) = access.next_key::<String>()? {
+                        let value: Value = access.next_value()?;
+                        if map.insert(key, value).is_some() {
+                            return Err(serde::de::Error::custom("duplicate key"));
+                        }
+                    }
+                    Ok(UniqueObject(map))
+                }
+            }
+
+            deserializer.deserialize_map(ObjectVisitor)
+        }
+    }
+
+    serde_json::from_slice::<UniqueObject>(json)
+        .ok()
+        .map(|object| object.0)
+}
+
+/// The bearer token of a request: Ok(None) when there is no Authorization header; exactly one Authorization header allowed (two -> Malformed); scheme `Bearer` case-insensitive, one space/whitespace then the token; other schemes -> Malformed; longer than 8 KiB -> Malformed; non-ASCII -> Malformed.
+pub fn bearer_token(headers: &http::HeaderMap) -> Result<Option<&str>, AuthFailure> {
+    let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        // Two headers invite the gateway and the backend to pick different ones.
+        return Err(AuthFailure::Malformed);
+    }
+    if value.len() > "Bearer ".len() + MAX_TOKEN_BYTES {
+        return Err(AuthFailure::Malformed);
+    }
+    // to_str fails on anything but visible ASCII (and tab).
+    let value = value.to_str().map_err(|_| AuthFailure::Malformed)?;
+    let (Some(scheme), Some(rest)) = (value.get(..6), value.get(6..)) else {
+        return Err(AuthFailure::Malformed);
+    };
+    if !scheme.eq_ignore_ascii_case("Bearer") {
+        return Err(AuthFailure::Malformed);
+    }
+    let token = match rest.as_bytes().first() {
+        Some(b' ' | b'\t') => &rest[1..],
+        _ => return Err(AuthFailure::Malformed),
+    };
+    // token68 (RFC 7235 §2.1): symbols, then optional '=' padding. This also refuses a second
+    // space, embedded whitespace and an empty token.
+    let body = token.trim_end_matches('=');
+    let token68 =
+        |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
+    if body.is_empty() || token.len() > MAX_TOKEN_BYTES || !body.bytes().all(token68) {
+        return Err(AuthFailure::Malformed);
+    }
+    Ok(Some(token))
+}

@@ -1,0 +1,972 @@
+//! Tests with real keys: openssl generates them per run, jsonwebtoken (or hand-built segments)
+//! signs, and the table below says which [`AuthFailure`] each token must produce.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::{HeaderMap, HeaderValue};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+
+use super::*;
+
+const NOW: u64 = 1_700_000_000;
+const ISS: &str = "https://issuer.test";
+const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-test-secret";
+
+fn now() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(NOW)
+}
+
+fn b64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, &b)| acc | (u32::from(b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// Key material generated once per test run.
+struct TestKeys {
+    rsa_priv: Vec<u8>,
+    rsa_pub: Vec<u8>,
+    rsa_pkcs1_pub: Vec<u8>,
+    rsa_n: String,
+    rsa_e: String,
+    attacker_priv: Vec<u8>,
+    attacker_n: String,
+    attacker_e: String,
+    ec256_priv: Vec<u8>,
+    ec256_pub: Vec<u8>,
+    ec256_xy: (String, String),
+    ec256_other_priv: Vec<u8>,
+    ec384_priv: Vec<u8>,
+    ec384_pub: Vec<u8>,
+    ec384_xy: (String, String),
+    ed_priv: Vec<u8>,
+    ed_pub: Vec<u8>,
+    ed_x: String,
+    rsa_cert: Vec<u8>,
+    rsa1024_pub: Vec<u8>,
+    ec521_pub: Vec<u8>,
+    ed448_pub: Vec<u8>,
+}
+
+fn openssl(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Generates `name.key` (PKCS#8 private) and `name.pub` (SPKI public) and returns both PEMs.
+fn keypair(dir: &Path, name: &str, genpkey: &[&str]) -> (Vec<u8>, Vec<u8>) {
+    let key = format!("{name}.key");
+    let public = format!("{name}.pub");
+    let mut args = vec!["genpkey"];
+    args.extend_from_slice(genpkey);
+    args.extend_from_slice(&["-out", &key]);
+    openssl(dir, &args);
+    openssl(dir, &["pkey", "-in", &key, "-pubout", "-out", &public]);
+    (
+        std::fs::read(dir.join(&key)).unwrap(),
+        std::fs::read(dir.join(&public)).unwrap(),
+    )
+}
+
+/// The colon-separated hex block after `label` in `openssl pkey -text` output.
+fn hex_block(text: &str, label: &str) -> Vec<u8> {
+    let mut lines = text.lines().skip_while(|l| l.trim() != label).skip(1);
+    let mut hex = String::new();
+    for line in lines.by_ref() {
+        if !line.starts_with(' ') {
+            break;
+        }
+        hex.extend(line.trim().split(':'));
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+fn public_text(dir: &Path, name: &str) -> String {
+    openssl(
+        dir,
+        &[
+            "pkey",
+            "-pubin",
+            "-in",
+            &format!("{name}.pub"),
+            "-text",
+            "-noout",
+        ],
+    )
+}
+
+fn rsa_components(dir: &Path, name: &str) -> (String, String) {
+    let text = public_text(dir, name);
+    let n = hex_block(&text, "Modulus:");
+    let n = n.strip_prefix(&[0u8][..]).unwrap_or(&n);
+    let e: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Exponent: "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let e_bytes = e.to_be_bytes();
+    let e_bytes = &e_bytes[e_bytes.iter().position(|&b| b != 0).unwrap()..];
+    (b64url(n), b64url(e_bytes))
+}
+
+fn ec_components(dir: &Path, name: &str, size: usize) -> (String, String) {
+    let point = hex_block(&public_text(dir, name), "pub:");
+    assert_eq!(point.len(), 1 + 2 * size);
+    assert_eq!(point[0], 4);
+    (b64url(&point[1..=size]), b64url(&point[1 + size..]))
+}
+
+fn keys() -> &'static TestKeys {
+    static KEYS: OnceLock<TestKeys> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let rsa = ["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"];
+        let (rsa_priv, rsa_pub) = keypair(d, "rsa", &rsa);
+        openssl(
+            d,
+            &[
+                "rsa",
+                "-in",
+                "rsa.key",
+                "-RSAPublicKey_out",
+                "-out",
+                "rsa1.pub",
+            ],
+        );
+        let (rsa_n, rsa_e) = rsa_components(d, "rsa");
+        let (attacker_priv, _) = keypair(d, "attacker", &rsa);
+        let (attacker_n, attacker_e) = rsa_components(d, "attacker");
+        let ec = |curve: &'static str| ["-algorithm", "EC", "-pkeyopt", curve];
+        let (ec256_priv, ec256_pub) = keypair(d, "ec256", &ec("ec_paramgen_curve:P-256"));
+        let ec256_xy = ec_components(d, "ec256", 32);
+        let (ec256_other_priv, _) = keypair(d, "ec256b", &ec("ec_paramgen_curve:P-256"));
+        let (ec384_priv, ec384_pub) = keypair(d, "ec384", &ec("ec_paramgen_curve:P-384"));
+        let ec384_xy = ec_components(d, "ec384", 48);
+        let (ed_priv, ed_pub) = keypair(d, "ed", &["-algorithm", "ED25519"]);
+        let ed_x = hex_block(&public_text(d, "ed"), "pub:");
+        assert_eq!(ed_x.len(), 32);
+        openssl(
+            d,
+            &[
+                "req", "-new", "-x509", "-key", "rsa.key", "-subj", "/CN=test", "-days", "1",
+                "-out", "rsa.crt",
+            ],
+        );
+        let (_, rsa1024_pub) = keypair(
+            d,
+            "rsa1024",
+            &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:1024"],
+        );
+        let (_, ec521_pub) = keypair(d, "ec521", &ec("ec_paramgen_curve:P-521"));
+        let (_, ed448_pub) = keypair(d, "ed448", &["-algorithm", "ED448"]);
+        TestKeys {
+            rsa_pkcs1_pub: std::fs::read(d.join("rsa1.pub")).unwrap(),
+            rsa_cert: std::fs::read(d.join("rsa.crt")).unwrap(),
+            rsa_priv,
+            rsa_pub,
+            rsa_n,
+            rsa_e,
+            attacker_priv,
+            attacker_n,
+            attacker_e,
+            ec256_priv,
+            ec256_pub,
+            ec256_xy,
+            ec256_other_priv,
+            ec384_priv,
+            ec384_pub,
+            ec384_xy,
+            ed_priv,
+            ed_pub,
+            ed_x: b64url(&ed_x),
+            rsa1024_pub,
+            ec521_pub,
+            ed448_pub,
+        }
+    })
+}
+
+/// Signing keys by family.
+fn hs() -> EncodingKey {
+    EncodingKey::from_secret(SECRET)
+}
+fn rsa() -> EncodingKey {
+    EncodingKey::from_rsa_pem(&keys().rsa_priv).unwrap()
+}
+fn attacker() -> EncodingKey {
+    EncodingKey::from_rsa_pem(&keys().attacker_priv).unwrap()
+}
+fn ec256() -> EncodingKey {
+    EncodingKey::from_ec_pem(&keys().ec256_priv).unwrap()
+}
+fn ec384() -> EncodingKey {
+    EncodingKey::from_ec_pem(&keys().ec384_priv).unwrap()
+}
+fn ed() -> EncodingKey {
+    EncodingKey::from_ed_pem(&keys().ed_priv).unwrap()
+}
+
+/// Claims every provider accepts at [`NOW`].
+fn good_claims() -> Value {
+    json!({"sub": "alice", "iss": ISS, "aud": "api", "exp": NOW + 600, "iat": NOW - 10})
+}
+
+/// `good_claims` with `changes` merged in (`null` removes a claim).
+fn claims_with(changes: Value) -> Value {
+    let mut claims = good_claims();
+    for (k, v) in changes.as_object().unwrap() {
+        if v.is_null() {
+            claims.as_object_mut().unwrap().remove(k);
+        } else {
+            claims[k] = v.clone();
+        }
+    }
+    claims
+}
+
+/// A token through jsonwebtoken's own encoder.
+fn encode(alg: Algorithm, kid: Option<&str>, claims: &Value, key: &EncodingKey) -> String {
+    let mut header = Header::new(alg);
+    header.kid = kid.map(str::to_string);
+    jsonwebtoken::encode(&header, claims, key).unwrap()
+}
+
+/// A token with a hand-written header and payload, correctly signed.
+fn raw(header: &str, payload: &str, alg: Algorithm, key: &EncodingKey) -> String {
+    let input = format!(
+        "{}.{}",
+        b64url(header.as_bytes()),
+        b64url(payload.as_bytes())
+    );
+    let signature = jsonwebtoken::crypto::sign(input.as_bytes(), key, alg).unwrap();
+    format!("{input}.{signature}")
+}
+
+fn good_payload() -> String {
+    good_claims().to_string()
+}
+
+/// Replaces segment `index` of a token.
+fn with_segment(token: &str, index: usize, segment: &str) -> String {
+    let mut parts: Vec<&str> = token.split('.').collect();
+    parts[index] = segment;
+    parts.join(".")
+}
+
+/// Flips one bit in the middle of the signature, keeping the encoding canonical.
+fn tamper_signature(token: &str) -> String {
+    let sig = token.rsplit('.').next().unwrap();
+    let mut bytes = b64::decode_url(sig.as_bytes()).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    with_segment(token, 2, &b64url(&bytes))
+}
+
+fn settings(name: &str, algorithms: &[Algorithm], keys: KeySource) -> ProviderSettings {
+    ProviderSettings {
+        name: name.to_string(),
+        algorithms: algorithms.to_vec(),
+        keys,
+        issuer: Some(ISS.to_string()),
+        audience: vec!["api".to_string(), "admin-api".to_string()],
+        leeway: Duration::from_secs(30),
+    }
+}
+
+fn jwks_json() -> Vec<u8> {
+    let k = keys();
+    json!({"keys": [
+        {"kty": "RSA", "kid": "rsa-1", "alg": "RS256", "use": "sig", "n": k.rsa_n, "e": k.rsa_e},
+        {"kty": "RSA", "kid": "rsa-any", "n": k.rsa_n, "e": k.rsa_e},
+        {"kty": "EC", "kid": "ec-256", "alg": "ES256", "crv": "P-256",
+         "x": k.ec256_xy.0, "y": k.ec256_xy.1},
+        {"kty": "EC", "kid": "ec-384", "crv": "P-384", "x": k.ec384_xy.0, "y": k.ec384_xy.1},
+        {"kty": "OKP", "kid": "ed-1", "crv": "Ed25519", "x": k.ed_x, "key_ops": ["verify"]},
+        // Skipped: symmetric, encryption-only, unknown alg, unknown kty.
+        {"kty": "oct", "kid": "hmac", "k": b64url(SECRET)},
+        {"kty": "RSA", "kid": "enc-1", "use": "enc", "n": k.rsa_n, "e": k.rsa_e},
+        {"kty": "RSA", "kid": "oaep", "alg": "RSA-OAEP", "n": k.rsa_n, "e": k.rsa_e},
+        {"kty": "XYZ", "kid": "strange"}
+    ]})
+    .to_string()
+    .into_bytes()
+}
+
+const JWKS_ALGS: &[Algorithm] = &[
+    Algorithm::RS256,
+    Algorithm::PS256,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::EdDSA,
+];
+const RSA_ALGS: &[Algorithm] = &[
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+];
+
+#[derive(Debug, Clone, Copy)]
+enum P {
+    /// HS256/384/512, issuer and audience set.
+    Hs,
+    /// HS256 only.
+    Hs256,
+    /// RSA PEM, every RS/PS algorithm.
+    Rsa,
+    /// RSA PEM (PKCS#1 "RSA PUBLIC KEY"), RS256 only.
+    Rs256,
+    Es256,
+    Es384,
+    Ed,
+    /// JWKS with several keys.
+    Jwks,
+    /// JWKS with a single key without kid.
+    JwksOne,
+    /// HS256 without issuer or audience.
+    NoAud,
+}
+
+struct Providers {
+    hs: Provider,
+    hs256: Provider,
+    rsa: Provider,
+    rs256: Provider,
+    es256: Provider,
+    es384: Provider,
+    ed: Provider,
+    jwks: Provider,
+    jwks_one: Provider,
+    no_aud: Provider,
+}
+
+impl Providers {
+    fn new() -> Providers {
+        let k = keys();
+        let pem = |pem: &Vec<u8>| KeySource::PublicKeyPem(pem.clone());
+        let build = |s: ProviderSettings| Provider::new(s).unwrap();
+        let hs_algs = [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
+        let one = json!({"keys": [{"kty": "EC", "crv": "P-256",
+                                   "x": k.ec256_xy.0, "y": k.ec256_xy.1}]});
+        Providers {
+            hs: build(settings("hs", &hs_algs, KeySource::Secret(SECRET.to_vec()))),
+            hs256: build(settings(
+                "hs256",
+                &[Algorithm::HS256],
+                KeySource::Secret(SECRET.to_vec()),
+            )),
+            rsa: build(settings("rsa", RSA_ALGS, pem(&k.rsa_pub))),
+            rs256: build(settings(
+                "rs256",
+                &[Algorithm::RS256],
+                pem(&k.rsa_pkcs1_pub),
+            )),
+            es256: build(settings("es256", &[Algorithm::ES256], pem(&k.ec256_pub))),
+            es384: build(settings("es384", &[Algorithm::ES384], pem(&k.ec384_pub))),
+            ed: build(settings("ed", &[Algorithm::EdDSA], pem(&k.ed_pub))),
+            jwks: build(settings("jwks", JWKS_ALGS, KeySource::Jwks(jwks_json()))),
+            jwks_one: build(settings(
+                "jwks-one",
+                &[Algorithm::ES256],
+                KeySource::Jwks(one.to_string().into_bytes()),
+            )),
+            no_aud: build(ProviderSettings {
+                issuer: None,
+                audience: Vec::new(),
+                ..settings(
+                    "no-aud",
+                    &[Algorithm::HS256],
+                    KeySource::Secret(SECRET.to_vec()),
+                )
+            }),
+        }
+    }
+
+    fn get(&self, p: P) -> &Provider {
+        match p {
+            P::Hs => &self.hs,
+            P::Hs256 => &self.hs256,
+            P::Rsa => &self.rsa,
+            P::Rs256 => &self.rs256,
+            P::Es256 => &self.es256,
+            P::Es384 => &self.es384,
+            P::Ed => &self.ed,
+            P::Jwks => &self.jwks,
+            P::JwksOne => &self.jwks_one,
+            P::NoAud => &self.no_aud,
+        }
+    }
+}
+
+struct Case {
+    name: &'static str,
+    provider: P,
+    token: String,
+    want: Result<(), AuthFailure>,
+}
+
+fn case(name: &'static str, provider: P, token: String, want: Result<(), AuthFailure>) -> Case {
+    Case {
+        name,
+        provider,
+        token,
+        want,
+    }
+}
+
+fn cases() -> Vec<Case> {
+    use Algorithm::*;
+    use AuthFailure::*;
+    let k = keys();
+    let good = good_claims();
+    let ok = Ok(());
+    let hs256 = |claims: Value| encode(HS256, None, &claims, &hs());
+    let mut cases = vec![
+        // Every algorithm, valid.
+        case("HS256 valid", P::Hs, encode(HS256, None, &good, &hs()), ok),
+        case("HS384 valid", P::Hs, encode(HS384, None, &good, &hs()), ok),
+        case("HS512 valid", P::Hs, encode(HS512, None, &good, &hs()), ok),
+        case("RS256 valid", P::Rsa, encode(RS256, None, &good, &rsa()), ok),
+        case("RS384 valid", P::Rsa, encode(RS384, None, &good, &rsa()), ok),
+        case("RS512 valid", P::Rsa, encode(RS512, None, &good, &rsa()), ok),
+        case("PS256 valid", P::Rsa, encode(PS256, None, &good, &rsa()), ok),
+        case("PS384 valid", P::Rsa, encode(PS384, None, &good, &rsa()), ok),
+        case("PS512 valid", P::Rsa, encode(PS512, None, &good, &rsa()), ok),
+        case("RS256 PKCS#1 PEM valid", P::Rs256, encode(RS256, None, &good, &rsa()), ok),
+        case("ES256 valid", P::Es256, encode(ES256, None, &good, &ec256()), ok),
+        case("ES384 valid", P::Es384, encode(ES384, None, &good, &ec384()), ok),
+        case("EdDSA valid", P::Ed, encode(EdDSA, None, &good, &ed()), ok),
+        case("PEM provider ignores kid", P::Rsa, encode(RS256, Some("whatever"), &good, &rsa()), ok),
+        // JWKS key selection.
+        case("jwks RS256 rsa-1", P::Jwks, encode(RS256, Some("rsa-1"), &good, &rsa()), ok),
+        case("jwks PS256 rsa-any", P::Jwks, encode(PS256, Some("rsa-any"), &good, &rsa()), ok),
+        case("jwks ES256 ec-256", P::Jwks, encode(ES256, Some("ec-256"), &good, &ec256()), ok),
+        case("jwks ES384 ec-384", P::Jwks, encode(ES384, Some("ec-384"), &good, &ec384()), ok),
+        case("jwks EdDSA ed-1", P::Jwks, encode(EdDSA, Some("ed-1"), &good, &ed()), ok),
+        case("jwks single key, no kid", P::JwksOne, encode(ES256, None, &good, &ec256()), ok),
+        case("jwks single key, other kid", P::JwksOne, encode(ES256, Some("x"), &good, &ec256()), Err(UnknownKid)),
+        case("jwks PS256 vs key alg RS256", P::Jwks, encode(PS256, Some("rsa-1"), &good, &rsa()), Err(AlgNotAllowed)),
+        case("jwks ES256 vs P-384 key", P::Jwks, encode(ES256, Some("ec-384"), &good, &ec256()), Err(AlgNotAllowed)),
+        case("jwks RS256 vs EC key", P::Jwks, encode(RS256, Some("ec-256"), &good, &rsa()), Err(AlgNotAllowed)),
+        case("jwks unknown kid", P::Jwks, encode(RS256, Some("nope"), &good, &rsa()), Err(UnknownKid)),
+        case("jwks kid with path characters", P::Jwks, encode(RS256, Some("../../../etc/passwd"), &good, &rsa()), Err(UnknownKid)),
+        case("jwks kid of skipped oct key", P::Jwks, encode(RS256, Some("hmac"), &good, &rsa()), Err(UnknownKid)),
+        case("jwks kid of skipped enc key", P::Jwks, encode(RS256, Some("enc-1"), &good, &rsa()), Err(UnknownKid)),
+        case("jwks no kid, several keys", P::Jwks, encode(RS256, None, &good, &rsa()), Err(UnknownKid)),
+        case("jwks kid not a string", P::Jwks, raw(r#"{"alg":"RS256","kid":7}"#, &good_payload(), RS256, &rsa()), Err(Malformed)),
+        case("jwks HS256 with oct kid", P::Jwks, encode(HS256, Some("hmac"), &good, &hs()), Err(AlgNotAllowed)),
+        // Tampering.
+        case("HS256 tampered signature", P::Hs, tamper_signature(&encode(HS256, None, &good, &hs())), Err(BadSignature)),
+        case("RS256 tampered signature", P::Rsa, tamper_signature(&encode(RS256, None, &good, &rsa())), Err(BadSignature)),
+        case("ES256 tampered signature", P::Es256, tamper_signature(&encode(ES256, None, &good, &ec256())), Err(BadSignature)),
+        case("EdDSA tampered signature", P::Ed, tamper_signature(&encode(EdDSA, None, &good, &ed())), Err(BadSignature)),
+        case(
+            "tampered payload",
+            P::Hs,
+            with_segment(
+                &encode(HS256, None, &good, &hs()),
+                1,
+                &b64url(claims_with(json!({"sub": "root"})).to_string().as_bytes()),
+            ),
+            Err(BadSignature),
+        ),
+        case("signed by another secret", P::Hs, encode(HS256, None, &good, &EncodingKey::from_secret(b"another-secret-another-secret-!!")), Err(BadSignature)),
+        case("signed by another RSA key", P::Rsa, encode(RS256, None, &good, &attacker()), Err(BadSignature)),
+        case("signed by another P-256 key", P::Jwks, encode(ES256, Some("ec-256"), &good, &EncodingKey::from_ec_pem(&k.ec256_other_priv).unwrap()), Err(BadSignature)),
+        // alg none and unknown algorithms.
+        case("alg none, empty signature", P::Hs, format!("{}.{}.", b64url(br#"{"alg":"none","typ":"JWT"}"#), b64url(good_payload().as_bytes())), Err(AlgNotAllowed)),
+        case("alg None", P::Hs, format!("{}.{}.", b64url(br#"{"alg":"None"}"#), b64url(good_payload().as_bytes())), Err(AlgNotAllowed)),
+        case("alg NONE with a signature", P::Rsa, format!("{}.{}.c2ln", b64url(br#"{"alg":"NONE"}"#), b64url(good_payload().as_bytes())), Err(AlgNotAllowed)),
+        case("alg none, two segments", P::Hs, format!("{}.{}", b64url(br#"{"alg":"none"}"#), b64url(good_payload().as_bytes())), Err(Malformed)),
+        case("alg HS1024", P::Hs, raw(r#"{"alg":"HS1024"}"#, &good_payload(), HS256, &hs()), Err(AlgNotAllowed)),
+        case("alg lowercase hs256", P::Hs, raw(r#"{"alg":"hs256"}"#, &good_payload(), HS256, &hs()), Err(AlgNotAllowed)),
+        case("alg not a string", P::Hs, raw(r#"{"alg":256}"#, &good_payload(), HS256, &hs()), Err(Malformed)),
+        case("alg missing", P::Hs, raw(r#"{"typ":"JWT"}"#, &good_payload(), HS256, &hs()), Err(Malformed)),
+        // Algorithm confusion: HMAC keyed with the RSA public key.
+        case("HS256 keyed with RSA public PEM vs RSA provider", P::Rsa, encode(HS256, None, &good, &EncodingKey::from_secret(&k.rsa_pub)), Err(AlgNotAllowed)),
+        case("HS256 keyed with RSA public PEM vs RS256 provider", P::Rs256, encode(HS256, None, &good, &EncodingKey::from_secret(&k.rsa_pkcs1_pub)), Err(AlgNotAllowed)),
+        case("HS256 keyed with RSA public PEM vs JWKS", P::Jwks, encode(HS256, Some("rsa-1"), &good, &EncodingKey::from_secret(&k.rsa_pub)), Err(AlgNotAllowed)),
+        case("HS256 keyed with EC public PEM vs ES256", P::Es256, encode(HS256, None, &good, &EncodingKey::from_secret(&k.ec256_pub)), Err(AlgNotAllowed)),
+        case("RS256 against HS provider", P::Hs, encode(RS256, None, &good, &rsa()), Err(AlgNotAllowed)),
+        // Alg not in the list.
+        case("HS512 vs HS256-only", P::Hs256, encode(HS512, None, &good, &hs()), Err(AlgNotAllowed)),
+        case("PS256 vs RS256-only", P::Rs256, encode(PS256, None, &good, &rsa()), Err(AlgNotAllowed)),
+        case("ES384 vs ES256 provider", P::Es256, encode(ES384, None, &good, &ec384()), Err(AlgNotAllowed)),
+        case("RS384 not in JWKS list", P::Jwks, encode(RS384, Some("rsa-any"), &good, &rsa()), Err(AlgNotAllowed)),
+        // Time claims (leeway 30 s).
+        case("expired beyond leeway", P::Hs, hs256(claims_with(json!({"exp": NOW - 31}))), Err(Expired)),
+        case("expired long ago", P::Hs, hs256(claims_with(json!({"exp": 1}))), Err(Expired)),
+        case("exp at now - leeway", P::Hs, hs256(claims_with(json!({"exp": NOW - 30}))), Err(Expired)),
+        case("expired within leeway", P::Hs, hs256(claims_with(json!({"exp": NOW - 29}))), ok),
+        case("exp fractional", P::Hs, hs256(claims_with(json!({"exp": NOW as f64 + 0.5}))), ok),
+        case("missing exp", P::Hs, hs256(claims_with(json!({"exp": null}))), Err(Malformed)),
+        case("exp a string", P::Hs, hs256(claims_with(json!({"exp": (NOW + 600).to_string()}))), Err(Malformed)),
+        case("nbf beyond leeway", P::Hs, hs256(claims_with(json!({"nbf": NOW + 31}))), Err(NotYetValid)),
+        case("nbf within leeway", P::Hs, hs256(claims_with(json!({"nbf": NOW + 29}))), ok),
+        case("nbf past", P::Hs, hs256(claims_with(json!({"nbf": NOW - 100}))), ok),
+        case("iat beyond leeway", P::Hs, hs256(claims_with(json!({"iat": NOW + 31}))), Err(NotYetValid)),
+        case("iat within leeway", P::Hs, hs256(claims_with(json!({"iat": NOW + 29}))), ok),
+        case("iat not a number", P::Hs, hs256(claims_with(json!({"iat": "yesterday"}))), Err(Malformed)),
+        // Issuer and audience.
+        case("wrong iss", P::Hs, hs256(claims_with(json!({"iss": "https://evil.test"}))), Err(BadIssuer)),
+        case("missing iss", P::Hs, hs256(claims_with(json!({"iss": null}))), Err(BadIssuer)),
+        case("iss with trailing slash", P::Hs, hs256(claims_with(json!({"iss": format!("{ISS}/")}))), Err(BadIssuer)),
+        case("wrong aud string", P::Hs, hs256(claims_with(json!({"aud": "other"}))), Err(BadAudience)),
+        case("wrong aud array", P::Hs, hs256(claims_with(json!({"aud": ["other", "more"]}))), Err(BadAudience)),
+        case("empty aud array", P::Hs, hs256(claims_with(json!({"aud": []}))), Err(BadAudience)),
+        case("aud array containing ours", P::Hs, hs256(claims_with(json!({"aud": ["other", "admin-api"]}))), ok),
+        case("aud a number", P::Hs, hs256(claims_with(json!({"aud": 5}))), Err(BadAudience)),
+        case("missing aud", P::Hs, hs256(claims_with(json!({"aud": null}))), Err(BadAudience)),
+        case("aud accepted when none configured", P::NoAud, hs256(claims_with(json!({"aud": "anything", "iss": "anyone"}))), ok),
+        case("sub not a string", P::Hs, hs256(claims_with(json!({"sub": 42}))), Err(Malformed)),
+        // Header fields that must never be followed.
+        case(
+            "jku/x5u/x5c/jwk ignored, legit signature",
+            P::Rsa,
+            raw(
+                &json!({"alg": "RS256", "jku": "https://evil.test/jwks.json",
+                        "x5u": "https://evil.test/cert.pem", "x5c": ["MIIBogus"],
+                        "jwk": {"kty": "RSA", "n": k.attacker_n, "e": k.attacker_e}})
+                .to_string(),
+                &good_payload(),
+                RS256,
+                &rsa(),
+            ),
+            ok,
+        ),
+        case(
+            "garbage jwk/x5c values ignored",
+            P::Rsa,
+            raw(r#"{"alg":"RS256","jwk":"not a key","x5c":7,"jku":false}"#, &good_payload(), RS256, &rsa()),
+            ok,
+        ),
+        case(
+            "attacker key embedded as jwk",
+            P::Rsa,
+            raw(
+                &json!({"alg": "RS256", "jwk": {"kty": "RSA", "n": k.attacker_n, "e": k.attacker_e}})
+                    .to_string(),
+                &good_payload(),
+                RS256,
+                &attacker(),
+            ),
+            Err(BadSignature),
+        ),
+        case(
+            "attacker jwk with a known kid",
+            P::Jwks,
+            raw(
+                &json!({"alg": "RS256", "kid": "rsa-1",
+                        "jwk": {"kty": "RSA", "kid": "rsa-1", "n": k.attacker_n, "e": k.attacker_e}})
+                    .to_string(),
+                &good_payload(),
+                RS256,
+                &attacker(),
+            ),
+            Err(BadSignature),
+        ),
+        case(
+            "attacker jku with its own kid",
+            P::Jwks,
+            raw(
+                &json!({"alg": "RS256", "kid": "attacker", "jku": "https://evil.test/jwks.json"})
+                    .to_string(),
+                &good_payload(),
+                RS256,
+                &attacker(),
+            ),
+            Err(UnknownKid),
+        ),
+        case(
+            "attacker x5u/x5c",
+            P::Rsa,
+            raw(r#"{"alg":"RS256","x5u":"https://evil.test/c.pem","x5c":["MIIB"]}"#, &good_payload(), RS256, &attacker()),
+            Err(BadSignature),
+        ),
+        // crit.
+        case("crit [exp]", P::Hs, raw(r#"{"alg":"HS256","crit":["exp"],"exp":1}"#, &good_payload(), HS256, &hs()), Err(Malformed)),
+        case("crit empty array", P::Hs, raw(r#"{"alg":"HS256","crit":[]}"#, &good_payload(), HS256, &hs()), Err(Malformed)),
+        case("crit null", P::Hs, raw(r#"{"alg":"HS256","crit":null}"#, &good_payload(), HS256, &hs()), Err(Malformed)),
+        case("crit b64 false", P::Rsa, raw(r#"{"alg":"RS256","b64":false,"crit":["b64"]}"#, &good_payload(), RS256, &rsa()), Err(Malformed)),
+        // Structure.
+        case("duplicate alg in header", P::Hs, raw(r#"{"alg":"HS256","alg":"none"}"#, &good_payload(), HS256, &hs()), Err(Malformed)),
+        case("duplicate exp in payload", P::Hs, raw(r#"{"alg":"HS256"}"#, &format!(r#"{{"sub":"a","iss":"{ISS}","aud":"api","exp":1,"exp":{}}}"#, NOW + 600), HS256, &hs()), Err(Malformed)),
+        case("header not JSON", P::Hs, raw("not json", &good_payload(), HS256, &hs()), Err(Malformed)),
+        case("header a JSON array", P::Hs, raw(r#"["HS256"]"#, &good_payload(), HS256, &hs()), Err(Malformed)),
+        case("payload a JSON array", P::Hs, raw(r#"{"alg":"HS256"}"#, "[1,2]", HS256, &hs()), Err(Malformed)),
+        case("payload not JSON", P::Hs, raw(r#"{"alg":"HS256"}"#, "exp=1", HS256, &hs()), Err(Malformed)),
+        case("payload trailing data", P::Hs, raw(r#"{"alg":"HS256"}"#, &format!("{} x", good_payload()), HS256, &hs()), Err(Malformed)),
+        case("oversized token", P::Hs, hs256(claims_with(json!({"pad": "x".repeat(MAX_TOKEN_BYTES)}))), Err(Malformed)),
+        case("bad base64 in header", P::Hs, with_segment(&encode(HS256, None, &good, &hs()), 0, "eyJhbGciOiJIUzI1NiJ9!"), Err(Malformed)),
+        case("padded header", P::Hs, encode(HS256, None, &good, &hs()).replacen('.', "=.", 1), Err(Malformed)),
+        case("standard-alphabet signature", P::Hs, { let t = encode(HS256, None, &good, &hs()); let sig = t.rsplit('.').next().unwrap(); with_segment(&t, 2, &format!("{}+{}", &sig[..10], &sig[11..])) }, Err(Malformed)),
+        case("bad base64 in payload", P::Hs, with_segment(&encode(HS256, None, &good, &hs()), 1, "e30*"), Err(Malformed)),
+        case("empty signature", P::Hs, with_segment(&encode(HS256, None, &good, &hs()), 2, ""), Err(Malformed)),
+        case("four segments", P::Hs, format!("{}.e30", encode(HS256, None, &good, &hs())), Err(Malformed)),
+        case("five segments (JWE shape)", P::Hs, format!("{}.e30.e30", encode(HS256, None, &good, &hs())), Err(Malformed)),
+        case("two segments", P::Hs, encode(HS256, None, &good, &hs()).rsplit_once('.').unwrap().0.to_string(), Err(Malformed)),
+        case("empty token", P::Hs, String::new(), Err(Malformed)),
+        case("only dots", P::Hs, "..".to_string(), Err(Malformed)),
+        case("whitespace inside", P::Hs, encode(HS256, None, &good, &hs()).replacen('.', " .", 1), Err(Malformed)),
+    ];
+    // A non-canonical spelling of a valid signature (trailing bits set) must not verify.
+    let token = encode(HS256, None, &good, &hs());
+    let sig = token.rsplit('.').next().unwrap();
+    // 32-byte HMAC -> 43 symbols, the last carrying 2 unused bits.
+    let last = sig.as_bytes()[sig.len() - 1];
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let value = alphabet.iter().position(|&c| c == last).unwrap();
+    let respelled = format!("{}{}", &sig[..sig.len() - 1], alphabet[value | 1] as char);
+    cases.push(case(
+        "non-canonical signature encoding",
+        P::Hs,
+        with_segment(&token, 2, &respelled),
+        Err(AuthFailure::Malformed),
+    ));
+    cases
+}
+
+#[test]
+fn verification_table() {
+    let providers = Providers::new();
+    let cases = cases();
+    assert!(cases.len() >= 60, "only {} cases", cases.len());
+    let mut names = std::collections::HashSet::new();
+    let mut failures = Vec::new();
+    for case in &cases {
+        assert!(
+            names.insert(case.name),
+            "duplicate case name {:?}",
+            case.name
+        );
+        let got = providers
+            .get(case.provider)
+            .verify(&case.token, now())
+            .map(|_| ());
+        if got != case.want {
+            failures.push(format!(
+                "{} ({:?}): want {:?}, got {:?}",
+                case.name, case.provider, case.want, got
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn verified_claims_are_returned() {
+    let providers = Providers::new();
+    let claims = claims_with(json!({"realm_access": {"roles": ["admin"]},
+                                    "https://example.com/roles": ["x"]}));
+    let token = encode(Algorithm::ES256, Some("ec-256"), &claims, &ec256());
+    let verified = providers.jwks.verify(&token, now()).unwrap();
+    assert_eq!(verified.sub(), Some("alice"));
+    assert_eq!(
+        verified.get_path("realm_access.roles"),
+        Some(&json!(["admin"]))
+    );
+    assert_eq!(
+        verified.get_path("https://example.com/roles"),
+        Some(&json!(["x"]))
+    );
+    assert_eq!(verified.get_path("realm_access.missing"), None);
+    assert_eq!(verified.get_path("sub.deeper"), None);
+    assert_eq!(verified.get_path("exp"), Some(&json!(NOW + 600)));
+}
+
+fn headers(values: &[&str]) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for value in values {
+        // from_bytes: it accepts obs-text (non-ASCII), which from_str would refuse.
+        map.append(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_bytes(value.as_bytes()).unwrap(),
+        );
+    }
+    map
+}
+
+#[test]
+fn bearer_token_table() {
+    use AuthFailure::Malformed;
+    let long = format!("Bearer {}", "a".repeat(MAX_TOKEN_BYTES + 1));
+    let max = format!("Bearer {}", "a".repeat(MAX_TOKEN_BYTES));
+    type Row<'a> = (&'a str, Vec<&'a str>, Result<Option<&'a str>, AuthFailure>);
+    let table: Vec<Row> = vec![
+        ("no header", vec![], Ok(None)),
+        ("plain", vec!["Bearer a.b.c"], Ok(Some("a.b.c"))),
+        ("lowercase scheme", vec!["bearer a.b.c"], Ok(Some("a.b.c"))),
+        ("uppercase scheme", vec!["BEARER a.b.c"], Ok(Some("a.b.c"))),
+        ("tab separator", vec!["Bearer\ta.b.c"], Ok(Some("a.b.c"))),
+        ("token68 padding", vec!["Bearer abc=="], Ok(Some("abc=="))),
+        (
+            "two headers",
+            vec!["Bearer a.b.c", "Bearer d.e.f"],
+            Err(Malformed),
+        ),
+        (
+            "two headers, one empty",
+            vec!["Bearer a.b.c", ""],
+            Err(Malformed),
+        ),
+        ("basic scheme", vec!["Basic dXNlcjpwYXNz"], Err(Malformed)),
+        ("digest scheme", vec!["Digest username=x"], Err(Malformed)),
+        ("empty value", vec![""], Err(Malformed)),
+        ("scheme only", vec!["Bearer"], Err(Malformed)),
+        ("scheme and space", vec!["Bearer "], Err(Malformed)),
+        ("no separator", vec!["Bearera.b.c"], Err(Malformed)),
+        ("two spaces", vec!["Bearer  a.b.c"], Err(Malformed)),
+        ("space inside token", vec!["Bearer a.b c"], Err(Malformed)),
+        ("trailing space", vec!["Bearer a.b.c "], Err(Malformed)),
+        ("comma list", vec!["Bearer a.b.c, Basic x"], Err(Malformed)),
+        ("non-ASCII", vec!["Bearer a.b.\u{e9}"], Err(Malformed)),
+        ("only padding", vec!["Bearer =="], Err(Malformed)),
+        ("oversized", vec![long.as_str()], Err(Malformed)),
+        ("exactly 8 KiB", vec![max.as_str()], Ok(Some(&max[7..]))),
+    ];
+    for (name, values, want) in table {
+        let map = headers(&values);
+        assert_eq!(bearer_token(&map), want, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn jwks_rotation_and_unknown_kid_notification() {
+    let k = keys();
+    let provider = Provider::new(settings(
+        "rotating",
+        JWKS_ALGS,
+        KeySource::Jwks(
+            json!({"keys": [{"kty": "RSA", "kid": "old", "n": k.rsa_n, "e": k.rsa_e}]})
+                .to_string()
+                .into_bytes(),
+        ),
+    ))
+    .unwrap();
+    assert_eq!(provider.key_count(), 1);
+    let good = good_claims();
+    let old = encode(Algorithm::RS256, Some("old"), &good, &rsa());
+    let new = encode(Algorithm::ES256, Some("new"), &good, &ec256());
+    assert!(provider.verify(&old, now()).is_ok());
+
+    // Unknown kid: rejected, and the refresher is woken.
+    assert_eq!(
+        provider.verify(&new, now()).unwrap_err(),
+        AuthFailure::UnknownKid
+    );
+    tokio::time::timeout(Duration::from_secs(1), provider.unknown_kid().notified())
+        .await
+        .expect("unknown kid notified");
+
+    let rotated = json!({"keys": [
+        {"kty": "EC", "kid": "new", "crv": "P-256", "x": k.ec256_xy.0, "y": k.ec256_xy.1},
+        {"kty": "oct", "kid": "ignored", "k": "c2VjcmV0"}
+    ]});
+    assert_eq!(provider.replace_jwks(rotated.to_string().as_bytes()), Ok(1));
+    assert_eq!(provider.key_count(), 1);
+    assert!(provider.verify(&new, now()).is_ok());
+    assert_eq!(
+        provider.verify(&old, now()).unwrap_err(),
+        AuthFailure::UnknownKid
+    );
+    tokio::time::timeout(Duration::from_secs(1), provider.unknown_kid().notified())
+        .await
+        .expect("old kid notified after rotation");
+
+    // Bad documents leave the current keys in place.
+    assert!(provider.replace_jwks(b"not json").is_err());
+    assert!(provider.replace_jwks(br#"{"keys": []}"#).is_err());
+    assert!(provider
+        .replace_jwks(br#"{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}"#)
+        .is_err());
+    assert!(provider.verify(&new, now()).is_ok());
+    assert_eq!(provider.key_count(), 1);
+
+    // A known kid does not notify.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), provider.unknown_kid().notified())
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn remote_jwks_starts_empty() {
+    let k = keys();
+    let provider = Provider::new(settings("remote", JWKS_ALGS, KeySource::JwksRemote)).unwrap();
+    assert_eq!(provider.key_count(), 0);
+    let token = encode(Algorithm::EdDSA, Some("ed-1"), &good_claims(), &ed());
+    assert_eq!(
+        provider.verify(&token, now()).unwrap_err(),
+        AuthFailure::UnknownKid
+    );
+    tokio::time::timeout(Duration::from_secs(1), provider.unknown_kid().notified())
+        .await
+        .expect("notified while empty");
+    let no_kid = encode(Algorithm::EdDSA, None, &good_claims(), &ed());
+    assert_eq!(
+        provider.verify(&no_kid, now()).unwrap_err(),
+        AuthFailure::UnknownKid
+    );
+
+    let set = json!({"keys": [{"kty": "OKP", "kid": "ed-1", "crv": "Ed25519", "x": k.ed_x}]});
+    assert_eq!(provider.replace_jwks(set.to_string().as_bytes()), Ok(1));
+    assert!(provider.verify(&token, now()).is_ok());
+    assert!(
+        provider.verify(&no_kid, now()).is_ok(),
+        "single key, no kid"
+    );
+}
+
+#[test]
+fn mint_round_trip() {
+    let provider = Provider::new(settings(
+        "mint",
+        &[Algorithm::HS384, Algorithm::HS256],
+        KeySource::Secret(SECRET.to_vec()),
+    ))
+    .unwrap();
+    assert!(provider.can_mint());
+    let claims = claims_with(json!({"roles": ["admin"]}));
+    let token = provider.mint(&claims).unwrap();
+    let header = jsonwebtoken::decode_header(&token).unwrap();
+    assert_eq!(header.alg, Algorithm::HS384, "first listed HS algorithm");
+    let verified = provider.verify(&token, now()).unwrap();
+    assert_eq!(Value::Object(verified.0), claims);
+
+    assert!(provider.mint(&json!({"sub": "no-exp"})).is_err());
+    assert!(provider.mint(&json!("not an object")).is_err());
+
+    let providers = Providers::new();
+    assert!(!providers.rsa.can_mint());
+    assert!(providers.rsa.mint(&claims).is_err());
+    assert!(!providers.jwks.can_mint());
+}
+
+#[test]
+fn provider_new_rejects_unsafe_or_useless_configs() {
+    use Algorithm::*;
+    let k = keys();
+    let pem = |pem: &Vec<u8>| KeySource::PublicKeyPem(pem.clone());
+    let secret = || KeySource::Secret(SECRET.to_vec());
+    let table: Vec<(&str, ProviderSettings, &str)> = vec![
+        ("HS with RSA PEM", settings("p", &[HS256], pem(&k.rsa_pub)), "algorithm confusion"),
+        ("HS and RS mixed", settings("p", &[HS256, RS256], pem(&k.rsa_pub)), "mix HMAC"),
+        ("HS and RS mixed, secret", settings("p", &[RS256, HS256], secret()), "mix HMAC"),
+        ("HS with JWKS", settings("p", &[HS256], KeySource::Jwks(jwks_json())), "algorithm confusion"),
+        ("HS with remote JWKS", settings("p", &[HS512], KeySource::JwksRemote), "algorithm confusion"),
+        ("RS with secret", settings("p", &[RS256], secret()), "only verifies HS"),
+        ("short secret", settings("p", &[HS256], KeySource::Secret(b"secret".to_vec())), "at least 32 bytes"),
+        ("no algorithms", settings("p", &[], secret()), "algorithms is empty"),
+        ("ES384 with P-256 key", settings("p", &[ES384], pem(&k.ec256_pub)), "cannot verify ES384"),
+        ("ES256 and RS256 with RSA key", settings("p", &[RS256, ES256], pem(&k.rsa_pub)), "cannot verify ES256"),
+        ("EdDSA with RSA key", settings("p", &[EdDSA], pem(&k.rsa_pub)), "cannot verify EdDSA"),
+        ("RS256 with Ed25519 key", settings("p", &[RS256], pem(&k.ed_pub)), "Ed25519"),
+        ("private key PEM", settings("p", &[RS256], pem(&k.rsa_priv)), "private key"),
+        ("certificate PEM", settings("p", &[RS256], pem(&k.rsa_cert)), "certificate"),
+        ("1024-bit RSA", settings("p", &[RS256], pem(&k.rsa1024_pub)), "at least 2048"),
+        ("P-521 key", settings("p", &[ES256], pem(&k.ec521_pub)), "unsupported EC curve"),
+        ("Ed448 key", settings("p", &[EdDSA], pem(&k.ed448_pub)), "unsupported public key type"),
+        ("garbage PEM", settings("p", &[RS256], KeySource::PublicKeyPem(b"hello".to_vec())), "no PEM block"),
+        ("two PEM blocks", settings("p", &[RS256], KeySource::PublicKeyPem([k.rsa_pub.clone(), k.rsa_pub.clone()].concat())), "2 PEM blocks"),
+        ("bad PEM body", settings("p", &[RS256], KeySource::PublicKeyPem(b"-----BEGIN PUBLIC KEY-----\nAAAA!!\n-----END PUBLIC KEY-----\n".to_vec())), "base64"),
+        ("JWKS not JSON", settings("p", &[RS256], KeySource::Jwks(b"{".to_vec())), "not valid JSON"),
+        ("JWKS without usable key", settings("p", &[EdDSA], KeySource::Jwks(json!({"keys": [{"kty": "RSA", "kid": "r", "n": k.rsa_n, "e": k.rsa_e}]}).to_string().into_bytes())), "no key usable"),
+        ("JWKS short Ed25519 x", settings("p", &[EdDSA], KeySource::Jwks(json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "AAAA"}]}).to_string().into_bytes())), "32 bytes"),
+        ("JWKS EC point off curve", settings("p", &[ES256], KeySource::Jwks(json!({"keys": [{"kty": "EC", "crv": "P-256", "x": b64url(&[1; 32]), "y": b64url(&[2; 32])}]}).to_string().into_bytes())), "not a valid ES256 key"),
+        ("empty issuer", ProviderSettings { issuer: Some(String::new()), ..settings("p", &[HS256], secret()) }, "issuer is empty"),
+        ("empty audience entry", ProviderSettings { audience: vec![String::new()], ..settings("p", &[HS256], secret()) }, "audience"),
+        ("empty name", settings(" ", &[HS256], secret()), "name is empty"),
+    ];
+    for (name, settings, expected) in table {
+        match Provider::new(settings) {
+            Ok(p) => panic!("{name}: accepted: {p:?}"),
+            Err(message) => assert!(
+                message.contains(expected),
+                "{name}: message {message:?} lacks {expected:?}"
+            ),
+        }
+    }
+}
+
+#[test]
+fn debug_never_prints_secrets() {
+    let s = settings(
+        "dbg",
+        &[Algorithm::HS256],
+        KeySource::Secret(SECRET.to_vec()),
+    );
+    let secret_text = std::str::from_utf8(SECRET).unwrap();
+    assert!(!format!("{s:?}").contains(secret_text));
+    let provider = Provider::new(s).unwrap();
+    let printed = format!("{provider:?}");
+    assert!(!printed.contains(secret_text), "{printed}");
+    assert!(printed.contains("dbg"));
+}
+
+#[test]
+fn provider_is_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Provider>();
+}
+
+#[test]
+fn algorithm_names_and_codes() {
+    for (name, alg) in ALGORITHMS {
+        assert_eq!(parse_algorithm(name), Some(alg));
+        assert_eq!(alg_name(alg), name);
+    }
+    for name in ["none", "None", "NONE", "", "hs256", "ES512", "RS1"] {
+        assert_eq!(parse_algorithm(name), None, "{name}");
+    }
+    let codes = [
+        (AuthFailure::Missing, "missing"),
+        (AuthFailure::Malformed, "malformed"),
+        (AuthFailure::Expired, "expired"),
+        (AuthFailure::NotYetValid, "not_yet_valid"),
+        (AuthFailure::BadSignature, "bad_signature"),
+        (AuthFailure::BadIssuer, "bad_issuer"),
+        (AuthFailure::BadAudience, "bad_audience"),
+        (AuthFailure::UnknownKid, "unknown_kid"),
+        (AuthFailure::AlgNotAllowed, "alg_not_allowed"),
+    ];
+    for (failure, code) in codes {
+        assert_eq!(failure.code(), code);
+    }
+}
