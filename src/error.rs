@@ -55,12 +55,34 @@ pub enum GatewayError {
         /// Upstream name.
         upstream: std::sync::Arc<str>,
     },
+    /// No valid bearer token (401).
+    #[error("{}", unauthenticated_message(*.0))]
+    Unauthenticated(crate::auth::jwt::AuthFailure),
+    /// The caller lacks what the route's `authorize` rules require (403).
+    #[error("{}", .0.message())]
+    Forbidden(crate::auth::rbac::Denial),
     /// The upstream has no target to send to.
     #[error("upstream {upstream} has no target available")]
     NoTarget {
         /// Upstream name.
         upstream: std::sync::Arc<str>,
     },
+}
+
+/// What a 401 says, by reason class; never anything from the token itself.
+fn unauthenticated_message(failure: crate::auth::jwt::AuthFailure) -> &'static str {
+    use crate::auth::jwt::AuthFailure::*;
+    match failure {
+        Missing => "a bearer token is required",
+        Malformed => "the bearer token is malformed",
+        Expired => "the token has expired",
+        NotYetValid => "the token is not valid yet",
+        BadSignature => "the token signature is invalid",
+        BadIssuer => "the token issuer is not accepted",
+        BadAudience => "the token audience is not accepted",
+        UnknownKid => "the token names an unknown key",
+        AlgNotAllowed => "the token algorithm is not allowed",
+    }
 }
 
 impl GatewayError {
@@ -86,6 +108,8 @@ impl GatewayError {
                 (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout")
             }
             GatewayError::NoTarget { .. } => (StatusCode::SERVICE_UNAVAILABLE, "no_target"),
+            GatewayError::Unauthenticated(failure) => (StatusCode::UNAUTHORIZED, failure.code()),
+            GatewayError::Forbidden(denial) => (StatusCode::FORBIDDEN, denial.code()),
         }
     }
 
@@ -120,6 +144,16 @@ impl GatewayError {
             }
             GatewayError::NoTarget { .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            // RFC 6750: no error code when the request carried no token at all.
+            GatewayError::Unauthenticated(crate::auth::jwt::AuthFailure::Missing) => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            GatewayError::Unauthenticated(_) => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer error=\"invalid_token\""),
+                );
             }
             _ => {}
         }

@@ -4,6 +4,8 @@ use std::fmt::Write;
 
 use http::{Method, Request};
 
+use crate::auth::cors::CorsPolicy;
+use crate::auth::{jwt, rbac, RoutePolicy};
 use crate::config::Snapshot;
 use crate::proxy::pipeline::{head_size, route_request};
 use crate::routing::route::{PathRewrite, RouteAction};
@@ -77,6 +79,10 @@ pub fn explain(
         why.push(format!("header {} = {:?}", condition.name, condition.value));
     }
     let _ = writeln!(out, "matched on: {}", why.join("; "));
+    if let Some(status) = explain_policy(&route.policy, &parts, &mut out) {
+        let _ = writeln!(out, "result:     {status}");
+        return Ok(out);
+    }
     match &route.action {
         RouteAction::Respond(fixed) => {
             let _ = writeln!(
@@ -164,4 +170,110 @@ pub fn explain(
         }
     }
     Ok(out)
+}
+
+/// Adds the CORS, auth and authorize lines; returns the answer when the policy ends the request.
+/// The token itself is never printed.
+fn explain_policy(
+    policy: &RoutePolicy,
+    parts: &http::request::Parts,
+    out: &mut String,
+) -> Option<String> {
+    if let Some(cors) = &policy.cors {
+        if CorsPolicy::is_preflight(&parts.method, &parts.headers) {
+            let answer = cors.preflight(&parts.headers);
+            let allowed = answer.contains_key(http::header::ACCESS_CONTROL_ALLOW_ORIGIN);
+            let _ = writeln!(
+                out,
+                "cors:       preflight answered by the gateway ({})",
+                if allowed {
+                    "origin and method allowed"
+                } else {
+                    "not allowed: no Access-Control-Allow-* headers"
+                }
+            );
+            return Some("204 CORS preflight".to_string());
+        }
+        let _ = writeln!(
+            out,
+            "cors:       Access-Control-Allow-Origin added for allowed origins"
+        );
+    }
+    let auth = policy.auth.as_ref()?;
+    let provider = &auth.provider;
+    let mode = if auth.optional {
+        "optional"
+    } else {
+        "required"
+    };
+    let claims = match jwt::bearer_token(&parts.headers) {
+        Ok(Some(token)) => match provider
+            .verifier
+            .verify(token, std::time::SystemTime::now())
+        {
+            Ok(claims) => {
+                let _ = writeln!(
+                    out,
+                    "auth:       jwt provider {} ({mode}): valid token for sub {}",
+                    provider.verifier.name(),
+                    claims.sub().unwrap_or("(none)")
+                );
+                Some(claims)
+            }
+            Err(failure) => {
+                let _ = writeln!(
+                    out,
+                    "auth:       jwt provider {} ({mode}): token rejected: {}",
+                    provider.verifier.name(),
+                    failure.code()
+                );
+                return Some(format!("401 {}", failure.code()));
+            }
+        },
+        Ok(None) if auth.optional => {
+            let _ = writeln!(
+                out,
+                "auth:       jwt provider {} (optional): no token, anonymous",
+                provider.verifier.name()
+            );
+            None
+        }
+        Ok(None) => {
+            let _ = writeln!(
+                out,
+                "auth:       jwt provider {} (required): no bearer token",
+                provider.verifier.name()
+            );
+            return Some("401 missing".to_string());
+        }
+        Err(failure) => {
+            let _ = writeln!(
+                out,
+                "auth:       Authorization header rejected: {}",
+                failure.code()
+            );
+            return Some(format!("401 {}", failure.code()));
+        }
+    };
+    if policy.authorize.is_empty() {
+        return None;
+    }
+    match rbac::authorize(
+        &policy.authorize,
+        &parts.method,
+        claims.as_ref().map(|c| &c.0),
+        &provider.roles_claim,
+    ) {
+        Ok(rule) => {
+            let _ = writeln!(out, "authorize:  allowed by rule {}", rule + 1);
+            None
+        }
+        Err((denial, rule)) => {
+            let which = rule.map_or("no rule matches the method".to_string(), |r| {
+                format!("rule {}", r + 1)
+            });
+            let _ = writeln!(out, "authorize:  denied by {which}: {}", denial.code());
+            Some(format!("403 {}", denial.code()))
+        }
+    }
 }

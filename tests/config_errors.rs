@@ -348,17 +348,13 @@ fn sections_not_supported_yet_are_refused_at_their_key() {
     let in_route = |what, text: &str| refused(r(what, route(&format!("    upstream: a\n{text}")), (8, 5), ""));
     let in_upstream = |what, text: &str| refused(r(what, upstream_with(text), (4, 5), ""));
     check(vec![
-        top("jwt", "jwt:\n  providers: {}\n"),
         top("redis", "redis:\n  url: redis://127.0.0.1:6379/0\n"),
         top("rate_limit", "rate_limit:\n  store: memory\n"),
         top("cache", "cache:\n  store: memory\n"),
         top("tracing", "tracing:\n  service_name: gatehouse\n"),
         refused(g("server.tls", gateway("  tls:\n    listen: 0.0.0.0:8443\n"), (3, 3), "")),
-        in_route("auth", "    auth:\n      jwt: default\n"),
-        in_route("authorize", "    authorize:\n      - roles: [admin]\n"),
         in_route("rate_limit", "    rate_limit:\n      - by: ip\n        limit: 1\n        per: 1m\n"),
         in_route("cache", "    cache:\n      ttl: 30s\n"),
-        in_route("cors", "    cors:\n      origins: [https://app.example.com]\n"),
         in_route("compress", "    compress: true\n"),
         in_upstream("health_check", "    health_check:\n      path: /health\n"),
         in_upstream("circuit_breaker", "    circuit_breaker:\n      window: 10s\n"),
@@ -370,6 +366,28 @@ fn sections_not_supported_yet_are_refused_at_their_key() {
         // For these the value, not the key, is what is refused.
         r("least_requests", upstream_with("    balance: least_requests\n"), (4, 14), "balance `least_requests` is not supported yet"),
         r("h2", upstream_with("    protocol: h2\n"), (4, 15), "only protocol http1 is supported"),
+    ]);
+}
+
+/// JWT providers, auth, authorize and cors are checked at load with their positions: a policy
+/// that cannot be enforced as written must never start serving.
+#[rustfmt::skip]
+#[test]
+fn identity_settings_are_checked_where_they_are_written() {
+    let provider = |body: &str| gateway(&format!("jwt:\n  providers:\n    default:\n{body}"));
+    let secret = "      secret: abcdefghijklmnopqrstuvwxyz0123456789\n";
+    check(vec![
+        g("alg none", provider(&format!("      algorithms: [none]\n{secret}")), (6, 20), "`none` is never accepted"),
+        g("unknown alg", provider(&format!("      algorithms: [HS257]\n{secret}")), (6, 20), "unknown algorithm `HS257`"),
+        g("two key sources", provider(&format!("      algorithms: [HS256]\n{secret}      public_key_file: k.pem\n")), (8, 24), "exactly one of"),
+        g("no key source", provider("      algorithms: [HS256]\n"), (5, 5), "needs one of `secret`"),
+        g("short secret", provider("      algorithms: [HS256]\n      secret: short\n"), (5, 5), "at least 32 bytes"),
+        g("missing key file", provider("      algorithms: [RS256]\n      public_key_file: missing.pem\n"), (7, 24), "cannot read public_key_file"),
+        g("jwks_url", provider("      algorithms: [RS256]\n      jwks_url: https://idp.example/jwks\n"), (7, 7), "`jwks_url` is not supported yet"),
+        g("reserved header", provider(&format!("      algorithms: [HS256]\n{secret}      forward_claims: {{sub: Host}}\n")), (8, 29), "cannot carry a claim"),
+        r("unknown provider", route("    upstream: a\n    auth: {jwt: nope}\n"), (8, 17), "unknown jwt provider `nope`"),
+        r("authorize without auth", route("    upstream: a\n    authorize:\n      - roles: [admin]\n"), (9, 7), "`authorize` needs `auth`"),
+        r("cors star with credentials", route("    upstream: a\n    cors:\n      origins: ['*']\n      credentials: true\n"), (9, 7), "cannot be combined with credentials"),
     ]);
 }
 

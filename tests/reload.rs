@@ -249,7 +249,7 @@ async fn a_hundred_reloads_under_load_drop_nothing() {
             while !stop.load(Ordering::Relaxed) {
                 n += 1;
                 // Proxied requests with bodies and gateway-answered ones, alternating.
-                let (path, body) = if n % 2 == 0 {
+                let (path, body) = if n.is_multiple_of(2) {
                     ("/stable/x", Bytes::from(vec![b'x'; 2048]))
                 } else {
                     ("/edited", Bytes::new())

@@ -16,6 +16,7 @@ use super::file::{
     did_you_mean, Balance, HeaderRulesSection, LogFormat, Mark, OrderedMap, ParsedFile, Protocol,
     RespondSection, RouteSection, Spanned, Unsupported, UpstreamSection,
 };
+use super::identity;
 use super::snapshot::{LoggingSettings, ServerSettings, Snapshot};
 use crate::observability::metrics::Metrics;
 use crate::proxy::headers::{HeaderRules, TrustedProxies};
@@ -48,17 +49,17 @@ pub struct SourceFile {
 }
 
 /// Collects errors for one file at a time.
-struct Errors<'a> {
-    list: &'a mut Vec<ConfigError>,
-    file: &'a Path,
+pub(super) struct Errors<'a> {
+    pub(super) list: &'a mut Vec<ConfigError>,
+    pub(super) file: &'a Path,
 }
 
 impl Errors<'_> {
-    fn at(&mut self, mark: Mark, message: impl Into<String>) {
+    pub(super) fn at(&mut self, mark: Mark, message: impl Into<String>) {
         self.list.push(ConfigError::at(self.file, mark, message));
     }
 
-    fn unsupported(&mut self, fields: &[(&str, &Unsupported)]) {
+    pub(super) fn unsupported(&mut self, fields: &[(&str, &Unsupported)]) {
         for (name, value) in fields {
             if let Some(v) = value {
                 self.at(v.mark, not_supported(name));
@@ -103,6 +104,8 @@ pub fn build(
         Some(addr)
     });
     let logging = build_logging(&gateway.parsed, &mut e);
+    let base = gateway.path.parent().unwrap_or(Path::new("."));
+    let providers = identity::build_providers(&gateway.parsed, base, &mut e);
     for (section, mark) in &gateway.parsed.unsupported {
         e.at(*mark, not_supported(section));
     }
@@ -123,6 +126,7 @@ pub fn build(
         &invalid_upstreams,
         server.as_ref(),
         &registries.metrics,
+        &providers,
         &mut errors,
     );
 
@@ -138,6 +142,8 @@ pub fn build(
             logging,
             router: Router::new(routes),
             upstreams,
+            identity_headers: identity::identity_headers(&providers),
+            providers,
         }),
         _ => Err(errors),
     }
@@ -405,6 +411,7 @@ fn build_routes(
     invalid_upstreams: &HashSet<&str>,
     server: Option<&ServerSettings>,
     metrics: &Metrics,
+    providers: &identity::Providers,
     errors: &mut Vec<ConfigError>,
 ) -> Vec<Arc<Route>> {
     let mut seen: HashMap<String, (PathBuf, Mark)> = HashMap::new();
@@ -439,6 +446,7 @@ fn build_routes(
                 server,
                 file: &file.path,
                 metrics,
+                providers,
             };
             if let Some(route) = build_route(section, &ctx, &mut e) {
                 routes.push(Arc::new(route));
@@ -455,18 +463,17 @@ struct RouteContext<'a> {
     server: Option<&'a ServerSettings>,
     file: &'a Path,
     metrics: &'a Metrics,
+    providers: &'a identity::Providers,
 }
 
 fn build_route(s: &RouteSection, ctx: &RouteContext, e: &mut Errors) -> Option<Route> {
     let before = e.list.len();
     e.unsupported(&[
-        ("auth", &s.auth),
-        ("authorize", &s.authorize),
         ("rate_limit", &s.rate_limit),
         ("cache", &s.cache),
-        ("cors", &s.cors),
         ("compress", &s.compress),
     ]);
+    let policy = identity::build_route_policy(s, ctx.providers, e);
     let m = &s.matches.value;
     let host = match &m.host {
         Some(h) => HostMatcher::parse(h).unwrap_or_else(|message| {
@@ -523,6 +530,7 @@ fn build_route(s: &RouteSection, ctx: &RouteContext, e: &mut Errors) -> Option<R
         max_request_body: s.max_request_body.map_or(server.max_request_body, |v| v.0),
         security_headers: s.security_headers.unwrap_or(server.security_headers),
         metrics: ctx.metrics.route(&s.name.value),
+        policy,
     })
 }
 

@@ -47,6 +47,8 @@ pub struct ParsedFile {
     pub routes_dir: Option<Spanned<String>>,
     /// `logging:`
     pub logging: Option<LoggingSection>,
+    /// `jwt:`
+    pub jwt: Option<JwtSection>,
     /// Top-level sections that are recognised but not supported yet, with their positions.
     pub unsupported: Vec<(&'static str, Mark)>,
     /// `upstreams:` in file order.
@@ -122,6 +124,7 @@ pub fn parse_file(text: &str, kind: FileKind, env: &dyn Env) -> (ParsedFile, Vec
             "admin" => parsed.admin = section(node, env, &mut errors),
             "routes_dir" => parsed.routes_dir = section(node, env, &mut errors),
             "logging" => parsed.logging = section(node, env, &mut errors),
+            "jwt" => parsed.jwt = section(node, env, &mut errors),
             "upstreams" => parse_upstreams(node, env, &mut parsed, &mut errors),
             "routes" => parse_routes(node, env, &mut parsed.routes, &mut errors),
             other => {
@@ -402,16 +405,16 @@ pub struct RouteSection {
     pub max_request_body: Option<ConfigSize>,
     /// Overrides `server.security_headers` for this route.
     pub security_headers: Option<bool>,
-    /// Not supported yet.
-    pub auth: Unsupported,
-    /// Not supported yet.
-    pub authorize: Unsupported,
+    /// Token verification for this route.
+    pub auth: Option<Spanned<AuthSection>>,
+    /// RBAC rules; the first whose methods match decides.
+    pub authorize: Option<Spanned<Vec<AuthorizeRuleSection>>>,
     /// Not supported yet.
     pub rate_limit: Unsupported,
     /// Not supported yet.
     pub cache: Unsupported,
-    /// Not supported yet.
-    pub cors: Unsupported,
+    /// Cross-origin rules for browsers.
+    pub cors: Option<Spanned<CorsSection>>,
     /// Not supported yet.
     pub compress: Unsupported,
 }
@@ -444,6 +447,82 @@ pub struct RespondSection {
     pub body: Option<String>,
     /// Response headers.
     pub headers: Option<OrderedMap<Spanned<String>>>,
+}
+
+/// `jwt:` — token issuers the routes can name.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtSection {
+    /// Providers by name.
+    pub providers: OrderedMap<ProviderSection>,
+}
+
+/// One `jwt.providers.NAME:` entry.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSection {
+    /// Allowed `alg` values.
+    pub algorithms: Option<Vec<Spanned<String>>>,
+    /// HMAC secret (HS*).
+    pub secret: Option<Spanned<String>>,
+    /// PEM public key (RS*, PS*, ES*, EdDSA).
+    pub public_key_file: Option<Spanned<String>>,
+    /// A JWKS document on disk; keys picked by `kid`.
+    pub jwks_file: Option<Spanned<String>>,
+    /// Not supported yet.
+    pub jwks_url: Unsupported,
+    /// Required `iss`, when set.
+    pub issuer: Option<String>,
+    /// Accepted `aud` values, when set.
+    pub audience: Option<Vec<String>>,
+    /// Clock skew allowed on exp, nbf, iat.
+    pub leeway: Option<ConfigDuration>,
+    /// Dotted path of the roles claim.
+    pub roles_claim: Option<String>,
+    /// Claims sent upstream as headers: claim -> header name.
+    pub forward_claims: Option<OrderedMap<Spanned<String>>>,
+}
+
+/// Route `auth:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    /// Provider name.
+    pub jwt: Spanned<String>,
+    /// Anonymous requests allowed; a present token must still be valid.
+    pub optional: Option<bool>,
+    /// Whether the Authorization header goes upstream (default true).
+    pub forward_token: Option<bool>,
+}
+
+/// One `authorize:` rule.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizeRuleSection {
+    /// Methods the rule applies to; absent: all.
+    pub methods: Option<Vec<Spanned<String>>>,
+    /// Any of these roles.
+    pub roles: Option<Vec<String>>,
+    /// All of these scopes.
+    pub scopes: Option<Vec<String>>,
+    /// Claims that must have exactly these values.
+    pub claims: Option<OrderedMap<Spanned<String>>>,
+}
+
+/// Route `cors:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsSection {
+    /// Allowed origins, exact, or `*`.
+    pub origins: Vec<Spanned<String>>,
+    /// Allowed methods.
+    pub methods: Option<Vec<Spanned<String>>>,
+    /// Allowed request headers.
+    pub headers: Option<Vec<String>>,
+    /// Whether cookies/Authorization may be sent.
+    pub credentials: Option<bool>,
+    /// How long browsers may cache a preflight answer.
+    pub max_age: Option<ConfigDuration>,
 }
 
 /// `rewrite:` — replace a leading path prefix.
@@ -536,11 +615,11 @@ routes:
             errors[0].message.contains("did you mean `server`"),
             "{errors:?}"
         );
-        let (parsed, errors) = parse("jwt:\n  providers: {}\n", FileKind::Gateway);
+        let (parsed, errors) = parse("redis:\n  url: redis://x\n", FileKind::Gateway);
         assert!(errors.is_empty());
         assert_eq!(
             parsed.unsupported,
-            vec![("jwt", Mark { line: 1, column: 1 })]
+            vec![("redis", Mark { line: 1, column: 1 })]
         );
     }
 

@@ -5,6 +5,7 @@
 pub mod build;
 pub mod errors;
 pub mod file;
+pub mod identity;
 pub mod interpolate;
 pub mod snapshot;
 pub mod units;

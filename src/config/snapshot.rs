@@ -33,6 +33,10 @@ pub struct Snapshot {
     pub router: Router,
     /// Every upstream, in file order.
     pub upstreams: Vec<Arc<Upstream>>,
+    /// `jwt.providers` by name, in file order.
+    pub providers: crate::config::identity::Providers,
+    /// Headers any provider sets from claims; removed from every incoming request.
+    pub identity_headers: Vec<http::HeaderName>,
 }
 
 /// `server:` with defaults applied.

@@ -32,6 +32,10 @@ pub struct RequestRecord {
     pub upstream_duration: Option<Duration>,
     /// Request body bytes read, shared with the body as it streams upstream.
     pub bytes_in: Option<Arc<AtomicU64>>,
+    /// The `Origin` of a request on a CORS route, for the response's CORS headers.
+    pub origin: Option<HeaderValue>,
+    /// Whether the response gets the route's CORS headers (a CORS route, not a preflight).
+    pub cors_actual: bool,
 }
 
 /// Finishes a request's accounting when dropped; owned by the response body.

@@ -47,6 +47,8 @@ pub mod names {
     /// Gauge holding the Unix time of the last successful reload.
     pub const CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS: &str =
         "gatehouse_config_last_reload_success_timestamp_seconds";
+    /// Counter of requests refused by auth or authorize, by route and reason.
+    pub const AUTH_FAILURES_TOTAL: &str = "gatehouse_auth_failures_total";
     /// Gauge holding the version number of the active configuration.
     pub const CONFIG_VERSION: &str = "gatehouse_config_version";
     /// Constant 1, labelled with the gateway version, so dashboards can join on it.
@@ -149,6 +151,12 @@ struct UpstreamNameLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AuthFailureLabels {
+    route: Arc<str>,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReloadLabels {
     result: &'static str,
 }
@@ -242,6 +250,7 @@ pub struct Metrics {
     upstream_duration: Family<UpstreamNameLabels, LatencyHistogram>,
     open_connections: Gauge,
     requests_in_flight: Gauge,
+    auth_failures: Family<AuthFailureLabels, TotalCounter>,
     config_reloads: [Counter; 3],
     config_last_reload_success: Gauge<f64, AtomicU64>,
     config_version: Gauge<u64, AtomicU64>,
@@ -306,6 +315,13 @@ impl Metrics {
             requests_in_flight.clone(),
         );
 
+        let auth_failures = Family::<AuthFailureLabels, TotalCounter>::default();
+        registry.register(
+            names::AUTH_FAILURES_TOTAL,
+            "Requests refused by a route's auth (401) or authorize (403) rules, by reason",
+            auth_failures.clone(),
+        );
+
         let reloads = Family::<ReloadLabels, TotalCounter>::default();
         registry.register(
             names::CONFIG_RELOADS_TOTAL,
@@ -347,6 +363,7 @@ impl Metrics {
             upstream_duration,
             open_connections,
             requests_in_flight,
+            auth_failures,
             config_reloads,
             config_last_reload_success,
             config_version,
@@ -408,6 +425,18 @@ impl Metrics {
         UpstreamMetrics {
             inner: Arc::new(UpstreamInner { outcomes, duration }),
         }
+    }
+
+    /// A request refused by auth or authorize; `reason` is the error code sent to the client.
+    /// Only refusals pay for the label lookup; allowed requests touch nothing here.
+    pub fn auth_failure(&self, route: &str, reason: &'static str) {
+        self.auth_failures
+            .get_or_create(&AuthFailureLabels {
+                route: Arc::from(route),
+                reason,
+            })
+            .0
+            .inc();
     }
 
     /// A client connection was accepted.

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use http_body::Body as _;
 
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::uri::{PathAndQuery, Uri};
 use http::{Request, Response, Version};
@@ -15,6 +15,7 @@ use hyper::body::Incoming;
 use super::body::{drain, is_body_too_large, LimitedBody, ResponseBody};
 use super::headers::{remove_hop_by_hop, set_forwarding_headers, Hop};
 use super::pipeline::ConnInfo;
+use crate::auth::{apply_identity, strip_identity_headers, Identity};
 use crate::config::snapshot::ServerSettings;
 use crate::error::GatewayError;
 use crate::observability::access_log::RequestRecord;
@@ -33,6 +34,10 @@ pub struct Inbound<'a> {
     pub path: &'a str,
     /// The request id.
     pub id: &'a HeaderValue,
+    /// Who is calling, when the route has `auth`.
+    pub identity: Option<&'a Identity>,
+    /// Headers only the gateway may set from claims (stripped from every request).
+    pub identity_headers: &'a [HeaderName],
 }
 
 /// Sends the request to a target of the route's upstream and returns its response.
@@ -49,6 +54,8 @@ pub async fn forward(
         body,
         path,
         id,
+        identity,
+        identity_headers,
     } = request;
     let upstream = &action.upstream;
     let limit = route.max_request_body;
@@ -106,6 +113,10 @@ pub async fn forward(
         _ => headers.insert(header::HOST, target.host_header.clone()),
     };
     headers.insert(X_REQUEST_ID, id.clone());
+    strip_identity_headers(&mut headers, identity_headers);
+    if let (Some(auth), Some(identity)) = (&route.policy.auth, identity) {
+        apply_identity(&mut headers, auth, identity);
+    }
     route.request_headers.apply(&mut headers);
 
     record.upstream_target = Some(Arc::clone(&target.url));

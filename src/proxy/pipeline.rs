@@ -4,8 +4,13 @@
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::SystemTime;
 
-use http::header::HeaderValue;
+use http::header::{self, HeaderValue};
+
+use crate::auth::cors::CorsPolicy;
+use crate::auth::PolicyDenial;
+use crate::observability::metrics::Metrics;
 use http::request::Parts;
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -98,6 +103,7 @@ pub async fn handle(
     snapshot: &Snapshot,
     conn: &ConnInfo,
     request: Request<Incoming>,
+    metrics: &Metrics,
 ) -> (Response<ResponseBody>, RequestRecord) {
     let (parts, body) = request.into_parts();
     let id = request_id(&parts.headers);
@@ -109,10 +115,20 @@ pub async fn handle(
             &snapshot.server.trusted_proxies,
         ));
     }
-    let mut response = match serve(snapshot, conn, parts, body, &id, &mut record).await {
+    let mut response = match serve(snapshot, conn, parts, body, &id, &mut record, metrics).await {
         Ok(response) => response,
         Err(error) => error.to_response(&id),
     };
+    let cors = record.route.as_ref().and_then(|r| r.policy.cors.as_ref());
+    if let Some(cors) = cors.filter(|_| record.cors_actual) {
+        // Error answers carry CORS headers too, or the browser hides a 401 from the page; and
+        // every answer varies by Origin so shared caches keep origins apart.
+        let mut request_headers = http::HeaderMap::new();
+        if let Some(origin) = &record.origin {
+            request_headers.insert(header::ORIGIN, origin.clone());
+        }
+        cors.apply(&request_headers, response.headers_mut());
+    }
     response.headers_mut().insert(X_REQUEST_ID, id.clone());
     record.request_id = Some(id);
     (response, record)
@@ -125,6 +141,7 @@ async fn serve(
     body: Incoming,
     id: &HeaderValue,
     record: &mut RequestRecord,
+    metrics: &Metrics,
 ) -> Result<Response<ResponseBody>, GatewayError> {
     let limit = snapshot.server.max_header_bytes;
     if head_size(&parts) > limit {
@@ -144,6 +161,30 @@ async fn serve(
         record.path = Some(path.as_str().into());
     }
     record.route = Some(Arc::clone(&route));
+    if let Some(cors) = &route.policy.cors {
+        // Browsers send preflights without credentials: they are answered before auth.
+        if CorsPolicy::is_preflight(&parts.method, &parts.headers) {
+            drain(body);
+            return Ok(preflight(cors.preflight(&parts.headers)));
+        }
+        record.origin = parts.headers.get(header::ORIGIN).cloned();
+        record.cors_actual = true;
+    }
+    let identity = match route
+        .policy
+        .check(&parts.method, &parts.headers, SystemTime::now())
+    {
+        Ok(identity) => identity,
+        Err(denial) => {
+            drain(body);
+            let error = match denial {
+                PolicyDenial::Unauthenticated(failure) => GatewayError::Unauthenticated(failure),
+                PolicyDenial::Forbidden(denial) => GatewayError::Forbidden(denial),
+            };
+            metrics.auth_failure(&route.name, error.status_and_code().1);
+            return Err(error);
+        }
+    };
     let mut response = match &route.action {
         RouteAction::Respond(fixed) => {
             drain(body);
@@ -155,6 +196,8 @@ async fn serve(
                 body,
                 path: &path,
                 id,
+                identity: identity.as_ref(),
+                identity_headers: &snapshot.identity_headers,
             };
             forward(action, &route, &snapshot.server, conn, request, record).await?
         }
@@ -164,6 +207,14 @@ async fn serve(
         add_security_headers(response.headers_mut());
     }
     Ok(response)
+}
+
+/// The gateway's answer to a CORS preflight: 204 with the policy's headers.
+fn preflight(headers: http::HeaderMap) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::Empty);
+    *response.status_mut() = http::StatusCode::NO_CONTENT;
+    *response.headers_mut() = headers;
+    response
 }
 
 fn respond(fixed: &StaticResponse) -> Response<ResponseBody> {

@@ -39,6 +39,8 @@ pub struct Route {
     pub security_headers: bool,
     /// This route's request counters and latency histogram.
     pub metrics: RouteMetrics,
+    /// Who may call it: auth, authorize, cors.
+    pub policy: crate::auth::RoutePolicy,
 }
 
 /// What a route does with a request.

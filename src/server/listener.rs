@@ -270,6 +270,6 @@ async fn dispatch(
         return (response, RequestRecord::default(), false);
     }
     let access_log = snapshot.logging.access_log;
-    let (response, record) = pipeline::handle(&snapshot, conn, request).await;
+    let (response, record) = pipeline::handle(&snapshot, conn, request, &state.metrics).await;
     (response, record, access_log)
 }

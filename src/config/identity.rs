@@ -1,0 +1,312 @@
+//! `jwt.providers` and route `auth` / `authorize` / `cors`, checked and built into ready-to-use
+//! verifiers and policies (keys are parsed here, never per request).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{self, HeaderName};
+
+use super::build::Errors;
+use super::file::{did_you_mean, ParsedFile, ProviderSection, RouteSection, Spanned};
+use crate::auth::cors::{CorsPolicy, CorsSettings};
+use crate::auth::jwt::{parse_algorithm, KeySource, Provider, ProviderSettings};
+use crate::auth::rbac::{AuthorizeRule, RolesClaim};
+use crate::auth::{JwtProvider, RouteAuth, RoutePolicy};
+use crate::routing::matchers::MethodSet;
+
+/// Clock skew allowed on `exp`, `nbf` and `iat` when a provider does not set `leeway`.
+pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
+/// Where roles are read from when a provider does not set `roles_claim`.
+pub const DEFAULT_ROLES_CLAIM: &str = "roles";
+
+/// Providers by name, in file order.
+pub type Providers = Vec<(String, Arc<JwtProvider>)>;
+
+/// Builds every `jwt.providers` entry of gateway.yaml; key files are relative to its folder.
+pub(super) fn build_providers(file: &ParsedFile, base: &Path, e: &mut Errors) -> Providers {
+    let Some(jwt) = &file.jwt else {
+        return Vec::new();
+    };
+    let mut providers = Vec::new();
+    for (name, section) in &jwt.providers.0 {
+        if let Some(provider) = build_provider(name, section, base, e) {
+            providers.push((name.value.clone(), Arc::new(provider)));
+        }
+    }
+    providers
+}
+
+fn build_provider(
+    name: &Spanned<String>,
+    s: &ProviderSection,
+    base: &Path,
+    e: &mut Errors,
+) -> Option<JwtProvider> {
+    let before = e.list.len();
+    e.unsupported(&[("jwks_url", &s.jwks_url)]);
+    let mut algorithms = Vec::new();
+    match &s.algorithms {
+        None => e.at(
+            name.mark,
+            format!(
+                "provider `{}` needs `algorithms`, e.g. [HS256] or [RS256]",
+                name.value
+            ),
+        ),
+        Some(list) if list.is_empty() => e.at(name.mark, "`algorithms` must not be empty"),
+        Some(list) => {
+            for alg in list {
+                match parse_algorithm(&alg.value) {
+                    Some(a) => algorithms.push(a),
+                    None if alg.value.eq_ignore_ascii_case("none") => {
+                        e.at(alg.mark, "algorithm `none` is never accepted")
+                    }
+                    None => e.at(
+                        alg.mark,
+                        format!(
+                            "unknown algorithm `{}` (expected HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 or EdDSA)",
+                            alg.value
+                        ),
+                    ),
+                }
+            }
+        }
+    }
+    let given: Vec<(&str, &Spanned<String>)> = [
+        ("secret", &s.secret),
+        ("public_key_file", &s.public_key_file),
+        ("jwks_file", &s.jwks_file),
+    ]
+    .into_iter()
+    .filter_map(|(key, v)| v.as_ref().map(|v| (key, v)))
+    .collect();
+    let keys = match given.as_slice() {
+        [] => {
+            if s.jwks_url.is_none() {
+                e.at(
+                    name.mark,
+                    format!(
+                        "provider `{}` needs one of `secret`, `public_key_file` or `jwks_file`",
+                        name.value
+                    ),
+                );
+            }
+            None
+        }
+        [("secret", secret)] => {
+            if secret.value.is_empty() {
+                e.at(secret.mark, "`secret` must not be empty");
+                None
+            } else {
+                Some(KeySource::Secret(secret.value.as_bytes().to_vec()))
+            }
+        }
+        [(key, path)] => match std::fs::read(base.join(&path.value)) {
+            Ok(bytes) if *key == "public_key_file" => Some(KeySource::PublicKeyPem(bytes)),
+            Ok(bytes) => Some(KeySource::Jwks(bytes)),
+            Err(err) => {
+                e.at(
+                    path.mark,
+                    format!(
+                        "cannot read {key} `{}`: {err}",
+                        base.join(&path.value).display()
+                    ),
+                );
+                None
+            }
+        },
+        [_, (second, v), ..] => {
+            e.at(
+                v.mark,
+                format!("`{second}` given together with another key source; a provider has exactly one of `secret`, `public_key_file`, `jwks_file`"),
+            );
+            None
+        }
+    };
+    let mut forward_claims = Vec::new();
+    for (claim, header) in s.forward_claims.iter().flat_map(|m| &m.0) {
+        match HeaderName::from_bytes(header.value.as_bytes()) {
+            Ok(h) if is_reserved(&h) => e.at(
+                header.mark,
+                format!(
+                    "`{}` cannot carry a claim: the gateway manages that header",
+                    header.value
+                ),
+            ),
+            Ok(h) => forward_claims.push((claim.value.clone(), h)),
+            Err(_) => e.at(
+                header.mark,
+                format!("invalid header name `{}`", header.value),
+            ),
+        }
+    }
+    if e.list.len() != before {
+        return None;
+    }
+    let roles_claim_path = s
+        .roles_claim
+        .clone()
+        .unwrap_or_else(|| DEFAULT_ROLES_CLAIM.to_string());
+    let settings = ProviderSettings {
+        name: name.value.clone(),
+        algorithms,
+        keys: keys?,
+        issuer: s.issuer.clone(),
+        audience: s.audience.clone().unwrap_or_default(),
+        leeway: s.leeway.map_or(DEFAULT_LEEWAY, |l| l.0),
+    };
+    match Provider::new(settings) {
+        Ok(verifier) => Some(JwtProvider {
+            verifier,
+            roles_claim: RolesClaim::parse(&roles_claim_path),
+            roles_claim_path,
+            issuer: s.issuer.clone(),
+            audience: s.audience.clone().unwrap_or_default(),
+            forward_claims,
+        }),
+        Err(message) => {
+            e.at(name.mark, format!("provider `{}`: {message}", name.value));
+            None
+        }
+    }
+}
+
+/// Headers a claim must never overwrite: hop-by-hop, routing and the gateway's own.
+fn is_reserved(name: &HeaderName) -> bool {
+    [
+        header::HOST,
+        header::AUTHORIZATION,
+        header::CONNECTION,
+        header::CONTENT_LENGTH,
+        header::TRANSFER_ENCODING,
+        header::TE,
+        header::UPGRADE,
+        header::COOKIE,
+        HeaderName::from_static("x-forwarded-for"),
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderName::from_static("x-forwarded-host"),
+        HeaderName::from_static("x-request-id"),
+    ]
+    .contains(name)
+}
+
+/// Every header any provider may set, stripped from all incoming requests.
+pub(super) fn identity_headers(providers: &Providers) -> Vec<HeaderName> {
+    let mut names: Vec<HeaderName> = Vec::new();
+    for (_, provider) in providers {
+        for (_, header) in &provider.forward_claims {
+            if !names.contains(header) {
+                names.push(header.clone());
+            }
+        }
+    }
+    names
+}
+
+/// A route's `auth`, `authorize` and `cors`.
+pub(super) fn build_route_policy(
+    s: &RouteSection,
+    providers: &Providers,
+    e: &mut Errors,
+) -> RoutePolicy {
+    let auth = s.auth.as_ref().and_then(|auth| {
+        let name = &auth.value.jwt;
+        let Some((_, provider)) = providers.iter().find(|(n, _)| *n == name.value) else {
+            let known: Vec<&str> = providers.iter().map(|(n, _)| n.as_str()).collect();
+            let hint = did_you_mean(&name.value, &known)
+                .map(|c| format!("; did you mean `{c}`?"))
+                .unwrap_or_default();
+            let list = if known.is_empty() {
+                "no providers are defined under jwt.providers in gateway.yaml".to_string()
+            } else {
+                format!("defined: {}", known.join(", "))
+            };
+            e.at(
+                name.mark,
+                format!("unknown jwt provider `{}`{hint} ({list})", name.value),
+            );
+            return None;
+        };
+        Some(RouteAuth {
+            provider: Arc::clone(provider),
+            optional: auth.value.optional.unwrap_or(false),
+            forward_token: auth.value.forward_token.unwrap_or(true),
+        })
+    });
+    let mut authorize = Vec::new();
+    if let Some(rules) = &s.authorize {
+        if s.auth.is_none() {
+            e.at(
+                rules.mark,
+                "`authorize` needs `auth` on the same route: roles and scopes come from a verified token",
+            );
+        }
+        if rules.value.is_empty() {
+            e.at(rules.mark, "`authorize` needs at least one rule");
+        }
+        for rule in &rules.value {
+            let methods = rule.methods.as_ref().and_then(|list| {
+                match MethodSet::parse(list.iter().map(|m| m.value.as_str())) {
+                    Ok(set) => Some(set.methods().to_vec()),
+                    Err(message) => {
+                        e.at(list.first().map_or(rules.mark, |m| m.mark), message);
+                        None
+                    }
+                }
+            });
+            let claims = rule
+                .claims
+                .iter()
+                .flat_map(|m| &m.0)
+                .map(|(claim, value)| (claim.value.clone(), claim_value(&value.value)))
+                .collect();
+            authorize.push(AuthorizeRule {
+                methods,
+                roles: rule.roles.clone().unwrap_or_default(),
+                scopes: rule.scopes.clone().unwrap_or_default(),
+                claims,
+            });
+        }
+    }
+    let cors = s.cors.as_ref().and_then(|cors| {
+        let c = &cors.value;
+        let methods = match &c.methods {
+            Some(list) => match MethodSet::parse(list.iter().map(|m| m.value.as_str())) {
+                Ok(set) => set.methods().to_vec(),
+                Err(message) => {
+                    e.at(cors.mark, format!("cors: {message}"));
+                    return None;
+                }
+            },
+            None => vec![http::Method::GET, http::Method::HEAD, http::Method::POST],
+        };
+        let settings = CorsSettings {
+            origins: c.origins.iter().map(|o| o.value.clone()).collect(),
+            methods,
+            headers: c.headers.clone().unwrap_or_default(),
+            credentials: c.credentials.unwrap_or(false),
+            max_age: c.max_age.map(|d| d.0),
+        };
+        CorsPolicy::new(settings)
+            .map_err(|message| e.at(cors.mark, message))
+            .ok()
+    });
+    RoutePolicy {
+        auth,
+        authorize,
+        cors,
+    }
+}
+
+/// A configured claim value: `true`/`false` and numbers compare as JSON booleans and numbers,
+/// anything else as a string.
+fn claim_value(text: &str) -> serde_json::Value {
+    match text {
+        "true" => serde_json::Value::Bool(true),
+        "false" => serde_json::Value::Bool(false),
+        _ => serde_json::from_str::<serde_json::Number>(text)
+            .map(serde_json::Value::Number)
+            .unwrap_or_else(|_| serde_json::Value::String(text.to_string())),
+    }
+}
