@@ -4,6 +4,7 @@
 #   bench/run.sh            req/s, p99 and RSS: gatehouse vs nginx proxying the same origin
 #   bench/run.sh stream     1 GiB upload and download through gatehouse: throughput, peak RSS
 #   bench/run.sh reload     p99 and errors under load while a routes file is rewritten every second
+#   bench/run.sh auth       req/s and p99 of a plain route vs HS256+RBAC and RS256 JWT routes
 #
 # Environment (req/s mode):
 #   REPS=3          repetitions per proxy and connection count (medians are reported)
@@ -16,6 +17,7 @@
 #   STREAM_REPS=3   runs of each 1 GiB transfer (median reported)
 # Environment (reload mode; REPS, DURATION and WARMUP as above, CONNS defaults to 64):
 #   RELOAD_INTERVAL=1  seconds between rewrites of routes/extra.yaml during a reload run
+# Environment (auth mode): REPS, DURATION, WARMUP and ORIGIN_REF as above, CONNS defaults to 64.
 # All modes:
 #   NO_BUILD=1      do not run `cargo build --release` (use the existing binary)
 #   KEEP_TMP=1      keep the temp dir (configs, logs, raw wrk output) instead of deleting it
@@ -34,7 +36,7 @@ GATEHOUSE_BIN=${CARGO_TARGET_DIR:-$REPO_DIR/target}/release/gatehouse
 MODE=${1:-rps}
 REPS=${REPS:-3}
 DURATION=${DURATION:-10}
-if [[ $MODE == reload ]]; then CONNS=${CONNS:-64}; else CONNS=${CONNS:-64 256}; fi
+if [[ $MODE == reload || $MODE == auth ]]; then CONNS=${CONNS:-64}; else CONNS=${CONNS:-64 256}; fi
 WARMUP=${WARMUP:-3}
 ONLY=${ONLY:-}
 ORIGIN_REF=${ORIGIN_REF:-1}
@@ -69,9 +71,9 @@ usage() {
 }
 
 case $MODE in
-    rps | stream | reload) ;;
+    rps | stream | reload | auth) ;;
     -h | --help | help) usage; exit 0 ;;
-    *) usage >&2; die "unknown mode '$MODE' (expected nothing, 'stream' or 'reload')" ;;
+    *) usage >&2; die "unknown mode '$MODE' (expected nothing, 'stream', 'reload' or 'auth')" ;;
 esac
 
 is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
@@ -97,6 +99,7 @@ esac
 command -v "$WRK" >/dev/null || die "wrk not found (set WRK=...)"
 command -v curl >/dev/null || die "curl not found"
 command -v python3 >/dev/null || die "python3 not found"
+if [[ $MODE == auth ]]; then command -v openssl >/dev/null || die "openssl not found"; fi
 
 # ---------------------------------------------------------------- processes and cleanup
 
@@ -291,20 +294,25 @@ field() { # LINE KEY -> value of KEY=value in a BENCH line
     echo ""
 }
 
-declare -A URL RUN_RPS RUN_P99 RUN_P50 RSS_PEAK
+declare -A URL WRK_HEADER RUN_RPS RUN_P99 RUN_P50 RSS_PEAK
 RUN_LINES=()
 ERRORS_SEEN=0
 
-# run_wrk NAME CONNS SECONDS TAG : one wrk run; sets LAST_RPS / LAST_P50_US / LAST_P99_US,
-# LAST_NON2XX (responses with status >= 400), LAST_SOCKET_ERRORS and LAST_ERRORS; flags errors.
+# run_wrk NAME CONNS SECONDS TAG : one wrk run against URL[NAME] (with the request header
+# WRK_HEADER[NAME] if set); sets LAST_RPS / LAST_P50_US / LAST_P99_US, LAST_NON2XX (responses
+# with status >= 400), LAST_SOCKET_ERRORS and LAST_ERRORS; flags errors.
 run_wrk() {
-    local name=$1 conns=$2 secs=$3 tag=$4 raw line errs
+    local name=$1 conns=$2 secs=$3 tag=$4 raw line errs hdr=() shown=""
     raw="$TMP/wrk-$name-c$conns-$tag.txt"
+    if [[ -n ${WRK_HEADER[$name]:-} ]]; then
+        hdr=(-H "${WRK_HEADER[$name]}")
+        shown=" -H '${WRK_HEADER[$name]% *} <$name token>'" # the raw output does not need the token
+    fi
     "$WRK" -t"$WRK_THREADS" -c"$conns" -d"${secs}s" --latency -s "$BENCH_DIR/report.lua" \
-        "${URL[$name]}" >"$raw" 2>&1 || { cat "$raw" >&2; die "wrk failed against $name"; }
+        ${hdr[@]+"${hdr[@]}"} "${URL[$name]}" >"$raw" 2>&1 || { cat "$raw" >&2; die "wrk failed against $name"; }
     {
         echo "### $name, $conns connections, $tag"
-        echo "\$ $WRK -t$WRK_THREADS -c$conns -d${secs}s --latency -s bench/report.lua ${URL[$name]}"
+        echo "\$ $WRK -t$WRK_THREADS -c$conns -d${secs}s --latency -s bench/report.lua$shown ${URL[$name]}"
         cat "$raw"
         echo
     } >>"$TMP/wrk-all.txt"
@@ -342,8 +350,21 @@ verdict() {
     }'
 }
 
+# alternate_order REP NAME... : sets ORDER to the names as given for an odd REP and reversed for
+# an even one (A B C, C B A, ...), so slow drift in the machine's background load does not
+# always favour the same one.
+alternate_order() {
+    local rep=$1 i
+    shift
+    ORDER=("$@")
+    if ((rep % 2 == 0)); then
+        ORDER=()
+        for ((i = $#; i >= 1; i--)); do ORDER+=("${!i}"); done
+    fi
+}
+
 bench_rps() {
-    local origin_port proxy_port gh_port c rep name order tag origin_pid proxy_pid proxy_worker gh_pid
+    local origin_port proxy_port gh_port c rep name tag origin_pid proxy_pid proxy_worker gh_pid
     read -r origin_port proxy_port gh_port <<<"$(free_ports 3)"
 
     log "starting the origin (nginx, 1 worker) on 127.0.0.1:$origin_port"
@@ -398,13 +419,8 @@ bench_rps() {
             RUN_LINES+=("| $c | ref | origin (no proxy) | $(fmt_int "$LAST_RPS") | $(fmt_ms "$LAST_P50_US") | $(fmt_ms "$LAST_P99_US") | $LAST_ERRORS |")
         fi
         for ((rep = 1; rep <= REPS; rep++)); do
-            # Alternate the order every repetition (A B, B A, ...) so slow drift in the
-            # machine's background load does not always favour the same proxy.
-            if ((rep % 2 == 1)); then order=("${PROXIES[@]}"); else
-                order=()
-                for ((i = ${#PROXIES[@]} - 1; i >= 0; i--)); do order+=("${PROXIES[$i]}"); done
-            fi
-            for name in "${order[@]}"; do
+            alternate_order "$rep" "${PROXIES[@]}"
+            for name in "${ORDER[@]}"; do
                 n=$((n + 1))
                 tag="rep$rep"
                 log "[$n/$total] $name, $c connections, rep $rep/$REPS, ${DURATION}s"
@@ -684,9 +700,14 @@ stop_rewriter() { # sets RELOAD_SEQ to the last sequence number written
 
 # verdict_max VALUE LIMIT -> "meets target" if VALUE <= LIMIT
 verdict_max() { awk -v v="$1" -v l="$2" 'BEGIN { if (v == "-") print "-"; else if (v <= l) print "meets target"; else print "misses" }'; }
+# verdict_min VALUE LIMIT -> "meets target" if VALUE >= LIMIT; "misses, within noise" if less than 15% short
+verdict_min() {
+    awk -v v="$1" -v l="$2" 'BEGIN {
+        if (v == "-") print "-"; else if (v >= l) print "meets target"; else if (v >= l * 0.85) print "misses, within noise"; else print "misses" }'
+}
 
 bench_reload() {
-    local origin_port gh_port origin_pid gh_pid base gw c rep kind order v0 v1 seq0 rewrites applied
+    local origin_port gh_port origin_pid gh_pid base gw c rep kind v0 v1 seq0 rewrites applied
     read -r origin_port gh_port <<<"$(free_ports 2)"
 
     log "starting the origin (nginx, 1 worker) on 127.0.0.1:$origin_port"
@@ -723,9 +744,8 @@ bench_reload() {
     for c in "${CONN_LIST[@]}"; do
         for kind in steady reloads; do NON2XX[$kind:$c]=0; SOCKERR[$kind:$c]=0; APPLIED[$kind:$c]=0; REWRITES[$kind:$c]=0; done
         for ((rep = 1; rep <= REPS; rep++)); do
-            # Alternate the order (steady, reloads; reloads, steady; ...) against drift.
-            if ((rep % 2 == 1)); then order=(steady reloads); else order=(reloads steady); fi
-            for kind in "${order[@]}"; do
+            alternate_order "$rep" steady reloads # steady, reloads; reloads, steady; ...
+            for kind in "${ORDER[@]}"; do
                 n=$((n + 1))
                 log "[$n/$total] gatehouse, $c connections, rep $rep/$REPS, $kind, ${DURATION}s"
                 v0=$(config_version "$base")
@@ -825,6 +845,211 @@ bench_reload() {
     fi
 }
 
+# ---------------------------------------------------------------- auth mode
+
+AUTH_ROUTES=(plain hs rs) # gatehouse-auth.yaml.tmpl: no auth; HS256 + RBAC; RS256 + RBAC
+
+b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; } # stdin -> base64url without padding
+
+# sign_rs256 KEY_PEM SUB ROLES_JSON TTL_SECONDS : prints a compact RS256 JWT signed with KEY_PEM
+# (gatehouse mints HS tokens only).
+sign_rs256() {
+    local key=$1 sub=$2 roles=$3 ttl=$4 now header payload sig
+    now=$(date +%s)
+    header=$(printf '{"alg":"RS256","typ":"JWT"}' | b64url)
+    payload=$(printf '{"sub":"%s","roles":%s,"iat":%d,"exp":%d}' "$sub" "$roles" "$now" "$((now + ttl))" | b64url)
+    sig=$(printf '%s.%s' "$header" "$payload" | openssl dgst -sha256 -sign "$key" -binary | b64url) ||
+        die "openssl could not sign the RS256 token"
+    printf '%s.%s.%s\n' "$header" "$payload" "$sig"
+}
+
+# expect_status LABEL URL WANT [CURL_ARGS...] : dies unless GET URL answers WANT (and, for 200,
+# the origin's body).
+expect_status() {
+    local label=$1 url=$2 want=$3 code body=$TMP/check-body.txt
+    shift 3
+    code=$(curl -sS -o "$body" -w '%{http_code}' --max-time 2 "$@" "$url") || die "$label: curl $url failed"
+    [[ $code == "$want" ]] || { cat "$body" >&2; echo >&2; die "$label: $url answered $code, expected $want"; }
+    if [[ $want == 200 ]]; then
+        grep -q gatehouse-bench-origin "$body" || die "$label: $url did not return the origin's response"
+    fi
+    log "    $label: $code"
+}
+
+bench_auth() {
+    local origin_port gh_port origin_pid gh_pid base c rep name secret ttl hs_token rs_token hs_bad rs_bad
+    read -r origin_port gh_port <<<"$(free_ports 2)"
+
+    log "starting the origin (nginx, 1 worker) on 127.0.0.1:$origin_port"
+    start_nginx origin "$BENCH_DIR/nginx-origin.conf.tmpl" "$origin_port"
+    origin_pid=$SERVER_PID
+    URL[origin]="http://127.0.0.1:$origin_port/"
+    wait_http origin "$origin_pid" "${URL[origin]}" 200
+
+    # Keys made for this run only: an HMAC secret (32 random bytes, as 64 hex characters) and an
+    # RSA 2048 key pair; gatehouse gets the public half.
+    log "generating the HS256 secret and an RSA 2048 key pair with openssl"
+    secret=$(openssl rand -hex 32) || die "openssl rand failed"
+    openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$TMP/rs-key.pem" 2>"$TMP/openssl.log" ||
+        die "openssl could not generate an RSA key"
+    openssl pkey -in "$TMP/rs-key.pem" -pubout -out "$TMP/rs-public.pem" 2>>"$TMP/openssl.log" ||
+        die "openssl could not extract the public key"
+
+    log "starting gatehouse (routes /plain, /hs, /rs) on 127.0.0.1:$gh_port"
+    start_gatehouse "$BENCH_DIR/gatehouse-auth.yaml.tmpl" "$gh_port" "ORIGIN_PORT=$origin_port" \
+        "HS_SECRET=$secret" "RS_PUBLIC_KEY=$TMP/rs-public.pem"
+    gh_pid=$SERVER_PID
+    base=http://127.0.0.1:$gh_port
+    for name in "${AUTH_ROUTES[@]}"; do URL[$name]=$base/$name; done
+    wait_http gatehouse "$gh_pid" "${URL[plain]}" 200
+
+    # Tokens live at least an hour and longer than every run of this script put together.
+    ttl=$((${#CONN_LIST[@]} * REPS * ${#AUTH_ROUTES[@]} * (DURATION + 5) + (1 + ${#AUTH_ROUTES[@]}) * WARMUP + 600))
+    if ((ttl < 3600)); then ttl=3600; fi
+    log "minting tokens (ttl ${ttl}s): hs with \`gatehouse token\`, rs signed here with openssl"
+    hs_token=$("$GATEHOUSE_BIN" token -c "$TMP/gatehouse.yaml" --provider hs --sub bench --roles reader --ttl "${ttl}s") ||
+        die "gatehouse token --provider hs failed"
+    hs_bad=$("$GATEHOUSE_BIN" token -c "$TMP/gatehouse.yaml" --provider hs --sub bench --roles writer --ttl "${ttl}s") ||
+        die "gatehouse token --provider hs failed"
+    rs_token=$(sign_rs256 "$TMP/rs-key.pem" bench '["reader"]' "$ttl")
+    rs_bad=$(sign_rs256 "$TMP/rs-key.pem" bench '["writer"]' "$ttl")
+    WRK_HEADER[hs]="Authorization: Bearer $hs_token"
+    WRK_HEADER[rs]="Authorization: Bearer $rs_token"
+
+    # Each route must do what it is measured for before it is measured.
+    log "checking every route: 200 with its token, 401 without (or with the other provider's), 403 without the role"
+    expect_status "plain, no token" "${URL[plain]}" 200
+    expect_status "hs, hs token (reader)" "${URL[hs]}" 200 -H "${WRK_HEADER[hs]}"
+    expect_status "hs, no token" "${URL[hs]}" 401
+    expect_status "hs, rs token" "${URL[hs]}" 401 -H "${WRK_HEADER[rs]}"
+    expect_status "hs, hs token (writer)" "${URL[hs]}" 403 -H "Authorization: Bearer $hs_bad"
+    expect_status "rs, rs token (reader)" "${URL[rs]}" 200 -H "${WRK_HEADER[rs]}"
+    expect_status "rs, no token" "${URL[rs]}" 401
+    expect_status "rs, hs token" "${URL[rs]}" 401 -H "${WRK_HEADER[hs]}"
+    expect_status "rs, rs token (writer)" "${URL[rs]}" 403 -H "Authorization: Bearer $rs_bad"
+
+    local max_c=0
+    for c in "${CONN_LIST[@]}"; do if ((c > max_c)); then max_c=$c; fi; done
+    if ((WARMUP > 0)); then
+        for name in origin "${AUTH_ROUTES[@]}"; do
+            log "warm-up: $name, $max_c connections, ${WARMUP}s"
+            run_wrk "$name" "$max_c" "$WARMUP" warmup
+        done
+    fi
+
+    declare -A REP_RPS
+    local total=$((${#CONN_LIST[@]} * REPS * ${#AUTH_ROUTES[@]})) n=0
+    for c in "${CONN_LIST[@]}"; do
+        if [[ $ORIGIN_REF == 1 ]]; then
+            log "reference: origin directly, $c connections, ${DURATION}s"
+            run_wrk origin "$c" "$DURATION" ref
+            RUN_LINES+=("| $c | ref | origin (no gatehouse) | $(fmt_int "$LAST_RPS") | $(fmt_ms "$LAST_P50_US") | $(fmt_ms "$LAST_P99_US") | $LAST_ERRORS |")
+        fi
+        for ((rep = 1; rep <= REPS; rep++)); do
+            alternate_order "$rep" "${AUTH_ROUTES[@]}" # plain hs rs, rs hs plain, ...
+            for name in "${ORDER[@]}"; do
+                n=$((n + 1))
+                log "[$n/$total] /$name, $c connections, rep $rep/$REPS, ${DURATION}s"
+                run_wrk "$name" "$c" "$DURATION" "rep$rep"
+                kill -0 "$gh_pid" 2>/dev/null || die "gatehouse died during the /$name run"
+                RUN_RPS[$name:$c]+="$LAST_RPS "
+                RUN_P50[$name:$c]+="$LAST_P50_US "
+                RUN_P99[$name:$c]+="$LAST_P99_US "
+                REP_RPS[$name:$c:$rep]=$LAST_RPS
+                RUN_LINES+=("| $c | $rep | /$name | $(fmt_int "$LAST_RPS") | $(fmt_ms "$LAST_P50_US") | $(fmt_ms "$LAST_P99_US") | $LAST_ERRORS |")
+                log "    $(fmt_int "$LAST_RPS") req/s, p99 $(fmt_ms "$LAST_P99_US") ms, errors: $LAST_ERRORS"
+            done
+        done
+    done
+
+    # ---- report
+    local report=$TMP/auth.md rps p50 p99 p_rps p_p99 r_rps r_p99 per_rep
+    {
+        echo "# gatehouse auth cost: plain route vs JWT HS256 + RBAC vs JWT RS256 + RBAC"
+        echo
+        echo "- command: \`$CMDLINE\`"
+        echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+        echo "- host: $(nproc) cores, $(uname -sr); load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+        echo "- gatehouse: $(describe_build) ($GATEHOUSE_BIN, release), config bench/gatehouse-auth.yaml.tmpl:"
+        echo "  \`/plain\` no auth; \`/hs\` \`auth: {jwt: hs}\` (HS256, 32-byte random secret) and"
+        echo "  \`authorize: [{methods: [GET], roles: [reader]}]\`; \`/rs\` \`auth: {jwt: rs}\` (RS256, RSA 2048 public key"
+        echo "  generated with openssl for this run) and the same rule. All three proxy to the same origin."
+        echo "- origin: nginx, 1 worker, fixed 100-byte 200 response on every path (bench/nginx-origin.conf.tmpl)"
+        echo "- tokens: \`gatehouse token --provider hs --sub bench --roles reader --ttl ${ttl}s\`; the RS256 token"
+        echo "  (sub, roles [reader], iat, exp) is signed by run.sh with \`openssl dgst -sha256 -sign\`. Checked before"
+        echo "  measuring: each route answers 200 with its token; /hs and /rs answer 401 without a token or with the"
+        echo "  other provider's token and 403 with a token lacking the role."
+        echo "- load: $("$WRK" -v 2>&1 | head -n 1 | cut -d' ' -f1-2), -t$WRK_THREADS, HTTP/1.1 keep-alive, GET, \`-H \"Authorization: Bearer <token>\"\`"
+        echo "  on /hs and /rs, ${DURATION}s per run, $REPS reps per route and connection count, order alternated per rep"
+        echo "  (plain hs rs, rs hs plain, ...), ${WARMUP}s warm-up per route"
+        echo "- Target: median req/s of /hs >= 0.90 x that of /plain in the same run. /rs is reported, no target."
+        echo "  On this noisy 2-core machine differences under ~15% are noise: read the per-rep ratios and the runs."
+        echo
+        echo "| conns | route | median req/s | median p50 ms | median p99 ms | req/s vs /plain | p99 vs /plain |"
+        echo "|---:|---|---:|---:|---:|---:|---:|"
+        for c in "${CONN_LIST[@]}"; do
+            # shellcheck disable=SC2086 # word-splitting the space-separated lists is intended
+            p_rps=$(median ${RUN_RPS[plain:$c]})
+            # shellcheck disable=SC2086
+            p_p99=$(median ${RUN_P99[plain:$c]})
+            for name in "${AUTH_ROUTES[@]}"; do
+                # shellcheck disable=SC2086
+                rps=$(median ${RUN_RPS[$name:$c]})
+                # shellcheck disable=SC2086
+                p50=$(median ${RUN_P50[$name:$c]})
+                # shellcheck disable=SC2086
+                p99=$(median ${RUN_P99[$name:$c]})
+                printf '| %s | /%s | %s | %s | %s | %s | %s |\n' "$c" "$name" "$(fmt_int "$rps")" \
+                    "$(fmt_ms "$p50")" "$(fmt_ms "$p99")" "$(ratio "$rps" "$p_rps")" "$(ratio "$p99" "$p_p99")"
+            done
+        done
+        echo
+        for c in "${CONN_LIST[@]}"; do
+            # shellcheck disable=SC2086
+            p_rps=$(median ${RUN_RPS[plain:$c]})
+            # shellcheck disable=SC2086
+            p_p99=$(median ${RUN_P99[plain:$c]})
+            for name in hs rs; do
+                # shellcheck disable=SC2086
+                r_rps=$(ratio "$(median ${RUN_RPS[$name:$c]})" "$p_rps")
+                # shellcheck disable=SC2086
+                r_p99=$(ratio "$(median ${RUN_P99[$name:$c]})" "$p_p99")
+                per_rep=""
+                for ((rep = 1; rep <= REPS; rep++)); do
+                    per_rep+="$(ratio "${REP_RPS[$name:$c:$rep]}" "${REP_RPS[plain:$c:$rep]}") "
+                done
+                if [[ $name == hs ]]; then
+                    echo "- $c connections, $name/plain: req/s **$r_rps** ($(verdict_min "$r_rps" 0.9) >= 0.90), p99 **$r_p99**; req/s ratio per rep: ${per_rep% }"
+                else
+                    echo "- $c connections, $name/plain: req/s **$r_rps**, p99 **$r_p99** (no target); req/s ratio per rep: ${per_rep% }"
+                fi
+            done
+        done
+        echo
+        echo "All runs (\"ref\" = wrk straight against the origin, no gatehouse: the ceiling of this setup):"
+        echo
+        echo "| conns | rep | route | req/s | p50 ms | p99 ms | wrk errors |"
+        echo "|---:|---|---|---:|---:|---:|---|"
+        printf '%s\n' "${RUN_LINES[@]}"
+        if ((ERRORS_SEEN)); then
+            echo
+            echo "**WARNING: wrk reported socket errors or non-2xx responses in some runs (see the table); those figures are not comparable.**"
+        fi
+    } >"$report"
+
+    mkdir -p "$OUT_DIR"
+    cp "$report" "$OUT_DIR/auth-latest.md"
+    cp "$TMP/wrk-all.txt" "$OUT_DIR/auth-latest-wrk.txt"
+    echo
+    cat "$report"
+    echo
+    log "written to bench/out/auth-latest.md (raw wrk output: bench/out/auth-latest-wrk.txt)"
+    if ((ERRORS_SEEN)); then
+        log "wrk reported socket errors or non-2xx responses; exiting with status 2"
+        exit 2
+    fi
+}
+
 # ---------------------------------------------------------------- main
 
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -833,4 +1058,5 @@ case $MODE in
     rps) bench_rps ;;
     stream) bench_stream ;;
     reload) bench_reload ;;
+    auth) bench_auth ;;
 esac
