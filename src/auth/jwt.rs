@@ -2,7 +2,10 @@
 //!
 //! A [`Provider`] is built once per configured provider, at config load: secrets are wrapped,
 //! PEMs parsed and JWKS documents turned into ready keys there, so verifying a request only
-//! splits the token, looks a key up and checks a signature and a few claims.
+//! splits the token, looks a key up and checks a signature and a few claims. JWKS keys live in a
+//! [`JwksKeys`] that can be swapped whole under live traffic and shared between the providers
+//! successive config loads build, which is how keys fetched from a `jwks_url` (`auth::jwks`)
+//! survive reloads.
 //!
 //! The token is parsed here rather than by `jsonwebtoken::decode`, which is only used for the
 //! signature check itself (`jsonwebtoken::crypto::verify`). That keeps every security decision in
@@ -17,6 +20,7 @@ mod keys;
 mod tests;
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
@@ -94,8 +98,9 @@ pub enum KeySource {
     PublicKeyPem(Vec<u8>),
     /// A JWKS document (JSON text); keys are picked by `kid`.
     Jwks(Vec<u8>),
-    /// keys come later from a URL: start empty
-    JwksRemote,
+    /// A key set filled (and refilled) from elsewhere, typically by the `jwks_url` refresher;
+    /// it may still be empty. Its algorithms must be the provider's.
+    JwksRemote(Arc<JwksKeys>),
 }
 
 impl fmt::Debug for KeySource {
@@ -105,7 +110,7 @@ impl fmt::Debug for KeySource {
             KeySource::Secret(_) => f.write_str("Secret(<redacted>)"),
             KeySource::PublicKeyPem(pem) => write!(f, "PublicKeyPem({} bytes)", pem.len()),
             KeySource::Jwks(json) => write!(f, "Jwks({} bytes)", json.len()),
-            KeySource::JwksRemote => f.write_str("JwksRemote"),
+            KeySource::JwksRemote(keys) => write!(f, "JwksRemote({} keys)", keys.len()),
         }
     }
 }
@@ -120,7 +125,75 @@ enum Keys {
     /// One public key from a PEM.
     Single(VerifyKey),
     /// A JWKS, swappable as a whole so a refresher can rotate keys under live traffic.
-    Jwks(ArcSwap<KeySet>),
+    Jwks(Arc<JwksKeys>),
+}
+
+/// A JWKS key set that can be replaced as a whole under live traffic, and that tells a
+/// refresher when a token named a `kid` it lacks.
+///
+/// Shared: a provider rebuilt by a config reload can be handed the same set, so keys fetched
+/// from a URL survive the reload.
+pub struct JwksKeys {
+    /// Deduplicated, in configured order: keys are kept only if they serve one of these.
+    algorithms: Vec<Algorithm>,
+    set: ArcSwap<KeySet>,
+    unknown_kid: Notify,
+}
+
+impl fmt::Debug for JwksKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwksKeys")
+            .field("keys", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl JwksKeys {
+    /// An empty set that will keep keys usable for `algorithms`.
+    pub fn empty(algorithms: &[Algorithm]) -> JwksKeys {
+        JwksKeys {
+            algorithms: dedup(algorithms),
+            set: ArcSwap::from_pointee(KeySet::empty()),
+            unknown_kid: Notify::new(),
+        }
+    }
+
+    /// Replaces the keys with those of `jwks_json`; returns how many are usable and, for
+    /// logging, why each other key was skipped. On any error (bad JSON, no usable key, over
+    /// 1 MiB) the current keys stay in place, so a bad document cannot lock everyone out.
+    pub fn replace(&self, jwks_json: &[u8]) -> Result<(usize, Vec<String>), String> {
+        let (set, skipped) = KeySet::parse(jwks_json, &self.algorithms)?;
+        let count = set.len();
+        self.set.store(Arc::new(set));
+        Ok((count, skipped))
+    }
+
+    /// Number of usable keys.
+    pub fn len(&self) -> usize {
+        self.set.load().len()
+    }
+
+    /// Whether the set holds no key (a remote JWKS before its first successful fetch).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Notified (`notify_one`) whenever a token names a `kid` the set lacks (or the set is
+    /// still empty), so a refresher can fetch early.
+    pub fn unknown_kid(&self) -> &Notify {
+        &self.unknown_kid
+    }
+}
+
+/// `algorithms` without repeats, first occurrence kept.
+fn dedup(algorithms: &[Algorithm]) -> Vec<Algorithm> {
+    let mut out = Vec::with_capacity(algorithms.len());
+    for alg in algorithms {
+        if !out.contains(alg) {
+            out.push(*alg);
+        }
+    }
+    out
 }
 
 /// A configured JWT issuer: verifies tokens against its keys and claim rules.
@@ -132,7 +205,6 @@ pub struct Provider {
     audience: Vec<String>,
     leeway: Duration,
     keys: Keys,
-    unknown_kid: Notify,
 }
 
 impl fmt::Debug for Provider {
@@ -140,7 +212,7 @@ impl fmt::Debug for Provider {
         let keys = match &self.keys {
             Keys::Secret { .. } => "secret (redacted)".to_string(),
             Keys::Single(key) => key.kind.describe().to_string(),
-            Keys::Jwks(set) => format!("jwks ({} keys)", set.load().len()),
+            Keys::Jwks(set) => format!("jwks ({} keys)", set.len()),
         };
         let algorithms: Vec<&str> = self.algorithms.iter().map(|a| alg_name(*a)).collect();
         f.debug_struct("Provider")
@@ -252,16 +324,13 @@ impl Provider {
         if name.trim().is_empty() {
             return Err("jwt provider: the name is empty".to_string());
         }
-        let mut algorithms = Vec::with_capacity(listed.len());
-        for alg in listed {
+        for alg in &listed {
             // Algorithm is non_exhaustive upstream; anything we do not know is refused.
-            if parse_algorithm(alg_name(alg)) != Some(alg) {
+            if parse_algorithm(alg_name(*alg)) != Some(*alg) {
                 return Err(fail(format!("unsupported algorithm {alg:?}")));
             }
-            if !algorithms.contains(&alg) {
-                algorithms.push(alg);
-            }
         }
+        let algorithms = dedup(&listed);
         if algorithms.is_empty() {
             return Err(fail("algorithms is empty; list at least one".to_string()));
         }
@@ -335,17 +404,25 @@ impl Provider {
                 if is_hmac {
                     return Err(fail(asymmetric_source_with_hmac(&hmac)));
                 }
-                let (set, skipped) = KeySet::parse(&json, &algorithms).map_err(&fail)?;
+                let keys = JwksKeys::empty(&algorithms);
+                let (_, skipped) = keys.replace(&json).map_err(&fail)?;
                 for reason in &skipped {
                     tracing::warn!(provider = %name, "jwks: {reason}");
                 }
-                Keys::Jwks(ArcSwap::from_pointee(set))
+                Keys::Jwks(Arc::new(keys))
             }
-            KeySource::JwksRemote => {
+            KeySource::JwksRemote(keys) => {
                 if is_hmac {
                     return Err(fail(asymmetric_source_with_hmac(&hmac)));
                 }
-                Keys::Jwks(ArcSwap::from_pointee(KeySet::empty()))
+                if keys.algorithms != algorithms {
+                    // The set filters keys by algorithm: one made for another list would keep
+                    // keys this provider must refuse, or drop ones it needs.
+                    return Err(fail(
+                        "the shared JWKS was made for other algorithms".to_string(),
+                    ));
+                }
+                Keys::Jwks(keys)
             }
         };
         Ok(Provider {
@@ -355,7 +432,6 @@ impl Provider {
             audience,
             leeway,
             keys,
-            unknown_kid: Notify::new(),
         })
     }
 
@@ -436,12 +512,12 @@ impl Provider {
         let key = match &self.keys {
             Keys::Secret { verify: key, .. } | Keys::Single(key) => key,
             Keys::Jwks(set) => {
-                guard = set.load();
+                guard = set.set.load();
                 match guard.lookup(kid, alg) {
                     Lookup::Found(key) => key,
                     Lookup::Unknown => {
                         // Wake the refresher: the issuer may have rotated keys.
-                        self.unknown_kid.notify_one();
+                        set.unknown_kid.notify_one();
                         return Err((UnknownKid, "no key with this kid"));
                     }
                     Lookup::Ambiguous => {
@@ -526,19 +602,18 @@ impl Provider {
     /// (bad JSON, no usable key) the current keys stay in place, so a bad fetch cannot lock
     /// everyone out.
     pub fn replace_jwks(&self, jwks_json: &[u8]) -> Result<usize, String> {
-        let Keys::Jwks(current) = &self.keys else {
+        let Some(keys) = self.jwks() else {
             return Err(format!(
                 "jwt provider \"{}\" does not use a JWKS",
                 self.name
             ));
         };
-        let (set, skipped) = KeySet::parse(jwks_json, &self.algorithms)
+        let (count, skipped) = keys
+            .replace(jwks_json)
             .map_err(|e| format!("jwt provider \"{}\": {e}", self.name))?;
         for reason in &skipped {
             tracing::warn!(provider = %self.name, "jwks: {reason}");
         }
-        let count = set.len();
-        current.store(std::sync::Arc::new(set));
         Ok(count)
     }
 
@@ -546,14 +621,17 @@ impl Provider {
     pub fn key_count(&self) -> usize {
         match &self.keys {
             Keys::Secret { .. } | Keys::Single(_) => 1,
-            Keys::Jwks(set) => set.load().len(),
+            Keys::Jwks(set) => set.len(),
         }
     }
 
-    /// Notified (`notify_one`) whenever a token names a `kid` the JWKS lacks (or a remote JWKS is
-    /// still empty), so a refresher can fetch early. Never notified for secret or PEM providers.
-    pub fn unknown_kid(&self) -> &Notify {
-        &self.unknown_kid
+    /// The provider's JWKS key set, for a JWKS provider: its refresher waits on
+    /// [`JwksKeys::unknown_kid`]. `None` for secret and PEM providers.
+    pub fn jwks(&self) -> Option<&Arc<JwksKeys>> {
+        match &self.keys {
+            Keys::Jwks(set) => Some(set),
+            Keys::Secret { .. } | Keys::Single(_) => None,
+        }
     }
 
     /// Whether [`Provider::mint`] works: only HMAC providers hold a signing key.

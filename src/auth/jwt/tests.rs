@@ -790,9 +790,12 @@ async fn jwks_rotation_and_unknown_kid_notification() {
         provider.verify(&new, now()).unwrap_err(),
         AuthFailure::UnknownKid
     );
-    tokio::time::timeout(Duration::from_secs(1), provider.unknown_kid().notified())
-        .await
-        .expect("unknown kid notified");
+    tokio::time::timeout(
+        Duration::from_secs(1),
+        provider.jwks().unwrap().unknown_kid().notified(),
+    )
+    .await
+    .expect("unknown kid notified");
 
     let rotated = json!({"keys": [
         {"kty": "EC", "kid": "new", "crv": "P-256", "x": k.ec256_xy.0, "y": k.ec256_xy.1},
@@ -805,9 +808,12 @@ async fn jwks_rotation_and_unknown_kid_notification() {
         provider.verify(&old, now()).unwrap_err(),
         AuthFailure::UnknownKid
     );
-    tokio::time::timeout(Duration::from_secs(1), provider.unknown_kid().notified())
-        .await
-        .expect("old kid notified after rotation");
+    tokio::time::timeout(
+        Duration::from_secs(1),
+        provider.jwks().unwrap().unknown_kid().notified(),
+    )
+    .await
+    .expect("old kid notified after rotation");
 
     // Bad documents leave the current keys in place.
     assert!(provider.replace_jwks(b"not json").is_err());
@@ -819,26 +825,36 @@ async fn jwks_rotation_and_unknown_kid_notification() {
     assert_eq!(provider.key_count(), 1);
 
     // A known kid does not notify.
-    assert!(
-        tokio::time::timeout(Duration::from_millis(50), provider.unknown_kid().notified())
-            .await
-            .is_err()
-    );
+    assert!(tokio::time::timeout(
+        Duration::from_millis(50),
+        provider.jwks().unwrap().unknown_kid().notified()
+    )
+    .await
+    .is_err());
 }
 
 #[tokio::test]
 async fn remote_jwks_starts_empty() {
     let k = keys();
-    let provider = Provider::new(settings("remote", JWKS_ALGS, KeySource::JwksRemote)).unwrap();
+    let shared = std::sync::Arc::new(JwksKeys::empty(JWKS_ALGS));
+    let provider = Provider::new(settings(
+        "remote",
+        JWKS_ALGS,
+        KeySource::JwksRemote(shared.clone()),
+    ))
+    .unwrap();
     assert_eq!(provider.key_count(), 0);
     let token = encode(Algorithm::EdDSA, Some("ed-1"), &good_claims(), &ed());
     assert_eq!(
         provider.verify(&token, now()).unwrap_err(),
         AuthFailure::UnknownKid
     );
-    tokio::time::timeout(Duration::from_secs(1), provider.unknown_kid().notified())
-        .await
-        .expect("notified while empty");
+    tokio::time::timeout(
+        Duration::from_secs(1),
+        provider.jwks().unwrap().unknown_kid().notified(),
+    )
+    .await
+    .expect("notified while empty");
     let no_kid = encode(Algorithm::EdDSA, None, &good_claims(), &ed());
     assert_eq!(
         provider.verify(&no_kid, now()).unwrap_err(),
@@ -852,6 +868,16 @@ async fn remote_jwks_starts_empty() {
         provider.verify(&no_kid, now()).is_ok(),
         "single key, no kid"
     );
+
+    // A provider rebuilt from the same shared set (a config reload) has the keys at once.
+    let rebuilt = Provider::new(settings(
+        "remote",
+        JWKS_ALGS,
+        KeySource::JwksRemote(shared.clone()),
+    ))
+    .unwrap();
+    assert!(rebuilt.verify(&token, now()).is_ok());
+    assert_eq!(shared.len(), 1);
 }
 
 #[test]
@@ -885,12 +911,15 @@ fn provider_new_rejects_unsafe_or_useless_configs() {
     let k = keys();
     let pem = |pem: &Vec<u8>| KeySource::PublicKeyPem(pem.clone());
     let secret = || KeySource::Secret(SECRET.to_vec());
+    let remote =
+        |algs: &[Algorithm]| KeySource::JwksRemote(std::sync::Arc::new(JwksKeys::empty(algs)));
     let table: Vec<(&str, ProviderSettings, &str)> = vec![
         ("HS with RSA PEM", settings("p", &[HS256], pem(&k.rsa_pub)), "algorithm confusion"),
         ("HS and RS mixed", settings("p", &[HS256, RS256], pem(&k.rsa_pub)), "mix HMAC"),
         ("HS and RS mixed, secret", settings("p", &[RS256, HS256], secret()), "mix HMAC"),
         ("HS with JWKS", settings("p", &[HS256], KeySource::Jwks(jwks_json())), "algorithm confusion"),
-        ("HS with remote JWKS", settings("p", &[HS512], KeySource::JwksRemote), "algorithm confusion"),
+        ("HS with remote JWKS", settings("p", &[HS512], remote(&[HS512])), "algorithm confusion"),
+        ("remote JWKS made for other algorithms", settings("p", &[RS256], remote(&[ES256])), "other algorithms"),
         ("RS with secret", settings("p", &[RS256], secret()), "only verifies HS"),
         ("short secret", settings("p", &[HS256], KeySource::Secret(b"secret".to_vec())), "at least 32 bytes"),
         ("no algorithms", settings("p", &[], secret()), "algorithms is empty"),
