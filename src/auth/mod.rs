@@ -1,6 +1,7 @@
 //! Identity at the edge: JWT verification, RBAC, CORS, and the headers made from identity.
 
 pub mod cors;
+pub mod jwks_fetch;
 pub mod jwt;
 pub mod rbac;
 
