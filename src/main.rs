@@ -211,6 +211,13 @@ fn explain(path: &std::path::Path, method: &str, url: &str, headers: &[String]) 
     let Ok(snapshot) = load(path, &Registries::default()) else {
         return ExitCode::FAILURE;
     };
+    let has_token = headers.iter().any(|h| {
+        h.split_once(':')
+            .is_some_and(|(name, _)| name.trim().eq_ignore_ascii_case("authorization"))
+    });
+    if has_token {
+        fetch_remote_keys(&snapshot);
+    }
     match gatehouse::explain::explain(&snapshot, method, url, headers) {
         Ok(text) => {
             print!("{text}");
@@ -219,6 +226,40 @@ fn explain(path: &std::path::Path, method: &str, url: &str, headers: &[String]) 
         Err(message) => {
             eprintln!("{message}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `explain` verifies a token as the gateway would, so `jwks_url` providers need their keys:
+/// one fetch each, all at once, each bounded by the fetch timeout. No refresher is started.
+fn fetch_remote_keys(snapshot: &config::Snapshot) {
+    let remotes: Vec<_> = snapshot
+        .providers
+        .iter()
+        .filter_map(|(name, p)| p.remote.as_ref().map(|r| (name, r)))
+        .collect();
+    if remotes.is_empty() {
+        return;
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("note: cannot fetch jwks_url keys (no async runtime: {e})");
+            return;
+        }
+    };
+    let results = runtime.block_on(futures_util::future::join_all(
+        remotes.iter().map(|(_, remote)| remote.fetch_now()),
+    ));
+    for ((name, remote), result) in remotes.iter().zip(results) {
+        if let Err(e) = result {
+            eprintln!(
+                "note: jwt provider `{name}`: cannot fetch {}: {e}; its tokens show as unknown_kid",
+                remote.url()
+            );
         }
     }
 }

@@ -1,5 +1,5 @@
-//! State that outlives a config snapshot: connection pools now, and later breakers, health,
-//! rate-limit buckets. A reload asks the registry for each object by name and settings; an
+//! State that outlives a config snapshot: connection pools and fetched JWKS now, and later
+//! breakers, health, rate-limit buckets. A reload asks the registry for each object by name and settings; an
 //! unchanged object gets its existing state back, a changed or new one starts fresh, and state
 //! for names no longer configured is dropped once the new snapshot is live.
 
@@ -60,6 +60,11 @@ pub struct Registries {
     /// Upstream connection pools by upstream name.
     pub pools:
         Registry<crate::upstream::pool::PoolSettings, std::sync::Arc<crate::upstream::pool::Pool>>,
+    /// Fetched `jwks_url` key sets and their refreshers, by provider name.
+    pub jwks: Registry<
+        crate::auth::jwks::RemoteJwksSettings,
+        std::sync::Arc<crate::auth::jwks::RemoteJwks>,
+    >,
     /// Metric families; routes and upstreams take their handles from here when built.
     pub metrics: std::sync::Arc<crate::observability::metrics::Metrics>,
 }
@@ -68,6 +73,7 @@ impl Default for Registries {
     fn default() -> Self {
         Registries {
             pools: Registry::default(),
+            jwks: Registry::default(),
             metrics: crate::observability::metrics::Metrics::new(),
         }
     }
@@ -78,6 +84,13 @@ impl Registries {
     pub fn retain_for(&self, snapshot: &crate::config::Snapshot) {
         self.pools
             .retain(snapshot.upstreams.iter().map(|u| &*u.name));
+        self.jwks.retain(
+            snapshot
+                .providers
+                .iter()
+                .filter(|(_, p)| p.remote.is_some())
+                .map(|(name, _)| name.as_str()),
+        );
     }
 }
 

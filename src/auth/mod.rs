@@ -1,6 +1,7 @@
 //! Identity at the edge: JWT verification, RBAC, CORS, and the headers made from identity.
 
 pub mod cors;
+pub mod jwks;
 pub mod jwks_fetch;
 pub mod jwt;
 pub mod rbac;
@@ -18,6 +19,9 @@ use jwt::{AuthFailure, Claims};
 pub struct JwtProvider {
     /// Verifies tokens with keys parsed at load.
     pub verifier: jwt::Provider,
+    /// For `jwks_url`: the fetched keys (shared with `verifier`) and their refresher, kept
+    /// across reloads that leave the provider's key settings unchanged.
+    pub remote: Option<Arc<jwks::RemoteJwks>>,
     /// Where roles are read from.
     pub roles_claim: rbac::RolesClaim,
     /// The same path as configured (dotted), for minting tokens.

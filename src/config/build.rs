@@ -105,7 +105,7 @@ pub fn build(
     });
     let logging = build_logging(&gateway.parsed, &mut e);
     let base = gateway.path.parent().unwrap_or(Path::new("."));
-    let providers = identity::build_providers(&gateway.parsed, base, &mut e);
+    let providers = identity::build_providers(&gateway.parsed, base, registries, &mut e);
     for (section, mark) in &gateway.parsed.unsupported {
         e.at(*mark, not_supported(section));
     }

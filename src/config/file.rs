@@ -469,8 +469,10 @@ pub struct ProviderSection {
     pub public_key_file: Option<Spanned<String>>,
     /// A JWKS document on disk; keys picked by `kid`.
     pub jwks_file: Option<Spanned<String>>,
-    /// Not supported yet.
-    pub jwks_url: Unsupported,
+    /// A JWKS fetched over HTTP(S) and kept fresh; keys picked by `kid`.
+    pub jwks_url: Option<Spanned<String>>,
+    /// With `jwks_url`: a fixed refresh interval instead of the response's `max-age`.
+    pub jwks_refresh: Option<Spanned<ConfigDuration>>,
     /// Required `iss`, when set.
     pub issuer: Option<String>,
     /// Accepted `aud` values, when set.

@@ -9,10 +9,14 @@ use http::header::{self, HeaderName};
 
 use super::build::Errors;
 use super::file::{did_you_mean, ParsedFile, ProviderSection, RouteSection, Spanned};
+use super::units::format_duration;
 use crate::auth::cors::{CorsPolicy, CorsSettings};
+use crate::auth::jwks::{RemoteJwks, RemoteJwksSettings, REFRESH_RANGE};
+use crate::auth::jwks_fetch::{JwksUrl, FETCH_TIMEOUT};
 use crate::auth::jwt::{parse_algorithm, KeySource, Provider, ProviderSettings};
 use crate::auth::rbac::{AuthorizeRule, RolesClaim};
 use crate::auth::{JwtProvider, RouteAuth, RoutePolicy};
+use crate::registry::Registries;
 use crate::routing::matchers::MethodSet;
 
 /// Clock skew allowed on `exp`, `nbf` and `iat` when a provider does not set `leeway`.
@@ -24,13 +28,20 @@ pub const DEFAULT_ROLES_CLAIM: &str = "roles";
 pub type Providers = Vec<(String, Arc<JwtProvider>)>;
 
 /// Builds every `jwt.providers` entry of gateway.yaml; key files are relative to its folder.
-pub(super) fn build_providers(file: &ParsedFile, base: &Path, e: &mut Errors) -> Providers {
+/// A `jwks_url` provider gets its key set from `registries`: the same one as before when its
+/// key settings did not change, so a reload keeps fetched keys. Nothing is fetched here.
+pub(super) fn build_providers(
+    file: &ParsedFile,
+    base: &Path,
+    registries: &Registries,
+    e: &mut Errors,
+) -> Providers {
     let Some(jwt) = &file.jwt else {
         return Vec::new();
     };
     let mut providers = Vec::new();
     for (name, section) in &jwt.providers.0 {
-        if let Some(provider) = build_provider(name, section, base, e) {
+        if let Some(provider) = build_provider(name, section, base, registries, e) {
             providers.push((name.value.clone(), Arc::new(provider)));
         }
     }
@@ -41,10 +52,10 @@ fn build_provider(
     name: &Spanned<String>,
     s: &ProviderSection,
     base: &Path,
+    registries: &Registries,
     e: &mut Errors,
 ) -> Option<JwtProvider> {
     let before = e.list.len();
-    e.unsupported(&[("jwks_url", &s.jwks_url)]);
     let mut algorithms = Vec::new();
     match &s.algorithms {
         None => e.at(
@@ -77,21 +88,51 @@ fn build_provider(
         ("secret", &s.secret),
         ("public_key_file", &s.public_key_file),
         ("jwks_file", &s.jwks_file),
+        ("jwks_url", &s.jwks_url),
     ]
     .into_iter()
     .filter_map(|(key, v)| v.as_ref().map(|v| (key, v)))
     .collect();
+    let refresh = s.jwks_refresh.as_ref().and_then(|refresh| {
+        let (min, max) = REFRESH_RANGE;
+        if s.jwks_url.is_none() {
+            e.at(
+                refresh.mark,
+                "`jwks_refresh` only applies with `jwks_url`; remove it",
+            );
+            None
+        } else if refresh.value.0 < min || refresh.value.0 > max {
+            e.at(
+                refresh.mark,
+                format!(
+                    "`jwks_refresh` must be between {} and {}",
+                    format_duration(min),
+                    format_duration(max)
+                ),
+            );
+            None
+        } else {
+            Some(refresh.value.0)
+        }
+    });
+    let mut remote_url = None;
     let keys = match given.as_slice() {
         [] => {
-            if s.jwks_url.is_none() {
-                e.at(
-                    name.mark,
-                    format!(
-                        "provider `{}` needs one of `secret`, `public_key_file` or `jwks_file`",
-                        name.value
-                    ),
-                );
+            e.at(
+                name.mark,
+                format!(
+                    "provider `{}` needs one of `secret`, `public_key_file`, `jwks_file` or `jwks_url`",
+                    name.value
+                ),
+            );
+            None
+        }
+        [("jwks_url", url)] => {
+            match JwksUrl::parse(&url.value) {
+                Ok(url) => remote_url = Some(url),
+                Err(message) => e.at(url.mark, format!("jwks_url: {message}")),
             }
+            // The shared key set is taken from the registry once everything else checked out.
             None
         }
         [("secret", secret)] => {
@@ -119,7 +160,7 @@ fn build_provider(
         [_, (second, v), ..] => {
             e.at(
                 v.mark,
-                format!("`{second}` given together with another key source; a provider has exactly one of `secret`, `public_key_file`, `jwks_file`"),
+                format!("`{second}` given together with another key source; a provider has exactly one of `secret`, `public_key_file`, `jwks_file`, `jwks_url`"),
             );
             None
         }
@@ -148,10 +189,28 @@ fn build_provider(
         .roles_claim
         .clone()
         .unwrap_or_else(|| DEFAULT_ROLES_CLAIM.to_string());
+    let remote = remote_url.map(|url| {
+        let settings = RemoteJwksSettings {
+            url,
+            algorithms: algorithms.clone(),
+            refresh,
+        };
+        registries.jwks.get_or_make(&name.value, &settings, || {
+            RemoteJwks::new(
+                &name.value,
+                settings.clone(),
+                registries.metrics.jwks(&name.value),
+            )
+        })
+    });
+    let keys = match &remote {
+        Some(remote) => KeySource::JwksRemote(Arc::clone(remote.keys())),
+        None => keys?,
+    };
     let settings = ProviderSettings {
         name: name.value.clone(),
         algorithms,
-        keys: keys?,
+        keys,
         issuer: s.issuer.clone(),
         audience: s.audience.clone().unwrap_or_default(),
         leeway: s.leeway.map_or(DEFAULT_LEEWAY, |l| l.0),
@@ -159,6 +218,7 @@ fn build_provider(
     match Provider::new(settings) {
         Ok(verifier) => Some(JwtProvider {
             verifier,
+            remote,
             roles_claim: RolesClaim::parse(&roles_claim_path),
             roles_claim_path,
             issuer: s.issuer.clone(),
@@ -170,6 +230,28 @@ fn build_provider(
             None
         }
     }
+}
+
+/// Starts the key refresher of every `jwks_url` provider (once per key set: a set kept across a
+/// reload is already running) and waits, at most about one fetch timeout in all, for each first
+/// fetch to finish, so a gateway or a reload does not go live with key sets it could have had.
+/// A failed first fetch is logged and does not stop anything: tokens get `unknown_kid` until
+/// keys arrive. Needs a Tokio runtime; `check` and `explain` never call it.
+pub async fn start_jwks_refresh(providers: &Providers) {
+    let remotes: Vec<&Arc<RemoteJwks>> = providers
+        .iter()
+        .filter_map(|(_, p)| p.remote.as_ref())
+        .collect();
+    for remote in &remotes {
+        remote.start();
+    }
+    let limit = FETCH_TIMEOUT + std::time::Duration::from_secs(1);
+    futures_util::future::join_all(
+        remotes
+            .iter()
+            .map(|remote| remote.first_attempt_done(limit)),
+    )
+    .await;
 }
 
 /// Headers a claim must never overwrite: hop-by-hop, routing and the gateway's own.

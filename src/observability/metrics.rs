@@ -1,7 +1,8 @@
 //! Prometheus metrics for the gateway.
 //!
-//! Every label value comes from configuration (route and upstream names) or from a small fixed
-//! set (methods, status classes, outcomes), so no client can make the number of series grow.
+//! Every label value comes from configuration (route, upstream and jwt provider names) or from a
+//! small fixed set (methods, status classes, outcomes), so no client can make the number of
+//! series grow.
 //!
 //! The per-request paths ([`RouteMetrics::record`], [`UpstreamMetrics::record`]) only touch
 //! atomics: handles are looked up in the [`Family`] maps once and kept, because a `Family`
@@ -53,6 +54,10 @@ pub mod names {
     pub const CONFIG_VERSION: &str = "gatehouse_config_version";
     /// Constant 1, labelled with the gateway version, so dashboards can join on it.
     pub const BUILD_INFO: &str = "gatehouse_build_info";
+    /// Counter of `jwks_url` fetches, by provider and result (`success`, `failure`).
+    pub const JWKS_REFRESHES_TOTAL: &str = "gatehouse_jwks_refreshes_total";
+    /// Gauge of usable keys a `jwks_url` provider holds, by provider.
+    pub const JWKS_KEYS: &str = "gatehouse_jwks_keys";
 }
 
 /// Route label for requests no configured route answered, so they are still counted without
@@ -75,6 +80,9 @@ const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
 
 /// Outcome label values, indexed by [`UpstreamOutcome`].
 const OUTCOMES: [&str; 4] = ["response", "connect_error", "timeout", "error"];
+
+/// Result label values of JWKS fetches.
+const JWKS_RESULTS: [&str; 2] = ["success", "failure"];
 
 /// Result label values, indexed by [`ReloadResult`].
 const RELOAD_RESULTS: [&str; 3] = ["success", "failure", "unchanged"];
@@ -154,6 +162,17 @@ struct UpstreamNameLabels {
 struct AuthFailureLabels {
     route: Arc<str>,
     reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JwksRefreshLabels {
+    provider: Arc<str>,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderLabels {
+    provider: Arc<str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -251,6 +270,8 @@ pub struct Metrics {
     open_connections: Gauge,
     requests_in_flight: Gauge,
     auth_failures: Family<AuthFailureLabels, TotalCounter>,
+    jwks_refreshes: Family<JwksRefreshLabels, TotalCounter>,
+    jwks_keys: Family<ProviderLabels, Gauge>,
     config_reloads: [Counter; 3],
     config_last_reload_success: Gauge<f64, AtomicU64>,
     config_version: Gauge<u64, AtomicU64>,
@@ -322,6 +343,19 @@ impl Metrics {
             auth_failures.clone(),
         );
 
+        let jwks_refreshes = Family::<JwksRefreshLabels, TotalCounter>::default();
+        registry.register(
+            names::JWKS_REFRESHES_TOTAL,
+            "Fetches of a jwt provider's jwks_url, by result; a failure keeps the last good keys",
+            jwks_refreshes.clone(),
+        );
+        let jwks_keys = Family::<ProviderLabels, Gauge>::default();
+        registry.register(
+            names::JWKS_KEYS,
+            "Usable verification keys a jwks_url provider holds",
+            jwks_keys.clone(),
+        );
+
         let reloads = Family::<ReloadLabels, TotalCounter>::default();
         registry.register(
             names::CONFIG_RELOADS_TOTAL,
@@ -364,6 +398,8 @@ impl Metrics {
             open_connections,
             requests_in_flight,
             auth_failures,
+            jwks_refreshes,
+            jwks_keys,
             config_reloads,
             config_last_reload_success,
             config_version,
@@ -437,6 +473,41 @@ impl Metrics {
             })
             .0
             .inc();
+    }
+
+    /// Handles for a `jwks_url` provider's refresher; called at config load. Both results start
+    /// at zero so `rate()` and alerts work before the first failure.
+    pub fn jwks(&self, provider: &str) -> JwksMetrics {
+        let name: Arc<str> = Arc::from(provider);
+        let results = JWKS_RESULTS.map(|result| {
+            self.jwks_refreshes
+                .get_or_create(&JwksRefreshLabels {
+                    provider: name.clone(),
+                    result,
+                })
+                .0
+                .clone()
+        });
+        let keys = self
+            .jwks_keys
+            .get_or_create(&ProviderLabels { provider: name })
+            .clone();
+        JwksMetrics {
+            inner: Arc::new(JwksInner { results, keys }),
+        }
+    }
+
+    /// Drops a `jwks_url` provider removed by a reload (or no longer fetching), so its series
+    /// stop being exported.
+    pub fn forget_jwks(&self, provider: &str) {
+        let name: Arc<str> = Arc::from(provider);
+        for result in JWKS_RESULTS {
+            self.jwks_refreshes.remove(&JwksRefreshLabels {
+                provider: name.clone(),
+                result,
+            });
+        }
+        self.jwks_keys.remove(&ProviderLabels { provider: name });
     }
 
     /// A client connection was accepted.
@@ -645,6 +716,37 @@ impl UpstreamMetrics {
         if outcome == UpstreamOutcome::Response {
             self.inner.duration.observe(duration);
         }
+    }
+}
+
+/// A `jwks_url` provider's handles: refresh results and the current key count.
+#[derive(Clone)]
+pub struct JwksMetrics {
+    inner: Arc<JwksInner>,
+}
+
+struct JwksInner {
+    results: [Counter; JWKS_RESULTS.len()],
+    keys: Gauge,
+}
+
+impl fmt::Debug for JwksMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwksMetrics").finish_non_exhaustive()
+    }
+}
+
+impl JwksMetrics {
+    /// One fetch ended: counter gatehouse_jwks_refreshes_total{provider,result}.
+    pub fn refreshed(&self, success: bool) {
+        self.inner.results[usize::from(!success)].inc();
+    }
+
+    /// Gauge gatehouse_jwks_keys{provider}: the keys now in use.
+    pub fn set_keys(&self, count: usize) {
+        self.inner
+            .keys
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 }
 
@@ -889,8 +991,44 @@ mod tests {
     }
 
     #[test]
+    fn jwks_series_are_per_provider_and_forgotten_with_it() {
+        let metrics = Metrics::new();
+        let idp = metrics.jwks("idp");
+        idp.refreshed(true);
+        idp.refreshed(true);
+        idp.refreshed(false);
+        idp.set_keys(3);
+        // A second handle (a reload) shares the series.
+        metrics.jwks("idp").refreshed(false);
+        metrics.jwks("other");
+        let out = metrics.encode();
+        assert_line(&out, "# TYPE gatehouse_jwks_refreshes_total counter");
+        assert_line(
+            &out,
+            "gatehouse_jwks_refreshes_total{provider=\"idp\",result=\"success\"} 2",
+        );
+        assert_line(
+            &out,
+            "gatehouse_jwks_refreshes_total{provider=\"idp\",result=\"failure\"} 2",
+        );
+        assert_line(
+            &out,
+            "gatehouse_jwks_refreshes_total{provider=\"other\",result=\"failure\"} 0",
+        );
+        assert_line(&out, "gatehouse_jwks_keys{provider=\"idp\"} 3");
+        assert_line(&out, "gatehouse_jwks_keys{provider=\"other\"} 0");
+
+        metrics.forget_jwks("idp");
+        idp.refreshed(true);
+        let out = metrics.encode();
+        assert!(!out.contains("provider=\"idp\""), "{out}");
+        assert_line(&out, "gatehouse_jwks_keys{provider=\"other\"} 0");
+    }
+
+    #[test]
     fn promtool_accepts_the_output() {
         let metrics = Metrics::new();
+        metrics.jwks("idp").refreshed(false);
         metrics
             .route("a \"quoted\\\" route")
             .record(&Method::GET, StatusCode::OK, ms(5));

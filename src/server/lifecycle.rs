@@ -74,6 +74,8 @@ impl Gateway {
         registries: Registries,
     ) -> Result<GatewayHandle, StartError> {
         snapshot.version = 1;
+        // Keys from jwks_url before the first request, when the IdP answers in time.
+        config::identity::start_jwks_refresh(&snapshot.providers).await;
         let listen = snapshot.server.listen;
         let admin_listen = snapshot.admin_listen;
         let main = bind(listen).await?;

@@ -68,6 +68,9 @@ pub async fn reload(state: &Arc<GatewayState>, trigger: &'static str) -> ReloadO
         return ReloadOutcome::Unchanged;
     }
     let new = keep_restart_only_settings(&old, new);
+    // New or changed jwks_url providers fetch before they go live; unchanged ones kept their
+    // keys and their running refresher through the registry.
+    config::identity::start_jwks_refresh(&new.providers).await;
     let version = new.version;
     let new = Arc::new(new);
     state.snapshot.store(Arc::clone(&new));

@@ -32,7 +32,8 @@ pub struct GatewayState {
 }
 
 impl GatewayState {
-    /// Drops metric series of routes and upstreams that `new` no longer has.
+    /// Drops metric series of routes, upstreams and `jwks_url` providers that `new` no longer
+    /// has.
     pub fn forget_removed(&self, old: &Snapshot, new: &Snapshot) {
         let live: HashSet<&str> = new.router.routes().iter().map(|r| &*r.name).collect();
         for route in old.router.routes() {
@@ -44,6 +45,19 @@ impl GatewayState {
         for upstream in &old.upstreams {
             if !live.contains(&*upstream.name) {
                 self.metrics.forget_upstream(&upstream.name);
+            }
+        }
+        let fetching = |s: &Snapshot| -> HashSet<String> {
+            s.providers
+                .iter()
+                .filter(|(_, p)| p.remote.is_some())
+                .map(|(name, _)| name.clone())
+                .collect()
+        };
+        let live = fetching(new);
+        for name in fetching(old) {
+            if !live.contains(&name) {
+                self.metrics.forget_jwks(&name);
             }
         }
     }
