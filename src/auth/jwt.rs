@@ -7,15 +7,17 @@
 //! successive config loads build, which is how keys fetched from a `jwks_url` (`auth::jwks`)
 //! survive reloads.
 //!
-//! The token is parsed here rather than by `jsonwebtoken::decode`, which is only used for the
-//! signature check itself (`jsonwebtoken::crypto::verify`). That keeps every security decision in
-//! one place: `crit` is honoured (jsonwebtoken ignores it), `jku`/`x5u`/`x5c`/`jwk` header fields
-//! are never even deserialised (so they can neither be followed nor break parsing), duplicate
-//! JSON keys are refused (so the gateway and a backend reading the same token cannot disagree),
-//! and each failure maps to one [`AuthFailure`].
+//! The token is parsed here rather than by `jsonwebtoken::decode`, and its signature is checked
+//! with `ring` against a key prepared at load (module `signature`); jsonwebtoken only provides
+//! the JWK types and signs the tokens `gatehouse token` mints. That keeps every security decision
+//! in one place: `crit` is honoured (jsonwebtoken ignores it), `jku`/`x5u`/`x5c`/`jwk` header
+//! fields are never even deserialised (so they can neither be followed nor break parsing),
+//! duplicate JSON keys are refused (so the gateway and a backend reading the same token cannot
+//! disagree), and each failure maps to one [`AuthFailure`].
 
 mod b64;
 mod keys;
+mod signature;
 #[cfg(test)]
 mod tests;
 
@@ -211,7 +213,7 @@ impl fmt::Debug for Provider {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let keys = match &self.keys {
             Keys::Secret { .. } => "secret (redacted)".to_string(),
-            Keys::Single(key) => key.kind.describe().to_string(),
+            Keys::Single(key) => key.kind().describe().to_string(),
             Keys::Jwks(set) => format!("jwks ({} keys)", set.len()),
         };
         let algorithms: Vec<&str> = self.algorithms.iter().map(|a| alg_name(*a)).collect();
@@ -393,10 +395,10 @@ impl Provider {
                 let unserved: Vec<Algorithm> = algorithms
                     .iter()
                     .copied()
-                    .filter(|a| !key.kind.serves(*a))
+                    .filter(|a| !key.kind().serves(*a))
                     .collect();
                 if !unserved.is_empty() {
-                    return Err(fail(keys::unserved_message(key.kind, &unserved)));
+                    return Err(fail(keys::unserved_message(key.kind(), &unserved)));
                 }
                 Keys::Single(key)
             }
@@ -534,10 +536,12 @@ impl Provider {
         if !key.accepts(alg) {
             return Err((AlgNotAllowed, "the key cannot verify this alg"));
         }
-        match jsonwebtoken::crypto::verify(signature_b64, signing_input.as_bytes(), &key.key, alg) {
-            Ok(true) => {}
-            Ok(false) => return Err((BadSignature, "signature does not verify")),
-            Err(_) => return Err((BadSignature, "signature could not be checked")),
+        // No key's signature is longer than the buffer, so one that does not fit cannot verify.
+        let mut buffer = [0u8; signature::MAX_SIGNATURE_BYTES];
+        let signature = b64::decode_url_into(signature_b64.as_bytes(), &mut buffer)
+            .ok_or((BadSignature, "signature longer than any key's"))?;
+        if !key.key.verify(alg, signing_input.as_bytes(), signature) {
+            return Err((BadSignature, "signature does not verify"));
         }
 
         let claims = parse_object(&payload_json)

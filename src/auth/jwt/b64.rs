@@ -27,40 +27,58 @@ fn std_value(c: u8) -> Option<u8> {
     }
 }
 
-/// Decodes unpadded symbols with `value`; `None` on any foreign symbol, an impossible length
-/// or non-zero trailing bits.
-fn decode_with(input: &[u8], value: fn(u8) -> Option<u8>) -> Option<Vec<u8>> {
-    if input.len() % 4 == 1 {
-        return None;
+/// Number of bytes `symbols` unpadded symbols decode to; `None` for an impossible length.
+fn decoded_len(symbols: usize) -> Option<usize> {
+    let whole = symbols / 4 * 3;
+    match symbols % 4 {
+        0 => Some(whole),
+        2 => Some(whole + 1),
+        3 => Some(whole + 2),
+        _ => None,
     }
-    let mut out = Vec::with_capacity(input.len() / 4 * 3 + 2);
+}
+
+/// Decodes unpadded symbols with `value` into the start of `out`, which must hold at least
+/// [`decoded_len`] bytes; returns that length. `None` on any foreign symbol, an impossible
+/// length or non-zero trailing bits.
+fn decode_into(input: &[u8], value: fn(u8) -> Option<u8>, out: &mut [u8]) -> Option<usize> {
+    let len = decoded_len(input.len())?;
+    let out = out.get_mut(..len)?;
     let mut chunks = input.chunks_exact(4);
-    for chunk in &mut chunks {
+    let mut outs = out.chunks_exact_mut(3);
+    for (chunk, out) in (&mut chunks).zip(&mut outs) {
         let n = (u32::from(value(chunk[0])?) << 18)
             | (u32::from(value(chunk[1])?) << 12)
             | (u32::from(value(chunk[2])?) << 6)
             | u32::from(value(chunk[3])?);
-        out.extend_from_slice(&[(n >> 16) as u8, (n >> 8) as u8, n as u8]);
+        out.copy_from_slice(&[(n >> 16) as u8, (n >> 8) as u8, n as u8]);
     }
-    match *chunks.remainder() {
-        [] => {}
-        [a, b] => {
+    match (chunks.remainder(), outs.into_remainder()) {
+        ([], []) => {}
+        (&[a, b], [x]) => {
             let (a, b) = (value(a)?, value(b)?);
             if b & 0x0f != 0 {
                 return None;
             }
-            out.push((a << 2) | (b >> 4));
+            *x = (a << 2) | (b >> 4);
         }
-        [a, b, c] => {
+        (&[a, b, c], [x, y]) => {
             let (a, b, c) = (value(a)?, value(b)?, value(c)?);
             if c & 0x03 != 0 {
                 return None;
             }
-            out.push((a << 2) | (b >> 4));
-            out.push((b << 4) | (c >> 2));
+            *x = (a << 2) | (b >> 4);
+            *y = (b << 4) | (c >> 2);
         }
         _ => return None,
     }
+    Some(len)
+}
+
+/// Decodes unpadded symbols with `value` into a new vector (see [`decode_into`]).
+fn decode_with(input: &[u8], value: fn(u8) -> Option<u8>) -> Option<Vec<u8>> {
+    let mut out = vec![0; decoded_len(input.len())?];
+    decode_into(input, value, &mut out)?;
     Some(out)
 }
 
@@ -69,8 +87,15 @@ pub(super) fn decode_url(input: &[u8]) -> Option<Vec<u8>> {
     decode_with(input, url_value)
 }
 
-/// Whether `input` would decode with [`decode_url`], without allocating (used for the signature
-/// segment, which jsonwebtoken decodes itself).
+/// Decodes one JWS segment like [`decode_url`], into `buffer` instead of a new allocation (the
+/// signature, on the request path). `None` also when the result would not fit.
+pub(super) fn decode_url_into<'a>(input: &[u8], buffer: &'a mut [u8]) -> Option<&'a [u8]> {
+    let len = decode_into(input, url_value, buffer)?;
+    Some(&buffer[..len])
+}
+
+/// Whether `input` would decode with [`decode_url`], without decoding it (the signature segment
+/// is only decoded once a key has been found for it).
 pub(super) fn is_canonical_url(input: &[u8]) -> bool {
     if input.len() % 4 == 1 || input.iter().any(|&c| url_value(c).is_none()) {
         return false;
@@ -117,6 +142,37 @@ mod tests {
         assert!(is_canonical_url(b"Zm8"));
         assert!(!is_canonical_url(b"Zm9"));
         assert!(!is_canonical_url(b"Zg=="));
+    }
+
+    #[test]
+    fn url_into_buffer() {
+        let mut buffer = [0u8; 3];
+        assert_eq!(decode_url_into(b"Zm9v", &mut buffer), Some(&b"foo"[..]));
+        assert_eq!(decode_url_into(b"Zm8", &mut buffer), Some(&b"fo"[..]));
+        assert_eq!(decode_url_into(b"", &mut buffer), Some(&b""[..]));
+        assert_eq!(
+            decode_url_into(b"Zm9vYg", &mut buffer),
+            None,
+            "does not fit"
+        );
+        assert_eq!(decode_url_into(b"Zm9", &mut buffer), None, "non-canonical");
+        assert_eq!(
+            decode_url_into(b"Zm9!", &mut buffer),
+            None,
+            "foreign symbol"
+        );
+        assert_eq!(
+            decode_url_into(b"Zm9vY", &mut [0u8; 8]),
+            None,
+            "impossible length"
+        );
+        let mut big = [0u8; 64];
+        for text in [&b"Zg"[..], b"Zm8", b"Zm9v", b"Zm9vYmFy", b"-_8", b"Zm9vYg"] {
+            assert_eq!(
+                decode_url_into(text, &mut big).map(<[u8]>::to_vec),
+                decode_url(text)
+            );
+        }
     }
 
     #[test]

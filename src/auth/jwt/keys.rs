@@ -1,26 +1,32 @@
 //! Verification keys, built once at config load (or on a JWKS refresh) so the request path only
 //! looks keys up.
 //!
-//! jsonwebtoken builds the [`DecodingKey`]s; this module decides *which* keys are acceptable and
-//! what each can verify. That needs facts jsonwebtoken does not expose (the EC curve, the RSA
-//! modulus size, whether a PEM is a private key), so public keys are inspected with a minimal
-//! DER reader first. A key is only ever used for the algorithms its type can serve, which is what
-//! makes algorithm confusion (an RSA public key used as an HMAC secret) impossible.
+//! This module decides *which* keys are acceptable and what each can verify, and extracts their
+//! material (RSA modulus and exponent, EC point, Ed25519 bytes) for [`SignatureKey`], which ring
+//! verifies with. PEM public keys are read with a minimal DER reader (SubjectPublicKeyInfo or
+//! PKCS#1), JWKS entries through jsonwebtoken's JWK types. A key is only ever used for the
+//! algorithms its type can serve, which is what makes algorithm confusion (an RSA public key used
+//! as an HMAC secret) impossible.
 
 use std::collections::HashMap;
 
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyOperations, PublicKeyUse};
-use jsonwebtoken::{Algorithm, DecodingKey};
+use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::signature::SignatureKey;
 use super::{alg_name, b64, parse_algorithm};
 
 /// Smallest RSA modulus accepted: shorter keys are factorable with modest resources.
 const MIN_RSA_BITS: usize = 2048;
-/// Largest RSA modulus accepted: the `rsa` crate refuses to verify with larger keys, so such a
-/// key would reject every token while looking configured.
-const MAX_RSA_BITS: usize = 4096;
+/// Largest RSA modulus accepted. ring would take up to 8192 bits, but issuers use 2048 to 4096,
+/// verifying costs grow with the square of the modulus size, and the request path decodes
+/// signatures (as long as the modulus) into a stack buffer sized from this.
+pub(super) const MAX_RSA_BITS: usize = 4096;
+/// Largest RSA public exponent accepted: ring refuses larger ones, so such a key would reject
+/// every token while looking configured. Real keys use 65537.
+const MAX_RSA_EXPONENT: u64 = (1 << 33) - 1;
 /// A JWKS document larger than this is refused: real ones are a few KiB.
 const MAX_JWKS_BYTES: usize = 1024 * 1024;
 
@@ -78,36 +84,29 @@ impl KeyKind {
 
 /// One usable verification key.
 pub(super) struct VerifyKey {
-    /// What the key is.
-    pub(super) kind: KeyKind,
     /// The JWK's own `alg`, when it named one: then only that algorithm may use the key.
     pub(super) alg: Option<Algorithm>,
-    /// The key jsonwebtoken verifies with.
-    pub(super) key: DecodingKey,
+    /// The key ring verifies with; its variant is the key's [`KeyKind`].
+    pub(super) key: SignatureKey,
 }
 
 impl VerifyKey {
+    /// What the key is.
+    pub(super) fn kind(&self) -> KeyKind {
+        self.key.kind()
+    }
+
     /// Whether this key may verify a token whose header says `alg`.
     pub(super) fn accepts(&self, alg: Algorithm) -> bool {
-        self.kind.serves(alg) && self.alg.is_none_or(|own| own == alg)
+        self.kind().serves(alg) && self.alg.is_none_or(|own| own == alg)
     }
-}
-
-/// Builds the verifier once with a dummy signature: jsonwebtoken validates EC and Ed25519 points
-/// when it builds a verifier (an `Err`) but reports a bad signature as `Ok(false)`, so this finds
-/// keys that would fail every token, at load time instead of per request.
-fn check_verifier_builds(key: &DecodingKey, alg: Algorithm) -> Result<(), String> {
-    jsonwebtoken::crypto::verify("AA", b"", key, alg)
-        .map(|_| ())
-        .map_err(|e| format!("the key is not a valid {} key: {e}", alg_name(alg)))
 }
 
 /// An HMAC secret key.
 pub(super) fn secret_key(secret: &[u8]) -> VerifyKey {
     VerifyKey {
-        kind: KeyKind::Hmac,
         alg: None,
-        key: DecodingKey::from_secret(secret),
+        key: SignatureKey::hmac(secret),
     }
 }
 
@@ -117,12 +116,9 @@ pub(super) fn public_key_from_pem(pem: &[u8]) -> Result<VerifyKey, String> {
     let (label, body) = single_pem_block(text)?;
     let der =
         b64::decode_pem_body(body).ok_or_else(|| "the PEM body is not valid base64".to_string())?;
-    let kind = match label {
-        "PUBLIC KEY" => inspect_spki(&der)?,
-        "RSA PUBLIC KEY" => {
-            check_rsa_public_key(&der)?;
-            KeyKind::Rsa
-        }
+    let key = match label {
+        "PUBLIC KEY" => spki_key(&der)?,
+        "RSA PUBLIC KEY" => rsa_public_key(&der)?,
         "PRIVATE KEY"
         | "RSA PRIVATE KEY"
         | "EC PRIVATE KEY"
@@ -146,27 +142,7 @@ pub(super) fn public_key_from_pem(pem: &[u8]) -> Result<VerifyKey, String> {
             ))
         }
     };
-    let key = match kind {
-        KeyKind::Rsa => DecodingKey::from_rsa_pem(pem),
-        KeyKind::EcP256 | KeyKind::EcP384 => DecodingKey::from_ec_pem(pem),
-        KeyKind::Ed25519 => DecodingKey::from_ed_pem(pem),
-        KeyKind::Hmac => unreachable!("PEM inspection never yields an HMAC key"),
-    }
-    .map_err(|e| format!("{} could not be loaded: {e}", kind.describe()))?;
-    let probe = match kind {
-        KeyKind::EcP256 => Some(Algorithm::ES256),
-        KeyKind::EcP384 => Some(Algorithm::ES384),
-        KeyKind::Ed25519 => Some(Algorithm::EdDSA),
-        KeyKind::Rsa | KeyKind::Hmac => None,
-    };
-    if let Some(alg) = probe {
-        check_verifier_builds(&key, alg)?;
-    }
-    Ok(VerifyKey {
-        kind,
-        alg: None,
-        key,
-    })
+    Ok(VerifyKey { alg: None, key })
 }
 
 /// Error text for a single key that cannot serve some of the listed algorithms.
@@ -255,8 +231,9 @@ const OID_P256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 const OID_P384: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x22];
 const OID_ED25519: &[u8] = &[0x2b, 0x65, 0x70];
 
-/// Classifies a DER SubjectPublicKeyInfo and checks the key material's shape.
-fn inspect_spki(der: &[u8]) -> Result<KeyKind, String> {
+/// Reads a DER SubjectPublicKeyInfo: classifies the key, checks its material and returns it
+/// ready to verify with.
+fn spki_key(der: &[u8]) -> Result<SignatureKey, String> {
     let bad = || "the PUBLIC KEY is not valid DER (SubjectPublicKeyInfo)".to_string();
     let mut outer = Der(der);
     let spki = outer.read(0x30).ok_or_else(bad)?;
@@ -277,10 +254,7 @@ fn inspect_spki(der: &[u8]) -> Result<KeyKind, String> {
     let mut algorithm = Der(algorithm);
     let oid = algorithm.read(0x06).ok_or_else(bad)?;
     match oid {
-        OID_RSA_ENCRYPTION => {
-            check_rsa_public_key(key)?;
-            Ok(KeyKind::Rsa)
-        }
+        OID_RSA_ENCRYPTION => rsa_public_key(key),
         OID_EC_PUBLIC_KEY => {
             let curve = algorithm.read(0x06).ok_or_else(bad)?;
             let (kind, coordinate) = match curve {
@@ -299,14 +273,10 @@ fn inspect_spki(der: &[u8]) -> Result<KeyKind, String> {
             if !(uncompressed || compressed) {
                 return Err(format!("malformed {} point", kind.describe()));
             }
-            Ok(kind)
+            // A compressed point is decompressed here, once: ring only takes uncompressed ones.
+            SignatureKey::ec(kind, key)
         }
-        OID_ED25519 => {
-            if key.len() != 32 {
-                return Err("an Ed25519 public key must be 32 bytes".to_string());
-            }
-            Ok(KeyKind::Ed25519)
-        }
+        OID_ED25519 => SignatureKey::ed25519(key),
         OID_RSASSA_PSS => Err(
             "RSASSA-PSS-restricted keys are not supported; export the key as a \
                                plain RSA public key (it still verifies PS256/384/512)"
@@ -320,8 +290,8 @@ fn inspect_spki(der: &[u8]) -> Result<KeyKind, String> {
     }
 }
 
-/// Checks a PKCS#1 RSAPublicKey (`SEQUENCE { n INTEGER, e INTEGER }`).
-fn check_rsa_public_key(der: &[u8]) -> Result<(), String> {
+/// Reads a PKCS#1 RSAPublicKey (`SEQUENCE { n INTEGER, e INTEGER }`).
+fn rsa_public_key(der: &[u8]) -> Result<SignatureKey, String> {
     let bad = || "the RSA public key is not valid DER".to_string();
     let mut outer = Der(der);
     let seq = outer.read(0x30).ok_or_else(bad)?;
@@ -338,10 +308,13 @@ fn check_rsa_public_key(der: &[u8]) -> Result<(), String> {
     if n.first().is_none_or(|b| b & 0x80 != 0) || e.first().is_none_or(|b| b & 0x80 != 0) {
         return Err(bad());
     }
-    check_rsa_components(n, e)
+    check_rsa_components(n, e)?;
+    Ok(SignatureKey::rsa(n, e))
 }
 
-/// Checks modulus size and exponent, for PEM and JWK keys alike.
+/// Checks modulus size and exponent, for PEM and JWK keys alike, by the rules ring verifies
+/// with (odd modulus, odd exponent from 3 to 2^33 - 1), so an accepted key cannot fail every
+/// token.
 fn check_rsa_components(n: &[u8], e: &[u8]) -> Result<(), String> {
     let n = strip_leading_zeros(n);
     let e = strip_leading_zeros(e);
@@ -359,16 +332,25 @@ fn check_rsa_components(n: &[u8], e: &[u8]) -> Result<(), String> {
             "the RSA key has {bits} bits; at most {MAX_RSA_BITS} are supported"
         ));
     }
+    if n.last().is_some_and(|b| b & 1 == 0) {
+        // An RSA modulus is a product of two odd primes.
+        return Err("the RSA modulus is even, so it is not an RSA key".to_string());
+    }
     let exponent_ok = matches!(e.len(), 1..=8)
         && e.last().is_some_and(|b| b & 1 == 1)
-        && e.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b)) >= 3;
+        && (3..=MAX_RSA_EXPONENT)
+            .contains(&e.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b)));
     if !exponent_ok {
-        return Err("the RSA public exponent is invalid".to_string());
+        return Err(
+            "the RSA public exponent is invalid (it must be odd, from 3 to 2^33 - 1; \
+             usually 65537)"
+                .to_string(),
+        );
     }
     Ok(())
 }
 
-fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {
+pub(super) fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {
     let first = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len());
     &bytes[first..]
 }
@@ -507,7 +489,8 @@ fn jwk_key(value: &Value, algorithms: &[Algorithm]) -> Result<(Option<String>, V
             return Err("its key_ops do not include \"verify\"".to_string());
         }
     }
-    let kind = jwk_kind(&jwk.algorithm)?;
+    let key = jwk_signature_key(&jwk.algorithm)?;
+    let kind = key.kind();
     if let Some(alg) = own_alg {
         if !kind.serves(alg) {
             return Err(format!(
@@ -528,29 +511,12 @@ fn jwk_key(value: &Value, algorithms: &[Algorithm]) -> Result<(Option<String>, V
             kind.describe()
         ));
     }
-    let key = DecodingKey::from_jwk(&jwk).map_err(|e| format!("it could not be loaded: {e}"))?;
-    let probe = match kind {
-        KeyKind::EcP256 => Some(Algorithm::ES256),
-        KeyKind::EcP384 => Some(Algorithm::ES384),
-        KeyKind::Ed25519 => Some(Algorithm::EdDSA),
-        KeyKind::Rsa | KeyKind::Hmac => None,
-    };
-    if let Some(alg) = probe {
-        check_verifier_builds(&key, alg)?;
-    }
-    Ok((
-        jwk.common.key_id.clone(),
-        VerifyKey {
-            kind,
-            alg: own_alg,
-            key,
-        },
-    ))
+    Ok((jwk.common.key_id.clone(), VerifyKey { alg: own_alg, key }))
 }
 
-/// Classifies a JWK's key material and checks its sizes before jsonwebtoken sees it (its Ed25519
-/// verifier slices the key to 32 bytes and would panic on a shorter one).
-fn jwk_kind(params: &AlgorithmParameters) -> Result<KeyKind, String> {
+/// Reads a JWK's key material (`n`/`e`, `x`/`y` or `x`), checks it and returns it ready to
+/// verify with.
+fn jwk_signature_key(params: &AlgorithmParameters) -> Result<SignatureKey, String> {
     let decode = |field: &str, value: &str| {
         b64::decode_url(value.as_bytes())
             .ok_or_else(|| format!("its {field} is not unpadded base64url"))
@@ -559,7 +525,7 @@ fn jwk_kind(params: &AlgorithmParameters) -> Result<KeyKind, String> {
         let n = decode("n", &rsa.n)?;
         let e = decode("e", &rsa.e)?;
         check_rsa_components(&n, &e)?;
-        return Ok(KeyKind::Rsa);
+        return Ok(SignatureKey::rsa(&n, &e));
     }
     if let AlgorithmParameters::EllipticCurve(ec) = params {
         let (kind, size) = if ec.curve == EllipticCurve::P256 {
@@ -569,19 +535,22 @@ fn jwk_kind(params: &AlgorithmParameters) -> Result<KeyKind, String> {
         } else {
             return Err("its curve is not P-256 or P-384".to_string());
         };
-        if decode("x", &ec.x)?.len() != size || decode("y", &ec.y)?.len() != size {
+        let (x, y) = (decode("x", &ec.x)?, decode("y", &ec.y)?);
+        if x.len() != size || y.len() != size {
             return Err(format!("its coordinates are not {size} bytes"));
         }
-        return Ok(kind);
+        let point = [&[0x04][..], &x, &y].concat();
+        return SignatureKey::ec(kind, &point);
     }
     if let AlgorithmParameters::OctetKeyPair(okp) = params {
         if okp.curve != EllipticCurve::Ed25519 {
             return Err("its OKP curve is not Ed25519".to_string());
         }
-        if decode("x", &okp.x)?.len() != 32 {
+        let x = decode("x", &okp.x)?;
+        if x.len() != 32 {
             return Err("its Ed25519 x is not 32 bytes".to_string());
         }
-        return Ok(KeyKind::Ed25519);
+        return SignatureKey::ed25519(&x);
     }
     if let AlgorithmParameters::OctetKey(_) = params {
         // HS* never verifies against a JWKS (providers mixing HS with key sets are refused),
