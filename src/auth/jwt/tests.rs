@@ -47,10 +47,13 @@ struct TestKeys {
     attacker_e: String,
     ec256_priv: Vec<u8>,
     ec256_pub: Vec<u8>,
+    /// The same public key as `ec256_pub`, its point in compressed form (`02/03 || x`).
+    ec256_compressed_pub: Vec<u8>,
     ec256_xy: (String, String),
     ec256_other_priv: Vec<u8>,
     ec384_priv: Vec<u8>,
     ec384_pub: Vec<u8>,
+    ec384_compressed_pub: Vec<u8>,
     ec384_xy: (String, String),
     ed_priv: Vec<u8>,
     ed_pub: Vec<u8>,
@@ -171,6 +174,24 @@ fn keys() -> &'static TestKeys {
         let (ec384_priv, ec384_pub) = keypair(d, "ec384", &ec("ec_paramgen_curve:P-384"));
         let ec384_xy = ec_components(d, "ec384", 48);
         let (ed_priv, ed_pub) = keypair(d, "ed", &["-algorithm", "ED25519"]);
+        let compressed = |name: &str| {
+            let out = format!("{name}c.pub");
+            openssl(
+                d,
+                &[
+                    "ec",
+                    "-pubin",
+                    "-in",
+                    &format!("{name}.pub"),
+                    "-pubout",
+                    "-conv_form",
+                    "compressed",
+                    "-out",
+                    &out,
+                ],
+            );
+            std::fs::read(d.join(out)).unwrap()
+        };
         let ed_x = hex_block(&public_text(d, "ed"), "pub:");
         assert_eq!(ed_x.len(), 32);
         openssl(
@@ -198,10 +219,12 @@ fn keys() -> &'static TestKeys {
             attacker_n,
             attacker_e,
             ec256_priv,
+            ec256_compressed_pub: compressed("ec256"),
             ec256_pub,
             ec256_xy,
             ec256_other_priv,
             ec384_priv,
+            ec384_compressed_pub: compressed("ec384"),
             ec384_pub,
             ec384_xy,
             ed_priv,
@@ -290,6 +313,54 @@ fn tamper_signature(token: &str) -> String {
     with_segment(token, 2, &b64url(&bytes))
 }
 
+/// Replaces a token's signature with `change` applied to its decoded bytes.
+fn resign(token: &str, change: impl Fn(&mut Vec<u8>)) -> String {
+    let sig = token.rsplit('.').next().unwrap();
+    let mut bytes = b64::decode_url(sig.as_bytes()).unwrap();
+    change(&mut bytes);
+    with_segment(token, 2, &b64url(&bytes))
+}
+
+/// The DER inside a PEM file.
+fn pem_der(pem: &[u8]) -> Vec<u8> {
+    let text = std::str::from_utf8(pem).unwrap();
+    let body: String = text.lines().filter(|l| !l.starts_with("-----")).collect();
+    b64::decode_pem_body(&body).unwrap()
+}
+
+/// A `PUBLIC KEY` PEM around `der`.
+fn public_pem(der: &[u8]) -> Vec<u8> {
+    let mut body: String = b64url(der)
+        .chars()
+        .map(|c| match c {
+            '-' => '+',
+            '_' => '/',
+            c => c,
+        })
+        .collect();
+    while !body.len().is_multiple_of(4) {
+        body.push('=');
+    }
+    let lines: Vec<&str> = body
+        .as_bytes()
+        .chunks(64)
+        .map(|l| std::str::from_utf8(l).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+        lines.join("\n")
+    )
+    .into_bytes()
+}
+
+/// `pem` with `change` applied to the key bytes at the end of its DER (the BIT STRING contents,
+/// which end a SubjectPublicKeyInfo).
+fn tweak_public_key(pem: &[u8], change: impl Fn(&mut [u8])) -> Vec<u8> {
+    let mut der = pem_der(pem);
+    change(&mut der);
+    public_pem(&der)
+}
+
 fn settings(name: &str, algorithms: &[Algorithm], keys: KeySource) -> ProviderSettings {
     ProviderSettings {
         name: name.to_string(),
@@ -348,6 +419,10 @@ enum P {
     Rs256,
     Es256,
     Es384,
+    /// ES256 with the P-256 key's PEM in compressed point form.
+    Es256Compressed,
+    /// ES384 with the P-384 key's PEM in compressed point form.
+    Es384Compressed,
     Ed,
     /// JWKS with several keys.
     Jwks,
@@ -364,6 +439,8 @@ struct Providers {
     rs256: Provider,
     es256: Provider,
     es384: Provider,
+    es256_compressed: Provider,
+    es384_compressed: Provider,
     ed: Provider,
     jwks: Provider,
     jwks_one: Provider,
@@ -393,6 +470,16 @@ impl Providers {
             )),
             es256: build(settings("es256", &[Algorithm::ES256], pem(&k.ec256_pub))),
             es384: build(settings("es384", &[Algorithm::ES384], pem(&k.ec384_pub))),
+            es256_compressed: build(settings(
+                "es256c",
+                &[Algorithm::ES256],
+                pem(&k.ec256_compressed_pub),
+            )),
+            es384_compressed: build(settings(
+                "es384c",
+                &[Algorithm::ES384],
+                pem(&k.ec384_compressed_pub),
+            )),
             ed: build(settings("ed", &[Algorithm::EdDSA], pem(&k.ed_pub))),
             jwks: build(settings("jwks", JWKS_ALGS, KeySource::Jwks(jwks_json()))),
             jwks_one: build(settings(
@@ -420,6 +507,8 @@ impl Providers {
             P::Rs256 => &self.rs256,
             P::Es256 => &self.es256,
             P::Es384 => &self.es384,
+            P::Es256Compressed => &self.es256_compressed,
+            P::Es384Compressed => &self.es384_compressed,
             P::Ed => &self.ed,
             P::Jwks => &self.jwks,
             P::JwksOne => &self.jwks_one,
@@ -467,6 +556,11 @@ fn cases() -> Vec<Case> {
         case("ES384 valid", P::Es384, encode(ES384, None, &good, &ec384()), ok),
         case("EdDSA valid", P::Ed, encode(EdDSA, None, &good, &ed()), ok),
         case("PEM provider ignores kid", P::Rsa, encode(RS256, Some("whatever"), &good, &rsa()), ok),
+        // Compressed EC points in a PEM: decompressed at load.
+        case("ES256 compressed-point PEM valid", P::Es256Compressed, encode(ES256, None, &good, &ec256()), ok),
+        case("ES384 compressed-point PEM valid", P::Es384Compressed, encode(ES384, None, &good, &ec384()), ok),
+        case("ES256 compressed-point PEM tampered", P::Es256Compressed, tamper_signature(&encode(ES256, None, &good, &ec256())), Err(BadSignature)),
+        case("ES256 compressed-point PEM, other key", P::Es256Compressed, encode(ES256, None, &good, &EncodingKey::from_ec_pem(&k.ec256_other_priv).unwrap()), Err(BadSignature)),
         // JWKS key selection.
         case("jwks RS256 rsa-1", P::Jwks, encode(RS256, Some("rsa-1"), &good, &rsa()), ok),
         case("jwks PS256 rsa-any", P::Jwks, encode(PS256, Some("rsa-any"), &good, &rsa()), ok),
@@ -502,6 +596,20 @@ fn cases() -> Vec<Case> {
         ),
         case("signed by another secret", P::Hs, encode(HS256, None, &good, &EncodingKey::from_secret(b"another-secret-another-secret-!!")), Err(BadSignature)),
         case("signed by another RSA key", P::Rsa, encode(RS256, None, &good, &attacker()), Err(BadSignature)),
+        // Signatures of the wrong length (canonical base64url, so not Malformed).
+        case("HS256 truncated to 16 bytes", P::Hs, resign(&encode(HS256, None, &good, &hs()), |s| s.truncate(16)), Err(BadSignature)),
+        case("HS256 with an extra byte", P::Hs, resign(&encode(HS256, None, &good, &hs()), |s| s.push(0)), Err(BadSignature)),
+        case("HS512 signature under HS256", P::Hs, with_segment(&encode(HS256, None, &good, &hs()), 2, encode(HS512, None, &good, &hs()).rsplit('.').next().unwrap()), Err(BadSignature)),
+        case("RS256 one byte short", P::Rsa, resign(&encode(RS256, None, &good, &rsa()), |s| { s.pop(); }), Err(BadSignature)),
+        case("RS256 with a leading zero byte", P::Rsa, resign(&encode(RS256, None, &good, &rsa()), |s| s.insert(0, 0)), Err(BadSignature)),
+        case("PS256 with an extra byte", P::Rsa, resign(&encode(PS256, None, &good, &rsa()), |s| s.push(0)), Err(BadSignature)),
+        case("ES256 one byte short", P::Es256, resign(&encode(ES256, None, &good, &ec256()), |s| { s.pop(); }), Err(BadSignature)),
+        case("ES256 with an extra byte", P::Es256, resign(&encode(ES256, None, &good, &ec256()), |s| s.push(0)), Err(BadSignature)),
+        case("ES256 signature under ES384", P::Jwks, with_segment(&encode(ES384, Some("ec-384"), &good, &ec384()), 2, encode(ES256, None, &good, &ec256()).rsplit('.').next().unwrap()), Err(BadSignature)),
+        case("EdDSA one byte short", P::Ed, resign(&encode(EdDSA, None, &good, &ed()), |s| { s.pop(); }), Err(BadSignature)),
+        case("one-byte signature", P::Rsa, with_segment(&encode(RS256, None, &good, &rsa()), 2, "AA"), Err(BadSignature)),
+        case("signature longer than any key's", P::Rsa, resign(&encode(RS256, None, &good, &rsa()), |s| s.resize(513, 0)), Err(BadSignature)),
+        case("4 KiB signature", P::Hs, resign(&encode(HS256, None, &good, &hs()), |s| s.resize(4096, 7)), Err(BadSignature)),
         case("signed by another P-256 key", P::Jwks, encode(ES256, Some("ec-256"), &good, &EncodingKey::from_ec_pem(&k.ec256_other_priv).unwrap()), Err(BadSignature)),
         // alg none and unknown algorithms.
         case("alg none, empty signature", P::Hs, format!("{}.{}.", b64url(br#"{"alg":"none","typ":"JWT"}"#), b64url(good_payload().as_bytes())), Err(AlgNotAllowed)),
@@ -905,6 +1013,31 @@ fn mint_round_trip() {
     assert!(!providers.jwks.can_mint());
 }
 
+/// A 32-byte Ed25519 public key encoding y (little-endian), sign bit clear.
+fn ed_y(y: u8) -> [u8; 32] {
+    let mut bytes = [0; 32];
+    bytes[0] = y;
+    bytes
+}
+
+/// A base64url RSA modulus with its lowest bit cleared.
+fn even_modulus(n: &str) -> String {
+    let mut bytes = b64::decode_url(n.as_bytes()).unwrap();
+    *bytes.last_mut().unwrap() &= 0xfe;
+    b64url(&bytes)
+}
+
+#[test]
+fn compressed_point_pems_are_compressed() {
+    // So the compressed-point cases of the table really test decompression.
+    let k = keys();
+    for (pem, coordinate) in [(&k.ec256_compressed_pub, 32), (&k.ec384_compressed_pub, 48)] {
+        let der = pem_der(pem);
+        let point = &der[der.len() - 1 - coordinate..];
+        assert!(matches!(point[0], 2 | 3), "compressed point prefix");
+    }
+}
+
 #[test]
 fn provider_new_rejects_unsafe_or_useless_configs() {
     use Algorithm::*;
@@ -939,6 +1072,20 @@ fn provider_new_rejects_unsafe_or_useless_configs() {
         ("JWKS without usable key", settings("p", &[EdDSA], KeySource::Jwks(json!({"keys": [{"kty": "RSA", "kid": "r", "n": k.rsa_n, "e": k.rsa_e}]}).to_string().into_bytes())), "no key usable"),
         ("JWKS short Ed25519 x", settings("p", &[EdDSA], KeySource::Jwks(json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "AAAA"}]}).to_string().into_bytes())), "32 bytes"),
         ("JWKS EC point off curve", settings("p", &[ES256], KeySource::Jwks(json!({"keys": [{"kty": "EC", "crv": "P-256", "x": b64url(&[1; 32]), "y": b64url(&[2; 32])}]}).to_string().into_bytes())), "not a valid ES256 key"),
+        ("JWKS P-384 point off curve", settings("p", &[ES384], KeySource::Jwks(json!({"keys": [{"kty": "EC", "crv": "P-384", "x": b64url(&[1; 48]), "y": b64url(&[2; 48])}]}).to_string().into_bytes())), "not a valid ES384 key"),
+        ("JWKS P-256 key with y = x", settings("p", &[ES256], KeySource::Jwks(json!({"keys": [{"kty": "EC", "crv": "P-256", "x": k.ec256_xy.0, "y": k.ec256_xy.0}]}).to_string().into_bytes())), "not a valid ES256 key"),
+        // y = 2 (little-endian) gives no x on Curve25519's Edwards form; y = 1 is the identity.
+        ("JWKS Ed25519 not a curve point", settings("p", &[EdDSA], KeySource::Jwks(json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": b64url(&ed_y(2))}]}).to_string().into_bytes())), "not a valid EdDSA key"),
+        ("JWKS Ed25519 small-order key", settings("p", &[EdDSA], KeySource::Jwks(json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": b64url(&ed_y(1))}]}).to_string().into_bytes())), "small order"),
+        ("PEM Ed25519 not a curve point", settings("p", &[EdDSA], pem(&tweak_public_key(&k.ed_pub, |der| { let n = der.len(); der[n - 32..].copy_from_slice(&ed_y(2)); }))), "not a valid EdDSA key"),
+        ("PEM P-256 point off curve", settings("p", &[ES256], pem(&tweak_public_key(&k.ec256_pub, |der| *der.last_mut().unwrap() ^= 1))), "not a valid ES256 key"),
+        ("PEM P-384 point off curve", settings("p", &[ES384], pem(&tweak_public_key(&k.ec384_pub, |der| *der.last_mut().unwrap() ^= 1))), "not a valid ES384 key"),
+        // x = 2^256 - 1 is not even a field element, so no point has it.
+        ("PEM compressed P-256 point invalid", settings("p", &[ES256], pem(&tweak_public_key(&k.ec256_compressed_pub, |der| { let n = der.len(); der[n - 32..].fill(0xff); }))), "not a valid ES256 key"),
+        ("PEM compressed P-384 point invalid", settings("p", &[ES384], pem(&tweak_public_key(&k.ec384_compressed_pub, |der| { let n = der.len(); der[n - 48..].fill(0xff); }))), "not a valid ES384 key"),
+        ("JWKS RSA exponent above 2^33 - 1", settings("p", &[RS256], KeySource::Jwks(json!({"keys": [{"kty": "RSA", "n": k.rsa_n, "e": b64url(&[2, 0, 0, 0, 1])}]}).to_string().into_bytes())), "public exponent"),
+        ("JWKS RSA even exponent", settings("p", &[RS256], KeySource::Jwks(json!({"keys": [{"kty": "RSA", "n": k.rsa_n, "e": b64url(&[1, 0, 0])}]}).to_string().into_bytes())), "public exponent"),
+        ("JWKS RSA even modulus", settings("p", &[RS256], KeySource::Jwks(json!({"keys": [{"kty": "RSA", "n": even_modulus(&k.rsa_n), "e": k.rsa_e}]}).to_string().into_bytes())), "modulus is even"),
         ("empty issuer", ProviderSettings { issuer: Some(String::new()), ..settings("p", &[HS256], secret()) }, "issuer is empty"),
         ("empty audience entry", ProviderSettings { audience: vec![String::new()], ..settings("p", &[HS256], secret()) }, "audience"),
         ("empty name", settings(" ", &[HS256], secret()), "name is empty"),
