@@ -19,6 +19,8 @@
 #   RELOAD_INTERVAL=1  seconds between rewrites of routes/extra.yaml during a reload run
 # Environment (auth mode): REPS, DURATION, WARMUP and ORIGIN_REF as above, CONNS defaults to 64.
 # All modes:
+#   GATEHOUSE_WORKERS=  sets server.workers in every gatehouse config (default: unset, i.e. one
+#                   worker thread per core)
 #   NO_BUILD=1      do not run `cargo build --release` (use the existing binary)
 #   KEEP_TMP=1      keep the temp dir (configs, logs, raw wrk output) instead of deleting it
 #
@@ -265,7 +267,19 @@ start_gatehouse() { # TEMPLATE PORT [KEY=VALUE...] ; sets SERVER_PID
     local tmpl=$1 port=$2
     shift 2
     render "$tmpl" "$TMP/gatehouse.yaml" "PORT=$port" "$@"
+    set_workers "$TMP/gatehouse.yaml"
     run_gatehouse "$TMP/gatehouse.yaml"
+}
+
+set_workers() { # CONFIG : adds server.workers when GATEHOUSE_WORKERS is set
+    [[ -z ${GATEHOUSE_WORKERS:-} ]] && return 0
+    [[ $GATEHOUSE_WORKERS =~ ^[0-9]+$ ]] || die "GATEHOUSE_WORKERS must be a number"
+    sed -i "s/^server:\$/server:\n  workers: $GATEHOUSE_WORKERS/" "$1"
+    grep -q "^  workers: $GATEHOUSE_WORKERS\$" "$1" || die "could not set workers in $1"
+}
+
+workers_text() { # -> how many worker threads gatehouse runs
+    if [[ -n ${GATEHOUSE_WORKERS:-} ]]; then echo "server.workers: $GATEHOUSE_WORKERS"; else echo "server.workers unset: one per core ($(nproc))"; fi
 }
 
 run_gatehouse() { # CONFIG : checks CONFIG (with its routes_dir) and starts gatehouse on it; sets SERVER_PID
@@ -446,7 +460,7 @@ bench_rps() {
         echo "- command: \`$CMDLINE\`"
         echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
         echo "- host: $(nproc) cores, $(uname -sr); load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
-        echo "- gatehouse: $(describe_build) ($GATEHOUSE_BIN, release)"
+        echo "- gatehouse: $(describe_build) ($GATEHOUSE_BIN, release), $(workers_text)"
         echo "- nginx: $("$NGINX" -v 2>&1 | sed 's/^nginx version: //'), 1 worker, upstream keepalive 512 (bench/nginx-proxy.conf.tmpl)"
         echo "- origin: nginx, 1 worker, fixed 100-byte 200 response (bench/nginx-origin.conf.tmpl)"
         echo "- load: $("$WRK" -v 2>&1 | head -n 1 | cut -d' ' -f1-2), -t$WRK_THREADS, HTTP/1.1 keep-alive, GET /, ${DURATION}s per run, $REPS reps per proxy and connection count, order alternated per rep, ${WARMUP}s warm-up per server"
@@ -719,6 +733,7 @@ bench_reload() {
     gw=$TMP/gateway
     mkdir -p "$gw/routes"
     render "$BENCH_DIR/gatehouse-reload.yaml.tmpl" "$gw/gateway.yaml" "PORT=$gh_port" "ORIGIN_PORT=$origin_port"
+    set_workers "$gw/gateway.yaml"
     render "$BENCH_DIR/gatehouse-reload-main.yaml.tmpl" "$gw/routes/main.yaml"
     write_extra "$gw/routes" "$RELOAD_SEQ"
     log "starting gatehouse on 127.0.0.1:$gh_port, config in $gw (watched)"

@@ -92,19 +92,17 @@ fn main() -> ExitCode {
             headers,
         } => explain(&cli.config, &method, &url, &headers),
         Command::Token(args) => token(&cli.config, &args),
-        Command::Healthcheck { timeout } => match runtime(Some(1)) {
+        Command::Healthcheck { timeout } => match runtime() {
             Ok(runtime) => runtime.block_on(healthcheck(&cli.config, timeout)),
             Err(code) => code,
         },
     }
 }
 
-/// The async runtime; `workers: None` means one thread per core (or `TOKIO_WORKER_THREADS`).
-fn runtime(workers: Option<usize>) -> Result<tokio::runtime::Runtime, ExitCode> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(workers) = workers {
-        builder.worker_threads(workers);
-    }
+/// The runtime for control work (signals, reloads, the admin listener); requests are served
+/// by the gateway's own worker threads (`server.workers`).
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    let mut builder = tokio::runtime::Builder::new_current_thread();
     builder.enable_all().build().map_err(|e| {
         eprintln!("cannot start the async runtime: {e}");
         ExitCode::FAILURE
@@ -128,7 +126,7 @@ fn run(path: PathBuf, watch: bool) -> ExitCode {
     let Ok(snapshot) = load(&path, &registries) else {
         return ExitCode::FAILURE;
     };
-    let runtime = match runtime(snapshot.server.workers) {
+    let runtime = match runtime() {
         Ok(runtime) => runtime,
         Err(code) => return code,
     };

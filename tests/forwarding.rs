@@ -343,6 +343,55 @@ async fn sequential_requests_reuse_upstream_connections() {
     );
 }
 
+#[tokio::test]
+async fn several_workers_serve_concurrent_connections_and_reuse_upstream_connections() {
+    let up = EchoUpstream::start("a").await;
+    let relay = CountingRelay::start(up.addr).await;
+    let yaml = config(
+        "workers: 3",
+        &format!("http://{}", relay.addr),
+        &route("r", "/", ""),
+    );
+    let gw = TestGateway::start(&yaml).await;
+    assert_eq!(gw.handle.snapshot().server.workers, Some(3));
+    // Nine client connections at once, ten requests each on the same connection: the workers
+    // accept them between them, and each request reuses an upstream connection of its worker.
+    let clients = (0..9).map(|c| {
+        let addr = gw.handle.local_addr();
+        tokio::spawn(async move {
+            let stream = TcpStream::connect(addr).await.unwrap();
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            for i in 0..10 {
+                let request = Request::get(format!("/c{c}/{i}"))
+                    .header("host", "gw.test")
+                    .body(Full::new(Bytes::new()))
+                    .unwrap();
+                let response = sender.send_request(request).await.unwrap();
+                assert_eq!(response.status(), 200);
+                let body = response.into_body().collect().await.unwrap().to_bytes();
+                let echo: Echo = serde_json::from_slice(&body).unwrap();
+                assert_eq!(echo.target, format!("/c{c}/{i}"));
+            }
+        })
+    });
+    for client in futures_util::future::join_all(clients).await {
+        client.unwrap();
+    }
+    assert_eq!(up.requests(), 90);
+    let connections = relay.accepted.load(Ordering::SeqCst);
+    assert!(
+        connections <= 9,
+        "9 client connections used {connections} upstream connections"
+    );
+    eventually("the workers see every client connection closed", || async {
+        gw.handle.open_connections() == 0
+    })
+    .await;
+}
+
 fn assert_error(got: &Got, status: u16, code: &str) {
     assert_eq!(got.status, status, "{}", got.text());
     assert_eq!(got.header("content-type"), Some("application/json"));

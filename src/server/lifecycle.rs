@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use super::listener::{accept_loop, OpenConnections, Phase, Role};
 use super::reload::{self, ReloadOutcome};
 use super::state::GatewayState;
+use super::workers;
 use crate::config::{self, ConfigErrors, Env, ProcessEnv, Snapshot};
 use crate::registry::Registries;
 
@@ -45,6 +46,9 @@ pub enum StartError {
     /// The config is invalid.
     #[error("{0}")]
     Config(ConfigErrors),
+    /// The worker threads could not be started.
+    #[error("cannot start worker threads: {0}")]
+    Workers(std::io::Error),
     /// A listener could not be opened.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -77,6 +81,10 @@ impl Gateway {
         // Keys from jwks_url before the first request, when the IdP answers in time.
         config::identity::start_jwks_refresh(&snapshot.providers).await;
         let listen = snapshot.server.listen;
+        let worker_count = snapshot
+            .server
+            .workers
+            .unwrap_or_else(workers::default_count);
         let admin_listen = snapshot.admin_listen;
         let main = bind(listen).await?;
         let admin = match admin_listen {
@@ -114,13 +122,10 @@ impl Gateway {
         };
         let (phase_tx, phase_rx) = watch::channel(Phase::Running);
         let open = Arc::new(OpenConnections::default());
-        let mut tasks = vec![tokio::spawn(accept_loop(
-            main,
-            Role::Main,
-            Arc::clone(&state),
-            phase_rx.clone(),
-            Arc::clone(&open),
-        ))];
+        let main = main.into_std().map_err(StartError::Workers)?;
+        let worker_threads = workers::spawn(worker_count, main, &state, &phase_rx, &open)
+            .map_err(StartError::Workers)?;
+        let mut tasks = Vec::new();
         if let Some(admin) = admin {
             tasks.push(tokio::spawn(accept_loop(
                 admin,
@@ -131,7 +136,7 @@ impl Gateway {
                 Arc::new(OpenConnections::default()),
             )));
         }
-        tracing::info!(listen = %local_addr, admin = ?admin_addr, "gatehouse listening");
+        tracing::info!(listen = %local_addr, admin = ?admin_addr, workers = worker_count, "gatehouse listening");
         Ok(GatewayHandle {
             state,
             local_addr,
@@ -139,6 +144,7 @@ impl Gateway {
             phase: phase_tx,
             open,
             tasks,
+            workers: worker_threads,
             _watcher: watcher,
         })
     }
@@ -158,6 +164,8 @@ pub struct GatewayHandle {
     phase: watch::Sender<Phase>,
     open: Arc<OpenConnections>,
     tasks: Vec<JoinHandle<()>>,
+    /// The connection workers; they end on their own once the phase is `Terminate`.
+    workers: Vec<std::thread::JoinHandle<()>>,
     _watcher: Option<reload::WatchGuard>,
 }
 
@@ -203,7 +211,7 @@ impl GatewayHandle {
 
     /// Stops accepting, lets in-flight requests finish for up to `grace` (default
     /// `server.shutdown_grace`), closes idle connections, then cuts whatever is left.
-    pub async fn shutdown(self, grace: Option<Duration>) -> ShutdownOutcome {
+    pub async fn shutdown(mut self, grace: Option<Duration>) -> ShutdownOutcome {
         let grace = grace.unwrap_or_else(|| self.state.snapshot.load().server.shutdown_grace);
         self.state.draining.store(true, Ordering::SeqCst);
         let _ = self.phase.send(Phase::Draining);
@@ -216,6 +224,14 @@ impl GatewayHandle {
             ShutdownOutcome::Cut(self.open.count())
         };
         let _ = self.phase.send(Phase::Terminate);
+        // The workers drop their connections as they stop; wait so nothing outlives shutdown.
+        let workers = std::mem::take(&mut self.workers);
+        let _ = tokio::task::spawn_blocking(move || {
+            for worker in workers {
+                let _ = worker.join();
+            }
+        })
+        .await;
         outcome
     }
 }

@@ -6,5 +6,6 @@ pub mod lifecycle;
 pub mod listener;
 pub mod reload;
 pub mod state;
+pub mod workers;
 
 pub use lifecycle::{Gateway, GatewayHandle, ShutdownOutcome, StartError, StartOptions};

@@ -4,13 +4,14 @@
 //! passes each request and response between tasks through channels. A proxy can do better: the
 //! task serving the client connection polls the upstream connection itself, first until the
 //! response head arrives and then from inside the response body, so a request costs no extra
-//! task wake-ups or cross-task hand-offs. Idle connections sit in a per-target LIFO list; a
-//! sweeper drops expired ones and ones the upstream closed.
+//! task wake-ups or cross-task hand-offs. Idle connections sit in a LIFO list per target and per
+//! worker thread (a connection's socket belongs to the runtime of the worker that opened it, so
+//! only that worker reuses it); a sweeper drops expired ones and ones the upstream closed.
 
 use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -23,6 +24,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::proxy::body::{BoxError, LimitedBody};
+use crate::server::workers;
 
 type Sender = http1::SendRequest<LimitedBody>;
 type Conn = http1::Connection<TokioIo<TcpStream>, LimitedBody>;
@@ -30,7 +32,7 @@ type Conn = http1::Connection<TokioIo<TcpStream>, LimitedBody>;
 /// Idle connections older than this are closed. Shorter than the keep-alive timeout of most
 /// servers (nginx 75s), which avoids reusing one the server is about to close.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(50);
-/// Enough idle connections per target for high concurrency without an unbounded pool.
+/// Enough idle connections per target and worker for high concurrency without an unbounded pool.
 const MAX_IDLE_PER_TARGET: usize = 1024;
 /// How often idle connections are checked for expiry and for being closed by the upstream.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
@@ -48,7 +50,9 @@ pub struct PoolSettings {
 #[derive(Debug)]
 pub struct Pool {
     settings: PoolSettings,
-    idle: Vec<Mutex<Vec<Idle>>>,
+    /// Idle lists, worker-major: `worker * targets + target`. Made at first use, when the
+    /// gateway's workers exist (pools are built while loading the config, before that).
+    idle: OnceLock<Box<[Mutex<Vec<Idle>>]>>,
     sweeper_started: std::sync::Once,
 }
 
@@ -69,7 +73,8 @@ pub struct Connection {
     // Boxed so handing a connection between pool, request and response body moves a pointer,
     // not hyper's whole connection state (~700 bytes).
     conn: Box<Conn>,
-    target: usize,
+    /// Index of its idle list (target and worker).
+    slot: usize,
 }
 
 /// Why an upstream exchange failed.
@@ -91,14 +96,9 @@ pub enum SendError {
 impl Pool {
     /// An empty pool for these targets.
     pub fn new(settings: PoolSettings) -> Arc<Self> {
-        let idle = settings
-            .targets
-            .iter()
-            .map(|_| Mutex::new(Vec::new()))
-            .collect();
         Arc::new(Pool {
             settings,
-            idle,
+            idle: OnceLock::new(),
             sweeper_started: std::sync::Once::new(),
         })
     }
@@ -141,7 +141,7 @@ impl Pool {
         let Connection {
             mut sender,
             mut conn,
-            target,
+            slot,
         } = connection;
         let mut response = std::pin::pin!(sender.try_send_request(request));
         let mut conn_done = false;
@@ -159,11 +159,7 @@ impl Pool {
         })
         .await?;
         let (parts, body) = head.into_parts();
-        let connection = (!conn_done).then(|| Connection {
-            sender,
-            conn,
-            target,
-        });
+        let connection = (!conn_done).then(|| Connection { sender, conn, slot });
         Ok(Response::from_parts(
             parts,
             UpstreamBody {
@@ -178,7 +174,9 @@ impl Pool {
     async fn checkout(self: &Arc<Self>, target: usize) -> Option<Connection> {
         loop {
             let idle = {
-                let mut list = self.idle[target].lock().unwrap_or_else(|p| p.into_inner());
+                let mut list = self.lists()[self.slot(target)]
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
                 list.pop()?
             };
             if idle.since.elapsed() >= IDLE_TIMEOUT {
@@ -211,12 +209,12 @@ impl Pool {
         Ok(Connection {
             sender,
             conn: Box::new(conn),
-            target,
+            slot: self.slot(target),
         })
     }
 
     fn checkin(&self, connection: Connection) {
-        let mut list = self.idle[connection.target]
+        let mut list = self.lists()[connection.slot]
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         if list.len() < MAX_IDLE_PER_TARGET {
@@ -229,10 +227,24 @@ impl Pool {
 
     /// Idle connections across all targets (for tests and metrics).
     pub fn idle_count(&self) -> usize {
-        self.idle
+        self.lists()
             .iter()
             .map(|l| l.lock().unwrap_or_else(|p| p.into_inner()).len())
             .sum()
+    }
+
+    fn lists(&self) -> &[Mutex<Vec<Idle>>] {
+        self.idle.get_or_init(|| {
+            let count = workers::slots() * self.settings.targets.len();
+            (0..count).map(|_| Mutex::new(Vec::new())).collect()
+        })
+    }
+
+    /// The idle list for `target` of the calling worker (the first worker's off worker threads).
+    fn slot(&self, target: usize) -> usize {
+        let targets = self.settings.targets.len().max(1);
+        let workers = (self.lists().len() / targets).max(1);
+        workers::current().unwrap_or(0) % workers * targets + target
     }
 
     fn start_sweeper(self: &Arc<Self>) {
@@ -253,7 +265,7 @@ async fn sweep(pool: Weak<Pool>) {
             return;
         };
         let mut noop = Context::from_waker(std::task::Waker::noop());
-        for list in &pool.idle {
+        for list in pool.lists() {
             let mut list = list.lock().unwrap_or_else(|p| p.into_inner());
             list.retain_mut(|idle| {
                 idle.since.elapsed() < IDLE_TIMEOUT && idle.conn.poll_open(&mut noop)
