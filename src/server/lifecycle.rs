@@ -11,10 +11,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::listener::{accept_loop, OpenConnections, Phase, Role};
+use super::listener::{accept_loop, OpenConnections, Phase, Placement, Role};
 use super::reload::{self, ReloadOutcome};
 use super::state::GatewayState;
-use super::workers;
+use super::workers::{self, Workers};
 use crate::config::{self, ConfigErrors, Env, ProcessEnv, Snapshot};
 use crate::registry::Registries;
 
@@ -122,10 +122,16 @@ impl Gateway {
         };
         let (phase_tx, phase_rx) = watch::channel(Phase::Running);
         let open = Arc::new(OpenConnections::default());
-        let main = main.into_std().map_err(StartError::Workers)?;
-        let worker_threads = workers::spawn(worker_count, main, &state, &phase_rx, &open)
-            .map_err(StartError::Workers)?;
-        let mut tasks = Vec::new();
+        let (workers, worker_threads) =
+            Workers::spawn(worker_count, &state, &phase_rx, &open).map_err(StartError::Workers)?;
+        let mut tasks = vec![tokio::spawn(accept_loop(
+            main,
+            Role::Main,
+            Arc::clone(&state),
+            phase_rx.clone(),
+            Arc::clone(&open),
+            Placement::Workers(workers),
+        ))];
         if let Some(admin) = admin {
             tasks.push(tokio::spawn(accept_loop(
                 admin,
@@ -134,6 +140,7 @@ impl Gateway {
                 phase_rx,
                 // Admin connections stay up through the drain, so shutdown does not wait on them.
                 Arc::new(OpenConnections::default()),
+                Placement::Here,
             )));
         }
         tracing::info!(listen = %local_addr, admin = ?admin_addr, workers = worker_count, "gatehouse listening");

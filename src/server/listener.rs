@@ -18,6 +18,7 @@ use tokio::sync::{watch, Notify};
 use super::builtin;
 use super::connection::{Activity, TrackedBody, TrackedIo, Verdict};
 use super::state::GatewayState;
+use super::workers::Workers;
 use crate::error::GatewayError;
 use crate::observability::access_log::{Completion, RequestRecord};
 use crate::observability::request_id::{request_id, X_REQUEST_ID};
@@ -74,7 +75,8 @@ impl OpenConnections {
     }
 }
 
-struct ConnectionGuard(Arc<OpenConnections>);
+/// Holds one count of [`OpenConnections`] while its connection is open.
+pub struct ConnectionGuard(Arc<OpenConnections>);
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
@@ -82,6 +84,14 @@ impl Drop for ConnectionGuard {
             self.0.closed.notify_waiters();
         }
     }
+}
+
+/// Where accepted connections are served.
+pub enum Placement {
+    /// On the runtime that accepted them (the admin listener: a few probes and scrapes).
+    Here,
+    /// On the least busy worker thread (the main listener).
+    Workers(Workers),
 }
 
 /// Accepts connections until the phase leaves `Running` (the admin listener: until `Terminate`,
@@ -92,6 +102,7 @@ pub async fn accept_loop(
     state: Arc<GatewayState>,
     phase: watch::Receiver<Phase>,
     open: Arc<OpenConnections>,
+    placement: Placement,
 ) {
     let mut stop = phase.clone();
     loop {
@@ -99,15 +110,13 @@ pub async fn accept_loop(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let guard = open.open();
-                    let state = Arc::clone(&state);
-                    let phase = phase.clone();
-                    tokio::spawn(async move {
-                        state.metrics.connection_opened();
-                        let metrics = Arc::clone(&state.metrics);
-                        serve_connection(stream, peer, role, state, phase).await;
-                        metrics.connection_closed();
-                        drop(guard);
-                    });
+                    match &placement {
+                        Placement::Here => {
+                            let (state, phase) = (Arc::clone(&state), phase.clone());
+                            tokio::spawn(serve_counted(stream, peer, role, state, phase, guard));
+                        }
+                        Placement::Workers(workers) => workers.assign(stream, peer, guard),
+                    }
                 }
                 Err(e) => {
                     // Out of file descriptors or similar: back off instead of spinning.
@@ -131,6 +140,22 @@ async fn stops_accepting(phase: &mut watch::Receiver<Phase>, role: Role) {
             return;
         }
     }
+}
+
+/// Serves one connection, counted in the metrics and in [`OpenConnections`] until it closes.
+pub(super) async fn serve_counted(
+    stream: TcpStream,
+    peer: SocketAddr,
+    role: Role,
+    state: Arc<GatewayState>,
+    phase: watch::Receiver<Phase>,
+    guard: ConnectionGuard,
+) {
+    state.metrics.connection_opened();
+    let metrics = Arc::clone(&state.metrics);
+    serve_connection(stream, peer, role, state, phase).await;
+    metrics.connection_closed();
+    drop(guard);
 }
 
 async fn serve_connection(

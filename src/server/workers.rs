@@ -1,26 +1,30 @@
 //! Connection workers: `server.workers` threads, each running its own single-threaded runtime
-//! that accepts from the main listener and serves those connections start to finish.
+//! that serves the connections handed to it from start to finish.
 //!
-//! One multi-threaded runtime for everything cost about a fifth more CPU per proxied request on
-//! this project's benchmark than one thread alone: every wake-up may hop to another thread, and
-//! idle workers are woken to steal. Like nginx's worker processes, a connection here stays on the
-//! thread that accepted it, together with the upstream connections it uses (the pool keeps one
-//! idle list per worker, see [`current`]). Control work (reloads, signals, the admin listener,
-//! JWKS refreshes) stays on the runtime that started the gateway.
+//! With one multi-threaded runtime for everything, a request's wake-ups could land on either
+//! thread and idle threads were woken to steal work, which cost CPU on every request. Like
+//! nginx's worker processes, a connection here stays on one thread, together with the upstream
+//! connections it uses (the pool keeps one idle list per worker, see [`current`]). Control work
+//! (accepting, reloads, signals, the admin listener, JWKS refreshes) stays on the runtime that
+//! started the gateway.
 //!
-//! Every worker polls a clone of the same listening socket: whichever is free first accepts, so
-//! a busy worker takes fewer new connections without any hand-off between threads.
+//! The acceptor hands each new connection to the worker with the fewest open connections.
+//! Letting every worker accept from the socket itself was measured first: whichever worker woke
+//! first took most of a burst of new connections (one run split 64 connections about 1:4), and
+//! the overloaded worker's queueing showed in the tail latency. The hand-off costs one channel
+//! send per connection, not per request.
 
 use std::cell::Cell;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
 
-use super::listener::{accept_loop, OpenConnections, Phase, Role};
+use super::listener::{serve_counted, ConnectionGuard, OpenConnections, Phase, Role};
 use super::state::GatewayState;
 
 thread_local! {
@@ -47,58 +51,132 @@ pub fn default_count() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Starts `count` workers accepting from `listener` until the phase leaves `Running`; each then
-/// serves its open connections until all are closed or the phase is `Terminate`, and ends.
-pub fn spawn(
-    count: usize,
-    listener: std::net::TcpListener,
-    state: &Arc<GatewayState>,
-    phase: &watch::Receiver<Phase>,
-    open: &Arc<OpenConnections>,
-) -> io::Result<Vec<JoinHandle<()>>> {
-    MOST_WORKERS.fetch_max(count, Ordering::Relaxed);
-    let mut threads = Vec::with_capacity(count);
-    for index in 0..count {
-        let listener = listener.try_clone()?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let (state, phase, open) = (Arc::clone(state), phase.clone(), Arc::clone(open));
-        let thread = std::thread::Builder::new()
-            .name(format!("gatehouse-worker-{index}"))
-            .spawn(move || {
-                WORKER.with(|w| w.set(Some(index)));
-                runtime.block_on(serve(listener, state, phase, open));
-            })?;
-        threads.push(thread);
-    }
-    Ok(threads)
+/// The acceptor's end: one queue per worker and each worker's open-connection count.
+pub struct Workers {
+    queues: Vec<mpsc::UnboundedSender<Assigned>>,
+    load: Arc<[AtomicUsize]>,
+    /// Where the search for the least busy worker starts, so ties rotate.
+    next: AtomicUsize,
 }
 
-/// One worker's life: accept, then finish what is open.
+/// A connection on its way to a worker.
+struct Assigned {
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    guard: ConnectionGuard,
+    load: LoadGuard,
+}
+
+/// Holds one count of a worker's load while its connection is open.
+struct LoadGuard {
+    load: Arc<[AtomicUsize]>,
+    worker: usize,
+}
+
+impl Drop for LoadGuard {
+    fn drop(&mut self) {
+        self.load[self.worker].fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Workers {
+    /// Starts `count` worker threads. Each serves what it is handed; once the acceptor is gone
+    /// (the `Workers` dropped) it serves its open connections until they are all closed or the
+    /// phase is `Terminate`, and ends.
+    pub fn spawn(
+        count: usize,
+        state: &Arc<GatewayState>,
+        phase: &watch::Receiver<Phase>,
+        open: &Arc<OpenConnections>,
+    ) -> io::Result<(Workers, Vec<JoinHandle<()>>)> {
+        MOST_WORKERS.fetch_max(count, Ordering::Relaxed);
+        let mut queues = Vec::with_capacity(count);
+        let mut threads = Vec::with_capacity(count);
+        for index in 0..count {
+            let (queue, assigned) = mpsc::unbounded_channel();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let (state, phase, open) = (Arc::clone(state), phase.clone(), Arc::clone(open));
+            let thread = std::thread::Builder::new()
+                .name(format!("gatehouse-worker-{index}"))
+                .spawn(move || {
+                    WORKER.with(|w| w.set(Some(index)));
+                    runtime.block_on(serve(assigned, state, phase, open));
+                })?;
+            queues.push(queue);
+            threads.push(thread);
+        }
+        let load = (0..count).map(|_| AtomicUsize::new(0)).collect();
+        let workers = Workers {
+            queues,
+            load,
+            next: AtomicUsize::new(0),
+        };
+        Ok((workers, threads))
+    }
+
+    /// Hands a new connection to the worker with the fewest open connections.
+    pub(super) fn assign(&self, stream: TcpStream, peer: SocketAddr, guard: ConnectionGuard) {
+        let count = self.queues.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let worker = (0..count)
+            .map(|i| (start + i) % count)
+            .min_by_key(|&i| self.load[i].load(Ordering::Relaxed))
+            .unwrap_or(0);
+        // The socket leaves this runtime's reactor and joins the worker's.
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "cannot hand a connection to a worker");
+                return;
+            }
+        };
+        self.load[worker].fetch_add(1, Ordering::Relaxed);
+        let load = LoadGuard {
+            load: Arc::clone(&self.load),
+            worker,
+        };
+        let assigned = Assigned {
+            stream,
+            peer,
+            guard,
+            load,
+        };
+        if self.queues[worker].send(assigned).is_err() {
+            tracing::warn!(%peer, worker, "worker is gone; connection dropped");
+        }
+    }
+}
+
+/// One worker's life: serve what is handed over, then finish what is open.
 async fn serve(
-    listener: std::net::TcpListener,
+    mut assigned: mpsc::UnboundedReceiver<Assigned>,
     state: Arc<GatewayState>,
-    phase: watch::Receiver<Phase>,
+    mut phase: watch::Receiver<Phase>,
     open: Arc<OpenConnections>,
 ) {
-    let listener = match TcpListener::from_std(listener) {
-        Ok(listener) => listener,
-        Err(e) => {
-            tracing::error!(error = %e, "worker cannot poll the listening socket");
-            return;
-        }
-    };
-    accept_loop(
-        listener,
-        Role::Main,
-        state,
-        phase.clone(),
-        Arc::clone(&open),
-    )
-    .await;
+    while let Some(Assigned {
+        stream,
+        peer,
+        guard,
+        load,
+    }) = assigned.recv().await
+    {
+        let stream = match TcpStream::from_std(stream) {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "worker cannot poll a connection");
+                continue;
+            }
+        };
+        let (state, phase) = (Arc::clone(&state), phase.clone());
+        tokio::spawn(async move {
+            serve_counted(stream, peer, Role::Main, state, phase, guard).await;
+            drop(load);
+        });
+    }
     // Connections are tasks of this runtime: it must keep running until they are done.
-    let mut phase = phase;
     tokio::select! {
         _ = open.all_closed() => {}
         _ = terminated(&mut phase) => {}
