@@ -15,6 +15,8 @@ pub mod proxy;
 pub mod registry;
 pub mod routing;
 pub mod server;
+#[cfg(test)]
+mod test_support;
 pub mod upstream;
 
 pub use server::{Gateway, GatewayHandle, StartOptions};

@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -334,24 +333,12 @@ async fn cors_preflight_is_answered_before_auth_and_responses_carry_allow_origin
     assert_eq!(got.header("access-control-allow-origin"), None);
 }
 
-fn openssl(args: &[&str], dir: &Path) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[tokio::test]
 async fn public_keys_verify_and_cannot_be_used_as_hmac_secrets() {
     let upstream = EchoUpstream::start("u").await;
     let dir = tempfile::tempdir().unwrap();
     openssl(
+        dir.path(),
         &[
             "genpkey",
             "-algorithm",
@@ -361,11 +348,10 @@ async fn public_keys_verify_and_cannot_be_used_as_hmac_secrets() {
             "-out",
             "rsa.key",
         ],
-        dir.path(),
     );
     openssl(
-        &["pkey", "-in", "rsa.key", "-pubout", "-out", "rsa.pub"],
         dir.path(),
+        &["pkey", "-in", "rsa.key", "-pubout", "-out", "rsa.pub"],
     );
     let config = format!(
         "{}jwt:\n  providers:\n    rsa:\n      algorithms: [RS256]\n      public_key_file: {}\nroutes:\n  - name: r\n    match: {{path: /r}}\n    upstream: u\n    auth: {{jwt: rsa}}\nupstreams:\n  u:\n    targets: [{}]\n",

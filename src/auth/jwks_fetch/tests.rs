@@ -4,7 +4,6 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 use http::{HeaderMap, HeaderValue, Response};
@@ -16,6 +15,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 
 use super::*;
+use crate::test_support::openssl;
 
 type Body = BoxBody<Bytes, Infallible>;
 
@@ -236,19 +236,6 @@ async fn http_answers_statuses_caps_and_timeouts() {
     assert!(
         matches!(refused, Err(FetchError::Connect(_))),
         "{refused:?}"
-    );
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
     );
 }
 

@@ -2,7 +2,6 @@
 //! signs, and the table below says which [`AuthFailure`] each token must produce.
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -11,6 +10,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 
 use super::*;
+use crate::test_support::{b64url, openssl};
 
 const NOW: u64 = 1_700_000_000;
 const ISS: &str = "https://issuer.test";
@@ -18,21 +18,6 @@ const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-test-secret";
 
 fn now() -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(NOW)
-}
-
-fn b64url(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, &b)| acc | (u32::from(b) << (16 - 8 * i)));
-        for i in 0..=chunk.len() {
-            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-        }
-    }
-    out
 }
 
 /// Key material generated once per test run.
@@ -62,20 +47,6 @@ struct TestKeys {
     rsa1024_pub: Vec<u8>,
     ec521_pub: Vec<u8>,
     ed448_pub: Vec<u8>,
-}
-
-fn openssl(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 /// Generates `name.key` (PKCS#8 private) and `name.pub` (SPKI public) and returns both PEMs.
