@@ -118,12 +118,7 @@ impl Workers {
 
     /// Hands a new connection to the worker with the fewest open connections.
     pub(super) fn assign(&self, stream: TcpStream, peer: SocketAddr, guard: ConnectionGuard) {
-        let count = self.queues.len();
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let worker = (0..count)
-            .map(|i| (start + i) % count)
-            .min_by_key(|&i| self.load[i].load(Ordering::Relaxed))
-            .unwrap_or(0);
+        let worker = least_busy(&self.load, self.next.fetch_add(1, Ordering::Relaxed));
         // The socket leaves this runtime's reactor and joins the worker's.
         let stream = match stream.into_std() {
             Ok(stream) => stream,
@@ -147,6 +142,15 @@ impl Workers {
             tracing::warn!(%peer, worker, "worker is gone; connection dropped");
         }
     }
+}
+
+/// The worker with the fewest open connections; among equals, the first from `start` on.
+fn least_busy(load: &[AtomicUsize], start: usize) -> usize {
+    let count = load.len().max(1);
+    (0..count)
+        .map(|i| (start + i) % count)
+        .min_by_key(|&i| load.get(i).map_or(0, |l| l.load(Ordering::Relaxed)))
+        .unwrap_or(0)
 }
 
 /// One worker's life: serve what is handed over, then finish what is open.
@@ -189,5 +193,31 @@ async fn terminated(phase: &mut watch::Receiver<Phase>) {
         if phase.changed().await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_go_to_the_least_busy_worker_and_ties_rotate() {
+        let load: Vec<AtomicUsize> = (0..3).map(|_| AtomicUsize::new(0)).collect();
+        let mut picks = Vec::new();
+        for start in 0..6 {
+            let worker = least_busy(&load, start);
+            load[worker].fetch_add(1, Ordering::Relaxed);
+            picks.push(worker);
+        }
+        assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
+        // Worker 1's connections close: it takes the next ones whatever the rotation says.
+        load[1].store(0, Ordering::Relaxed);
+        assert_eq!(least_busy(&load, 6), 1);
+        assert_eq!(least_busy(&load, 8), 1);
+        // Uneven load: the emptiest wins.
+        load[0].store(5, Ordering::Relaxed);
+        load[1].store(3, Ordering::Relaxed);
+        load[2].store(4, Ordering::Relaxed);
+        assert_eq!(least_busy(&load, 0), 1);
     }
 }
