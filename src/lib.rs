@@ -10,6 +10,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod explain;
+pub mod net;
 pub mod observability;
 pub mod proxy;
 pub mod registry;

@@ -24,8 +24,9 @@ use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, RootCertStore};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
+
+use crate::net::connect_any;
 
 /// Time allowed for a whole fetch: resolving, connecting, TLS, and reading the full response.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -210,7 +211,7 @@ impl Fetcher {
     }
 
     async fn get_unbounded(&self, url: &JwksUrl) -> Result<Fetched, FetchError> {
-        let tcp = connect(&url.host, url.port)
+        let tcp = connect_any((url.host.as_str(), url.port))
             .await
             .map_err(FetchError::Connect)?;
         let _ = tcp.set_nodelay(true);
@@ -222,18 +223,6 @@ impl Fetcher {
         let stream = self.tls.connect(name, tcp).await.map_err(FetchError::Tls)?;
         exchange(stream, url).await
     }
-}
-
-/// Tries each resolved address in turn.
-async fn connect(host: &str, port: u16) -> io::Result<TcpStream> {
-    let mut last = io::Error::new(io::ErrorKind::NotFound, "the host name has no address");
-    for addr in tokio::net::lookup_host((host, port)).await? {
-        match TcpStream::connect(addr).await {
-            Ok(stream) => return Ok(stream),
-            Err(e) => last = e,
-        }
-    }
-    Err(last)
 }
 
 /// One request on a fresh connection, driven in this task until the whole body is read.

@@ -23,6 +23,7 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use crate::net::connect_any;
 use crate::proxy::body::{BoxError, LimitedBody};
 use crate::server::workers;
 
@@ -297,19 +298,11 @@ impl Connection {
 }
 
 async fn connect_tcp(authority: &str) -> io::Result<TcpStream> {
-    let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
-    let with_port = if has_port(authority) {
-        authority.to_string()
+    if has_port(authority) {
+        connect_any(authority).await
     } else {
-        format!("{authority}:80")
-    };
-    for addr in tokio::net::lookup_host(with_port).await? {
-        match TcpStream::connect(addr).await {
-            Ok(stream) => return Ok(stream),
-            Err(e) => last = e,
-        }
+        connect_any(format!("{authority}:80")).await
     }
-    Err(last)
 }
 
 fn has_port(authority: &str) -> bool {

@@ -1,0 +1,17 @@
+//! Outgoing TCP connections, shared by the upstream pool and the JWKS fetcher.
+
+use std::io;
+
+use tokio::net::{TcpStream, ToSocketAddrs};
+
+/// Resolves `addr` and tries each address in turn; the last error if none connects.
+pub async fn connect_any(addr: impl ToSocketAddrs) -> io::Result<TcpStream> {
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "the host name has no address");
+    for addr in tokio::net::lookup_host(addr).await? {
+        match TcpStream::connect(addr).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
