@@ -242,25 +242,48 @@ async fn gatehouse(args: Vec<String>) -> (std::process::Output, Duration) {
     .unwrap()
 }
 
+/// A gateway whose provider fetches from a JWKS server that publishes one key, `a`.
+struct OneKey {
+    dir: tempfile::TempDir,
+    a: Key,
+    idp: JwksServer,
+    upstream: EchoUpstream,
+    gw: TestGateway,
+}
+
+impl OneKey {
+    /// `provider_extra`: more settings for the provider (one line, e.g. `jwks_refresh: 1s`).
+    async fn start(provider_extra: &str) -> OneKey {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Key::generate(dir.path(), "a");
+        let idp = JwksServer::start(ok(jwks(&[&a]))).await;
+        let upstream = EchoUpstream::start("u").await;
+        let gw = TestGateway::start(&config(&idp.url(), provider_extra, &upstream)).await;
+        OneKey {
+            dir,
+            a,
+            idp,
+            upstream,
+            gw,
+        }
+    }
+}
+
 #[tokio::test]
 async fn tokens_verify_with_keys_fetched_from_jwks_url() {
-    let dir = tempfile::tempdir().unwrap();
-    let a = Key::generate(dir.path(), "a");
-    let idp = JwksServer::start(ok(jwks(&[&a]))).await;
-    let upstream = EchoUpstream::start("u").await;
-    let gw = TestGateway::start(&config(&idp.url(), "", &upstream)).await;
+    let OneKey { a, idp, gw, .. } = &OneKey::start("").await;
 
     // The first fetch happens before the gateway serves, so the very first token works.
     assert_eq!(idp.requests(), 1);
-    let got = call(&gw, &a.token("alice")).await;
+    let got = call(gw, &a.token("alice")).await;
     assert_eq!(got.status, 200, "{}", got.text());
     assert_eq!(got.echo().server, "u");
-    assert_eq!(metric(&gw, SUCCESSES).await, 1.0);
-    assert_eq!(metric(&gw, FAILURES).await, 0.0);
-    assert_eq!(metric(&gw, KEYS).await, 1.0);
+    assert_eq!(metric(gw, SUCCESSES).await, 1.0);
+    assert_eq!(metric(gw, FAILURES).await, 0.0);
+    assert_eq!(metric(gw, KEYS).await, 1.0);
 
     // A token signed with the right key but naming a kid the set lacks is refused.
-    let got = call(&gw, &a.token_as("not-a", "alice")).await;
+    let got = call(gw, &a.token_as("not-a", "alice")).await;
     assert_eq!(got.status, 401);
     assert_eq!(got.json()["error"], "unknown_kid");
 
@@ -279,15 +302,11 @@ async fn tokens_verify_with_keys_fetched_from_jwks_url() {
 
 #[tokio::test]
 async fn a_rotated_key_is_fetched_when_its_kid_first_appears() {
-    let dir = tempfile::tempdir().unwrap();
-    let (a, b) = (
-        Key::generate(dir.path(), "a"),
-        Key::generate(dir.path(), "b"),
-    );
-    let idp = JwksServer::start(ok(jwks(&[&a]))).await;
-    let upstream = EchoUpstream::start("u").await;
-    let gw = TestGateway::start(&config(&idp.url(), "", &upstream)).await;
-    assert_eq!(call(&gw, &a.token("alice")).await.status, 200);
+    let OneKey {
+        dir, a, idp, gw, ..
+    } = &OneKey::start("").await;
+    let b = Key::generate(dir.path(), "b");
+    assert_eq!(call(gw, &a.token("alice")).await.status, 200);
     assert_eq!(idp.requests(), 1);
 
     // The IdP rotates to b. The first token naming b triggers a fetch (the scheduled one is
@@ -300,23 +319,19 @@ async fn a_rotated_key_is_fetched_when_its_kid_first_appears() {
     })
     .await;
     assert_eq!(idp.requests(), 2, "one fetch for the new kid");
-    assert_eq!(metric(&gw, SUCCESSES).await, 2.0);
+    assert_eq!(metric(gw, SUCCESSES).await, 2.0);
 
     // a is no longer in the set.
-    let got = call(&gw, &a.token("alice")).await;
+    let got = call(gw, &a.token("alice")).await;
     assert_eq!(got.status, 401);
     assert_eq!(got.json()["error"], "unknown_kid");
 }
 
 #[tokio::test]
 async fn a_failing_idp_keeps_the_last_good_keys() {
-    let dir = tempfile::tempdir().unwrap();
-    let a = Key::generate(dir.path(), "a");
-    let idp = JwksServer::start(ok(jwks(&[&a]))).await;
-    let upstream = EchoUpstream::start("u").await;
-    let gw = TestGateway::start(&config(&idp.url(), "jwks_refresh: 1s", &upstream)).await;
+    let OneKey { a, idp, gw, .. } = &OneKey::start("jwks_refresh: 1s").await;
     let token = a.token("alice");
-    assert_eq!(call(&gw, &token).await.status, 200);
+    assert_eq!(call(gw, &token).await.status, 200);
 
     let failing = [
         (
@@ -336,38 +351,34 @@ async fn a_failing_idp_keeps_the_last_good_keys() {
     ];
     for (what, answer) in failing {
         idp.set(answer);
-        let before = metric(&gw, FAILURES).await;
+        let before = metric(gw, FAILURES).await;
         eventually(&format!("a refresh failing on {what}"), || {
             let gw = &gw;
             async move { metric(gw, FAILURES).await > before }
         })
         .await;
-        let got = call(&gw, &token).await;
+        let got = call(gw, &token).await;
         assert_eq!(got.status, 200, "after {what}: {}", got.text());
-        assert_eq!(metric(&gw, KEYS).await, 1.0, "after {what}");
+        assert_eq!(metric(gw, KEYS).await, 1.0, "after {what}");
     }
 
     // The IdP goes away entirely: connections are refused, the gateway keeps verifying.
     idp.stop().await;
-    let before = metric(&gw, FAILURES).await;
+    let before = metric(gw, FAILURES).await;
     eventually("a refresh failing on a refused connection", || {
         let gw = &gw;
         async move { metric(gw, FAILURES).await > before }
     })
     .await;
-    let got = call(&gw, &token).await;
+    let got = call(gw, &token).await;
     assert_eq!(got.status, 200, "{}", got.text());
-    assert_eq!(metric(&gw, KEYS).await, 1.0);
-    assert_eq!(metric(&gw, SUCCESSES).await, 1.0);
+    assert_eq!(metric(gw, KEYS).await, 1.0);
+    assert_eq!(metric(gw, SUCCESSES).await, 1.0);
 }
 
 #[tokio::test]
 async fn a_flood_of_unknown_kids_fetches_at_most_once_per_gap() {
-    let dir = tempfile::tempdir().unwrap();
-    let a = Key::generate(dir.path(), "a");
-    let idp = JwksServer::start(ok(jwks(&[&a]))).await;
-    let upstream = EchoUpstream::start("u").await;
-    let gw = TestGateway::start(&config(&idp.url(), "", &upstream)).await;
+    let OneKey { a, idp, gw, .. } = &OneKey::start("").await;
     assert_eq!(idp.requests(), 1);
 
     let started = Instant::now();
@@ -397,17 +408,19 @@ async fn a_flood_of_unknown_kids_fetches_at_most_once_per_gap() {
         idp.requests(),
         started.elapsed()
     );
-    assert_eq!(call(&gw, &a.token("alice")).await.status, 200);
+    assert_eq!(call(gw, &a.token("alice")).await.status, 200);
 }
 
 #[tokio::test]
 async fn a_reload_keeps_fetched_keys_without_refetching() {
-    let dir = tempfile::tempdir().unwrap();
-    let a = Key::generate(dir.path(), "a");
-    let idp = JwksServer::start(ok(jwks(&[&a]))).await;
-    let upstream = EchoUpstream::start("u").await;
-    let base = config(&idp.url(), "", &upstream);
-    let gw = TestGateway::start(&base).await;
+    let OneKey {
+        a,
+        idp,
+        upstream,
+        gw,
+        ..
+    } = &OneKey::start("").await;
+    let base = config(&idp.url(), "", upstream);
     let token = a.token("alice");
     assert_eq!(idp.requests(), 1);
 
@@ -439,22 +452,22 @@ async fn a_reload_keeps_fetched_keys_without_refetching() {
         1,
         "a reload with the same provider refetched"
     );
-    assert_eq!(call(&gw, &token).await.status, 200);
+    assert_eq!(call(gw, &token).await.status, 200);
 
     // With the IdP gone, a further reload still verifies: the keys came through the reload,
     // not from a new fetch (which would fail).
     idp.stop().await;
     reload_to(with_route(&base, "extra2"), "extra2").await;
-    let got = call(&gw, &token).await;
+    let got = call(gw, &token).await;
     assert_eq!(got.status, 200, "{}", got.text());
-    assert_eq!(metric(&gw, FAILURES).await, 0.0, "nothing was fetched");
+    assert_eq!(metric(gw, FAILURES).await, 0.0, "nothing was fetched");
 
     // Changed key settings make a new key set, fetched before it goes live; here that fetch
     // fails, so the changed provider starts empty and refuses the token.
-    let changed = config(&idp.url(), "jwks_refresh: 1h", &upstream);
+    let changed = config(&idp.url(), "jwks_refresh: 1h", upstream);
     reload_to(with_route(&changed, "extra3"), "extra3").await;
-    assert!(metric(&gw, FAILURES).await >= 1.0);
-    let got = call(&gw, &token).await;
+    assert!(metric(gw, FAILURES).await >= 1.0);
+    let got = call(gw, &token).await;
     assert_eq!(got.status, 401);
     assert_eq!(got.json()["error"], "unknown_kid");
 }
