@@ -31,6 +31,9 @@ thread_local! {
     static WORKER: Cell<Option<usize>> = const { Cell::new(None) };
 }
 
+/// How long a stopping worker waits for its blocking tasks (name lookups) before leaving them.
+const BLOCKING_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// The most workers any gateway in this process started; sizes per-worker state such as the
 /// upstream pools' idle lists.
 static MOST_WORKERS: AtomicUsize = AtomicUsize::new(1);
@@ -103,6 +106,9 @@ impl Workers {
                 .spawn(move || {
                     WORKER.with(|w| w.set(Some(index)));
                     runtime.block_on(serve(assigned, state, phase, open));
+                    // A name lookup still running on the blocking pool (an upstream connect)
+                    // must not hold up shutdown, which joins this thread.
+                    runtime.shutdown_timeout(BLOCKING_GRACE);
                 })?;
             queues.push(queue);
             threads.push(thread);
