@@ -295,6 +295,32 @@ describe_build() {
     echo "$rev"
 }
 
+runs_table() { # TITLE HEADER_ROW ALIGN_ROW : every run of RUN_LINES, then a warning if wrk saw errors
+    echo "$1"
+    echo
+    echo "$2"
+    echo "$3"
+    printf '%s\n' "${RUN_LINES[@]}"
+    if ((ERRORS_SEEN)); then
+        echo
+        echo "**WARNING: wrk reported socket errors or non-2xx responses in some runs (see the table); those figures are not comparable.**"
+    fi
+}
+
+publish() { # REPORT NAME : writes bench/out/NAME.md and NAME-wrk.txt, prints REPORT; exits 2 if wrk saw errors
+    mkdir -p "$OUT_DIR"
+    cp "$1" "$OUT_DIR/$2.md"
+    cp "$TMP/wrk-all.txt" "$OUT_DIR/$2-wrk.txt"
+    echo
+    cat "$1"
+    echo
+    log "written to bench/out/$2.md (raw wrk output: bench/out/$2-wrk.txt)"
+    if ((ERRORS_SEEN)); then
+        log "wrk reported socket errors or non-2xx responses; exiting with status 2"
+        exit 2
+    fi
+}
+
 # ---------------------------------------------------------------- req/s mode
 
 median() { # numbers... -> median (mean of the middle two for an even count)
@@ -501,28 +527,10 @@ bench_rps() {
             echo "| $name$([[ $name == nginx ]] && echo ' (worker)') | $(mib "${RSS_IDLE[$name]}") | $(mib "${HWM[$name]}") |"
         done
         echo
-        echo "All runs (\"ref\" = wrk straight against the origin, no proxy: the ceiling of this setup):"
-        echo
-        echo "| conns | rep | target | req/s | p50 ms | p99 ms | wrk errors |"
-        echo "|---:|---|---|---:|---:|---:|---|"
-        printf '%s\n' "${RUN_LINES[@]}"
-        if ((ERRORS_SEEN)); then
-            echo
-            echo "**WARNING: wrk reported socket errors or non-2xx responses in some runs (see the table); those figures are not comparable.**"
-        fi
+        runs_table "All runs (\"ref\" = wrk straight against the origin, no proxy: the ceiling of this setup):" \
+            "| conns | rep | target | req/s | p50 ms | p99 ms | wrk errors |" "|---:|---|---|---:|---:|---:|---|"
     } >"$report"
-
-    mkdir -p "$OUT_DIR"
-    cp "$report" "$OUT_DIR/latest.md"
-    cp "$TMP/wrk-all.txt" "$OUT_DIR/latest-wrk.txt"
-    echo
-    cat "$report"
-    echo
-    log "written to bench/out/latest.md (raw wrk output: bench/out/latest-wrk.txt)"
-    if ((ERRORS_SEEN)); then
-        log "wrk reported errors in some runs; exiting with status 2"
-        exit 2
-    fi
+    publish "$report" latest
 }
 
 # ---------------------------------------------------------------- stream mode
@@ -836,28 +844,11 @@ bench_reload() {
                 "ratio **$r_p99** ($(verdict_max "$r_p99" 1.2)); non-2xx + socket errors: **$errs** ($(verdict_max "$errs" 0))."
         done
         echo
-        echo "All runs:"
-        echo
-        echo "| conns | rep | runs | req/s | p50 ms | p99 ms | non-2xx | socket errors | rewrites | reloads applied |"
-        echo "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|"
-        printf '%s\n' "${RUN_LINES[@]}"
-        if ((ERRORS_SEEN)); then
-            echo
-            echo "**WARNING: wrk reported socket errors or non-2xx responses (see the tables).**"
-        fi
+        runs_table "All runs:" \
+            "| conns | rep | runs | req/s | p50 ms | p99 ms | non-2xx | socket errors | rewrites | reloads applied |" \
+            "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|"
     } >"$report"
-
-    mkdir -p "$OUT_DIR"
-    cp "$report" "$OUT_DIR/reload-latest.md"
-    cp "$TMP/wrk-all.txt" "$OUT_DIR/reload-latest-wrk.txt"
-    echo
-    cat "$report"
-    echo
-    log "written to bench/out/reload-latest.md (raw wrk output: bench/out/reload-latest-wrk.txt)"
-    if ((ERRORS_SEEN)); then
-        log "wrk reported socket errors or non-2xx responses; exiting with status 2"
-        exit 2
-    fi
+    publish "$report" reload-latest
 }
 
 # ---------------------------------------------------------------- auth mode
@@ -1041,28 +1032,10 @@ bench_auth() {
             done
         done
         echo
-        echo "All runs (\"ref\" = wrk straight against the origin, no gatehouse: the ceiling of this setup):"
-        echo
-        echo "| conns | rep | route | req/s | p50 ms | p99 ms | wrk errors |"
-        echo "|---:|---|---|---:|---:|---:|---|"
-        printf '%s\n' "${RUN_LINES[@]}"
-        if ((ERRORS_SEEN)); then
-            echo
-            echo "**WARNING: wrk reported socket errors or non-2xx responses in some runs (see the table); those figures are not comparable.**"
-        fi
+        runs_table "All runs (\"ref\" = wrk straight against the origin, no gatehouse: the ceiling of this setup):" \
+            "| conns | rep | route | req/s | p50 ms | p99 ms | wrk errors |" "|---:|---|---|---:|---:|---:|---|"
     } >"$report"
-
-    mkdir -p "$OUT_DIR"
-    cp "$report" "$OUT_DIR/auth-latest.md"
-    cp "$TMP/wrk-all.txt" "$OUT_DIR/auth-latest-wrk.txt"
-    echo
-    cat "$report"
-    echo
-    log "written to bench/out/auth-latest.md (raw wrk output: bench/out/auth-latest-wrk.txt)"
-    if ((ERRORS_SEEN)); then
-        log "wrk reported socket errors or non-2xx responses; exiting with status 2"
-        exit 2
-    fi
+    publish "$report" auth-latest
 }
 
 # ---------------------------------------------------------------- main
