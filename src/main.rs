@@ -239,15 +239,9 @@ fn fetch_remote_keys(snapshot: &config::Snapshot) {
     if remotes.is_empty() {
         return;
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("note: cannot fetch jwks_url keys (no async runtime: {e})");
-            return;
-        }
+    // `runtime()` reports why it failed; explain then goes on without the fetched keys.
+    let Ok(runtime) = runtime() else {
+        return;
     };
     let results = runtime.block_on(futures_util::future::join_all(
         remotes.iter().map(|(_, remote)| remote.fetch_now()),
