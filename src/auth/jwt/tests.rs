@@ -845,6 +845,21 @@ fn bearer_token_table() {
     }
 }
 
+/// `token` is refused as naming an unknown kid, and the provider's refresher is woken for it.
+async fn assert_unknown_kid_wakes_refresher(provider: &Provider, token: &str, what: &str) {
+    assert_eq!(
+        provider.verify(token, now()).unwrap_err(),
+        AuthFailure::UnknownKid,
+        "{what}"
+    );
+    tokio::time::timeout(
+        Duration::from_secs(1),
+        provider.jwks().unwrap().unknown_kid().notified(),
+    )
+    .await
+    .expect(what);
+}
+
 #[tokio::test]
 async fn jwks_rotation_and_unknown_kid_notification() {
     let k = keys();
@@ -865,16 +880,7 @@ async fn jwks_rotation_and_unknown_kid_notification() {
     assert!(provider.verify(&old, now()).is_ok());
 
     // Unknown kid: rejected, and the refresher is woken.
-    assert_eq!(
-        provider.verify(&new, now()).unwrap_err(),
-        AuthFailure::UnknownKid
-    );
-    tokio::time::timeout(
-        Duration::from_secs(1),
-        provider.jwks().unwrap().unknown_kid().notified(),
-    )
-    .await
-    .expect("unknown kid notified");
+    assert_unknown_kid_wakes_refresher(&provider, &new, "unknown kid notified").await;
 
     let rotated = json!({"keys": [
         {"kty": "EC", "kid": "new", "crv": "P-256", "x": k.ec256_xy.0, "y": k.ec256_xy.1},
@@ -883,16 +889,7 @@ async fn jwks_rotation_and_unknown_kid_notification() {
     assert_eq!(provider.replace_jwks(rotated.to_string().as_bytes()), Ok(1));
     assert_eq!(provider.key_count(), 1);
     assert!(provider.verify(&new, now()).is_ok());
-    assert_eq!(
-        provider.verify(&old, now()).unwrap_err(),
-        AuthFailure::UnknownKid
-    );
-    tokio::time::timeout(
-        Duration::from_secs(1),
-        provider.jwks().unwrap().unknown_kid().notified(),
-    )
-    .await
-    .expect("old kid notified after rotation");
+    assert_unknown_kid_wakes_refresher(&provider, &old, "old kid notified after rotation").await;
 
     // Bad documents leave the current keys in place.
     assert!(provider.replace_jwks(b"not json").is_err());
@@ -924,16 +921,7 @@ async fn remote_jwks_starts_empty() {
     .unwrap();
     assert_eq!(provider.key_count(), 0);
     let token = encode(Algorithm::EdDSA, Some("ed-1"), &good_claims(), &ed());
-    assert_eq!(
-        provider.verify(&token, now()).unwrap_err(),
-        AuthFailure::UnknownKid
-    );
-    tokio::time::timeout(
-        Duration::from_secs(1),
-        provider.jwks().unwrap().unknown_kid().notified(),
-    )
-    .await
-    .expect("notified while empty");
+    assert_unknown_kid_wakes_refresher(&provider, &token, "notified while empty").await;
     let no_kid = encode(Algorithm::EdDSA, None, &good_claims(), &ed());
     assert_eq!(
         provider.verify(&no_kid, now()).unwrap_err(),
