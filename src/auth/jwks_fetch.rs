@@ -1,10 +1,10 @@
 //! One HTTP GET for a JWKS document, over `https://` (rustls) or `http://`.
 //!
 //! A general-purpose client would be more than this needs: one request at a time, a few times an
-//! hour, to one URL. So, like the upstream pool, it drives `hyper::client::conn::http1` over a
-//! stream it opened itself, in the calling task, with `Connection: close` (no pooling). The whole
-//! exchange — DNS, connect, TLS, response head and body — runs under one timeout, and the body is
-//! capped, so a slow or hostile IdP can cost the gateway at most that long and that much memory.
+//! hour, to one URL. So it drives `hyper::client::conn::http1` over a stream it opened itself,
+//! in the calling task, with `Connection: close` (no pooling). The whole exchange — DNS,
+//! connect, TLS, response head and body — runs under one timeout, and the body is capped, so a
+//! slow or hostile IdP can cost the gateway at most that long and that much memory.
 //!
 //! Redirects are not followed and only `200` counts as an answer: the URL is configuration, and
 //! what it points at should be exactly what is configured.

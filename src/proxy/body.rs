@@ -96,6 +96,14 @@ impl LimitedBody {
         }
     }
 
+    /// Gives up on forwarding the rest: what the client still sends is read and discarded for
+    /// a while (see [`drain`]), so the answer it gets instead is not lost to a reset.
+    pub fn drain_rest(mut self) {
+        if let Some(inner) = self.inner.take() {
+            drain(inner);
+        }
+    }
+
     /// Also stores the number of bytes read into `report` when dropped.
     pub fn reporting_to(mut self, report: Arc<AtomicU64>) -> Self {
         self.report = Some(report);
@@ -179,7 +187,11 @@ pub fn drain(body: Incoming) {
     if body.is_end_stream() {
         return;
     }
-    tokio::spawn(async move {
+    // Bodies can be dropped while a runtime shuts down; then there is nobody left to answer.
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
         let mut body = body;
         let mut read = 0u64;
         let _ = tokio::time::timeout(DRAIN_MAX_TIME, async {

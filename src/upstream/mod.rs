@@ -1,6 +1,8 @@
 //! Upstreams: named groups of targets, how one is chosen, and the pooled client that calls it.
 
 pub mod balance;
+pub mod exchange;
+pub mod h1;
 pub mod pool;
 
 use crate::observability::metrics::UpstreamMetrics;

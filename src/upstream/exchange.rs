@@ -1,0 +1,466 @@
+//! One request/response exchange on an upstream HTTP/1.1 connection, driven by the task that
+//! serves the client: the request head and body are written, the response head is read, and
+//! the response body is read (while any rest of the request body is still written) from inside
+//! the body the client is sent. At the end of a clean exchange the connection goes back to its
+//! pool.
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::Weak;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::Response;
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::AsyncWrite;
+use tokio::net::TcpStream;
+
+use super::h1::{
+    chunk_size_line, parse_response_head, take_bytes, BodyFraming, ChunkedDecoder, Decoded,
+    ProtocolError, MAX_HEAD_BYTES,
+};
+use super::pool::Pool;
+use crate::proxy::body::{BoxError, LimitedBody};
+
+/// Room kept free in a connection's read buffer before each read.
+const READ_CHUNK: usize = 8 << 10;
+/// Request body bytes queued for writing before the body is polled again.
+const WRITE_QUEUE_MAX: usize = 64 << 10;
+
+/// An open HTTP/1.1 connection to one target.
+pub struct Connection {
+    stream: TcpStream,
+    read_buf: BytesMut,
+    /// Index of its idle list in the pool (target and worker).
+    pub(super) slot: usize,
+}
+
+impl Connection {
+    /// A fresh connection over `stream`, belonging to idle list `slot`.
+    pub(super) fn new(stream: TcpStream, slot: usize) -> Self {
+        Connection {
+            stream,
+            read_buf: BytesMut::new(),
+            slot,
+        }
+    }
+
+    /// Whether an idle connection is still open: the upstream has neither closed it nor sent
+    /// anything unasked. Costs no system call while the socket has nothing to read.
+    pub(super) fn is_open(&self) -> bool {
+        let mut probe = [0u8; 1];
+        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.read_buf.capacity() - self.read_buf.len() < READ_CHUNK / 4 {
+            self.read_buf.reserve(READ_CHUNK);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.read_buf)
+    }
+}
+
+/// Why an exchange failed after the connection was made.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    /// Reading or writing the socket failed.
+    #[error("upstream connection: {0}")]
+    Io(#[from] io::Error),
+    /// The upstream closed the connection before a whole response head arrived.
+    #[error("upstream closed the connection before answering")]
+    ClosedEarly,
+    /// The upstream's answer was not valid HTTP/1.x.
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    /// The client's request body failed (it went past the limit, or the client went away).
+    #[error("request body: {0}")]
+    RequestBody(#[source] BoxError),
+}
+
+/// A request body still being written upstream: queued bytes, and the body they come from.
+pub(super) struct Upload {
+    queue: VecDeque<Bytes>,
+    queued: usize,
+    body: Option<LimitedBody>,
+    chunked: bool,
+    /// Whether the body has been polled (so it can no longer be sent again elsewhere).
+    pub(super) touched: bool,
+}
+
+impl Upload {
+    /// The head, followed by `body` framed as chunked or not.
+    pub(super) fn new(head: Bytes, body: Option<LimitedBody>, chunked: bool) -> Self {
+        let queued = head.len();
+        Upload {
+            queue: VecDeque::from([head]),
+            queued,
+            body,
+            chunked,
+            touched: false,
+        }
+    }
+
+    /// Gives the body back if it was never polled, for a retry on another connection.
+    pub(super) fn into_untouched_body(mut self) -> Option<Option<LimitedBody>> {
+        (!self.touched).then(|| self.body.take())
+    }
+
+    fn is_done(&self) -> bool {
+        self.body.is_none() && self.queue.is_empty()
+    }
+
+    fn push(&mut self, bytes: Bytes) {
+        self.queued += bytes.len();
+        self.queue.push_back(bytes);
+    }
+
+    /// Writes what it can; `Ready(Ok)` once the whole request is written.
+    fn poll_send(
+        &mut self,
+        stream: &mut TcpStream,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), ExchangeError>> {
+        loop {
+            let mut body_pending = false;
+            while self.queued < WRITE_QUEUE_MAX {
+                let Some(body) = self.body.as_mut() else {
+                    break;
+                };
+                self.touched = true;
+                match Pin::new(body).poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        if let Ok(data) = frame.into_data() {
+                            if data.is_empty() {
+                                continue;
+                            }
+                            if self.chunked {
+                                self.push(chunk_size_line(data.len()));
+                                self.push(data);
+                                self.push(Bytes::from_static(b"\r\n"));
+                            } else {
+                                self.push(data);
+                            }
+                        }
+                        // Trailers from the client are not forwarded.
+                    }
+                    Poll::Ready(Some(Err(e))) => {
+                        self.body = None;
+                        return Poll::Ready(Err(ExchangeError::RequestBody(e)));
+                    }
+                    Poll::Ready(None) => {
+                        self.body = None;
+                        if self.chunked {
+                            self.push(Bytes::from_static(b"0\r\n\r\n"));
+                        }
+                    }
+                    Poll::Pending => {
+                        body_pending = true;
+                        break;
+                    }
+                }
+            }
+            if self.queue.is_empty() {
+                return if self.body.is_none() {
+                    Poll::Ready(Ok(()))
+                } else {
+                    Poll::Pending
+                };
+            }
+            let written = {
+                let mut slices = [IoSlice::new(&[]); 8];
+                let count = self.queue.len().min(slices.len());
+                for (slice, bytes) in slices.iter_mut().zip(self.queue.iter()) {
+                    *slice = IoSlice::new(bytes);
+                }
+                ready!(Pin::new(&mut *stream).poll_write_vectored(cx, &slices[..count]))?
+            };
+            if written == 0 {
+                return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into()));
+            }
+            self.advance(written);
+            if body_pending && self.queue.is_empty() {
+                return Poll::Pending;
+            }
+        }
+    }
+
+    fn advance(&mut self, mut written: usize) {
+        self.queued -= written;
+        while written > 0 {
+            let Some(front) = self.queue.front_mut() else {
+                return;
+            };
+            if written >= front.len() {
+                written -= front.len();
+                self.queue.pop_front();
+            } else {
+                front.advance(written);
+                written = 0;
+            }
+        }
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        // The exchange ended (an early answer, an error) with the client still sending.
+        if let Some(body) = self.body.take() {
+            body.drain_rest();
+        }
+    }
+}
+
+/// An exchange that failed, and whether the request can be sent again on another connection
+/// (nothing of the body was consumed and the upstream cannot have acted on it).
+pub(super) struct Failed {
+    pub(super) error: ExchangeError,
+    pub(super) upload: Upload,
+    /// The upstream closed or reset the connection before a byte of answer, so a reused
+    /// connection was probably closed while idle.
+    pub(super) closed_before_answer: bool,
+}
+
+/// Sends the request and waits for the response head. The body of the returned response reads
+/// the rest from the connection.
+pub(super) async fn exchange(
+    mut connection: Connection,
+    mut upload: Upload,
+    method: &http::Method,
+    pool: Weak<Pool>,
+) -> Result<Response<UpstreamBody>, Failed> {
+    let mut write_error = None;
+    let head = poll_fn(|cx| {
+        if write_error.is_none() && !upload.is_done() {
+            match upload.poll_send(&mut connection.stream, cx) {
+                Poll::Ready(Err(e)) => {
+                    if let ExchangeError::RequestBody(_) = e {
+                        return Poll::Ready(Err(e));
+                    }
+                    // The upstream may still have answered (a 413 before reading the body, say);
+                    // the error stands only if no answer comes.
+                    write_error = Some(e);
+                }
+                Poll::Ready(Ok(())) | Poll::Pending => {}
+            }
+        }
+        loop {
+            if let Some(head) = parse_response_head(&mut connection.read_buf, method)? {
+                return Poll::Ready(Ok(head));
+            }
+            if connection.read_buf.len() >= MAX_HEAD_BYTES {
+                return Poll::Ready(Err(ProtocolError::HeadTooLarge.into()));
+            }
+            match ready!(connection.poll_fill(cx)) {
+                Ok(0) => {
+                    return Poll::Ready(Err(write_error
+                        .take()
+                        .unwrap_or(ExchangeError::ClosedEarly)))
+                }
+                Ok(_) => {}
+                Err(e) => return Poll::Ready(Err(write_error.take().unwrap_or(e.into()))),
+            }
+        }
+    })
+    .await;
+    let head = match head {
+        Ok(head) => head,
+        Err(error) => {
+            let closed_before_answer = connection.read_buf.is_empty()
+                && match &error {
+                    ExchangeError::ClosedEarly => true,
+                    ExchangeError::Io(e) => matches!(
+                        e.kind(),
+                        io::ErrorKind::ConnectionReset
+                            | io::ErrorKind::BrokenPipe
+                            | io::ErrorKind::ConnectionAborted
+                    ),
+                    _ => false,
+                };
+            return Err(Failed {
+                error,
+                upload,
+                closed_before_answer,
+            });
+        }
+    };
+    let state = match head.framing {
+        BodyFraming::Empty | BodyFraming::Length(0) => ReadState::Done,
+        BodyFraming::Length(n) => ReadState::Length(n),
+        BodyFraming::Chunked => ReadState::Chunked(ChunkedDecoder::default()),
+        BodyFraming::UntilClose => ReadState::UntilClose,
+    };
+    let mut response = Response::new(UpstreamBody {
+        connection: Some(connection),
+        upload: (!upload.is_done()).then_some(upload),
+        state,
+        keep_alive: head.keep_alive,
+        pool,
+    });
+    *response.status_mut() = head.status;
+    *response.version_mut() = head.version;
+    *response.headers_mut() = head.headers;
+    let body = response.body_mut();
+    if body.is_end_stream() {
+        body.finish();
+    }
+    Ok(response)
+}
+
+#[derive(Debug)]
+enum ReadState {
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    UntilClose,
+    Done,
+}
+
+/// An upstream response body. Reading it drives the connection; at its end the connection goes
+/// back to the pool when it can carry another request.
+pub struct UpstreamBody {
+    connection: Option<Connection>,
+    /// The rest of the request body, for upstreams that answer while still reading it.
+    upload: Option<Upload>,
+    state: ReadState,
+    keep_alive: bool,
+    pool: Weak<Pool>,
+}
+
+impl std::fmt::Debug for UpstreamBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamBody")
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UpstreamBody {
+    /// The body is fully read: the connection is pooled if the exchange left it clean.
+    fn finish(&mut self) {
+        self.state = ReadState::Done;
+        let Some(connection) = self.connection.take() else {
+            return;
+        };
+        let clean = self.keep_alive && self.upload.is_none() && connection.read_buf.is_empty();
+        if clean {
+            if let Some(pool) = self.pool.upgrade() {
+                pool.checkin(connection);
+            }
+        }
+    }
+
+    fn fail(&mut self, error: impl Into<BoxError>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.connection = None;
+        self.upload = None;
+        self.state = ReadState::Done;
+        Poll::Ready(Some(Err(error.into())))
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let Some(connection) = this.connection.as_mut() else {
+            return Poll::Ready(None);
+        };
+        if let Some(upload) = this.upload.as_mut() {
+            match upload.poll_send(&mut connection.stream, cx) {
+                Poll::Ready(Ok(())) => this.upload = None,
+                // The upstream stopped reading the request; its answer may still be whole.
+                Poll::Ready(Err(ExchangeError::Io(_))) => {
+                    this.keep_alive = false;
+                    this.upload = None;
+                }
+                Poll::Ready(Err(e)) => return this.fail(e),
+                Poll::Pending => {}
+            }
+        }
+        loop {
+            let connection = this.connection.as_mut().expect("checked above");
+            let data = match &mut this.state {
+                ReadState::Done => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                ReadState::Length(left) if !connection.read_buf.is_empty() => {
+                    let n = (*left).min(connection.read_buf.len() as u64);
+                    *left -= n;
+                    let data = take_bytes(&mut connection.read_buf, n as usize);
+                    if *left == 0 {
+                        this.finish();
+                    }
+                    data
+                }
+                ReadState::Chunked(decoder) if !connection.read_buf.is_empty() => {
+                    match decoder.decode(&mut connection.read_buf) {
+                        Ok(Decoded::Data(data)) => data,
+                        Ok(Decoded::End) => {
+                            this.finish();
+                            return Poll::Ready(None);
+                        }
+                        Ok(Decoded::NeedMore) => match this.fill(cx) {
+                            Poll::Ready(Ok(())) => continue,
+                            Poll::Ready(Err(e)) => return this.fail(e),
+                            Poll::Pending => return Poll::Pending,
+                        },
+                        Err(e) => return this.fail(e),
+                    }
+                }
+                ReadState::UntilClose if !connection.read_buf.is_empty() => {
+                    let len = connection.read_buf.len();
+                    take_bytes(&mut connection.read_buf, len)
+                }
+                _ => match this.fill(cx) {
+                    Poll::Ready(Ok(())) => continue,
+                    Poll::Ready(Err(e)) => return this.fail(e),
+                    Poll::Pending => return Poll::Pending,
+                },
+            };
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.state, ReadState::Done)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.state {
+            ReadState::Length(n) => SizeHint::with_exact(n),
+            ReadState::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+impl UpstreamBody {
+    /// Reads more from the upstream. An orderly close ends a close-delimited body; anywhere
+    /// else it means the body was cut short.
+    fn fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ExchangeError>> {
+        let connection = self
+            .connection
+            .as_mut()
+            .expect("reading needs the connection");
+        match ready!(connection.poll_fill(cx)) {
+            Ok(0) if matches!(self.state, ReadState::UntilClose) => {
+                self.keep_alive = false;
+                self.state = ReadState::Done;
+                Poll::Ready(Ok(()))
+            }
+            Ok(0) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "upstream closed the connection before the end of the body",
+            )
+            .into())),
+            Ok(_) => Poll::Ready(Ok(())),
+            Err(e) => Poll::Ready(Err(e.into())),
+        }
+    }
+}

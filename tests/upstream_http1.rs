@@ -1,0 +1,459 @@
+//! The gateway's HTTP/1.1 client against upstreams that answer with exactly the bytes a test
+//! scripts: every way a response body can be delimited, interim answers, broken answers, early
+//! answers, and keep-alive connections the upstream closes.
+
+mod common;
+use common::*;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+type Client = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    Full<Bytes>,
+>;
+
+/// An upstream that runs a script on each connection it accepts, numbered from 0.
+struct Scripted {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Scripted {
+    async fn start<F, Fut>(script: F) -> Self
+    where
+        F: Fn(usize, TcpStream) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&accepted);
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let n = count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(script(n, stream));
+            }
+        });
+        Scripted {
+            addr,
+            accepted,
+            task,
+        }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// A gateway with one worker in front of it, so every request may reuse its connections.
+    async fn gateway(&self) -> TestGateway {
+        let yaml = format!(
+            "{}upstreams:\n  up:\n    targets: [http://{}]\n    timeout: 5s\nroutes:\n  - name: r\n    match: {{path: /}}\n    upstream: up\n",
+            server_yaml("workers: 1"),
+            self.addr
+        );
+        TestGateway::start(&yaml).await
+    }
+}
+
+impl Drop for Scripted {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Reads one request head; `None` when the gateway closed the connection first.
+async fn read_head(stream: &mut TcpStream) -> Option<String> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte).await {
+            Ok(1) => head.push(byte[0]),
+            _ => return None,
+        }
+    }
+    Some(String::from_utf8(head).unwrap())
+}
+
+/// Reads one request: its head, and its body as sent (Content-Length bytes, or the chunked
+/// encoding up to its last chunk, with no trailers). `None` when the gateway closed first.
+async fn read_request(stream: &mut TcpStream) -> Option<(String, Vec<u8>)> {
+    let head = read_head(stream).await?;
+    let lower = head.to_ascii_lowercase();
+    let mut body = Vec::new();
+    if let Some(len) = lower
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+    {
+        body.resize(len.trim().parse().unwrap(), 0);
+        stream.read_exact(&mut body).await.ok()?;
+    } else if lower.contains("transfer-encoding: chunked") {
+        while !body.ends_with(b"0\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            stream.read_exact(&mut byte).await.ok()?;
+            body.push(byte[0]);
+        }
+    }
+    Some((head, body))
+}
+
+/// Writes `pieces` as separate writes, so the gateway may see them in separate reads.
+async fn write_pieces(stream: &mut TcpStream, pieces: &[&[u8]]) -> std::io::Result<()> {
+    for piece in pieces {
+        stream.write_all(piece).await?;
+        stream.flush().await?;
+        tokio::task::yield_now().await;
+    }
+    Ok(())
+}
+
+/// Sends a request through `gw`. Tests use one keep-alive client throughout, so every request
+/// is served by the same worker and can reuse that worker's upstream connection.
+async fn request(client: &Client, gw: &TestGateway, method: &str, path: &str, body: Bytes) -> Got {
+    let request = Request::builder()
+        .method(method)
+        .uri(gw.url(path))
+        .body(Full::new(body))
+        .unwrap();
+    send(client, request).await
+}
+
+#[tokio::test]
+async fn chunked_answers_arrive_whole_and_the_connection_is_reused() {
+    let up = Scripted::start(|_, mut stream| async move {
+        while read_head(&mut stream).await.is_some() {
+            let pieces: [&[u8]; 7] = [
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Up: 1\r\n\r\n",
+                b"5\r\nhel",
+                b"lo\r\n",
+                b"7;name=\"ext\"\r\n, world\r\n",
+                b"0\r\n",
+                b"X-Checksum: abc\r\n",
+                b"\r\n",
+            ];
+            if write_pieces(&mut stream, &pieces).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    let gw = up.gateway().await;
+    let c = client();
+    for _ in 0..3 {
+        let got = request(&c, &gw, "GET", "/c", Bytes::new()).await;
+        assert_eq!(got.status, 200, "{}", got.text());
+        assert_eq!(got.text(), "hello, world");
+        assert_eq!(got.header("x-up"), Some("1"));
+    }
+    assert_eq!(
+        up.accepted(),
+        1,
+        "the connection was kept after chunked answers"
+    );
+}
+
+#[tokio::test]
+async fn answers_without_a_length_end_at_close_and_their_connection_is_not_reused() {
+    let up = Scripted::start(|n, mut stream| async move {
+        if read_head(&mut stream).await.is_some() {
+            let body = format!("until close {n}");
+            let _ = write_pieces(&mut stream, &[b"HTTP/1.1 200 OK\r\n\r\n", body.as_bytes()]).await;
+        }
+    })
+    .await;
+    let gw = up.gateway().await;
+    let c = client();
+    for n in 0..2 {
+        let got = request(&c, &gw, "GET", "/", Bytes::new()).await;
+        assert_eq!(got.status, 200);
+        assert_eq!(got.text(), format!("until close {n}"));
+    }
+    assert_eq!(up.accepted(), 2);
+}
+
+#[tokio::test]
+async fn interim_answers_are_skipped_and_bodiless_answers_keep_the_connection() {
+    let up = Scripted::start(|_, mut stream| async move {
+        while let Some((head, _)) = read_request(&mut stream).await {
+            let answer: &[u8] = if head.starts_with("HEAD ") {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n"
+            } else if head.starts_with("GET /none") {
+                b"HTTP/1.1 204 No Content\r\n\r\n"
+            } else if head.starts_with("GET /same") {
+                b"HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\n\r\n"
+            } else {
+                b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 7\r\n\r\ncreated"
+            };
+            if stream.write_all(answer).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    let gw = up.gateway().await;
+    let c = client();
+    let got = request(&c, &gw, "POST", "/make", Bytes::from_static(b"{}")).await;
+    assert_eq!((got.status.as_u16(), got.text().as_str()), (201, "created"));
+    let got = request(&c, &gw, "HEAD", "/", Bytes::new()).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.header("content-length"), Some("1234"));
+    assert!(got.body.is_empty());
+    assert_eq!(
+        request(&c, &gw, "GET", "/none", Bytes::new()).await.status,
+        204
+    );
+    let got = request(&c, &gw, "GET", "/same", Bytes::new()).await;
+    assert_eq!(got.status, 304);
+    assert_eq!(got.header("etag"), Some("\"x\""));
+    let got = request(&c, &gw, "GET", "/again", Bytes::new()).await;
+    assert_eq!(got.status, 201);
+    assert_eq!(
+        up.accepted(),
+        1,
+        "answers without a body left the connection usable"
+    );
+}
+
+#[tokio::test]
+async fn broken_answers_are_502_and_never_reach_the_client() {
+    let up = Scripted::start(|_, mut stream| async move {
+        let Some(head) = read_head(&mut stream).await else {
+            return;
+        };
+        let big = format!("HTTP/1.1 200 OK\r\nX-Big: {}\r\n\r\n", "a".repeat(70 << 10));
+        let answer: Vec<u8> = match head.split(' ').nth(1).unwrap() {
+            "/two-lengths" => {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc".to_vec()
+            }
+            "/not-http" => b"SSH-2.0-OpenSSH_9.6\r\n\r\n".to_vec(),
+            "/upgrade" => b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n".to_vec(),
+            "/huge-head" => big.into_bytes(),
+            _ => b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort".to_vec(),
+        };
+        let _ = stream.write_all(&answer).await;
+        // Close only once the gateway has given up on the connection.
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest).await;
+    })
+    .await;
+    let gw = up.gateway().await;
+    let c = client();
+    for path in ["/two-lengths", "/not-http", "/upgrade", "/huge-head"] {
+        let got = request(&c, &gw, "GET", path, Bytes::new()).await;
+        assert_eq!(got.status, 502, "{path}: {}", got.text());
+        assert_eq!(got.json()["error"], "upstream_failed", "{path}");
+    }
+}
+
+#[tokio::test]
+async fn a_body_cut_short_by_the_upstream_is_cut_short_for_the_client() {
+    let up = Scripted::start(|_, mut stream| async move {
+        if read_head(&mut stream).await.is_some() {
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort")
+                .await;
+        }
+    })
+    .await;
+    let gw = up.gateway().await;
+    let request = Request::get(gw.url("/")).body(Full::default()).unwrap();
+    // The gateway may have sent the head before the body broke off, or not yet (then the
+    // connection is cut before any answer); either way the client must see a failure.
+    match within(client().request(request)).await {
+        Err(_) => {}
+        Ok(response) => {
+            assert_eq!(response.status(), 200);
+            let body = within(response.into_body().collect()).await;
+            assert!(body.is_err(), "a truncated body must not look complete");
+        }
+    }
+}
+
+/// Connection 0 answers one request, then reads the next head and closes without answering,
+/// as a server whose keep-alive timeout fired just then does. Later connections answer.
+async fn closing_after_one_answer() -> Scripted {
+    Scripted::start(|n, mut stream| async move {
+        while read_head(&mut stream).await.is_some() {
+            if n == 0
+                && stream
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\none")
+                    .await
+                    .is_err()
+            {
+                return;
+            }
+            if n == 0 {
+                let _ = read_head(&mut stream).await;
+                return;
+            }
+            if stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\ntwo")
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn idempotent_requests_are_retried_when_a_reused_connection_was_closed() {
+    let up = closing_after_one_answer().await;
+    let gw = up.gateway().await;
+    let c = client();
+    assert_eq!(
+        request(&c, &gw, "GET", "/", Bytes::new()).await.text(),
+        "one"
+    );
+    let got = request(&c, &gw, "GET", "/", Bytes::new()).await;
+    assert_eq!((got.status.as_u16(), got.text().as_str()), (200, "two"));
+    assert_eq!(up.accepted(), 2);
+}
+
+#[tokio::test]
+async fn other_requests_are_not_retried_on_a_closed_reused_connection() {
+    let up = closing_after_one_answer().await;
+    let gw = up.gateway().await;
+    let c = client();
+    assert_eq!(
+        request(&c, &gw, "GET", "/", Bytes::new()).await.text(),
+        "one"
+    );
+    let got = request(&c, &gw, "POST", "/", Bytes::from_static(b"pay")).await;
+    assert_eq!(
+        got.status,
+        502,
+        "the upstream may have acted on it: {}",
+        got.text()
+    );
+    assert_eq!(up.accepted(), 1);
+}
+
+#[tokio::test]
+async fn an_answer_sent_before_the_body_was_read_reaches_the_client() {
+    let up = Scripted::start(|_, mut stream| async move {
+        if read_head(&mut stream).await.is_some() {
+            let _ = stream
+                .write_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbig!")
+                .await;
+            // Read what arrives until the gateway gives up, so closing does not reset the answer.
+            let mut sink = vec![0u8; 64 << 10];
+            while let Ok(n) = stream.read(&mut sink).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
+    let gw = up.gateway().await;
+    let c = client();
+    let got = request(&c, &gw, "POST", "/upload", Bytes::from(vec![b'x'; 8 << 20])).await;
+    assert_eq!((got.status.as_u16(), got.text().as_str()), (413, "big!"));
+    // A new client: the first one's connection may be closed after an answer whose request
+    // body was not read to the end. The upstream connection was not reused either.
+    let got = request(
+        &client(),
+        &gw,
+        "POST",
+        "/upload",
+        Bytes::from_static(b"small"),
+    )
+    .await;
+    assert_eq!(got.status, 413);
+    assert_eq!(up.accepted(), 2);
+}
+
+#[tokio::test]
+async fn request_bodies_are_framed_by_length_or_chunked() {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let log = Arc::clone(&seen);
+    let up = Scripted::start(move |_, mut stream| {
+        let log = Arc::clone(&log);
+        async move {
+            while let Some((head, body)) = read_request(&mut stream).await {
+                let lower = head.to_ascii_lowercase();
+                log.lock().unwrap().push(format!(
+                    "{}|{}",
+                    lower.lines().next().unwrap(),
+                    String::from_utf8_lossy(&body)
+                ));
+                let framing = if lower.contains("transfer-encoding: chunked") {
+                    "chunked"
+                } else if lower.contains("content-length:") {
+                    "length"
+                } else {
+                    "none"
+                };
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{framing}",
+                    framing.len()
+                );
+                if stream.write_all(answer.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    let gw = up.gateway().await;
+    let c = client();
+    assert_eq!(
+        request(&c, &gw, "GET", "/g", Bytes::new()).await.text(),
+        "none"
+    );
+    assert_eq!(
+        request(&c, &gw, "POST", "/p", Bytes::from_static(b"hello"))
+            .await
+            .text(),
+        "length"
+    );
+    assert_eq!(
+        request(&c, &gw, "POST", "/e", Bytes::new()).await.text(),
+        "length"
+    );
+    // A body of unknown length from the client goes upstream chunked.
+    let chunks = futures_util::stream::iter(
+        ["ab", "cde"]
+            .map(|s| Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from(s)))),
+    );
+    let stream = TcpStream::connect(gw.handle.local_addr()).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let streamed = Request::post("/s")
+        .header("host", "gw.test")
+        .body(http_body_util::StreamBody::new(chunks))
+        .unwrap();
+    let response = within(sender.send_request(streamed)).await.unwrap();
+    let text = within(response.into_body().collect())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(&text[..], b"chunked");
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        [
+            "get /g http/1.1|",
+            "post /p http/1.1|hello",
+            "post /e http/1.1|",
+            "post /s http/1.1|2\r\nab\r\n3\r\ncde\r\n0\r\n\r\n",
+        ]
+    );
+    assert_eq!(up.accepted(), 1);
+}
