@@ -13,6 +13,8 @@
 #   WARMUP=3        seconds of the warm-up run against each server (0 skips it)
 #   ONLY=           gatehouse | nginx: benchmark only one of the two proxies
 #   ORIGIN_REF=1    0 skips the one informational run straight against the origin per count
+#   ONE_WORKER=1    also runs a second gatehouse with server.workers: 1 ("gatehouse-1w"), the
+#                   like-for-like match for nginx's single worker, in the same rounds
 # Environment (stream mode):
 #   STREAM_REPS=3   runs of each 1 GiB transfer (median reported)
 # Environment (reload mode; REPS, DURATION and WARMUP as above, CONNS defaults to 64):
@@ -42,6 +44,7 @@ if [[ $MODE == reload || $MODE == auth ]]; then CONNS=${CONNS:-64}; else CONNS=$
 WARMUP=${WARMUP:-3}
 ONLY=${ONLY:-}
 ORIGIN_REF=${ORIGIN_REF:-1}
+ONE_WORKER=${ONE_WORKER:-0}
 STREAM_REPS=${STREAM_REPS:-3}
 RELOAD_INTERVAL=${RELOAD_INTERVAL:-1}
 NO_BUILD=${NO_BUILD:-0}
@@ -57,7 +60,7 @@ WRK_THREADS=1
 
 # The exact command line, with the settings that came from the environment.
 CMDLINE=""
-for var in REPS DURATION CONNS WARMUP ONLY ORIGIN_REF STREAM_REPS RELOAD_INTERVAL NO_BUILD KEEP_TMP; do
+for var in REPS DURATION CONNS WARMUP ONLY ORIGIN_REF ONE_WORKER STREAM_REPS RELOAD_INTERVAL NO_BUILD KEEP_TMP; do
     if [[ -n ${!var+x} ]] && printenv "$var" >/dev/null; then
         CMDLINE+="$var=$(printf '%q' "${!var}") "
     fi
@@ -96,6 +99,7 @@ case $ONLY in
     gatehouse | nginx) PROXIES=("$ONLY") ;;
     *) die "ONLY must be 'gatehouse' or 'nginx', got '$ONLY'" ;;
 esac
+if [[ $ONE_WORKER == 1 && $ONLY != nginx ]]; then PROXIES+=(gatehouse-1w); fi
 
 [[ -x $NGINX ]] || die "nginx not found at $NGINX (set NGINX=...)"
 command -v "$WRK" >/dev/null || die "wrk not found (set WRK=...)"
@@ -263,12 +267,14 @@ build() {
     [[ -x $GATEHOUSE_BIN ]] || die "no gatehouse binary at $GATEHOUSE_BIN"
 }
 
-start_gatehouse() { # TEMPLATE PORT [KEY=VALUE...] ; sets SERVER_PID
-    local tmpl=$1 port=$2
+# start_gatehouse TEMPLATE PORT [KEY=VALUE...] ; sets SERVER_PID. GH_NAME (default gatehouse)
+# names its config and log files, so two instances do not share (and hot-reload) one config.
+start_gatehouse() {
+    local tmpl=$1 port=$2 name=${GH_NAME:-gatehouse}
     shift 2
-    render "$tmpl" "$TMP/gatehouse.yaml" "PORT=$port" "$@"
-    set_workers "$TMP/gatehouse.yaml"
-    run_gatehouse "$TMP/gatehouse.yaml"
+    render "$tmpl" "$TMP/$name.yaml" "PORT=$port" "$@"
+    set_workers "$TMP/$name.yaml"
+    run_gatehouse "$TMP/$name.yaml"
 }
 
 set_workers() { # CONFIG : adds server.workers when GATEHOUSE_WORKERS is set
@@ -285,7 +291,7 @@ workers_text() { # -> how many worker threads gatehouse runs
 run_gatehouse() { # CONFIG : checks CONFIG (with its routes_dir) and starts gatehouse on it; sets SERVER_PID
     "$GATEHOUSE_BIN" check -c "$1" >"$TMP/gatehouse-check.log" 2>&1 ||
         { cat "$TMP/gatehouse-check.log" >&2; die "gatehouse check rejected the generated config"; }
-    start_server gatehouse "$GATEHOUSE_BIN" run -c "$1"
+    start_server "${GH_NAME:-gatehouse}" "$GATEHOUSE_BIN" run -c "$1"
 }
 
 describe_build() {
@@ -358,6 +364,7 @@ run_wrk() {
     } >>"$TMP/wrk-all.txt"
     line=$(grep '^BENCH ' "$raw" || true)
     [[ -n $line ]] || { cat "$raw" >&2; die "no BENCH line in wrk output"; }
+    LAST_REQUESTS=$(field "$line" requests)
     LAST_RPS=$(field "$line" rps)
     LAST_P99_US=$(field "$line" p99_us)
     LAST_P50_US=$(field "$line" p50_us)
@@ -374,6 +381,30 @@ run_wrk() {
         ERRORS_SEEN=1
         log "WARNING: $name c=$conns $tag: wrk reported errors: $errs"
     fi
+}
+
+# proc_counters PID -> "user_ticks system_ticks involuntary_switches", summed over its threads.
+proc_counters() {
+    local u=0 s=0 n=0 t a b c
+    for t in /proc/"$1"/task/*; do
+        read -r a b < <(awk '{ print $14, $15 }' "$t/stat" 2>/dev/null) || continue
+        c=$(awk '/^nonvoluntary_ctxt_switches/ { print $2 }' "$t/status" 2>/dev/null) || continue
+        u=$((u + a)); s=$((s + b)); n=$((n + ${c:-0}))
+    done
+    echo "$u $s $n"
+}
+
+# cost_columns BEFORE AFTER REQUESTS -> "| CPU us/req | preempted/1k |" for one run: the
+# process's user+system CPU per request, and how often the scheduler took a CPU from one of its
+# threads while it could still run (involuntary context switches) per 1000 requests.
+cost_columns() {
+    local u0 s0 n0 u1 s1 n1 hz
+    read -r u0 s0 n0 <<<"$1"
+    read -r u1 s1 n1 <<<"$2"
+    hz=$(getconf CLK_TCK)
+    awk -v u="$((u1 - u0))" -v s="$((s1 - s0))" -v n="$((n1 - n0))" -v r="$3" -v hz="$hz" 'BEGIN {
+        if (r <= 0) { print "| - | - |"; exit }
+        printf "| %.1f + %.1f | %.0f |", u * 1e6 / hz / r, s * 1e6 / hz / r, n * 1000 / r }'
 }
 
 fmt_ms() { awk -v us="$1" 'BEGIN { if (us == "-") print "-"; else printf "%.2f", us / 1000 }'; }
@@ -405,13 +436,16 @@ alternate_order() {
 
 bench_rps() {
     local origin_port proxy_port gh_port c rep name tag origin_pid proxy_pid proxy_worker gh_pid
-    read -r origin_port proxy_port gh_port <<<"$(free_ports 3)"
+    local origin_worker before cost
+    local gh1_port
+    read -r origin_port proxy_port gh_port gh1_port <<<"$(free_ports 4)"
 
     log "starting the origin (nginx, 1 worker) on 127.0.0.1:$origin_port"
     start_nginx origin "$BENCH_DIR/nginx-origin.conf.tmpl" "$origin_port"
     origin_pid=$SERVER_PID
     URL[origin]="http://127.0.0.1:$origin_port/"
     wait_http origin "$origin_pid" "${URL[origin]}" 200
+    origin_worker=$(nginx_worker "$origin_pid")
 
     declare -A PID
     if [[ " ${PROXIES[*]} " == *" nginx "* ]]; then
@@ -430,6 +464,13 @@ bench_rps() {
         URL[gatehouse]="http://127.0.0.1:$gh_port/"
         wait_http gatehouse "$gh_pid" "${URL[gatehouse]}" 200
         PID[gatehouse]=$gh_pid
+    fi
+    if [[ " ${PROXIES[*]} " == *" gatehouse-1w "* ]]; then
+        log "starting gatehouse-1w (server.workers: 1) on 127.0.0.1:$gh1_port"
+        GH_NAME=gatehouse-1w GATEHOUSE_WORKERS=1 start_gatehouse "$BENCH_DIR/gatehouse.yaml.tmpl" "$gh1_port" "ORIGIN_PORT=$origin_port"
+        URL[gatehouse-1w]="http://127.0.0.1:$gh1_port/"
+        wait_http gatehouse-1w "$SERVER_PID" "${URL[gatehouse-1w]}" 200
+        PID[gatehouse-1w]=$SERVER_PID
     fi
     # Sanity: both proxies return the origin's body.
     for name in "${PROXIES[@]}"; do
@@ -455,8 +496,10 @@ bench_rps() {
         for name in "${PROXIES[@]}"; do start_sampler "${PID[$name]}" "$TMP/rss-$name-c$c"; done
         if [[ $ORIGIN_REF == 1 ]]; then
             log "reference: origin directly, $c connections, ${DURATION}s"
+            before=$(proc_counters "$origin_worker")
             run_wrk origin "$c" "$DURATION" ref
-            RUN_LINES+=("| $c | ref | origin (no proxy) | $(fmt_int "$LAST_RPS") | $(fmt_ms "$LAST_P50_US") | $(fmt_ms "$LAST_P99_US") | $LAST_ERRORS |")
+            cost=$(cost_columns "$before" "$(proc_counters "$origin_worker")" "$LAST_REQUESTS")
+            RUN_LINES+=("| $c | ref | origin (no proxy) | $(fmt_int "$LAST_RPS") | $(fmt_ms "$LAST_P50_US") | $(fmt_ms "$LAST_P99_US") $cost $LAST_ERRORS |")
         fi
         for ((rep = 1; rep <= REPS; rep++)); do
             alternate_order "$rep" "${PROXIES[@]}"
@@ -464,11 +507,13 @@ bench_rps() {
                 n=$((n + 1))
                 tag="rep$rep"
                 log "[$n/$total] $name, $c connections, rep $rep/$REPS, ${DURATION}s"
+                before=$(proc_counters "${PID[$name]}")
                 run_wrk "$name" "$c" "$DURATION" "$tag"
+                cost=$(cost_columns "$before" "$(proc_counters "${PID[$name]}")" "$LAST_REQUESTS")
                 RUN_RPS[$name:$c]+="$LAST_RPS "
                 RUN_P99[$name:$c]+="$LAST_P99_US "
                 RUN_P50[$name:$c]+="$LAST_P50_US "
-                RUN_LINES+=("| $c | $rep | $name | $(fmt_int "$LAST_RPS") | $(fmt_ms "$LAST_P50_US") | $(fmt_ms "$LAST_P99_US") | $LAST_ERRORS |")
+                RUN_LINES+=("| $c | $rep | $name | $(fmt_int "$LAST_RPS") | $(fmt_ms "$LAST_P50_US") | $(fmt_ms "$LAST_P99_US") $cost $LAST_ERRORS |")
                 log "    $(fmt_int "$LAST_RPS") req/s, p99 $(fmt_ms "$LAST_P99_US") ms, errors: $LAST_ERRORS"
             done
         done
@@ -487,6 +532,9 @@ bench_rps() {
         echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
         echo "- host: $(nproc) cores, $(uname -sr); load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
         echo "- gatehouse: $(describe_build) ($GATEHOUSE_BIN, release), $(workers_text)"
+        if [[ " ${PROXIES[*]} " == *" gatehouse-1w "* ]]; then
+            echo "- gatehouse-1w: the same binary and config with server.workers: 1"
+        fi
         echo "- nginx: $("$NGINX" -v 2>&1 | sed 's/^nginx version: //'), 1 worker, upstream keepalive 512 (bench/nginx-proxy.conf.tmpl)"
         echo "- origin: nginx, 1 worker, fixed 100-byte 200 response (bench/nginx-origin.conf.tmpl)"
         echo "- load: $("$WRK" -v 2>&1 | head -n 1 | cut -d' ' -f1-2), -t$WRK_THREADS, HTTP/1.1 keep-alive, GET /, ${DURATION}s per run, $REPS reps per proxy and connection count, order alternated per rep, ${WARMUP}s warm-up per server"
@@ -494,14 +542,17 @@ bench_rps() {
         echo "  Target: req/s ratio >= 1.00 and p99 ratio <= 1.00. On this noisy 2-core machine differences under ~15% are noise."
         echo "- RSS: peak VmRSS sampled every 0.5 s during that connection count's runs (gatehouse process; nginx worker process)."
         echo
-        echo "| conns | gatehouse req/s | nginx req/s | req/s ratio | gatehouse p99 ms | nginx p99 ms | p99 ratio | gatehouse RSS MiB | nginx RSS MiB | req/s vs target | p99 vs target |"
-        echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"
+        echo "| conns | gatehouse | gatehouse req/s | nginx req/s | req/s ratio | gatehouse p99 ms | nginx p99 ms | p99 ratio | gatehouse RSS MiB | nginx RSS MiB | req/s vs target | p99 vs target |"
+        echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"
+        local variants=(gatehouse) g
+        if [[ " ${PROXIES[*]} " == *" gatehouse-1w "* ]]; then variants+=(gatehouse-1w); fi
         for c in "${CONN_LIST[@]}"; do
+          for g in "${variants[@]}"; do
             g_rps=-; n_rps=-; g_p99=-; n_p99=-; g_rss=-; n_rss=-
             # shellcheck disable=SC2086 # word-splitting the space-separated lists is intended
-            if [[ -n ${RUN_RPS[gatehouse:$c]:-} ]]; then
-                g_rps=$(median ${RUN_RPS[gatehouse:$c]}); g_p99=$(median ${RUN_P99[gatehouse:$c]})
-                g_rss=$(mib "${RSS_PEAK[gatehouse:$c]}")
+            if [[ -n ${RUN_RPS[$g:$c]:-} ]]; then
+                g_rps=$(median ${RUN_RPS[$g:$c]}); g_p99=$(median ${RUN_P99[$g:$c]})
+                g_rss=$(mib "${RSS_PEAK[$g:$c]}")
             fi
             # shellcheck disable=SC2086
             if [[ -n ${RUN_RPS[nginx:$c]:-} ]]; then
@@ -513,10 +564,11 @@ bench_rps() {
             else
                 r_rps=-; r_p99=-
             fi
-            printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$c" \
+            printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$c" "$g" \
                 "$(fmt_int "$g_rps")" "$(fmt_int "$n_rps")" "$r_rps" \
                 "$(fmt_ms "$g_p99")" "$(fmt_ms "$n_p99")" "$r_p99" \
                 "$g_rss" "$n_rss" "$(verdict "$r_rps" 1)" "$(verdict "$r_p99" 0)"
+          done
         done
         echo
         echo "RSS at idle (after startup) and lifetime peak (VmHWM) at the end:"
@@ -527,8 +579,8 @@ bench_rps() {
             echo "| $name$([[ $name == nginx ]] && echo ' (worker)') | $(mib "${RSS_IDLE[$name]}") | $(mib "${HWM[$name]}") |"
         done
         echo
-        runs_table "All runs (\"ref\" = wrk straight against the origin, no proxy: the ceiling of this setup):" \
-            "| conns | rep | target | req/s | p50 ms | p99 ms | wrk errors |" "|---:|---|---|---:|---:|---:|---|"
+        runs_table "All runs (\"ref\" = wrk straight against the origin, no proxy: the ceiling of this setup; CPU and preemptions are the origin's then). CPU µs/req is user + system time of the proxy process (nginx: its worker) per request; preempted/1k is how many times per 1000 requests the scheduler took the CPU from one of its threads while it still had work (involuntary context switches)." \
+            "| conns | rep | target | req/s | p50 ms | p99 ms | CPU µs/req | preempted/1k | wrk errors |" "|---:|---|---|---:|---:|---:|---:|---:|---|"
     } >"$report"
     publish "$report" latest
 }
