@@ -81,6 +81,9 @@ pub enum ExchangeError {
 
 /// A request body still being written upstream: queued bytes, and the body they come from.
 pub(super) struct Upload {
+    /// The part of the request head not yet written (kept apart from `queue` so a request
+    /// without a body needs no queue allocation).
+    head: Bytes,
     queue: VecDeque<Bytes>,
     queued: usize,
     body: Option<LimitedBody>,
@@ -94,7 +97,8 @@ impl Upload {
     pub(super) fn new(head: Bytes, body: Option<LimitedBody>, chunked: bool) -> Self {
         let queued = head.len();
         Upload {
-            queue: VecDeque::from([head]),
+            head,
+            queue: VecDeque::new(),
             queued,
             body,
             chunked,
@@ -108,7 +112,11 @@ impl Upload {
     }
 
     fn is_done(&self) -> bool {
-        self.body.is_none() && self.queue.is_empty()
+        self.body.is_none() && self.nothing_queued()
+    }
+
+    fn nothing_queued(&self) -> bool {
+        self.head.is_empty() && self.queue.is_empty()
     }
 
     fn push(&mut self, bytes: Bytes) {
@@ -161,7 +169,7 @@ impl Upload {
                     }
                 }
             }
-            if self.queue.is_empty() {
+            if self.nothing_queued() {
                 return if self.body.is_none() {
                     Poll::Ready(Ok(()))
                 } else {
@@ -170,9 +178,12 @@ impl Upload {
             }
             let written = {
                 let mut slices = [IoSlice::new(&[]); 8];
-                let count = self.queue.len().min(slices.len());
-                for (slice, bytes) in slices.iter_mut().zip(self.queue.iter()) {
+                let head = (!self.head.is_empty()).then_some(&self.head);
+                let pending = head.into_iter().chain(self.queue.iter());
+                let mut count = 0;
+                for (slice, bytes) in slices.iter_mut().zip(pending) {
                     *slice = IoSlice::new(bytes);
+                    count += 1;
                 }
                 ready!(Pin::new(&mut *stream).poll_write_vectored(cx, &slices[..count]))?
             };
@@ -180,7 +191,7 @@ impl Upload {
                 return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into()));
             }
             self.advance(written);
-            if body_pending && self.queue.is_empty() {
+            if body_pending && self.nothing_queued() {
                 return Poll::Pending;
             }
         }
@@ -188,6 +199,9 @@ impl Upload {
 
     fn advance(&mut self, mut written: usize) {
         self.queued -= written;
+        let from_head = written.min(self.head.len());
+        self.head.advance(from_head);
+        written -= from_head;
         while written > 0 {
             let Some(front) = self.queue.front_mut() else {
                 return;
@@ -293,7 +307,7 @@ pub(super) async fn exchange(
     };
     let mut response = Response::new(UpstreamBody {
         connection: Some(connection),
-        upload: (!upload.is_done()).then_some(upload),
+        upload: (!upload.is_done()).then(|| Box::new(upload)),
         state,
         keep_alive: head.keep_alive,
         pool,
@@ -320,8 +334,9 @@ enum ReadState {
 /// back to the pool when it can carry another request.
 pub struct UpstreamBody {
     connection: Option<Connection>,
-    /// The rest of the request body, for upstreams that answer while still reading it.
-    upload: Option<Upload>,
+    /// The rest of the request body, for upstreams that answer while still reading it (boxed:
+    /// rare, and it would double the size of every response body).
+    upload: Option<Box<Upload>>,
     state: ReadState,
     keep_alive: bool,
     pool: Weak<Pool>,

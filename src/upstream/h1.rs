@@ -176,11 +176,11 @@ pub fn parse_response_head(
         }
         let head = buf.split_to(len).freeze();
         let mut headers = HeaderMap::with_capacity(spans.len());
-        for (name, value) in spans.iter() {
-            let name =
-                HeaderName::from_bytes(&head[name.clone()]).map_err(|_| ProtocolError::Header)?;
-            let value = HeaderValue::from_maybe_shared(head.slice(value.clone()))
-                .map_err(|_| ProtocolError::Header)?;
+        for &[name_start, name_end, value_start, value_end] in &spans {
+            let name = &head[name_start as usize..name_end as usize];
+            let name = HeaderName::from_bytes(name).map_err(|_| ProtocolError::Header)?;
+            let value = head.slice(value_start as usize..value_end as usize);
+            let value = HeaderValue::from_maybe_shared(value).map_err(|_| ProtocolError::Header)?;
             headers.append(name, value);
         }
         let status =
@@ -203,14 +203,22 @@ pub fn parse_response_head(
     }
 }
 
-type Spans = Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>;
+/// Where each header's name and value sit in the buffer: name start, name end, value start,
+/// value end.
+type Spans = Vec<[u32; 4]>;
 
 /// Runs httparse over `buf` and returns the head length, status, version and where each
 /// header's name and value sit in `buf`.
 fn parse_spans(buf: &BytesMut) -> Result<Option<(usize, u16, Version, Spans)>, ProtocolError> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut fields);
-    let len = match response.parse(buf) {
+    // Uninitialised slots: httparse fills only as many as the head has.
+    let mut fields = [std::mem::MaybeUninit::<httparse::Header>::uninit(); MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut response,
+        buf,
+        &mut fields,
+    );
+    let len = match parsed {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD_BYTES => {
             return Err(ProtocolError::HeadTooLarge)
@@ -226,15 +234,21 @@ fn parse_spans(buf: &BytesMut) -> Result<Option<(usize, u16, Version, Spans)>, P
     if len > MAX_HEAD_BYTES {
         return Err(ProtocolError::HeadTooLarge);
     }
+    // Offsets fit in u32: the head is at most MAX_HEAD_BYTES long.
     let base = buf.as_ptr() as usize;
-    let span = |s: &[u8]| {
-        let start = s.as_ptr() as usize - base;
-        start..start + s.len()
-    };
+    let offset = |s: &[u8]| (s.as_ptr() as usize - base) as u32;
     let spans = response
         .headers
         .iter()
-        .map(|h| (span(h.name.as_bytes()), span(h.value)))
+        .map(|h| {
+            let (name, value) = (offset(h.name.as_bytes()), offset(h.value));
+            [
+                name,
+                name + h.name.len() as u32,
+                value,
+                value + h.value.len() as u32,
+            ]
+        })
         .collect();
     let version = match response.version {
         Some(0) => Version::HTTP_10,

@@ -48,9 +48,15 @@ pub struct Pool {
     settings: PoolSettings,
     /// Idle lists, worker-major: `worker * targets + target`. Made at first use, when the
     /// gateway's workers exist (pools are built while loading the config, before that).
-    idle: OnceLock<Box<[Mutex<Vec<Idle>>]>>,
+    idle: OnceLock<Box<[IdleList]>>,
     sweeper_started: std::sync::Once,
 }
+
+/// One idle list, alone on its cache lines: every request locks its worker's list twice, and
+/// lists of different workers sharing a line would make the workers' caches fight over it.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct IdleList(Mutex<Vec<Idle>>);
 
 struct Idle {
     conn: Connection,
@@ -146,6 +152,7 @@ impl Pool {
     /// An idle connection that is still open, most recently used first.
     fn checkout(&self, target: usize) -> Option<Connection> {
         let mut list = self.lists()[self.slot(target)]
+            .0
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         while let Some(idle) = list.pop() {
@@ -176,6 +183,7 @@ impl Pool {
     /// Takes back a connection whose exchange ended cleanly.
     pub(super) fn checkin(&self, connection: Connection) {
         let mut list = self.lists()[connection.slot]
+            .0
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         if list.len() < MAX_IDLE_PER_TARGET {
@@ -190,14 +198,14 @@ impl Pool {
     pub fn idle_count(&self) -> usize {
         self.lists()
             .iter()
-            .map(|l| l.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .map(|l| l.0.lock().unwrap_or_else(|p| p.into_inner()).len())
             .sum()
     }
 
-    fn lists(&self) -> &[Mutex<Vec<Idle>>] {
+    fn lists(&self) -> &[IdleList] {
         self.idle.get_or_init(|| {
             let count = workers::slots() * self.settings.targets.len();
-            (0..count).map(|_| Mutex::new(Vec::new())).collect()
+            (0..count).map(|_| IdleList::default()).collect()
         })
     }
 
@@ -233,7 +241,7 @@ async fn sweep(pool: Weak<Pool>) {
             return;
         };
         for list in pool.lists() {
-            let mut list = list.lock().unwrap_or_else(|p| p.into_inner());
+            let mut list = list.0.lock().unwrap_or_else(|p| p.into_inner());
             list.retain(|idle| idle.since.elapsed() < IDLE_TIMEOUT && idle.conn.is_open());
         }
     }
