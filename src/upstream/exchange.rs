@@ -24,8 +24,11 @@ use super::h1::{
 use super::pool::Pool;
 use crate::proxy::body::{BoxError, LimitedBody};
 
-/// Room kept free in a connection's read buffer before each read.
+/// Room kept free in a connection's read buffer before each read, at first.
 const READ_CHUNK: usize = 8 << 10;
+/// The most a read asks for: reads that fill the room double it up to this, so large bodies
+/// move in few system calls.
+const MAX_READ_CHUNK: usize = 256 << 10;
 /// Request body bytes queued for writing before the body is polled again.
 const WRITE_QUEUE_MAX: usize = 64 << 10;
 
@@ -33,6 +36,8 @@ const WRITE_QUEUE_MAX: usize = 64 << 10;
 pub struct Connection {
     stream: TcpStream,
     read_buf: BytesMut,
+    /// How much room the next read gets (adapts to how much the upstream sends at once).
+    read_size: usize,
     /// Index of its idle list in the pool (target and worker).
     pub(super) slot: usize,
 }
@@ -43,6 +48,7 @@ impl Connection {
         Connection {
             stream,
             read_buf: BytesMut::new(),
+            read_size: READ_CHUNK,
             slot,
         }
     }
@@ -55,10 +61,29 @@ impl Connection {
     }
 
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.read_buf.capacity() - self.read_buf.len() < READ_CHUNK / 4 {
-            self.read_buf.reserve(READ_CHUNK);
+        if self.read_buf.capacity() - self.read_buf.len() < self.read_size / 4 {
+            self.read_buf.reserve(self.read_size);
         }
-        tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.read_buf)
+        let room = self.read_buf.capacity() - self.read_buf.len();
+        let n = ready!(tokio_util::io::poll_read_buf(
+            Pin::new(&mut self.stream),
+            cx,
+            &mut self.read_buf
+        ))?;
+        if n == room {
+            self.read_size = (self.read_size * 2).min(MAX_READ_CHUNK);
+        } else if n < self.read_size / 8 {
+            self.read_size = READ_CHUNK;
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    /// Gives back a large read buffer before the connection idles in the pool.
+    pub(super) fn shrink_for_idle(&mut self) {
+        if self.read_buf.capacity() > 2 * READ_CHUNK {
+            self.read_buf = BytesMut::new();
+        }
+        self.read_size = READ_CHUNK;
     }
 }
 
@@ -354,11 +379,12 @@ impl UpstreamBody {
     /// The body is fully read: the connection is pooled if the exchange left it clean.
     fn finish(&mut self) {
         self.state = ReadState::Done;
-        let Some(connection) = self.connection.take() else {
+        let Some(mut connection) = self.connection.take() else {
             return;
         };
         let clean = self.keep_alive && self.upload.is_none() && connection.read_buf.is_empty();
         if clean {
+            connection.shrink_for_idle();
             if let Some(pool) = self.pool.upgrade() {
                 pool.checkin(connection);
             }
