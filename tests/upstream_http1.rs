@@ -309,6 +309,31 @@ async fn closing_after_one_answer() -> Scripted {
 }
 
 #[tokio::test]
+async fn an_idle_connection_the_upstream_closed_is_not_used() {
+    // Connection 0 answers once (keep-alive) and closes right away, as a server with a short
+    // keep-alive timeout does; the gateway must notice before it sends the next request there,
+    // or this POST (which is never retried) would fail.
+    let up = Scripted::start(|n, mut stream| async move {
+        while read_request(&mut stream).await.is_some() {
+            let answer = format!("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nconn{n}");
+            if stream.write_all(answer.as_bytes()).await.is_err() || n == 0 {
+                return;
+            }
+        }
+    })
+    .await;
+    let gw = up.gateway().await;
+    let c = client();
+    assert_eq!(
+        request(&c, &gw, "GET", "/", Bytes::new()).await.text(),
+        "conn0"
+    );
+    let got = request(&c, &gw, "POST", "/", Bytes::from_static(b"once")).await;
+    assert_eq!((got.status.as_u16(), got.text().as_str()), (200, "conn1"));
+    assert_eq!(up.accepted(), 2);
+}
+
+#[tokio::test]
 async fn idempotent_requests_are_retried_when_a_reused_connection_was_closed() {
     let up = closing_after_one_answer().await;
     let gw = up.gateway().await;
