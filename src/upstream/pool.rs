@@ -110,18 +110,22 @@ impl Pool {
         let (parts, body) = request.into_parts();
         let framing = RequestFraming::for_body(&parts.method, body.size_hint().exact());
         let chunked = framing == RequestFraming::Chunked;
-        let mut head = BytesMut::new();
         let request_target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        encode_request_head(
-            &parts.method,
-            request_target,
-            &parts.headers,
-            framing,
-            &mut head,
-        );
-        let head = head.freeze();
+        // Encoded again for a retry rather than kept twice: retries are rare, a shared copy of
+        // the head on every request is not free.
+        let head = || {
+            let mut head = BytesMut::new();
+            encode_request_head(
+                &parts.method,
+                request_target,
+                &parts.headers,
+                framing,
+                &mut head,
+            );
+            head.freeze()
+        };
         let body = (!body.is_end_stream()).then_some(body);
-        let mut upload = Upload::new(head.clone(), body, chunked);
+        let mut upload = Upload::new(head(), body, chunked);
         let mut retried = false;
         loop {
             // A retry goes to a new connection: other idle ones may be just as stale.
@@ -142,7 +146,7 @@ impl Pool {
             } = failed;
             let retry = reused && closed_before_answer && is_idempotent(&parts.method);
             match spent.into_untouched_body() {
-                Some(body) if retry => upload = Upload::new(head.clone(), body, chunked),
+                Some(body) if retry => upload = Upload::new(head(), body, chunked),
                 _ => return Err(error.into()),
             }
             retried = true;
