@@ -425,6 +425,7 @@ impl Body for UpstreamBody {
         }
         loop {
             let connection = this.connection.as_mut().expect("checked above");
+            // Body bytes from what is buffered, or `None` when more must be read first.
             let data = match &mut this.state {
                 ReadState::Done => {
                     this.finish();
@@ -437,34 +438,33 @@ impl Body for UpstreamBody {
                     if *left == 0 {
                         this.finish();
                     }
-                    data
+                    Some(data)
                 }
                 ReadState::Chunked(decoder) if !connection.read_buf.is_empty() => {
                     match decoder.decode(&mut connection.read_buf) {
-                        Ok(Decoded::Data(data)) => data,
+                        Ok(Decoded::Data(data)) => Some(data),
                         Ok(Decoded::End) => {
                             this.finish();
                             return Poll::Ready(None);
                         }
-                        Ok(Decoded::NeedMore) => match this.fill(cx) {
-                            Poll::Ready(Ok(())) => continue,
-                            Poll::Ready(Err(e)) => return this.fail(e),
-                            Poll::Pending => return Poll::Pending,
-                        },
+                        Ok(Decoded::NeedMore) => None,
                         Err(e) => return this.fail(e),
                     }
                 }
                 ReadState::UntilClose if !connection.read_buf.is_empty() => {
                     let len = connection.read_buf.len();
-                    take_bytes(&mut connection.read_buf, len)
+                    Some(take_bytes(&mut connection.read_buf, len))
                 }
-                _ => match this.fill(cx) {
-                    Poll::Ready(Ok(())) => continue,
-                    Poll::Ready(Err(e)) => return this.fail(e),
-                    Poll::Pending => return Poll::Pending,
-                },
+                _ => None,
             };
-            return Poll::Ready(Some(Ok(Frame::data(data))));
+            if let Some(data) = data {
+                return Poll::Ready(Some(Ok(Frame::data(data))));
+            }
+            match this.fill(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return this.fail(e),
+                Poll::Pending => return Poll::Pending,
+            }
         }
     }
 
