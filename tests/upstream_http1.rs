@@ -283,29 +283,32 @@ async fn a_body_cut_short_by_the_upstream_is_cut_short_for_the_client() {
 /// as a server whose keep-alive timeout fired just then does. Later connections answer.
 async fn closing_after_one_answer() -> Scripted {
     Scripted::start(|n, mut stream| async move {
+        let answer: &[u8] = if n == 0 { b"one" } else { b"two" };
         while read_head(&mut stream).await.is_some() {
-            if n == 0
-                && stream
-                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\none")
-                    .await
-                    .is_err()
-            {
+            let head = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n";
+            if write_pieces(&mut stream, &[head, answer]).await.is_err() {
                 return;
             }
             if n == 0 {
                 let _ = read_head(&mut stream).await;
                 return;
             }
-            if stream
-                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\ntwo")
-                .await
-                .is_err()
-            {
-                return;
-            }
         }
     })
     .await
+}
+
+/// Through a one-worker gateway in front of `up`: a GET whose answer must be `first`, then
+/// `method` with `body` on the same client connection (so the same worker and pool); the second
+/// response.
+async fn first_get_then(up: &Scripted, first: &str, method: &str, body: &'static [u8]) -> Got {
+    let gw = up.gateway().await;
+    let c = client();
+    assert_eq!(
+        request(&c, &gw, "GET", "/", Bytes::new()).await.text(),
+        first
+    );
+    request(&c, &gw, method, "/", Bytes::from_static(body)).await
 }
 
 #[tokio::test]
@@ -322,13 +325,7 @@ async fn an_idle_connection_the_upstream_closed_is_not_used() {
         }
     })
     .await;
-    let gw = up.gateway().await;
-    let c = client();
-    assert_eq!(
-        request(&c, &gw, "GET", "/", Bytes::new()).await.text(),
-        "conn0"
-    );
-    let got = request(&c, &gw, "POST", "/", Bytes::from_static(b"once")).await;
+    let got = first_get_then(&up, "conn0", "POST", b"once").await;
     assert_eq!((got.status.as_u16(), got.text().as_str()), (200, "conn1"));
     assert_eq!(up.accepted(), 2);
 }
@@ -336,13 +333,7 @@ async fn an_idle_connection_the_upstream_closed_is_not_used() {
 #[tokio::test]
 async fn idempotent_requests_are_retried_when_a_reused_connection_was_closed() {
     let up = closing_after_one_answer().await;
-    let gw = up.gateway().await;
-    let c = client();
-    assert_eq!(
-        request(&c, &gw, "GET", "/", Bytes::new()).await.text(),
-        "one"
-    );
-    let got = request(&c, &gw, "GET", "/", Bytes::new()).await;
+    let got = first_get_then(&up, "one", "GET", b"").await;
     assert_eq!((got.status.as_u16(), got.text().as_str()), (200, "two"));
     assert_eq!(up.accepted(), 2);
 }
@@ -350,13 +341,7 @@ async fn idempotent_requests_are_retried_when_a_reused_connection_was_closed() {
 #[tokio::test]
 async fn other_requests_are_not_retried_on_a_closed_reused_connection() {
     let up = closing_after_one_answer().await;
-    let gw = up.gateway().await;
-    let c = client();
-    assert_eq!(
-        request(&c, &gw, "GET", "/", Bytes::new()).await.text(),
-        "one"
-    );
-    let got = request(&c, &gw, "POST", "/", Bytes::from_static(b"pay")).await;
+    let got = first_get_then(&up, "one", "POST", b"pay").await;
     assert_eq!(
         got.status,
         502,
