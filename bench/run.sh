@@ -15,6 +15,8 @@
 #   ORIGIN_REF=1    0 skips the one informational run straight against the origin per count
 #   ONE_WORKER=1    also runs a second gatehouse with server.workers: 1 ("gatehouse-1w"), the
 #                   like-for-like match for nginx's single worker, in the same rounds
+#   NGINX_PER_CORE=1  also runs a second nginx with one worker per core ("nginx-2w" on 2 cores),
+#                   the like-for-like match for gatehouse's default workers, in the same rounds
 # Environment (stream mode):
 #   STREAM_REPS=3   runs of each 1 GiB transfer (median reported)
 # Environment (reload mode; REPS, DURATION and WARMUP as above, CONNS defaults to 64):
@@ -45,6 +47,8 @@ WARMUP=${WARMUP:-3}
 ONLY=${ONLY:-}
 ORIGIN_REF=${ORIGIN_REF:-1}
 ONE_WORKER=${ONE_WORKER:-0}
+NGINX_PER_CORE=${NGINX_PER_CORE:-0}
+NGINX_NW=nginx-$(nproc)w # name of the one-worker-per-core nginx in reports
 STREAM_REPS=${STREAM_REPS:-3}
 RELOAD_INTERVAL=${RELOAD_INTERVAL:-1}
 NO_BUILD=${NO_BUILD:-0}
@@ -60,7 +64,7 @@ WRK_THREADS=1
 
 # The exact command line, with the settings that came from the environment.
 CMDLINE=""
-for var in REPS DURATION CONNS WARMUP ONLY ORIGIN_REF ONE_WORKER STREAM_REPS RELOAD_INTERVAL NO_BUILD KEEP_TMP; do
+for var in REPS DURATION CONNS WARMUP ONLY ORIGIN_REF ONE_WORKER NGINX_PER_CORE STREAM_REPS RELOAD_INTERVAL NO_BUILD KEEP_TMP; do
     if [[ -n ${!var+x} ]] && printenv "$var" >/dev/null; then
         CMDLINE+="$var=$(printf '%q' "${!var}") "
     fi
@@ -100,6 +104,7 @@ case $ONLY in
     *) die "ONLY must be 'gatehouse' or 'nginx', got '$ONLY'" ;;
 esac
 if [[ $ONE_WORKER == 1 && $ONLY != nginx ]]; then PROXIES+=(gatehouse-1w); fi
+if [[ $NGINX_PER_CORE == 1 && $ONLY != gatehouse ]]; then PROXIES+=("$NGINX_NW"); fi
 
 [[ -x $NGINX ]] || die "nginx not found at $NGINX (set NGINX=...)"
 command -v "$WRK" >/dev/null || die "wrk not found (set WRK=...)"
@@ -217,31 +222,37 @@ start_nginx() { # NAME TEMPLATE PORT [KEY=VALUE...] ; sets SERVER_PID
     start_server "$name" "$NGINX" -p "$TMP" -c "$TMP/$name.conf"
 }
 
-nginx_worker() { # MASTER_PID -> pid of its (single) worker
-    local w i
+nginx_worker() { # MASTER_PID [COUNT] -> pids of its COUNT (default 1) workers, space-separated
+    local w i want=${2:-1}
     for ((i = 0; i < 50; i++)); do
-        w=$(pgrep -P "$1" | head -n 1 || true)
-        [[ -n $w ]] && { echo "$w"; return 0; }
+        w=$(pgrep -P "$1" || true)
+        if [[ -n $w ]] && (($(wc -l <<<"$w") >= want)); then
+            echo "${w//$'\n'/ }"
+            return 0
+        fi
         sleep 0.1
     done
-    die "nginx master $1 has no worker"
+    die "nginx master $1 does not have $want worker(s)"
 }
 
-status_kib() { # PID FIELD -> value in KiB from /proc/PID/status (0 if gone)
-    local key val _
-    while read -r key val _; do
-        [[ $key == "$2:" ]] && { echo "$val"; return 0; }
-    done <"/proc/$1/status" 2>/dev/null || true
-    echo 0
+status_kib() { # "PID..." FIELD -> value in KiB from /proc/PID/status, summed over the PIDs (0 if gone)
+    local key val _ pid sum=0
+    for pid in $1; do
+        while read -r key val _; do
+            [[ $key == "$2:" ]] && { sum=$((sum + val)); break; }
+        done <"/proc/$pid/status" 2>/dev/null || true
+    done
+    echo "$sum"
 }
 
-# start_sampler PID FILE : every 0.5 s, keeps the highest VmRSS (KiB) of PID in FILE.
+# start_sampler "PID..." FILE : every 0.5 s, keeps the highest VmRSS (KiB, summed over the PIDs)
+# in FILE.
 start_sampler() {
     local pid=$1 file=$2
     status_kib "$pid" VmRSS >"$file"
     (
         max=0
-        while kill -0 "$pid" 2>/dev/null; do
+        while kill -0 "${pid%% *}" 2>/dev/null; do
             v=$(status_kib "$pid" VmRSS)
             if ((v > max)); then max=$v; echo "$max" >"$file"; fi
             sleep 0.5
@@ -383,14 +394,15 @@ run_wrk() {
     fi
 }
 
-# proc_counters PID -> "user_ticks system_ticks involuntary_switches", summed over its threads.
+# proc_counters "PID..." -> "user_ticks system_ticks involuntary_switches", summed over the
+# threads of the PIDs.
 proc_counters() {
-    local u=0 s=0 n=0 t a b c
-    for t in /proc/"$1"/task/*; do
+    local u=0 s=0 n=0 t a b c pid
+    for pid in $1; do for t in /proc/"$pid"/task/*; do
         read -r a b < <(awk '{ print $14, $15 }' "$t/stat" 2>/dev/null) || continue
         c=$(awk '/^nonvoluntary_ctxt_switches/ { print $2 }' "$t/status" 2>/dev/null) || continue
         u=$((u + a)); s=$((s + b)); n=$((n + ${c:-0}))
-    done
+    done; done
     echo "$u $s $n"
 }
 
@@ -437,8 +449,8 @@ alternate_order() {
 bench_rps() {
     local origin_port proxy_port gh_port c rep name tag origin_pid proxy_pid proxy_worker gh_pid
     local origin_worker before cost
-    local gh1_port
-    read -r origin_port proxy_port gh_port gh1_port <<<"$(free_ports 4)"
+    local gh1_port nw_port
+    read -r origin_port proxy_port gh_port gh1_port nw_port <<<"$(free_ports 5)"
 
     log "starting the origin (nginx, 1 worker) on 127.0.0.1:$origin_port"
     start_nginx origin "$BENCH_DIR/nginx-origin.conf.tmpl" "$origin_port"
@@ -450,12 +462,19 @@ bench_rps() {
     declare -A PID
     if [[ " ${PROXIES[*]} " == *" nginx "* ]]; then
         log "starting nginx as reverse proxy (1 worker, upstream keepalive 512) on 127.0.0.1:$proxy_port"
-        start_nginx proxy "$BENCH_DIR/nginx-proxy.conf.tmpl" "$proxy_port" "ORIGIN_PORT=$origin_port"
+        start_nginx proxy "$BENCH_DIR/nginx-proxy.conf.tmpl" "$proxy_port" "ORIGIN_PORT=$origin_port" NAME=proxy WORKERS=1
         proxy_pid=$SERVER_PID
         URL[nginx]="http://127.0.0.1:$proxy_port/"
         wait_http nginx-proxy "$proxy_pid" "${URL[nginx]}" 200
         proxy_worker=$(nginx_worker "$proxy_pid")
         PID[nginx]=$proxy_worker
+    fi
+    if [[ " ${PROXIES[*]} " == *" $NGINX_NW "* ]]; then
+        log "starting $NGINX_NW (nginx, one worker per core, upstream keepalive 512) on 127.0.0.1:$nw_port"
+        start_nginx "$NGINX_NW" "$BENCH_DIR/nginx-proxy.conf.tmpl" "$nw_port" "ORIGIN_PORT=$origin_port" "NAME=$NGINX_NW" WORKERS=auto
+        URL[$NGINX_NW]="http://127.0.0.1:$nw_port/"
+        wait_http "$NGINX_NW" "$SERVER_PID" "${URL[$NGINX_NW]}" 200
+        PID[$NGINX_NW]=$(nginx_worker "$SERVER_PID" "$(nproc)")
     fi
     if [[ " ${PROXIES[*]} " == *" gatehouse "* ]]; then
         log "starting gatehouse on 127.0.0.1:$gh_port"
@@ -536,18 +555,25 @@ bench_rps() {
             echo "- gatehouse-1w: the same binary and config with server.workers: 1"
         fi
         echo "- nginx: $("$NGINX" -v 2>&1 | sed 's/^nginx version: //'), 1 worker, upstream keepalive 512 (bench/nginx-proxy.conf.tmpl)"
+        if [[ " ${PROXIES[*]} " == *" $NGINX_NW "* ]]; then
+            echo "- $NGINX_NW: the same nginx config with worker_processes auto (one per core)"
+        fi
         echo "- origin: nginx, 1 worker, fixed 100-byte 200 response (bench/nginx-origin.conf.tmpl)"
         echo "- load: $("$WRK" -v 2>&1 | head -n 1 | cut -d' ' -f1-2), -t$WRK_THREADS, HTTP/1.1 keep-alive, GET /, ${DURATION}s per run, $REPS reps per proxy and connection count, order alternated per rep, ${WARMUP}s warm-up per server"
         echo "- medians over the reps; ratio = gatehouse / nginx (req/s: higher is better for gatehouse; p99: lower is better)."
         echo "  Target: req/s ratio >= 1.00 and p99 ratio <= 1.00. On this noisy 2-core machine differences under ~15% are noise."
-        echo "- RSS: peak VmRSS sampled every 0.5 s during that connection count's runs (gatehouse process; nginx worker process)."
+        echo "- RSS: peak VmRSS sampled every 0.5 s during that connection count's runs (gatehouse process; nginx worker processes, summed)."
         echo
-        echo "| conns | gatehouse | gatehouse req/s | nginx req/s | req/s ratio | gatehouse p99 ms | nginx p99 ms | p99 ratio | gatehouse RSS MiB | nginx RSS MiB | req/s vs target | p99 vs target |"
-        echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"
-        local variants=(gatehouse) g
-        if [[ " ${PROXIES[*]} " == *" gatehouse-1w "* ]]; then variants+=(gatehouse-1w); fi
+        echo "| conns | gatehouse | nginx | gatehouse req/s | nginx req/s | req/s ratio | gatehouse p99 ms | nginx p99 ms | p99 ratio | gatehouse RSS MiB | nginx RSS MiB | req/s vs target | p99 vs target |"
+        echo "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"
+        # Pairs compared: the default gatehouse against the one-worker nginx of the target, then
+        # each like-for-like pair that was run.
+        local pairs=(gatehouse:nginx) pair g ng
+        if [[ " ${PROXIES[*]} " == *" gatehouse-1w "* ]]; then pairs+=(gatehouse-1w:nginx); fi
+        if [[ " ${PROXIES[*]} " == *" $NGINX_NW "* ]]; then pairs+=("gatehouse:$NGINX_NW"); fi
         for c in "${CONN_LIST[@]}"; do
-          for g in "${variants[@]}"; do
+          for pair in "${pairs[@]}"; do
+            g=${pair%%:*}; ng=${pair#*:}
             g_rps=-; n_rps=-; g_p99=-; n_p99=-; g_rss=-; n_rss=-
             # shellcheck disable=SC2086 # word-splitting the space-separated lists is intended
             if [[ -n ${RUN_RPS[$g:$c]:-} ]]; then
@@ -555,16 +581,16 @@ bench_rps() {
                 g_rss=$(mib "${RSS_PEAK[$g:$c]}")
             fi
             # shellcheck disable=SC2086
-            if [[ -n ${RUN_RPS[nginx:$c]:-} ]]; then
-                n_rps=$(median ${RUN_RPS[nginx:$c]}); n_p99=$(median ${RUN_P99[nginx:$c]})
-                n_rss=$(mib "${RSS_PEAK[nginx:$c]}")
+            if [[ -n ${RUN_RPS[$ng:$c]:-} ]]; then
+                n_rps=$(median ${RUN_RPS[$ng:$c]}); n_p99=$(median ${RUN_P99[$ng:$c]})
+                n_rss=$(mib "${RSS_PEAK[$ng:$c]}")
             fi
             if [[ $g_rps != - && $n_rps != - ]]; then
                 r_rps=$(ratio "$g_rps" "$n_rps"); r_p99=$(ratio "$g_p99" "$n_p99")
             else
                 r_rps=-; r_p99=-
             fi
-            printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$c" "$g" \
+            printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$c" "$g" "$ng" \
                 "$(fmt_int "$g_rps")" "$(fmt_int "$n_rps")" "$r_rps" \
                 "$(fmt_ms "$g_p99")" "$(fmt_ms "$n_p99")" "$r_p99" \
                 "$g_rss" "$n_rss" "$(verdict "$r_rps" 1)" "$(verdict "$r_p99" 0)"
@@ -576,10 +602,10 @@ bench_rps() {
         echo "| proxy | idle RSS MiB | peak VmHWM MiB |"
         echo "|---|---:|---:|"
         for name in "${PROXIES[@]}"; do
-            echo "| $name$([[ $name == nginx ]] && echo ' (worker)') | $(mib "${RSS_IDLE[$name]}") | $(mib "${HWM[$name]}") |"
+            echo "| $name$([[ $name == nginx* ]] && echo ' (workers)') | $(mib "${RSS_IDLE[$name]}") | $(mib "${HWM[$name]}") |"
         done
         echo
-        runs_table "All runs (\"ref\" = wrk straight against the origin, no proxy: the ceiling of this setup; CPU and preemptions are the origin's then). CPU µs/req is user + system time of the proxy process (nginx: its worker) per request; preempted/1k is how many times per 1000 requests the scheduler took the CPU from one of its threads while it still had work (involuntary context switches)." \
+        runs_table "All runs (\"ref\" = wrk straight against the origin, no proxy: the ceiling of this setup; CPU and preemptions are the origin's then). CPU µs/req is user + system time of the proxy process (nginx: its workers) per request; preempted/1k is how many times per 1000 requests the scheduler took the CPU from one of its threads while it still had work (involuntary context switches)." \
             "| conns | rep | target | req/s | p50 ms | p99 ms | CPU µs/req | preempted/1k | wrk errors |" "|---:|---|---|---:|---:|---:|---:|---:|---|"
     } >"$report"
     publish "$report" latest
