@@ -5,6 +5,8 @@
 #   bench/run.sh stream     1 GiB upload and download through gatehouse: throughput, peak RSS
 #   bench/run.sh reload     p99 and errors under load while a routes file is rewritten every second
 #   bench/run.sh auth       req/s and p99 of a plain route vs HS256+RBAC and RS256 JWT routes
+#   bench/run.sh instr      user-space instructions and cache misses per request (valgrind's
+#                           cachegrind): gatehouse vs nginx, one worker each; immune to machine noise
 #
 # Environment (req/s mode):
 #   REPS=3          repetitions per proxy and connection count (medians are reported)
@@ -22,6 +24,8 @@
 # Environment (reload mode; REPS, DURATION and WARMUP as above, CONNS defaults to 64):
 #   RELOAD_INTERVAL=1  seconds between rewrites of routes/extra.yaml during a reload run
 # Environment (auth mode): REPS, DURATION, WARMUP and ORIGIN_REF as above, CONNS defaults to 64.
+# Environment (instr mode): DURATION and CONNS as above (one run per proxy and count: the counts
+#   do not depend on how busy the machine is).
 # All modes:
 #   GATEHOUSE_WORKERS=  sets server.workers in every gatehouse config (default: unset, i.e. one
 #                   worker thread per core)
@@ -80,9 +84,9 @@ usage() {
 }
 
 case $MODE in
-    rps | stream | reload | auth) ;;
+    rps | stream | reload | auth | instr) ;;
     -h | --help | help) usage; exit 0 ;;
-    *) usage >&2; die "unknown mode '$MODE' (expected nothing, 'stream', 'reload' or 'auth')" ;;
+    *) usage >&2; die "unknown mode '$MODE' (expected nothing, 'stream', 'reload', 'auth' or 'instr')" ;;
 esac
 
 is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
@@ -111,6 +115,10 @@ command -v "$WRK" >/dev/null || die "wrk not found (set WRK=...)"
 command -v curl >/dev/null || die "curl not found"
 command -v python3 >/dev/null || die "python3 not found"
 if [[ $MODE == auth ]]; then command -v openssl >/dev/null || die "openssl not found"; fi
+if [[ $MODE == instr ]]; then
+    command -v valgrind >/dev/null || die "valgrind not found (apt-get install valgrind)"
+    command -v cg_annotate >/dev/null || die "cg_annotate not found (it comes with valgrind)"
+fi
 
 # ---------------------------------------------------------------- processes and cleanup
 
@@ -183,10 +191,10 @@ print(" ".join(str(s.getsockname()[1]) for s in socks))
 PY
 }
 
-# wait_http NAME PID URL EXPECTED_CODE|any : waits (10 s) until URL answers.
+# wait_http NAME PID URL EXPECTED_CODE|any [SECONDS] : waits (default 10 s) until URL answers.
 wait_http() {
-    local name=$1 pid=$2 url=$3 want=$4 code i
-    for ((i = 0; i < 100; i++)); do
+    local name=$1 pid=$2 url=$3 want=$4 secs=${5:-10} code i
+    for ((i = 0; i < secs * 10; i++)); do
         kill -0 "$pid" 2>/dev/null || die "$name exited during startup (see $name.log below)"
         code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$url" 2>/dev/null || true)
         if [[ $code != 000 && -n $code ]] && [[ $want == any || $code == "$want" ]]; then
@@ -197,7 +205,7 @@ wait_http() {
         fi
         sleep 0.1
     done
-    die "$name did not answer $want on $url within 10 s (last status: ${code:-none})"
+    die "$name did not answer $want on $url within $secs s (last status: ${code:-none})"
 }
 
 # render TEMPLATE OUT KEY=VALUE... : replaces @KEY@ with VALUE.
@@ -1116,6 +1124,140 @@ bench_auth() {
     publish "$report" auth-latest
 }
 
+# ---------------------------------------------------------------- instr mode
+
+# cachegrind_counts LOG -> "instructions I1_misses D1_misses" from valgrind's cachegrind summary.
+cachegrind_counts() {
+    awk '$2 == "I" && $3 == "refs:" { gsub(",", "", $4); i = $4 }
+         $2 == "I1" && $3 == "misses:" { gsub(",", "", $4); m = $4 }
+         $2 == "D1" && $3 == "misses:" { gsub(",", "", $4); d = $4 }
+         END { if (i == "" || m == "" || d == "") exit 1; print i, m, d }' "$1"
+}
+
+# stop_and_wait PID NAME : SIGTERM, then waits (60 s) until PID has exited, so valgrind has
+# written its summary.
+stop_and_wait() {
+    local pid=$1 i st
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 600; i++)); do
+        st=$(ps -o stat= -p "$pid" 2>/dev/null || true)
+        if [[ -z $st || $st == Z* ]]; then
+            wait "$pid" 2>/dev/null || true
+            return 0
+        fi
+        sleep 0.1
+    done
+    die "$2 did not exit within 60 s of SIGTERM"
+}
+
+# instr_run NAME CONNS : starts NAME (gatehouse or nginx, one worker each) under cachegrind on
+# a free port, loads it with wrk at CONNS connections for DURATION seconds (CONNS 0: only the
+# start-up probe), stops it; sets LAST_COUNTS ("instructions I1_misses D1_misses") and
+# LAST_REQUESTS.
+instr_run() {
+    local name=$1 conns=$2 tag=$1-c$2 port pid
+    port=$(free_ports 1)
+    local vg=(valgrind --tool=cachegrind --cache-sim=yes
+        "--cachegrind-out-file=$TMP/cachegrind-$tag.out" "--log-file=$TMP/valgrind-$tag.log")
+    case $name in
+        gatehouse)
+            render "$BENCH_DIR/gatehouse.yaml.tmpl" "$TMP/$tag.yaml" "PORT=$port" "ORIGIN_PORT=$INSTR_ORIGIN_PORT"
+            GATEHOUSE_WORKERS=1 set_workers "$TMP/$tag.yaml"
+            "$GATEHOUSE_BIN" check -c "$TMP/$tag.yaml" >"$TMP/$tag-check.log" 2>&1 ||
+                { cat "$TMP/$tag-check.log" >&2; die "gatehouse check rejected $tag.yaml"; }
+            start_server "$tag" "${vg[@]}" "$GATEHOUSE_BIN" run -c "$TMP/$tag.yaml"
+            ;;
+        nginx)
+            render "$BENCH_DIR/nginx-proxy.conf.tmpl" "$TMP/$tag.conf" "DIR=$TMP" "PORT=$port" \
+                "USER_DIRECTIVE=$USER_DIRECTIVE" "ORIGIN_PORT=$INSTR_ORIGIN_PORT" "NAME=$tag" WORKERS=1
+            # Without a master process the one process valgrind runs is the one that serves.
+            printf 'master_process off;\n' >>"$TMP/$tag.conf"
+            "$NGINX" -t -q -p "$TMP" -c "$TMP/$tag.conf" >"$TMP/$tag-check.log" 2>&1 ||
+                { cat "$TMP/$tag-check.log" >&2; die "nginx rejected $tag.conf"; }
+            start_server "$tag" "${vg[@]}" "$NGINX" -p "$TMP" -c "$TMP/$tag.conf"
+            ;;
+    esac
+    pid=$SERVER_PID
+    URL[$name]="http://127.0.0.1:$port/"
+    wait_http "$tag" "$pid" "${URL[$name]}" 200 60
+    LAST_REQUESTS=0
+    if ((conns > 0)); then run_wrk "$name" "$conns" "$DURATION" cachegrind; fi
+    stop_and_wait "$pid" "$tag"
+    LAST_COUNTS=$(cachegrind_counts "$TMP/valgrind-$tag.log") ||
+        { tail -n 20 "$TMP/valgrind-$tag.log" >&2; die "no cachegrind summary in valgrind-$tag.log"; }
+}
+
+# per_request "BASELINE COUNTS" "LOADED COUNTS" REQUESTS -> the loaded run's counts less the
+# baseline's, per request
+per_request() {
+    awk -v b="$1" -v l="$2" -v r="$3" 'BEGIN {
+        split(b, x, " "); split(l, y, " ")
+        if (r <= 0) { print "- - -"; exit }
+        printf "%.0f %.0f %.0f", (y[1] - x[1]) / r, (y[2] - x[2]) / r, (y[3] - x[3]) / r }'
+}
+
+bench_instr() {
+    local origin_pid c name per
+    read -r INSTR_ORIGIN_PORT <<<"$(free_ports 1)"
+    log "starting the origin (nginx, 1 worker) on 127.0.0.1:$INSTR_ORIGIN_PORT"
+    start_nginx origin "$BENCH_DIR/nginx-origin.conf.tmpl" "$INSTR_ORIGIN_PORT"
+    origin_pid=$SERVER_PID
+    URL[origin]="http://127.0.0.1:$INSTR_ORIGIN_PORT/"
+    wait_http origin "$origin_pid" "${URL[origin]}" 200
+
+    declare -A BASELINE PER REQUESTS
+    for name in gatehouse nginx; do
+        log "baseline: $name under cachegrind, start-up, probe and shutdown only"
+        instr_run "$name" 0
+        BASELINE[$name]=$LAST_COUNTS
+    done
+    for c in "${CONN_LIST[@]}"; do
+        for name in gatehouse nginx; do
+            log "$name under cachegrind, $c connections, ${DURATION}s"
+            instr_run "$name" "$c"
+            PER[$name:$c]=$(per_request "${BASELINE[$name]}" "$LAST_COUNTS" "$LAST_REQUESTS")
+            REQUESTS[$name:$c]=$LAST_REQUESTS
+            log "    $LAST_REQUESTS requests; per request (instructions, I1 misses, D1 misses): ${PER[$name:$c]}"
+        done
+    done
+
+    local report=$TMP/report.md g n
+    {
+        echo "# gatehouse vs nginx: user-space instructions and cache misses per request"
+        echo
+        echo "- command: \`$CMDLINE\`"
+        echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+        echo "- host: $(nproc) cores, $(uname -sr)"
+        echo "- gatehouse: $(describe_build) ($GATEHOUSE_BIN, release), server.workers: 1"
+        echo "- nginx: $("$NGINX" -v 2>&1 | sed 's/^nginx version: //'), 1 worker, master_process off, upstream keepalive 512 (bench/nginx-proxy.conf.tmpl)"
+        echo "- origin: nginx, 1 worker, fixed 100-byte 200 response (bench/nginx-origin.conf.tmpl), not measured"
+        echo "- tool: $(valgrind --version) --tool=cachegrind --cache-sim=yes; simulated caches:" \
+            "$(cg_annotate "$TMP/cachegrind-gatehouse-c0.out" 2>/dev/null | awk '/^(I1|D1|LL) cache:/ { $1 = $1; printf "%s%s", sep, $0; sep = "; " }')"
+        echo "- load: $("$WRK" -v 2>&1 | head -n 1 | cut -d' ' -f1-2), -t$WRK_THREADS, HTTP/1.1 keep-alive, GET /, ${DURATION}s per run; one proxy at a time, a fresh process per run"
+        echo "- counted: the proxy's own process in user space (its code, libraries, allocator); the kernel's work for it"
+        echo "  (system calls, TCP) is not. Each figure is (loaded run - baseline run) / requests, the baseline being"
+        echo "  start-up, the readiness probe and shutdown. Under valgrind a proxy runs far slower, so the figures say how"
+        echo "  much work a request takes, not how fast it is served; they do not move with the machine's load."
+        echo
+        echo "| conns | proxy | requests | instructions / req | I1 misses / req | D1 misses / req |"
+        echo "|---:|---|---:|---:|---:|---:|"
+        for c in "${CONN_LIST[@]}"; do
+            for name in gatehouse nginx; do
+                read -r -a per <<<"${PER[$name:$c]}"
+                echo "| $c | $name | ${REQUESTS[$name:$c]} | ${per[0]} | ${per[1]} | ${per[2]} |"
+            done
+            read -r -a g <<<"${PER[gatehouse:$c]}"
+            read -r -a n <<<"${PER[nginx:$c]}"
+            echo "| $c | ratio gatehouse / nginx | | $(ratio "${g[0]}" "${n[0]}") | $(ratio "${g[1]}" "${n[1]}") | $(ratio "${g[2]}" "${n[2]}") |"
+        done
+        if ((ERRORS_SEEN)); then
+            echo
+            echo "**WARNING: wrk reported socket errors or non-2xx responses in some runs; see bench/out/instr-wrk.txt.**"
+        fi
+    } >"$report"
+    publish "$report" instr
+}
+
 # ---------------------------------------------------------------- main
 
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -1125,4 +1267,5 @@ case $MODE in
     stream) bench_stream ;;
     reload) bench_reload ;;
     auth) bench_auth ;;
+    instr) bench_instr ;;
 esac
