@@ -43,25 +43,41 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 
 /// Removes hop-by-hop headers, including every header the `Connection` header names.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none of them: one scan over the names is cheaper than hashing
-    // all nine names for removal on every request and response.
-    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+    // Removing a name hashes it whether or not it is there, and most messages carry none of
+    // these or only `Connection: keep-alive`: one scan over the names finds the ones to remove.
+    let mut present = 0u16;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
         return;
     }
     if headers.contains_key(header::CONNECTION) {
+        // Tokens naming a header of the fixed list are covered by the scan; parsing them again
+        // would only cost.
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+            .map(str::trim)
+            .filter(|token| {
+                !HOP_BY_HOP
+                    .iter()
+                    .any(|hop| hop.as_str().eq_ignore_ascii_case(token))
+            })
+            .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
             .collect();
         for name in named {
             headers.remove(name);
         }
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
     }
 }
 
@@ -229,6 +245,24 @@ mod tests {
         remove_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert_eq!(h["x-kept"], "yes");
+
+        // Tokens in any case, naming listed and unlisted headers, across several Connection lines.
+        let mut h = map(&[
+            ("connection", "Keep-Alive"),
+            ("connection", " TE ,close"),
+            ("close", "reserved name, still named"),
+            ("proxy-authorization", "Basic eA=="),
+            ("content-length", "3"),
+        ]);
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["content-length"], "3");
+
+        // The common answer: only Connection itself goes.
+        let mut h = map(&[("connection", "keep-alive"), ("server", "origin")]);
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert_eq!(h["server"], "origin");
     }
 
     fn trusted() -> TrustedProxies {
