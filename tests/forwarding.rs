@@ -96,6 +96,25 @@ async fn hop_by_hop_request_headers_are_not_forwarded() {
     assert_eq!(echo.header("x-kept"), Some("yes"));
 }
 
+#[tokio::test]
+async fn expect_is_answered_by_the_gateway_and_not_forwarded() {
+    let (_up, gw) = echo_gateway("", "").await;
+    let request = format!(
+        "POST /e HTTP/1.1\r\nHost: {}\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\
+         Connection: close\r\n\r\nhello",
+        gw.addr
+    );
+    let response = raw(gw.addr, request.as_bytes(), DEADLINE).await;
+    // The gateway may confirm with an interim 100 before the answer; the body is streamed.
+    let response = match response.strip_prefix("HTTP/1.1 100 Continue\r\n\r\n") {
+        Some(rest) => rest,
+        None => &response,
+    };
+    let echo: Echo = serde_json::from_str(raw_body(response)).expect("echo JSON");
+    assert_not_forwarded(&echo, "expect");
+    assert_eq!(echo.body_len, 5);
+}
+
 /// An upstream that answers every request on a connection with the same raw bytes.
 async fn fixed_upstream(response: &'static [u8]) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -13,7 +13,7 @@ use http::{Request, Response, Version};
 use hyper::body::Incoming;
 
 use super::body::{drain, is_body_too_large, LimitedBody, ResponseBody};
-use super::headers::{remove_hop_by_hop, set_forwarding_headers, Hop};
+use super::headers::{remove_hop_by_hop, remove_present, set_forwarding_headers, Hop};
 use super::pipeline::ConnInfo;
 use crate::auth::{apply_identity, strip_identity_headers, Identity};
 use crate::config::snapshot::ServerSettings;
@@ -97,7 +97,7 @@ pub async fn forward(
     };
     remove_hop_by_hop(&mut headers);
     // The body is streamed; the upstream need not be asked to confirm it wants it.
-    headers.remove(header::EXPECT);
+    remove_present(&mut headers, &[header::EXPECT]);
     set_forwarding_headers(
         &mut headers,
         Hop {
