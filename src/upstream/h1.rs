@@ -149,7 +149,9 @@ pub struct ResponseHead {
     pub status: StatusCode,
     /// HTTP/1.0 or HTTP/1.1.
     pub version: Version,
-    /// Header fields as sent, values sharing the read buffer's memory.
+    /// Header fields as sent, values sharing the read buffer's memory, less those that only
+    /// describe this connection and are never relayed: `Keep-Alive`, `Transfer-Encoding`, and
+    /// `Connection` unless it names other fields (which the relay must then remove).
     pub headers: HeaderMap,
     /// How the body is delimited.
     pub framing: BodyFraming,
@@ -175,24 +177,43 @@ pub fn parse_response_head(
             continue;
         }
         let head = buf.split_to(len).freeze();
+        let field = |[name_start, name_end, value_start, value_end]: [u32; 4]| {
+            (
+                &head[name_start as usize..name_end as usize],
+                &head[value_start as usize..value_end as usize],
+            )
+        };
+        // Framing and persistence come from the raw fields, so the map is built once, without
+        // the fields that are dropped anyway, and never searched.
+        let mut facts = FramingFacts::default();
+        for &span in &spans {
+            let (name, value) = field(span);
+            facts.note(name, value);
+        }
+        let status =
+            StatusCode::from_u16(status).map_err(|_| ProtocolError::Head("status".into()))?;
+        let (framing, ambiguous) = facts.body_framing(request_method, status)?;
+        let keep_alive =
+            !ambiguous && framing != BodyFraming::UntilClose && facts.persists(version);
         let mut headers = HeaderMap::with_capacity(spans.len());
-        for &[name_start, name_end, value_start, value_end] in &spans {
+        for &span in &spans {
+            let relayed = match Field::of(field(span).0) {
+                Field::KeepAlive | Field::TransferEncoding => false,
+                Field::Connection => facts.connection_names_others,
+                // A relay must not pass both framings on; chunked is the one that was used.
+                Field::ContentLength => !ambiguous,
+                Field::Other => true,
+            };
+            if !relayed {
+                continue;
+            }
+            let [name_start, name_end, value_start, value_end] = span;
             let name = &head[name_start as usize..name_end as usize];
             let name = HeaderName::from_bytes(name).map_err(|_| ProtocolError::Header)?;
             let value = head.slice(value_start as usize..value_end as usize);
             let value = HeaderValue::from_maybe_shared(value).map_err(|_| ProtocolError::Header)?;
             headers.append(name, value);
         }
-        let status =
-            StatusCode::from_u16(status).map_err(|_| ProtocolError::Head("status".into()))?;
-        let (framing, ambiguous) = body_framing(request_method, status, &headers)?;
-        if ambiguous {
-            // A relay must not pass both on; the chunked framing is the one that was used.
-            headers.remove(header::CONTENT_LENGTH);
-        }
-        let keep_alive = !ambiguous
-            && framing != BodyFraming::UntilClose
-            && connection_persists(version, &headers);
         return Ok(Some(ResponseHead {
             status,
             version,
@@ -258,41 +279,120 @@ fn parse_spans(buf: &BytesMut) -> Result<Option<(usize, u16, Version, Spans)>, P
     Ok(Some((len, status, version, spans)))
 }
 
-/// The body framing, and whether the head was ambiguous (both framing headers present).
-fn body_framing(
-    method: &Method,
-    status: StatusCode,
-    headers: &HeaderMap,
-) -> Result<(BodyFraming, bool), ProtocolError> {
-    if *method == Method::HEAD
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-    {
-        return Ok((BodyFraming::Empty, false));
-    }
-    let has_length = headers.contains_key(header::CONTENT_LENGTH);
-    if headers.contains_key(header::TRANSFER_ENCODING) {
-        let framing = if ends_with_chunked(headers) {
-            BodyFraming::Chunked
-        } else {
-            BodyFraming::UntilClose
-        };
-        return Ok((framing, has_length));
-    }
-    if !has_length {
-        return Ok((BodyFraming::UntilClose, false));
-    }
-    let mut length = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        for part in value.as_bytes().split(|&b| b == b',') {
-            let n = parse_length(part.trim_ascii()).ok_or(ProtocolError::ContentLength)?;
-            if length.is_some_and(|seen| seen != n) {
-                return Err(ProtocolError::ContentLength);
-            }
-            length = Some(n);
+/// The response fields that decide framing and persistence, recognised by name alone.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Field {
+    ContentLength,
+    TransferEncoding,
+    Connection,
+    KeepAlive,
+    Other,
+}
+
+impl Field {
+    fn of(name: &[u8]) -> Field {
+        let is = |known: &str| name.eq_ignore_ascii_case(known.as_bytes());
+        match name.len() {
+            14 if is("content-length") => Field::ContentLength,
+            17 if is("transfer-encoding") => Field::TransferEncoding,
+            10 if is("connection") => Field::Connection,
+            10 if is("keep-alive") => Field::KeepAlive,
+            _ => Field::Other,
         }
     }
-    Ok((BodyFraming::Length(length.unwrap_or(0)), false))
+}
+
+/// What a response head's framing and connection fields say, gathered field by field.
+#[derive(Default)]
+struct FramingFacts {
+    /// Some Content-Length field was present.
+    has_length: bool,
+    /// The one length every Content-Length value agrees on, once one was seen.
+    length: Option<u64>,
+    /// A Content-Length value was not a number or disagreed with another.
+    bad_length: bool,
+    /// Some Transfer-Encoding field was present.
+    has_coding: bool,
+    /// The last Transfer-Encoding field ends in `chunked`.
+    chunked: bool,
+    /// `Connection: close` was sent.
+    close: bool,
+    /// `Connection: keep-alive` was sent.
+    keep_alive: bool,
+    /// A Connection token names some other field, so Connection is relayed for its removal.
+    connection_names_others: bool,
+}
+
+impl FramingFacts {
+    fn note(&mut self, name: &[u8], value: &[u8]) {
+        match Field::of(name) {
+            Field::ContentLength => {
+                self.has_length = true;
+                for part in value.split(|&b| b == b',') {
+                    match parse_length(part.trim_ascii()) {
+                        Some(n) if self.length.is_none_or(|seen| seen == n) => {
+                            self.length = Some(n)
+                        }
+                        _ => self.bad_length = true,
+                    }
+                }
+            }
+            Field::TransferEncoding => {
+                self.has_coding = true;
+                let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
+                self.chunked = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
+            }
+            Field::Connection => {
+                for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        self.close = true;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                        self.keep_alive = true;
+                    } else if !token.is_empty() {
+                        self.connection_names_others = true;
+                    }
+                }
+            }
+            Field::KeepAlive | Field::Other => {}
+        }
+    }
+
+    /// The body framing, and whether the head was ambiguous (both framing fields present).
+    fn body_framing(
+        &self,
+        method: &Method,
+        status: StatusCode,
+    ) -> Result<(BodyFraming, bool), ProtocolError> {
+        if *method == Method::HEAD
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+        {
+            return Ok((BodyFraming::Empty, false));
+        }
+        if self.has_coding {
+            let framing = if self.chunked {
+                BodyFraming::Chunked
+            } else {
+                BodyFraming::UntilClose
+            };
+            return Ok((framing, self.has_length));
+        }
+        if !self.has_length {
+            return Ok((BodyFraming::UntilClose, false));
+        }
+        if self.bad_length {
+            return Err(ProtocolError::ContentLength);
+        }
+        Ok((BodyFraming::Length(self.length.unwrap_or(0)), false))
+    }
+
+    /// Whether the upstream offers the connection for another request.
+    fn persists(&self, version: Version) -> bool {
+        match version {
+            Version::HTTP_11 => !self.close,
+            _ => self.keep_alive,
+        }
+    }
 }
 
 fn parse_length(digits: &[u8]) -> Option<u64> {
@@ -300,29 +400,6 @@ fn parse_length(digits: &[u8]) -> Option<u64> {
         return None;
     }
     Some(digits.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0')))
-}
-
-fn ends_with_chunked(headers: &HeaderMap) -> bool {
-    let last = headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .next_back();
-    last.and_then(|v| v.as_bytes().rsplit(|&b| b == b',').next())
-        .is_some_and(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"))
-}
-
-fn connection_persists(version: Version, headers: &HeaderMap) -> bool {
-    let has = |token: &[u8]| {
-        headers.get_all(header::CONNECTION).iter().any(|v| {
-            v.as_bytes()
-                .split(|&b| b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-        })
-    };
-    match version {
-        Version::HTTP_11 => !has(b"close"),
-        _ => has(b"keep-alive"),
-    }
 }
 
 /// What the chunked decoder got out of the buffer.

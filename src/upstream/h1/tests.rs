@@ -302,3 +302,24 @@ fn large_pieces_are_handed_out_without_copying() {
     assert_eq!(small.len(), 100);
     assert_eq!(buf.len(), 1_900);
 }
+
+#[test]
+fn connection_only_fields_are_not_kept_for_relaying() {
+    let head = parsed(
+        "HTTP/1.1 200 OK\r\nCONNECTION: keep-alive\r\nKeep-Alive: timeout=5\r\n\
+         Transfer-Encoding: chunked\r\nX-A: 1\r\n\r\n",
+    );
+    assert_eq!(head.framing, BodyFraming::Chunked);
+    assert!(head.keep_alive);
+    let names: Vec<&str> = head.headers.keys().map(|n| n.as_str()).collect();
+    assert_eq!(names, ["x-a"]);
+
+    // Connection naming another field stays, so the relay knows to remove that field too.
+    let head = parsed(
+        "HTTP/1.1 200 OK\r\nConnection: close, X-Hop\r\nX-Hop: 1\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert!(!head.keep_alive);
+    assert_eq!(head.headers["connection"], "close, X-Hop");
+    assert_eq!(head.headers["x-hop"], "1");
+    assert_eq!(head.headers["content-length"], "0");
+}
