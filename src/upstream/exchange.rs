@@ -285,11 +285,14 @@ pub(super) async fn exchange(
             }
         }
         loop {
-            if let Some(head) = parse_response_head(&mut connection.read_buf, method)? {
-                return Poll::Ready(Ok(head));
-            }
-            if connection.read_buf.len() >= MAX_HEAD_BYTES {
-                return Poll::Ready(Err(ProtocolError::HeadTooLarge.into()));
+            // Nothing to parse until the upstream has sent something.
+            if !connection.read_buf.is_empty() {
+                if let Some(head) = parse_response_head(&mut connection.read_buf, method)? {
+                    return Poll::Ready(Ok(head));
+                }
+                if connection.read_buf.len() >= MAX_HEAD_BYTES {
+                    return Poll::Ready(Err(ProtocolError::HeadTooLarge.into()));
+                }
             }
             match ready!(connection.poll_fill(cx)) {
                 Ok(0) => {

@@ -177,18 +177,14 @@ pub fn parse_response_head(
             continue;
         }
         let head = buf.split_to(len).freeze();
-        let field = |[name_start, name_end, value_start, value_end]: [u32; 4]| {
-            (
-                &head[name_start as usize..name_end as usize],
-                &head[value_start as usize..value_end as usize],
-            )
-        };
         // Framing and persistence come from the raw fields, so the map is built once, without
         // the fields that are dropped anyway, and never searched.
         let mut facts = FramingFacts::default();
-        for &span in &spans {
-            let (name, value) = field(span);
-            facts.note(name, value);
+        for span in &spans {
+            facts.note(
+                span.field,
+                &head[span.value[0] as usize..span.value[1] as usize],
+            );
         }
         let status =
             StatusCode::from_u16(status).map_err(|_| ProtocolError::Head("status".into()))?;
@@ -196,8 +192,8 @@ pub fn parse_response_head(
         let keep_alive =
             !ambiguous && framing != BodyFraming::UntilClose && facts.persists(version);
         let mut headers = HeaderMap::with_capacity(spans.len());
-        for &span in &spans {
-            let relayed = match Field::of(field(span).0) {
+        for span in &spans {
+            let relayed = match span.field {
                 Field::KeepAlive | Field::TransferEncoding => false,
                 Field::Connection => facts.connection_names_others,
                 // A relay must not pass both framings on; chunked is the one that was used.
@@ -207,10 +203,9 @@ pub fn parse_response_head(
             if !relayed {
                 continue;
             }
-            let [name_start, name_end, value_start, value_end] = span;
-            let name = &head[name_start as usize..name_end as usize];
+            let name = &head[span.name[0] as usize..span.name[1] as usize];
             let name = HeaderName::from_bytes(name).map_err(|_| ProtocolError::Header)?;
-            let value = head.slice(value_start as usize..value_end as usize);
+            let value = head.slice(span.value[0] as usize..span.value[1] as usize);
             let value = HeaderValue::from_maybe_shared(value).map_err(|_| ProtocolError::Header)?;
             headers.append(name, value);
         }
@@ -224,9 +219,15 @@ pub fn parse_response_head(
     }
 }
 
-/// Where each header's name and value sit in the buffer: name start, name end, value start,
-/// value end.
-type Spans = Vec<[u32; 4]>;
+/// Where a header's name and value sit in the buffer (start, end), and which field it is.
+struct Span {
+    name: [u32; 2],
+    value: [u32; 2],
+    field: Field,
+}
+
+/// The spans of a head's header fields, in order.
+type Spans = Vec<Span>;
 
 /// Runs httparse over `buf` and returns the head length, status, version and where each
 /// header's name and value sit in `buf`.
@@ -263,12 +264,11 @@ fn parse_spans(buf: &BytesMut) -> Result<Option<(usize, u16, Version, Spans)>, P
         .iter()
         .map(|h| {
             let (name, value) = (offset(h.name.as_bytes()), offset(h.value));
-            [
-                name,
-                name + h.name.len() as u32,
-                value,
-                value + h.value.len() as u32,
-            ]
+            Span {
+                name: [name, name + h.name.len() as u32],
+                value: [value, value + h.value.len() as u32],
+                field: Field::of(h.name.as_bytes()),
+            }
         })
         .collect();
     let version = match response.version {
@@ -324,8 +324,8 @@ struct FramingFacts {
 }
 
 impl FramingFacts {
-    fn note(&mut self, name: &[u8], value: &[u8]) {
-        match Field::of(name) {
+    fn note(&mut self, field: Field, value: &[u8]) {
+        match field {
             Field::ContentLength => {
                 self.has_length = true;
                 for part in value.split(|&b| b == b',') {
