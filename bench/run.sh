@@ -16,9 +16,10 @@
 #   ONLY=           gatehouse | nginx: benchmark only one of the two proxies
 #   ORIGIN_REF=1    0 skips the one informational run straight against the origin per count
 #   ONE_WORKER=1    also runs a second gatehouse with server.workers: 1 ("gatehouse-1w"), the
-#                   like-for-like match for nginx's single worker, in the same rounds
+#                   like-for-like match for nginx's single worker, in the same rounds (0: not)
 #   NGINX_PER_CORE=1  also runs a second nginx with one worker per core ("nginx-2w" on 2 cores),
 #                   the like-for-like match for gatehouse's default workers, in the same rounds
+#                   (0: not)
 # Environment (stream mode):
 #   STREAM_REPS=3   runs of each 1 GiB transfer (median reported)
 # Environment (reload mode; REPS, DURATION and WARMUP as above, CONNS defaults to 64):
@@ -50,8 +51,8 @@ if [[ $MODE == reload || $MODE == auth ]]; then CONNS=${CONNS:-64}; else CONNS=$
 WARMUP=${WARMUP:-3}
 ONLY=${ONLY:-}
 ORIGIN_REF=${ORIGIN_REF:-1}
-ONE_WORKER=${ONE_WORKER:-0}
-NGINX_PER_CORE=${NGINX_PER_CORE:-0}
+ONE_WORKER=${ONE_WORKER:-1}
+NGINX_PER_CORE=${NGINX_PER_CORE:-1}
 NGINX_NW=nginx-$(nproc)w # name of the one-worker-per-core nginx in reports
 STREAM_REPS=${STREAM_REPS:-3}
 RELOAD_INTERVAL=${RELOAD_INTERVAL:-1}
