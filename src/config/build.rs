@@ -27,7 +27,7 @@ use crate::routing::route::{PathRewrite, ProxyAction, Route, RouteAction, Static
 use crate::routing::router::Router;
 use crate::upstream::balance::SmoothWeighted;
 use crate::upstream::pool::{Pool, PoolSettings};
-use crate::upstream::{parse_target, Target, Upstream};
+use crate::upstream::{connect_address, parse_target, Target, Upstream};
 
 const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 const DEFAULT_MAX_REQUEST_BODY: u64 = 10 << 20;
@@ -375,7 +375,10 @@ fn build_upstream(
     }
     let pool = PoolSettings {
         connect_timeout,
-        targets: targets.iter().map(|t| t.authority.to_string()).collect(),
+        targets: targets
+            .iter()
+            .map(|t| connect_address(&t.authority))
+            .collect(),
     };
     let pool = registries
         .pools

@@ -55,6 +55,15 @@ impl Upstream {
     }
 }
 
+/// Where to connect for a target's authority: `host:port`, port 80 when the URL names none.
+pub fn connect_address(authority: &Authority) -> String {
+    format!(
+        "{}:{}",
+        authority.host(),
+        authority.port_u16().unwrap_or(80)
+    )
+}
+
 /// Parses a target URL: `http://host:port` with no path, query or credentials.
 pub fn parse_target(url: &str) -> Result<(Scheme, Authority), String> {
     let uri: http::Uri = url
@@ -115,6 +124,20 @@ mod tests {
         ] {
             let err = parse_target(bad).unwrap_err();
             assert!(err.contains(expect), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn connect_addresses_always_have_a_port() {
+        for (url, address) in [
+            ("http://127.0.0.1:4003", "127.0.0.1:4003"),
+            ("http://backend", "backend:80"),
+            ("http://backend:8080/", "backend:8080"),
+            ("http://[::1]", "[::1]:80"),
+            ("http://[::1]:81", "[::1]:81"),
+        ] {
+            let (_, authority) = parse_target(url).unwrap();
+            assert_eq!(connect_address(&authority), address, "{url}");
         }
     }
 }

@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use http::{Method, Request, Response};
 use http_body::Body;
-use tokio::net::TcpStream;
 
 use super::exchange::{exchange, Connection, ExchangeError, Failed, Upload};
 use super::h1::{encode_request_head, RequestFraming};
@@ -38,7 +37,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(5);
 pub struct PoolSettings {
     /// Time allowed to establish a TCP connection.
     pub connect_timeout: Duration,
-    /// `host:port` of each target, in order.
+    /// `host:port` to connect to for each target, in order (the port always given).
     pub targets: Vec<String>,
 }
 
@@ -57,6 +56,13 @@ pub struct Pool {
 #[derive(Debug, Default)]
 #[repr(align(128))]
 struct IdleList(Mutex<Vec<Idle>>);
+
+impl IdleList {
+    /// The list; a panic elsewhere while it was held leaves plain data that is still usable.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
 
 struct Idle {
     conn: Connection,
@@ -155,10 +161,7 @@ impl Pool {
 
     /// An idle connection that is still open, most recently used first.
     fn checkout(&self, target: usize) -> Option<Connection> {
-        let mut list = self.lists()[self.slot(target)]
-            .0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut list = self.lists()[self.slot(target)].lock();
         while let Some(idle) = list.pop() {
             if idle.since.elapsed() < IDLE_TIMEOUT && idle.conn.is_open() {
                 return Some(idle.conn);
@@ -174,22 +177,20 @@ impl Pool {
             target: authority.clone(),
             source,
         };
-        let stream = tokio::time::timeout(self.settings.connect_timeout, connect_tcp(authority))
-            .await
-            .map_err(|_| {
-                connect_error(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))
-            })?
-            .map_err(connect_error)?;
+        let stream = tokio::time::timeout(
+            self.settings.connect_timeout,
+            connect_any(authority.as_str()),
+        )
+        .await
+        .map_err(|_| connect_error(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")))?
+        .map_err(connect_error)?;
         let _ = stream.set_nodelay(true);
         Ok(Connection::new(stream, self.slot(target)))
     }
 
     /// Takes back a connection whose exchange ended cleanly.
     pub(super) fn checkin(&self, connection: Connection) {
-        let mut list = self.lists()[connection.slot]
-            .0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut list = self.lists()[connection.slot].lock();
         if list.len() < MAX_IDLE_PER_TARGET {
             list.push(Idle {
                 conn: connection,
@@ -200,10 +201,7 @@ impl Pool {
 
     /// Idle connections across all targets (for tests and metrics).
     pub fn idle_count(&self) -> usize {
-        self.lists()
-            .iter()
-            .map(|l| l.0.lock().unwrap_or_else(|p| p.into_inner()).len())
-            .sum()
+        self.lists().iter().map(|l| l.lock().len()).sum()
     }
 
     fn lists(&self) -> &[IdleList] {
@@ -245,39 +243,8 @@ async fn sweep(pool: Weak<Pool>) {
             return;
         };
         for list in pool.lists() {
-            let mut list = list.0.lock().unwrap_or_else(|p| p.into_inner());
+            let mut list = list.lock();
             list.retain(|idle| idle.since.elapsed() < IDLE_TIMEOUT && idle.conn.is_open());
         }
-    }
-}
-
-async fn connect_tcp(authority: &str) -> io::Result<TcpStream> {
-    if has_port(authority) {
-        connect_any(authority).await
-    } else {
-        connect_any(format!("{authority}:80")).await
-    }
-}
-
-fn has_port(authority: &str) -> bool {
-    match authority.rsplit_once(':') {
-        Some((host, port)) => {
-            !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && !host.ends_with(':')
-        }
-        None => false,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ports() {
-        assert!(has_port("127.0.0.1:80"));
-        assert!(has_port("backend:8080"));
-        assert!(!has_port("backend"));
-        assert!(has_port("[::1]:80"));
-        assert!(!has_port("[::1]"));
     }
 }
