@@ -442,11 +442,13 @@ impl ChunkedDecoder {
             match self.state {
                 ChunkState::End => return Ok(Decoded::End),
                 ChunkState::Size => {
-                    let Some(line) = take_line(buf, MAX_CHUNK_LINE, "chunk size line too long")?
+                    let Some((len, used)) =
+                        find_line(buf, MAX_CHUNK_LINE, "chunk size line too long")?
                     else {
                         return Ok(Decoded::NeedMore);
                     };
-                    let size = parse_chunk_size(&line)?;
+                    let size = parse_chunk_size(&buf[..len])?;
+                    buf.advance(used);
                     self.state = if size == 0 {
                         ChunkState::Trailers
                     } else {
@@ -477,11 +479,12 @@ impl ChunkedDecoder {
                 }
                 ChunkState::Trailers => {
                     let room = MAX_TRAILER_BYTES - self.trailer_bytes;
-                    let Some(line) = take_line(buf, room, "trailers too large")? else {
+                    let Some((len, used)) = find_line(buf, room, "trailers too large")? else {
                         return Ok(Decoded::NeedMore);
                     };
-                    self.trailer_bytes += line.len() + 2;
-                    if line.is_empty() {
+                    buf.advance(used);
+                    self.trailer_bytes += len + 2;
+                    if len == 0 {
                         self.state = ChunkState::End;
                     }
                 }
@@ -502,13 +505,14 @@ pub fn take_bytes(buf: &mut BytesMut, n: usize) -> Bytes {
     }
 }
 
-/// Removes one CRLF-terminated line from `buf` (without the CRLF), or `None` if none is
-/// complete yet. A bare LF ends a line too, as lenient parsers accept.
-fn take_line(
-    buf: &mut BytesMut,
+/// Finds the CRLF-terminated line at the front of `buf`: its length without the CRLF and the
+/// bytes it takes up with it, or `None` if none is complete yet. A bare LF ends a line too, as
+/// lenient parsers accept. The line is read in place, so the read buffer is never split.
+fn find_line(
+    buf: &[u8],
     max: usize,
     too_long: &'static str,
-) -> Result<Option<BytesMut>, ProtocolError> {
+) -> Result<Option<(usize, usize)>, ProtocolError> {
     let Some(at) = buf.iter().take(max + 2).position(|&b| b == b'\n') else {
         return if buf.len() > max {
             Err(ProtocolError::Chunked(too_long))
@@ -516,12 +520,12 @@ fn take_line(
             Ok(None)
         };
     };
-    let mut line = buf.split_to(at + 1);
-    line.truncate(at);
-    if line.last() == Some(&b'\r') {
-        line.truncate(at - 1);
-    }
-    Ok(Some(line))
+    let len = if at > 0 && buf[at - 1] == b'\r' {
+        at - 1
+    } else {
+        at
+    };
+    Ok(Some((len, at + 1)))
 }
 
 fn parse_chunk_size(line: &[u8]) -> Result<u64, ProtocolError> {
