@@ -5,7 +5,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use http::{header, Method, Request, Response};
@@ -19,6 +19,7 @@ use tokio::sync::{watch, Notify};
 
 use super::builtin;
 use super::connection::{Activity, TrackedBody, TrackedIo, Verdict};
+use super::side_wake::SideWake;
 use super::state::GatewayState;
 use super::workers::Workers;
 use crate::error::GatewayError;
@@ -293,61 +294,6 @@ enum Event<E> {
     Phase(Result<(), watch::error::RecvError>),
 }
 
-/// Lets a connection task poll its rarely-ready side futures (the phase watch and the
-/// watchdog) only after they woke it, instead of on every wake-up of the connection. Polling
-/// the watch takes a mutex that every connection of the gateway shares, which on every request
-/// would bounce between the worker threads' caches.
-struct SideWake {
-    inner: Arc<SideWakeInner>,
-    waker: std::task::Waker,
-}
-
-struct SideWakeInner {
-    woken: std::sync::atomic::AtomicBool,
-    task: futures_util::task::AtomicWaker,
-}
-
-impl std::task::Wake for SideWakeInner {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.woken.store(true, Ordering::Release);
-        self.task.wake();
-    }
-}
-
-impl SideWake {
-    fn new() -> Self {
-        let inner = Arc::new(SideWakeInner {
-            woken: std::sync::atomic::AtomicBool::new(true),
-            task: futures_util::task::AtomicWaker::new(),
-        });
-        let waker = std::task::Waker::from(Arc::clone(&inner));
-        SideWake { inner, waker }
-    }
-
-    /// New or reset side futures must be polled once to register their wakers.
-    fn rearm(&self) {
-        self.inner.woken.store(true, Ordering::Release);
-    }
-
-    /// Runs `poll_side` with a context that wakes this task through the side waker, if the
-    /// side waker fired since the last time.
-    fn poll_if_woken<T>(
-        &self,
-        cx: &mut Context<'_>,
-        poll_side: impl FnOnce(&mut Context<'_>) -> Poll<T>,
-    ) -> Poll<T> {
-        self.inner.task.register(cx.waker());
-        if !self.inner.woken.swap(false, Ordering::AcqRel) {
-            return Poll::Pending;
-        }
-        poll_side(&mut Context::from_waker(&self.waker))
-    }
-}
-
 /// A HEAD response keeps its headers but sends no body. hyper drops the body for HTTP/1.1 but
 /// sends it as DATA frames on HTTP/2, which clients reject as a protocol error.
 fn without_body(response: Response<ResponseBody>) -> Response<ResponseBody> {
@@ -388,58 +334,4 @@ async fn dispatch(
     let access_log = snapshot.logging.access_log;
     let (response, record) = pipeline::handle(&snapshot, conn, request, &state.metrics).await;
     (response, record, access_log)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::atomic::AtomicUsize;
-
-    struct CountingWaker(AtomicUsize);
-
-    impl std::task::Wake for CountingWaker {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    #[test]
-    fn side_futures_are_polled_only_after_they_woke_the_task() {
-        let task = Arc::new(CountingWaker(AtomicUsize::new(0)));
-        let task_waker = std::task::Waker::from(Arc::clone(&task));
-        let mut cx = Context::from_waker(&task_waker);
-        let side = SideWake::new();
-        let polls = std::cell::Cell::new(0);
-        let registered = std::cell::RefCell::new(None);
-        let poll = |cx: &mut Context<'_>| {
-            side.poll_if_woken(cx, |side_cx| {
-                polls.set(polls.get() + 1);
-                *registered.borrow_mut() = Some(side_cx.waker().clone());
-                Poll::<()>::Pending
-            })
-        };
-
-        assert!(poll(&mut cx).is_pending());
-        assert!(poll(&mut cx).is_pending());
-        assert_eq!(polls.get(), 1, "polled once to register, then left alone");
-
-        let side_waker = registered.borrow_mut().take().unwrap();
-        side_waker.wake();
-        assert_eq!(
-            task.0.load(Ordering::SeqCst),
-            1,
-            "a side wake-up wakes the task"
-        );
-        assert!(poll(&mut cx).is_pending());
-        assert!(poll(&mut cx).is_pending());
-        assert_eq!(polls.get(), 2, "polled again once after its wake-up");
-
-        side.rearm();
-        assert!(poll(&mut cx).is_pending());
-        assert_eq!(
-            polls.get(),
-            3,
-            "a reset side future is polled to register again"
-        );
-    }
 }

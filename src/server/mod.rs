@@ -5,6 +5,7 @@ pub mod connection;
 pub mod lifecycle;
 pub mod listener;
 pub mod reload;
+mod side_wake;
 pub mod state;
 pub mod workers;
 

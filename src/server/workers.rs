@@ -152,10 +152,10 @@ impl Workers {
 
 /// The worker with the fewest open connections; among equals, the first from `start` on.
 fn least_busy(load: &[AtomicUsize], start: usize) -> usize {
-    let count = load.len().max(1);
+    let count = load.len();
     (0..count)
         .map(|i| (start + i) % count)
-        .min_by_key(|&i| load.get(i).map_or(0, |l| l.load(Ordering::Relaxed)))
+        .min_by_key(|&i| load[i].load(Ordering::Relaxed))
         .unwrap_or(0)
 }
 
