@@ -171,10 +171,12 @@ trap 'exit 143' TERM
 
 # start_server NAME CMD... : runs CMD in its own session/process group (so it does not get the
 # terminal's Ctrl-C directly and cleanup can stop it with its children); sets SERVER_PID.
+# LAUNCHER (an array, normally empty) goes in front of CMD, e.g. valgrind in instr mode.
+LAUNCHER=()
 start_server() {
     local name=$1
     shift
-    setsid "$@" >"$TMP/$name.log" 2>&1 </dev/null &
+    setsid ${LAUNCHER[@]+"${LAUNCHER[@]}"} "$@" >"$TMP/$name.log" 2>&1 </dev/null &
     SERVER_PID=$!
     GROUPS_STARTED+=("$SERVER_PID")
 }
@@ -222,13 +224,16 @@ render() {
 USER_DIRECTIVE=""
 if ((EUID == 0)); then USER_DIRECTIVE="user root;"; fi
 
-start_nginx() { # NAME TEMPLATE PORT [KEY=VALUE...] ; sets SERVER_PID
-    local name=$1 tmpl=$2 port=$3
+# start_nginx NAME TEMPLATE PORT [KEY=VALUE...] ; sets SERVER_PID. NGINX_GLOBAL, when set,
+# adds main-context directives (nginx -g).
+start_nginx() {
+    local name=$1 tmpl=$2 port=$3 global=()
     shift 3
+    if [[ -n ${NGINX_GLOBAL:-} ]]; then global=(-g "$NGINX_GLOBAL"); fi
     render "$tmpl" "$TMP/$name.conf" "DIR=$TMP" "PORT=$port" "USER_DIRECTIVE=$USER_DIRECTIVE" "$@"
-    "$NGINX" -t -q -p "$TMP" -c "$TMP/$name.conf" >"$TMP/$name-check.log" 2>&1 ||
+    "$NGINX" -t -q -p "$TMP" -c "$TMP/$name.conf" ${global[@]+"${global[@]}"} >"$TMP/$name-check.log" 2>&1 ||
         { cat "$TMP/$name-check.log" >&2; die "nginx rejected $name.conf"; }
-    start_server "$name" "$NGINX" -p "$TMP" -c "$TMP/$name.conf"
+    start_server "$name" "$NGINX" -p "$TMP" -c "$TMP/$name.conf" ${global[@]+"${global[@]}"}
 }
 
 nginx_worker() { # MASTER_PID [COUNT] -> pids of its COUNT (default 1) workers, space-separated
@@ -1158,26 +1163,20 @@ stop_and_wait() {
 instr_run() {
     local name=$1 conns=$2 tag=$1-c$2 port pid
     port=$(free_ports 1)
-    local vg=(valgrind --tool=cachegrind --cache-sim=yes
+    LAUNCHER=(valgrind --tool=cachegrind --cache-sim=yes
         "--cachegrind-out-file=$TMP/cachegrind-$tag.out" "--log-file=$TMP/valgrind-$tag.log")
     case $name in
         gatehouse)
-            render "$BENCH_DIR/gatehouse.yaml.tmpl" "$TMP/$tag.yaml" "PORT=$port" "ORIGIN_PORT=$INSTR_ORIGIN_PORT"
-            GATEHOUSE_WORKERS=1 set_workers "$TMP/$tag.yaml"
-            "$GATEHOUSE_BIN" check -c "$TMP/$tag.yaml" >"$TMP/$tag-check.log" 2>&1 ||
-                { cat "$TMP/$tag-check.log" >&2; die "gatehouse check rejected $tag.yaml"; }
-            start_server "$tag" "${vg[@]}" "$GATEHOUSE_BIN" run -c "$TMP/$tag.yaml"
+            GH_NAME=$tag GATEHOUSE_WORKERS=1 start_gatehouse "$BENCH_DIR/gatehouse.yaml.tmpl" "$port" \
+                "ORIGIN_PORT=$INSTR_ORIGIN_PORT"
             ;;
         nginx)
-            render "$BENCH_DIR/nginx-proxy.conf.tmpl" "$TMP/$tag.conf" "DIR=$TMP" "PORT=$port" \
-                "USER_DIRECTIVE=$USER_DIRECTIVE" "ORIGIN_PORT=$INSTR_ORIGIN_PORT" "NAME=$tag" WORKERS=1
             # Without a master process the one process valgrind runs is the one that serves.
-            printf 'master_process off;\n' >>"$TMP/$tag.conf"
-            "$NGINX" -t -q -p "$TMP" -c "$TMP/$tag.conf" >"$TMP/$tag-check.log" 2>&1 ||
-                { cat "$TMP/$tag-check.log" >&2; die "nginx rejected $tag.conf"; }
-            start_server "$tag" "${vg[@]}" "$NGINX" -p "$TMP" -c "$TMP/$tag.conf"
+            NGINX_GLOBAL="master_process off;" start_nginx "$tag" "$BENCH_DIR/nginx-proxy.conf.tmpl" \
+                "$port" "ORIGIN_PORT=$INSTR_ORIGIN_PORT" "NAME=$tag" WORKERS=1
             ;;
     esac
+    LAUNCHER=()
     pid=$SERVER_PID
     URL[$name]="http://127.0.0.1:$port/"
     wait_http "$tag" "$pid" "${URL[$name]}" 200 60
