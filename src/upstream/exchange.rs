@@ -400,6 +400,29 @@ impl UpstreamBody {
         self.state = ReadState::Done;
         Poll::Ready(Some(Err(error.into())))
     }
+
+    /// Reads more from the upstream. An orderly close ends a close-delimited body; anywhere
+    /// else it means the body was cut short.
+    fn fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ExchangeError>> {
+        let connection = self
+            .connection
+            .as_mut()
+            .expect("reading needs the connection");
+        match ready!(connection.poll_fill(cx)) {
+            Ok(0) if matches!(self.state, ReadState::UntilClose) => {
+                self.keep_alive = false;
+                self.state = ReadState::Done;
+                Poll::Ready(Ok(()))
+            }
+            Ok(0) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "upstream closed the connection before the end of the body",
+            )
+            .into())),
+            Ok(_) => Poll::Ready(Ok(())),
+            Err(e) => Poll::Ready(Err(e.into())),
+        }
+    }
 }
 
 impl Body for UpstreamBody {
@@ -480,31 +503,6 @@ impl Body for UpstreamBody {
             ReadState::Length(n) => SizeHint::with_exact(n),
             ReadState::Done => SizeHint::with_exact(0),
             _ => SizeHint::default(),
-        }
-    }
-}
-
-impl UpstreamBody {
-    /// Reads more from the upstream. An orderly close ends a close-delimited body; anywhere
-    /// else it means the body was cut short.
-    fn fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ExchangeError>> {
-        let connection = self
-            .connection
-            .as_mut()
-            .expect("reading needs the connection");
-        match ready!(connection.poll_fill(cx)) {
-            Ok(0) if matches!(self.state, ReadState::UntilClose) => {
-                self.keep_alive = false;
-                self.state = ReadState::Done;
-                Poll::Ready(Ok(()))
-            }
-            Ok(0) => Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "upstream closed the connection before the end of the body",
-            )
-            .into())),
-            Ok(_) => Poll::Ready(Ok(())),
-            Err(e) => Poll::Ready(Err(e.into())),
         }
     }
 }
