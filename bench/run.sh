@@ -7,6 +7,8 @@
 #   bench/run.sh auth       req/s and p99 of a plain route vs HS256+RBAC and RS256 JWT routes
 #   bench/run.sh instr      user-space instructions and cache misses per request (valgrind's
 #                           cachegrind): gatehouse vs nginx, one worker each; immune to machine noise
+#   bench/run.sh idle       memory per idle keep-alive connection (HTTP/1.1 and h2c) and RSS after
+#                           they closed: gatehouse vs nginx vs HAProxy, one worker each (bench/idle.sh)
 #
 # Environment (req/s mode):
 #   REPS=3          repetitions per proxy and connection count (medians are reported)
@@ -27,6 +29,10 @@
 # Environment (auth mode): REPS, DURATION, WARMUP and ORIGIN_REF as above, CONNS defaults to 64.
 # Environment (instr mode): DURATION and CONNS as above (one run per proxy and count: the counts
 #   do not depend on how busy the machine is).
+# Environment (idle mode; REPS as above):
+#   IDLE_CONNS=10000   idle connections per run (the open-file limit must allow them)
+#   IDLE_PROTOS="h1 h2c"  protocols measured
+#   IDLE_SETTLE=5   seconds after the connections closed at which RSS is read again
 # All modes:
 #   GATEHOUSE_WORKERS=  sets server.workers in every gatehouse config (default: unset, i.e. one
 #                   worker thread per core)
@@ -41,6 +47,7 @@ BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(dirname "$BENCH_DIR")
 OUT_DIR=$BENCH_DIR/out
 NGINX=${NGINX:-/usr/sbin/nginx}
+HAPROXY=${HAPROXY:-/usr/sbin/haproxy}
 WRK=${WRK:-wrk}
 GATEHOUSE_BIN=${CARGO_TARGET_DIR:-$REPO_DIR/target}/release/gatehouse
 
@@ -69,7 +76,7 @@ WRK_THREADS=1
 
 # The exact command line, with the settings that came from the environment.
 CMDLINE=""
-for var in REPS DURATION CONNS WARMUP ONLY ORIGIN_REF ONE_WORKER NGINX_PER_CORE STREAM_REPS RELOAD_INTERVAL NO_BUILD KEEP_TMP; do
+for var in REPS DURATION CONNS WARMUP ONLY ORIGIN_REF ONE_WORKER NGINX_PER_CORE STREAM_REPS RELOAD_INTERVAL NO_BUILD KEEP_TMP IDLE_CONNS IDLE_PROTOS IDLE_SETTLE GATEHOUSE_WORKERS; do
     if [[ -n ${!var+x} ]] && printenv "$var" >/dev/null; then
         CMDLINE+="$var=$(printf '%q' "${!var}") "
     fi
@@ -85,9 +92,9 @@ usage() {
 }
 
 case $MODE in
-    rps | stream | reload | auth | instr) ;;
+    rps | stream | reload | auth | instr | idle) ;;
     -h | --help | help) usage; exit 0 ;;
-    *) usage >&2; die "unknown mode '$MODE' (expected nothing, 'stream', 'reload', 'auth' or 'instr')" ;;
+    *) usage >&2; die "unknown mode '$MODE' (expected nothing, 'stream', 'reload', 'auth', 'instr' or 'idle')" ;;
 esac
 
 is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
@@ -230,10 +237,25 @@ start_nginx() {
     local name=$1 tmpl=$2 port=$3 global=()
     shift 3
     if [[ -n ${NGINX_GLOBAL:-} ]]; then global=(-g "$NGINX_GLOBAL"); fi
+    # The proxy's h2c listener is only used by the idle mode; elsewhere it gets any free port.
+    if grep -q @H2C_PORT@ "$tmpl" && [[ " $* " != *" H2C_PORT="* ]]; then set -- "$@" "H2C_PORT=$(free_ports 1)"; fi
+    # Its connection table: nginx's default of 8192 unless a mode needs more (WORKER_CONNECTIONS).
+    if grep -q @WORKER_CONNECTIONS@ "$tmpl"; then set -- "$@" "WORKER_CONNECTIONS=${WORKER_CONNECTIONS:-8192}"; fi
     render "$tmpl" "$TMP/$name.conf" "DIR=$TMP" "PORT=$port" "USER_DIRECTIVE=$USER_DIRECTIVE" "$@"
     "$NGINX" -t -q -p "$TMP" -c "$TMP/$name.conf" ${global[@]+"${global[@]}"} >"$TMP/$name-check.log" 2>&1 ||
         { cat "$TMP/$name-check.log" >&2; die "nginx rejected $name.conf"; }
     start_server "$name" "$NGINX" -p "$TMP" -c "$TMP/$name.conf" ${global[@]+"${global[@]}"}
+}
+
+# start_haproxy NAME PORT H2C_PORT ORIGIN_PORT : HAProxy (one thread) in the foreground; sets
+# SERVER_PID.
+start_haproxy() {
+    local name=$1 port=$2 h2c_port=$3 origin_port=$4
+    render "$BENCH_DIR/haproxy-proxy.cfg.tmpl" "$TMP/$name.cfg" "DIR=$TMP" "NAME=$name" \
+        "PORT=$port" "H2C_PORT=$h2c_port" "ORIGIN_PORT=$origin_port" "MAXCONN=$((($(ulimit -n) - 20) / 2))"
+    "$HAPROXY" -c -q -f "$TMP/$name.cfg" >"$TMP/$name-check.log" 2>&1 ||
+        { cat "$TMP/$name-check.log" >&2; die "haproxy rejected $name.cfg"; }
+    start_server "$name" "$HAPROXY" -db -f "$TMP/$name.cfg"
 }
 
 nginx_worker() { # MASTER_PID [COUNT] -> pids of its COUNT (default 1) workers, space-separated
@@ -1258,6 +1280,11 @@ bench_instr() {
     publish "$report" instr
 }
 
+# ---------------------------------------------------------------- idle mode
+
+# shellcheck source=bench/idle.sh
+source "$BENCH_DIR/idle.sh"
+
 # ---------------------------------------------------------------- main
 
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -1268,4 +1295,5 @@ case $MODE in
     reload) bench_reload ;;
     auth) bench_auth ;;
     instr) bench_instr ;;
+    idle) bench_idle ;;
 esac
