@@ -297,6 +297,9 @@ async fn healthcheck(path: &std::path::Path, timeout: u64) -> ExitCode {
 
 // glibc malloc showed up as ~5% of the request path in profiles; mimalloc's thread-local free
 // lists make the many small per-request allocations (headers, futures) cheaper.
+// Without the default `mimalloc` feature the system allocator serves, so heap profilers that
+// hook malloc (heaptrack) see every allocation.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
