@@ -157,10 +157,24 @@ impl Gateway {
     }
 }
 
+/// Connections the kernel may queue for a listener before it is accepting them (capped by
+/// `net.core.somaxconn`). A burst of thousands of new connections (clients reconnecting after
+/// a restart or a failover) would otherwise overflow the queue and see connect timeouts.
+const LISTEN_BACKLOG: u32 = 4096;
+
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { addr, source })
+    let listen = || {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        // A restarted gateway can bind while connections of the old one sit in TIME_WAIT.
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    listen().map_err(|source| StartError::Bind { addr, source })
 }
 
 /// A running gateway. Dropping it stops it at once; `shutdown` stops it gracefully.
@@ -249,5 +263,36 @@ impl Drop for GatewayHandle {
         for task in &self.tasks {
             task.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The backlog the kernel reports for the listener on `port` (`ss` shows it as Send-Q).
+    fn reported_backlog(port: u16) -> u32 {
+        let out = std::process::Command::new("ss")
+            .args(["-ltnH", &format!("sport = :{port}")])
+            .output()
+            .expect("run ss (iproute2)");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text.lines().next().expect("the listener is listed");
+        line.split_whitespace()
+            .nth(2)
+            .expect("Send-Q")
+            .parse()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn listeners_queue_bursts_of_new_connections() {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .map_or(LISTEN_BACKLOG, |v| {
+                v.trim().parse().unwrap_or(LISTEN_BACKLOG)
+            });
+        assert_eq!(reported_backlog(port), LISTEN_BACKLOG.min(somaxconn));
     }
 }
