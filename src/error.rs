@@ -13,9 +13,12 @@ pub enum GatewayError {
     /// The request path cannot be normalised safely.
     #[error("invalid request path: {0}")]
     InvalidPath(#[from] PathError),
-    /// The request is malformed in a way hyper let through.
+    /// The request is malformed (its head, its target, or its body's framing).
     #[error("{0}")]
     BadRequest(&'static str),
+    /// The request line names an HTTP version other than 1.0 and 1.1.
+    #[error("only HTTP/1.0, HTTP/1.1 and HTTP/2 are supported")]
+    VersionNotSupported,
     /// No route matches.
     #[error("no route matches this request")]
     NoRoute,
@@ -91,6 +94,10 @@ impl GatewayError {
         match self {
             GatewayError::InvalidPath(_) => (StatusCode::BAD_REQUEST, "invalid_path"),
             GatewayError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            GatewayError::VersionNotSupported => (
+                StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+                "http_version_not_supported",
+            ),
             GatewayError::NoRoute => (StatusCode::NOT_FOUND, "no_route"),
             GatewayError::MethodNotAllowed { .. } => {
                 (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
@@ -172,6 +179,11 @@ mod tests {
         let cases: Vec<(GatewayError, u16, &str)> = vec![
             (PathError::EncodedSlash.into(), 400, "invalid_path"),
             (GatewayError::BadRequest("x"), 400, "bad_request"),
+            (
+                GatewayError::VersionNotSupported,
+                505,
+                "http_version_not_supported",
+            ),
             (GatewayError::NoRoute, 404, "no_route"),
             (
                 GatewayError::MethodNotAllowed {

@@ -7,9 +7,11 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod body;
 pub mod config;
 pub mod error;
 pub mod explain;
+pub mod http1;
 pub mod net;
 pub mod observability;
 pub mod proxy;

@@ -541,7 +541,10 @@ async fn spawn_gateway(dir: &std::path::Path) -> (Child, SocketAddr) {
 
 type Streamed = BoxBody<Bytes, Infallible>;
 
-async fn h1_request(addr: SocketAddr, request: Request<Streamed>) -> http::Response<Incoming> {
+async fn h1_request(addr: SocketAddr, mut request: Request<Streamed>) -> http::Response<Incoming> {
+    // hyper's connection-level client sends no Host of its own; HTTP/1.1 requires one.
+    let host = http::HeaderValue::from_str(&addr.to_string()).unwrap();
+    request.headers_mut().insert(http::header::HOST, host);
     let tcp = TcpStream::connect(addr).await.expect("connect");
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
         .await

@@ -8,7 +8,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -17,7 +17,7 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 /// An upstream that records how many requests and the most body bytes of any one request it
@@ -231,53 +231,6 @@ async fn oversized_headers_get_431() {
 }
 
 /// Reads one response (head and Content-Length body) off a connection that stays open.
-async fn read_response(stream: &mut TcpStream) -> (u16, Vec<u8>) {
-    let mut buf = Vec::new();
-    let mut tmp = [0u8; 8192];
-    let head_end = loop {
-        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break at + 4;
-        }
-        let n = within(stream.read(&mut tmp)).await.expect("read");
-        assert!(
-            n > 0,
-            "closed before a full head: {:?}",
-            String::from_utf8_lossy(&buf)
-        );
-        buf.extend_from_slice(&tmp[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
-    let status = head[9..12].parse().expect("status code");
-    let len: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .map_or(0, |v| v.trim().parse().expect("content-length"));
-    let mut body = buf[head_end..].to_vec();
-    while body.len() < len {
-        let n = within(stream.read(&mut tmp)).await.expect("read");
-        assert!(n > 0, "closed mid-body after {} of {len} bytes", body.len());
-        body.extend_from_slice(&tmp[..n]);
-    }
-    assert_eq!(body.len(), len, "more bytes than the response declared");
-    (status, body)
-}
-
-/// Waits (bounded by [`DEADLINE`]) for the gateway to close the connection; returns how long.
-async fn wait_for_close(stream: &mut TcpStream) -> Duration {
-    let started = Instant::now();
-    let mut tmp = [0u8; 1024];
-    match within(stream.read(&mut tmp)).await {
-        Ok(0) => {}
-        Ok(n) => panic!(
-            "expected a close, got {:?}",
-            String::from_utf8_lossy(&tmp[..n])
-        ),
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
-        Err(e) => panic!("expected a close, got {e}"),
-    }
-    started.elapsed()
-}
-
 #[tokio::test]
 async fn slow_request_heads_are_cut_off() {
     let up = EchoUpstream::start("a").await;

@@ -10,14 +10,15 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::uri::{PathAndQuery, Uri};
 use http::{Request, Response, Version};
-use hyper::body::Incoming;
 
-use super::body::{drain, is_body_too_large, LimitedBody, ResponseBody};
+use super::body::ResponseBody;
 use super::headers::{remove_hop_by_hop, remove_present, set_forwarding_headers, Hop};
 use super::pipeline::ConnInfo;
 use crate::auth::{apply_identity, strip_identity_headers, Identity};
+use crate::body::{drain, is_body_too_large, LimitedBody, RequestBody};
 use crate::config::snapshot::ServerSettings;
 use crate::error::GatewayError;
+use crate::http1::inbound::ClientBodyError;
 use crate::observability::access_log::RequestRecord;
 use crate::observability::metrics::UpstreamOutcome;
 use crate::observability::request_id::X_REQUEST_ID;
@@ -29,7 +30,7 @@ pub struct Inbound<'a> {
     /// Method, URI, headers.
     pub parts: Parts,
     /// The body, not yet read.
-    pub body: Incoming,
+    pub body: RequestBody,
     /// The normalised path routing used.
     pub path: &'a str,
     /// The request id.
@@ -149,6 +150,15 @@ pub async fn forward(
             if is_body_too_large(&error) {
                 upstream.metrics.record(UpstreamOutcome::Error, elapsed);
                 return Err(GatewayError::BodyTooLarge { limit });
+            }
+            if ClientBodyError::is_in(&error) {
+                // The client's fault (a broken chunked body, a body cut short), not the
+                // upstream's; the connection closes after this answer.
+                upstream.metrics.record(UpstreamOutcome::Error, elapsed);
+                tracing::debug!(upstream = %upstream.name, error = %error_chain(&error), "request body failed");
+                return Err(GatewayError::BadRequest(
+                    "malformed or incomplete request body",
+                ));
             }
             tracing::warn!(
                 upstream = %upstream.name,

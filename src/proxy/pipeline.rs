@@ -13,12 +13,12 @@ use crate::auth::PolicyDenial;
 use crate::observability::metrics::Metrics;
 use http::request::Parts;
 use http::{Request, Response};
-use hyper::body::Incoming;
 
-use super::body::{drain, ResponseBody};
+use super::body::ResponseBody;
 use super::forward::{forward, Inbound};
 use super::headers::add_security_headers;
 use super::headers::client_ip;
+use crate::body::{drain, RequestBody};
 use crate::config::Snapshot;
 use crate::error::GatewayError;
 use crate::observability::access_log::RequestRecord;
@@ -102,7 +102,7 @@ pub fn head_size(parts: &Parts) -> u64 {
 pub async fn handle(
     snapshot: &Snapshot,
     conn: &ConnInfo,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
     metrics: &Metrics,
 ) -> (Response<ResponseBody>, RequestRecord) {
     let (parts, body) = request.into_parts();
@@ -138,7 +138,7 @@ async fn serve(
     snapshot: &Snapshot,
     conn: &ConnInfo,
     parts: Parts,
-    body: Incoming,
+    body: RequestBody,
     id: &HeaderValue,
     record: &mut RequestRecord,
     metrics: &Metrics,

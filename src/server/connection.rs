@@ -1,10 +1,10 @@
-//! One client connection: HTTP/1.1 or h2c (detected), with our own slow-header and idle
-//! timeouts.
+//! What the watchdog of an HTTP/2 connection (served by hyper) knows about it: when it last read,
+//! how many requests are in flight, and the response body that ends each request.
 //!
-//! hyper's `header_read_timeout` starts whenever it waits for a request head, including on an
-//! idle keep-alive connection, so it would close idle connections after `request_header_timeout`
-//! rather than `idle_timeout`. Like nginx, we separate the two: the header clock starts with the
-//! first byte of a request head (or at accept), the idle clock when the last response finished.
+//! hyper has no notion of "idle for so long without a request"; like nginx, the gateway closes a
+//! connection whose preface does not arrive within `request_header_timeout` (from accept) and one
+//! without requests for `idle_timeout` (from the end of the last response). HTTP/1.x connections
+//! keep their clocks in their own loop (`server::http1`).
 
 use std::io;
 use std::pin::Pin;
@@ -13,7 +13,7 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -181,17 +181,23 @@ impl<B: Body<Data = Bytes> + Unpin> Body for TrackedBody<B> {
     }
 }
 
-/// A socket that reports reads to its connection's `Activity`.
+/// A socket that reports reads to its connection's `Activity`, and first replays bytes that
+/// were read from it before (to tell its protocol).
 #[derive(Debug)]
 pub struct TrackedIo<T> {
     inner: T,
     activity: Arc<Activity>,
+    replay: Bytes,
 }
 
 impl<T> TrackedIo<T> {
-    /// Wraps a socket.
-    pub fn new(inner: T, activity: Arc<Activity>) -> Self {
-        TrackedIo { inner, activity }
+    /// Wraps a socket from which `already_read` was read.
+    pub fn new(inner: T, already_read: Bytes, activity: Arc<Activity>) -> Self {
+        TrackedIo {
+            inner,
+            activity,
+            replay: already_read,
+        }
     }
 }
 
@@ -203,7 +209,14 @@ impl<T: AsyncRead + Unpin> AsyncRead for TrackedIo<T> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
-        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let result = if this.replay.is_empty() {
+            Pin::new(&mut this.inner).poll_read(cx, buf)
+        } else {
+            let n = this.replay.len().min(buf.remaining());
+            buf.put_slice(&this.replay[..n]);
+            this.replay.advance(n);
+            Poll::Ready(Ok(()))
+        };
         if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             this.activity.on_read(&buf.filled()[before..]);
         }

@@ -1,29 +1,26 @@
 //! Accepting connections and serving each one until it closes, idles out, or shutdown.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
-use http::{header, Method, Request, Response};
+use http::{header, Request, Response};
 use http_body::Body as _;
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 
 use super::builtin;
-use super::connection::{Activity, TrackedBody, TrackedIo, Verdict};
-use super::side_wake::SideWake;
+use super::http1::{ClientConnection, Http2Handoff};
+use super::http2::serve_http2;
 use super::state::GatewayState;
 use super::workers::Workers;
+use crate::body::RequestBody;
 use crate::error::GatewayError;
-use crate::observability::access_log::{Completion, RequestRecord};
+use crate::observability::access_log::RequestRecord;
 use crate::observability::request_id::{request_id, X_REQUEST_ID};
 use crate::proxy::body::ResponseBody;
 use crate::proxy::pipeline::{self, ConnInfo};
@@ -145,158 +142,66 @@ async fn stops_accepting(phase: &mut watch::Receiver<Phase>, role: Role) {
     }
 }
 
-/// Serves one connection, counted in the metrics and in [`OpenConnections`] until it closes.
-pub(super) async fn serve_counted(
+/// Serves one connection, counted in the metrics and in [`OpenConnections`] (by `guard`) until
+/// it closes.
+pub(super) fn serve_counted<G: Send + 'static>(
     stream: TcpStream,
     peer: SocketAddr,
     role: Role,
     state: Arc<GatewayState>,
     phase: watch::Receiver<Phase>,
-    guard: ConnectionGuard,
-) {
+    guard: G,
+) -> impl Future<Output = ()> + Send + 'static {
     state.metrics.connection_opened();
-    let metrics = Arc::clone(&state.metrics);
-    serve_connection(stream, peer, role, state, phase).await;
-    metrics.connection_closed();
-    drop(guard);
-}
-
-async fn serve_connection(
-    stream: TcpStream,
-    peer: SocketAddr,
-    role: Role,
-    state: Arc<GatewayState>,
-    mut phase: watch::Receiver<Phase>,
-) {
-    let _ = stream.set_nodelay(true);
-    let (builder, header_timeout, idle_timeout) = {
-        let snapshot = state.snapshot.load();
-        let server = &snapshot.server;
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        // Twice the limit: heads just over it still parse, so our check answers 431 in JSON;
-        // hyper's own bare 431 only meets heads far beyond it.
-        let buffer = (server.max_header_bytes.saturating_mul(2)).clamp(16 << 10, 16 << 20) as usize;
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(None)
-            .max_buf_size(buffer)
-            .keep_alive(true);
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .max_concurrent_streams(server.max_concurrent_streams)
-            .max_header_list_size(buffer.min(u32::MAX as usize) as u32);
-        (builder, server.request_header_timeout, server.idle_timeout)
-    };
-
-    let activity = Activity::new();
-    let io = TokioIo::new(TrackedIo::new(stream, Arc::clone(&activity)));
-    let conn_info = Arc::new(ConnInfo::new(peer, "http"));
-    let service_activity = Arc::clone(&activity);
-    let service = service_fn(move |request: Request<Incoming>| {
-        let state = Arc::clone(&state);
-        let conn_info = Arc::clone(&conn_info);
-        let guard = service_activity.request_started();
-        async move {
-            let started = Instant::now();
-            state.metrics.request_started();
-            let method = request.method().clone();
-            let (mut response, record, access_log) =
-                dispatch(&state, role, &conn_info, request).await;
-            if method == Method::HEAD {
-                response = without_body(response);
-            }
-            let completion = Completion::new(
-                started,
-                method,
-                response.status(),
-                record,
-                (&state.metrics, &state.unrouted),
-                access_log,
-            );
-            Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, guard, completion)))
-        }
-    });
-    let conn = builder.serve_connection(io, service);
-    tokio::pin!(conn);
-
-    let watchdog = tokio::time::sleep(header_timeout.min(idle_timeout));
-    tokio::pin!(watchdog);
-    let side = SideWake::new();
-    let mut draining = false;
-    loop {
-        let event = {
-            let changed = phase.changed();
-            tokio::pin!(changed);
-            side.rearm();
-            std::future::poll_fn(|cx| {
-                if let Poll::Ready(result) = conn.as_mut().poll(cx) {
-                    return Poll::Ready(Event::Closed(result));
-                }
-                side.poll_if_woken(cx, |side_cx| {
-                    if !draining && watchdog.as_mut().poll(side_cx).is_ready() {
-                        return Poll::Ready(Event::Watchdog);
-                    }
-                    changed.as_mut().poll(side_cx).map(Event::Phase)
-                })
-            })
-            .await
-        };
-        match event {
-            Event::Closed(result) => {
-                if let Err(e) = result {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
-                }
-                return;
-            }
-            Event::Watchdog => match activity.verdict(header_timeout, idle_timeout) {
-                Verdict::Wait(after) => {
-                    watchdog.as_mut().reset(tokio::time::Instant::now() + after)
-                }
-                Verdict::SlowHeaders => {
-                    tracing::debug!(%peer, timeout = ?header_timeout, "closing connection: request head not received in time");
-                    return;
-                }
-                Verdict::Idle => {
-                    conn.as_mut().graceful_shutdown();
-                    draining = true;
-                }
-            },
-            Event::Phase(changed) => {
-                let now = if changed.is_ok() {
-                    *phase.borrow_and_update()
-                } else {
-                    Phase::Terminate
-                };
-                match now {
-                    Phase::Running => {}
-                    Phase::Draining if role == Role::Admin => {}
-                    Phase::Draining if !draining => {
-                        conn.as_mut().graceful_shutdown();
-                        draining = true;
-                    }
-                    Phase::Draining => {}
-                    Phase::Terminate => return,
-                }
-            }
-        }
+    Counted {
+        metrics: Arc::clone(&state.metrics),
+        serving: ClientConnection::accept(stream, peer, role, state, phase).serve(),
+        http2: None,
+        guard: Some(guard),
     }
 }
 
-/// What ended one wait of a connection's loop.
-enum Event<E> {
-    /// The connection is done (closed, failed, or shut down).
-    Closed(Result<(), E>),
-    /// The slow-header / idle watchdog fired.
-    Watchdog,
-    /// The gateway's phase changed (or its sender is gone).
-    Phase(Result<(), watch::error::RecvError>),
+pin_project_lite::pin_project! {
+    /// A connection's task: serving it, then its bookkeeping once it closes. A plain struct
+    /// rather than an `async` block, which would keep a second copy of the serving future
+    /// (awaiting a captured future moves it) in every connection's task.
+    struct Counted<F, G> {
+        #[pin]
+        serving: F,
+        // Boxed: hyper's HTTP/2 connection state would otherwise size every connection's task.
+        http2: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+        metrics: Arc<crate::observability::metrics::Metrics>,
+        guard: Option<G>,
+    }
+}
+
+impl<F, G> Future for Counted<F, G>
+where
+    F: Future<Output = Option<Http2Handoff>>,
+{
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut this = self.project();
+        loop {
+            if let Some(http2) = this.http2.as_mut() {
+                ready!(http2.as_mut().poll(cx));
+                break;
+            }
+            match ready!(this.serving.as_mut().poll(cx)) {
+                Some(handoff) => *this.http2 = Some(Box::pin(serve_http2(handoff))),
+                None => break,
+            }
+        }
+        this.metrics.connection_closed();
+        this.guard.take();
+        Poll::Ready(())
+    }
 }
 
 /// A HEAD response keeps its headers but sends no body. hyper drops the body for HTTP/1.1 but
 /// sends it as DATA frames on HTTP/2, which clients reject as a protocol error.
-fn without_body(response: Response<ResponseBody>) -> Response<ResponseBody> {
+pub(super) fn without_body(response: Response<ResponseBody>) -> Response<ResponseBody> {
     let (mut parts, body) = response.into_parts();
     if !parts.headers.contains_key(header::CONTENT_LENGTH) {
         if let Some(len) = body.size_hint().exact() {
@@ -308,11 +213,11 @@ fn without_body(response: Response<ResponseBody>) -> Response<ResponseBody> {
 
 /// Built-in endpoints, then routes. Returns the response, what happened, and whether the
 /// access log wants a line for it.
-async fn dispatch(
+pub(super) async fn dispatch(
     state: &GatewayState,
     role: Role,
     conn: &ConnInfo,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
 ) -> (Response<ResponseBody>, RequestRecord, bool) {
     let snapshot = state.snapshot.load_full();
     let builtins_here = match role {
@@ -334,4 +239,23 @@ async fn dispatch(
     let access_log = snapshot.logging.access_log;
     let (response, record) = pipeline::handle(&snapshot, conn, request, &state.metrics).await;
     (response, record, access_log)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of the future a function returns, without calling it.
+    fn future_size<A, B, C, D, E, G, F>(_: impl Fn(A, B, C, D, E, G) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    #[test]
+    fn an_idle_connection_task_is_small() {
+        // Every open connection is one task holding this future (its largest state is what an
+        // idle connection costs); the per-request state lives in its own allocation.
+        let size = future_size(serve_counted::<(ConnectionGuard, u64)>);
+        eprintln!("connection future: {size} bytes");
+        assert!(size <= 896, "connection future is {size} bytes");
+    }
 }

@@ -2,6 +2,8 @@
 
 pub mod builtin;
 pub mod connection;
+mod http1;
+mod http2;
 pub mod lifecycle;
 pub mod listener;
 pub mod reload;

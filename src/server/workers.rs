@@ -181,10 +181,14 @@ async fn serve(
             }
         };
         let (state, phase) = (Arc::clone(&state), phase.clone());
-        tokio::spawn(async move {
-            serve_counted(stream, peer, Role::Main, state, phase, guard).await;
-            drop(load);
-        });
+        tokio::spawn(serve_counted(
+            stream,
+            peer,
+            Role::Main,
+            state,
+            phase,
+            (guard, load),
+        ));
     }
     // Connections are tasks of this runtime: it must keep running until they are done.
     tokio::select! {

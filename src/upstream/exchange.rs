@@ -4,40 +4,29 @@
 //! the body the client is sent. At the end of a clean exchange the connection goes back to its
 //! pool.
 
-use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::io::{self, IoSlice};
+use std::io;
 use std::pin::Pin;
 use std::sync::Weak;
 use std::task::{ready, Context, Poll};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http::Response;
 use http_body::{Body, Frame, SizeHint};
-use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 
-use super::h1::{
-    chunk_size_line, parse_response_head, take_bytes, BodyFraming, ChunkedDecoder, Decoded,
-    ProtocolError, MAX_HEAD_BYTES,
-};
+use super::h1::{parse_response_head, BodyFraming, ProtocolError, MAX_HEAD_BYTES};
 use super::pool::Pool;
-use crate::proxy::body::{BoxError, LimitedBody};
-
-/// Room kept free in a connection's read buffer before each read, at first.
-const READ_CHUNK: usize = 8 << 10;
-/// The most a read asks for: reads that fill the room double it up to this, so large bodies
-/// move in few system calls.
-const MAX_READ_CHUNK: usize = 256 << 10;
-/// Request body bytes queued for writing before the body is polled again.
-const WRITE_QUEUE_MAX: usize = 64 << 10;
+use crate::body::{BoxError, LimitedBody};
+use crate::http1::chunked::{take_bytes, ChunkedDecoder, Decoded};
+use crate::http1::io::{BodySender, ReadSize, SendError, READ_CHUNK};
 
 /// An open HTTP/1.1 connection to one target.
 pub struct Connection {
     stream: TcpStream,
     read_buf: BytesMut,
     /// How much room the next read gets (adapts to how much the upstream sends at once).
-    read_size: usize,
+    read_size: ReadSize,
     /// Index of its idle list in the pool (target and worker).
     pub(super) slot: usize,
 }
@@ -48,7 +37,7 @@ impl Connection {
         Connection {
             stream,
             read_buf: BytesMut::new(),
-            read_size: READ_CHUNK,
+            read_size: ReadSize::default(),
             slot,
         }
     }
@@ -61,21 +50,8 @@ impl Connection {
     }
 
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.read_buf.capacity() - self.read_buf.len() < self.read_size / 4 {
-            self.read_buf.reserve(self.read_size);
-        }
-        let room = self.read_buf.capacity() - self.read_buf.len();
-        let n = ready!(tokio_util::io::poll_read_buf(
-            Pin::new(&mut self.stream),
-            cx,
-            &mut self.read_buf
-        ))?;
-        if n == room {
-            self.read_size = (self.read_size * 2).min(MAX_READ_CHUNK);
-        } else if n < self.read_size / 8 {
-            self.read_size = READ_CHUNK;
-        }
-        Poll::Ready(Ok(n))
+        self.read_size
+            .poll_fill(&self.stream, cx, &mut self.read_buf)
     }
 
     /// Gives back a large read buffer before the connection idles in the pool.
@@ -83,7 +59,7 @@ impl Connection {
         if self.read_buf.capacity() > 2 * READ_CHUNK {
             self.read_buf = BytesMut::new();
         }
-        self.read_size = READ_CHUNK;
+        self.read_size.reset();
     }
 }
 
@@ -104,148 +80,42 @@ pub enum ExchangeError {
     RequestBody(#[source] BoxError),
 }
 
-/// A request body still being written upstream: queued bytes, and the body they come from.
-pub(super) struct Upload {
-    /// The part of the request head not yet written (kept apart from `queue` so a request
-    /// without a body needs no queue allocation).
-    head: Bytes,
-    queue: VecDeque<Bytes>,
-    queued: usize,
-    body: Option<LimitedBody>,
-    chunked: bool,
-    /// Whether the body has been polled (so it can no longer be sent again elsewhere).
-    pub(super) touched: bool,
-}
+/// A request head and body still being written upstream. When it ends early (an early answer,
+/// an error) with the client still sending, the rest of the body is drained.
+pub(super) struct Upload(BodySender<LimitedBody>);
 
 impl Upload {
     /// The head, followed by `body` framed as chunked or not.
     pub(super) fn new(head: Bytes, body: Option<LimitedBody>, chunked: bool) -> Self {
-        let queued = head.len();
-        Upload {
-            head,
-            queue: VecDeque::new(),
-            queued,
-            body,
-            chunked,
-            touched: false,
-        }
+        Upload(BodySender::new(head, body, chunked))
     }
 
     /// Gives the body back if it was never polled, for a retry on another connection.
     pub(super) fn into_untouched_body(mut self) -> Option<Option<LimitedBody>> {
-        (!self.touched).then(|| self.body.take())
+        let sender = std::mem::replace(&mut self.0, BodySender::new(Bytes::new(), None, false));
+        sender.into_untouched_body()
     }
 
     fn is_done(&self) -> bool {
-        self.body.is_none() && self.nothing_queued()
-    }
-
-    fn nothing_queued(&self) -> bool {
-        self.head.is_empty() && self.queue.is_empty()
-    }
-
-    fn push(&mut self, bytes: Bytes) {
-        self.queued += bytes.len();
-        self.queue.push_back(bytes);
+        self.0.is_done()
     }
 
     /// Writes what it can; `Ready(Ok)` once the whole request is written.
     fn poll_send(
         &mut self,
-        stream: &mut TcpStream,
+        stream: &TcpStream,
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), ExchangeError>> {
-        loop {
-            let mut body_pending = false;
-            while self.queued < WRITE_QUEUE_MAX {
-                let Some(body) = self.body.as_mut() else {
-                    break;
-                };
-                self.touched = true;
-                match Pin::new(body).poll_frame(cx) {
-                    Poll::Ready(Some(Ok(frame))) => {
-                        if let Ok(data) = frame.into_data() {
-                            if data.is_empty() {
-                                continue;
-                            }
-                            if self.chunked {
-                                self.push(chunk_size_line(data.len()));
-                                self.push(data);
-                                self.push(Bytes::from_static(b"\r\n"));
-                            } else {
-                                self.push(data);
-                            }
-                        }
-                        // Trailers from the client are not forwarded.
-                    }
-                    Poll::Ready(Some(Err(e))) => {
-                        self.body = None;
-                        return Poll::Ready(Err(ExchangeError::RequestBody(e)));
-                    }
-                    Poll::Ready(None) => {
-                        self.body = None;
-                        if self.chunked {
-                            self.push(Bytes::from_static(b"0\r\n\r\n"));
-                        }
-                    }
-                    Poll::Pending => {
-                        body_pending = true;
-                        break;
-                    }
-                }
-            }
-            if self.nothing_queued() {
-                return if self.body.is_none() {
-                    Poll::Ready(Ok(()))
-                } else {
-                    Poll::Pending
-                };
-            }
-            let written = {
-                let mut slices = [IoSlice::new(&[]); 8];
-                let head = (!self.head.is_empty()).then_some(&self.head);
-                let pending = head.into_iter().chain(self.queue.iter());
-                let mut count = 0;
-                for (slice, bytes) in slices.iter_mut().zip(pending) {
-                    *slice = IoSlice::new(bytes);
-                    count += 1;
-                }
-                ready!(Pin::new(&mut *stream).poll_write_vectored(cx, &slices[..count]))?
-            };
-            if written == 0 {
-                return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into()));
-            }
-            self.advance(written);
-            if body_pending && self.nothing_queued() {
-                return Poll::Pending;
-            }
-        }
-    }
-
-    fn advance(&mut self, mut written: usize) {
-        self.queued -= written;
-        let from_head = written.min(self.head.len());
-        self.head.advance(from_head);
-        written -= from_head;
-        while written > 0 {
-            let Some(front) = self.queue.front_mut() else {
-                return;
-            };
-            if written >= front.len() {
-                written -= front.len();
-                self.queue.pop_front();
-            } else {
-                front.advance(written);
-                written = 0;
-            }
-        }
+        self.0.poll_send(stream, cx).map_err(|e| match e {
+            SendError::Io(e) => ExchangeError::Io(e),
+            SendError::Body(e) => ExchangeError::RequestBody(e),
+        })
     }
 }
 
 impl Drop for Upload {
     fn drop(&mut self) {
-        // The exchange ended (an early answer, an error) with the client still sending.
-        if let Some(body) = self.body.take() {
+        if let Some(body) = self.0.take_body() {
             body.drain_rest();
         }
     }
@@ -272,7 +142,7 @@ pub(super) async fn exchange(
     let mut write_error = None;
     let head = poll_fn(|cx| {
         if write_error.is_none() && !upload.is_done() {
-            match upload.poll_send(&mut connection.stream, cx) {
+            match upload.poll_send(&connection.stream, cx) {
                 Poll::Ready(Err(e)) => {
                     if let ExchangeError::RequestBody(_) = e {
                         return Poll::Ready(Err(e));
@@ -330,7 +200,7 @@ pub(super) async fn exchange(
     let state = match head.framing {
         BodyFraming::Empty | BodyFraming::Length(0) => ReadState::Done,
         BodyFraming::Length(n) => ReadState::Length(n),
-        BodyFraming::Chunked => ReadState::Chunked(ChunkedDecoder::default()),
+        BodyFraming::Chunked => ReadState::Chunked(ChunkedDecoder::lenient()),
         BodyFraming::UntilClose => ReadState::UntilClose,
     };
     let mut response = Response::new(UpstreamBody {
@@ -438,7 +308,7 @@ impl Body for UpstreamBody {
             return Poll::Ready(None);
         };
         if let Some(upload) = this.upload.as_mut() {
-            match upload.poll_send(&mut connection.stream, cx) {
+            match upload.poll_send(&connection.stream, cx) {
                 Poll::Ready(Ok(())) => this.upload = None,
                 // The upstream stopped reading the request; its answer may still be whole.
                 Poll::Ready(Err(ExchangeError::Io(_))) => {

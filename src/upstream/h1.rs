@@ -7,18 +7,18 @@
 //! not reused, as the message was ambiguous); conflicting Content-Lengths are refused; anything
 //! else is read until the upstream closes.
 
-use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use bytes::{Buf, BytesMut};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
+
+use crate::http1::chunked::ChunkedError;
+pub use crate::http1::RequestFraming;
+use crate::http1::{fields_size, parse_length, write_content_length, write_fields};
 
 /// Largest response head accepted from an upstream.
 pub const MAX_HEAD_BYTES: usize = 64 << 10;
 /// Most header fields accepted in a response head.
 const MAX_HEADERS: usize = 128;
-/// Longest chunk-size line (size, extensions) accepted in a chunked body.
-const MAX_CHUNK_LINE: usize = 4 << 10;
-/// Most trailer bytes accepted (and discarded) at the end of a chunked body.
-const MAX_TRAILER_BYTES: usize = 16 << 10;
 
 /// An upstream spoke something other than valid HTTP/1.x.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -39,38 +39,8 @@ pub enum ProtocolError {
     #[error("unexpected 101 Switching Protocols")]
     UnexpectedUpgrade,
     /// A malformed chunk size, chunk end or trailer section.
-    #[error("malformed chunked body: {0}")]
-    Chunked(&'static str),
-}
-
-/// How a request body is delimited on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RequestFraming {
-    /// No body and no framing header.
-    None,
-    /// `Content-Length: n`.
-    Length(u64),
-    /// `Transfer-Encoding: chunked`.
-    Chunked,
-}
-
-impl RequestFraming {
-    /// The framing for a body of `exact` bytes (`None` when unknown). Methods whose requests
-    /// usually carry a body say `Content-Length: 0` when empty, as clients do.
-    pub fn for_body(method: &Method, exact: Option<u64>) -> Self {
-        match exact {
-            None => RequestFraming::Chunked,
-            Some(0) if !expects_body(method) => RequestFraming::None,
-            Some(n) => RequestFraming::Length(n),
-        }
-    }
-}
-
-fn expects_body(method: &Method) -> bool {
-    !matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS | Method::TRACE
-    )
+    #[error(transparent)]
+    Chunked(#[from] ChunkedError),
 }
 
 /// Writes `METHOD target HTTP/1.1`, the headers and the framing header. The caller's
@@ -82,51 +52,18 @@ pub fn encode_request_head(
     framing: RequestFraming,
     out: &mut BytesMut,
 ) {
-    let fields: usize = headers
-        .iter()
-        .map(|(n, v)| n.as_str().len() + v.len() + 4)
-        .sum();
-    out.reserve(method.as_str().len() + target.len() + fields + 48);
+    out.reserve(method.as_str().len() + target.len() + fields_size(headers) + 48);
     out.extend_from_slice(method.as_str().as_bytes());
     out.extend_from_slice(b" ");
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers {
-        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
-            continue;
-        }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
+    write_fields(headers, &[], out);
     match framing {
         RequestFraming::None => {}
-        RequestFraming::Length(n) => {
-            out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(itoa(n, &mut [0; 20]));
-            out.extend_from_slice(b"\r\n");
-        }
+        RequestFraming::Length(n) => write_content_length(n, out),
         RequestFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
     }
     out.extend_from_slice(b"\r\n");
-}
-
-/// The chunk-size line that precedes `len` bytes of a chunked body.
-pub fn chunk_size_line(len: usize) -> Bytes {
-    Bytes::from(format!("{len:X}\r\n"))
-}
-
-fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &buf[at..];
-        }
-    }
 }
 
 /// How the response body ends.
@@ -393,158 +330,6 @@ impl FramingFacts {
             _ => self.keep_alive,
         }
     }
-}
-
-fn parse_length(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(digits.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0')))
-}
-
-/// What the chunked decoder got out of the buffer.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Decoded {
-    /// Body bytes.
-    Data(Bytes),
-    /// The buffer ran out mid-message; read more and call again.
-    NeedMore,
-    /// The last chunk and the trailers were read.
-    End,
-}
-
-/// Decodes a chunked body incrementally, handing out data without copying it.
-#[derive(Debug, Default)]
-pub struct ChunkedDecoder {
-    state: ChunkState,
-    trailer_bytes: usize,
-}
-
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-enum ChunkState {
-    /// Expecting a chunk-size line.
-    #[default]
-    Size,
-    /// Inside a chunk with this many bytes left.
-    Data(u64),
-    /// Expecting the CRLF after a chunk's data.
-    DataEnd,
-    /// After the last chunk: trailer lines until an empty one.
-    Trailers,
-    /// Done.
-    End,
-}
-
-impl ChunkedDecoder {
-    /// Takes what it can from the front of `buf`.
-    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, ProtocolError> {
-        loop {
-            match self.state {
-                ChunkState::End => return Ok(Decoded::End),
-                ChunkState::Size => {
-                    let Some((len, used)) =
-                        find_line(buf, MAX_CHUNK_LINE, "chunk size line too long")?
-                    else {
-                        return Ok(Decoded::NeedMore);
-                    };
-                    let size = parse_chunk_size(&buf[..len])?;
-                    buf.advance(used);
-                    self.state = if size == 0 {
-                        ChunkState::Trailers
-                    } else {
-                        ChunkState::Data(size)
-                    };
-                }
-                ChunkState::Data(left) => {
-                    if buf.is_empty() {
-                        return Ok(Decoded::NeedMore);
-                    }
-                    let n = (left.min(buf.len() as u64)) as usize;
-                    self.state = if n as u64 == left {
-                        ChunkState::DataEnd
-                    } else {
-                        ChunkState::Data(left - n as u64)
-                    };
-                    return Ok(Decoded::Data(take_bytes(buf, n)));
-                }
-                ChunkState::DataEnd => {
-                    if buf.len() < 2 {
-                        return Ok(Decoded::NeedMore);
-                    }
-                    if &buf[..2] != b"\r\n" {
-                        return Err(ProtocolError::Chunked("chunk data not followed by CRLF"));
-                    }
-                    buf.advance(2);
-                    self.state = ChunkState::Size;
-                }
-                ChunkState::Trailers => {
-                    let room = MAX_TRAILER_BYTES - self.trailer_bytes;
-                    let Some((len, used)) = find_line(buf, room, "trailers too large")? else {
-                        return Ok(Decoded::NeedMore);
-                    };
-                    buf.advance(used);
-                    self.trailer_bytes += len + 2;
-                    if len == 0 {
-                        self.state = ChunkState::End;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Body bytes from the front of `buf`. Small pieces are copied so the read buffer's memory
-/// stays with the connection and is reused for the next read instead of reallocated.
-pub fn take_bytes(buf: &mut BytesMut, n: usize) -> Bytes {
-    if n <= 4096 {
-        let bytes = Bytes::copy_from_slice(&buf[..n]);
-        buf.advance(n);
-        bytes
-    } else {
-        buf.split_to(n).freeze()
-    }
-}
-
-/// Finds the CRLF-terminated line at the front of `buf`: its length without the CRLF and the
-/// bytes it takes up with it, or `None` if none is complete yet. A bare LF ends a line too, as
-/// lenient parsers accept. The line is read in place, so the read buffer is never split.
-fn find_line(
-    buf: &[u8],
-    max: usize,
-    too_long: &'static str,
-) -> Result<Option<(usize, usize)>, ProtocolError> {
-    let Some(at) = buf.iter().take(max + 2).position(|&b| b == b'\n') else {
-        return if buf.len() > max {
-            Err(ProtocolError::Chunked(too_long))
-        } else {
-            Ok(None)
-        };
-    };
-    let len = if at > 0 && buf[at - 1] == b'\r' {
-        at - 1
-    } else {
-        at
-    };
-    Ok(Some((len, at + 1)))
-}
-
-fn parse_chunk_size(line: &[u8]) -> Result<u64, ProtocolError> {
-    let digits_end = line
-        .iter()
-        .position(|b| !b.is_ascii_hexdigit())
-        .unwrap_or(line.len());
-    let (digits, rest) = line.split_at(digits_end);
-    if digits.is_empty() || digits.len() > 15 {
-        return Err(ProtocolError::Chunked("invalid chunk size"));
-    }
-    let rest = rest.trim_ascii_start();
-    if !rest.is_empty() && rest[0] != b';' {
-        return Err(ProtocolError::Chunked("invalid chunk size"));
-    }
-    let size = digits.iter().fold(0u64, |n, d| {
-        n * 16 + u64::from((*d as char).to_digit(16).unwrap_or(0))
-    });
-    Ok(size)
 }
 
 #[cfg(test)]

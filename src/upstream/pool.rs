@@ -18,8 +18,8 @@ use http_body::Body;
 
 use super::exchange::{exchange, Connection, ExchangeError, Failed, Upload};
 use super::h1::{encode_request_head, RequestFraming};
+use crate::body::LimitedBody;
 use crate::net::connect_any;
-use crate::proxy::body::LimitedBody;
 use crate::server::workers;
 
 pub use super::exchange::UpstreamBody;

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use gatehouse::config::MapEnv;
@@ -379,6 +379,54 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> String {
     let mut out = Vec::new();
     let _ = tokio::time::timeout(wait, stream.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Reads one response with a Content-Length (or none: no body) from `stream`: status, body.
+pub async fn read_response(stream: &mut TcpStream) -> (u16, Vec<u8>) {
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 8192];
+    let head_end = loop {
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        let n = within(stream.read(&mut tmp)).await.expect("read");
+        assert!(
+            n > 0,
+            "closed before a full head: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&tmp[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let status = head[9..12].parse().expect("status code");
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map_or(0, |v| v.trim().parse().expect("content-length"));
+    let mut body = buf[head_end..].to_vec();
+    while body.len() < len {
+        let n = within(stream.read(&mut tmp)).await.expect("read");
+        assert!(n > 0, "closed mid-body after {} of {len} bytes", body.len());
+        body.extend_from_slice(&tmp[..n]);
+    }
+    assert_eq!(body.len(), len, "more bytes than the response declared");
+    (status, body)
+}
+
+/// Waits (bounded by [`DEADLINE`]) for the gateway to close the connection; returns how long.
+pub async fn wait_for_close(stream: &mut TcpStream) -> Duration {
+    let started = Instant::now();
+    let mut tmp = [0u8; 1024];
+    match within(stream.read(&mut tmp)).await {
+        Ok(0) => {}
+        Ok(n) => panic!(
+            "expected a close, got {:?}",
+            String::from_utf8_lossy(&tmp[..n])
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("expected a close, got {e}"),
+    }
+    started.elapsed()
 }
 
 /// Awaits `future`, panicking if it takes longer than [`DEADLINE`].

@@ -1,0 +1,262 @@
+//! Socket reads and writes driven from inside a `poll` function, on a shared `&TcpStream`, and a
+//! sender that writes a message head and its body, framed, with as few system calls as it can.
+//!
+//! Both directions work on `&TcpStream` (tokio's readiness API), so the task that writes a
+//! response and the request body that reads from the same socket need no lock or split halves.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http_body::Body;
+use tokio::net::TcpStream;
+
+use super::chunked::chunk_size_line;
+use crate::body::BoxError;
+
+/// Body bytes queued for writing before the body is polled again.
+const WRITE_QUEUE_MAX: usize = 64 << 10;
+
+/// Writes what the socket takes of `bufs` now, or waits until it can take something.
+pub fn poll_write_vectored(
+    stream: &TcpStream,
+    cx: &mut Context<'_>,
+    bufs: &[IoSlice<'_>],
+) -> Poll<io::Result<usize>> {
+    loop {
+        ready!(stream.poll_write_ready(cx))?;
+        match stream.try_write_vectored(bufs) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            result => return Poll::Ready(result),
+        }
+    }
+}
+
+/// Reads what the socket has into the free room of `buf` (made at least `room` bytes first), or
+/// waits until it has something. `Ok(0)` is the peer's end of stream.
+pub fn poll_read_buf(
+    stream: &TcpStream,
+    cx: &mut Context<'_>,
+    buf: &mut BytesMut,
+    room: usize,
+) -> Poll<io::Result<usize>> {
+    if buf.capacity() - buf.len() < room {
+        buf.reserve(room);
+    }
+    loop {
+        ready!(stream.poll_read_ready(cx))?;
+        match stream.try_read_buf(buf) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            result => return Poll::Ready(result),
+        }
+    }
+}
+
+/// Room kept free in a read buffer before each read of a body, at first.
+pub const READ_CHUNK: usize = 8 << 10;
+/// The most a read of a body asks for: reads that fill the room double it up to this, so large
+/// bodies move in few system calls.
+pub const MAX_READ_CHUNK: usize = 256 << 10;
+
+/// How much room the next read of a body gets, adapting to how much the peer sends at once.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadSize(usize);
+
+impl Default for ReadSize {
+    fn default() -> Self {
+        ReadSize(READ_CHUNK)
+    }
+}
+
+impl ReadSize {
+    /// Back to the first size (the buffer is about to be given up).
+    pub fn reset(&mut self) {
+        self.0 = READ_CHUNK;
+    }
+
+    /// Reads into `buf` with room for the current size, then adapts the size to what came.
+    pub fn poll_fill(
+        &mut self,
+        stream: &TcpStream,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+    ) -> Poll<io::Result<usize>> {
+        if buf.capacity() - buf.len() < self.0 / 4 {
+            buf.reserve(self.0);
+        }
+        let room = buf.capacity() - buf.len();
+        let n = ready!(poll_read_buf(stream, cx, buf, 0))?;
+        if n == room {
+            self.0 = (self.0 * 2).min(MAX_READ_CHUNK);
+        } else if n < self.0 / 8 {
+            self.0 = READ_CHUNK;
+        }
+        Poll::Ready(Ok(n))
+    }
+}
+
+/// Why a [`BodySender`] stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// Writing to the socket failed.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    /// The body being sent failed.
+    #[error("body: {0}")]
+    Body(#[source] BoxError),
+}
+
+/// A message head and body on their way out: queued bytes, and the body they come from.
+pub struct BodySender<B> {
+    /// The part of the head not yet written (kept apart from `queue` so a message without a
+    /// body needs no queue allocation).
+    head: Bytes,
+    queue: VecDeque<Bytes>,
+    queued: usize,
+    body: Option<B>,
+    chunked: bool,
+    /// Whether the body has been polled (so it can no longer be sent again elsewhere).
+    pub touched: bool,
+    /// Payload bytes taken from the body so far.
+    pub body_bytes: u64,
+}
+
+impl<B> BodySender<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    /// `head`, followed by `body` framed as chunked or sent as it is.
+    pub fn new(head: Bytes, body: Option<B>, chunked: bool) -> Self {
+        let queued = head.len();
+        BodySender {
+            head,
+            queue: VecDeque::new(),
+            queued,
+            body,
+            chunked,
+            touched: false,
+            body_bytes: 0,
+        }
+    }
+
+    /// Gives the body back if it was never polled, for sending elsewhere.
+    pub fn into_untouched_body(mut self) -> Option<Option<B>> {
+        (!self.touched).then(|| self.body.take())
+    }
+
+    /// Takes the body out, whatever state it is in (the sender then only flushes its queue).
+    pub fn take_body(&mut self) -> Option<B> {
+        self.body.take()
+    }
+
+    /// Whether everything was written.
+    pub fn is_done(&self) -> bool {
+        self.body.is_none() && self.nothing_queued()
+    }
+
+    fn nothing_queued(&self) -> bool {
+        self.head.is_empty() && self.queue.is_empty()
+    }
+
+    fn push(&mut self, bytes: Bytes) {
+        self.queued += bytes.len();
+        self.queue.push_back(bytes);
+    }
+
+    /// Writes what it can; `Ready(Ok)` once the head and the whole body are written.
+    pub fn poll_send(
+        &mut self,
+        stream: &TcpStream,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), SendError>> {
+        loop {
+            let mut body_pending = false;
+            while self.queued < WRITE_QUEUE_MAX {
+                let Some(body) = self.body.as_mut() else {
+                    break;
+                };
+                self.touched = true;
+                match Pin::new(body).poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        // Trailers are not sent on.
+                        let Ok(data) = frame.into_data() else {
+                            continue;
+                        };
+                        if data.is_empty() {
+                            continue;
+                        }
+                        self.body_bytes += data.len() as u64;
+                        if self.chunked {
+                            self.push(chunk_size_line(data.len()));
+                            self.push(data);
+                            self.push(Bytes::from_static(b"\r\n"));
+                        } else {
+                            self.push(data);
+                        }
+                    }
+                    Poll::Ready(Some(Err(e))) => {
+                        self.body = None;
+                        return Poll::Ready(Err(SendError::Body(e.into())));
+                    }
+                    Poll::Ready(None) => {
+                        self.body = None;
+                        if self.chunked {
+                            self.push(Bytes::from_static(b"0\r\n\r\n"));
+                        }
+                    }
+                    Poll::Pending => {
+                        body_pending = true;
+                        break;
+                    }
+                }
+            }
+            if self.nothing_queued() {
+                return if self.body.is_none() {
+                    Poll::Ready(Ok(()))
+                } else {
+                    Poll::Pending
+                };
+            }
+            let written = {
+                let mut slices = [IoSlice::new(&[]); 8];
+                let head = (!self.head.is_empty()).then_some(&self.head);
+                let pending = head.into_iter().chain(self.queue.iter());
+                let mut count = 0;
+                for (slice, bytes) in slices.iter_mut().zip(pending) {
+                    *slice = IoSlice::new(bytes);
+                    count += 1;
+                }
+                ready!(poll_write_vectored(stream, cx, &slices[..count]))?
+            };
+            if written == 0 {
+                return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into()));
+            }
+            self.advance(written);
+            if body_pending && self.nothing_queued() {
+                return Poll::Pending;
+            }
+        }
+    }
+
+    fn advance(&mut self, mut written: usize) {
+        self.queued -= written;
+        let from_head = written.min(self.head.len());
+        self.head.advance(from_head);
+        written -= from_head;
+        while written > 0 {
+            let Some(front) = self.queue.front_mut() else {
+                return;
+            };
+            if written >= front.len() {
+                written -= front.len();
+                self.queue.pop_front();
+            } else {
+                front.advance(written);
+                written = 0;
+            }
+        }
+    }
+}

@@ -1,0 +1,539 @@
+//! Serving an HTTP/1.x client connection with the gateway's own loop over the sans-I/O pieces
+//! in [`crate::http1`], instead of hyper's server connection.
+//!
+//! hyper keeps an 8 KiB write buffer and a 16 KiB read buffer (plus its connection state) for as
+//! long as a connection is open, which made every idle keep-alive connection cost ~36 KiB. Here
+//! a connection that waits for its next request holds no buffer: [`Inbound`] takes one when bytes
+//! arrive and gives it back when the request is done, and everything a request needs (the
+//! pipeline's future, the response writer) lives in one allocation made for that request.
+//!
+//! Timeouts, as nginx has them: `request_header_timeout` runs from the first byte of a head (from
+//! accept for the first one), `idle_timeout` from the end of the last response.
+
+use std::future::{poll_fn, Future};
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use http::{header, Method, Request, Response, StatusCode, Version};
+use http_body::Body as _;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use super::listener::{dispatch, Phase, Role};
+use super::side_wake::SideWake;
+use super::state::GatewayState;
+use crate::body::{RequestBody, DRAIN_MAX_BYTES, DRAIN_MAX_TIME};
+use crate::error::GatewayError;
+use crate::http1::inbound::{BodyLeft, HeadReadError, Inbound};
+use crate::http1::io::BodySender;
+use crate::http1::request::{HeadError, RequestHead};
+use crate::http1::response::{encode_response_head, Persistence, ResponseFraming};
+use crate::observability::access_log::{Completion, RequestRecord};
+use crate::observability::request_id::{request_id, X_REQUEST_ID};
+use crate::proxy::body::ResponseBody;
+use crate::proxy::pipeline::ConnInfo;
+
+/// What one connection is served with, read from the config when it was accepted.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Limits {
+    /// `server.request_header_timeout`.
+    pub header_timeout: Duration,
+    /// `server.idle_timeout`.
+    pub idle_timeout: Duration,
+    /// Largest request head read, in bytes.
+    pub max_head: usize,
+}
+
+/// The first bytes of HTTP/2 with prior knowledge (RFC 9113 §3.4); no HTTP/1.1 method is `PRI`.
+const H2_PREFACE_START: &[u8] = b"PRI ";
+
+/// One client connection, from accept until it closes or turns out to speak HTTP/2.
+///
+/// Everything the connection keeps while it waits lives here once; the task that serves it
+/// holds this and the state of one wait, nothing more.
+pub(super) struct ClientConnection {
+    inbound: Arc<Inbound>,
+    conn: ConnInfo,
+    role: Role,
+    state: Arc<GatewayState>,
+    phase: watch::Receiver<Phase>,
+    limits: Limits,
+}
+
+/// A connection whose first bytes were an HTTP/2 preface, with what was read of it.
+pub(super) struct Http2Handoff {
+    /// The socket.
+    pub stream: TcpStream,
+    /// Bytes already read from it.
+    pub read: Bytes,
+    /// The peer and scheme.
+    pub conn: ConnInfo,
+    /// Which listener accepted it.
+    pub role: Role,
+    /// The gateway.
+    pub state: Arc<GatewayState>,
+    /// The gateway's phase.
+    pub phase: watch::Receiver<Phase>,
+    /// Its timeouts.
+    pub limits: Limits,
+}
+
+impl ClientConnection {
+    /// A connection just accepted, with the limits of the config in force now.
+    pub(super) fn accept(
+        stream: TcpStream,
+        peer: SocketAddr,
+        role: Role,
+        state: Arc<GatewayState>,
+        phase: watch::Receiver<Phase>,
+    ) -> Self {
+        let _ = stream.set_nodelay(true);
+        let limits = {
+            let snapshot = state.snapshot.load();
+            let server = &snapshot.server;
+            Limits {
+                header_timeout: server.request_header_timeout,
+                idle_timeout: server.idle_timeout,
+                max_head: usize::try_from(server.max_header_bytes).unwrap_or(usize::MAX),
+            }
+        };
+        ClientConnection {
+            inbound: Inbound::new(stream),
+            conn: ConnInfo::new(peer, "http"),
+            role,
+            state,
+            phase,
+            limits,
+        }
+    }
+
+    /// Serves requests until the client closes the connection, a timeout or an error ends it,
+    /// or the gateway's phase says to stop. A connection that opens with the HTTP/2 preface is
+    /// handed back for HTTP/2.
+    pub(super) async fn serve(mut self) -> Option<Http2Handoff> {
+        let side = SideWake::new();
+        let close_after = AtomicBool::new(false);
+        let mut first = true;
+        let end = loop {
+            // The head goes straight into the request's own allocation (the pipeline's state is
+            // large, and an idle connection need not carry room for it). Nothing that holds a
+            // head may live across an await here: even moved from, a local keeps its room in
+            // the connection's future until its scope ends.
+            let (inbound, limits) = (&self.inbound, &self.limits);
+            let mut request =
+                match next_head(inbound, &mut self.phase, self.role, limits, &side, first).await {
+                    Ok(head) => {
+                        if phase_says_close(*self.phase.borrow(), self.role) {
+                            close_after.store(true, Ordering::Relaxed);
+                        }
+                        Box::pin(serve_request(
+                            &self.inbound,
+                            head,
+                            &self.conn,
+                            self.role,
+                            &self.state,
+                            &close_after,
+                        ))
+                    }
+                    Err(stop) => break stop,
+                };
+            first = false;
+            let (role, phase) = (self.role, &mut self.phase);
+            let keep_going = loop {
+                let event = {
+                    let mut changed = pin!(phase.changed());
+                    side.rearm();
+                    poll_fn(|cx| {
+                        if let Poll::Ready(keep_going) = request.as_mut().poll(cx) {
+                            return Poll::Ready(Ok(keep_going));
+                        }
+                        side.poll_if_woken(cx, |side_cx| changed.as_mut().poll(side_cx))
+                            .map(Err)
+                    })
+                    .await
+                };
+                match event {
+                    Ok(keep_going) => break keep_going,
+                    Err(changed) => {
+                        let now = changed.map_or(Phase::Terminate, |()| *phase.borrow_and_update());
+                        if now == Phase::Terminate {
+                            break false;
+                        }
+                        if phase_says_close(now, role) {
+                            close_after.store(true, Ordering::Relaxed);
+                        }
+                    }
+                }
+            };
+            drop(request);
+            if !keep_going {
+                break Stop::Quietly;
+            }
+            self.inbound.release_buffer();
+        };
+        match end {
+            Stop::Quietly => None,
+            Stop::Http2 => self.into_http2(),
+            Stop::Refuse(error) => {
+                Box::pin(refuse(&self.inbound, &self.state, error)).await;
+                None
+            }
+        }
+    }
+
+    fn into_http2(self) -> Option<Http2Handoff> {
+        let peer = self.conn.peer;
+        match self.inbound.into_parts() {
+            Ok((stream, read)) => Some(Http2Handoff {
+                stream,
+                read,
+                conn: self.conn,
+                role: self.role,
+                state: self.state,
+                phase: self.phase,
+                limits: self.limits,
+            }),
+            Err(_) => {
+                tracing::warn!(%peer, "connection still in use after protocol detection");
+                None
+            }
+        }
+    }
+}
+
+/// Whether `phase` means the connection closes after the request in hand.
+fn phase_says_close(phase: Phase, role: Role) -> bool {
+    match phase {
+        Phase::Running => false,
+        // The admin listener keeps answering probes and scrapes while the gateway drains.
+        Phase::Draining => role == Role::Main,
+        Phase::Terminate => true,
+    }
+}
+
+/// Why no request head came.
+enum Stop {
+    /// Closed, timed out, or told to stop: nothing to answer.
+    Quietly,
+    /// The connection opened with the HTTP/2 preface.
+    Http2,
+    /// A head was refused: answer this, then close.
+    Refuse(GatewayError),
+}
+
+/// Waits for the next request head: first for its first byte (the idle clock, or the header
+/// clock for a connection's first request), then for the rest (the header clock). The first
+/// bytes of a connection also say whether it speaks HTTP/2.
+async fn next_head(
+    inbound: &Inbound,
+    phase: &mut watch::Receiver<Phase>,
+    role: Role,
+    limits: &Limits,
+    side: &SideWake,
+    first: bool,
+) -> Result<RequestHead, Stop> {
+    {
+        let mut in_head = first || inbound.buffered() > 0;
+        let mut detecting = first;
+        let clock = if in_head {
+            limits.header_timeout
+        } else {
+            limits.idle_timeout
+        };
+        let mut timer = pin!(tokio::time::sleep(clock));
+        loop {
+            // Idle: close now. In the middle of a head: serve it, then close.
+            let now = *phase.borrow_and_update();
+            if now == Phase::Terminate || (phase_says_close(now, role) && inbound.buffered() == 0) {
+                return Err(Stop::Quietly);
+            }
+            let event = {
+                let mut changed = pin!(phase.changed());
+                side.rearm();
+                poll_fn(|cx| {
+                    if let Some(outcome) = poll_head(inbound, cx, *limits, &mut detecting) {
+                        return Poll::Ready(Some(outcome));
+                    }
+                    if !in_head && inbound.buffered() > 0 {
+                        in_head = true;
+                        let deadline = tokio::time::Instant::now() + limits.header_timeout;
+                        timer.as_mut().reset(deadline);
+                        side.rearm();
+                    }
+                    side.poll_if_woken(cx, |side_cx| {
+                        if timer.as_mut().poll(side_cx).is_ready() {
+                            if in_head {
+                                tracing::debug!(timeout = ?limits.header_timeout, "closing connection: request head not received in time");
+                            }
+                            return Poll::Ready(Some(Err(Stop::Quietly)));
+                        }
+                        // The phase changed: look at it again above.
+                        changed.as_mut().poll(side_cx).map(|_| None)
+                    })
+                })
+                .await
+            };
+            if let Some(outcome) = event {
+                return outcome;
+            }
+        }
+    }
+}
+
+/// One look for the next head: `None` while it is still coming.
+fn poll_head(
+    inbound: &Inbound,
+    cx: &mut std::task::Context<'_>,
+    limits: Limits,
+    detecting: &mut bool,
+) -> Option<Result<RequestHead, Stop>> {
+    while *detecting {
+        match inbound.starts_with(H2_PREFACE_START) {
+            Some(true) => return Some(Err(Stop::Http2)),
+            Some(false) => *detecting = false,
+            None => match inbound.poll_read_some(cx) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Some(Err(Stop::Quietly)),
+                Poll::Ready(Ok(_)) => {}
+                Poll::Pending => return None,
+            },
+        }
+    }
+    match inbound.poll_head(cx, limits.max_head) {
+        Poll::Pending => None,
+        Poll::Ready(Ok(Some(head))) => Some(Ok(head)),
+        Poll::Ready(Ok(None) | Err(HeadReadError::Closed(_))) => Some(Err(Stop::Quietly)),
+        Poll::Ready(Err(HeadReadError::Head(error))) => {
+            Some(Err(Stop::Refuse(head_error(error, limits))))
+        }
+    }
+}
+
+/// The gateway's error for a refused head.
+fn head_error(error: HeadError, limits: Limits) -> GatewayError {
+    match error {
+        HeadError::TooLarge => GatewayError::HeadersTooLarge {
+            limit: limits.max_head as u64,
+        },
+        HeadError::Version => GatewayError::VersionNotSupported,
+        HeadError::Malformed(what) => GatewayError::BadRequest(what),
+    }
+}
+
+/// Answers a refused head with its error and closes the connection.
+async fn refuse(inbound: &Inbound, state: &GatewayState, error: GatewayError) {
+    let id = request_id(&http::HeaderMap::new());
+    let mut response = error.to_response(&id);
+    response.headers_mut().insert(X_REQUEST_ID, id);
+    state.metrics.request_started();
+    let completion = Completion::new(
+        Instant::now(),
+        Method::GET,
+        response.status(),
+        RequestRecord::default(),
+        (&state.metrics, &state.unrouted),
+        false,
+    );
+    let sent = send_response(
+        inbound,
+        response,
+        false,
+        Version::HTTP_11,
+        Persistence::Close,
+    )
+    .await;
+    finish_completion(completion, &sent);
+    inbound.finish_body();
+    linger_close(inbound).await;
+}
+
+/// Serves one request: the pipeline, then the response; returns whether the connection can
+/// carry another request.
+async fn serve_request(
+    inbound: &Arc<Inbound>,
+    head: RequestHead,
+    conn: &ConnInfo,
+    role: Role,
+    state: &Arc<GatewayState>,
+    close_after: &AtomicBool,
+) -> bool {
+    let RequestHead {
+        parts,
+        framing,
+        keep_alive,
+        expect_continue,
+    } = head;
+    let started = Instant::now();
+    state.metrics.request_started();
+    let method = parts.method.clone();
+    let version = parts.version;
+    let body = inbound.start_body(framing, expect_continue);
+    let request = Request::from_parts(parts, RequestBody::Http1(body));
+    let (response, record, access_log) = dispatch(state, role, conn, request).await;
+    let completion = Completion::new(
+        started,
+        method.clone(),
+        response.status(),
+        record,
+        (&state.metrics, &state.unrouted),
+        access_log,
+    );
+
+    // A client still waiting for `100 Continue` sends the body only if it gives up waiting,
+    // and a broken body has no known end: either way nothing more can be read.
+    let mut close = !keep_alive
+        || close_after.load(Ordering::Relaxed)
+        || inbound.awaits_continue()
+        || inbound.body_broken();
+    let persistence = if close {
+        Persistence::Close
+    } else if version == Version::HTTP_10 {
+        Persistence::KeepAliveAnnounced
+    } else {
+        Persistence::KeepAlive
+    };
+    let sent = send_response(
+        inbound,
+        response,
+        method == Method::HEAD,
+        version,
+        persistence,
+    )
+    .await;
+    finish_completion(completion, &sent);
+    close |= !sent.complete || sent.until_close;
+    let left = inbound.finish_body();
+    if !close {
+        close = !discard_unread_body(inbound, left).await;
+    }
+    if close {
+        linger_close(inbound).await;
+    }
+    !close
+}
+
+/// What writing a response achieved.
+struct Sent {
+    /// Body bytes written.
+    body_bytes: u64,
+    /// The whole response was written.
+    complete: bool,
+    /// The body was delimited by closing the connection.
+    until_close: bool,
+}
+
+/// Writes `response` (no body for HEAD requests and statuses that have none), framed by its
+/// body's known length, chunked, or by closing for HTTP/1.0 clients.
+async fn send_response(
+    inbound: &Inbound,
+    response: Response<ResponseBody>,
+    head_request: bool,
+    version: Version,
+    mut persistence: Persistence,
+) -> Sent {
+    let (parts, body) = response.into_parts();
+    let status = parts.status;
+    let bodiless = head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let framing = if bodiless {
+        ResponseFraming::Bodiless(bodiless_length(status, &parts.headers, &body, head_request))
+    } else if let Some(n) = body.size_hint().exact() {
+        ResponseFraming::Length(n)
+    } else if version == Version::HTTP_11 {
+        ResponseFraming::Chunked
+    } else {
+        persistence = Persistence::Close;
+        ResponseFraming::UntilClose
+    };
+    let mut head = BytesMut::new();
+    encode_response_head(status, &parts.headers, framing, persistence, &mut head);
+    drop(parts);
+    inbound.response_started();
+    let body = (!bodiless).then_some(body);
+    let mut sender = BodySender::new(head.freeze(), body, framing == ResponseFraming::Chunked);
+    let result = poll_fn(|cx| sender.poll_send(inbound.stream(), cx)).await;
+    if let Err(error) = &result {
+        tracing::debug!(%error, "response not sent in full");
+    }
+    Sent {
+        body_bytes: sender.body_bytes,
+        complete: result.is_ok(),
+        until_close: framing == ResponseFraming::UntilClose,
+    }
+}
+
+/// The Content-Length a bodiless response announces: the one it carries, or for a HEAD request
+/// the size of the body the gateway itself would have sent. 1xx and 204 announce none.
+fn bodiless_length(
+    status: StatusCode,
+    headers: &http::HeaderMap,
+    body: &ResponseBody,
+    head_request: bool,
+) -> Option<u64> {
+    if status.is_informational() || status == StatusCode::NO_CONTENT {
+        return None;
+    }
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| crate::http1::parse_length(v.as_bytes()));
+    // An upstream's own answer to HEAD says its length itself, or not at all.
+    let own_body = !matches!(body, ResponseBody::Upstream(_));
+    declared.or_else(|| {
+        (head_request && own_body && status != StatusCode::NOT_MODIFIED)
+            .then(|| body.size_hint().exact())
+            .flatten()
+    })
+}
+
+fn finish_completion(mut completion: Completion, sent: &Sent) {
+    completion.bytes_out = sent.body_bytes;
+    completion.completed = sent.complete;
+}
+
+/// Reads what the client still sends of a body nobody read, within the drain limits, so the
+/// connection can carry the next request. `false`: it has to close instead.
+async fn discard_unread_body(inbound: &Inbound, left: BodyLeft) -> bool {
+    match left {
+        BodyLeft::Nothing => return true,
+        BodyLeft::Broken => return false,
+        BodyLeft::Unread(Some(left)) if left > DRAIN_MAX_BYTES => return false,
+        BodyLeft::Unread(_) => {}
+    }
+    let mut budget = DRAIN_MAX_BYTES;
+    let discard = poll_fn(|cx| inbound.poll_discard_body(cx, &mut budget));
+    matches!(
+        tokio::time::timeout(DRAIN_MAX_TIME, discard).await,
+        Ok(Ok(true))
+    )
+}
+
+/// Closes the connection after its last response without destroying that response: the
+/// sending side is shut, then what the client still sends is read and discarded for a while, so
+/// no reset reaches the client before it has read the answer (nginx's lingering close).
+async fn linger_close(inbound: &Inbound) {
+    let socket = socket2::SockRef::from(inbound.stream());
+    if socket.shutdown(std::net::Shutdown::Write).is_err() {
+        return;
+    }
+    let mut left = DRAIN_MAX_BYTES;
+    let discard = poll_fn(|cx| loop {
+        match inbound.poll_read_some(cx) {
+            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(()),
+            Poll::Ready(Ok(_)) => {
+                let n = inbound.discard_buffered() as u64;
+                match left.checked_sub(n) {
+                    Some(rest) => left = rest,
+                    None => return Poll::Ready(()),
+                }
+            }
+            Poll::Pending => return Poll::Pending,
+        }
+    });
+    let _ = tokio::time::timeout(DRAIN_MAX_TIME, discard).await;
+}

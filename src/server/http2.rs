@@ -1,0 +1,176 @@
+//! Serving an HTTP/2 client connection (prior knowledge, h2c) with hyper's HTTP/2 server, with
+//! the gateway's own slow-start and idle timeouts around it.
+//!
+//! hyper's keep-alive settings close idle connections by pings, not by time without requests;
+//! like nginx, an HTTP/2 connection here closes gracefully (GOAWAY) after `idle_timeout` without a
+//! request, and is cut if its preface and first request do not arrive within
+//! `request_header_timeout`.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Instant;
+
+use http::{Method, Request};
+use hyper::body::Incoming;
+use hyper::server::conn::http2;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::sync::watch;
+
+use super::connection::{Activity, TrackedBody, TrackedIo, Verdict};
+use super::http1::Http2Handoff;
+use super::listener::{dispatch, without_body, Phase, Role};
+use super::side_wake::SideWake;
+use crate::body::RequestBody;
+use crate::config::snapshot::ServerSettings;
+use crate::observability::access_log::Completion;
+
+/// The HTTP/2 settings of a connection, read from the config when it starts.
+#[derive(Debug, Clone, Copy)]
+struct Http2Settings {
+    max_concurrent_streams: u32,
+    max_header_list_size: u32,
+}
+
+impl Http2Settings {
+    /// From `server:`.
+    fn from_server(server: &ServerSettings) -> Self {
+        Http2Settings {
+            max_concurrent_streams: server.max_concurrent_streams,
+            // Twice the head limit: lists just over it still decode, so the request path
+            // answers 431 in JSON; hyper refuses only lists far beyond it.
+            max_header_list_size: server
+                .max_header_bytes
+                .saturating_mul(2)
+                .clamp(16 << 10, 16 << 20)
+                .try_into()
+                .unwrap_or(u32::MAX),
+        }
+    }
+}
+
+/// Serves an HTTP/2 connection whose first bytes were read to tell its protocol.
+pub(super) async fn serve_http2(handoff: Http2Handoff) {
+    let Http2Handoff {
+        stream,
+        read: already_read,
+        conn,
+        role,
+        state,
+        mut phase,
+        limits,
+    } = handoff;
+    let settings = Http2Settings::from_server(&state.snapshot.load().server);
+    let activity = Activity::new();
+    let peer = conn.peer;
+    let io = TokioIo::new(TrackedIo::new(stream, already_read, Arc::clone(&activity)));
+    let conn_info = Arc::new(conn);
+    let service_activity = Arc::clone(&activity);
+    let service = service_fn(move |request: Request<Incoming>| {
+        let request = request.map(RequestBody::Http2);
+        let state = Arc::clone(&state);
+        let conn_info = Arc::clone(&conn_info);
+        let guard = service_activity.request_started();
+        async move {
+            let started = Instant::now();
+            state.metrics.request_started();
+            let method = request.method().clone();
+            let (mut response, record, access_log) =
+                dispatch(&state, role, &conn_info, request).await;
+            if method == Method::HEAD {
+                response = without_body(response);
+            }
+            let completion = Completion::new(
+                started,
+                method,
+                response.status(),
+                record,
+                (&state.metrics, &state.unrouted),
+                access_log,
+            );
+            Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, guard, completion)))
+        }
+    });
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(settings.max_concurrent_streams)
+        .max_header_list_size(settings.max_header_list_size);
+    let (header_timeout, idle_timeout) = (limits.header_timeout, limits.idle_timeout);
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+
+    let watchdog = tokio::time::sleep(header_timeout.min(idle_timeout));
+    tokio::pin!(watchdog);
+    let side = SideWake::new();
+    let mut draining = false;
+    loop {
+        let event = {
+            let changed = phase.changed();
+            tokio::pin!(changed);
+            side.rearm();
+            std::future::poll_fn(|cx| {
+                if let Poll::Ready(result) = conn.as_mut().poll(cx) {
+                    return Poll::Ready(Event::Closed(result));
+                }
+                side.poll_if_woken(cx, |side_cx| {
+                    if !draining && watchdog.as_mut().poll(side_cx).is_ready() {
+                        return Poll::Ready(Event::Watchdog);
+                    }
+                    changed.as_mut().poll(side_cx).map(Event::Phase)
+                })
+            })
+            .await
+        };
+        match event {
+            Event::Closed(result) => {
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            Event::Watchdog => match activity.verdict(header_timeout, idle_timeout) {
+                Verdict::Wait(after) => {
+                    watchdog.as_mut().reset(tokio::time::Instant::now() + after)
+                }
+                Verdict::SlowHeaders => {
+                    tracing::debug!(%peer, timeout = ?header_timeout, "closing connection: request head not received in time");
+                    return;
+                }
+                Verdict::Idle => {
+                    conn.as_mut().graceful_shutdown();
+                    draining = true;
+                }
+            },
+            Event::Phase(changed) => {
+                let now = if changed.is_ok() {
+                    *phase.borrow_and_update()
+                } else {
+                    Phase::Terminate
+                };
+                match now {
+                    Phase::Running => {}
+                    Phase::Draining if role == Role::Admin => {}
+                    Phase::Draining if !draining => {
+                        conn.as_mut().graceful_shutdown();
+                        draining = true;
+                    }
+                    Phase::Draining => {}
+                    Phase::Terminate => return,
+                }
+            }
+        }
+    }
+}
+
+/// What ended one wait of a connection's loop.
+enum Event<E> {
+    /// The connection is done (closed, failed, or shut down).
+    Closed(Result<(), E>),
+    /// The slow-header / idle watchdog fired.
+    Watchdog,
+    /// The gateway's phase changed (or its sender is gone).
+    Phase(Result<(), watch::error::RecvError>),
+}
