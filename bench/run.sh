@@ -482,14 +482,51 @@ alternate_order() {
     fi
 }
 
+# rps_limits MAX_CONNS : sizes nginx's connection tables for MAX_CONNS client connections (sets
+# PROXY_WORKER_CONNECTIONS and ORIGIN_WORKER_CONNECTIONS); dies if the open-file limits cannot
+# hold them.
+rps_limits() {
+    local c=$1 fds
+    fds=$(ulimit -n)
+    # An nginx proxy holds a client and an upstream connection per request in flight, plus its
+    # idle upstream pool and listeners. The 8192 the template had is kept while it is enough
+    # (up to 3840 connections): nginx allocates the table up front and it counts in its RSS.
+    PROXY_WORKER_CONNECTIONS=$((2 * c + 512 > 8192 ? 2 * c + 512 : 8192))
+    # The origin: the busy proxy's upstream connections plus the idle ones the others keep
+    # pooled (gatehouse up to 1024 per worker, nginx 512 per worker, HAProxy up to 1024).
+    ORIGIN_WORKER_CONNECTIONS=$((c + 6144 > 8192 ? c + 6144 : 8192))
+    # Both nginx templates set worker_rlimit_nofile 16384; wrk needs one descriptor per connection.
+    if ((PROXY_WORKER_CONNECTIONS > 16384 || ORIGIN_WORKER_CONNECTIONS > 16384 || c + 64 > fds)); then
+        die "$c connections need more open files than nginx's worker_rlimit_nofile (16384) or this shell ($fds) allow: use at most $(((16384 - 512) / 2))"
+    fi
+    local somaxconn
+    somaxconn=$(sysctl_value net/core/somaxconn)
+    if [[ $somaxconn != "?" ]] && ((somaxconn < c)); then
+        log "note: net.core.somaxconn is $somaxconn, below $c connections: a burst of connects can overflow the listen queues (SYN retries)"
+    fi
+}
+
+sysctl_value() { cat "/proc/sys/$1" 2>/dev/null || echo "?"; } # KEY (net/core/somaxconn) -> value
+
+# listen_backlog URL -> the accept-queue size of the socket listening at URL's port, as the
+# kernel has it (what the server asked for, capped at net.core.somaxconn), from ss; "?" without ss.
+listen_backlog() {
+    local port=${1##*:}
+    port=${port%/}
+    ss -ltnH "sport = :$port" 2>/dev/null | awk '{ print $3; found = 1; exit } END { if (!found) print "?" }'
+}
+
 bench_rps() {
     local origin_port proxy_port gh_port c rep name tag origin_pid proxy_pid proxy_worker gh_pid
     local origin_worker before cost
     local gh1_port nw_port
     read -r origin_port proxy_port gh_port gh1_port nw_port <<<"$(free_ports 5)"
+    local max_c=0
+    for c in "${CONN_LIST[@]}"; do if ((c > max_c)); then max_c=$c; fi; done
+    rps_limits "$max_c"
 
-    log "starting the origin (nginx, 1 worker) on 127.0.0.1:$origin_port"
-    start_nginx origin "$BENCH_DIR/nginx-origin.conf.tmpl" "$origin_port"
+    log "starting the origin (nginx, 1 worker, worker_connections $ORIGIN_WORKER_CONNECTIONS) on 127.0.0.1:$origin_port"
+    WORKER_CONNECTIONS=$ORIGIN_WORKER_CONNECTIONS start_nginx origin "$BENCH_DIR/nginx-origin.conf.tmpl" "$origin_port"
     origin_pid=$SERVER_PID
     URL[origin]="http://127.0.0.1:$origin_port/"
     wait_http origin "$origin_pid" "${URL[origin]}" 200
@@ -497,8 +534,8 @@ bench_rps() {
 
     declare -A PID
     if [[ " ${PROXIES[*]} " == *" nginx "* ]]; then
-        log "starting nginx as reverse proxy (1 worker, upstream keepalive 512) on 127.0.0.1:$proxy_port"
-        start_nginx proxy "$BENCH_DIR/nginx-proxy.conf.tmpl" "$proxy_port" "ORIGIN_PORT=$origin_port" NAME=proxy WORKERS=1
+        log "starting nginx as reverse proxy (1 worker, upstream keepalive 512, worker_connections $PROXY_WORKER_CONNECTIONS) on 127.0.0.1:$proxy_port"
+        WORKER_CONNECTIONS=$PROXY_WORKER_CONNECTIONS start_nginx proxy "$BENCH_DIR/nginx-proxy.conf.tmpl" "$proxy_port" "ORIGIN_PORT=$origin_port" NAME=proxy WORKERS=1
         proxy_pid=$SERVER_PID
         URL[nginx]="http://127.0.0.1:$proxy_port/"
         wait_http nginx-proxy "$proxy_pid" "${URL[nginx]}" 200
@@ -507,7 +544,7 @@ bench_rps() {
     fi
     if [[ " ${PROXIES[*]} " == *" $NGINX_NW "* ]]; then
         log "starting $NGINX_NW (nginx, one worker per core, upstream keepalive 512) on 127.0.0.1:$nw_port"
-        start_nginx "$NGINX_NW" "$BENCH_DIR/nginx-proxy.conf.tmpl" "$nw_port" "ORIGIN_PORT=$origin_port" "NAME=$NGINX_NW" WORKERS=auto
+        WORKER_CONNECTIONS=$PROXY_WORKER_CONNECTIONS start_nginx "$NGINX_NW" "$BENCH_DIR/nginx-proxy.conf.tmpl" "$nw_port" "ORIGIN_PORT=$origin_port" "NAME=$NGINX_NW" WORKERS=auto
         URL[$NGINX_NW]="http://127.0.0.1:$nw_port/"
         wait_http "$NGINX_NW" "$SERVER_PID" "${URL[$NGINX_NW]}" 200
         PID[$NGINX_NW]=$(nginx_worker "$SERVER_PID" "$(nproc)")
@@ -536,8 +573,6 @@ bench_rps() {
     declare -A RSS_IDLE
     for name in "${PROXIES[@]}"; do RSS_IDLE[$name]=$(status_kib "${PID[$name]}" VmRSS); done
 
-    local max_c=0
-    for c in "${CONN_LIST[@]}"; do if ((c > max_c)); then max_c=$c; fi; done
     if ((WARMUP > 0)); then
         for name in origin "${PROXIES[@]}"; do
             log "warm-up: $name, $max_c connections, ${WARMUP}s"
@@ -596,6 +631,9 @@ bench_rps() {
         fi
         echo "- origin: nginx, 1 worker, fixed 100-byte 200 response (bench/nginx-origin.conf.tmpl)"
         echo "- load: $("$WRK" -v 2>&1 | head -n 1 | cut -d' ' -f1-2), -t$WRK_THREADS, HTTP/1.1 keep-alive, GET /, ${DURATION}s per run, $REPS reps per proxy and connection count, order alternated per rep, ${WARMUP}s warm-up per server"
+        echo "- limits: open files $(ulimit -n) (hard limit $(ulimit -Hn)); net.core.somaxconn $(sysctl_value net/core/somaxconn);" \
+            "nginx worker_connections $PROXY_WORKER_CONNECTIONS (proxies), $ORIGIN_WORKER_CONNECTIONS (origin);" \
+            "listen backlog (accept queue as the kernel has it):$(for name in origin "${PROXIES[@]}"; do printf ' %s %s' "$name" "$(listen_backlog "${URL[$name]}")"; done)"
         echo "- medians over the reps; ratio = gatehouse / nginx (req/s: higher is better for gatehouse; p99: lower is better)."
         echo "  Target: req/s ratio >= 1.00 and p99 ratio <= 1.00. On this noisy 2-core machine differences under ~15% are noise."
         echo "- RSS: peak VmRSS sampled every 0.5 s during that connection count's runs (gatehouse process; nginx worker processes, summed)."
