@@ -61,6 +61,7 @@ ORIGIN_REF=${ORIGIN_REF:-1}
 ONE_WORKER=${ONE_WORKER:-1}
 NGINX_PER_CORE=${NGINX_PER_CORE:-1}
 NGINX_NW=nginx-$(nproc)w # name of the one-worker-per-core nginx in reports
+HAPROXY_PEER=${HAPROXY_PEER:-1}
 STREAM_REPS=${STREAM_REPS:-3}
 RELOAD_INTERVAL=${RELOAD_INTERVAL:-1}
 NO_BUILD=${NO_BUILD:-0}
@@ -76,7 +77,7 @@ WRK_THREADS=1
 
 # The exact command line, with the settings that came from the environment.
 CMDLINE=""
-for var in REPS DURATION CONNS WARMUP ONLY ORIGIN_REF ONE_WORKER NGINX_PER_CORE STREAM_REPS RELOAD_INTERVAL NO_BUILD KEEP_TMP IDLE_CONNS IDLE_PROTOS IDLE_SETTLE GATEHOUSE_WORKERS; do
+for var in REPS DURATION CONNS WARMUP ONLY ORIGIN_REF ONE_WORKER NGINX_PER_CORE HAPROXY_PEER STREAM_REPS RELOAD_INTERVAL NO_BUILD KEEP_TMP IDLE_CONNS IDLE_PROTOS IDLE_SETTLE GATEHOUSE_WORKERS; do
     if [[ -n ${!var+x} ]] && printenv "$var" >/dev/null; then
         CMDLINE+="$var=$(printf '%q' "${!var}") "
     fi
@@ -112,16 +113,21 @@ for c in "${CONN_LIST[@]}"; do
 done
 case $ONLY in
     "") PROXIES=(gatehouse nginx) ;;
-    gatehouse | nginx) PROXIES=("$ONLY") ;;
-    *) die "ONLY must be 'gatehouse' or 'nginx', got '$ONLY'" ;;
+    gatehouse | nginx | haproxy) PROXIES=("$ONLY") ;;
+    *) die "ONLY must be 'gatehouse', 'nginx' or 'haproxy', got '$ONLY'" ;;
 esac
-if [[ $ONE_WORKER == 1 && $ONLY != nginx ]]; then PROXIES+=(gatehouse-1w); fi
-if [[ $NGINX_PER_CORE == 1 && $ONLY != gatehouse ]]; then PROXIES+=("$NGINX_NW"); fi
+if [[ $ONE_WORKER == 1 && ($ONLY == "" || $ONLY == gatehouse) ]]; then PROXIES+=(gatehouse-1w); fi
+if [[ $NGINX_PER_CORE == 1 && ($ONLY == "" || $ONLY == nginx) ]]; then PROXIES+=("$NGINX_NW"); fi
+if [[ $HAPROXY_PEER == 1 && $ONLY == "" ]]; then PROXIES+=(haproxy); fi
+has_proxy() { [[ " ${PROXIES[*]} " == *" $1 "* ]]; } # NAME -> 0 if the req/s mode measures NAME
 
 [[ -x $NGINX ]] || die "nginx not found at $NGINX (set NGINX=...)"
 command -v "$WRK" >/dev/null || die "wrk not found (set WRK=...)"
 command -v curl >/dev/null || die "curl not found"
 command -v python3 >/dev/null || die "python3 not found"
+if [[ $MODE == rps ]] && has_proxy haproxy; then
+    command -v "$HAPROXY" >/dev/null || die "haproxy not found at $HAPROXY (set HAPROXY=..., or HAPROXY_PEER=0 to leave it out)"
+fi
 if [[ $MODE == auth ]]; then command -v openssl >/dev/null || die "openssl not found"; fi
 if [[ $MODE == instr ]]; then
     command -v valgrind >/dev/null || die "valgrind not found (apt-get install valgrind)"
@@ -519,8 +525,8 @@ listen_backlog() {
 bench_rps() {
     local origin_port proxy_port gh_port c rep name tag origin_pid proxy_pid proxy_worker gh_pid
     local origin_worker before cost
-    local gh1_port nw_port
-    read -r origin_port proxy_port gh_port gh1_port nw_port <<<"$(free_ports 5)"
+    local gh1_port nw_port ha_port ha_h2c_port
+    read -r origin_port proxy_port gh_port gh1_port nw_port ha_port ha_h2c_port <<<"$(free_ports 7)"
     local max_c=0
     for c in "${CONN_LIST[@]}"; do if ((c > max_c)); then max_c=$c; fi; done
     rps_limits "$max_c"
@@ -533,7 +539,7 @@ bench_rps() {
     origin_worker=$(nginx_worker "$origin_pid")
 
     declare -A PID
-    if [[ " ${PROXIES[*]} " == *" nginx "* ]]; then
+    if has_proxy nginx; then
         log "starting nginx as reverse proxy (1 worker, upstream keepalive 512, worker_connections $PROXY_WORKER_CONNECTIONS) on 127.0.0.1:$proxy_port"
         WORKER_CONNECTIONS=$PROXY_WORKER_CONNECTIONS start_nginx proxy "$BENCH_DIR/nginx-proxy.conf.tmpl" "$proxy_port" "ORIGIN_PORT=$origin_port" NAME=proxy WORKERS=1
         proxy_pid=$SERVER_PID
@@ -542,14 +548,14 @@ bench_rps() {
         proxy_worker=$(nginx_worker "$proxy_pid")
         PID[nginx]=$proxy_worker
     fi
-    if [[ " ${PROXIES[*]} " == *" $NGINX_NW "* ]]; then
+    if has_proxy "$NGINX_NW"; then
         log "starting $NGINX_NW (nginx, one worker per core, upstream keepalive 512) on 127.0.0.1:$nw_port"
         WORKER_CONNECTIONS=$PROXY_WORKER_CONNECTIONS start_nginx "$NGINX_NW" "$BENCH_DIR/nginx-proxy.conf.tmpl" "$nw_port" "ORIGIN_PORT=$origin_port" "NAME=$NGINX_NW" WORKERS=auto
         URL[$NGINX_NW]="http://127.0.0.1:$nw_port/"
         wait_http "$NGINX_NW" "$SERVER_PID" "${URL[$NGINX_NW]}" 200
         PID[$NGINX_NW]=$(nginx_worker "$SERVER_PID" "$(nproc)")
     fi
-    if [[ " ${PROXIES[*]} " == *" gatehouse "* ]]; then
+    if has_proxy gatehouse; then
         log "starting gatehouse on 127.0.0.1:$gh_port"
         start_gatehouse "$BENCH_DIR/gatehouse.yaml.tmpl" "$gh_port" "ORIGIN_PORT=$origin_port"
         gh_pid=$SERVER_PID
@@ -557,14 +563,21 @@ bench_rps() {
         wait_http gatehouse "$gh_pid" "${URL[gatehouse]}" 200
         PID[gatehouse]=$gh_pid
     fi
-    if [[ " ${PROXIES[*]} " == *" gatehouse-1w "* ]]; then
+    if has_proxy gatehouse-1w; then
         log "starting gatehouse-1w (server.workers: 1) on 127.0.0.1:$gh1_port"
         GH_NAME=gatehouse-1w GATEHOUSE_WORKERS=1 start_gatehouse "$BENCH_DIR/gatehouse.yaml.tmpl" "$gh1_port" "ORIGIN_PORT=$origin_port"
         URL[gatehouse-1w]="http://127.0.0.1:$gh1_port/"
         wait_http gatehouse-1w "$SERVER_PID" "${URL[gatehouse-1w]}" 200
         PID[gatehouse-1w]=$SERVER_PID
     fi
-    # Sanity: both proxies return the origin's body.
+    if has_proxy haproxy; then
+        log "starting HAProxy (1 thread, http-reuse always) on 127.0.0.1:$ha_port"
+        start_haproxy haproxy "$ha_port" "$ha_h2c_port" "$origin_port"
+        URL[haproxy]="http://127.0.0.1:$ha_port/"
+        wait_http haproxy "$SERVER_PID" "${URL[haproxy]}" 200
+        PID[haproxy]=$SERVER_PID
+    fi
+    # Sanity: every proxy returns the origin's body.
     for name in "${PROXIES[@]}"; do
         curl -sS --max-time 2 "${URL[$name]}" | grep -q gatehouse-bench-origin ||
             die "$name does not return the origin's response"
@@ -622,29 +635,34 @@ bench_rps() {
         echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
         echo "- host: $(nproc) cores, $(uname -sr); load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
         echo "- gatehouse: $(describe_build) ($GATEHOUSE_BIN, release), $(workers_text)"
-        if [[ " ${PROXIES[*]} " == *" gatehouse-1w "* ]]; then
+        if has_proxy gatehouse-1w; then
             echo "- gatehouse-1w: the same binary and config with server.workers: 1"
         fi
         echo "- nginx: $("$NGINX" -v 2>&1 | sed 's/^nginx version: //'), 1 worker, upstream keepalive 512 (bench/nginx-proxy.conf.tmpl)"
-        if [[ " ${PROXIES[*]} " == *" $NGINX_NW "* ]]; then
+        if has_proxy "$NGINX_NW"; then
             echo "- $NGINX_NW: the same nginx config with worker_processes auto (one per core)"
+        fi
+        if has_proxy haproxy; then
+            echo "- haproxy: $("$HAPROXY" -v 2>&1 | head -n 1 | awk '{ print $3 }'), nbthread 1, maxconn $(awk '$1 == "maxconn" { print $2; exit }' "$TMP/haproxy.cfg"), server maxconn 1024, http-reuse always, the same forwarding headers and X-Request-Id (bench/haproxy-proxy.cfg.tmpl)"
         fi
         echo "- origin: nginx, 1 worker, fixed 100-byte 200 response (bench/nginx-origin.conf.tmpl)"
         echo "- load: $("$WRK" -v 2>&1 | head -n 1 | cut -d' ' -f1-2), -t$WRK_THREADS, HTTP/1.1 keep-alive, GET /, ${DURATION}s per run, $REPS reps per proxy and connection count, order alternated per rep, ${WARMUP}s warm-up per server"
         echo "- limits: open files $(ulimit -n) (hard limit $(ulimit -Hn)); net.core.somaxconn $(sysctl_value net/core/somaxconn);" \
             "nginx worker_connections $PROXY_WORKER_CONNECTIONS (proxies), $ORIGIN_WORKER_CONNECTIONS (origin);" \
             "listen backlog (accept queue as the kernel has it):$(for name in origin "${PROXIES[@]}"; do printf ' %s %s' "$name" "$(listen_backlog "${URL[$name]}")"; done)"
-        echo "- medians over the reps; ratio = gatehouse / nginx (req/s: higher is better for gatehouse; p99: lower is better)."
+        echo "- medians over the reps; ratio = gatehouse / nginx (req/s: higher is better for gatehouse; p99: lower is better);"
+        echo "  on each row the \"nginx\" columns hold that row's peer (nginx, $NGINX_NW or haproxy)."
         echo "  Target: req/s ratio >= 1.00 and p99 ratio <= 1.00. On this noisy 2-core machine differences under ~15% are noise."
-        echo "- RSS: peak VmRSS sampled every 0.5 s during that connection count's runs (gatehouse process; nginx worker processes, summed)."
+        echo "- RSS: peak VmRSS sampled every 0.5 s during that connection count's runs (gatehouse process; nginx worker processes, summed; HAProxy process)."
         echo
         echo "| conns | gatehouse | nginx | gatehouse req/s | nginx req/s | req/s ratio | gatehouse p99 ms | nginx p99 ms | p99 ratio | gatehouse RSS MiB | nginx RSS MiB | req/s vs target | p99 vs target |"
         echo "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"
         # Pairs compared: the default gatehouse against the one-worker nginx of the target, then
         # each like-for-like pair that was run.
         local pairs=(gatehouse:nginx) pair g ng
-        if [[ " ${PROXIES[*]} " == *" gatehouse-1w "* ]]; then pairs+=(gatehouse-1w:nginx); fi
-        if [[ " ${PROXIES[*]} " == *" $NGINX_NW "* ]]; then pairs+=("gatehouse:$NGINX_NW"); fi
+        if has_proxy gatehouse-1w; then pairs+=(gatehouse-1w:nginx); fi
+        if has_proxy "$NGINX_NW"; then pairs+=("gatehouse:$NGINX_NW"); fi
+        if has_proxy haproxy; then pairs+=(gatehouse-1w:haproxy); fi
         for c in "${CONN_LIST[@]}"; do
           for pair in "${pairs[@]}"; do
             g=${pair%%:*}; ng=${pair#*:}
@@ -679,7 +697,7 @@ bench_rps() {
             echo "| $name$([[ $name == nginx* ]] && echo ' (workers)') | $(mib "${RSS_IDLE[$name]}") | $(mib "${HWM[$name]}") |"
         done
         echo
-        runs_table "All runs (\"ref\" = wrk straight against the origin, no proxy: the ceiling of this setup; CPU and preemptions are the origin's then). CPU µs/req is user + system time of the proxy process (nginx: its workers) per request; preempted/1k is how many times per 1000 requests the scheduler took the CPU from one of its threads while it still had work (involuntary context switches)." \
+        runs_table "All runs (\"ref\" = wrk straight against the origin, no proxy: the ceiling of this setup; CPU and preemptions are the origin's then). CPU µs/req is user + system time of the proxy process (nginx: its workers; HAProxy: its one process) per request; preempted/1k is how many times per 1000 requests the scheduler took the CPU from one of its threads while it still had work (involuntary context switches)." \
             "| conns | rep | target | req/s | p50 ms | p99 ms | CPU µs/req | preempted/1k | wrk errors |" "|---:|---|---|---:|---:|---:|---:|---:|---|"
     } >"$report"
     publish "$report" latest
