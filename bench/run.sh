@@ -393,7 +393,7 @@ field() { # LINE KEY -> value of KEY=value in a BENCH line
     echo ""
 }
 
-declare -A URL WRK_HEADER RUN_RPS RUN_P99 RUN_P50 RSS_PEAK
+declare -A URL WRK_HEADER RUN_RPS RUN_P99 RUN_P50 RSS_PEAK RUN_CPU
 RUN_LINES=()
 ERRORS_SEEN=0
 
@@ -448,22 +448,35 @@ proc_counters() {
     echo "$u $s $n"
 }
 
-# cost_columns BEFORE AFTER REQUESTS -> "| CPU us/req | preempted/1k |" for one run: the
-# process's user+system CPU per request, and how often the scheduler took a CPU from one of its
-# threads while it could still run (involuntary context switches) per 1000 requests.
-cost_columns() {
+# run_cost BEFORE AFTER REQUESTS -> "USER SYSTEM PREEMPTED" for one run: the process's user and
+# system CPU µs per request, and how often the scheduler took a CPU from one of its threads while
+# it could still run (involuntary context switches) per 1000 requests; "- - -" without requests.
+run_cost() {
     local u0 s0 n0 u1 s1 n1 hz
     read -r u0 s0 n0 <<<"$1"
     read -r u1 s1 n1 <<<"$2"
     hz=$(getconf CLK_TCK)
     awk -v u="$((u1 - u0))" -v s="$((s1 - s0))" -v n="$((n1 - n0))" -v r="$3" -v hz="$hz" 'BEGIN {
-        if (r <= 0) { print "| - | - |"; exit }
-        printf "| %.1f + %.1f | %.0f |", u * 1e6 / hz / r, s * 1e6 / hz / r, n * 1000 / r }'
+        if (r <= 0) { print "- - -"; exit }
+        printf "%.1f %.1f %.0f", u * 1e6 / hz / r, s * 1e6 / hz / r, n * 1000 / r }'
 }
+
+cost_columns() { # "USER SYSTEM PREEMPTED" (run_cost) -> "| CPU us/req | preempted/1k |"
+    local u s n
+    read -r u s n <<<"$1"
+    if [[ $u == - ]]; then echo "| - | - |"; else echo "| $u + $s | $n |"; fi
+}
+
+cpu_total() { # "USER SYSTEM PREEMPTED" (run_cost) -> user + system µs per request, or -
+    local u s _
+    read -r u s _ <<<"$1"
+    awk -v u="$u" -v s="$s" 'BEGIN { if (u == "-") print "-"; else printf "%.1f", u + s }'
+}
+
 
 fmt_ms() { awk -v us="$1" 'BEGIN { if (us == "-") print "-"; else printf "%.2f", us / 1000 }'; }
 fmt_int() { awk -v x="$1" 'BEGIN { if (x == "-") print "-"; else printf "%.0f", x }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "-" && b != "-" && b > 0) printf "%.2f", a / b; else print "-" }'; }
 
 # verdict for one metric: RATIO HIGHER_IS_BETTER(1|0)
 verdict() {
@@ -522,8 +535,59 @@ listen_backlog() {
     ss -ltnH "sport = :$port" 2>/dev/null | awk '{ print $3; found = 1; exit } END { if (!found) print "?" }'
 }
 
+# rps_run NAME CONNS REP : one measured wrk run against proxy NAME (whose pids are PID[NAME] in
+# bench_rps); records its req/s, p50, p99 and CPU per request, and its row of the runs table.
+rps_run() {
+    local name=$1 c=$2 rep=$3 before cost cpu
+    before=$(proc_counters "${PID[$name]}")
+    run_wrk "$name" "$c" "$DURATION" "rep$rep"
+    cost=$(run_cost "$before" "$(proc_counters "${PID[$name]}")" "$LAST_REQUESTS")
+    cpu=$(cpu_total "$cost")
+    RUN_RPS[$name:$c]+="$LAST_RPS "
+    RUN_P99[$name:$c]+="$LAST_P99_US "
+    RUN_P50[$name:$c]+="$LAST_P50_US "
+    if [[ $cpu != - ]]; then RUN_CPU[$name:$c]+="$cpu "; fi
+    RUN_LINES+=("| $c | $rep | $name | $(fmt_int "$LAST_RPS") | $(fmt_ms "$LAST_P50_US") | $(fmt_ms "$LAST_P99_US") $(cost_columns "$cost") $LAST_ERRORS |")
+}
+
+median_of() { # ARRAY KEY -> median of the space-separated numbers in ARRAY[KEY], or - if none
+    local -n values=$1
+    # shellcheck disable=SC2086 # word-splitting the space-separated list is intended
+    if [[ -n ${values[$2]:-} ]]; then median ${values[$2]}; else echo -; fi
+}
+
+lower() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-") print b; else if (b == "-" || a + 0 <= b + 0) print a; else print b }'; } # A B -> the lower, ignoring -
+
+# summary_table : per connection count, the one-worker (or one-thread) proxies side by side:
+# gatehouse-1w, nginx, haproxy. req/s and CPU per request relative to nginx, p99 relative to the
+# better of nginx and HAProxy, peak RSS.
+summary_table() {
+    local c name shown=() n_rps n_cpu best rps p99 cpu rss
+    for name in gatehouse-1w nginx haproxy; do if has_proxy "$name"; then shown+=("$name"); fi; done
+    ((${#shown[@]} > 0)) || return 0
+    echo "One worker or thread each: req/s and CPU per request (user + system, median over the runs) relative to nginx;"
+    echo "p99 relative to the best peer (the lower median p99 of nginx and haproxy); peak RSS sampled during that count's runs."
+    echo
+    echo "| conns | proxy | req/s / nginx | p99 / best peer | CPU µs/req | CPU / nginx | peak RSS MiB |"
+    echo "|---:|---|---:|---:|---:|---:|---:|"
+    for c in "${CONN_LIST[@]}"; do
+        n_rps=$(median_of RUN_RPS "nginx:$c")
+        n_cpu=$(median_of RUN_CPU "nginx:$c")
+        best=$(lower "$(median_of RUN_P99 "nginx:$c")" "$(median_of RUN_P99 "haproxy:$c")")
+        for name in "${shown[@]}"; do
+            rps=$(median_of RUN_RPS "$name:$c")
+            p99=$(median_of RUN_P99 "$name:$c")
+            cpu=$(median_of RUN_CPU "$name:$c")
+            rss=$(mib "${RSS_PEAK[$name:$c]}")
+            printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$c" "$name" "$(ratio "$rps" "$n_rps")" \
+                "$(ratio "$p99" "$best")" "$cpu" "$(ratio "$cpu" "$n_cpu")" "$rss"
+        done
+    done
+    echo
+}
+
 bench_rps() {
-    local origin_port proxy_port gh_port c rep name tag origin_pid proxy_pid proxy_worker gh_pid
+    local origin_port proxy_port gh_port c rep name origin_pid proxy_pid proxy_worker gh_pid
     local origin_worker before cost
     local gh1_port nw_port ha_port ha_h2c_port
     read -r origin_port proxy_port gh_port gh1_port nw_port ha_port ha_h2c_port <<<"$(free_ports 7)"
@@ -601,22 +665,15 @@ bench_rps() {
             log "reference: origin directly, $c connections, ${DURATION}s"
             before=$(proc_counters "$origin_worker")
             run_wrk origin "$c" "$DURATION" ref
-            cost=$(cost_columns "$before" "$(proc_counters "$origin_worker")" "$LAST_REQUESTS")
-            RUN_LINES+=("| $c | ref | origin (no proxy) | $(fmt_int "$LAST_RPS") | $(fmt_ms "$LAST_P50_US") | $(fmt_ms "$LAST_P99_US") $cost $LAST_ERRORS |")
+            cost=$(run_cost "$before" "$(proc_counters "$origin_worker")" "$LAST_REQUESTS")
+            RUN_LINES+=("| $c | ref | origin (no proxy) | $(fmt_int "$LAST_RPS") | $(fmt_ms "$LAST_P50_US") | $(fmt_ms "$LAST_P99_US") $(cost_columns "$cost") $LAST_ERRORS |")
         fi
         for ((rep = 1; rep <= REPS; rep++)); do
             alternate_order "$rep" "${PROXIES[@]}"
             for name in "${ORDER[@]}"; do
                 n=$((n + 1))
-                tag="rep$rep"
                 log "[$n/$total] $name, $c connections, rep $rep/$REPS, ${DURATION}s"
-                before=$(proc_counters "${PID[$name]}")
-                run_wrk "$name" "$c" "$DURATION" "$tag"
-                cost=$(cost_columns "$before" "$(proc_counters "${PID[$name]}")" "$LAST_REQUESTS")
-                RUN_RPS[$name:$c]+="$LAST_RPS "
-                RUN_P99[$name:$c]+="$LAST_P99_US "
-                RUN_P50[$name:$c]+="$LAST_P50_US "
-                RUN_LINES+=("| $c | $rep | $name | $(fmt_int "$LAST_RPS") | $(fmt_ms "$LAST_P50_US") | $(fmt_ms "$LAST_P99_US") $cost $LAST_ERRORS |")
+                rps_run "$name" "$c" "$rep"
                 log "    $(fmt_int "$LAST_RPS") req/s, p99 $(fmt_ms "$LAST_P99_US") ms, errors: $LAST_ERRORS"
             done
         done
@@ -697,6 +754,7 @@ bench_rps() {
             echo "| $name$([[ $name == nginx* ]] && echo ' (workers)') | $(mib "${RSS_IDLE[$name]}") | $(mib "${HWM[$name]}") |"
         done
         echo
+        summary_table
         runs_table "All runs (\"ref\" = wrk straight against the origin, no proxy: the ceiling of this setup; CPU and preemptions are the origin's then). CPU µs/req is user + system time of the proxy process (nginx: its workers; HAProxy: its one process) per request; preempted/1k is how many times per 1000 requests the scheduler took the CPU from one of its threads while it still had work (involuntary context switches)." \
             "| conns | rep | target | req/s | p50 ms | p99 ms | CPU µs/req | preempted/1k | wrk errors |" "|---:|---|---|---:|---:|---:|---:|---:|---|"
     } >"$report"
