@@ -393,7 +393,7 @@ field() { # LINE KEY -> value of KEY=value in a BENCH line
     echo ""
 }
 
-declare -A URL WRK_HEADER RUN_RPS RUN_P99 RUN_P50 RSS_PEAK RUN_CPU
+declare -A URL WRK_HEADER RUN_RPS RUN_P99 RUN_P50 RSS_PEAK RUN_CPU LISTEN_OVERFLOWS
 RUN_LINES=()
 ERRORS_SEEN=0
 
@@ -473,6 +473,12 @@ cpu_total() { # "USER SYSTEM PREEMPTED" (run_cost) -> user + system µs per requ
     awk -v u="$u" -v s="$s" 'BEGIN { if (u == "-") print "-"; else printf "%.1f", u + s }'
 }
 
+# listen_overflows -> the kernel's count of connections dropped because a listen queue was full
+# (TcpExtListenOverflows, for every socket of this network namespace); 0 if it cannot be read.
+listen_overflows() {
+    awk '$1 == "TcpExt:" { if (!k) { for (i = 2; i <= NF; i++) if ($i == "ListenOverflows") k = i; next } print $k + 0; found = 1; exit }
+         END { if (!found) print 0 }' /proc/net/netstat 2>/dev/null || echo 0
+}
 
 fmt_ms() { awk -v us="$1" 'BEGIN { if (us == "-") print "-"; else printf "%.2f", us / 1000 }'; }
 fmt_int() { awk -v x="$1" 'BEGIN { if (x == "-") print "-"; else printf "%.0f", x }'; }
@@ -536,11 +542,14 @@ listen_backlog() {
 }
 
 # rps_run NAME CONNS REP : one measured wrk run against proxy NAME (whose pids are PID[NAME] in
-# bench_rps); records its req/s, p50, p99 and CPU per request, and its row of the runs table.
+# bench_rps); records its req/s, p50, p99, CPU per request and listen-queue overflows, and its
+# row of the runs table.
 rps_run() {
-    local name=$1 c=$2 rep=$3 before cost cpu
+    local name=$1 c=$2 rep=$3 before overflows cost cpu
     before=$(proc_counters "${PID[$name]}")
+    overflows=$(listen_overflows)
     run_wrk "$name" "$c" "$DURATION" "rep$rep"
+    LISTEN_OVERFLOWS[$name:$c]=$((${LISTEN_OVERFLOWS[$name:$c]:-0} + $(listen_overflows) - overflows))
     cost=$(run_cost "$before" "$(proc_counters "${PID[$name]}")" "$LAST_REQUESTS")
     cpu=$(cpu_total "$cost")
     RUN_RPS[$name:$c]+="$LAST_RPS "
@@ -560,7 +569,7 @@ lower() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-") print b; else if (b == 
 
 # summary_table : per connection count, the one-worker (or one-thread) proxies side by side:
 # gatehouse-1w, nginx, haproxy. req/s and CPU per request relative to nginx, p99 relative to the
-# better of nginx and HAProxy, peak RSS.
+# better of nginx and HAProxy, peak RSS; then the listen-queue overflows during every proxy's runs.
 summary_table() {
     local c name shown=() n_rps n_cpu best rps p99 cpu rss
     for name in gatehouse-1w nginx haproxy; do if has_proxy "$name"; then shown+=("$name"); fi; done
@@ -582,6 +591,14 @@ summary_table() {
             printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$c" "$name" "$(ratio "$rps" "$n_rps")" \
                 "$(ratio "$p99" "$best")" "$cpu" "$(ratio "$cpu" "$n_cpu")" "$rss"
         done
+    done
+    echo
+    echo "Listen-queue overflows during each proxy's measured runs (kernel counter TcpExtListenOverflows, all"
+    echo "sockets on the machine; above 0: connects waited for SYN retransmits, see the backlogs in the header):"
+    for c in "${CONN_LIST[@]}"; do
+        printf -- '- %s connections:' "$c"
+        for name in "${PROXIES[@]}"; do printf ' %s %s' "$name" "${LISTEN_OVERFLOWS[$name:$c]:-0}"; done
+        echo
     done
     echo
 }
