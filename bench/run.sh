@@ -253,12 +253,15 @@ start_nginx() {
     start_server "$name" "$NGINX" -p "$TMP" -c "$TMP/$name.conf" ${global[@]+"${global[@]}"}
 }
 
+# HAProxy reserves two descriptors per connection it admits: its maxconn is half the open files.
+haproxy_maxconn() { echo $((($(ulimit -n) - 20) / 2)); }
+
 # start_haproxy NAME PORT H2C_PORT ORIGIN_PORT : HAProxy (one thread) in the foreground; sets
 # SERVER_PID.
 start_haproxy() {
     local name=$1 port=$2 h2c_port=$3 origin_port=$4
     render "$BENCH_DIR/haproxy-proxy.cfg.tmpl" "$TMP/$name.cfg" "DIR=$TMP" "NAME=$name" \
-        "PORT=$port" "H2C_PORT=$h2c_port" "ORIGIN_PORT=$origin_port" "MAXCONN=$((($(ulimit -n) - 20) / 2))"
+        "PORT=$port" "H2C_PORT=$h2c_port" "ORIGIN_PORT=$origin_port" "MAXCONN=$(haproxy_maxconn)"
     "$HAPROXY" -c -q -f "$TMP/$name.cfg" >"$TMP/$name-check.log" 2>&1 ||
         { cat "$TMP/$name-check.log" >&2; die "haproxy rejected $name.cfg"; }
     start_server "$name" "$HAPROXY" -db -f "$TMP/$name.cfg"
@@ -511,8 +514,11 @@ alternate_order() {
 # PROXY_WORKER_CONNECTIONS and ORIGIN_WORKER_CONNECTIONS); dies if the open-file limits cannot
 # hold them.
 rps_limits() {
-    local c=$1 fds
-    fds=$(ulimit -n)
+    local c=$1 most
+    most=$(((16384 - 512) / 2)) # nginx's worker_rlimit_nofile (both templates), 2 per connection
+    if (($(ulimit -n) - 64 < most)); then most=$(($(ulimit -n) - 64)); fi # wrk: 1 per connection
+    # HAProxy: each client connection, and up to 1024 connections to the origin
+    if has_proxy haproxy && (($(haproxy_maxconn) - 1024 < most)); then most=$(($(haproxy_maxconn) - 1024)); fi
     # An nginx proxy holds a client and an upstream connection per request in flight, plus its
     # idle upstream pool and listeners. The 8192 the template had is kept while it is enough
     # (up to 3840 connections): nginx allocates the table up front and it counts in its RSS.
@@ -520,10 +526,7 @@ rps_limits() {
     # The origin: the busy proxy's upstream connections plus the idle ones the others keep
     # pooled (gatehouse up to 1024 per worker, nginx 512 per worker, HAProxy up to 1024).
     ORIGIN_WORKER_CONNECTIONS=$((c + 6144 > 8192 ? c + 6144 : 8192))
-    # Both nginx templates set worker_rlimit_nofile 16384; wrk needs one descriptor per connection.
-    if ((PROXY_WORKER_CONNECTIONS > 16384 || ORIGIN_WORKER_CONNECTIONS > 16384 || c + 64 > fds)); then
-        die "$c connections need more open files than nginx's worker_rlimit_nofile (16384) or this shell ($fds) allow: use at most $(((16384 - 512) / 2))"
-    fi
+    ((c <= most)) || die "CONNS=$c needs more open files than nginx's worker_rlimit_nofile (16384), HAProxy's maxconn or this shell ($(ulimit -n)) allow: at most $most"
     local somaxconn
     somaxconn=$(sysctl_value net/core/somaxconn)
     if [[ $somaxconn != "?" ]] && ((somaxconn < c)); then
