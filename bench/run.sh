@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # gatehouse benchmark. See bench/README.md.
 #
-#   bench/run.sh            req/s, p99 and RSS: gatehouse vs nginx proxying the same origin
+#   bench/run.sh            req/s, p99 and RSS: gatehouse vs nginx (and HAProxy) proxying the same origin
 #   bench/run.sh stream     1 GiB upload and download through gatehouse: throughput, peak RSS
 #   bench/run.sh reload     p99 and errors under load while a routes file is rewritten every second
 #   bench/run.sh auth       req/s and p99 of a plain route vs HS256+RBAC and RS256 JWT routes
@@ -13,15 +13,22 @@
 # Environment (req/s mode):
 #   REPS=3          repetitions per proxy and connection count (medians are reported)
 #   DURATION=10     seconds per wrk run
-#   CONNS="64 256"  connection counts
+#   CONNS="64 256"  connection counts. Up to 7936 (nginx's worker_rlimit_nofile 16384, two
+#                   descriptors per connection); e.g. CONNS=4096 needs an open-file limit of a few
+#                   thousand above it (the script raises the soft limit to the hard one, at most
+#                   65536). nginx's worker_connections grow with the largest count above 3840;
+#                   net.core.somaxconn is printed, not changed.
 #   WARMUP=3        seconds of the warm-up run against each server (0 skips it)
-#   ONLY=           gatehouse | nginx: benchmark only one of the two proxies
+#   ONLY=           gatehouse | nginx | haproxy: benchmark only that proxy (with its variant:
+#                   gatehouse-1w for gatehouse, nginx-2w for nginx)
 #   ORIGIN_REF=1    0 skips the one informational run straight against the origin per count
 #   ONE_WORKER=1    also runs a second gatehouse with server.workers: 1 ("gatehouse-1w"), the
 #                   like-for-like match for nginx's single worker, in the same rounds (0: not)
 #   NGINX_PER_CORE=1  also runs a second nginx with one worker per core ("nginx-2w" on 2 cores),
 #                   the like-for-like match for gatehouse's default workers, in the same rounds
 #                   (0: not)
+#   HAPROXY_PEER=1  also runs HAProxy (one thread, bench/haproxy-proxy.cfg.tmpl) in the same
+#                   rounds, reported against gatehouse-1w and in the one-worker summary (0: not)
 # Environment (stream mode):
 #   STREAM_REPS=3   runs of each 1 GiB transfer (median reported)
 # Environment (reload mode; REPS, DURATION and WARMUP as above, CONNS defaults to 64):
