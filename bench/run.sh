@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # gatehouse benchmark. See bench/README.md.
 #
-#   bench/run.sh            req/s, p99 and RSS: gatehouse vs nginx proxying the same origin
+#   bench/run.sh            req/s, p99 and RSS: gatehouse vs nginx (and HAProxy) proxying the same origin
 #   bench/run.sh stream     1 GiB upload and download through gatehouse: throughput, peak RSS
 #   bench/run.sh reload     p99 and errors under load while a routes file is rewritten every second
 #   bench/run.sh auth       req/s and p99 of a plain route vs HS256+RBAC and RS256 JWT routes
@@ -13,15 +13,22 @@
 # Environment (req/s mode):
 #   REPS=3          repetitions per proxy and connection count (medians are reported)
 #   DURATION=10     seconds per wrk run
-#   CONNS="64 256"  connection counts
+#   CONNS="64 256"  connection counts. Up to 7936 (nginx's worker_rlimit_nofile 16384, two
+#                   descriptors per connection); e.g. CONNS=4096 needs an open-file limit of a few
+#                   thousand above it (the script raises the soft limit to the hard one, at most
+#                   65536). nginx's worker_connections grow with the largest count above 3840;
+#                   net.core.somaxconn is printed, not changed.
 #   WARMUP=3        seconds of the warm-up run against each server (0 skips it)
-#   ONLY=           gatehouse | nginx: benchmark only one of the two proxies
+#   ONLY=           gatehouse | nginx | haproxy: benchmark only that proxy (with its variant:
+#                   gatehouse-1w for gatehouse, nginx-2w for nginx)
 #   ORIGIN_REF=1    0 skips the one informational run straight against the origin per count
 #   ONE_WORKER=1    also runs a second gatehouse with server.workers: 1 ("gatehouse-1w"), the
 #                   like-for-like match for nginx's single worker, in the same rounds (0: not)
 #   NGINX_PER_CORE=1  also runs a second nginx with one worker per core ("nginx-2w" on 2 cores),
 #                   the like-for-like match for gatehouse's default workers, in the same rounds
 #                   (0: not)
+#   HAPROXY_PEER=1  also runs HAProxy (one thread, bench/haproxy-proxy.cfg.tmpl) in the same
+#                   rounds, reported against gatehouse-1w and in the one-worker summary (0: not)
 # Environment (stream mode):
 #   STREAM_REPS=3   runs of each 1 GiB transfer (median reported)
 # Environment (reload mode; REPS, DURATION and WARMUP as above, CONNS defaults to 64):
@@ -61,6 +68,7 @@ ORIGIN_REF=${ORIGIN_REF:-1}
 ONE_WORKER=${ONE_WORKER:-1}
 NGINX_PER_CORE=${NGINX_PER_CORE:-1}
 NGINX_NW=nginx-$(nproc)w # name of the one-worker-per-core nginx in reports
+HAPROXY_PEER=${HAPROXY_PEER:-1}
 STREAM_REPS=${STREAM_REPS:-3}
 RELOAD_INTERVAL=${RELOAD_INTERVAL:-1}
 NO_BUILD=${NO_BUILD:-0}
@@ -76,7 +84,7 @@ WRK_THREADS=1
 
 # The exact command line, with the settings that came from the environment.
 CMDLINE=""
-for var in REPS DURATION CONNS WARMUP ONLY ORIGIN_REF ONE_WORKER NGINX_PER_CORE STREAM_REPS RELOAD_INTERVAL NO_BUILD KEEP_TMP IDLE_CONNS IDLE_PROTOS IDLE_SETTLE GATEHOUSE_WORKERS; do
+for var in REPS DURATION CONNS WARMUP ONLY ORIGIN_REF ONE_WORKER NGINX_PER_CORE HAPROXY_PEER STREAM_REPS RELOAD_INTERVAL NO_BUILD KEEP_TMP IDLE_CONNS IDLE_PROTOS IDLE_SETTLE GATEHOUSE_WORKERS; do
     if [[ -n ${!var+x} ]] && printenv "$var" >/dev/null; then
         CMDLINE+="$var=$(printf '%q' "${!var}") "
     fi
@@ -112,16 +120,21 @@ for c in "${CONN_LIST[@]}"; do
 done
 case $ONLY in
     "") PROXIES=(gatehouse nginx) ;;
-    gatehouse | nginx) PROXIES=("$ONLY") ;;
-    *) die "ONLY must be 'gatehouse' or 'nginx', got '$ONLY'" ;;
+    gatehouse | nginx | haproxy) PROXIES=("$ONLY") ;;
+    *) die "ONLY must be 'gatehouse', 'nginx' or 'haproxy', got '$ONLY'" ;;
 esac
-if [[ $ONE_WORKER == 1 && $ONLY != nginx ]]; then PROXIES+=(gatehouse-1w); fi
-if [[ $NGINX_PER_CORE == 1 && $ONLY != gatehouse ]]; then PROXIES+=("$NGINX_NW"); fi
+if [[ $ONE_WORKER == 1 && ($ONLY == "" || $ONLY == gatehouse) ]]; then PROXIES+=(gatehouse-1w); fi
+if [[ $NGINX_PER_CORE == 1 && ($ONLY == "" || $ONLY == nginx) ]]; then PROXIES+=("$NGINX_NW"); fi
+if [[ $HAPROXY_PEER == 1 && $ONLY == "" ]]; then PROXIES+=(haproxy); fi
+has_proxy() { [[ " ${PROXIES[*]} " == *" $1 "* ]]; } # NAME -> 0 if the req/s mode measures NAME
 
 [[ -x $NGINX ]] || die "nginx not found at $NGINX (set NGINX=...)"
 command -v "$WRK" >/dev/null || die "wrk not found (set WRK=...)"
 command -v curl >/dev/null || die "curl not found"
 command -v python3 >/dev/null || die "python3 not found"
+if [[ $MODE == rps ]] && has_proxy haproxy; then
+    command -v "$HAPROXY" >/dev/null || die "haproxy not found at $HAPROXY (set HAPROXY=..., or HAPROXY_PEER=0 to leave it out)"
+fi
 if [[ $MODE == auth ]]; then command -v openssl >/dev/null || die "openssl not found"; fi
 if [[ $MODE == instr ]]; then
     command -v valgrind >/dev/null || die "valgrind not found (apt-get install valgrind)"
@@ -247,12 +260,15 @@ start_nginx() {
     start_server "$name" "$NGINX" -p "$TMP" -c "$TMP/$name.conf" ${global[@]+"${global[@]}"}
 }
 
+# HAProxy reserves two descriptors per connection it admits: its maxconn is half the open files.
+haproxy_maxconn() { echo $((($(ulimit -n) - 20) / 2)); }
+
 # start_haproxy NAME PORT H2C_PORT ORIGIN_PORT : HAProxy (one thread) in the foreground; sets
 # SERVER_PID.
 start_haproxy() {
     local name=$1 port=$2 h2c_port=$3 origin_port=$4
     render "$BENCH_DIR/haproxy-proxy.cfg.tmpl" "$TMP/$name.cfg" "DIR=$TMP" "NAME=$name" \
-        "PORT=$port" "H2C_PORT=$h2c_port" "ORIGIN_PORT=$origin_port" "MAXCONN=$((($(ulimit -n) - 20) / 2))"
+        "PORT=$port" "H2C_PORT=$h2c_port" "ORIGIN_PORT=$origin_port" "MAXCONN=$(haproxy_maxconn)"
     "$HAPROXY" -c -q -f "$TMP/$name.cfg" >"$TMP/$name-check.log" 2>&1 ||
         { cat "$TMP/$name-check.log" >&2; die "haproxy rejected $name.cfg"; }
     start_server "$name" "$HAPROXY" -db -f "$TMP/$name.cfg"
@@ -387,7 +403,7 @@ field() { # LINE KEY -> value of KEY=value in a BENCH line
     echo ""
 }
 
-declare -A URL WRK_HEADER RUN_RPS RUN_P99 RUN_P50 RSS_PEAK
+declare -A URL WRK_HEADER RUN_RPS RUN_P99 RUN_P50 RSS_PEAK RUN_CPU LISTEN_OVERFLOWS
 RUN_LINES=()
 ERRORS_SEEN=0
 
@@ -442,22 +458,41 @@ proc_counters() {
     echo "$u $s $n"
 }
 
-# cost_columns BEFORE AFTER REQUESTS -> "| CPU us/req | preempted/1k |" for one run: the
-# process's user+system CPU per request, and how often the scheduler took a CPU from one of its
-# threads while it could still run (involuntary context switches) per 1000 requests.
-cost_columns() {
+# run_cost BEFORE AFTER REQUESTS -> "USER SYSTEM PREEMPTED" for one run: the process's user and
+# system CPU µs per request, and how often the scheduler took a CPU from one of its threads while
+# it could still run (involuntary context switches) per 1000 requests; "- - -" without requests.
+run_cost() {
     local u0 s0 n0 u1 s1 n1 hz
     read -r u0 s0 n0 <<<"$1"
     read -r u1 s1 n1 <<<"$2"
     hz=$(getconf CLK_TCK)
     awk -v u="$((u1 - u0))" -v s="$((s1 - s0))" -v n="$((n1 - n0))" -v r="$3" -v hz="$hz" 'BEGIN {
-        if (r <= 0) { print "| - | - |"; exit }
-        printf "| %.1f + %.1f | %.0f |", u * 1e6 / hz / r, s * 1e6 / hz / r, n * 1000 / r }'
+        if (r <= 0) { print "- - -"; exit }
+        printf "%.1f %.1f %.0f", u * 1e6 / hz / r, s * 1e6 / hz / r, n * 1000 / r }'
+}
+
+cost_columns() { # "USER SYSTEM PREEMPTED" (run_cost) -> "| CPU us/req | preempted/1k |"
+    local u s n
+    read -r u s n <<<"$1"
+    if [[ $u == - ]]; then echo "| - | - |"; else echo "| $u + $s | $n |"; fi
+}
+
+cpu_total() { # "USER SYSTEM PREEMPTED" (run_cost) -> user + system µs per request, or -
+    local u s _
+    read -r u s _ <<<"$1"
+    awk -v u="$u" -v s="$s" 'BEGIN { if (u == "-") print "-"; else printf "%.1f", u + s }'
+}
+
+# listen_overflows -> the kernel's count of connections dropped because a listen queue was full
+# (TcpExtListenOverflows, for every socket of this network namespace); 0 if it cannot be read.
+listen_overflows() {
+    awk '$1 == "TcpExt:" { if (!k) { for (i = 2; i <= NF; i++) if ($i == "ListenOverflows") k = i; next } print $k + 0; found = 1; exit }
+         END { if (!found) print 0 }' /proc/net/netstat 2>/dev/null || echo 0
 }
 
 fmt_ms() { awk -v us="$1" 'BEGIN { if (us == "-") print "-"; else printf "%.2f", us / 1000 }'; }
 fmt_int() { awk -v x="$1" 'BEGIN { if (x == "-") print "-"; else printf "%.0f", x }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "-" && b != "-" && b > 0) printf "%.2f", a / b; else print "-" }'; }
 
 # verdict for one metric: RATIO HIGHER_IS_BETTER(1|0)
 verdict() {
@@ -482,37 +517,136 @@ alternate_order() {
     fi
 }
 
-bench_rps() {
-    local origin_port proxy_port gh_port c rep name tag origin_pid proxy_pid proxy_worker gh_pid
-    local origin_worker before cost
-    local gh1_port nw_port
-    read -r origin_port proxy_port gh_port gh1_port nw_port <<<"$(free_ports 5)"
+# rps_limits MAX_CONNS : sizes nginx's connection tables for MAX_CONNS client connections (sets
+# PROXY_WORKER_CONNECTIONS and ORIGIN_WORKER_CONNECTIONS); dies if the open-file limits cannot
+# hold them.
+rps_limits() {
+    local c=$1 most
+    most=$(((16384 - 512) / 2)) # nginx's worker_rlimit_nofile (both templates), 2 per connection
+    if (($(ulimit -n) - 64 < most)); then most=$(($(ulimit -n) - 64)); fi # wrk: 1 per connection
+    # HAProxy: each client connection, and up to 1024 connections to the origin
+    if has_proxy haproxy && (($(haproxy_maxconn) - 1024 < most)); then most=$(($(haproxy_maxconn) - 1024)); fi
+    # An nginx proxy holds a client and an upstream connection per request in flight, plus its
+    # idle upstream pool and listeners. The 8192 the template had is kept while it is enough
+    # (up to 3840 connections): nginx allocates the table up front and it counts in its RSS.
+    PROXY_WORKER_CONNECTIONS=$((2 * c + 512 > 8192 ? 2 * c + 512 : 8192))
+    # The origin: the busy proxy's upstream connections plus the idle ones the others keep
+    # pooled (gatehouse up to 1024 per worker, nginx 512 per worker, HAProxy up to 1024).
+    ORIGIN_WORKER_CONNECTIONS=$((c + 6144 > 8192 ? c + 6144 : 8192))
+    ((c <= most)) || die "CONNS=$c needs more open files than nginx's worker_rlimit_nofile (16384), HAProxy's maxconn or this shell ($(ulimit -n)) allow: at most $most"
+    local somaxconn
+    somaxconn=$(sysctl_value net/core/somaxconn)
+    if [[ $somaxconn != "?" ]] && ((somaxconn < c)); then
+        log "note: net.core.somaxconn is $somaxconn, below $c connections: a burst of connects can overflow the listen queues (SYN retries)"
+    fi
+}
 
-    log "starting the origin (nginx, 1 worker) on 127.0.0.1:$origin_port"
-    start_nginx origin "$BENCH_DIR/nginx-origin.conf.tmpl" "$origin_port"
+sysctl_value() { cat "/proc/sys/$1" 2>/dev/null || echo "?"; } # KEY (net/core/somaxconn) -> value
+
+# listen_backlog URL -> the accept-queue size of the socket listening at URL's port, as the
+# kernel has it (what the server asked for, capped at net.core.somaxconn), from ss; "?" without ss.
+listen_backlog() {
+    local port=${1##*:}
+    port=${port%/}
+    ss -ltnH "sport = :$port" 2>/dev/null | awk '{ print $3; found = 1; exit } END { if (!found) print "?" }'
+}
+
+# rps_run NAME CONNS REP : one measured wrk run against proxy NAME (whose pids are PID[NAME] in
+# bench_rps); records its req/s, p50, p99, CPU per request and listen-queue overflows, and its
+# row of the runs table.
+rps_run() {
+    local name=$1 c=$2 rep=$3 before overflows cost cpu
+    before=$(proc_counters "${PID[$name]}")
+    overflows=$(listen_overflows)
+    run_wrk "$name" "$c" "$DURATION" "rep$rep"
+    LISTEN_OVERFLOWS[$name:$c]=$((${LISTEN_OVERFLOWS[$name:$c]:-0} + $(listen_overflows) - overflows))
+    cost=$(run_cost "$before" "$(proc_counters "${PID[$name]}")" "$LAST_REQUESTS")
+    cpu=$(cpu_total "$cost")
+    RUN_RPS[$name:$c]+="$LAST_RPS "
+    RUN_P99[$name:$c]+="$LAST_P99_US "
+    RUN_P50[$name:$c]+="$LAST_P50_US "
+    if [[ $cpu != - ]]; then RUN_CPU[$name:$c]+="$cpu "; fi
+    RUN_LINES+=("| $c | $rep | $name | $(fmt_int "$LAST_RPS") | $(fmt_ms "$LAST_P50_US") | $(fmt_ms "$LAST_P99_US") $(cost_columns "$cost") $LAST_ERRORS |")
+}
+
+median_of() { # ARRAY KEY -> median of the space-separated numbers in ARRAY[KEY], or - if none
+    local -n values=$1
+    # shellcheck disable=SC2086 # word-splitting the space-separated list is intended
+    if [[ -n ${values[$2]:-} ]]; then median ${values[$2]}; else echo -; fi
+}
+
+lower() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-") print b; else if (b == "-" || a + 0 <= b + 0) print a; else print b }'; } # A B -> the lower, ignoring -
+
+# summary_table : per connection count, the one-worker (or one-thread) proxies side by side:
+# gatehouse-1w, nginx, haproxy. req/s and CPU per request relative to nginx, p99 relative to the
+# better of nginx and HAProxy, peak RSS; then the listen-queue overflows during every proxy's runs.
+summary_table() {
+    local c name shown=() n_rps n_cpu best rps p99 cpu rss
+    for name in gatehouse-1w nginx haproxy; do if has_proxy "$name"; then shown+=("$name"); fi; done
+    ((${#shown[@]} > 0)) || return 0
+    echo "One worker or thread each: req/s and CPU per request (user + system, median over the runs) relative to nginx;"
+    echo "p99 relative to the best peer (the lower median p99 of nginx and haproxy); peak RSS sampled during that count's runs."
+    echo
+    echo "| conns | proxy | req/s / nginx | p99 / best peer | CPU µs/req | CPU / nginx | peak RSS MiB |"
+    echo "|---:|---|---:|---:|---:|---:|---:|"
+    for c in "${CONN_LIST[@]}"; do
+        n_rps=$(median_of RUN_RPS "nginx:$c")
+        n_cpu=$(median_of RUN_CPU "nginx:$c")
+        best=$(lower "$(median_of RUN_P99 "nginx:$c")" "$(median_of RUN_P99 "haproxy:$c")")
+        for name in "${shown[@]}"; do
+            rps=$(median_of RUN_RPS "$name:$c")
+            p99=$(median_of RUN_P99 "$name:$c")
+            cpu=$(median_of RUN_CPU "$name:$c")
+            rss=$(mib "${RSS_PEAK[$name:$c]}")
+            printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$c" "$name" "$(ratio "$rps" "$n_rps")" \
+                "$(ratio "$p99" "$best")" "$cpu" "$(ratio "$cpu" "$n_cpu")" "$rss"
+        done
+    done
+    echo
+    echo "Listen-queue overflows during each proxy's measured runs (kernel counter TcpExtListenOverflows, all"
+    echo "sockets on the machine; above 0: connects waited for SYN retransmits, see the backlogs in the header):"
+    for c in "${CONN_LIST[@]}"; do
+        printf -- '- %s connections:' "$c"
+        for name in "${PROXIES[@]}"; do printf ' %s %s' "$name" "${LISTEN_OVERFLOWS[$name:$c]:-0}"; done
+        echo
+    done
+    echo
+}
+
+bench_rps() {
+    local origin_port proxy_port gh_port c rep name origin_pid proxy_pid proxy_worker gh_pid
+    local origin_worker before cost
+    local gh1_port nw_port ha_port ha_h2c_port
+    read -r origin_port proxy_port gh_port gh1_port nw_port ha_port ha_h2c_port <<<"$(free_ports 7)"
+    local max_c=0
+    for c in "${CONN_LIST[@]}"; do if ((c > max_c)); then max_c=$c; fi; done
+    rps_limits "$max_c"
+
+    log "starting the origin (nginx, 1 worker, worker_connections $ORIGIN_WORKER_CONNECTIONS) on 127.0.0.1:$origin_port"
+    WORKER_CONNECTIONS=$ORIGIN_WORKER_CONNECTIONS start_nginx origin "$BENCH_DIR/nginx-origin.conf.tmpl" "$origin_port"
     origin_pid=$SERVER_PID
     URL[origin]="http://127.0.0.1:$origin_port/"
     wait_http origin "$origin_pid" "${URL[origin]}" 200
     origin_worker=$(nginx_worker "$origin_pid")
 
     declare -A PID
-    if [[ " ${PROXIES[*]} " == *" nginx "* ]]; then
-        log "starting nginx as reverse proxy (1 worker, upstream keepalive 512) on 127.0.0.1:$proxy_port"
-        start_nginx proxy "$BENCH_DIR/nginx-proxy.conf.tmpl" "$proxy_port" "ORIGIN_PORT=$origin_port" NAME=proxy WORKERS=1
+    if has_proxy nginx; then
+        log "starting nginx as reverse proxy (1 worker, upstream keepalive 512, worker_connections $PROXY_WORKER_CONNECTIONS) on 127.0.0.1:$proxy_port"
+        WORKER_CONNECTIONS=$PROXY_WORKER_CONNECTIONS start_nginx proxy "$BENCH_DIR/nginx-proxy.conf.tmpl" "$proxy_port" "ORIGIN_PORT=$origin_port" NAME=proxy WORKERS=1
         proxy_pid=$SERVER_PID
         URL[nginx]="http://127.0.0.1:$proxy_port/"
         wait_http nginx-proxy "$proxy_pid" "${URL[nginx]}" 200
         proxy_worker=$(nginx_worker "$proxy_pid")
         PID[nginx]=$proxy_worker
     fi
-    if [[ " ${PROXIES[*]} " == *" $NGINX_NW "* ]]; then
+    if has_proxy "$NGINX_NW"; then
         log "starting $NGINX_NW (nginx, one worker per core, upstream keepalive 512) on 127.0.0.1:$nw_port"
-        start_nginx "$NGINX_NW" "$BENCH_DIR/nginx-proxy.conf.tmpl" "$nw_port" "ORIGIN_PORT=$origin_port" "NAME=$NGINX_NW" WORKERS=auto
+        WORKER_CONNECTIONS=$PROXY_WORKER_CONNECTIONS start_nginx "$NGINX_NW" "$BENCH_DIR/nginx-proxy.conf.tmpl" "$nw_port" "ORIGIN_PORT=$origin_port" "NAME=$NGINX_NW" WORKERS=auto
         URL[$NGINX_NW]="http://127.0.0.1:$nw_port/"
         wait_http "$NGINX_NW" "$SERVER_PID" "${URL[$NGINX_NW]}" 200
         PID[$NGINX_NW]=$(nginx_worker "$SERVER_PID" "$(nproc)")
     fi
-    if [[ " ${PROXIES[*]} " == *" gatehouse "* ]]; then
+    if has_proxy gatehouse; then
         log "starting gatehouse on 127.0.0.1:$gh_port"
         start_gatehouse "$BENCH_DIR/gatehouse.yaml.tmpl" "$gh_port" "ORIGIN_PORT=$origin_port"
         gh_pid=$SERVER_PID
@@ -520,14 +654,21 @@ bench_rps() {
         wait_http gatehouse "$gh_pid" "${URL[gatehouse]}" 200
         PID[gatehouse]=$gh_pid
     fi
-    if [[ " ${PROXIES[*]} " == *" gatehouse-1w "* ]]; then
+    if has_proxy gatehouse-1w; then
         log "starting gatehouse-1w (server.workers: 1) on 127.0.0.1:$gh1_port"
         GH_NAME=gatehouse-1w GATEHOUSE_WORKERS=1 start_gatehouse "$BENCH_DIR/gatehouse.yaml.tmpl" "$gh1_port" "ORIGIN_PORT=$origin_port"
         URL[gatehouse-1w]="http://127.0.0.1:$gh1_port/"
         wait_http gatehouse-1w "$SERVER_PID" "${URL[gatehouse-1w]}" 200
         PID[gatehouse-1w]=$SERVER_PID
     fi
-    # Sanity: both proxies return the origin's body.
+    if has_proxy haproxy; then
+        log "starting HAProxy (1 thread, http-reuse always) on 127.0.0.1:$ha_port"
+        start_haproxy haproxy "$ha_port" "$ha_h2c_port" "$origin_port"
+        URL[haproxy]="http://127.0.0.1:$ha_port/"
+        wait_http haproxy "$SERVER_PID" "${URL[haproxy]}" 200
+        PID[haproxy]=$SERVER_PID
+    fi
+    # Sanity: every proxy returns the origin's body.
     for name in "${PROXIES[@]}"; do
         curl -sS --max-time 2 "${URL[$name]}" | grep -q gatehouse-bench-origin ||
             die "$name does not return the origin's response"
@@ -536,8 +677,6 @@ bench_rps() {
     declare -A RSS_IDLE
     for name in "${PROXIES[@]}"; do RSS_IDLE[$name]=$(status_kib "${PID[$name]}" VmRSS); done
 
-    local max_c=0
-    for c in "${CONN_LIST[@]}"; do if ((c > max_c)); then max_c=$c; fi; done
     if ((WARMUP > 0)); then
         for name in origin "${PROXIES[@]}"; do
             log "warm-up: $name, $max_c connections, ${WARMUP}s"
@@ -553,22 +692,15 @@ bench_rps() {
             log "reference: origin directly, $c connections, ${DURATION}s"
             before=$(proc_counters "$origin_worker")
             run_wrk origin "$c" "$DURATION" ref
-            cost=$(cost_columns "$before" "$(proc_counters "$origin_worker")" "$LAST_REQUESTS")
-            RUN_LINES+=("| $c | ref | origin (no proxy) | $(fmt_int "$LAST_RPS") | $(fmt_ms "$LAST_P50_US") | $(fmt_ms "$LAST_P99_US") $cost $LAST_ERRORS |")
+            cost=$(run_cost "$before" "$(proc_counters "$origin_worker")" "$LAST_REQUESTS")
+            RUN_LINES+=("| $c | ref | origin (no proxy) | $(fmt_int "$LAST_RPS") | $(fmt_ms "$LAST_P50_US") | $(fmt_ms "$LAST_P99_US") $(cost_columns "$cost") $LAST_ERRORS |")
         fi
         for ((rep = 1; rep <= REPS; rep++)); do
             alternate_order "$rep" "${PROXIES[@]}"
             for name in "${ORDER[@]}"; do
                 n=$((n + 1))
-                tag="rep$rep"
                 log "[$n/$total] $name, $c connections, rep $rep/$REPS, ${DURATION}s"
-                before=$(proc_counters "${PID[$name]}")
-                run_wrk "$name" "$c" "$DURATION" "$tag"
-                cost=$(cost_columns "$before" "$(proc_counters "${PID[$name]}")" "$LAST_REQUESTS")
-                RUN_RPS[$name:$c]+="$LAST_RPS "
-                RUN_P99[$name:$c]+="$LAST_P99_US "
-                RUN_P50[$name:$c]+="$LAST_P50_US "
-                RUN_LINES+=("| $c | $rep | $name | $(fmt_int "$LAST_RPS") | $(fmt_ms "$LAST_P50_US") | $(fmt_ms "$LAST_P99_US") $cost $LAST_ERRORS |")
+                rps_run "$name" "$c" "$rep"
                 log "    $(fmt_int "$LAST_RPS") req/s, p99 $(fmt_ms "$LAST_P99_US") ms, errors: $LAST_ERRORS"
             done
         done
@@ -587,26 +719,34 @@ bench_rps() {
         echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
         echo "- host: $(nproc) cores, $(uname -sr); load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
         echo "- gatehouse: $(describe_build) ($GATEHOUSE_BIN, release), $(workers_text)"
-        if [[ " ${PROXIES[*]} " == *" gatehouse-1w "* ]]; then
+        if has_proxy gatehouse-1w; then
             echo "- gatehouse-1w: the same binary and config with server.workers: 1"
         fi
         echo "- nginx: $("$NGINX" -v 2>&1 | sed 's/^nginx version: //'), 1 worker, upstream keepalive 512 (bench/nginx-proxy.conf.tmpl)"
-        if [[ " ${PROXIES[*]} " == *" $NGINX_NW "* ]]; then
+        if has_proxy "$NGINX_NW"; then
             echo "- $NGINX_NW: the same nginx config with worker_processes auto (one per core)"
+        fi
+        if has_proxy haproxy; then
+            echo "- haproxy: $("$HAPROXY" -v 2>&1 | head -n 1 | awk '{ print $3 }'), nbthread 1, maxconn $(awk '$1 == "maxconn" { print $2; exit }' "$TMP/haproxy.cfg"), server maxconn 1024, http-reuse always, the same forwarding headers and X-Request-Id (bench/haproxy-proxy.cfg.tmpl)"
         fi
         echo "- origin: nginx, 1 worker, fixed 100-byte 200 response (bench/nginx-origin.conf.tmpl)"
         echo "- load: $("$WRK" -v 2>&1 | head -n 1 | cut -d' ' -f1-2), -t$WRK_THREADS, HTTP/1.1 keep-alive, GET /, ${DURATION}s per run, $REPS reps per proxy and connection count, order alternated per rep, ${WARMUP}s warm-up per server"
-        echo "- medians over the reps; ratio = gatehouse / nginx (req/s: higher is better for gatehouse; p99: lower is better)."
+        echo "- limits: open files $(ulimit -n) (hard limit $(ulimit -Hn)); net.core.somaxconn $(sysctl_value net/core/somaxconn);" \
+            "nginx worker_connections $PROXY_WORKER_CONNECTIONS (proxies), $ORIGIN_WORKER_CONNECTIONS (origin);" \
+            "listen backlog (accept queue as the kernel has it):$(for name in origin "${PROXIES[@]}"; do printf ' %s %s' "$name" "$(listen_backlog "${URL[$name]}")"; done)"
+        echo "- medians over the reps; ratio = gatehouse / nginx (req/s: higher is better for gatehouse; p99: lower is better);"
+        echo "  on each row the \"nginx\" columns hold that row's peer (nginx, $NGINX_NW or haproxy)."
         echo "  Target: req/s ratio >= 1.00 and p99 ratio <= 1.00. On this noisy 2-core machine differences under ~15% are noise."
-        echo "- RSS: peak VmRSS sampled every 0.5 s during that connection count's runs (gatehouse process; nginx worker processes, summed)."
+        echo "- RSS: peak VmRSS sampled every 0.5 s during that connection count's runs (gatehouse process; nginx worker processes, summed; HAProxy process)."
         echo
         echo "| conns | gatehouse | nginx | gatehouse req/s | nginx req/s | req/s ratio | gatehouse p99 ms | nginx p99 ms | p99 ratio | gatehouse RSS MiB | nginx RSS MiB | req/s vs target | p99 vs target |"
         echo "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"
         # Pairs compared: the default gatehouse against the one-worker nginx of the target, then
         # each like-for-like pair that was run.
         local pairs=(gatehouse:nginx) pair g ng
-        if [[ " ${PROXIES[*]} " == *" gatehouse-1w "* ]]; then pairs+=(gatehouse-1w:nginx); fi
-        if [[ " ${PROXIES[*]} " == *" $NGINX_NW "* ]]; then pairs+=("gatehouse:$NGINX_NW"); fi
+        if has_proxy gatehouse-1w; then pairs+=(gatehouse-1w:nginx); fi
+        if has_proxy "$NGINX_NW"; then pairs+=("gatehouse:$NGINX_NW"); fi
+        if has_proxy haproxy; then pairs+=(gatehouse-1w:haproxy); fi
         for c in "${CONN_LIST[@]}"; do
           for pair in "${pairs[@]}"; do
             g=${pair%%:*}; ng=${pair#*:}
@@ -641,7 +781,8 @@ bench_rps() {
             echo "| $name$([[ $name == nginx* ]] && echo ' (workers)') | $(mib "${RSS_IDLE[$name]}") | $(mib "${HWM[$name]}") |"
         done
         echo
-        runs_table "All runs (\"ref\" = wrk straight against the origin, no proxy: the ceiling of this setup; CPU and preemptions are the origin's then). CPU µs/req is user + system time of the proxy process (nginx: its workers) per request; preempted/1k is how many times per 1000 requests the scheduler took the CPU from one of its threads while it still had work (involuntary context switches)." \
+        summary_table
+        runs_table "All runs (\"ref\" = wrk straight against the origin, no proxy: the ceiling of this setup; CPU and preemptions are the origin's then). CPU µs/req is user + system time of the proxy process (nginx: its workers; HAProxy: its one process) per request; preempted/1k is how many times per 1000 requests the scheduler took the CPU from one of its threads while it still had work (involuntary context switches)." \
             "| conns | rep | target | req/s | p50 ms | p99 ms | CPU µs/req | preempted/1k | wrk errors |" "|---:|---|---|---:|---:|---:|---:|---:|---|"
     } >"$report"
     publish "$report" latest
