@@ -12,10 +12,10 @@
 
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{ready, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -115,8 +115,8 @@ impl ClientConnection {
     /// Serves requests until the client closes the connection, a timeout or an error ends it,
     /// or the gateway's phase says to stop. A connection that opens with the HTTP/2 preface is
     /// handed back for HTTP/2.
-    pub(super) async fn serve(mut self) -> Option<Http2Handoff> {
-        let side = SideWake::new();
+    pub(super) async fn serve(self) -> Option<Http2Handoff> {
+        let mut phase = PhaseFollower::new(&self.phase);
         let close_after = AtomicBool::new(false);
         let mut first = true;
         let end = loop {
@@ -125,57 +125,45 @@ impl ClientConnection {
             // head may live across an await here: even moved from, a local keeps its room in
             // the connection's future until its scope ends.
             let (inbound, limits) = (&self.inbound, &self.limits);
-            let mut request =
-                match next_head(inbound, &mut self.phase, self.role, limits, &side, first).await {
-                    Ok(head) => {
-                        if phase_says_close(*self.phase.borrow(), self.role) {
-                            close_after.store(true, Ordering::Relaxed);
-                        }
-                        Box::pin(serve_request(
-                            &self.inbound,
-                            head,
-                            &self.conn,
-                            self.role,
-                            &self.state,
-                            &close_after,
-                        ))
+            let mut request = match next_head(inbound, &mut phase, self.role, limits, first).await {
+                Ok(head) => {
+                    if phase_says_close(phase.now, self.role) {
+                        close_after.store(true, Ordering::Relaxed);
                     }
-                    Err(stop) => break stop,
-                };
+                    Box::pin(serve_request(
+                        &self.inbound,
+                        head,
+                        &self.conn,
+                        self.role,
+                        &self.state,
+                        &close_after,
+                    ))
+                }
+                Err(stop) => break stop,
+            };
             first = false;
-            let (role, phase) = (self.role, &mut self.phase);
-            let keep_going = loop {
-                let event = {
-                    let mut changed = pin!(phase.changed());
-                    side.rearm();
-                    poll_fn(|cx| {
-                        if let Poll::Ready(keep_going) = request.as_mut().poll(cx) {
-                            return Poll::Ready(Ok(keep_going));
-                        }
-                        side.poll_if_woken(cx, |side_cx| changed.as_mut().poll(side_cx))
-                            .map(Err)
-                    })
-                    .await
-                };
-                match event {
-                    Ok(keep_going) => break keep_going,
-                    Err(changed) => {
-                        let now = changed.map_or(Phase::Terminate, |()| *phase.borrow_and_update());
-                        if now == Phase::Terminate {
-                            break false;
-                        }
-                        if phase_says_close(now, role) {
+            let keep_going = poll_fn(|cx| loop {
+                if let Poll::Ready(keep_going) = request.as_mut().poll(cx) {
+                    return Poll::Ready(keep_going);
+                }
+                match phase.poll_change(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Phase::Terminate) => return Poll::Ready(false),
+                    Poll::Ready(now) => {
+                        if phase_says_close(now, self.role) {
                             close_after.store(true, Ordering::Relaxed);
                         }
                     }
                 }
-            };
+            })
+            .await;
             drop(request);
             if !keep_going {
                 break Stop::Quietly;
             }
             self.inbound.release_buffer();
         };
+        drop(phase);
         match end {
             Stop::Quietly => None,
             Stop::Http2 => self.into_http2(),
@@ -231,57 +219,93 @@ enum Stop {
 /// bytes of a connection also say whether it speaks HTTP/2.
 async fn next_head(
     inbound: &Inbound,
-    phase: &mut watch::Receiver<Phase>,
+    phase: &mut PhaseFollower,
     role: Role,
     limits: &Limits,
-    side: &SideWake,
     first: bool,
 ) -> Result<RequestHead, Stop> {
-    {
-        let mut in_head = first || inbound.buffered() > 0;
-        let mut detecting = first;
-        let clock = if in_head {
-            limits.header_timeout
-        } else {
-            limits.idle_timeout
-        };
-        let mut timer = pin!(tokio::time::sleep(clock));
-        loop {
-            // Idle: close now. In the middle of a head: serve it, then close.
-            let now = *phase.borrow_and_update();
-            if now == Phase::Terminate || (phase_says_close(now, role) && inbound.buffered() == 0) {
-                return Err(Stop::Quietly);
-            }
-            let event = {
-                let mut changed = pin!(phase.changed());
-                side.rearm();
-                poll_fn(|cx| {
-                    if let Some(outcome) = poll_head(inbound, cx, *limits, &mut detecting) {
-                        return Poll::Ready(Some(outcome));
-                    }
-                    if !in_head && inbound.buffered() > 0 {
-                        in_head = true;
-                        let deadline = tokio::time::Instant::now() + limits.header_timeout;
-                        timer.as_mut().reset(deadline);
-                        side.rearm();
-                    }
-                    side.poll_if_woken(cx, |side_cx| {
-                        if timer.as_mut().poll(side_cx).is_ready() {
-                            if in_head {
-                                tracing::debug!(timeout = ?limits.header_timeout, "closing connection: request head not received in time");
-                            }
-                            return Poll::Ready(Some(Err(Stop::Quietly)));
-                        }
-                        // The phase changed: look at it again above.
-                        changed.as_mut().poll(side_cx).map(|_| None)
-                    })
-                })
-                .await
-            };
-            if let Some(outcome) = event {
-                return outcome;
-            }
+    let mut in_head = first || inbound.buffered() > 0;
+    let mut detecting = first;
+    let clock = if in_head {
+        limits.header_timeout
+    } else {
+        limits.idle_timeout
+    };
+    let mut timer = pin!(tokio::time::sleep(clock));
+    poll_fn(|cx| loop {
+        // Idle: close now. In the middle of a head: serve it, then close.
+        if phase.now == Phase::Terminate
+            || (phase_says_close(phase.now, role) && inbound.buffered() == 0)
+        {
+            return Poll::Ready(Err(Stop::Quietly));
         }
+        if let Some(outcome) = poll_head(inbound, cx, *limits, &mut detecting) {
+            return Poll::Ready(outcome);
+        }
+        if !in_head && inbound.buffered() > 0 {
+            in_head = true;
+            let deadline = tokio::time::Instant::now() + limits.header_timeout;
+            timer.as_mut().reset(deadline);
+        }
+        if timer.as_mut().poll(cx).is_ready() {
+            if in_head {
+                tracing::debug!(timeout = ?limits.header_timeout, "closing connection: request head not received in time");
+            }
+            return Poll::Ready(Err(Stop::Quietly));
+        }
+        if phase.poll_change(cx).is_pending() {
+            return Poll::Pending;
+        }
+        // The phase changed: look at it again above.
+    })
+    .await
+}
+
+/// The next change of the gateway's phase, with the receiver to wait for the one after.
+type PhaseChange = Pin<Box<dyn Future<Output = (Phase, watch::Receiver<Phase>)> + Send>>;
+
+fn next_phase(mut phase: watch::Receiver<Phase>) -> PhaseChange {
+    Box::pin(async move {
+        let now = match phase.changed().await {
+            Ok(()) => *phase.borrow_and_update(),
+            Err(_) => Phase::Terminate,
+        };
+        (now, phase)
+    })
+}
+
+/// The gateway's phase as one connection follows it. Its registration with the phase watch is
+/// made once and kept until the phase changes, and polled only after it woke the task:
+/// registering or polling for every request would take the watch's lock, which every
+/// connection of every worker shares.
+struct PhaseFollower {
+    /// The phase as last seen.
+    now: Phase,
+    change: PhaseChange,
+    wake: SideWake,
+}
+
+impl PhaseFollower {
+    fn new(phase: &watch::Receiver<Phase>) -> Self {
+        let mut phase = phase.clone();
+        let now = *phase.borrow_and_update();
+        PhaseFollower {
+            now,
+            change: next_phase(phase),
+            wake: SideWake::new(),
+        }
+    }
+
+    /// The new phase once it changed (then the next change is waited for).
+    fn poll_change(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Phase> {
+        let change = &mut self.change;
+        let (now, phase) = ready!(self
+            .wake
+            .poll_if_woken(cx, |side_cx| change.as_mut().poll(side_cx)));
+        self.now = now;
+        self.change = next_phase(phase);
+        self.wake.rearm();
+        Poll::Ready(now)
     }
 }
 

@@ -17,6 +17,9 @@ use crate::http1::{fields_size, parse_length, write_content_length, write_fields
 
 /// Largest response head accepted from an upstream.
 pub const MAX_HEAD_BYTES: usize = 64 << 10;
+/// Room for the fields the gateway adds to a response (X-Request-Id, security and CORS headers),
+/// so the map is not grown and rehashed on every response.
+const ADDED_BY_GATEWAY: usize = 6;
 /// Most header fields accepted in a response head.
 const MAX_HEADERS: usize = 128;
 
@@ -128,7 +131,7 @@ pub fn parse_response_head(
         let (framing, ambiguous) = facts.body_framing(request_method, status)?;
         let keep_alive =
             !ambiguous && framing != BodyFraming::UntilClose && facts.persists(version);
-        let mut headers = HeaderMap::with_capacity(spans.len());
+        let mut headers = HeaderMap::with_capacity(spans.len() + ADDED_BY_GATEWAY);
         for span in &spans {
             let relayed = match span.field {
                 Field::KeepAlive | Field::TransferEncoding => false,
