@@ -1,7 +1,10 @@
 # Build stage: a release binary from the locked dependency set.
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src
+# jemalloc's build runs make.
+RUN apt-get update && apt-get install -y --no-install-recommends make && rm -rf /var/lib/apt/lists/*
 COPY Cargo.toml Cargo.lock ./
+COPY .cargo ./.cargo
 COPY src ./src
 RUN cargo build --release --locked --bin gatehouse \
  && strip target/release/gatehouse

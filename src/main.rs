@@ -295,13 +295,12 @@ async fn healthcheck(path: &std::path::Path, timeout: u64) -> ExitCode {
     }
 }
 
-// glibc malloc showed up as ~5% of the request path in profiles; mimalloc's thread-local free
-// lists make the many small per-request allocations (headers, futures) cheaper.
-// Without the default `mimalloc` feature the system allocator serves, so heap profilers that
+// jemalloc, configured in .cargo/config.toml: see the note on the dependency in Cargo.toml.
+// Without the default `jemalloc` feature the system allocator serves, so heap profilers that
 // hook malloc (heaptrack) see every allocation.
-#[cfg(feature = "mimalloc")]
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn token(path: &std::path::Path, args: &TokenArgs) -> ExitCode {
     let Ok(snapshot) = load(path, &Registries::default()) else {
