@@ -20,7 +20,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::net::TcpStream;
 
 use super::chunked::{take_bytes, ChunkedDecoder, ChunkedError, Decoded};
-use super::io::{poll_read_buf, ReadSize};
+use super::io::{poll_read_buf, try_read_buf, ReadSize};
 use super::request::{parse_request_head, HeadError, RequestHead};
 use super::RequestFraming;
 use crate::body::BoxError;
@@ -305,7 +305,7 @@ impl ReadState {
             loop {
                 ready!(stream.poll_read_ready(cx))?;
                 self.buf.reserve(HEAD_READ);
-                match stream.try_read_buf(&mut self.buf) {
+                match try_read_buf(stream, &mut self.buf) {
                     // Readiness was stale: give the buffer back before waiting again.
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.buf = BytesMut::new(),
                     result => return Poll::Ready(result),

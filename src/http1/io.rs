@@ -11,6 +11,7 @@ use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http_body::Body;
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 use super::chunked::chunk_size_line;
@@ -47,11 +48,29 @@ pub fn poll_read_buf(
     }
     loop {
         ready!(stream.poll_read_ready(cx))?;
-        match stream.try_read_buf(buf) {
+        match try_read_buf(stream, buf) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             result => return Poll::Ready(result),
         }
     }
+}
+
+/// Reads what the socket has into the free room of `buf` without waiting.
+///
+/// A read that returns less than the room it was given took all the socket had queued (a
+/// stream socket returns what it holds, up to the room), so the next one would only say
+/// `EWOULDBLOCK`: like nginx, the socket is then marked not readable at once, which saves that
+/// system call on every request. Bytes arriving later raise a new event, which marks it
+/// readable again; an end of stream already seen stays marked (tokio never clears it).
+pub fn try_read_buf(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+    let room = buf.capacity() - buf.len();
+    let n = stream.try_read_buf(buf)?;
+    if n > 0 && n < room {
+        let _ = stream.try_io(Interest::READABLE, || {
+            Err::<(), _>(io::ErrorKind::WouldBlock.into())
+        });
+    }
+    Ok(n)
 }
 
 /// Room kept free in a read buffer before each read of a body, at first.
@@ -258,5 +277,60 @@ where
                 written = 0;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::poll_fn;
+    use std::time::Duration;
+
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        (listener.accept().await.unwrap().0, client)
+    }
+
+    async fn read(stream: &TcpStream, buf: &mut BytesMut) -> usize {
+        let read = poll_fn(|cx| poll_read_buf(stream, cx, buf, 64));
+        tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .expect("woken in time")
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_short_read_still_sees_what_comes_next() {
+        let (server, mut client) = pair().await;
+        let mut buf = BytesMut::new();
+        client.write_all(b"abc").await.unwrap();
+        assert_eq!(read(&server, &mut buf).await, 3);
+        // The socket was marked not readable without asking it; new bytes must still wake us.
+        client.write_all(b"def").await.unwrap();
+        assert_eq!(read(&server, &mut buf).await, 3);
+        assert_eq!(&buf[..], b"abcdef");
+    }
+
+    #[tokio::test]
+    async fn a_short_read_before_the_end_of_stream_still_sees_the_end() {
+        let (server, mut client) = pair().await;
+        client.write_all(b"abc").await.unwrap();
+        client.shutdown().await.unwrap();
+        // Let the bytes and the FIN both arrive before the first read.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut buf = BytesMut::new();
+        assert_eq!(read(&server, &mut buf).await, 3);
+        assert_eq!(
+            read(&server, &mut buf).await,
+            0,
+            "the end of stream is not lost"
+        );
     }
 }
