@@ -864,6 +864,21 @@ fn bearer_token_table() {
     }
 }
 
+#[test]
+fn token68_table_holds_exactly_the_token68_characters() {
+    for c in 0..=255u8 {
+        let want =
+            c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
+        assert_eq!(TOKEN68[usize::from(c)], want, "byte {c:#04x}");
+        if c.is_ascii_graphic() && c != b'=' {
+            let value = format!("Bearer a{}b", c as char);
+            let map = headers(&[&value]);
+            let got = bearer_token(&map);
+            assert_eq!(got.is_ok(), want, "{value:?}: {got:?}");
+        }
+    }
+}
+
 /// `token` is refused as naming an unknown kid, and the provider's refresher is woken for it.
 async fn assert_unknown_kid_wakes_refresher(provider: &Provider, token: &str, what: &str) {
     assert_eq!(
