@@ -456,3 +456,42 @@ async fn the_token_command_mints_what_the_gateway_accepts_and_explain_shows_the_
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(text.contains("result:     401 missing"), "{text}");
 }
+
+/// The value of the sample `name{labels}` in the gateway's /metrics (0 when absent).
+async fn metric(gw: &TestGateway, series: &str) -> f64 {
+    let text = get(&gw.url("/metrics")).await.text();
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+#[tokio::test]
+async fn a_reused_token_is_verified_once_until_a_reload_changes_the_secret() {
+    const HITS: &str = "gatehouse_jwt_cache_hits_total{provider=\"default\"}";
+    const MISSES: &str = "gatehouse_jwt_cache_misses_total{provider=\"default\"}";
+    let upstream = EchoUpstream::start("u").await;
+    let gw = start(&upstream).await;
+    let token = bearer(&hs_token(claims("alice", &["reader"])));
+    let auth = [("authorization", token.as_str())];
+    for _ in 0..3 {
+        let got = call(&gw, "GET", "/orders", &auth).await;
+        assert_eq!(got.status, 200, "{}", got.text());
+        assert_eq!(got.echo().header("x-user-id"), Some("alice"));
+    }
+    assert_eq!(metric(&gw, MISSES).await, 1.0);
+    assert_eq!(metric(&gw, HITS).await, 2.0);
+
+    // A reload with another secret builds a new provider, with an empty cache: the token that
+    // was cached is checked against the new secret and refused.
+    let other = config(&upstream).replace(
+        "${JWT_SECRET}",
+        "another-secret-that-is-long-enough-for-hs256",
+    );
+    std::fs::write(gw.path("gateway.yaml"), other).unwrap();
+    gw.handle.reload().await;
+    let got = call(&gw, "GET", "/orders", &auth).await;
+    assert_eq!(got.status, 401);
+    assert_eq!(got.json()["error"], "bad_signature");
+    assert_eq!(metric(&gw, MISSES).await, 2.0);
+    assert_eq!(metric(&gw, HITS).await, 2.0);
+}

@@ -230,6 +230,8 @@ async fn metric(gw: &TestGateway, series: &str) -> f64 {
 const SUCCESSES: &str = "gatehouse_jwks_refreshes_total{provider=\"idp\",result=\"success\"}";
 const FAILURES: &str = "gatehouse_jwks_refreshes_total{provider=\"idp\",result=\"failure\"}";
 const KEYS: &str = "gatehouse_jwks_keys{provider=\"idp\"}";
+const CACHE_HITS: &str = "gatehouse_jwt_cache_hits_total{provider=\"idp\"}";
+const CACHE_MISSES: &str = "gatehouse_jwt_cache_misses_total{provider=\"idp\"}";
 
 /// Runs the gatehouse binary off the runtime's thread, so servers in this test keep answering.
 async fn gatehouse(args: Vec<String>) -> (std::process::Output, Duration) {
@@ -306,7 +308,12 @@ async fn a_rotated_key_is_fetched_when_its_kid_first_appears() {
         dir, a, idp, gw, ..
     } = &OneKey::start("").await;
     let b = Key::generate(dir.path(), "b");
-    assert_eq!(call(gw, &a.token("alice")).await.status, 200);
+    // The same token twice: verified once, then found in the provider's cache.
+    let token_a = a.token("alice");
+    assert_eq!(call(gw, &token_a).await.status, 200);
+    assert_eq!(call(gw, &token_a).await.status, 200);
+    assert_eq!(metric(gw, CACHE_MISSES).await, 1.0);
+    assert_eq!(metric(gw, CACHE_HITS).await, 1.0);
     assert_eq!(idp.requests(), 1);
 
     // The IdP rotates to b. The first token naming b triggers a fetch (the scheduled one is
@@ -321,7 +328,10 @@ async fn a_rotated_key_is_fetched_when_its_kid_first_appears() {
     assert_eq!(idp.requests(), 2, "one fetch for the new kid");
     assert_eq!(metric(gw, SUCCESSES).await, 2.0);
 
-    // a is no longer in the set.
+    // a is no longer in the set: the token cached while it was is refused too.
+    let got = call(gw, &token_a).await;
+    assert_eq!(got.status, 401);
+    assert_eq!(got.json()["error"], "unknown_kid");
     let got = call(gw, &a.token("alice")).await;
     assert_eq!(got.status, 401);
     assert_eq!(got.json()["error"], "unknown_kid");

@@ -7,6 +7,10 @@
 //! successive config loads build, which is how keys fetched from a `jwks_url` (`auth::jwks`)
 //! survive reloads.
 //!
+//! Each provider keeps a bounded cache of the tokens it verified (module `cache`), so a client
+//! reusing its token pays for the signature once; `exp`, `nbf` and `iat` are still judged on
+//! every request, and any change of the key set empties the cache.
+//!
 //! The token is parsed here rather than by `jsonwebtoken::decode`, and its signature is checked
 //! with `ring` against a key prepared at load (module `signature`); jsonwebtoken only provides
 //! the JWK types and signs the tokens `gatehouse token` mints. That keeps every security decision
@@ -16,6 +20,8 @@
 //! disagree), and each failure maps to one [`AuthFailure`].
 
 mod b64;
+mod cache;
+mod jwks_keys;
 mod keys;
 mod signature;
 #[cfg(test)]
@@ -25,14 +31,16 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use arc_swap::ArcSwap;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use tokio::sync::Notify;
 
-use keys::{KeyKind, KeySet, Lookup, VerifyKey};
+use crate::observability::metrics::JwtCacheMetrics;
+use cache::TokenCache;
+pub use jwks_keys::JwksKeys;
+use jwks_keys::Published;
+use keys::{KeyKind, Lookup, VerifyKey};
 
 /// Longest token accepted, in bytes. Real tokens are well under 2 KiB; the bound keeps a hostile
 /// client from making the gateway base64-decode and parse megabytes per request.
@@ -130,61 +138,12 @@ enum Keys {
     Jwks(Arc<JwksKeys>),
 }
 
-/// A JWKS key set that can be replaced as a whole under live traffic, and that tells a
-/// refresher when a token named a `kid` it lacks.
-///
-/// Shared: a provider rebuilt by a config reload can be handed the same set, so keys fetched
-/// from a URL survive the reload.
-pub struct JwksKeys {
-    /// Deduplicated, in configured order: keys are kept only if they serve one of these.
-    algorithms: Vec<Algorithm>,
-    set: ArcSwap<KeySet>,
-    unknown_kid: Notify,
-}
-
-impl fmt::Debug for JwksKeys {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JwksKeys")
-            .field("keys", &self.len())
-            .finish_non_exhaustive()
-    }
-}
-
-impl JwksKeys {
-    /// An empty set that will keep keys usable for `algorithms`.
-    pub fn empty(algorithms: &[Algorithm]) -> JwksKeys {
-        JwksKeys {
-            algorithms: dedup(algorithms),
-            set: ArcSwap::from_pointee(KeySet::empty()),
-            unknown_kid: Notify::new(),
-        }
-    }
-
-    /// Replaces the keys with those of `jwks_json`; returns how many are usable and, for
-    /// logging, why each other key was skipped. On any error (bad JSON, no usable key, over
-    /// 1 MiB) the current keys stay in place, so a bad document cannot lock everyone out.
-    pub fn replace(&self, jwks_json: &[u8]) -> Result<(usize, Vec<String>), String> {
-        let (set, skipped) = KeySet::parse(jwks_json, &self.algorithms)?;
-        let count = set.len();
-        self.set.store(Arc::new(set));
-        Ok((count, skipped))
-    }
-
-    /// Number of usable keys.
-    pub fn len(&self) -> usize {
-        self.set.load().len()
-    }
-
-    /// Whether the set holds no key (a remote JWKS before its first successful fetch).
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Notified (`notify_one`) whenever a token names a `kid` the set lacks (or the set is
-    /// still empty), so a refresher can fetch early.
-    pub fn unknown_kid(&self) -> &Notify {
-        &self.unknown_kid
-    }
+/// The keys one verification uses, loaded once.
+enum CurrentKeys<'a> {
+    /// A secret or PEM key: generation 0, never replaced.
+    Fixed(&'a VerifyKey),
+    /// A JWKS and the set published when the verification began.
+    Jwks(&'a JwksKeys, arc_swap::Guard<Arc<Published>>),
 }
 
 /// `algorithms` without repeats, first occurrence kept.
@@ -207,6 +166,9 @@ pub struct Provider {
     audience: Vec<String>,
     leeway: Duration,
     keys: Keys,
+    /// Tokens verified with the current keys; never shared with another provider.
+    cache: TokenCache,
+    cache_metrics: JwtCacheMetrics,
 }
 
 impl fmt::Debug for Provider {
@@ -304,6 +266,15 @@ impl Claims {
     pub fn sub(&self) -> Option<&str> {
         self.0.get("sub")?.as_str()
     }
+}
+
+/// A token's `exp`, `nbf` and `iat` (NumericDate, seconds), kept with cached claims so they are
+/// judged against the clock on every request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Times {
+    exp: f64,
+    nbf: Option<f64>,
+    iat: Option<f64>,
 }
 
 /// A rejection with its internal detail; only the [`AuthFailure`] leaves the module, the detail
@@ -434,7 +405,16 @@ impl Provider {
             audience,
             leeway,
             keys,
+            cache: TokenCache::new(cache::LIMITS),
+            cache_metrics: JwtCacheMetrics::default(),
         })
+    }
+
+    /// Counts this provider's token-cache hits and misses into `metrics` (detached counters
+    /// otherwise).
+    pub fn with_cache_metrics(mut self, metrics: JwtCacheMetrics) -> Provider {
+        self.cache_metrics = metrics;
+        self
     }
 
     /// The provider's configured name.
@@ -443,7 +423,11 @@ impl Provider {
     }
 
     /// Verifies `token` (without the `Bearer ` prefix) at time `now` and returns its claims.
-    pub fn verify(&self, token: &str, now: SystemTime) -> Result<Claims, AuthFailure> {
+    ///
+    /// A token this provider verified before with the same keys is taken from its cache: the
+    /// signature and the time-independent claims are not checked again, `exp`, `nbf` and `iat`
+    /// are, against `now`.
+    pub fn verify(&self, token: &str, now: SystemTime) -> Result<Arc<Claims>, AuthFailure> {
         self.check(token, now).map_err(|(failure, detail)| {
             tracing::debug!(
                 provider = %self.name,
@@ -455,7 +439,7 @@ impl Provider {
         })
     }
 
-    fn check(&self, token: &str, now: SystemTime) -> Result<Claims, Reject> {
+    fn check(&self, token: &str, now: SystemTime) -> Result<Arc<Claims>, Reject> {
         use AuthFailure::*;
         if token.is_empty() {
             return Err((Malformed, "empty token"));
@@ -463,6 +447,21 @@ impl Provider {
         if token.len() > MAX_TOKEN_BYTES {
             return Err((Malformed, "token longer than 8 KiB"));
         }
+        // Loaded once: the cache lookup, the key lookup and the insert must all see one set.
+        let current = match &self.keys {
+            Keys::Secret { verify: key, .. } | Keys::Single(key) => CurrentKeys::Fixed(key),
+            Keys::Jwks(set) => CurrentKeys::Jwks(set, set.set.load()),
+        };
+        let generation = match &current {
+            CurrentKeys::Fixed(_) => 0,
+            CurrentKeys::Jwks(_, published) => published.generation,
+        };
+        if let Some((claims, times)) = self.cache.get(token, generation) {
+            self.cache_metrics.hit();
+            self.check_times(&times, now)?;
+            return Ok(claims);
+        }
+        self.cache_metrics.miss();
         let mut segments = token.split('.');
         let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) = (
             segments.next(),
@@ -510,12 +509,10 @@ impl Provider {
             .ok_or((Malformed, "payload is not base64url"))?;
 
         let signing_input = &token[..header_b64.len() + 1 + payload_b64.len()];
-        let guard;
-        let key = match &self.keys {
-            Keys::Secret { verify: key, .. } | Keys::Single(key) => key,
-            Keys::Jwks(set) => {
-                guard = set.set.load();
-                match guard.lookup(kid, alg) {
+        let key = match &current {
+            CurrentKeys::Fixed(key) => key,
+            CurrentKeys::Jwks(set, published) => {
+                match published.keys.lookup(kid, alg) {
                     Lookup::Found(key) => key,
                     Lookup::Unknown => {
                         // Wake the refresher: the issuer may have rotated keys.
@@ -540,23 +537,25 @@ impl Provider {
         let mut buffer = [0u8; signature::MAX_SIGNATURE_BYTES];
         let signature = b64::decode_url_into(signature_b64.as_bytes(), &mut buffer)
             .ok_or((BadSignature, "signature longer than any key's"))?;
+        #[cfg(test)]
+        tests::count_signature_check();
         if !key.key.verify(alg, signing_input.as_bytes(), signature) {
             return Err((BadSignature, "signature does not verify"));
         }
 
         let claims = parse_object(&payload_json)
             .ok_or((Malformed, "payload is not a JSON object with unique keys"))?;
-        self.check_claims(&claims, now)?;
-        Ok(Claims(claims))
+        let times = self.check_claims(&claims, now)?;
+        let claims = Arc::new(Claims(claims));
+        // Only now, with every check passed: a refused token must never take a slot.
+        self.cache.insert(token, generation, &claims, times);
+        Ok(claims)
     }
 
-    /// Registered-claim checks, after the signature: only signed data is judged.
-    fn check_claims(&self, claims: &Map<String, Value>, now: SystemTime) -> Result<(), Reject> {
+    /// Registered-claim checks, after the signature: only signed data is judged. Returns the
+    /// time claims, for the cache: a cached token passes everything here again but the times.
+    fn check_claims(&self, claims: &Map<String, Value>, now: SystemTime) -> Result<Times, Reject> {
         use AuthFailure::*;
-        let now = now
-            .duration_since(UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
-        let leeway = self.leeway.as_secs_f64();
         // NumericDate may be fractional (RFC 7519 §2), hence f64.
         let time = |name: &'static str| -> Result<Option<f64>, Reject> {
             match claims.get(name) {
@@ -565,17 +564,12 @@ impl Provider {
                 Some(_) => Err((Malformed, "exp, nbf or iat is not a number")),
             }
         };
-        let exp = time("exp")?.ok_or((Malformed, "missing exp"))?;
-        // RFC 7519 §4.1.4: the token is valid only *before* exp.
-        if now >= exp + leeway {
-            return Err((Expired, "exp has passed"));
-        }
-        if time("nbf")?.is_some_and(|nbf| nbf > now + leeway) {
-            return Err((NotYetValid, "nbf is in the future"));
-        }
-        if time("iat")?.is_some_and(|iat| iat > now + leeway) {
-            return Err((NotYetValid, "iat is in the future"));
-        }
+        let times = Times {
+            exp: time("exp")?.ok_or((Malformed, "missing exp"))?,
+            nbf: time("nbf")?,
+            iat: time("iat")?,
+        };
+        self.check_times(&times, now)?;
         if claims.get("sub").is_some_and(|sub| !sub.is_string()) {
             // Rate limits and cache keys use sub as a string; refuse rather than guess.
             return Err((Malformed, "sub is not a string"));
@@ -598,6 +592,26 @@ impl Provider {
             if !ok {
                 return Err((BadAudience, "aud missing or names no configured audience"));
             }
+        }
+        Ok(times)
+    }
+
+    /// The checks that depend on the time, run on every request, cached token or not.
+    fn check_times(&self, times: &Times, now: SystemTime) -> Result<(), Reject> {
+        use AuthFailure::*;
+        let now = now
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let leeway = self.leeway.as_secs_f64();
+        // RFC 7519 §4.1.4: the token is valid only *before* exp.
+        if now >= times.exp + leeway {
+            return Err((Expired, "exp has passed"));
+        }
+        if times.nbf.is_some_and(|nbf| nbf > now + leeway) {
+            return Err((NotYetValid, "nbf is in the future"));
+        }
+        if times.iat.is_some_and(|iat| iat > now + leeway) {
+            return Err((NotYetValid, "iat is in the future"));
         }
         Ok(())
     }
@@ -720,6 +734,20 @@ fn parse_object(json: &[u8]) -> Option<Map<String, Value>> {
         .map(|object| object.0)
 }
 
+/// Whether a byte may appear in a token68 (RFC 7235 §2.1) before its `=` padding: letters,
+/// digits and `-._~+/`.
+const TOKEN68: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < table.len() {
+        let c = i as u8;
+        table[i] =
+            c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
+        i += 1;
+    }
+    table
+};
+
 /// The bearer token of a request: Ok(None) when there is no Authorization header; exactly one Authorization header allowed (two -> Malformed); scheme `Bearer` case-insensitive, one space/whitespace then the token; other schemes -> Malformed; longer than 8 KiB -> Malformed; non-ASCII -> Malformed.
 pub fn bearer_token(headers: &http::HeaderMap) -> Result<Option<&str>, AuthFailure> {
     let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
@@ -748,9 +776,12 @@ pub fn bearer_token(headers: &http::HeaderMap) -> Result<Option<&str>, AuthFailu
     // token68 (RFC 7235 §2.1): symbols, then optional '=' padding. This also refuses a second
     // space, embedded whitespace and an empty token.
     let body = token.trim_end_matches('=');
-    let token68 =
-        |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
-    if body.is_empty() || token.len() > MAX_TOKEN_BYTES || !body.bytes().all(token68) {
+    // Every byte is looked at, without an early exit, so the loop stays a table load and an
+    // `and` per byte: tokens are hundreds of bytes and almost always valid.
+    let token68 = body
+        .bytes()
+        .fold(true, |ok, c| ok & TOKEN68[usize::from(c)]);
+    if body.is_empty() || token.len() > MAX_TOKEN_BYTES || !token68 {
         return Err(AuthFailure::Malformed);
     }
     Ok(Some(token))

@@ -59,8 +59,9 @@ pub struct RoutePolicy {
 /// Who is calling, once the route's policy has been checked.
 #[derive(Debug)]
 pub struct Identity {
-    /// The verified claims; `None` for an anonymous caller on an optional route.
-    pub claims: Option<Claims>,
+    /// The verified claims (shared with the provider's token cache); `None` for an anonymous
+    /// caller on an optional route.
+    pub claims: Option<Arc<Claims>>,
 }
 
 /// Why a request was refused by a route's policy.

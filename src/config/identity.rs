@@ -217,7 +217,7 @@ fn build_provider(
     };
     match Provider::new(settings) {
         Ok(verifier) => Some(JwtProvider {
-            verifier,
+            verifier: verifier.with_cache_metrics(registries.metrics.jwt_cache(&name.value)),
             remote,
             roles_claim: RolesClaim::parse(&roles_claim_path),
             roles_claim_path,

@@ -58,6 +58,10 @@ pub mod names {
     pub const JWKS_REFRESHES_TOTAL: &str = "gatehouse_jwks_refreshes_total";
     /// Gauge of usable keys a `jwks_url` provider holds, by provider.
     pub const JWKS_KEYS: &str = "gatehouse_jwks_keys";
+    /// Counter of tokens found in a jwt provider's cache of verified tokens, by provider.
+    pub const JWT_CACHE_HITS_TOTAL: &str = "gatehouse_jwt_cache_hits_total";
+    /// Counter of tokens not found there (verified in full), by provider.
+    pub const JWT_CACHE_MISSES_TOTAL: &str = "gatehouse_jwt_cache_misses_total";
 }
 
 /// Route label for requests no configured route answered, so they are still counted without
@@ -272,6 +276,8 @@ pub struct Metrics {
     auth_failures: Family<AuthFailureLabels, TotalCounter>,
     jwks_refreshes: Family<JwksRefreshLabels, TotalCounter>,
     jwks_keys: Family<ProviderLabels, Gauge>,
+    jwt_cache_hits: Family<ProviderLabels, TotalCounter>,
+    jwt_cache_misses: Family<ProviderLabels, TotalCounter>,
     config_reloads: [Counter; 3],
     config_last_reload_success: Gauge<f64, AtomicU64>,
     config_version: Gauge<u64, AtomicU64>,
@@ -355,6 +361,18 @@ impl Metrics {
             "Usable verification keys a jwks_url provider holds",
             jwks_keys.clone(),
         );
+        let jwt_cache_hits = Family::<ProviderLabels, TotalCounter>::default();
+        registry.register(
+            names::JWT_CACHE_HITS_TOTAL,
+            "Tokens a jwt provider found among those it verified before (exp, nbf, iat still checked)",
+            jwt_cache_hits.clone(),
+        );
+        let jwt_cache_misses = Family::<ProviderLabels, TotalCounter>::default();
+        registry.register(
+            names::JWT_CACHE_MISSES_TOTAL,
+            "Tokens a jwt provider verified in full, signature included",
+            jwt_cache_misses.clone(),
+        );
 
         let reloads = Family::<ReloadLabels, TotalCounter>::default();
         registry.register(
@@ -400,6 +418,8 @@ impl Metrics {
             auth_failures,
             jwks_refreshes,
             jwks_keys,
+            jwt_cache_hits,
+            jwt_cache_misses,
             config_reloads,
             config_last_reload_success,
             config_version,
@@ -508,6 +528,27 @@ impl Metrics {
             });
         }
         self.jwks_keys.remove(&ProviderLabels { provider: name });
+    }
+
+    /// Handles for a jwt provider's token cache; called at config load. Providers rebuilt by a
+    /// reload get the same series.
+    pub fn jwt_cache(&self, provider: &str) -> JwtCacheMetrics {
+        let labels = ProviderLabels {
+            provider: Arc::from(provider),
+        };
+        JwtCacheMetrics {
+            hits: self.jwt_cache_hits.get_or_create(&labels).0.clone(),
+            misses: self.jwt_cache_misses.get_or_create(&labels).0.clone(),
+        }
+    }
+
+    /// Drops the token-cache series of a jwt provider a reload removed.
+    pub fn forget_jwt_cache(&self, provider: &str) {
+        let labels = ProviderLabels {
+            provider: Arc::from(provider),
+        };
+        self.jwt_cache_hits.remove(&labels);
+        self.jwt_cache_misses.remove(&labels);
     }
 
     /// A client connection was accepted.
@@ -716,6 +757,32 @@ impl UpstreamMetrics {
         if outcome == UpstreamOutcome::Response {
             self.inner.duration.observe(duration);
         }
+    }
+}
+
+/// A jwt provider's token-cache counters; the default counts into series nobody exports (tests,
+/// providers built outside a gateway).
+#[derive(Clone, Default)]
+pub struct JwtCacheMetrics {
+    hits: Counter,
+    misses: Counter,
+}
+
+impl fmt::Debug for JwtCacheMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtCacheMetrics").finish_non_exhaustive()
+    }
+}
+
+impl JwtCacheMetrics {
+    /// Counter gatehouse_jwt_cache_hits_total{provider}.
+    pub fn hit(&self) {
+        self.hits.inc();
+    }
+
+    /// Counter gatehouse_jwt_cache_misses_total{provider}.
+    pub fn miss(&self) {
+        self.misses.inc();
     }
 }
 

@@ -60,6 +60,12 @@ impl GatewayState {
                 self.metrics.forget_jwks(&name);
             }
         }
+        let live: HashSet<&str> = new.providers.iter().map(|(name, _)| &**name).collect();
+        for (name, _) in &old.providers {
+            if !live.contains(&**name) {
+                self.metrics.forget_jwt_cache(name);
+            }
+        }
     }
 }
 

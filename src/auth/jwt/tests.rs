@@ -1,8 +1,9 @@
 //! Tests with real keys: openssl generates them per run, jsonwebtoken (or hand-built segments)
 //! signs, and the table below says which [`AuthFailure`] each token must produce.
 
+use std::cell::Cell;
 use std::path::Path;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, HeaderValue};
@@ -18,6 +19,24 @@ const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-test-secret";
 
 fn now() -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(NOW)
+}
+
+fn at(secs: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+thread_local! {
+    /// Signatures checked on this thread (each test runs on its own).
+    static SIGNATURE_CHECKS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Called by `Provider::check` right before it checks a signature.
+pub(super) fn count_signature_check() {
+    SIGNATURE_CHECKS.with(|n| n.set(n.get() + 1));
+}
+
+fn signature_checks() -> u64 {
+    SIGNATURE_CHECKS.with(Cell::get)
 }
 
 /// Key material generated once per test run.
@@ -845,6 +864,21 @@ fn bearer_token_table() {
     }
 }
 
+#[test]
+fn token68_table_holds_exactly_the_token68_characters() {
+    for c in 0..=255u8 {
+        let want =
+            c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
+        assert_eq!(TOKEN68[usize::from(c)], want, "byte {c:#04x}");
+        if c.is_ascii_graphic() && c != b'=' {
+            let value = format!("Bearer a{}b", c as char);
+            let map = headers(&[&value]);
+            let got = bearer_token(&map);
+            assert_eq!(got.is_ok(), want, "{value:?}: {got:?}");
+        }
+    }
+}
+
 /// `token` is refused as naming an unknown kid, and the provider's refresher is woken for it.
 async fn assert_unknown_kid_wakes_refresher(provider: &Provider, token: &str, what: &str) {
     assert_eq!(
@@ -961,7 +995,7 @@ fn mint_round_trip() {
     let header = jsonwebtoken::decode_header(&token).unwrap();
     assert_eq!(header.alg, Algorithm::HS384, "first listed HS algorithm");
     let verified = provider.verify(&token, now()).unwrap();
-    assert_eq!(Value::Object(verified.0), claims);
+    assert_eq!(Value::Object(verified.0.clone()), claims);
 
     assert!(provider.mint(&json!({"sub": "no-exp"})).is_err());
     assert!(provider.mint(&json!("not an object")).is_err());
@@ -1104,4 +1138,329 @@ fn algorithm_names_and_codes() {
     for (failure, code) in codes {
         assert_eq!(failure.code(), code);
     }
+}
+
+// ---- the cache of verified tokens
+
+fn hs256_provider() -> Provider {
+    Provider::new(settings(
+        "cached",
+        &[Algorithm::HS256],
+        KeySource::Secret(SECRET.to_vec()),
+    ))
+    .unwrap()
+}
+
+/// A JWKS document with the test RSA key under each of `kids`.
+fn rsa_jwks(kids: &[&str]) -> Vec<u8> {
+    let k = keys();
+    let keys: Vec<Value> = kids
+        .iter()
+        .map(|kid| json!({"kty": "RSA", "kid": kid, "n": k.rsa_n, "e": k.rsa_e}))
+        .collect();
+    json!({ "keys": keys }).to_string().into_bytes()
+}
+
+#[test]
+fn a_second_verify_of_a_token_skips_the_signature_check() {
+    let metrics = crate::observability::metrics::Metrics::new();
+    let provider = hs256_provider().with_cache_metrics(metrics.jwt_cache("cached"));
+    let token = encode(Algorithm::HS256, None, &good_claims(), &hs());
+    let before = signature_checks();
+    let first = provider.verify(&token, now()).unwrap();
+    assert_eq!(signature_checks() - before, 1);
+    let second = provider.verify(&token, now()).unwrap();
+    let third = provider.verify(&token, now()).unwrap();
+    assert_eq!(signature_checks() - before, 1, "hits check no signature");
+    assert!(Arc::ptr_eq(&first, &second) && Arc::ptr_eq(&first, &third));
+    assert_eq!(second.sub(), Some("alice"));
+    let out = metrics.encode();
+    assert!(
+        out.contains("gatehouse_jwt_cache_hits_total{provider=\"cached\"} 2"),
+        "{out}"
+    );
+    assert!(
+        out.contains("gatehouse_jwt_cache_misses_total{provider=\"cached\"} 1"),
+        "{out}"
+    );
+
+    // Another token is a miss of its own; the first stays cached.
+    let other = encode(
+        Algorithm::HS256,
+        None,
+        &claims_with(json!({"sub": "bob"})),
+        &hs(),
+    );
+    assert_eq!(provider.verify(&other, now()).unwrap().sub(), Some("bob"));
+    assert_eq!(signature_checks() - before, 2);
+    assert!(provider.verify(&token, now()).is_ok());
+    assert_eq!(signature_checks() - before, 2);
+    assert_eq!(provider.cache.len(), 2);
+}
+
+#[test]
+fn refused_tokens_are_never_cached() {
+    let provider = hs256_provider();
+    let good = encode(Algorithm::HS256, None, &good_claims(), &hs());
+    let refused = [
+        (tamper_signature(&good), AuthFailure::BadSignature),
+        // Correctly signed, refused by a claim check after the signature.
+        (
+            encode(
+                Algorithm::HS256,
+                None,
+                &claims_with(json!({"iss": "https://other.test"})),
+                &hs(),
+            ),
+            AuthFailure::BadIssuer,
+        ),
+        (
+            encode(
+                Algorithm::HS256,
+                None,
+                &claims_with(json!({"aud": "other"})),
+                &hs(),
+            ),
+            AuthFailure::BadAudience,
+        ),
+        (
+            encode(
+                Algorithm::HS256,
+                None,
+                &claims_with(json!({"exp": NOW - 60})),
+                &hs(),
+            ),
+            AuthFailure::Expired,
+        ),
+        (
+            encode(
+                Algorithm::HS256,
+                None,
+                &claims_with(json!({"sub": 7})),
+                &hs(),
+            ),
+            AuthFailure::Malformed,
+        ),
+    ];
+    for (token, want) in &refused {
+        let before = signature_checks();
+        for _ in 0..3 {
+            assert_eq!(provider.verify(token, now()).unwrap_err(), *want);
+        }
+        assert_eq!(
+            signature_checks() - before,
+            3,
+            "{want:?}: checked every time"
+        );
+    }
+    assert_eq!(provider.cache.len(), 0);
+}
+
+#[test]
+fn a_cached_token_is_refused_as_expired_once_exp_passes() {
+    let provider = hs256_provider();
+    // good_claims: exp NOW + 600; the provider's leeway is 30 s.
+    let token = encode(Algorithm::HS256, None, &good_claims(), &hs());
+    let before = signature_checks();
+    assert!(provider.verify(&token, now()).is_ok());
+    assert!(
+        provider.verify(&token, at(NOW + 629)).is_ok(),
+        "within the leeway"
+    );
+    assert_eq!(
+        provider.verify(&token, at(NOW + 630)).unwrap_err(),
+        AuthFailure::Expired
+    );
+    assert_eq!(
+        provider.verify(&token, at(NOW + 100_000)).unwrap_err(),
+        AuthFailure::Expired
+    );
+    assert_eq!(signature_checks() - before, 1, "judged from the cache");
+
+    // nbf is judged on every request too: cached once valid, refused if the clock goes back.
+    let later = encode(
+        Algorithm::HS256,
+        None,
+        &claims_with(json!({"nbf": NOW + 100})),
+        &hs(),
+    );
+    assert_eq!(
+        provider.verify(&later, now()).unwrap_err(),
+        AuthFailure::NotYetValid
+    );
+    assert!(provider.verify(&later, at(NOW + 100)).is_ok());
+    let before = signature_checks();
+    assert_eq!(
+        provider.verify(&later, now()).unwrap_err(),
+        AuthFailure::NotYetValid
+    );
+    assert!(provider.verify(&later, at(NOW + 200)).is_ok());
+    assert_eq!(signature_checks(), before, "both from the cache");
+}
+
+#[test]
+fn a_cached_token_is_refused_once_its_key_is_rotated_away() {
+    let provider = Provider::new(settings(
+        "rotating",
+        JWKS_ALGS,
+        KeySource::Jwks(rsa_jwks(&["old"])),
+    ))
+    .unwrap();
+    let token = encode(Algorithm::RS256, Some("old"), &good_claims(), &rsa());
+    let before = signature_checks();
+    assert!(provider.verify(&token, now()).is_ok());
+    assert!(provider.verify(&token, now()).is_ok());
+    assert_eq!(signature_checks() - before, 1, "cached");
+
+    assert_eq!(provider.replace_jwks(&rsa_jwks(&["new"])), Ok(1));
+    assert_eq!(
+        provider.verify(&token, now()).unwrap_err(),
+        AuthFailure::UnknownKid
+    );
+    assert_eq!(
+        provider.verify(&token, now()).unwrap_err(),
+        AuthFailure::UnknownKid,
+        "the refusal is not cached either"
+    );
+
+    // Back in the set: verified in full again, then cached again.
+    assert_eq!(provider.replace_jwks(&rsa_jwks(&["new", "old"])), Ok(2));
+    let before = signature_checks();
+    assert!(provider.verify(&token, now()).is_ok());
+    assert!(provider.verify(&token, now()).is_ok());
+    assert_eq!(signature_checks() - before, 1);
+
+    // Any replacement flushes, even one that keeps the kid: the key behind it may differ.
+    let k = keys();
+    let other_key =
+        json!({"keys": [{"kty": "RSA", "kid": "old", "n": k.attacker_n, "e": k.attacker_e}]});
+    assert_eq!(
+        provider.replace_jwks(other_key.to_string().as_bytes()),
+        Ok(1)
+    );
+    assert_eq!(
+        provider.verify(&token, now()).unwrap_err(),
+        AuthFailure::BadSignature
+    );
+}
+
+#[test]
+fn a_shared_key_set_replaced_by_its_refresher_flushes_every_provider_using_it() {
+    // What a jwks_url refresher does: replace the shared set directly, not through a provider.
+    let shared = Arc::new(JwksKeys::empty(JWKS_ALGS));
+    shared.replace(&rsa_jwks(&["a"])).unwrap();
+    let provider = |name| {
+        Provider::new(settings(
+            name,
+            JWKS_ALGS,
+            KeySource::JwksRemote(shared.clone()),
+        ))
+        .unwrap()
+    };
+    let (old_config, new_config) = (provider("before-reload"), provider("after-reload"));
+    let token = encode(Algorithm::RS256, Some("a"), &good_claims(), &rsa());
+    for p in [&old_config, &new_config] {
+        assert!(p.verify(&token, now()).is_ok());
+        assert!(p.verify(&token, now()).is_ok());
+        assert_eq!(p.cache.len(), 1);
+    }
+    shared.replace(&rsa_jwks(&["b"])).unwrap();
+    for p in [&old_config, &new_config] {
+        assert_eq!(
+            p.verify(&token, now()).unwrap_err(),
+            AuthFailure::UnknownKid
+        );
+    }
+}
+
+#[test]
+fn a_token_over_the_byte_budget_is_not_cached_but_verifies() {
+    let mut provider = hs256_provider();
+    let token = encode(Algorithm::HS256, None, &good_claims(), &hs());
+    let claims = provider.verify(&token, now()).unwrap();
+    let cost = cache::entry_bytes(&token, &claims);
+    provider.cache = TokenCache::new(cache::Limits {
+        entries: 10,
+        bytes: cost - 1,
+        shards: 1,
+    });
+    let before = signature_checks();
+    for _ in 0..3 {
+        assert_eq!(provider.verify(&token, now()).unwrap().sub(), Some("alice"));
+    }
+    assert_eq!(
+        signature_checks() - before,
+        3,
+        "verified in full every time"
+    );
+    assert_eq!(provider.cache.len(), 0);
+}
+
+#[test]
+fn more_tokens_than_the_entry_cap_keep_the_cache_at_the_cap() {
+    const CAP: usize = 4;
+    let tokens: Vec<String> = (0..=CAP)
+        .map(|i| {
+            let claims = claims_with(json!({"sub": format!("user-{i}")}));
+            encode(Algorithm::HS256, None, &claims, &hs())
+        })
+        .collect();
+    for n in [CAP - 1, CAP, CAP + 1] {
+        let mut provider = hs256_provider();
+        provider.cache = TokenCache::new(cache::Limits {
+            entries: CAP,
+            bytes: 1 << 20,
+            shards: 1,
+        });
+        for token in &tokens[..n] {
+            assert!(provider.verify(token, now()).is_ok());
+        }
+        assert_eq!(provider.cache.len(), n.min(CAP), "{n} tokens");
+        let before = signature_checks();
+        for (i, token) in tokens[..n].iter().enumerate() {
+            let claims = provider.verify(token, now()).unwrap();
+            assert_eq!(claims.sub(), Some(format!("user-{i}").as_str()));
+        }
+        let rechecked = signature_checks() - before;
+        assert!(provider.cache.len() <= CAP);
+        if n <= CAP {
+            assert_eq!(rechecked, 0, "{n} tokens all cached");
+        } else {
+            assert!(
+                rechecked >= 1,
+                "{n} tokens: one was evicted and verified again"
+            );
+        }
+    }
+}
+
+#[test]
+fn default_cache_limits_fit_typical_tokens() {
+    // A token like an IdP's: roles, scopes, names, ~1 KiB in all.
+    let claims = claims_with(json!({
+        "name": "Alice Example", "email": "alice@example.com", "tenant": "acme",
+        "roles": ["reader", "writer", "billing-admin", "support"],
+        "scope": "openid profile email orders:read orders:write invoices:read",
+        "realm_access": {"roles": ["offline_access", "uma_authorization"]},
+        "sid": "9c1f3e8a-6d2b-4c1e-9a7f-3b5d2e1c0f9a", "azp": "web-app",
+        "jti": "a4b1c2d3-e4f5-6789-abcd-ef0123456789",
+    }));
+    let token = encode(Algorithm::RS256, Some("rsa-1"), &claims, &rsa());
+    let verified = Providers::new().jwks.verify(&token, now()).unwrap();
+    let cost = cache::entry_bytes(&token, &verified);
+    assert!(
+        cost * cache::MAX_ENTRIES <= cache::MAX_BYTES,
+        "{} B token costs {cost} B: {} entries would not fit in {} B",
+        token.len(),
+        cache::MAX_ENTRIES,
+        cache::MAX_BYTES
+    );
+    // The largest token accepted still fits a shard, so it can be cached.
+    let big = claims_with(json!({"groups": vec!["g"; 1_400]}));
+    let token = encode(Algorithm::HS256, None, &big, &hs());
+    assert!(token.len() <= MAX_TOKEN_BYTES, "{}", token.len());
+    let provider = hs256_provider();
+    let verified = provider.verify(&token, now()).unwrap();
+    assert!(cache::entry_bytes(&token, &verified) <= cache::MAX_BYTES / cache::SHARDS);
+    assert_eq!(provider.cache.len(), 1);
 }
