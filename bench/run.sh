@@ -707,8 +707,12 @@ bench_rps() {
         stop_samplers
         for name in "${PROXIES[@]}"; do RSS_PEAK[$name:$c]=$(<"$TMP/rss-$name-c$c"); done
     done
-    declare -A HWM
+    declare -A HWM RSS_AFTER
     for name in "${PROXIES[@]}"; do HWM[$name]=$(status_kib "${PID[$name]}" VmHWM); done
+    # What each proxy still holds once the load is over: memory taken at the peak and kept, or
+    # given back.
+    sleep 5
+    for name in "${PROXIES[@]}"; do RSS_AFTER[$name]=$(status_kib "${PID[$name]}" VmRSS); done
 
     # ---- report
     local report=$TMP/report.md g_rps n_rps g_p99 n_p99 r_rps r_p99 g_rss n_rss
@@ -773,12 +777,12 @@ bench_rps() {
           done
         done
         echo
-        echo "RSS at idle (after startup) and lifetime peak (VmHWM) at the end:"
+        echo "RSS at idle (after startup), lifetime peak (VmHWM) at the end, and RSS 5 s after the last run:"
         echo
-        echo "| proxy | idle RSS MiB | peak VmHWM MiB |"
-        echo "|---|---:|---:|"
+        echo "| proxy | idle RSS MiB | peak VmHWM MiB | RSS 5 s after MiB |"
+        echo "|---|---:|---:|---:|"
         for name in "${PROXIES[@]}"; do
-            echo "| $name$([[ $name == nginx* ]] && echo ' (workers)') | $(mib "${RSS_IDLE[$name]}") | $(mib "${HWM[$name]}") |"
+            echo "| $name$([[ $name == nginx* ]] && echo ' (workers)') | $(mib "${RSS_IDLE[$name]}") | $(mib "${HWM[$name]}") | $(mib "${RSS_AFTER[$name]}") |"
         done
         echo
         summary_table

@@ -25,8 +25,10 @@ use super::request::{parse_request_head, HeadError, RequestHead};
 use super::RequestFraming;
 use crate::body::BoxError;
 
-/// Room taken for reading a request head, at first; heads that need more get more.
-const HEAD_READ: usize = 4 << 10;
+/// Room taken for reading a request head, at first (nginx's `client_header_buffer_size`): most
+/// heads fit, and every request in flight holds this much. Heads that need more get twice as
+/// much room at each read, up to the head limit.
+const HEAD_READ: usize = 1 << 10;
 /// The interim answer to `Expect: 100-continue`.
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
@@ -292,8 +294,8 @@ impl Inbound {
 }
 
 impl ReadState {
-    /// Reads more of a head: room for [`HEAD_READ`] bytes, or more for a head that is larger,
-    /// never more than `limit` plus that. An empty buffer is only made once the socket is
+    /// Reads more of a head: room for [`HEAD_READ`] bytes at first, then as much again as is
+    /// buffered, never room past `limit`. An empty buffer is only made once the socket is
     /// readable, so a connection waiting for its next request holds none.
     fn poll_read_head(
         &mut self,
@@ -312,7 +314,9 @@ impl ReadState {
                 }
             }
         }
-        let room = HEAD_READ.min(limit.saturating_sub(self.buf.len()).max(1));
+        let room = HEAD_READ
+            .max(self.buf.len())
+            .min(limit.saturating_sub(self.buf.len()).max(1));
         poll_read_buf(stream, cx, &mut self.buf, room)
     }
 

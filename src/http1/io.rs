@@ -73,8 +73,10 @@ pub fn try_read_buf(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize>
     Ok(n)
 }
 
-/// Room kept free in a read buffer before each read of a body, at first.
-pub const READ_CHUNK: usize = 8 << 10;
+/// Room kept free in a read buffer before each read of a body, at first: one page, as nginx's
+/// `proxy_buffer_size`, which holds a typical response head and small body. Every exchange in
+/// flight holds this much; larger bodies get larger reads.
+pub const READ_CHUNK: usize = 4 << 10;
 /// The most a read of a body asks for: reads that fill the room double it up to this, so large
 /// bodies move in few system calls.
 pub const MAX_READ_CHUNK: usize = 256 << 10;

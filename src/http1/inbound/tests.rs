@@ -219,3 +219,16 @@ async fn oversized_heads_are_refused_without_reading_on() {
     );
     assert!(inbound.buffered() <= 1024 + HEAD_READ);
 }
+
+#[tokio::test]
+async fn heads_larger_than_the_first_read_are_read_whole() {
+    let fields: String = (0..60)
+        .map(|i| format!("X-Field-{i}: {}\r\n", "v".repeat(150)))
+        .collect();
+    let wire = format!("GET /big HTTP/1.1\r\nHost: a\r\n{fields}\r\n");
+    assert!(wire.len() > 8 * HEAD_READ);
+    let (inbound, _client) = sent(wire.as_bytes()).await;
+    let head = head(&inbound).await;
+    assert_eq!(head.parts.uri, "/big");
+    assert_eq!(head.parts.headers.len(), 61);
+}
