@@ -361,3 +361,47 @@ async fn an_invalid_http2_preface_is_not_answered_as_http_1_1() {
     .await;
     assert!(!got.starts_with("HTTP/1.1"), "{got:?}");
 }
+
+#[tokio::test]
+async fn an_early_answer_survives_a_client_that_keeps_sending() {
+    let up = EchoUpstream::start("a").await;
+    let gw = gateway(&up).await;
+    let stream = connect(&gw).await;
+    let (mut reader, mut writer) = stream.into_split();
+    // Refused before its body is read, and too large to read past: answered, then closed. The
+    // client sends its whole body regardless, as clients do; closing with those bytes unread
+    // would reset the connection and could destroy the answer before the client reads it.
+    let body_len = 8 << 20;
+    let sending = tokio::spawn(async move {
+        writer
+            .write_all(
+                format!("POST /private HTTP/1.1\r\nHost: x\r\nContent-Length: {body_len}\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await
+            .unwrap();
+        let chunk = vec![b'x'; 64 << 10];
+        for _ in 0..body_len / chunk.len() {
+            writer.write_all(&chunk).await?;
+        }
+        writer.shutdown().await
+    });
+    within(sending)
+        .await
+        .unwrap()
+        .expect("the gateway reads the whole body before closing");
+    let mut answer = Vec::new();
+    within(reader.read_to_end(&mut answer))
+        .await
+        .expect("the answer is not reset");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 401 "), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("connection: close"),
+        "{text}"
+    );
+    assert!(
+        text.ends_with("}\n") && text.contains("\"error\":\"missing\""),
+        "{text}"
+    );
+}

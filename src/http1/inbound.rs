@@ -29,6 +29,8 @@ use crate::body::BoxError;
 /// heads fit, and every request in flight holds this much. Heads that need more get twice as
 /// much room at each read, up to the head limit.
 const HEAD_READ: usize = 1 << 10;
+/// Room for each read of bytes that are only thrown away (a closing connection's last bytes).
+const DISCARD_READ: usize = 16 << 10;
 /// The interim answer to `Expect: 100-continue`.
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
@@ -245,12 +247,14 @@ impl Inbound {
     pub fn finish_body(&self) -> BodyLeft {
         let mut state = self.lock();
         state.request += 1;
-        match &state.body {
-            BodyState::Done => BodyLeft::Nothing,
-            BodyState::Length(n) => BodyLeft::Unread(Some(*n)),
-            BodyState::Chunked(_) => BodyLeft::Unread(None),
-            BodyState::Failed => BodyLeft::Broken,
-        }
+        state.body.left()
+    }
+
+    /// What is left of the current request's body, when nothing reads it any more (its
+    /// `ClientBody` is gone); `None` while something still may.
+    pub fn abandoned_body(self: &Arc<Self>) -> Option<BodyLeft> {
+        // The connection holds one reference; each live body holds another.
+        (Arc::strong_count(self) == 1).then(|| self.lock().body.left())
     }
 
     /// Reads and discards the rest of the last request's body, at most `budget` more bytes of
@@ -274,12 +278,19 @@ impl Inbound {
         }
     }
 
-    /// Drops whatever is buffered and returns how much that was.
-    pub fn discard_buffered(&self) -> usize {
+    /// Reads what the client sends and drops it (after the connection's last answer); `Ok(0)` is
+    /// its end of stream.
+    pub fn poll_discard(&self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         let mut state = self.lock();
-        let n = state.buf.len();
         state.buf.clear();
-        n
+        let n = ready!(poll_read_buf(
+            &self.stream,
+            cx,
+            &mut state.buf,
+            DISCARD_READ
+        ))?;
+        state.buf.clear();
+        Poll::Ready(Ok(n))
     }
 
     /// Gives the read buffer back to the allocator when nothing is buffered, before the
@@ -289,6 +300,17 @@ impl Inbound {
         if state.buf.is_empty() {
             state.buf = BytesMut::new();
             state.read_size.reset();
+        }
+    }
+}
+
+impl BodyState {
+    fn left(&self) -> BodyLeft {
+        match self {
+            BodyState::Done => BodyLeft::Nothing,
+            BodyState::Length(n) => BodyLeft::Unread(Some(*n)),
+            BodyState::Chunked(_) => BodyLeft::Unread(None),
+            BodyState::Failed => BodyLeft::Broken,
         }
     }
 }

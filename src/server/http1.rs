@@ -409,10 +409,17 @@ async fn serve_request(
 
     // A client still waiting for `100 Continue` sends the body only if it gives up waiting,
     // and a broken body has no known end: either way nothing more can be read.
+    // A body nobody reads any more that is too large to read past will close the connection:
+    // the answer says so.
+    let too_much_left = matches!(
+        inbound.abandoned_body(),
+        Some(BodyLeft::Unread(Some(left))) if left > DRAIN_MAX_BYTES
+    );
     let mut close = !keep_alive
         || close_after.load(Ordering::Relaxed)
         || inbound.awaits_continue()
-        || inbound.body_broken();
+        || inbound.body_broken()
+        || too_much_left;
     let persistence = if close {
         Persistence::Close
     } else if version == Version::HTTP_10 {
@@ -537,27 +544,26 @@ async fn discard_unread_body(inbound: &Inbound, left: BodyLeft) -> bool {
     )
 }
 
+/// The longest a closing connection reads and discards what the client still sends (nginx's
+/// `lingering_time` is 30 s; clients that answered requests they had not finished sending stop
+/// well within this).
+const LINGER_TIME: Duration = Duration::from_secs(5);
+
 /// Closes the connection after its last response without destroying that response: the
-/// sending side is shut, then what the client still sends is read and discarded for a while, so
-/// no reset reaches the client before it has read the answer (nginx's lingering close).
+/// sending side is shut, then what the client still sends is read and discarded until it
+/// closes too, for at most [`LINGER_TIME`] (nginx's lingering close).
 async fn linger_close(inbound: &Inbound) {
     let socket = socket2::SockRef::from(inbound.stream());
     if socket.shutdown(std::net::Shutdown::Write).is_err() {
         return;
     }
-    let mut left = DRAIN_MAX_BYTES;
+    // Until the client closes: a close with unread bytes makes the kernel reset the connection,
+    // and a reset can destroy the answer in the client's receive buffer before it reads it.
     let discard = poll_fn(|cx| loop {
-        match inbound.poll_read_some(cx) {
-            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(()),
-            Poll::Ready(Ok(_)) => {
-                let n = inbound.discard_buffered() as u64;
-                match left.checked_sub(n) {
-                    Some(rest) => left = rest,
-                    None => return Poll::Ready(()),
-                }
-            }
-            Poll::Pending => return Poll::Pending,
+        match ready!(inbound.poll_discard(cx)) {
+            Ok(0) | Err(_) => return Poll::Ready(()),
+            Ok(_) => {}
         }
     });
-    let _ = tokio::time::timeout(DRAIN_MAX_TIME, discard).await;
+    let _ = tokio::time::timeout(LINGER_TIME, discard).await;
 }
