@@ -104,6 +104,11 @@ impl ReadSize {
         cx: &mut Context<'_>,
         buf: &mut BytesMut,
     ) -> Poll<io::Result<usize>> {
+        // An empty buffer is only made once the socket has bytes: a request waiting for its
+        // answer then holds none.
+        if buf.capacity() == 0 {
+            ready!(stream.poll_read_ready(cx))?;
+        }
         if buf.capacity() - buf.len() < self.0 / 4 {
             buf.reserve(self.0);
         }
