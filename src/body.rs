@@ -153,11 +153,14 @@ impl Body for LimitedBody {
     }
 }
 
-/// Whether `error` (or anything it was caused by) is a body over its limit.
-pub fn is_body_too_large(error: &(dyn std::error::Error + 'static)) -> bool {
+/// Whether `error`, or anything it was caused by, is a `T`: body errors reach the request path
+/// wrapped in the upstream client's errors.
+pub fn caused_by<T: std::error::Error + 'static>(
+    error: &(dyn std::error::Error + 'static),
+) -> bool {
     let mut current = Some(error);
     while let Some(e) = current {
-        if e.is::<BodyTooLarge>() {
+        if e.is::<T>() {
             return true;
         }
         current = e.source();

@@ -102,21 +102,6 @@ pub enum ClientBodyError {
     Stale,
 }
 
-impl ClientBodyError {
-    /// Whether `error` (or anything it was caused by) is a client's malformed or cut-short body,
-    /// i.e. the client's fault rather than the upstream's.
-    pub fn is_in(error: &(dyn std::error::Error + 'static)) -> bool {
-        let mut current = Some(error);
-        while let Some(e) = current {
-            if e.is::<ClientBodyError>() {
-                return true;
-            }
-            current = e.source();
-        }
-        false
-    }
-}
-
 impl Inbound {
     /// The read side of a newly accepted connection, holding no buffer yet.
     pub fn new(stream: TcpStream) -> Arc<Self> {

@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
-pub use crate::body::BoxError;
+use crate::body::BoxError;
 
 /// The body of every response the gateway sends.
 #[derive(Debug)]

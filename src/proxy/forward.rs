@@ -15,7 +15,7 @@ use super::body::ResponseBody;
 use super::headers::{remove_hop_by_hop, remove_present, set_forwarding_headers, Hop};
 use super::pipeline::ConnInfo;
 use crate::auth::{apply_identity, strip_identity_headers, Identity};
-use crate::body::{drain, is_body_too_large, LimitedBody, RequestBody};
+use crate::body::{caused_by, drain, BodyTooLarge, LimitedBody, RequestBody};
 use crate::config::snapshot::ServerSettings;
 use crate::error::GatewayError;
 use crate::http1::inbound::ClientBodyError;
@@ -147,11 +147,11 @@ pub async fn forward(
             });
         }
         Ok(Err(error)) => {
-            if is_body_too_large(&error) {
+            if caused_by::<BodyTooLarge>(&error) {
                 upstream.metrics.record(UpstreamOutcome::Error, elapsed);
                 return Err(GatewayError::BodyTooLarge { limit });
             }
-            if ClientBodyError::is_in(&error) {
+            if caused_by::<ClientBodyError>(&error) {
                 // The client's fault (a broken chunked body, a body cut short), not the
                 // upstream's; the connection closes after this answer.
                 upstream.metrics.record(UpstreamOutcome::Error, elapsed);

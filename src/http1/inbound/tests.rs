@@ -148,7 +148,10 @@ async fn broken_or_cut_short_bodies_fail_and_break_the_connection() {
         sent(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n").await;
     let head_ = head(&inbound).await;
     let error = body_of(&inbound, &head_).await.unwrap_err();
-    assert!(ClientBodyError::is_in(&*error), "{error}");
+    assert!(
+        crate::body::caused_by::<ClientBodyError>(&*error),
+        "{error}"
+    );
     assert_eq!(inbound.finish_body(), BodyLeft::Broken);
 
     let (inbound, mut client) =
