@@ -23,7 +23,7 @@ use super::chunked::{take_bytes, ChunkedDecoder, ChunkedError, Decoded};
 use super::io::{poll_read_buf, try_read_buf, ReadSize};
 use super::request::{parse_request_head, HeadError, RequestHead};
 use super::RequestFraming;
-use crate::body::BoxError;
+use crate::body::{BoxError, DRAIN_MAX_BYTES};
 
 /// Room taken for reading a request head, at first (nginx's `client_header_buffer_size`): most
 /// heads fit, and every request in flight holds this much. Heads that need more get twice as
@@ -217,12 +217,6 @@ impl Inbound {
         self.lock().continue_left = 0;
     }
 
-    /// Whether the current request's body broke its framing or was cut short (the connection
-    /// cannot carry another request).
-    pub fn body_broken(&self) -> bool {
-        matches!(self.lock().body, BodyState::Failed)
-    }
-
     /// Whether the client is still waiting for a `100 Continue` it will now never get.
     pub fn awaits_continue(&self) -> bool {
         self.lock().continue_left == CONTINUE.len()
@@ -235,11 +229,20 @@ impl Inbound {
         state.body.left()
     }
 
-    /// What is left of the current request's body, when nothing reads it any more (its
-    /// `ClientBody` is gone); `None` while something still may.
-    pub fn abandoned_body(self: &Arc<Self>) -> Option<BodyLeft> {
+    /// Whether, as its answer goes out, the current request already rules out another one on
+    /// this connection: the client still waits for a `100 Continue` (it sends the body only if
+    /// it gives up waiting), the body broke its framing or was cut short, or nothing reads the
+    /// body any more and more of it is left than is worth reading past.
+    pub fn ends_connection(self: &Arc<Self>) -> bool {
         // The connection holds one reference; each live body holds another.
-        (Arc::strong_count(self) == 1).then(|| self.lock().body.left())
+        let abandoned = Arc::strong_count(self) == 1;
+        let state = self.lock();
+        state.continue_left == CONTINUE.len()
+            || match state.body.left() {
+                BodyLeft::Broken => true,
+                BodyLeft::Unread(Some(left)) => abandoned && left > DRAIN_MAX_BYTES,
+                BodyLeft::Nothing | BodyLeft::Unread(None) => false,
+            }
     }
 
     /// Reads and discards the rest of the last request's body, at most `budget` more bytes of

@@ -407,19 +407,8 @@ async fn serve_request(
         access_log,
     );
 
-    // A client still waiting for `100 Continue` sends the body only if it gives up waiting,
-    // and a broken body has no known end: either way nothing more can be read.
-    // A body nobody reads any more that is too large to read past will close the connection:
-    // the answer says so.
-    let too_much_left = matches!(
-        inbound.abandoned_body(),
-        Some(BodyLeft::Unread(Some(left))) if left > DRAIN_MAX_BYTES
-    );
-    let mut close = !keep_alive
-        || close_after.load(Ordering::Relaxed)
-        || inbound.awaits_continue()
-        || inbound.body_broken()
-        || too_much_left;
+    // When the connection will close after this answer, the answer says so.
+    let mut close = !keep_alive || close_after.load(Ordering::Relaxed) || inbound.ends_connection();
     let persistence = if close {
         Persistence::Close
     } else if version == Version::HTTP_10 {
