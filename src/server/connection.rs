@@ -1,14 +1,15 @@
 //! What the watchdog of an HTTP/2 connection (served by hyper) knows about it: when it last read,
 //! how many requests are in flight, and the response body that ends each request.
 //!
-//! hyper has no notion of "idle for so long without a request"; like nginx, the gateway closes a
-//! connection whose preface does not arrive within `request_header_timeout` (from accept) and one
-//! without requests for `idle_timeout` (from the end of the last response). HTTP/1.x connections
-//! keep their clocks in their own loop (`server::http1`).
+//! hyper has no notion of "idle for so long without a request"; like nginx, the gateway closes an
+//! HTTP/2 connection without requests for `idle_timeout` (from the end of the last response).
+//! `request_header_timeout` bounds the wait for its first bytes, which say it is HTTP/2
+//! (`server::http1`); after that HTTP/2 has frames, not heads, and its streams are bounded by h2's
+//! own limits. HTTP/1.x connections keep their clocks in their own loop.
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -30,10 +31,6 @@ fn now_ms() -> u64 {
 pub struct Activity {
     in_flight: AtomicU32,
     last_active: AtomicU64,
-    /// When the head of the next request started arriving; 0 when none is pending.
-    head_since: AtomicU64,
-    is_h2: AtomicBool,
-    saw_first_read: AtomicBool,
 }
 
 /// What the watchdog should do now.
@@ -41,72 +38,40 @@ pub struct Activity {
 pub enum Verdict {
     /// Nothing yet; look again after this long.
     Wait(Duration),
-    /// A request head has been arriving for longer than `request_header_timeout`.
-    SlowHeaders,
     /// No request for longer than `idle_timeout`.
     Idle,
 }
 
 impl Activity {
-    /// A new connection: the clock for its first request head starts now.
+    /// A new connection, active as of now.
     pub fn new() -> Arc<Self> {
-        let now = now_ms();
         Arc::new(Activity {
             in_flight: AtomicU32::new(0),
-            last_active: AtomicU64::new(now),
-            head_since: AtomicU64::new(now),
-            is_h2: AtomicBool::new(false),
-            saw_first_read: AtomicBool::new(false),
+            last_active: AtomicU64::new(now_ms()),
         })
     }
 
-    fn on_read(&self, first_bytes: &[u8]) {
-        let now = now_ms();
-        self.last_active.store(now, Ordering::Relaxed);
-        if !self.saw_first_read.swap(true, Ordering::Relaxed) && first_bytes.starts_with(b"PRI ") {
-            // HTTP/2 has frames, not heads; its streams are bounded by h2's own limits.
-            self.is_h2.store(true, Ordering::Relaxed);
-        }
-        if self.in_flight.load(Ordering::Relaxed) == 0
-            && self.head_since.load(Ordering::Relaxed) == 0
-        {
-            self.head_since.store(now, Ordering::Relaxed);
-        }
+    fn on_read(&self) {
+        self.last_active.store(now_ms(), Ordering::Relaxed);
     }
 
-    /// A request head was parsed; the guard ends the request when its response body is done.
+    /// A request started; the guard ends it when its response body is done.
     pub fn request_started(self: &Arc<Self>) -> RequestGuard {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.head_since.store(0, Ordering::Relaxed);
         RequestGuard(Arc::clone(self))
     }
 
-    /// Requests whose responses are still being sent.
-    pub fn in_flight(&self) -> u32 {
-        self.in_flight.load(Ordering::Relaxed)
-    }
-
-    /// Decides whether the connection has been idle or slow for too long.
-    pub fn verdict(&self, header_timeout: Duration, idle_timeout: Duration) -> Verdict {
-        let now = now_ms();
-        let recheck = header_timeout.min(idle_timeout);
+    /// Decides whether the connection has been idle for too long.
+    pub fn verdict(&self, idle_timeout: Duration) -> Verdict {
         if self.in_flight.load(Ordering::Relaxed) > 0 {
-            return Verdict::Wait(recheck);
+            return Verdict::Wait(idle_timeout);
         }
-        let head = self.head_since.load(Ordering::Relaxed);
-        if head != 0 && !self.is_h2.load(Ordering::Relaxed) {
-            let deadline = head + header_timeout.as_millis() as u64;
-            return if now >= deadline {
-                Verdict::SlowHeaders
-            } else {
-                Verdict::Wait(Duration::from_millis(deadline - now))
-            };
-        }
+        let now = now_ms();
         let deadline = self.last_active.load(Ordering::Relaxed) + idle_timeout.as_millis() as u64;
         if now >= deadline {
             Verdict::Idle
         } else {
-            Verdict::Wait(Duration::from_millis(deadline - now).min(recheck))
+            Verdict::Wait(Duration::from_millis(deadline - now))
         }
     }
 }
@@ -218,7 +183,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for TrackedIo<T> {
             Poll::Ready(Ok(()))
         };
         if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            this.activity.on_read(&buf.filled()[before..]);
+            this.activity.on_read();
         }
         result
     }
@@ -261,19 +226,15 @@ mod tests {
     #[test]
     fn verdicts() {
         let a = Activity::new();
-        let (header, idle) = (Duration::from_millis(0), Duration::from_secs(60));
-        // Nothing received yet: the first head's clock runs from accept.
-        assert_eq!(a.verdict(header, idle), Verdict::SlowHeaders);
+        let idle = Duration::from_secs(60);
+        assert!(matches!(a.verdict(idle), Verdict::Wait(_)));
         let guard = a.request_started();
-        assert!(matches!(a.verdict(header, idle), Verdict::Wait(_)));
+        // A request in flight is never idle, however long it takes.
+        assert!(matches!(a.verdict(Duration::ZERO), Verdict::Wait(_)));
         drop(guard);
-        assert!(matches!(a.verdict(header, idle), Verdict::Wait(_)));
-        assert_eq!(a.verdict(header, Duration::ZERO), Verdict::Idle);
-        a.on_read(b"GET / HT");
-        assert_eq!(a.verdict(header, idle), Verdict::SlowHeaders);
-
-        let h2 = Activity::new();
-        h2.on_read(b"PRI * HTTP/2.0\r\n");
-        assert!(matches!(h2.verdict(header, idle), Verdict::Wait(_)));
+        assert!(matches!(a.verdict(idle), Verdict::Wait(_)));
+        assert_eq!(a.verdict(Duration::ZERO), Verdict::Idle);
+        a.on_read();
+        assert!(matches!(a.verdict(idle), Verdict::Wait(_)));
     }
 }

@@ -3,8 +3,7 @@
 //!
 //! hyper's keep-alive settings close idle connections by pings, not by time without requests;
 //! like nginx, an HTTP/2 connection here closes gracefully (GOAWAY) after `idle_timeout` without a
-//! request, and is cut if its preface and first request do not arrive within
-//! `request_header_timeout`.
+//! request. Its first bytes had to arrive within `request_header_timeout` to be recognised.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -12,7 +11,8 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Instant;
 
-use http::{Method, Request};
+use http::{header, Method, Request, Response};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
@@ -21,11 +21,12 @@ use tokio::sync::watch;
 
 use super::connection::{Activity, TrackedBody, TrackedIo, Verdict};
 use super::http1::Http2Handoff;
-use super::listener::{dispatch, without_body, Phase, Role};
+use super::listener::{dispatch, Phase, Role};
 use super::side_wake::SideWake;
 use crate::body::RequestBody;
 use crate::config::snapshot::ServerSettings;
 use crate::observability::access_log::Completion;
+use crate::proxy::body::ResponseBody;
 
 /// The HTTP/2 settings of a connection, read from the config when it starts.
 #[derive(Debug, Clone, Copy)]
@@ -98,11 +99,11 @@ pub(super) async fn serve_http2(handoff: Http2Handoff) {
         .timer(TokioTimer::new())
         .max_concurrent_streams(settings.max_concurrent_streams)
         .max_header_list_size(settings.max_header_list_size);
-    let (header_timeout, idle_timeout) = (limits.header_timeout, limits.idle_timeout);
+    let idle_timeout = limits.idle_timeout;
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
 
-    let watchdog = tokio::time::sleep(header_timeout.min(idle_timeout));
+    let watchdog = tokio::time::sleep(idle_timeout);
     tokio::pin!(watchdog);
     let side = SideWake::new();
     let mut draining = false;
@@ -131,13 +132,9 @@ pub(super) async fn serve_http2(handoff: Http2Handoff) {
                 }
                 return;
             }
-            Event::Watchdog => match activity.verdict(header_timeout, idle_timeout) {
+            Event::Watchdog => match activity.verdict(idle_timeout) {
                 Verdict::Wait(after) => {
                     watchdog.as_mut().reset(tokio::time::Instant::now() + after)
-                }
-                Verdict::SlowHeaders => {
-                    tracing::debug!(%peer, timeout = ?header_timeout, "closing connection: request head not received in time");
-                    return;
                 }
                 Verdict::Idle => {
                     conn.as_mut().graceful_shutdown();
@@ -173,4 +170,16 @@ enum Event<E> {
     Watchdog,
     /// The gateway's phase changed (or its sender is gone).
     Phase(Result<(), watch::error::RecvError>),
+}
+
+/// A HEAD response keeps its headers but sends no body. hyper drops the body for HTTP/1.1 but
+/// sends it as DATA frames on HTTP/2, which clients reject as a protocol error.
+fn without_body(response: Response<ResponseBody>) -> Response<ResponseBody> {
+    let (mut parts, body) = response.into_parts();
+    if !parts.headers.contains_key(header::CONTENT_LENGTH) {
+        if let Some(len) = body.size_hint().exact() {
+            parts.headers.insert(header::CONTENT_LENGTH, len.into());
+        }
+    }
+    Response::from_parts(parts, ResponseBody::Empty)
 }

@@ -8,8 +8,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use http::{header, Request, Response};
-use http_body::Body as _;
+use http::{Request, Response};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 
@@ -197,18 +196,6 @@ where
         this.guard.take();
         Poll::Ready(())
     }
-}
-
-/// A HEAD response keeps its headers but sends no body. hyper drops the body for HTTP/1.1 but
-/// sends it as DATA frames on HTTP/2, which clients reject as a protocol error.
-pub(super) fn without_body(response: Response<ResponseBody>) -> Response<ResponseBody> {
-    let (mut parts, body) = response.into_parts();
-    if !parts.headers.contains_key(header::CONTENT_LENGTH) {
-        if let Some(len) = body.size_hint().exact() {
-            parts.headers.insert(header::CONTENT_LENGTH, len.into());
-        }
-    }
-    Response::from_parts(parts, ResponseBody::Empty)
 }
 
 /// Built-in endpoints, then routes. Returns the response, what happened, and whether the
