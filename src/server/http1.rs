@@ -354,9 +354,12 @@ async fn refuse(inbound: &Inbound, state: &GatewayState, error: GatewayError) {
     let mut response = error.to_response(&id);
     response.headers_mut().insert(X_REQUEST_ID, id);
     state.metrics.request_started();
+    // The head was refused, so its method (if it had one) is not to be trusted: counted as
+    // OTHER in the metrics rather than as some real method.
+    let unparsed = Method::from_bytes(b"-").expect("`-` is a valid method token");
     let completion = Completion::new(
         Instant::now(),
-        Method::GET,
+        unparsed,
         response.status(),
         RequestRecord::default(),
         (&state.metrics, &state.unrouted),
@@ -371,7 +374,6 @@ async fn refuse(inbound: &Inbound, state: &GatewayState, error: GatewayError) {
     )
     .await;
     finish_completion(completion, &sent);
-    inbound.finish_body();
     linger_close(inbound).await;
 }
 
