@@ -168,11 +168,6 @@ where
         }
     }
 
-    /// Gives the body back if it was never polled, for sending elsewhere.
-    pub fn into_untouched_body(mut self) -> Option<Option<B>> {
-        (!self.touched).then(|| self.body.take())
-    }
-
     /// Takes the body out, whatever state it is in (the sender then only flushes its queue).
     pub fn take_body(&mut self) -> Option<B> {
         self.body.take()

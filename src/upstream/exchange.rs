@@ -93,8 +93,7 @@ impl Upload {
 
     /// Gives the body back if it was never polled, for a retry on another connection.
     pub(super) fn into_untouched_body(mut self) -> Option<Option<LimitedBody>> {
-        let sender = std::mem::replace(&mut self.0, BodySender::new(Bytes::new(), None, false));
-        sender.into_untouched_body()
+        (!self.0.touched).then(|| self.0.take_body())
     }
 
     fn is_done(&self) -> bool {
