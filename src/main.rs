@@ -141,6 +141,7 @@ async fn serve(
     registries: Registries,
 ) -> ExitCode {
     let _log_guard = gatehouse::observability::logging::init(&snapshot.logging);
+    gatehouse::observability::panics::install(std::sync::Arc::clone(&registries.metrics));
     let handle = match Gateway::start_with(options, snapshot, registries).await {
         Ok(handle) => handle,
         Err(e) => {

@@ -198,6 +198,11 @@ struct Child_ {
 impl Child_ {
     /// Starts the binary on `config` (with `PORT` replaced by a free port) and waits for /health.
     async fn start(config: &str, args: &[&str]) -> Child_ {
+        Self::start_env(config, args, &[]).await
+    }
+
+    /// [`Child_::start`] with extra environment variables for the child.
+    async fn start_env(config: &str, args: &[&str], env: &[(&str, &str)]) -> Child_ {
         for _ in 0..3 {
             let port = free_port();
             let dir = tempfile::tempdir().unwrap();
@@ -207,6 +212,7 @@ impl Child_ {
             let mut child = Command::new(gatehouse_bin())
                 .args(["run", "-c", path.to_str().unwrap()])
                 .args(args)
+                .envs(env.iter().copied())
                 .stdout(std::fs::File::create(&stdout).unwrap())
                 .stderr(Stdio::inherit())
                 .spawn()
@@ -380,4 +386,77 @@ async fn sighup_reloads_when_file_watching_is_off() {
     assert_eq!(ready["config"]["version"], 2, "{ready}");
     gw.signal("TERM");
     assert_eq!(gw.wait_exit().await.code(), Some(0));
+}
+
+/// A panic while serving one request closes that connection only: other HTTP/1.1 and HTTP/2
+/// connections carry on, the panic is logged and counted, and the process keeps running.
+#[tokio::test]
+async fn a_panic_while_serving_closes_only_its_own_connection() {
+    use tokio::io::AsyncWriteExt;
+    let upstream = EchoUpstream::start("u").await;
+    let config = format!(
+        "server:\n  listen: 127.0.0.1:PORT\nlogging:\n  format: json\n  level: info\n\
+         upstreams:\n  u:\n    targets: [{}]\nroutes:\n  - name: all\n    match: {{path: /}}\n    upstream: u\n",
+        upstream.url()
+    );
+    // The failpoint exists in debug builds only, which is what tests run.
+    let mut gw = Child_::start_env(&config, &[], &[("GATEHOUSE_DEBUG_PANIC_PATH", "/boom")]).await;
+    let request = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n");
+
+    let mut bystander = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    bystander
+        .write_all(request("/ok").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(read_response(&mut bystander).await.0, 200);
+
+    let mut victim = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    victim.write_all(request("/boom").as_bytes()).await.unwrap();
+    wait_for_close(&mut victim).await;
+
+    // The connection opened before the panic still serves, and new ones are accepted.
+    bystander
+        .write_all(request("/ok").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(read_response(&mut bystander).await.0, 200);
+    assert_eq!(get(&gw.url("/ok")).await.status, 200);
+
+    // HTTP/2: the stream that panicked is reset; the connection's other streams carry on.
+    let h2 = h2c_client();
+    let boom =
+        within(h2.request(Request::get(gw.url("/boom")).body(Full::default()).unwrap())).await;
+    assert!(boom.is_err(), "a panicked stream got a response: {boom:?}");
+    let ok = send(
+        &h2,
+        Request::get(gw.url("/ok")).body(Full::default()).unwrap(),
+    )
+    .await;
+    assert_eq!(ok.status, 200);
+
+    assert!(gw.child.try_wait().unwrap().is_none(), "the gateway exited");
+    let metrics = get(&gw.url("/metrics")).await.text();
+    assert!(
+        metrics.lines().any(|l| l == "gatehouse_panics_total 2"),
+        "panics not counted:\n{metrics}"
+    );
+    // The panicked connections are no longer counted as open: only the scrape's own is left.
+    drop((bystander, h2));
+    eventually("open connections back to the scrape's own", || async {
+        let metrics = get(&gw.url("/metrics")).await.text();
+        metrics.lines().any(|l| l == "gatehouse_open_connections 1")
+    })
+    .await;
+    eventually("both panics logged", || async {
+        gw.log_lines()
+            .iter()
+            .filter(|l| {
+                l["panic"]
+                    .as_str()
+                    .is_some_and(|p| p.contains("debug failpoint reached for /boom"))
+            })
+            .count()
+            == 2
+    })
+    .await;
 }

@@ -62,6 +62,8 @@ pub mod names {
     pub const JWT_CACHE_HITS_TOTAL: &str = "gatehouse_jwt_cache_hits_total";
     /// Counter of tokens not found there (verified in full), by provider.
     pub const JWT_CACHE_MISSES_TOTAL: &str = "gatehouse_jwt_cache_misses_total";
+    /// Counter of panics caught while serving; each one closed the connection it happened on.
+    pub const PANICS_TOTAL: &str = "gatehouse_panics_total";
 }
 
 /// Route label for requests no configured route answered, so they are still counted without
@@ -281,6 +283,7 @@ pub struct Metrics {
     config_reloads: [Counter; 3],
     config_last_reload_success: Gauge<f64, AtomicU64>,
     config_version: Gauge<u64, AtomicU64>,
+    panics: TotalCounter,
     /// Live route handles, so every `route()` call for a name shares one lazily filled counter
     /// table and `forget_route` can stop old handles from recreating series it removed.
     routes: Mutex<HashMap<Arc<str>, Arc<RouteInner>>>,
@@ -394,6 +397,12 @@ impl Metrics {
             "Version number of the active configuration",
             config_version.clone(),
         );
+        let panics = TotalCounter::default();
+        registry.register(
+            names::PANICS_TOTAL,
+            "Panics caught while serving; each closed only the connection it happened on",
+            panics.clone(),
+        );
 
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
@@ -423,6 +432,7 @@ impl Metrics {
             config_reloads,
             config_last_reload_success,
             config_version,
+            panics,
             routes: Mutex::new(HashMap::new()),
         })
     }
@@ -587,6 +597,11 @@ impl Metrics {
     /// Publishes the active configuration's version, to tell which config every instance runs.
     pub fn set_config_version(&self, version: u64) {
         self.config_version.set(version);
+    }
+
+    /// Counts a panic caught while serving (see `observability::panics`).
+    pub fn panicked(&self) {
+        self.panics.0.inc();
     }
 
     /// The scrape body: OpenMetrics text ending in `# EOF`; serve it as [`CONTENT_TYPE`].

@@ -3,4 +3,5 @@
 pub mod access_log;
 pub mod logging;
 pub mod metrics;
+pub mod panics;
 pub mod request_id;

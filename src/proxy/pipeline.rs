@@ -106,6 +106,7 @@ pub async fn handle(
     metrics: &Metrics,
 ) -> (Response<ResponseBody>, RequestRecord) {
     let (parts, body) = request.into_parts();
+    crate::observability::panics::debug_failpoint(parts.uri.path());
     let id = request_id(&parts.headers);
     let mut record = RequestRecord::default();
     if snapshot.logging.access_log {

@@ -16,7 +16,7 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::watch;
 
 use super::connection::{Activity, TrackedBody, TrackedIo, Verdict};
@@ -94,7 +94,7 @@ pub(super) async fn serve_http2(handoff: Http2Handoff) {
             Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, guard, completion)))
         }
     });
-    let mut builder = http2::Builder::new(TokioExecutor::new());
+    let mut builder = http2::Builder::new(crate::observability::panics::ContainedExecutor);
     builder
         .timer(TokioTimer::new())
         .max_concurrent_streams(settings.max_concurrent_streams)

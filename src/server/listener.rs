@@ -20,6 +20,7 @@ use super::workers::Workers;
 use crate::body::RequestBody;
 use crate::error::GatewayError;
 use crate::observability::access_log::RequestRecord;
+use crate::observability::panics;
 use crate::observability::request_id::{request_id, X_REQUEST_ID};
 use crate::proxy::body::ResponseBody;
 use crate::proxy::pipeline::{self, ConnInfo};
@@ -172,6 +173,17 @@ pin_project_lite::pin_project! {
         metrics: Arc<crate::observability::metrics::Metrics>,
         guard: Option<G>,
     }
+
+    // In drop rather than at the end of `poll`: a task that panicked, or was cut at shutdown,
+    // is dropped without finishing, and must still leave the counts right.
+    impl<F, G> PinnedDrop for Counted<F, G> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if this.guard.take().is_some() {
+                this.metrics.connection_closed();
+            }
+        }
+    }
 }
 
 impl<F, G> Future for Counted<F, G>
@@ -182,19 +194,17 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let mut this = self.project();
-        loop {
+        // A panic from here on is contained to this connection (observability::panics).
+        panics::serving(|| loop {
             if let Some(http2) = this.http2.as_mut() {
                 ready!(http2.as_mut().poll(cx));
-                break;
+                break Poll::Ready(());
             }
             match ready!(this.serving.as_mut().poll(cx)) {
                 Some(handoff) => *this.http2 = Some(Box::pin(serve_http2(handoff))),
-                None => break,
+                None => break Poll::Ready(()),
             }
-        }
-        this.metrics.connection_closed();
-        this.guard.take();
-        Poll::Ready(())
+        })
     }
 }
 
