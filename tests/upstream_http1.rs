@@ -7,8 +7,9 @@ use common::*;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::Request;
@@ -57,11 +58,21 @@ impl Scripted {
 
     /// A gateway with one worker in front of it, so every request may reuse its connections.
     async fn gateway(&self) -> TestGateway {
-        let yaml = format!(
-            "{}upstreams:\n  up:\n    targets: [http://{}]\n    timeout: 5s\nroutes:\n  - name: r\n    match: {{path: /}}\n    upstream: up\n",
-            server_yaml("workers: 1"),
+        self.gateway_with("", "").await
+    }
+
+    /// The config of [`Scripted::gateway`], with extra lines for the upstream and the route.
+    fn config(&self, upstream_extra: &str, route_extra: &str) -> String {
+        format!(
+            "upstreams:\n  up:\n    targets: [http://{}]\n    timeout: 5s\n{upstream_extra}\
+             routes:\n  - name: r\n    match: {{path: /}}\n    upstream: up\n{route_extra}",
             self.addr
-        );
+        )
+    }
+
+    /// [`Scripted::gateway`] with extra lines for the upstream and the route.
+    async fn gateway_with(&self, upstream_extra: &str, route_extra: &str) -> TestGateway {
+        let yaml = server_yaml("workers: 1") + &self.config(upstream_extra, route_extra);
         TestGateway::start(&yaml).await
     }
 }
@@ -267,8 +278,9 @@ async fn a_body_cut_short_by_the_upstream_is_cut_short_for_the_client() {
     .await;
     let gw = up.gateway().await;
     let request = Request::get(gw.url("/")).body(Full::default()).unwrap();
-    // The gateway may have sent the head before the body broke off, or not yet (then the
-    // connection is cut before any answer); either way the client must see a failure.
+    // Body bytes came, so the answer is relayed; the gateway may have written its head before
+    // the body broke off, or not yet (then the connection is cut before any answer). Either
+    // way the client must see a failure.
     match within(client().request(request)).await {
         Err(_) => {}
         Ok(response) => {
@@ -277,6 +289,20 @@ async fn a_body_cut_short_by_the_upstream_is_cut_short_for_the_client() {
             assert!(body.is_err(), "a truncated body must not look complete");
         }
     }
+    eventually("the broken body is counted", || async {
+        metric(&gw, BODY_ERRORS).await == 1.0
+    })
+    .await;
+}
+
+const BODY_ERRORS: &str = "gatehouse_upstream_body_errors_total{upstream=\"up\"}";
+
+/// The value of the sample `name{labels}` in the gateway's /metrics (0 when absent).
+async fn metric(gw: &TestGateway, series: &str) -> f64 {
+    let text = get(&gw.url("/metrics")).await.text();
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
 }
 
 /// Connection 0 answers one request, then reads the next head and closes without answering,
@@ -466,4 +492,438 @@ async fn request_bodies_are_framed_by_length_or_chunked() {
         ]
     );
     assert_eq!(up.accepted(), 1);
+}
+
+/// Sends a raw request on a new connection to the gateway and returns the connection.
+async fn raw_request(gw: &TestGateway, request: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(gw.addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    stream
+}
+
+/// Reads a response head, lower-cased, within the deadline.
+async fn read_response_head(stream: &mut TcpStream) -> String {
+    let head = within(read_head(stream)).await.expect("a response head");
+    head.to_ascii_lowercase()
+}
+
+/// An upstream whose every connection answers each request with `head` followed by `body`,
+/// then waits without sending more until the gateway closes; `closed` is set when it does.
+async fn stalling(head: &'static str, body: &'static str, closed: Arc<AtomicBool>) -> Scripted {
+    Scripted::start(move |_, mut stream| {
+        let closed = Arc::clone(&closed);
+        async move {
+            if read_head(&mut stream).await.is_none() {
+                return;
+            }
+            let _ = write_pieces(&mut stream, &[head.as_bytes(), body.as_bytes()]).await;
+            let mut sink = [0u8; 1024];
+            while let Ok(n) = stream.read(&mut sink).await {
+                if n == 0 {
+                    break;
+                }
+            }
+            closed.store(true, Ordering::SeqCst);
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_body_that_stalls_midway_is_cut_after_read_timeout() {
+    for (head, body) in [
+        (
+            "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n",
+            "0123456789",
+        ),
+        (
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "a\r\n0123456789\r\n",
+        ),
+        // Read until close, and the upstream never closes.
+        ("HTTP/1.1 200 OK\r\n\r\n", "0123456789"),
+    ] {
+        let closed = Arc::new(AtomicBool::new(false));
+        let up = stalling(head, body, Arc::clone(&closed)).await;
+        let gw = up.gateway_with("    read_timeout: 200ms\n", "").await;
+        let started = Instant::now();
+        let response =
+            within(client().request(Request::get(gw.url("/")).body(Full::default()).unwrap()))
+                .await
+                .unwrap();
+        assert_eq!(response.status(), 200, "{head:?}");
+        let body = within(response.into_body().collect()).await;
+        assert!(
+            body.is_err(),
+            "{head:?}: a stalled body must not look complete"
+        );
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(200),
+            "{head:?}: cut after {took:?}"
+        );
+        // The upstream connection is closed, never pooled.
+        eventually("the gateway closed the upstream connection", || async {
+            closed.load(Ordering::SeqCst)
+        })
+        .await;
+        assert_eq!(metric(&gw, BODY_ERRORS).await, 1.0, "{head:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_upstream_silent_before_its_first_body_byte_gets_504_after_the_route_read_timeout() {
+    let closed = Arc::new(AtomicBool::new(false));
+    let up = stalling(
+        "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+        "",
+        Arc::clone(&closed),
+    )
+    .await;
+    // The route's read_timeout overrides the upstream's, which would hold the client for 60 s.
+    let gw = up
+        .gateway_with("    read_timeout: 60s\n", "    read_timeout: 200ms\n")
+        .await;
+    let started = Instant::now();
+    let got = get(&gw.url("/")).await;
+    assert_eq!(got.status, 504, "{}", got.text());
+    assert_eq!(got.json()["error"], "upstream_timeout");
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    eventually("the gateway closed the upstream connection", || async {
+        closed.load(Ordering::SeqCst)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_body_broken_before_its_first_byte_is_a_502_and_counted() {
+    let up = Scripted::start(|_, mut stream| async move {
+        let Some(head) = read_head(&mut stream).await else {
+            return;
+        };
+        let answer: &[u8] = if head.starts_with("GET /bad-chunk ") {
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"
+        } else {
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n"
+        };
+        let _ = stream.write_all(answer).await;
+    })
+    .await;
+    let gw = up.gateway().await;
+    for path in ["/cut", "/bad-chunk"] {
+        let got = get(&gw.url(path)).await;
+        assert_eq!(got.status, 502, "{path}: {}", got.text());
+        assert_eq!(got.json()["error"], "upstream_failed", "{path}");
+    }
+    assert_eq!(metric(&gw, BODY_ERRORS).await, 2.0);
+}
+
+#[tokio::test]
+async fn http10_answers_with_transfer_encoding_are_read_chunked_and_not_reused() {
+    let up = Scripted::start(|_, mut stream| async move {
+        while read_head(&mut stream).await.is_some() {
+            let answer = b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+            if stream.write_all(answer).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    let gw = up.gateway().await;
+    let c = client();
+    for _ in 0..2 {
+        let got = request(&c, &gw, "GET", "/", Bytes::new()).await;
+        assert_eq!((got.status.as_u16(), got.text().as_str()), (200, "hello"));
+    }
+    assert_eq!(
+        up.accepted(),
+        2,
+        "an HTTP/1.0 answer with Transfer-Encoding closes"
+    );
+}
+
+#[tokio::test]
+async fn identical_content_lengths_reach_the_client_as_one() {
+    let up = Scripted::start(|_, mut stream| async move {
+        while let Some(head) = read_head(&mut stream).await {
+            let answer = "HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\nContent-Length: 5\r\n\r\n";
+            let body = if head.starts_with("HEAD ") {
+                ""
+            } else {
+                "hello"
+            };
+            if stream
+                .write_all((answer.to_string() + body).as_bytes())
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    })
+    .await;
+    let gw = up.gateway().await;
+    let mut stream = raw_request(&gw, "HEAD / HTTP/1.1\r\nHost: gw.test\r\n\r\n").await;
+    let head = read_response_head(&mut stream).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    let lengths: Vec<&str> = head
+        .lines()
+        .filter(|l| l.starts_with("content-length:"))
+        .collect();
+    assert_eq!(lengths, ["content-length: 5"], "{head}");
+    let h2 = h2c_client();
+    let got = send(
+        &h2,
+        Request::get(gw.url("/")).body(Full::default()).unwrap(),
+    )
+    .await;
+    assert_eq!(got.text(), "hello");
+    let lengths: Vec<_> = got.headers.get_all("content-length").iter().collect();
+    assert_eq!(lengths, ["5"]);
+}
+
+#[tokio::test]
+async fn transfer_codings_other_than_one_chunked_are_502() {
+    let up = Scripted::start(|_, mut stream| async move {
+        let Some(head) = read_head(&mut stream).await else {
+            return;
+        };
+        let coding = match head.split(' ').nth(1).unwrap() {
+            "/gzip" => "gzip",
+            "/gzip-chunked" => "gzip, chunked",
+            "/twice" => "chunked, chunked",
+            _ => "chunked\r\nTransfer-Encoding: chunked",
+        };
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: {coding}\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+        );
+        let _ = stream.write_all(answer.as_bytes()).await;
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest).await;
+    })
+    .await;
+    let gw = up.gateway().await;
+    for path in ["/gzip", "/gzip-chunked", "/twice", "/two-fields"] {
+        let got = get(&gw.url(path)).await;
+        assert_eq!(got.status, 502, "{path}: {}", got.text());
+        assert_eq!(got.json()["error"], "upstream_failed", "{path}");
+    }
+}
+
+#[tokio::test]
+async fn a_head_answered_chunked_gets_no_invented_length() {
+    let up = Scripted::start(|_, mut stream| async move {
+        while read_head(&mut stream).await.is_some() {
+            let answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Up: 1\r\n\r\n";
+            if stream.write_all(answer).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    let gw = up.gateway().await;
+    let mut stream = raw_request(&gw, "HEAD / HTTP/1.1\r\nHost: gw.test\r\n\r\n").await;
+    let head = read_response_head(&mut stream).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("x-up: 1"), "{head}");
+    assert!(!head.contains("content-length"), "{head}");
+    let h2 = h2c_client();
+    let got = send(
+        &h2,
+        Request::head(gw.url("/")).body(Full::default()).unwrap(),
+    )
+    .await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.header("x-up"), Some("1"));
+    assert_eq!(got.header("content-length"), None);
+    assert_eq!(
+        up.accepted(),
+        1,
+        "a HEAD answer leaves the connection usable"
+    );
+}
+
+#[tokio::test]
+async fn an_interim_answer_then_a_close_on_a_reused_connection_is_not_sent_again() {
+    let heads = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&heads);
+    let up = Scripted::start(move |n, mut stream| {
+        let count = Arc::clone(&count);
+        async move {
+            while read_head(&mut stream).await.is_some() {
+                let seen = count.fetch_add(1, Ordering::SeqCst);
+                if n == 0 && seen == 1 {
+                    // The second request on the first connection: an interim answer, then gone.
+                    let _ = stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+                    return;
+                }
+                let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                if stream.write_all(answer).await.is_err() {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    let gw = up.gateway().await;
+    let c = client();
+    assert_eq!(
+        request(&c, &gw, "GET", "/", Bytes::new()).await.text(),
+        "ok"
+    );
+    let got = request(&c, &gw, "GET", "/", Bytes::new()).await;
+    assert_eq!(
+        got.status,
+        502,
+        "the upstream saw the request: {}",
+        got.text()
+    );
+    assert_eq!(heads.load(Ordering::SeqCst), 2, "the request was sent once");
+    assert_eq!(up.accepted(), 1);
+}
+
+#[test]
+fn read_timeout_is_checked_where_it_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.yaml");
+    let load = |yaml: &str| {
+        std::fs::write(&path, yaml).unwrap();
+        let env = gatehouse::config::MapEnv(Default::default());
+        let registries = gatehouse::registry::Registries::default();
+        gatehouse::config::load(&path, &env, &registries)
+    };
+    let server = "server:\n  listen: 127.0.0.1:0\n";
+    let upstream = "upstreams:\n  up:\n    targets: [http://127.0.0.1:9]\n";
+    let good = format!(
+        "{server}{upstream}    read_timeout: 2s\nroutes:\n  - name: r\n    match: {{path: /}}\n    upstream: up\n"
+    );
+    let snapshot = load(&good).expect("valid");
+    let proxy = |snapshot: &gatehouse::config::Snapshot| match &snapshot.router.routes()[0].action {
+        gatehouse::routing::route::RouteAction::Proxy(p) => p.read_timeout,
+        _ => unreachable!(),
+    };
+    assert_eq!(proxy(&snapshot), Duration::from_secs(2));
+    let snapshot = load(&(good.clone() + "    read_timeout: 250ms\n")).expect("valid");
+    assert_eq!(proxy(&snapshot), Duration::from_millis(250));
+    let default = format!(
+        "{server}{upstream}routes:\n  - name: r\n    match: {{path: /}}\n    upstream: up\n"
+    );
+    assert_eq!(proxy(&load(&default).unwrap()), Duration::from_secs(60));
+    for (yaml, line, says) in [
+        (format!("{server}{upstream}    read_timeout: 0s\n"), 6, "read_timeout"),
+        (
+            format!("{server}routes:\n  - name: r\n    match: {{path: /}}\n    respond: {{status: 200}}\n    read_timeout: 1s\n"),
+            7,
+            "`read_timeout` only applies to routes with `upstream`",
+        ),
+    ] {
+        let errors = load(&yaml).expect_err("refused").0;
+        let found = errors.iter().any(|e| e.mark.is_some_and(|m| m.line == line) && e.message.contains(says));
+        assert!(found, "{yaml}: {errors:?}");
+    }
+}
+
+/// A `gatehouse run` child process, killed when dropped; its stdout (the logs) goes to a file.
+struct Child {
+    child: std::process::Child,
+    addr: SocketAddr,
+    stdout: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Child {
+    /// Starts the binary on `config` (with `PORT` replaced by a free port) and waits until it
+    /// listens.
+    async fn start(config: &str) -> Child {
+        for _ in 0..3 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("gateway.yaml");
+            std::fs::write(&path, config.replace("PORT", &port.to_string())).unwrap();
+            let stdout = dir.path().join("stdout.log");
+            let mut child = std::process::Command::new(gatehouse_bin())
+                .args(["run", "-c", path.to_str().unwrap()])
+                .stdout(std::fs::File::create(&stdout).unwrap())
+                .spawn()
+                .expect("spawn gatehouse");
+            let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+            let deadline = Instant::now() + DEADLINE;
+            loop {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break; // most likely the port was taken; try another
+                }
+                if TcpStream::connect(addr).await.is_ok() {
+                    return Child {
+                        child,
+                        addr,
+                        stdout,
+                        _dir: dir,
+                    };
+                }
+                assert!(Instant::now() < deadline, "gatehouse never listened");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        panic!("could not start gatehouse on a free port in three tries");
+    }
+
+    /// The access-log line of the request to `path`, once it is written.
+    async fn access_line(&self, path: &str) -> serde_json::Value {
+        let mut found = None;
+        eventually("the access log line", || {
+            let lines = std::fs::read_to_string(&self.stdout).unwrap_or_default();
+            found = lines
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|l| l["target"] == "gatehouse::access" && l["path"] == path);
+            std::future::ready(found.is_some())
+        })
+        .await;
+        found.unwrap()
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_broken_upstream_body_is_logged_with_its_reason() {
+    let up = Scripted::start(|_, mut stream| async move {
+        let Some(head) = read_head(&mut stream).await else {
+            return;
+        };
+        let answer: &[u8] = if head.starts_with("GET /late ") {
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort"
+        } else {
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n"
+        };
+        let _ = write_pieces(&mut stream, &[answer]).await;
+    })
+    .await;
+    let config = "server:\n  listen: 127.0.0.1:PORT\nlogging:\n  format: json\n  access_log: true\n"
+        .to_string() + &up.config("", "");
+    let gw = Child::start(&config).await;
+    let got = get(&format!("http://{}/early", gw.addr)).await;
+    assert_eq!(got.status, 502);
+    let early = gw.access_line("/early").await;
+    assert_eq!(early["status"], 502, "{early}");
+    assert_eq!(early["error"], "upstream_body_error", "{early}");
+    let request = Request::get(format!("http://{}/late", gw.addr))
+        .body(Full::default())
+        .unwrap();
+    if let Ok(response) = within(client().request(request)).await {
+        assert!(within(response.into_body().collect()).await.is_err());
+    }
+    let late = gw.access_line("/late").await;
+    assert_eq!(late["status"], 200, "{late}");
+    assert_eq!(late["completed"], false, "{late}");
+    assert_eq!(late["error"], "upstream_body_error", "{late}");
 }

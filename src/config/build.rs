@@ -38,6 +38,7 @@ const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 256;
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_WEIGHT: u32 = 10_000;
 
 /// One parsed file and where it came from.
@@ -370,6 +371,7 @@ fn build_upstream(
     let connect_timeout =
         positive(&s.connect_timeout, "connect_timeout", e).unwrap_or(DEFAULT_CONNECT_TIMEOUT);
     let timeout = positive(&s.timeout, "timeout", e).unwrap_or(DEFAULT_UPSTREAM_TIMEOUT);
+    let read_timeout = positive(&s.read_timeout, "read_timeout", e).unwrap_or(DEFAULT_READ_TIMEOUT);
     if targets.len() != s.targets.len() {
         return None;
     }
@@ -388,6 +390,7 @@ fn build_upstream(
         balancer: SmoothWeighted::new(targets.iter().map(|t| t.weight).collect()),
         targets,
         timeout,
+        read_timeout,
         connect_timeout,
         pool,
         metrics: registries.metrics.upstream(&name.value),
@@ -624,6 +627,7 @@ fn build_action(s: &RouteSection, ctx: &RouteContext, e: &mut Errors) -> Option<
                 ("strip_prefix", s.strip_prefix.as_ref().map(|v| v.mark)),
                 ("rewrite", s.rewrite.as_ref().map(|v| v.mark)),
                 ("timeout", s.timeout.as_ref().map(|v| v.mark)),
+                ("read_timeout", s.read_timeout.as_ref().map(|v| v.mark)),
                 ("preserve_host", s.preserve_host.as_ref().map(|v| v.mark)),
             ];
             for (field, mark) in proxy_only {
@@ -653,11 +657,14 @@ fn build_action(s: &RouteSection, ctx: &RouteContext, e: &mut Errors) -> Option<
             };
             let rewrite = build_rewrite(s, e)?;
             let timeout = positive(&s.timeout, "timeout", e).unwrap_or(upstream.timeout);
+            let read_timeout =
+                positive(&s.read_timeout, "read_timeout", e).unwrap_or(upstream.read_timeout);
             Some(RouteAction::Proxy(ProxyAction {
                 upstream: Arc::clone(upstream),
                 rewrite,
                 preserve_host: s.preserve_host.as_ref().is_none_or(|p| p.value),
                 timeout,
+                read_timeout,
             }))
         }
     }

@@ -293,6 +293,8 @@ pub struct UpstreamSection {
     pub connect_timeout: Option<Spanned<ConfigDuration>>,
     /// Time allowed until response headers arrive.
     pub timeout: Option<Spanned<ConfigDuration>>,
+    /// Time allowed between two reads of the response body.
+    pub read_timeout: Option<Spanned<ConfigDuration>>,
     /// Not supported yet.
     pub discovery: Unsupported,
     /// Not supported yet.
@@ -401,6 +403,8 @@ pub struct RouteSection {
     pub response_headers: Option<HeaderRulesSection>,
     /// Overrides the upstream's `timeout`.
     pub timeout: Option<Spanned<ConfigDuration>>,
+    /// Overrides the upstream's `read_timeout`.
+    pub read_timeout: Option<Spanned<ConfigDuration>>,
     /// Overrides `server.max_request_body` for this route.
     pub max_request_body: Option<ConfigSize>,
     /// Overrides `server.security_headers` for this route.

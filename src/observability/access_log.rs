@@ -6,7 +6,7 @@
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use http::header::HeaderValue;
@@ -36,6 +36,9 @@ pub struct RequestRecord {
     pub origin: Option<HeaderValue>,
     /// Whether the response gets the route's CORS headers (a CORS route, not a preflight).
     pub cors_actual: bool,
+    /// Why the response failed (`upstream_body_error`), set by whoever saw it, possibly the
+    /// response body as it streams; only made when access logs are on.
+    pub error: Option<Arc<OnceLock<&'static str>>>,
 }
 
 /// Finishes a request's accounting when dropped; owned by the response body.
@@ -108,6 +111,7 @@ impl Drop for Completion {
             duration_ms = duration.as_secs_f64() * 1000.0,
             upstream_ms = r.upstream_duration.map(|d| d.as_secs_f64() * 1000.0),
             completed = self.completed,
+            error = r.error.as_ref().and_then(|e| e.get().copied()),
             "request"
         );
     }

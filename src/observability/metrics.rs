@@ -39,6 +39,8 @@ pub mod names {
     pub const UPSTREAM_REQUESTS_TOTAL: &str = "gatehouse_upstream_requests_total";
     /// Histogram of time until an upstream's response headers, by upstream.
     pub const UPSTREAM_DURATION_SECONDS: &str = "gatehouse_upstream_duration_seconds";
+    /// Counter of upstream response bodies that broke off after their headers, by upstream.
+    pub const UPSTREAM_BODY_ERRORS_TOTAL: &str = "gatehouse_upstream_body_errors_total";
     /// Gauge of client connections currently open.
     pub const OPEN_CONNECTIONS: &str = "gatehouse_open_connections";
     /// Gauge of requests currently being handled.
@@ -273,6 +275,7 @@ pub struct Metrics {
     request_duration: Family<RouteLabels, LatencyHistogram>,
     upstream_requests: Family<UpstreamLabels, TotalCounter>,
     upstream_duration: Family<UpstreamNameLabels, LatencyHistogram>,
+    upstream_body_errors: Family<UpstreamNameLabels, TotalCounter>,
     open_connections: Gauge,
     requests_in_flight: Gauge,
     auth_failures: Family<AuthFailureLabels, TotalCounter>,
@@ -330,6 +333,12 @@ impl Metrics {
             names::UPSTREAM_DURATION_SECONDS,
             "Time until an upstream's response headers, for attempts that got a response",
             upstream_duration.clone(),
+        );
+        let upstream_body_errors = Family::<UpstreamNameLabels, TotalCounter>::default();
+        registry.register(
+            names::UPSTREAM_BODY_ERRORS_TOTAL,
+            "Upstream response bodies that broke off after their headers (cut short, malformed, or read_timeout)",
+            upstream_body_errors.clone(),
         );
 
         let open_connections = Gauge::default();
@@ -422,6 +431,7 @@ impl Metrics {
             request_duration,
             upstream_requests,
             upstream_duration,
+            upstream_body_errors,
             open_connections,
             requests_in_flight,
             auth_failures,
@@ -484,12 +494,23 @@ impl Metrics {
                 .0
                 .clone()
         });
+        let body_errors = self
+            .upstream_body_errors
+            .get_or_create(&UpstreamNameLabels {
+                upstream: name.clone(),
+            })
+            .0
+            .clone();
         let duration = self
             .upstream_duration
             .get_or_create(&UpstreamNameLabels { upstream: name })
             .clone();
         UpstreamMetrics {
-            inner: Arc::new(UpstreamInner { outcomes, duration }),
+            inner: Arc::new(UpstreamInner {
+                outcomes,
+                duration,
+                body_errors,
+            }),
         }
     }
 
@@ -646,6 +667,9 @@ impl Metrics {
                 outcome,
             });
         }
+        self.upstream_body_errors.remove(&UpstreamNameLabels {
+            upstream: name.clone(),
+        });
         self.upstream_duration
             .remove(&UpstreamNameLabels { upstream: name });
     }
@@ -753,6 +777,7 @@ pub struct UpstreamMetrics {
 struct UpstreamInner {
     outcomes: [Counter; OUTCOMES.len()],
     duration: LatencyHistogram,
+    body_errors: Counter,
 }
 
 impl fmt::Debug for UpstreamMetrics {
@@ -772,6 +797,11 @@ impl UpstreamMetrics {
         if outcome == UpstreamOutcome::Response {
             self.inner.duration.observe(duration);
         }
+    }
+
+    /// Counter gatehouse_upstream_body_errors_total{upstream}: a response body broke off.
+    pub fn body_error(&self) {
+        self.inner.body_errors.inc();
     }
 }
 
@@ -883,6 +913,7 @@ mod tests {
         let up = metrics.upstream("pool-1");
         up.record(UpstreamOutcome::Response, ms(2));
         up.record(UpstreamOutcome::Response, ms(700));
+        up.body_error();
         up.record(UpstreamOutcome::Timeout, ms(30_000));
         up.record(UpstreamOutcome::ConnectError, ms(1));
 
@@ -920,6 +951,7 @@ mod tests {
             r#"gatehouse_upstream_requests_total{upstream="pool-1",outcome="timeout"} 1"#,
             r#"gatehouse_upstream_requests_total{upstream="pool-1",outcome="connect_error"} 1"#,
             r#"gatehouse_upstream_requests_total{upstream="pool-1",outcome="error"} 0"#,
+            r#"gatehouse_upstream_body_errors_total{upstream="pool-1"} 1"#,
             r#"gatehouse_upstream_duration_seconds_count{upstream="pool-1"} 2"#,
             r#"gatehouse_upstream_duration_seconds_bucket{le="0.5",upstream="pool-1"} 1"#,
             r#"gatehouse_upstream_duration_seconds_bucket{le="1.0",upstream="pool-1"} 2"#,

@@ -1,12 +1,15 @@
 //! The body of every response the gateway sends.
 
 use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
 use crate::body::BoxError;
+use crate::upstream::pool::UpstreamBody;
+use crate::upstream::Upstream;
 
 /// The body of every response the gateway sends.
 #[derive(Debug)]
@@ -16,7 +19,7 @@ pub enum ResponseBody {
     /// A body known in full (gateway errors, `respond` routes).
     Full(Option<Bytes>),
     /// An upstream's body, streamed through.
-    Upstream(crate::upstream::pool::UpstreamBody),
+    Upstream(Relayed),
 }
 
 impl ResponseBody {
@@ -24,6 +27,51 @@ impl ResponseBody {
     pub fn full(bytes: impl Into<Bytes>) -> Self {
         ResponseBody::Full(Some(bytes.into()))
     }
+}
+
+/// Access-log reason for an upstream body that broke off.
+pub const UPSTREAM_BODY_ERROR: &str = "upstream_body_error";
+
+/// An upstream's response body on its way to the client. If it breaks, that is counted, logged
+/// and noted for the access log as it happens; the client connection sees the error and closes.
+#[derive(Debug)]
+pub struct Relayed {
+    body: UpstreamBody,
+    upstream: Arc<Upstream>,
+    /// The access log's error slot, when access logs are on.
+    error: Option<Arc<OnceLock<&'static str>>>,
+}
+
+impl Relayed {
+    /// Relays `body` from `upstream`, noting a failure in `error`.
+    pub fn new(
+        body: UpstreamBody,
+        upstream: Arc<Upstream>,
+        error: Option<Arc<OnceLock<&'static str>>>,
+    ) -> Self {
+        Relayed {
+            body,
+            upstream,
+            error,
+        }
+    }
+}
+
+/// Counts and logs a broken upstream body and notes it for the access log.
+pub fn note_body_error(
+    upstream: &Upstream,
+    error: &(dyn std::error::Error + 'static),
+    slot: Option<&OnceLock<&'static str>>,
+) {
+    upstream.metrics.body_error();
+    if let Some(slot) = slot {
+        let _ = slot.set(UPSTREAM_BODY_ERROR);
+    }
+    tracing::warn!(
+        upstream = %upstream.name,
+        error = %super::forward::error_chain(error),
+        "upstream response body failed"
+    );
 }
 
 impl Body for ResponseBody {
@@ -37,7 +85,13 @@ impl Body for ResponseBody {
         match self.get_mut() {
             ResponseBody::Empty => Poll::Ready(None),
             ResponseBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            ResponseBody::Upstream(body) => Pin::new(body).poll_frame(cx),
+            ResponseBody::Upstream(relayed) => {
+                let polled = Pin::new(&mut relayed.body).poll_frame(cx);
+                if let Poll::Ready(Some(Err(error))) = &polled {
+                    note_body_error(&relayed.upstream, &**error, relayed.error.as_deref());
+                }
+                polled
+            }
         }
     }
 
@@ -45,7 +99,7 @@ impl Body for ResponseBody {
         match self {
             ResponseBody::Empty => true,
             ResponseBody::Full(bytes) => bytes.is_none(),
-            ResponseBody::Upstream(body) => body.is_end_stream(),
+            ResponseBody::Upstream(relayed) => relayed.body.is_end_stream(),
         }
     }
 
@@ -55,7 +109,7 @@ impl Body for ResponseBody {
             ResponseBody::Full(bytes) => {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
-            ResponseBody::Upstream(body) => body.size_hint(),
+            ResponseBody::Upstream(relayed) => relayed.body.size_hint(),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Forwarding a request to an upstream target and streaming the answer back.
 
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use http_body::Body as _;
@@ -11,7 +11,7 @@ use http::request::Parts;
 use http::uri::{PathAndQuery, Uri};
 use http::{Request, Response, Version};
 
-use super::body::ResponseBody;
+use super::body::{note_body_error, Relayed, ResponseBody};
 use super::headers::{remove_hop_by_hop, remove_present, set_forwarding_headers, Hop};
 use super::pipeline::ConnInfo;
 use crate::auth::{apply_identity, strip_identity_headers, Identity};
@@ -23,7 +23,7 @@ use crate::observability::access_log::RequestRecord;
 use crate::observability::metrics::UpstreamOutcome;
 use crate::observability::request_id::X_REQUEST_ID;
 use crate::routing::route::{ProxyAction, Route};
-use crate::upstream::pool::SendError;
+use crate::upstream::pool::{ReadTimeout, SendError};
 
 /// A request on its way upstream: what the client sent, the normalised path, the request id.
 pub struct Inbound<'a> {
@@ -134,8 +134,10 @@ pub async fn forward(
     *request.headers_mut() = headers;
 
     let started = Instant::now();
-    let result =
-        tokio::time::timeout(action.timeout, upstream.pool.send(target_index, request)).await;
+    let sent = upstream
+        .pool
+        .send(target_index, request, action.read_timeout);
+    let result = tokio::time::timeout(action.timeout, sent).await;
     let elapsed = started.elapsed();
     record.upstream_duration = Some(elapsed);
     let response = match result {
@@ -186,11 +188,27 @@ pub async fn forward(
             response
         }
     };
-    let (mut parts, body) = response.into_parts();
+    let (mut parts, mut body) = response.into_parts();
+    // The head waits for the first body bytes (bounded by read_timeout), so a body that breaks
+    // before any of it was relayed is answered with an error status instead of a good head
+    // and a cut. A body that is already buffered (the usual small answer) costs no wait.
+    let error_slot = record.path.is_some().then(|| Arc::new(OnceLock::new()));
+    if let Err(error) = body.wait_for_data().await {
+        note_body_error(upstream, &*error, error_slot.as_deref());
+        record.error = error_slot;
+        let name = upstream.name.clone();
+        return Err(if caused_by::<ReadTimeout>(&*error) {
+            GatewayError::UpstreamTimeout { upstream: name }
+        } else {
+            GatewayError::UpstreamFailed { upstream: name }
+        });
+    }
+    record.error = error_slot.clone();
     remove_hop_by_hop(&mut parts.headers);
     // The client gets our HTTP version, not the upstream's (an HTTP/1.0 upstream would
     // otherwise turn the client's keep-alive connection into a one-shot).
     parts.version = Version::default();
+    let body = Relayed::new(body, Arc::clone(upstream), error_slot);
     Ok(Response::from_parts(parts, ResponseBody::Upstream(body)))
 }
 

@@ -63,6 +63,8 @@ pub struct ProxyAction {
     pub preserve_host: bool,
     /// Time allowed until response headers arrive.
     pub timeout: Duration,
+    /// Time allowed between two reads of the response body.
+    pub read_timeout: Duration,
 }
 
 /// A fixed response, built once.

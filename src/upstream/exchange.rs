@@ -4,21 +4,23 @@
 //! the body the client is sent. At the end of a clean exchange the connection goes back to its
 //! pool.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::Pin;
 use std::sync::Weak;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::Response;
 use http_body::{Body, Frame, SizeHint};
 use tokio::net::TcpStream;
+use tokio::time::Sleep;
 
-use super::h1::{parse_response_head, BodyFraming, ProtocolError, MAX_HEAD_BYTES};
+use super::h1::{parse_response_head, BodyDecoder, BodyFraming, ProtocolError, MAX_HEAD_BYTES};
 use super::pool::Pool;
 use crate::body::{BoxError, LimitedBody};
-use crate::http1::chunked::{take_bytes, ChunkedDecoder, Decoded};
+use crate::http1::chunked::Decoded;
 use crate::http1::io::{BodySender, ReadSize, SendError};
 
 /// An open HTTP/1.1 connection to one target.
@@ -126,8 +128,9 @@ impl Drop for Upload {
 pub(super) struct Failed {
     pub(super) error: ExchangeError,
     pub(super) upload: Upload,
-    /// The upstream closed or reset the connection before a byte of answer, so a reused
-    /// connection was probably closed while idle.
+    /// The upstream closed or reset the connection before a byte of answer (an interim 1xx
+    /// answer counts: the request was seen), so a reused connection was probably closed while
+    /// idle.
     pub(super) closed_before_answer: bool,
 }
 
@@ -137,9 +140,12 @@ pub(super) async fn exchange(
     mut connection: Connection,
     mut upload: Upload,
     method: &http::Method,
+    read_timeout: Duration,
     pool: Weak<Pool>,
 ) -> Result<Response<UpstreamBody>, Failed> {
     let mut write_error = None;
+    // Any byte of answer, an interim one included: then the upstream has seen the request.
+    let mut answered = false;
     let head = poll_fn(|cx| {
         if write_error.is_none() && !upload.is_done() {
             match upload.poll_send(&connection.stream, cx) {
@@ -170,7 +176,7 @@ pub(super) async fn exchange(
                         .take()
                         .unwrap_or(ExchangeError::ClosedEarly)))
                 }
-                Ok(_) => {}
+                Ok(_) => answered = true,
                 Err(e) => return Poll::Ready(Err(write_error.take().unwrap_or(e.into()))),
             }
         }
@@ -179,7 +185,7 @@ pub(super) async fn exchange(
     let head = match head {
         Ok(head) => head,
         Err(error) => {
-            let closed_before_answer = connection.read_buf.is_empty()
+            let closed_before_answer = !answered
                 && match &error {
                     ExchangeError::ClosedEarly => true,
                     ExchangeError::Io(e) => matches!(
@@ -197,17 +203,17 @@ pub(super) async fn exchange(
             });
         }
     };
-    let state = match head.framing {
-        BodyFraming::Empty | BodyFraming::Length(0) => ReadState::Done,
-        BodyFraming::Length(n) => ReadState::Length(n),
-        BodyFraming::Chunked => ReadState::Chunked(ChunkedDecoder::lenient()),
-        BodyFraming::UntilClose => ReadState::UntilClose,
-    };
+    let bodiless = head.framing == BodyFraming::Empty;
     let mut response = Response::new(UpstreamBody {
         connection: Some(connection),
         upload: (!upload.is_done()).then(|| Box::new(upload)),
-        state,
+        decoder: BodyDecoder::new(head.framing),
         keep_alive: head.keep_alive,
+        bodiless,
+        first: None,
+        read_timeout,
+        timer: None,
+        progressed: false,
         pool,
     });
     *response.status_mut() = head.status;
@@ -220,13 +226,10 @@ pub(super) async fn exchange(
     Ok(response)
 }
 
-#[derive(Debug)]
-enum ReadState {
-    Length(u64),
-    Chunked(ChunkedDecoder),
-    UntilClose,
-    Done,
-}
+/// The upstream sent nothing for longer than the read timeout in the middle of a body.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("upstream sent no body bytes for {0:?} (read_timeout)")]
+pub struct ReadTimeout(pub Duration);
 
 /// An upstream response body. Reading it drives the connection; at its end the connection goes
 /// back to the pool when it can carry another request.
@@ -235,23 +238,50 @@ pub struct UpstreamBody {
     /// The rest of the request body, for upstreams that answer while still reading it (boxed:
     /// rare, and it would double the size of every response body).
     upload: Option<Box<Upload>>,
-    state: ReadState,
+    decoder: BodyDecoder,
     keep_alive: bool,
+    /// The answer has no body (HEAD, 204, 304): its length fields describe one not sent.
+    bodiless: bool,
+    /// Body bytes already read by [`UpstreamBody::wait_for_data`], handed out first.
+    first: Option<Bytes>,
+    /// Longest wait for the next body bytes.
+    read_timeout: Duration,
+    /// Armed the first time a read has to wait, so bodies that arrive whole cost no timer.
+    timer: Option<Pin<Box<Sleep>>>,
+    /// Bytes arrived since the timer was last set.
+    progressed: bool,
     pool: Weak<Pool>,
 }
 
 impl std::fmt::Debug for UpstreamBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UpstreamBody")
-            .field("state", &self.state)
+            .field("decoder", &self.decoder)
             .finish_non_exhaustive()
     }
 }
 
 impl UpstreamBody {
+    /// Reads until the first body bytes (or the end of the body) are in hand, so a body that
+    /// breaks before any of it was relayed can still be answered with an error status. What was
+    /// read is handed out first by `poll_frame`.
+    pub async fn wait_for_data(&mut self) -> Result<(), BoxError> {
+        if self.first.is_some() || self.is_end_stream() {
+            return Ok(());
+        }
+        match poll_fn(|cx| Pin::new(&mut *self).poll_frame(cx)).await {
+            Some(Ok(frame)) => {
+                self.first = frame.into_data().ok();
+                Ok(())
+            }
+            Some(Err(e)) => Err(e),
+            None => Ok(()),
+        }
+    }
+
     /// The body is fully read: the connection is pooled if the exchange left it clean.
     fn finish(&mut self) {
-        self.state = ReadState::Done;
+        self.decoder = BodyDecoder::Done;
         let Some(mut connection) = self.connection.take() else {
             return;
         };
@@ -264,34 +294,47 @@ impl UpstreamBody {
         }
     }
 
+    /// Ends the body with `error`; the connection is closed, never pooled.
     fn fail(&mut self, error: impl Into<BoxError>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.connection = None;
         self.upload = None;
-        self.state = ReadState::Done;
+        self.timer = None;
+        self.decoder = BodyDecoder::Done;
         Poll::Ready(Some(Err(error.into())))
     }
 
     /// Reads more from the upstream. An orderly close ends a close-delimited body; anywhere
     /// else it means the body was cut short.
-    fn fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ExchangeError>> {
+    fn fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         let connection = self
             .connection
             .as_mut()
             .expect("reading needs the connection");
         match ready!(connection.poll_fill(cx)) {
-            Ok(0) if matches!(self.state, ReadState::UntilClose) => {
+            Ok(0) => {
                 self.keep_alive = false;
-                self.state = ReadState::Done;
+                Poll::Ready(self.decoder.closed().map_err(Into::into))
+            }
+            Ok(_) => {
+                self.progressed = true;
                 Poll::Ready(Ok(()))
             }
-            Ok(0) => Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "upstream closed the connection before the end of the body",
-            )
-            .into())),
-            Ok(_) => Poll::Ready(Ok(())),
             Err(e) => Poll::Ready(Err(e.into())),
         }
+    }
+
+    /// A read has to wait: `Ready` once the upstream has been silent for the read timeout,
+    /// counted from the first wait after the last bytes arrived.
+    fn poll_read_timer(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let read_timeout = self.read_timeout;
+        let deadline = || tokio::time::Instant::now() + read_timeout;
+        match &mut self.timer {
+            None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline()))),
+            Some(timer) if self.progressed => timer.as_mut().reset(deadline()),
+            Some(_) => {}
+        }
+        self.progressed = false;
+        self.timer.as_mut().expect("set above").as_mut().poll(cx)
     }
 }
 
@@ -304,6 +347,9 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
+        if let Some(data) = this.first.take() {
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
         let Some(connection) = this.connection.as_mut() else {
             return Poll::Ready(None);
         };
@@ -321,58 +367,50 @@ impl Body for UpstreamBody {
         }
         loop {
             let connection = this.connection.as_mut().expect("checked above");
-            // Body bytes from what is buffered, or `None` when more must be read first.
-            let data = match &mut this.state {
-                ReadState::Done => {
+            match this.decoder.decode(&mut connection.read_buf) {
+                Ok(Decoded::Data(data)) => {
+                    if this.decoder.is_done() {
+                        this.finish();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Ok(Decoded::End) => {
                     this.finish();
                     return Poll::Ready(None);
                 }
-                ReadState::Length(left) if !connection.read_buf.is_empty() => {
-                    let n = (*left).min(connection.read_buf.len() as u64);
-                    *left -= n;
-                    let data = take_bytes(&mut connection.read_buf, n as usize);
-                    if *left == 0 {
-                        this.finish();
-                    }
-                    Some(data)
-                }
-                ReadState::Chunked(decoder) if !connection.read_buf.is_empty() => {
-                    match decoder.decode(&mut connection.read_buf) {
-                        Ok(Decoded::Data(data)) => Some(data),
-                        Ok(Decoded::End) => {
-                            this.finish();
-                            return Poll::Ready(None);
-                        }
-                        Ok(Decoded::NeedMore) => None,
-                        Err(e) => return this.fail(e),
-                    }
-                }
-                ReadState::UntilClose if !connection.read_buf.is_empty() => {
-                    let len = connection.read_buf.len();
-                    Some(take_bytes(&mut connection.read_buf, len))
-                }
-                _ => None,
-            };
-            if let Some(data) = data {
-                return Poll::Ready(Some(Ok(Frame::data(data))));
+                Ok(Decoded::NeedMore) => {}
+                Err(e) => return this.fail(e),
             }
             match this.fill(cx) {
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(e)) => return this.fail(e),
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    return match this.poll_read_timer(cx) {
+                        Poll::Ready(()) => this.fail(ReadTimeout(this.read_timeout)),
+                        Poll::Pending => Poll::Pending,
+                    }
+                }
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self.state, ReadState::Done)
+        self.first.is_none() && self.decoder.is_done()
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self.state {
-            ReadState::Length(n) => SizeHint::with_exact(n),
-            ReadState::Done => SizeHint::with_exact(0),
-            _ => SizeHint::default(),
+        if self.bodiless {
+            // Not "exactly 0": that would announce a length the upstream never gave.
+            return SizeHint::default();
+        }
+        let first = self.first.as_ref().map_or(0, |b| b.len() as u64);
+        match self.decoder.exact_left() {
+            Some(left) => SizeHint::with_exact(left.saturating_add(first)),
+            None => {
+                let mut hint = SizeHint::default();
+                hint.set_lower(first);
+                hint
+            }
         }
     }
 }

@@ -3,15 +3,22 @@
 //! exchange feeds it buffers.
 //!
 //! Framing follows RFC 9112 §6: HEAD, 1xx, 204 and 304 answers have no body; a
-//! Transfer-Encoding ending in `chunked` wins over Content-Length (and the connection is then
-//! not reused, as the message was ambiguous); conflicting Content-Lengths are refused; anything
-//! else is read until the upstream closes.
+//! `Transfer-Encoding: chunked` wins over Content-Length (and the connection is then not reused,
+//! as the message was ambiguous); any other transfer coding is refused, as the gateway can
+//! neither decode it nor pass it on; conflicting Content-Lengths are refused, identical ones
+//! (`10, 10`) are relayed as one; anything else is read until the upstream closes. An HTTP/1.0
+//! answer with Transfer-Encoding is decoded as chunked but its connection is closed after it
+//! (RFC 9112 §6.1: its framing may have been mangled on the way).
+//!
+//! Every length taken from the peer is bounded before it is used: heads by
+//! [`MAX_HEAD_BYTES`], Content-Length by its digit count, chunk lines and trailers by the
+//! chunked decoder's limits; body lengths only ever shrink by what was actually read.
 
 use bytes::{Buf, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 
-use crate::http1::chunked::ChunkedError;
+use crate::http1::chunked::{take_bytes, ChunkedDecoder, ChunkedError, Decoded};
 pub use crate::http1::RequestFraming;
 use crate::http1::{fields_size, parse_length, write_content_length, write_fields};
 
@@ -38,6 +45,9 @@ pub enum ProtocolError {
     /// Content-Length missing digits, or several that disagree.
     #[error("invalid Content-Length")]
     ContentLength,
+    /// A transfer coding other than one `chunked`, which cannot be decoded or passed on.
+    #[error("unsupported Transfer-Encoding (only a single `chunked` can be relayed)")]
+    TransferEncoding,
     /// `101 Switching Protocols` to a request that asked for no upgrade.
     #[error("unexpected 101 Switching Protocols")]
     UnexpectedUpgrade,
@@ -81,6 +91,93 @@ pub enum BodyFraming {
     /// When the upstream closes the connection.
     UntilClose,
 }
+
+/// Takes a response body out of a connection's read buffer, as its framing says. Pure: the
+/// exchange reads the socket, this only decides what of the buffer is body.
+#[derive(Debug)]
+pub enum BodyDecoder {
+    /// This many bytes are left.
+    Length(u64),
+    /// Chunked, decoded as deployed servers send it.
+    Chunked(ChunkedDecoder),
+    /// Everything until the upstream closes.
+    UntilClose,
+    /// The body has ended.
+    Done,
+}
+
+impl BodyDecoder {
+    /// A decoder for a body framed as `framing`.
+    pub fn new(framing: BodyFraming) -> Self {
+        match framing {
+            BodyFraming::Empty | BodyFraming::Length(0) => BodyDecoder::Done,
+            BodyFraming::Length(n) => BodyDecoder::Length(n),
+            BodyFraming::Chunked => BodyDecoder::Chunked(ChunkedDecoder::lenient()),
+            BodyFraming::UntilClose => BodyDecoder::UntilClose,
+        }
+    }
+
+    /// Body bytes from the front of `buf` (never empty), `NeedMore` when `buf` holds none, or
+    /// `End`. What follows the body stays in `buf`.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, ChunkedError> {
+        match self {
+            BodyDecoder::Done => Ok(Decoded::End),
+            _ if buf.is_empty() => Ok(Decoded::NeedMore),
+            BodyDecoder::Length(left) => {
+                // At most what is left, so the subtraction cannot wrap.
+                let n = (*left).min(buf.len() as u64);
+                *left -= n;
+                let data = take_bytes(buf, n as usize);
+                if *left == 0 {
+                    *self = BodyDecoder::Done;
+                }
+                Ok(Decoded::Data(data))
+            }
+            BodyDecoder::Chunked(decoder) => {
+                let decoded = decoder.decode(buf)?;
+                if decoded == Decoded::End {
+                    *self = BodyDecoder::Done;
+                }
+                Ok(decoded)
+            }
+            BodyDecoder::UntilClose => {
+                let len = buf.len();
+                Ok(Decoded::Data(take_bytes(buf, len)))
+            }
+        }
+    }
+
+    /// The upstream closed the connection with `decode` wanting more: the end of a
+    /// close-delimited body, anything else cut short.
+    pub fn closed(&mut self) -> Result<(), BodyCut> {
+        match self {
+            BodyDecoder::UntilClose | BodyDecoder::Done => {
+                *self = BodyDecoder::Done;
+                Ok(())
+            }
+            _ => Err(BodyCut),
+        }
+    }
+
+    /// Whether the body has ended.
+    pub fn is_done(&self) -> bool {
+        matches!(self, BodyDecoder::Done)
+    }
+
+    /// The exact length left, when the framing says it.
+    pub fn exact_left(&self) -> Option<u64> {
+        match self {
+            BodyDecoder::Length(n) => Some(*n),
+            BodyDecoder::Done => Some(0),
+            _ => None,
+        }
+    }
+}
+
+/// The upstream closed the connection before the end of the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("upstream closed the connection before the end of the body")]
+pub struct BodyCut;
 
 /// A parsed response head and what it says about the body and the connection.
 #[derive(Debug)]
@@ -131,13 +228,15 @@ pub fn parse_response_head(
         let (framing, ambiguous) = facts.body_framing(request_method, status)?;
         let keep_alive =
             !ambiguous && framing != BodyFraming::UntilClose && facts.persists(version);
+        // A list or repeated field of one agreeing value is relayed as a single value.
+        let relay_length = !ambiguous && facts.length_values == 1;
         let mut headers = HeaderMap::with_capacity(spans.len() + ADDED_BY_GATEWAY);
         for span in &spans {
             let relayed = match span.field {
                 Field::KeepAlive | Field::TransferEncoding => false,
                 Field::Connection => facts.connection_names_others,
                 // A relay must not pass both framings on; chunked is the one that was used.
-                Field::ContentLength => !ambiguous,
+                Field::ContentLength => relay_length,
                 Field::Other => true,
             };
             if !relayed {
@@ -148,6 +247,9 @@ pub fn parse_response_head(
             let value = head.slice(span.value[0] as usize..span.value[1] as usize);
             let value = HeaderValue::from_maybe_shared(value).map_err(|_| ProtocolError::Header)?;
             headers.append(name, value);
+        }
+        if let (false, false, Some(n)) = (ambiguous, relay_length, facts.length) {
+            headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(n));
         }
         return Ok(Some(ResponseHead {
             status,
@@ -251,9 +353,13 @@ struct FramingFacts {
     length: Option<u64>,
     /// A Content-Length value was not a number or disagreed with another.
     bad_length: bool,
+    /// Content-Length values seen, across fields and lists (saturating).
+    length_values: u32,
     /// Some Transfer-Encoding field was present.
     has_coding: bool,
-    /// The last Transfer-Encoding field ends in `chunked`.
+    /// Transfer codings named, across fields and lists (saturating).
+    codings: u32,
+    /// Some coding was `chunked`; with `codings == 1`, the only acceptable coding.
     chunked: bool,
     /// `Connection: close` was sent.
     close: bool,
@@ -269,6 +375,7 @@ impl FramingFacts {
             Field::ContentLength => {
                 self.has_length = true;
                 for part in value.split(|&b| b == b',') {
+                    self.length_values = self.length_values.saturating_add(1);
                     match parse_length(part.trim_ascii()) {
                         Some(n) if self.length.is_none_or(|seen| seen == n) => {
                             self.length = Some(n)
@@ -279,8 +386,13 @@ impl FramingFacts {
             }
             Field::TransferEncoding => {
                 self.has_coding = true;
-                let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
-                self.chunked = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
+                // Empty list elements are allowed and mean nothing (RFC 9110 §5.6.1).
+                for coding in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                    if !coding.is_empty() {
+                        self.codings = self.codings.saturating_add(1);
+                        self.chunked |= coding.eq_ignore_ascii_case(b"chunked");
+                    }
+                }
             }
             Field::Connection => {
                 for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
@@ -303,34 +415,36 @@ impl FramingFacts {
         method: &Method,
         status: StatusCode,
     ) -> Result<(BodyFraming, bool), ProtocolError> {
+        // Checked whether or not a body follows: the value is relayed, and a relay must not
+        // pass on a length that could be read two ways.
+        if self.bad_length && !self.has_coding {
+            return Err(ProtocolError::ContentLength);
+        }
         if *method == Method::HEAD
             || status == StatusCode::NO_CONTENT
             || status == StatusCode::NOT_MODIFIED
         {
+            // A HEAD answer's codings describe a body that is not sent: nothing to decode.
             return Ok((BodyFraming::Empty, false));
         }
         if self.has_coding {
-            let framing = if self.chunked {
-                BodyFraming::Chunked
-            } else {
-                BodyFraming::UntilClose
-            };
-            return Ok((framing, self.has_length));
+            if self.codings != 1 || !self.chunked {
+                return Err(ProtocolError::TransferEncoding);
+            }
+            return Ok((BodyFraming::Chunked, self.has_length));
         }
-        if !self.has_length {
-            return Ok((BodyFraming::UntilClose, false));
+        match self.length {
+            Some(n) => Ok((BodyFraming::Length(n), false)),
+            None => Ok((BodyFraming::UntilClose, false)),
         }
-        if self.bad_length {
-            return Err(ProtocolError::ContentLength);
-        }
-        Ok((BodyFraming::Length(self.length.unwrap_or(0)), false))
     }
 
-    /// Whether the upstream offers the connection for another request.
+    /// Whether the upstream offers the connection for another request. Never after an
+    /// HTTP/1.0 answer with Transfer-Encoding (RFC 9112 §6.1: treated as faulty framing).
     fn persists(&self, version: Version) -> bool {
         match version {
             Version::HTTP_11 => !self.close,
-            _ => self.keep_alive,
+            _ => self.keep_alive && !self.has_coding,
         }
     }
 }

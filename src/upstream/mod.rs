@@ -25,6 +25,8 @@ pub struct Upstream {
     pub balancer: SmoothWeighted,
     /// Time allowed until response headers arrive (routes may override).
     pub timeout: Duration,
+    /// Time allowed between two reads of the response body (routes may override).
+    pub read_timeout: Duration,
     /// Time allowed to connect.
     pub connect_timeout: Duration,
     /// Keep-alive connections, kept across reloads while the pool settings do not change.

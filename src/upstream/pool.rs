@@ -22,7 +22,7 @@ use crate::body::LimitedBody;
 use crate::net::connect_any;
 use crate::server::workers;
 
-pub use super::exchange::UpstreamBody;
+pub use super::exchange::{ReadTimeout, UpstreamBody};
 
 /// Idle connections older than this are closed. Shorter than the keep-alive timeout of most
 /// servers (nginx 75s), which avoids reusing one the server is about to close.
@@ -103,7 +103,8 @@ impl Pool {
 
     /// Sends `request` (origin-form target, headers as they should arrive) to target `target`,
     /// on an idle connection when one is usable, and returns the response once its head has
-    /// arrived. Both bodies stream.
+    /// arrived. Both bodies stream; the response body fails once the upstream sends nothing
+    /// for `read_timeout` before its end.
     ///
     /// A reused connection the upstream closed while it sat idle is the one failure retried:
     /// only when the upstream closed it before answering, the request body was never read, and
@@ -112,6 +113,7 @@ impl Pool {
         self: &Arc<Self>,
         target: usize,
         request: Request<LimitedBody>,
+        read_timeout: Duration,
     ) -> Result<Response<UpstreamBody>, SendError> {
         let (parts, body) = request.into_parts();
         let framing = RequestFraming::for_body(&parts.method, body.size_hint().exact());
@@ -140,11 +142,12 @@ impl Pool {
                 Some(connection) => (connection, true),
                 None => (self.connect(target).await?, false),
             };
-            let failed =
-                match exchange(connection, upload, &parts.method, Arc::downgrade(self)).await {
-                    Ok(response) => return Ok(response),
-                    Err(failed) => failed,
-                };
+            let pool = Arc::downgrade(self);
+            let failed = match exchange(connection, upload, &parts.method, read_timeout, pool).await
+            {
+                Ok(response) => return Ok(response),
+                Err(failed) => failed,
+            };
             let Failed {
                 error,
                 upload: spent,
