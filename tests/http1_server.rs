@@ -405,3 +405,37 @@ async fn an_early_answer_survives_a_client_that_keeps_sending() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_field_name_over_1_kib_gets_431_on_http_1_1_and_http_2() {
+    let up = EchoUpstream::start("a").await;
+    let gw = gateway(&up).await;
+    for (len, status) in [(1023, 200), (1024, 200), (1025, 431)] {
+        let name = "n".repeat(len);
+        let mut stream = connect(&gw).await;
+        let request = format!("GET / HTTP/1.1\r\nHost: x\r\n{name}: v\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let (got, _, body) = response(&mut stream).await;
+        assert_eq!(got, status, "HTTP/1.1, {len}-byte name");
+        if status == 431 {
+            let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(json["error"], "headers_too_large", "{json}");
+            wait_for_close(&mut stream).await;
+        }
+
+        let request = http::Request::get(gw.url("/"))
+            .header(name.as_str(), "v")
+            .body(http_body_util::Full::default())
+            .unwrap();
+        let got = send(&h2c_client(), request).await;
+        assert_eq!(got.status, status, "HTTP/2, {len}-byte name");
+        if status == 431 {
+            assert_eq!(got.json()["error"], "headers_too_large");
+        }
+    }
+    assert_eq!(
+        up.requests(),
+        4,
+        "only the names within the limit were forwarded"
+    );
+}

@@ -9,7 +9,9 @@
 //! - `Content-Length` that is not one plain decimal number (lists, repeats, signs: §6.3);
 //! - HTTP/1.1 without exactly one `Host`, or a `Host` that is not `host[:port]` (§3.2);
 //! - authority-form targets except for CONNECT and `*` except for OPTIONS (§3.2.3, §3.2.4);
-//! - obsolete line folding, whitespace before a colon, invalid bytes anywhere (httparse).
+//! - obsolete line folding, whitespace before a colon, invalid bytes anywhere (httparse);
+//! - a field name longer than [`MAX_HEADER_NAME`] bytes (431: no real field name comes close, and
+//!   some servers behind a gateway keep names in fixed buffers).
 
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -24,6 +26,9 @@ const ADDED_BY_GATEWAY: usize = 8;
 
 /// Most header fields in a request head.
 pub const MAX_HEADERS: usize = 100;
+
+/// Longest header field name, in bytes.
+pub const MAX_HEADER_NAME: usize = 1024;
 
 /// A request head, with what it says about its body and its connection.
 #[derive(Debug)]
@@ -44,6 +49,9 @@ pub enum HeadError {
     /// The head did not end within the limit, or has too many fields.
     #[error("request head too large")]
     TooLarge,
+    /// A field name is longer than [`MAX_HEADER_NAME`].
+    #[error("header field name too long")]
+    NameTooLong,
     /// Not HTTP/1.0 or HTTP/1.1.
     #[error("HTTP version not supported")]
     Version,
@@ -96,6 +104,13 @@ pub fn parse_request_head(
         start..start + s.len()
     };
     let target = span(request.path.unwrap_or_default().as_bytes());
+    if request
+        .headers
+        .iter()
+        .any(|h| h.name.len() > MAX_HEADER_NAME)
+    {
+        return Err(HeadError::NameTooLong);
+    }
     let mut facts = Facts::default();
     let spans: Vec<_> = request
         .headers

@@ -21,6 +21,7 @@ use super::headers::client_ip;
 use crate::body::{drain, RequestBody};
 use crate::config::Snapshot;
 use crate::error::GatewayError;
+use crate::http1::request::MAX_HEADER_NAME;
 use crate::observability::access_log::RequestRecord;
 use crate::observability::request_id::{request_id, X_REQUEST_ID};
 use crate::routing::matchers::request_host;
@@ -97,6 +98,12 @@ pub fn head_size(parts: &Parts) -> u64 {
     (line + fields) as u64
 }
 
+fn has_long_field_name(headers: &http::HeaderMap) -> bool {
+    headers
+        .keys()
+        .any(|name| name.as_str().len() > MAX_HEADER_NAME)
+}
+
 /// Serves one request against one snapshot; never fails, errors become JSON responses. The
 /// record says what happened, for the access log and metrics.
 pub async fn handle(
@@ -147,6 +154,13 @@ async fn serve(
     if head_size(&parts) > limit {
         drain(body);
         return Err(GatewayError::HeadersTooLarge { limit });
+    }
+    // HTTP/1.x heads were held to this by their parser; HPACK has no such bound.
+    if parts.version == http::Version::HTTP_2 && has_long_field_name(&parts.headers) {
+        drain(body);
+        return Err(GatewayError::HeaderNameTooLong {
+            limit: MAX_HEADER_NAME,
+        });
     }
     let routed = match route_request(snapshot, &parts) {
         Ok(routed) => routed,

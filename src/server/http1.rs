@@ -31,7 +31,7 @@ use crate::body::{RequestBody, DRAIN_MAX_BYTES, DRAIN_MAX_TIME};
 use crate::error::GatewayError;
 use crate::http1::inbound::{BodyLeft, HeadReadError, Inbound};
 use crate::http1::io::BodySender;
-use crate::http1::request::{HeadError, RequestHead};
+use crate::http1::request::{HeadError, RequestHead, MAX_HEADER_NAME};
 use crate::http1::response::{encode_response_head, Persistence, ResponseFraming};
 use crate::observability::access_log::{Completion, RequestRecord};
 use crate::observability::request_id::{request_id, X_REQUEST_ID};
@@ -342,6 +342,9 @@ fn head_error(error: HeadError, limits: Limits) -> GatewayError {
     match error {
         HeadError::TooLarge => GatewayError::HeadersTooLarge {
             limit: limits.max_head as u64,
+        },
+        HeadError::NameTooLong => GatewayError::HeaderNameTooLong {
+            limit: MAX_HEADER_NAME,
         },
         HeadError::Version => GatewayError::VersionNotSupported,
         HeadError::Malformed(what) => GatewayError::BadRequest(what),

@@ -255,3 +255,29 @@ fn random_bytes_never_panic_and_whole_heads_never_overrun() {
         }
     }
 }
+
+#[test]
+fn field_name_length_limit_holds_at_its_boundary() {
+    for (len, ok) in [
+        (MAX_HEADER_NAME - 1, true),
+        (MAX_HEADER_NAME, true),
+        (MAX_HEADER_NAME + 1, false),
+    ] {
+        let wire = format!(
+            "GET / HTTP/1.1\r\nHost: a\r\n{}: v\r\n\r\n",
+            "n".repeat(len)
+        );
+        match parse(&wire) {
+            Ok(Some(head)) if ok => assert_eq!(head.parts.headers.len(), 2),
+            Err(HeadError::NameTooLong) if !ok => {}
+            other => panic!("{len}-byte name: {other:?}"),
+        }
+    }
+    // The head limit still comes first for a name that does not fit in it.
+    let wire = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\n{}: v\r\n\r\n",
+        "n".repeat(2000)
+    );
+    let result = parse_request_head(&mut BytesMut::from(wire.as_bytes()), 1000);
+    assert_eq!(result.unwrap_err(), HeadError::TooLarge);
+}
