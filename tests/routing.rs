@@ -658,3 +658,37 @@ async fn double_encoded_separators_and_broken_utf8_never_reach_an_upstream() {
     }
     assert_eq!((admin.requests(), public.requests()), (0, 2));
 }
+
+#[tokio::test]
+async fn an_absolute_form_target_routes_on_its_own_host() {
+    let a = EchoUpstream::start("a").await;
+    let b = EchoUpstream::start("b").await;
+    let yaml = server_yaml("")
+        + &upstream_yaml(&[&a, &b])
+        + "routes:
+  - {name: a, match: {host: a.example}, upstream: a}
+  - {name: b, match: {host: b.example}, upstream: b}
+";
+    let gw = TestGateway::start(&yaml).await;
+    // RFC 9112 §3.2.2: the target's authority wins over Host, for routing and for the Host the
+    // upstream is sent.
+    let request =
+        "GET http://a.example/x?q=1 HTTP/1.1\r\nHost: b.example\r\nConnection: close\r\n\r\n";
+    let response = raw(gw.addr, request.as_bytes(), DEADLINE).await;
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    assert!(response.starts_with("HTTP/1.1 200 "), "{response}");
+    let echo: Echo = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {response}"));
+    assert_eq!(echo.server, "a");
+    assert_eq!(echo.target, "/x?q=1", "origin-form upstream");
+    assert_eq!(echo.headers["host"], ["a.example"]);
+    assert_eq!(echo.headers["x-forwarded-host"], ["a.example"]);
+    assert_eq!((a.requests(), b.requests()), (1, 0));
+
+    // User information in the target is refused, never passed on as part of a Host.
+    let request =
+        "GET http://user:pw@b.example/x HTTP/1.1\r\nHost: b.example\r\nConnection: close\r\n\r\n";
+    let response = raw(gw.addr, request.as_bytes(), DEADLINE).await;
+    let (status, json) = parse_raw(&response);
+    assert_eq!((status, json["error"].as_str()), (400, Some("bad_request")));
+    assert_eq!((a.requests(), b.requests()), (1, 0));
+}

@@ -9,6 +9,11 @@
 //! - `Content-Length` that is not one plain decimal number (lists, repeats, signs: §6.3);
 //! - HTTP/1.1 without exactly one `Host`, or a `Host` that is not `host[:port]` (§3.2);
 //! - authority-form targets except for CONNECT and `*` except for OPTIONS (§3.2.3, §3.2.4);
+//! - absolute-form targets other than `http` and `https`, with user information (RFC 9110
+//!   §4.2.4), or with an authority that is not a valid `host[:port]`.
+//!
+//! An absolute-form target's authority wins over `Host` (§3.2.2): the head's `Host` is replaced
+//! by it, so routing, `X-Forwarded-Host` and the upstream's `Host` all name the same host.
 //! - obsolete line folding, whitespace before a colon, invalid bytes anywhere (httparse);
 //! - a field name longer than [`MAX_HEADER_NAME`] bytes (431: no real field name comes close, and
 //!   some servers behind a gateway keep names in fixed buffers).
@@ -134,6 +139,11 @@ pub fn parse_request_head(
             .map_err(|_| HeadError::Malformed("invalid header value"))?;
         headers.append(name, value);
     }
+    if let Some(authority) = uri.authority().filter(|_| uri.scheme().is_some()) {
+        let host = HeaderValue::from_str(authority.as_str())
+            .map_err(|_| HeadError::Malformed("invalid request target"))?;
+        headers.insert(http::header::HOST, host);
+    }
 
     let (mut parts, ()) = Request::new(()).into_parts();
     parts.method = method;
@@ -175,6 +185,22 @@ fn parse_target(target: Bytes, method: &Method) -> Result<Uri, HeadError> {
     let authority_form = uri.scheme().is_none() && uri.authority().is_some();
     if authority_form != (*method == Method::CONNECT) {
         return Err(HeadError::Malformed("invalid request target"));
+    }
+    if let Some(scheme) = uri.scheme_str() {
+        if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+            return Err(HeadError::Malformed(
+                "request target scheme is not http or https",
+            ));
+        }
+        let authority = uri.authority().map_or("", |a| a.as_str());
+        if authority.contains('@') {
+            return Err(HeadError::Malformed(
+                "user information in the request target",
+            ));
+        }
+        if !valid_host(authority.as_bytes()) {
+            return Err(HeadError::Malformed("invalid host in the request target"));
+        }
     }
     Ok(uri)
 }

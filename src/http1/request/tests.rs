@@ -281,3 +281,38 @@ fn field_name_length_limit_holds_at_its_boundary() {
     let result = parse_request_head(&mut BytesMut::from(wire.as_bytes()), 1000);
     assert_eq!(result.unwrap_err(), HeadError::TooLarge);
 }
+
+#[test]
+fn an_absolute_form_target_names_the_host() {
+    // RFC 9112 §3.2.2: the target's authority wins over Host, and replaces it.
+    for (wire, host) in [
+        (
+            "GET http://a.example/x HTTP/1.1\r\nHost: b.example\r\n\r\n",
+            "a.example",
+        ),
+        (
+            "GET https://a.example:8443/x HTTP/1.1\r\nHost: b\r\n\r\n",
+            "a.example:8443",
+        ),
+        (
+            "GET HTTP://[::1]:8080 HTTP/1.1\r\nHost: b\r\n\r\n",
+            "[::1]:8080",
+        ),
+        ("GET http://a.example/x HTTP/1.0\r\n\r\n", "a.example"),
+    ] {
+        let head = head(wire);
+        let hosts: Vec<_> = head.parts.headers.get_all("host").iter().collect();
+        assert_eq!(hosts, [host], "{wire:?}");
+        assert_eq!(head.parts.uri.authority().unwrap().as_str(), host);
+    }
+    for wire in [
+        "GET http://user@a.example/x HTTP/1.1\r\nHost: a.example\r\n\r\n",
+        "GET http://u:p@a.example/x HTTP/1.1\r\nHost: a.example\r\n\r\n",
+        "GET ftp://a.example/x HTTP/1.1\r\nHost: a.example\r\n\r\n",
+        "GET http://a%2eexample/x HTTP/1.1\r\nHost: a.example\r\n\r\n",
+        "GET http://a.example:99999/x HTTP/1.1\r\nHost: a.example\r\n\r\n",
+        "GET http://a.example/x HTTP/1.1\r\n\r\n",
+    ] {
+        assert!(matches!(refused(wire), HeadError::Malformed(_)), "{wire:?}");
+    }
+}
