@@ -4,8 +4,6 @@
 mod common;
 use common::*;
 
-use std::time::Duration;
-
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -350,16 +348,59 @@ async fn a_client_waiting_for_continue_gets_the_answer_and_a_close_instead() {
 }
 
 #[tokio::test]
-async fn an_invalid_http2_preface_is_not_answered_as_http_1_1() {
+async fn an_invalid_http2_preface_gets_goaway_protocol_error_and_a_close() {
     let up = EchoUpstream::start("a").await;
     let gw = gateway(&up).await;
-    let got = raw(
-        gw.addr,
-        b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n",
-        Duration::from_secs(5),
+    for opening in [
+        &b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n"[..],
+        b"PRI * HTTP/2.0\r\n\r\nsm\r\n\r\n",
+        b"PRI / HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"PRI * HTTP/1.1\r\n",
+    ] {
+        let mut stream = connect(&gw).await;
+        stream.write_all(opening).await.unwrap();
+        let mut got = Vec::new();
+        within(stream.read_to_end(&mut got))
+            .await
+            .expect("read until the gateway closes");
+        let what = String::from_utf8_lossy(opening);
+        // Frames: a 9-byte header (24-bit length, type, flags, 31-bit stream id), then payload.
+        let mut frames = Vec::new();
+        let mut rest = &got[..];
+        while rest.len() >= 9 {
+            let len = usize::from(rest[0]) << 16 | usize::from(rest[1]) << 8 | usize::from(rest[2]);
+            assert!(
+                rest.len() >= 9 + len,
+                "{what:?}: cut-short frame in {got:?}"
+            );
+            frames.push((rest[3], rest[4], &rest[5..9], &rest[9..9 + len]));
+            rest = &rest[9 + len..];
+        }
+        assert!(rest.is_empty(), "{what:?}: not frames: {got:?}");
+        let [settings, goaway] = frames[..] else {
+            panic!("{what:?}: expected SETTINGS and GOAWAY, got {got:?}");
+        };
+        assert_eq!(settings, (0x4, 0, &[0u8; 4][..], &[][..]), "{what:?}");
+        let (kind, flags, stream_id, payload) = goaway;
+        assert_eq!(
+            (kind, flags, stream_id),
+            (0x7, 0, &[0u8; 4][..]),
+            "{what:?}"
+        );
+        assert_eq!(payload.len(), 8, "{what:?}");
+        assert_eq!(&payload[..4], [0, 0, 0, 0], "{what:?}: last stream id");
+        assert_eq!(&payload[4..], [0, 0, 0, 1], "{what:?}: PROTOCOL_ERROR");
+    }
+    assert_eq!(up.requests(), 0);
+    // The valid preface still opens HTTP/2.
+    let got = send(
+        &h2c_client(),
+        http::Request::get(gw.url("/fixed"))
+            .body(http_body_util::Full::default())
+            .unwrap(),
     )
     .await;
-    assert!(!got.starts_with("HTTP/1.1"), "{got:?}");
+    assert_eq!(got.status, 200);
 }
 
 #[tokio::test]
