@@ -480,3 +480,148 @@ async fn a_field_name_over_1_kib_gets_431_on_http_1_1_and_http_2() {
         "only the names within the limit were forwarded"
     );
 }
+
+/// Access-log lines of this test binary, as JSON the way `logging.format: json` writes them.
+#[derive(Clone, Default)]
+struct CapturedLog(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLog {
+    type Writer = CapturedLog;
+
+    fn make_writer(&'a self) -> CapturedLog {
+        self.clone()
+    }
+}
+
+impl CapturedLog {
+    /// The log every test of this binary writes to, installed on first use.
+    fn install() -> &'static CapturedLog {
+        static LOG: std::sync::OnceLock<CapturedLog> = std::sync::OnceLock::new();
+        LOG.get_or_init(|| {
+            let log = CapturedLog::default();
+            tracing_subscriber::fmt()
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_env_filter(tracing_subscriber::EnvFilter::new("gatehouse::access=info"))
+                .with_writer(log.clone())
+                .try_init()
+                .expect("no other logger in this test binary");
+            log
+        })
+    }
+
+    /// The access-log line of the request with `id`, once written.
+    async fn line(&self, id: &str) -> serde_json::Value {
+        let find = || {
+            let text = String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned();
+            text.lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|l| l["request_id"] == id)
+        };
+        eventually(&format!("an access-log line for {id}"), || async {
+            find().is_some()
+        })
+        .await;
+        find().unwrap()
+    }
+}
+
+/// The `X-Request-Id` of a raw response.
+fn request_id_of(response: &str) -> String {
+    let head = response.split("\r\n\r\n").next().unwrap_or_default();
+    head.lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("x-request-id")
+                .then(|| value.trim().to_string())
+        })
+        .unwrap_or_else(|| panic!("no X-Request-Id: {response:?}"))
+}
+
+#[tokio::test]
+async fn refused_and_unrouted_requests_log_their_path() {
+    let log = CapturedLog::install();
+    let up = EchoUpstream::start("a").await;
+    let yaml = format!(
+        "{}upstreams:\n  up:\n    targets: [{}]\nroutes:\n  \
+         - name: api\n    match: {{path: /api, methods: [GET]}}\n    upstream: up\n",
+        server_yaml(""),
+        up.url()
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let long_name = "n".repeat(1025);
+    // (request, status, path, raw_path): the normalised path when there is one, else the path
+    // as received (never the query), marked as raw.
+    let cases = [
+        (
+            "GET /nope/x/../y?secret=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                .to_string(),
+            404,
+            "/nope/y",
+            None,
+        ),
+        (
+            "POST /api/./v1 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                .to_string(),
+            405,
+            "/api/v1",
+            None,
+        ),
+        (
+            "GET /api/%252e%252e/x?secret=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                .to_string(),
+            400,
+            "",
+            Some("/api/%252e%252e/x"),
+        ),
+        (
+            "GET /api/a/../b?secret=1 HTTP/1.1\r\nHost: x y\r\n\r\n".to_string(),
+            400,
+            "",
+            Some("/api/a/../b"),
+        ),
+        (
+            format!("GET /api/a?secret=1 HTTP/1.1\r\nHost: x\r\n{long_name}: v\r\n\r\n"),
+            431,
+            "",
+            Some("/api/a"),
+        ),
+    ];
+    for (request, status, path, raw_path) in cases {
+        let response = raw(gw.addr, request.as_bytes(), DEADLINE).await;
+        assert!(
+            response.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{response}"
+        );
+        let line = log.line(&request_id_of(&response)).await;
+        assert_eq!(line["target"], "gatehouse::access", "{line}");
+        assert_eq!(line["status"], status, "{line}");
+        assert_eq!(line["path"], path, "{line}");
+        assert_eq!(line["raw_path"].as_str(), raw_path, "{line}");
+        assert_eq!(line["route"], "", "{line}");
+        assert_eq!(line["client_ip"], "127.0.0.1", "{line}");
+        assert!(!line.to_string().contains("secret"), "{line}");
+    }
+    // HTTP/2 heads are held to the name limit in the pipeline, after the path is known.
+    let request = http::Request::get(gw.url("/api/./h2?secret=1"))
+        .header(long_name.as_str(), "v")
+        .body(http_body_util::Full::default())
+        .unwrap();
+    let got = send(&h2c_client(), request).await;
+    assert_eq!(got.status, 431);
+    let line = log.line(got.header("x-request-id").unwrap()).await;
+    assert_eq!(line["path"], "/api/h2", "{line}");
+    assert_eq!(up.requests(), 0);
+}

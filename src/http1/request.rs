@@ -66,7 +66,8 @@ pub enum HeadError {
 }
 
 /// Parses a request head from the front of `buf`. `Ok(None)` means more bytes are needed; on
-/// success the head's bytes are removed from `buf`. `limit` bounds the head's size in bytes.
+/// success the head's bytes are removed from `buf`, and on an error they stay in it. `limit`
+/// bounds the head's size in bytes.
 pub fn parse_request_head(
     buf: &mut BytesMut,
     limit: usize,
@@ -127,10 +128,29 @@ pub fn parse_request_head(
         })
         .collect();
     let head = buf.split_to(len).freeze();
+    let built = build_head(&head, method, version, target, spans, &facts);
+    if built.is_err() {
+        // A refused head goes back where it was, for the log line that says what was refused.
+        let mut whole = BytesMut::with_capacity(head.len() + buf.len());
+        whole.extend_from_slice(&head);
+        whole.extend_from_slice(buf);
+        *buf = whole;
+    }
+    built.map(Some)
+}
 
+/// The parts of a head whose bytes are `head`, with field spans into it.
+fn build_head(
+    head: &Bytes,
+    method: Method,
+    version: Version,
+    target: Span,
+    spans: Vec<(Span, Span)>,
+    facts: &Facts,
+) -> Result<RequestHead, HeadError> {
     let uri = parse_target(head.slice(target), &method)?;
     let framing = facts.framing(version)?;
-    facts.check_host(version, &head)?;
+    facts.check_host(version, head)?;
     let mut headers = HeaderMap::with_capacity(spans.len() + ADDED_BY_GATEWAY);
     for (name, value) in spans {
         let name = HeaderName::from_bytes(&head[name])
@@ -154,12 +174,26 @@ pub fn parse_request_head(
         Version::HTTP_11 => !facts.close,
         _ => facts.keep_alive && !facts.close,
     };
-    Ok(Some(RequestHead {
+    Ok(RequestHead {
         parts,
         framing,
         keep_alive,
         expect_continue: facts.expect_continue && version == Version::HTTP_11,
-    }))
+    })
+}
+
+/// Where something sits in a head, in bytes.
+type Span = std::ops::Range<usize>;
+
+/// The path of the request line at the front of `buf`, as received and without its query, for
+/// the log line of a head that was refused: `None` unless the line has a method, a target and
+/// the space after it.
+pub fn raw_target_path(buf: &[u8]) -> Option<&[u8]> {
+    let line = buf.split(|&b| b == b'\n').next()?;
+    let mut words = line.splitn(3, |&b| b == b' ');
+    let (_method, target, _rest) = (words.next()?, words.next()?, words.next()?);
+    let path = target.split(|&b| b == b'?').next()?;
+    (!path.is_empty()).then_some(path)
 }
 
 fn has_bare_lf(head: &[u8]) -> bool {

@@ -183,7 +183,7 @@ impl ClientConnection {
                 None
             }
             Stop::Refuse(error) => {
-                Box::pin(refuse(&self.inbound, &self.state, error)).await;
+                Box::pin(refuse(&self.inbound, &self.conn, &self.state, error)).await;
                 None
             }
         }
@@ -378,11 +378,19 @@ fn head_error(error: HeadError, limits: Limits) -> GatewayError {
 }
 
 /// Answers a refused head with its error and closes the connection.
-async fn refuse(inbound: &Inbound, state: &GatewayState, error: GatewayError) {
+async fn refuse(inbound: &Inbound, conn: &ConnInfo, state: &GatewayState, error: GatewayError) {
     let id = request_id(&http::HeaderMap::new());
     let mut response = error.to_response(&id);
-    response.headers_mut().insert(X_REQUEST_ID, id);
+    response.headers_mut().insert(X_REQUEST_ID, id.clone());
     state.metrics.request_started();
+    let access_log = state.snapshot.load().logging.access_log;
+    let mut record = RequestRecord::default();
+    if access_log {
+        // Its fields were not read, so `trusted_proxies` cannot apply: the peer is the client.
+        record.client_ip = Some(conn.peer.ip().to_canonical());
+        record.raw_path = inbound.refused_path();
+        record.request_id = Some(id);
+    }
     // The head was refused, so its method (if it had one) is not to be trusted: counted as
     // OTHER in the metrics rather than as some real method.
     let unparsed = Method::from_bytes(b"-").expect("`-` is a valid method token");
@@ -390,9 +398,9 @@ async fn refuse(inbound: &Inbound, state: &GatewayState, error: GatewayError) {
         Instant::now(),
         unparsed,
         response.status(),
-        RequestRecord::default(),
+        record,
         (&state.metrics, &state.unrouted),
-        false,
+        access_log,
     );
     let sent = send_response(
         inbound,

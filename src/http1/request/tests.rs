@@ -316,3 +316,40 @@ fn an_absolute_form_target_names_the_host() {
         assert!(matches!(refused(wire), HeadError::Malformed(_)), "{wire:?}");
     }
 }
+
+#[test]
+fn the_path_of_a_refused_head_for_its_log_line() {
+    for (buf, path) in [
+        (
+            &b"GET /a/b?token=x HTTP/1.1\r\nHost"[..],
+            Some(&b"/a/b"[..]),
+        ),
+        (b"GET /%252e HTTP/1.1\r\n", Some(b"/%252e")),
+        (b"GET http://a/x HTTP/1.1", Some(b"http://a/x")),
+        (b"GET /no-version-yet", None),
+        (b"GET ?q HTTP/1.1\r\n", None),
+        (b"GET  / HTTP/1.1\r\n", None),
+        (b"", None),
+    ] {
+        assert_eq!(
+            raw_target_path(buf),
+            path,
+            "{:?}",
+            String::from_utf8_lossy(buf)
+        );
+    }
+}
+
+#[test]
+fn a_refused_head_stays_in_the_buffer() {
+    for wire in [
+        &b"GET / HTTP/1.1\r\nHost: a b\r\n\r\nrest"[..],
+        b"GET * HTTP/1.1\r\nHost: a\r\n\r\nrest",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1, 1\r\n\r\nrest",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX: 1\n\r\nrest",
+    ] {
+        let mut buf = BytesMut::from(wire);
+        assert!(parse_request_head(&mut buf, LIMIT).is_err());
+        assert_eq!(&buf[..], wire);
+    }
+}
