@@ -40,6 +40,12 @@ pub enum GatewayError {
         /// The limit in bytes.
         limit: u64,
     },
+    /// A header field name is over the limit.
+    #[error("a header field name is longer than the limit of {limit} bytes")]
+    HeaderNameTooLong {
+        /// The limit in bytes.
+        limit: usize,
+    },
     /// No connection to any target of the upstream could be made.
     #[error("could not connect to upstream {upstream}")]
     UpstreamConnect {
@@ -103,7 +109,7 @@ impl GatewayError {
                 (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
             }
             GatewayError::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
-            GatewayError::HeadersTooLarge { .. } => (
+            GatewayError::HeadersTooLarge { .. } | GatewayError::HeaderNameTooLong { .. } => (
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 "headers_too_large",
             ),
@@ -199,6 +205,11 @@ mod tests {
             ),
             (
                 GatewayError::HeadersTooLarge { limit: 10 },
+                431,
+                "headers_too_large",
+            ),
+            (
+                GatewayError::HeaderNameTooLong { limit: 10 },
                 431,
                 "headers_too_large",
             ),

@@ -4,8 +4,6 @@
 mod common;
 use common::*;
 
-use std::time::Duration;
-
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -350,16 +348,59 @@ async fn a_client_waiting_for_continue_gets_the_answer_and_a_close_instead() {
 }
 
 #[tokio::test]
-async fn an_invalid_http2_preface_is_not_answered_as_http_1_1() {
+async fn an_invalid_http2_preface_gets_goaway_protocol_error_and_a_close() {
     let up = EchoUpstream::start("a").await;
     let gw = gateway(&up).await;
-    let got = raw(
-        gw.addr,
-        b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n",
-        Duration::from_secs(5),
+    for opening in [
+        &b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n"[..],
+        b"PRI * HTTP/2.0\r\n\r\nsm\r\n\r\n",
+        b"PRI / HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"PRI * HTTP/1.1\r\n",
+    ] {
+        let mut stream = connect(&gw).await;
+        stream.write_all(opening).await.unwrap();
+        let mut got = Vec::new();
+        within(stream.read_to_end(&mut got))
+            .await
+            .expect("read until the gateway closes");
+        let what = String::from_utf8_lossy(opening);
+        // Frames: a 9-byte header (24-bit length, type, flags, 31-bit stream id), then payload.
+        let mut frames = Vec::new();
+        let mut rest = &got[..];
+        while rest.len() >= 9 {
+            let len = usize::from(rest[0]) << 16 | usize::from(rest[1]) << 8 | usize::from(rest[2]);
+            assert!(
+                rest.len() >= 9 + len,
+                "{what:?}: cut-short frame in {got:?}"
+            );
+            frames.push((rest[3], rest[4], &rest[5..9], &rest[9..9 + len]));
+            rest = &rest[9 + len..];
+        }
+        assert!(rest.is_empty(), "{what:?}: not frames: {got:?}");
+        let [settings, goaway] = frames[..] else {
+            panic!("{what:?}: expected SETTINGS and GOAWAY, got {got:?}");
+        };
+        assert_eq!(settings, (0x4, 0, &[0u8; 4][..], &[][..]), "{what:?}");
+        let (kind, flags, stream_id, payload) = goaway;
+        assert_eq!(
+            (kind, flags, stream_id),
+            (0x7, 0, &[0u8; 4][..]),
+            "{what:?}"
+        );
+        assert_eq!(payload.len(), 8, "{what:?}");
+        assert_eq!(&payload[..4], [0, 0, 0, 0], "{what:?}: last stream id");
+        assert_eq!(&payload[4..], [0, 0, 0, 1], "{what:?}: PROTOCOL_ERROR");
+    }
+    assert_eq!(up.requests(), 0);
+    // The valid preface still opens HTTP/2.
+    let got = send(
+        &h2c_client(),
+        http::Request::get(gw.url("/fixed"))
+            .body(http_body_util::Full::default())
+            .unwrap(),
     )
     .await;
-    assert!(!got.starts_with("HTTP/1.1"), "{got:?}");
+    assert_eq!(got.status, 200);
 }
 
 #[tokio::test]
@@ -404,4 +445,183 @@ async fn an_early_answer_survives_a_client_that_keeps_sending() {
         text.ends_with("}\n") && text.contains("\"error\":\"missing\""),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn a_field_name_over_1_kib_gets_431_on_http_1_1_and_http_2() {
+    let up = EchoUpstream::start("a").await;
+    let gw = gateway(&up).await;
+    for (len, status) in [(1023, 200), (1024, 200), (1025, 431)] {
+        let name = "n".repeat(len);
+        let mut stream = connect(&gw).await;
+        let request = format!("GET / HTTP/1.1\r\nHost: x\r\n{name}: v\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let (got, _, body) = response(&mut stream).await;
+        assert_eq!(got, status, "HTTP/1.1, {len}-byte name");
+        if status == 431 {
+            let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(json["error"], "headers_too_large", "{json}");
+            wait_for_close(&mut stream).await;
+        }
+
+        let request = http::Request::get(gw.url("/"))
+            .header(name.as_str(), "v")
+            .body(http_body_util::Full::default())
+            .unwrap();
+        let got = send(&h2c_client(), request).await;
+        assert_eq!(got.status, status, "HTTP/2, {len}-byte name");
+        if status == 431 {
+            assert_eq!(got.json()["error"], "headers_too_large");
+        }
+    }
+    assert_eq!(
+        up.requests(),
+        4,
+        "only the names within the limit were forwarded"
+    );
+}
+
+/// Access-log lines of this test binary, as JSON the way `logging.format: json` writes them.
+#[derive(Clone, Default)]
+struct CapturedLog(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLog {
+    type Writer = CapturedLog;
+
+    fn make_writer(&'a self) -> CapturedLog {
+        self.clone()
+    }
+}
+
+impl CapturedLog {
+    /// The log every test of this binary writes to, installed on first use.
+    fn install() -> &'static CapturedLog {
+        static LOG: std::sync::OnceLock<CapturedLog> = std::sync::OnceLock::new();
+        LOG.get_or_init(|| {
+            let log = CapturedLog::default();
+            tracing_subscriber::fmt()
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_env_filter(tracing_subscriber::EnvFilter::new("gatehouse::access=info"))
+                .with_writer(log.clone())
+                .try_init()
+                .expect("no other logger in this test binary");
+            log
+        })
+    }
+
+    /// The access-log line of the request with `id`, once written.
+    async fn line(&self, id: &str) -> serde_json::Value {
+        let find = || {
+            let text = String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned();
+            text.lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|l| l["request_id"] == id)
+        };
+        eventually(&format!("an access-log line for {id}"), || async {
+            find().is_some()
+        })
+        .await;
+        find().unwrap()
+    }
+}
+
+/// The `X-Request-Id` of a raw response.
+fn request_id_of(response: &str) -> String {
+    let head = response.split("\r\n\r\n").next().unwrap_or_default();
+    head.lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("x-request-id")
+                .then(|| value.trim().to_string())
+        })
+        .unwrap_or_else(|| panic!("no X-Request-Id: {response:?}"))
+}
+
+#[tokio::test]
+async fn refused_and_unrouted_requests_log_their_path() {
+    let log = CapturedLog::install();
+    let up = EchoUpstream::start("a").await;
+    let yaml = format!(
+        "{}upstreams:\n  up:\n    targets: [{}]\nroutes:\n  \
+         - name: api\n    match: {{path: /api, methods: [GET]}}\n    upstream: up\n",
+        server_yaml(""),
+        up.url()
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let long_name = "n".repeat(1025);
+    // (request, status, path, raw_path): the normalised path when there is one, else the path
+    // as received (never the query), marked as raw.
+    let cases = [
+        (
+            "GET /nope/x/../y?secret=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                .to_string(),
+            404,
+            "/nope/y",
+            None,
+        ),
+        (
+            "POST /api/./v1 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                .to_string(),
+            405,
+            "/api/v1",
+            None,
+        ),
+        (
+            "GET /api/%252e%252e/x?secret=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                .to_string(),
+            400,
+            "",
+            Some("/api/%252e%252e/x"),
+        ),
+        (
+            "GET /api/a/../b?secret=1 HTTP/1.1\r\nHost: x y\r\n\r\n".to_string(),
+            400,
+            "",
+            Some("/api/a/../b"),
+        ),
+        (
+            format!("GET /api/a?secret=1 HTTP/1.1\r\nHost: x\r\n{long_name}: v\r\n\r\n"),
+            431,
+            "",
+            Some("/api/a"),
+        ),
+    ];
+    for (request, status, path, raw_path) in cases {
+        let response = raw(gw.addr, request.as_bytes(), DEADLINE).await;
+        assert!(
+            response.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{response}"
+        );
+        let line = log.line(&request_id_of(&response)).await;
+        assert_eq!(line["target"], "gatehouse::access", "{line}");
+        assert_eq!(line["status"], status, "{line}");
+        assert_eq!(line["path"], path, "{line}");
+        assert_eq!(line["raw_path"].as_str(), raw_path, "{line}");
+        assert_eq!(line["route"], "", "{line}");
+        assert_eq!(line["client_ip"], "127.0.0.1", "{line}");
+        assert!(!line.to_string().contains("secret"), "{line}");
+    }
+    // HTTP/2 heads are held to the name limit in the pipeline, after the path is known.
+    let request = http::Request::get(gw.url("/api/./h2?secret=1"))
+        .header(long_name.as_str(), "v")
+        .body(http_body_util::Full::default())
+        .unwrap();
+    let got = send(&h2c_client(), request).await;
+    assert_eq!(got.status, 431);
+    let line = log.line(got.header("x-request-id").unwrap()).await;
+    assert_eq!(line["path"], "/api/h2", "{line}");
+    assert_eq!(up.requests(), 0);
 }

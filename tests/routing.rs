@@ -607,3 +607,88 @@ async fn head_over_h2c_sends_no_body() {
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
 }
+
+#[tokio::test]
+async fn double_encoded_separators_and_broken_utf8_never_reach_an_upstream() {
+    let admin = EchoUpstream::start("admin").await;
+    let public = EchoUpstream::start("public").await;
+    let yaml = server_yaml("")
+        + &upstream_yaml(&[&admin, &public])
+        + "routes:
+  - {name: admin, match: {path: /admin}, upstream: admin}
+  - {name: public, match: {path: /public}, upstream: public}
+";
+    let gw = TestGateway::start(&yaml).await;
+    // Each is `/public/...` to the gateway, and `/admin` (or a `..` or `/` in a file name) to a
+    // backend that decodes twice or decodes leniently.
+    let rejected = "/public/%252e%252e/admin /public/%252E%252E/admin /public/..%252fadmin \
+        /public/..%252Fadmin /public/x%255cadmin /public/x%255Cadmin /public/%25%32%65%25%32%65/admin \
+        /public/%c0%ae%c0%ae/admin /public/%C0%AE%C0%AE%C0%AFadmin /public/%e0%80%ae%e0%80%ae/admin \
+        /public/%80 /public/a%bf /public/%c3 /public/%e2%82 /public/%c3/x";
+    for path in rejected.split_whitespace() {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\n\r\n");
+        let response = raw(gw.addr, request.as_bytes(), DEADLINE).await;
+        let (status, json) = parse_raw(&response);
+        assert_eq!(status, 400, "{path}: {response}");
+        assert_eq!(json["error"], "invalid_path", "{path}: {json}");
+    }
+    let mut h2 = h2_connect(gw.addr).await;
+    for path in ["/public/%252e%252e/admin", "/public/%c0%ae%c0%ae/admin"] {
+        let request = Request::get(format!("http://gw.test{path}"))
+            .body(Full::default())
+            .unwrap();
+        let got = h2_send(&mut h2, request).await;
+        assert_eq!(got.status, 400, "{path}");
+        assert_eq!(got.json()["error"], "invalid_path", "{path}");
+    }
+    assert_eq!((admin.requests(), public.requests()), (0, 0));
+
+    // A lone `%25` and well-formed UTF-8 are forwarded as they are.
+    let h1 = client();
+    for (path, target) in [
+        ("/public/100%25off", "/public/100%25off"),
+        ("/public/%e2%82%ac", "/public/%E2%82%AC"),
+    ] {
+        let (server, got) = served_by(&h1, gw.url(path)).await;
+        assert_eq!(
+            (server.as_str(), got.as_str()),
+            ("public", target),
+            "{path}"
+        );
+    }
+    assert_eq!((admin.requests(), public.requests()), (0, 2));
+}
+
+#[tokio::test]
+async fn an_absolute_form_target_routes_on_its_own_host() {
+    let a = EchoUpstream::start("a").await;
+    let b = EchoUpstream::start("b").await;
+    let yaml = server_yaml("")
+        + &upstream_yaml(&[&a, &b])
+        + "routes:
+  - {name: a, match: {host: a.example}, upstream: a}
+  - {name: b, match: {host: b.example}, upstream: b}
+";
+    let gw = TestGateway::start(&yaml).await;
+    // RFC 9112 §3.2.2: the target's authority wins over Host, for routing and for the Host the
+    // upstream is sent.
+    let request =
+        "GET http://a.example/x?q=1 HTTP/1.1\r\nHost: b.example\r\nConnection: close\r\n\r\n";
+    let response = raw(gw.addr, request.as_bytes(), DEADLINE).await;
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    assert!(response.starts_with("HTTP/1.1 200 "), "{response}");
+    let echo: Echo = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {response}"));
+    assert_eq!(echo.server, "a");
+    assert_eq!(echo.target, "/x?q=1", "origin-form upstream");
+    assert_eq!(echo.headers["host"], ["a.example"]);
+    assert_eq!(echo.headers["x-forwarded-host"], ["a.example"]);
+    assert_eq!((a.requests(), b.requests()), (1, 0));
+
+    // User information in the target is refused, never passed on as part of a Host.
+    let request =
+        "GET http://user:pw@b.example/x HTTP/1.1\r\nHost: b.example\r\nConnection: close\r\n\r\n";
+    let response = raw(gw.addr, request.as_bytes(), DEADLINE).await;
+    let (status, json) = parse_raw(&response);
+    assert_eq!((status, json["error"].as_str()), (400, Some("bad_request")));
+    assert_eq!((a.requests(), b.requests()), (1, 0));
+}

@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 
 use super::chunked::{take_bytes, ChunkedDecoder, ChunkedError, Decoded};
 use super::io::{poll_read_buf, try_read_buf, ReadSize};
-use super::request::{parse_request_head, HeadError, RequestHead};
+use super::request::{parse_request_head, raw_target_path, HeadError, RequestHead};
 use super::RequestFraming;
 use crate::body::{BoxError, DRAIN_MAX_BYTES};
 
@@ -155,6 +155,12 @@ impl Inbound {
         } else {
             None
         }
+    }
+
+    /// The path of the request line still buffered (one that was refused), for its log line.
+    pub fn refused_path(&self) -> Option<Box<str>> {
+        let state = self.lock();
+        raw_target_path(&state.buf).map(|path| String::from_utf8_lossy(path).into())
     }
 
     /// Reads until a whole request head is buffered and parses it. `Ok(None)`: the client

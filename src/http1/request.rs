@@ -9,7 +9,14 @@
 //! - `Content-Length` that is not one plain decimal number (lists, repeats, signs: §6.3);
 //! - HTTP/1.1 without exactly one `Host`, or a `Host` that is not `host[:port]` (§3.2);
 //! - authority-form targets except for CONNECT and `*` except for OPTIONS (§3.2.3, §3.2.4);
-//! - obsolete line folding, whitespace before a colon, invalid bytes anywhere (httparse).
+//! - absolute-form targets other than `http` and `https`, with user information (RFC 9110
+//!   §4.2.4), or with an authority that is not a valid `host[:port]`.
+//!
+//! An absolute-form target's authority wins over `Host` (§3.2.2): the head's `Host` is replaced
+//! by it, so routing, `X-Forwarded-Host` and the upstream's `Host` all name the same host.
+//! - obsolete line folding, whitespace before a colon, invalid bytes anywhere (httparse);
+//! - a field name longer than [`MAX_HEADER_NAME`] bytes (431: no real field name comes close, and
+//!   some servers behind a gateway keep names in fixed buffers).
 
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -24,6 +31,9 @@ const ADDED_BY_GATEWAY: usize = 8;
 
 /// Most header fields in a request head.
 pub const MAX_HEADERS: usize = 100;
+
+/// Longest header field name, in bytes.
+pub const MAX_HEADER_NAME: usize = 1024;
 
 /// A request head, with what it says about its body and its connection.
 #[derive(Debug)]
@@ -44,6 +54,9 @@ pub enum HeadError {
     /// The head did not end within the limit, or has too many fields.
     #[error("request head too large")]
     TooLarge,
+    /// A field name is longer than [`MAX_HEADER_NAME`].
+    #[error("header field name too long")]
+    NameTooLong,
     /// Not HTTP/1.0 or HTTP/1.1.
     #[error("HTTP version not supported")]
     Version,
@@ -53,7 +66,8 @@ pub enum HeadError {
 }
 
 /// Parses a request head from the front of `buf`. `Ok(None)` means more bytes are needed; on
-/// success the head's bytes are removed from `buf`. `limit` bounds the head's size in bytes.
+/// success the head's bytes are removed from `buf`, and on an error they stay in it. `limit`
+/// bounds the head's size in bytes.
 pub fn parse_request_head(
     buf: &mut BytesMut,
     limit: usize,
@@ -96,6 +110,13 @@ pub fn parse_request_head(
         start..start + s.len()
     };
     let target = span(request.path.unwrap_or_default().as_bytes());
+    if request
+        .headers
+        .iter()
+        .any(|h| h.name.len() > MAX_HEADER_NAME)
+    {
+        return Err(HeadError::NameTooLong);
+    }
     let mut facts = Facts::default();
     let spans: Vec<_> = request
         .headers
@@ -107,10 +128,29 @@ pub fn parse_request_head(
         })
         .collect();
     let head = buf.split_to(len).freeze();
+    let built = build_head(&head, method, version, target, spans, &facts);
+    if built.is_err() {
+        // A refused head goes back where it was, for the log line that says what was refused.
+        let mut whole = BytesMut::with_capacity(head.len() + buf.len());
+        whole.extend_from_slice(&head);
+        whole.extend_from_slice(buf);
+        *buf = whole;
+    }
+    built.map(Some)
+}
 
+/// The parts of a head whose bytes are `head`, with field spans into it.
+fn build_head(
+    head: &Bytes,
+    method: Method,
+    version: Version,
+    target: Span,
+    spans: Vec<(Span, Span)>,
+    facts: &Facts,
+) -> Result<RequestHead, HeadError> {
     let uri = parse_target(head.slice(target), &method)?;
     let framing = facts.framing(version)?;
-    facts.check_host(version, &head)?;
+    facts.check_host(version, head)?;
     let mut headers = HeaderMap::with_capacity(spans.len() + ADDED_BY_GATEWAY);
     for (name, value) in spans {
         let name = HeaderName::from_bytes(&head[name])
@@ -118,6 +158,11 @@ pub fn parse_request_head(
         let value = HeaderValue::from_maybe_shared(head.slice(value))
             .map_err(|_| HeadError::Malformed("invalid header value"))?;
         headers.append(name, value);
+    }
+    if let Some(authority) = uri.authority().filter(|_| uri.scheme().is_some()) {
+        let host = HeaderValue::from_str(authority.as_str())
+            .map_err(|_| HeadError::Malformed("invalid request target"))?;
+        headers.insert(http::header::HOST, host);
     }
 
     let (mut parts, ()) = Request::new(()).into_parts();
@@ -129,12 +174,26 @@ pub fn parse_request_head(
         Version::HTTP_11 => !facts.close,
         _ => facts.keep_alive && !facts.close,
     };
-    Ok(Some(RequestHead {
+    Ok(RequestHead {
         parts,
         framing,
         keep_alive,
         expect_continue: facts.expect_continue && version == Version::HTTP_11,
-    }))
+    })
+}
+
+/// Where something sits in a head, in bytes.
+type Span = std::ops::Range<usize>;
+
+/// The path of the request line at the front of `buf`, as received and without its query, for
+/// the log line of a head that was refused: `None` unless the line has a method, a target and
+/// the space after it.
+pub fn raw_target_path(buf: &[u8]) -> Option<&[u8]> {
+    let line = buf.split(|&b| b == b'\n').next()?;
+    let mut words = line.splitn(3, |&b| b == b' ');
+    let (_method, target, _rest) = (words.next()?, words.next()?, words.next()?);
+    let path = target.split(|&b| b == b'?').next()?;
+    (!path.is_empty()).then_some(path)
 }
 
 fn has_bare_lf(head: &[u8]) -> bool {
@@ -160,6 +219,22 @@ fn parse_target(target: Bytes, method: &Method) -> Result<Uri, HeadError> {
     let authority_form = uri.scheme().is_none() && uri.authority().is_some();
     if authority_form != (*method == Method::CONNECT) {
         return Err(HeadError::Malformed("invalid request target"));
+    }
+    if let Some(scheme) = uri.scheme_str() {
+        if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+            return Err(HeadError::Malformed(
+                "request target scheme is not http or https",
+            ));
+        }
+        let authority = uri.authority().map_or("", |a| a.as_str());
+        if authority.contains('@') {
+            return Err(HeadError::Malformed(
+                "user information in the request target",
+            ));
+        }
+        if !valid_host(authority.as_bytes()) {
+            return Err(HeadError::Malformed("invalid host in the request target"));
+        }
     }
     Ok(uri)
 }

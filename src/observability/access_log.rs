@@ -13,6 +13,7 @@ use http::header::HeaderValue;
 use http::{Method, StatusCode};
 
 use crate::observability::metrics::{Metrics, RouteMetrics};
+use crate::routing::normalize::normalize_path;
 use crate::routing::route::Route;
 
 /// What the request path learned about a request, for its log line and metrics.
@@ -26,6 +27,9 @@ pub struct RequestRecord {
     pub client_ip: Option<IpAddr>,
     /// The normalised path, without query; only filled when access logs are on.
     pub path: Option<Box<str>>,
+    /// The path as received, without query, when it could not be normalised (or the head it
+    /// came in was refused); only filled when access logs are on.
+    pub raw_path: Option<Box<str>>,
     /// The upstream target called.
     pub upstream_target: Option<Arc<str>>,
     /// Time from sending upstream to its response headers.
@@ -39,6 +43,17 @@ pub struct RequestRecord {
     /// Why the response failed (`upstream_body_error`), set by whoever saw it, possibly the
     /// response body as it streams; only made when access logs are on.
     pub error: Option<Arc<OnceLock<&'static str>>>,
+}
+
+impl RequestRecord {
+    /// Notes the path of a request that no route served: normalised, or as received (logged as
+    /// `raw_path`) when normalisation refused it.
+    pub fn note_unrouted_path(&mut self, raw: &str) {
+        match normalize_path(raw) {
+            Ok(path) => self.path = Some(path.into()),
+            Err(_) => self.raw_path = Some(raw.into()),
+        }
+    }
 }
 
 /// Finishes a request's accounting when dropped; owned by the response body.
@@ -103,6 +118,7 @@ impl Drop for Completion {
             client_ip = %r.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
             method = %self.method,
             path = r.path.as_deref().unwrap_or(""),
+            raw_path = r.raw_path.as_deref(),
             route = r.route.as_ref().map_or("", |route| &*route.name),
             upstream = r.upstream_target.as_deref().unwrap_or(""),
             status = self.status.as_u16(),

@@ -21,6 +21,7 @@ use super::headers::client_ip;
 use crate::body::{drain, RequestBody};
 use crate::config::Snapshot;
 use crate::error::GatewayError;
+use crate::http1::request::MAX_HEADER_NAME;
 use crate::observability::access_log::RequestRecord;
 use crate::observability::request_id::{request_id, X_REQUEST_ID};
 use crate::routing::matchers::request_host;
@@ -97,6 +98,26 @@ pub fn head_size(parts: &Parts) -> u64 {
     (line + fields) as u64
 }
 
+/// The head limits, on every protocol: its size, and the length of its field names (HTTP/1.x
+/// heads were held to that by their parser; HPACK has no such bound).
+fn admit_head(parts: &Parts, limit: u64) -> Result<(), GatewayError> {
+    if head_size(parts) > limit {
+        return Err(GatewayError::HeadersTooLarge { limit });
+    }
+    let long_name = || {
+        parts
+            .headers
+            .keys()
+            .any(|name| name.as_str().len() > MAX_HEADER_NAME)
+    };
+    if parts.version == http::Version::HTTP_2 && long_name() {
+        return Err(GatewayError::HeaderNameTooLong {
+            limit: MAX_HEADER_NAME,
+        });
+    }
+    Ok(())
+}
+
 /// Serves one request against one snapshot; never fails, errors become JSON responses. The
 /// record says what happened, for the access log and metrics.
 pub async fn handle(
@@ -145,14 +166,13 @@ async fn serve(
     metrics: &Metrics,
 ) -> Result<Response<ResponseBody>, GatewayError> {
     let limit = snapshot.server.max_header_bytes;
-    if head_size(&parts) > limit {
-        drain(body);
-        return Err(GatewayError::HeadersTooLarge { limit });
-    }
-    let routed = match route_request(snapshot, &parts) {
+    let routed = match admit_head(&parts, limit).and_then(|()| route_request(snapshot, &parts)) {
         Ok(routed) => routed,
         Err(e) => {
             drain(body);
+            if snapshot.logging.access_log {
+                record.note_unrouted_path(parts.uri.path());
+            }
             return Err(e);
         }
     };

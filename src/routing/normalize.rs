@@ -3,7 +3,10 @@
 //! The normalised path is also what gets forwarded, so the path a policy
 //! approved and the path the backend serves can never disagree. Anything a
 //! backend might interpret differently from us (encoded separators, `..;`,
-//! backslashes) is refused instead of guessed at.
+//! backslashes) is refused instead of guessed at. That includes what a backend
+//! that decodes twice would see (`%252e` is `%2e` after one decode, `.` after
+//! two) and what a lenient decoder would make of bytes that are not UTF-8
+//! (`%c0%ae` is an overlong `.`).
 
 use std::borrow::Cow;
 
@@ -34,6 +37,12 @@ pub enum PathError {
     /// A `.` or `..` segment carries `;` parameters.
     #[error("request path has a '.' or '..' segment with ';' parameters")]
     DotSegmentWithParameters,
+    /// An encoded `%` followed by what decodes to a dot, slash or backslash (`%252e`).
+    #[error("request path contains a double-encoded dot, slash or backslash (such as %252E)")]
+    DoubleEncoded,
+    /// Percent-encoded bytes that are not UTF-8 (overlong, truncated, stray continuation).
+    #[error("request path contains percent-encoded bytes that are not valid UTF-8")]
+    InvalidUtf8,
 }
 
 impl PathError {
@@ -48,6 +57,8 @@ impl PathError {
             PathError::Backslash => "backslash",
             PathError::AboveRoot => "above_root",
             PathError::DotSegmentWithParameters => "dot_segment_with_parameters",
+            PathError::DoubleEncoded => "double_encoded",
+            PathError::InvalidUtf8 => "invalid_utf8",
         }
     }
 }
@@ -87,11 +98,13 @@ fn normalize_from(raw: &str, slash: usize) -> Result<Cow<'_, str>, PathError> {
         borrowed_len: slash + 1,
     };
     let mut pos = slash + 1;
+    let mut utf8 = Utf8::default();
     loop {
         // Invariant: `out` ends with '/' whenever a segment starts.
         let seg_start = out.as_str().len();
         let mut run = pos;
         let mut i = pos;
+        let mut encoded_percent = false;
         while let Some(&b) = bytes.get(i) {
             match b {
                 b'/' => break,
@@ -99,9 +112,16 @@ fn normalize_from(raw: &str, slash: usize) -> Result<Cow<'_, str>, PathError> {
                 0 => return Err(PathError::Nul),
                 b'%' => {
                     out.push(&raw[run..i]);
-                    push_escape(&mut out, bytes.get(i + 1..i + 3))?;
+                    let v = push_escape(&mut out, bytes.get(i + 1..i + 3))?;
+                    encoded_percent |= v == b'%';
+                    utf8.feed(v)?;
                     i += 3;
                     run = i;
+                    // The rest of a multi-byte character must be encoded too: raw text
+                    // is whole characters, and a '/' or the end cuts the character short.
+                    if utf8.pending() && bytes.get(i) != Some(&b'%') {
+                        return Err(PathError::InvalidUtf8);
+                    }
                 }
                 _ => i += 1,
             }
@@ -109,6 +129,9 @@ fn normalize_from(raw: &str, slash: usize) -> Result<Cow<'_, str>, PathError> {
         // `run` and `i` sit next to ASCII bytes or at the ends, so they are
         // always char boundaries.
         out.push(&raw[run..i]);
+        if encoded_percent && hides_separator(&out.as_str()[seg_start..]) {
+            return Err(PathError::DoubleEncoded);
+        }
         let last = i >= bytes.len();
         match classify(&out.as_str()[seg_start..]) {
             // Merging slashes: the separator we already have is enough.
@@ -137,8 +160,9 @@ fn normalize_from(raw: &str, slash: usize) -> Result<Cow<'_, str>, PathError> {
     }
 }
 
-/// Decodes or canonicalises the escape whose two digits (if present) follow a `%`.
-fn push_escape(out: &mut Output<'_>, digits: Option<&[u8]>) -> Result<(), PathError> {
+/// Decodes or canonicalises the escape whose two digits (if present) follow a `%`;
+/// returns the byte it encodes.
+fn push_escape(out: &mut Output<'_>, digits: Option<&[u8]>) -> Result<u8, PathError> {
     let Some(&[hi, lo]) = digits else {
         return Err(PathError::InvalidPercentEncoding);
     };
@@ -153,14 +177,68 @@ fn push_escape(out: &mut Output<'_>, digits: Option<&[u8]>) -> Result<(), PathEr
         // 6.2.2.2); decoding them lets `%2e%2e` be seen as the `..` it is.
         v if v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~') => {
             out.push_ascii(v);
-            Ok(())
+            Ok(v)
         }
-        _ => {
+        v => {
             out.push_ascii(b'%');
             out.push_ascii(hi.to_ascii_uppercase());
             out.push_ascii(lo.to_ascii_uppercase());
-            Ok(())
+            Ok(v)
         }
+    }
+}
+
+/// Whether a normalised segment holds an encoded `%` that, decoded again (and again, past
+/// any further `25`s), starts an escape of `.`, `/` or `\`. Hex digits are unreserved, so in
+/// a normalised segment they are always plain text after the `%25`.
+fn hides_separator(segment: &str) -> bool {
+    segment.match_indices("%25").any(|(at, _)| {
+        let mut rest = &segment.as_bytes()[at + 3..];
+        while rest.starts_with(b"25") {
+            rest = &rest[2..];
+        }
+        let next = rest.get(..2).map(<[u8]>::to_ascii_lowercase);
+        matches!(next.as_deref(), Some(b"2e" | b"2f" | b"5c"))
+    })
+}
+
+/// Checks that the bytes percent escapes decode to form UTF-8 (RFC 3629): no overlong forms,
+/// surrogates, code points past U+10FFFF, stray continuation bytes or cut-short characters.
+#[derive(Default)]
+struct Utf8 {
+    /// Continuation bytes still expected.
+    need: u8,
+    /// Range the next continuation byte must be in (narrower after some lead bytes).
+    lo: u8,
+    hi: u8,
+}
+
+impl Utf8 {
+    fn pending(&self) -> bool {
+        self.need > 0
+    }
+
+    fn feed(&mut self, b: u8) -> Result<(), PathError> {
+        if self.need > 0 {
+            if !(self.lo..=self.hi).contains(&b) {
+                return Err(PathError::InvalidUtf8);
+            }
+            self.need -= 1;
+            (self.lo, self.hi) = (0x80, 0xBF);
+            return Ok(());
+        }
+        (self.need, self.lo, self.hi) = match b {
+            0x00..=0x7F => return Ok(()),
+            0xC2..=0xDF => (1, 0x80, 0xBF),
+            0xE0 => (2, 0xA0, 0xBF),
+            0xED => (2, 0x80, 0x9F),
+            0xE1..=0xEF => (2, 0x80, 0xBF),
+            0xF0 => (3, 0x90, 0xBF),
+            0xF1..=0xF3 => (3, 0x80, 0xBF),
+            0xF4 => (3, 0x80, 0x8F),
+            _ => return Err(PathError::InvalidUtf8),
+        };
+        Ok(())
     }
 }
 
@@ -276,7 +354,44 @@ mod tests {
             ("/%3a", Ok("/%3A")),
             ("/a%3Ab", Ok("/a%3Ab")),
             ("/%c3%a9", Ok("/%C3%A9")),
-            ("/%252F", Ok("/%252F")),
+            ("/%252F", Err(DoubleEncoded)),
+            ("/%252f", Err(DoubleEncoded)),
+            ("/%252e", Err(DoubleEncoded)),
+            ("/%252E%252E/x", Err(DoubleEncoded)),
+            ("/a/%255c", Err(DoubleEncoded)),
+            ("/a/%255C/b", Err(DoubleEncoded)),
+            ("/%25%32%65", Err(DoubleEncoded)),
+            ("/%25252e", Err(DoubleEncoded)),
+            ("/%25%252e", Err(DoubleEncoded)),
+            ("/x%252Fy", Err(DoubleEncoded)),
+            ("/%25", Ok("/%25")),
+            ("/%2541", Ok("/%2541")),
+            ("/%25252", Ok("/%25252")),
+            ("/%25/2e", Ok("/%25/2e")),
+            ("/100%25off", Ok("/100%25off")),
+            ("/%c0%ae", Err(InvalidUtf8)),
+            ("/%C0%AE%C0%AE/x", Err(InvalidUtf8)),
+            ("/%c1%9c", Err(InvalidUtf8)),
+            ("/%e0%80%ae", Err(InvalidUtf8)),
+            ("/%f0%80%80%ae", Err(InvalidUtf8)),
+            ("/%ed%a0%80", Err(InvalidUtf8)),
+            ("/%f4%90%80%80", Err(InvalidUtf8)),
+            ("/%f5%80%80%80", Err(InvalidUtf8)),
+            ("/%80", Err(InvalidUtf8)),
+            ("/a%bf", Err(InvalidUtf8)),
+            ("/%c3%a9%a9", Err(InvalidUtf8)),
+            ("/%c3", Err(InvalidUtf8)),
+            ("/%c3/x", Err(InvalidUtf8)),
+            ("/%e2%82", Err(InvalidUtf8)),
+            ("/%e2%82x", Err(InvalidUtf8)),
+            ("/%c3%41", Err(InvalidUtf8)),
+            ("/%c3é", Err(InvalidUtf8)),
+            ("/é%a9", Err(InvalidUtf8)),
+            ("/%ff", Err(InvalidUtf8)),
+            ("/%e2%82%ac", Ok("/%E2%82%AC")),
+            ("/%f0%9f%98%80", Ok("/%F0%9F%98%80")),
+            ("/%f4%8f%bf%bf", Ok("/%F4%8F%BF%BF")),
+            ("/%ed%9f%bf", Ok("/%ED%9F%BF")),
             ("/%zz", Err(InvalidPercentEncoding)),
             ("/%4", Err(InvalidPercentEncoding)),
             ("/a%", Err(InvalidPercentEncoding)),
@@ -294,7 +409,8 @@ mod tests {
             ("/a;b=c/d", Ok("/a;b=c/d")),
             ("/a:b@c+d", Ok("/a:b@c+d")),
             ("/café", Ok("/café")),
-            ("/café/../x%c3", Ok("/x%C3")),
+            ("/café/../x%c3%a9", Ok("/x%C3%A9")),
+            ("/café/../x%c3", Err(InvalidUtf8)),
             ("/../%2F", Err(AboveRoot)),
         ];
         assert!(cases.len() >= 40);
@@ -325,9 +441,12 @@ mod tests {
             return None;
         }
         let (mut decoded, mut i) = (String::new(), 0);
+        // Every byte once decoded, to judge what a decoding backend would see.
+        let mut all = Vec::new();
         while i < b.len() {
             if b[i] != b'%' {
                 decoded.push(char::from(b[i]));
+                all.push(b[i]);
                 i += 1;
                 continue;
             }
@@ -335,6 +454,7 @@ mod tests {
                 .get(i + 1..i + 3)
                 .filter(|h| h.bytes().all(|c| c.is_ascii_hexdigit()));
             let v = u8::from_str_radix(hex?, 16).ok()?;
+            all.push(v);
             if matches!(v, b'/' | b'\\' | 0) {
                 return None;
             } else if v.is_ascii_alphanumeric() || b"-._~".contains(&v) {
@@ -343,6 +463,10 @@ mod tests {
                 decoded.push_str(&format!("%{}", hex?.to_ascii_uppercase()));
             }
             i += 3;
+        }
+        std::str::from_utf8(&all).ok()?;
+        if decodes_to_escaped_separator(all) {
+            return None;
         }
         let segs: Vec<&str> = decoded[1..].split('/').collect();
         let mut stack = Vec::new();
@@ -362,6 +486,88 @@ mod tests {
             }
         }
         Some(format!("/{}", stack.join("/")))
+    }
+
+    /// Decodes every valid escape once, leaving anything else as it is (a lenient backend).
+    fn decode_once(b: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(b.len());
+        let mut i = 0;
+        while i < b.len() {
+            let hex = b
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok());
+            match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                Some(v) if b[i] == b'%' && hex.is_some_and(|h| !h.starts_with('+')) => {
+                    out.push(v);
+                    i += 3;
+                }
+                _ => {
+                    out.push(b[i]);
+                    i += 1;
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether decoding `b` again, as often as it changes, ever meets an escaped dot, slash or
+    /// backslash.
+    fn decodes_to_escaped_separator(mut b: Vec<u8>) -> bool {
+        loop {
+            let lower = b.to_ascii_lowercase();
+            if [b"%2e", b"%2f", b"%5c"]
+                .iter()
+                .any(|bad| lower.windows(3).any(|w| w == *bad))
+            {
+                return true;
+            }
+            let next = decode_once(&b);
+            if next == b {
+                return false;
+            }
+            b = next;
+        }
+    }
+
+    #[test]
+    fn what_a_twice_decoding_or_lenient_backend_sees_is_never_hidden() {
+        // Pieces that build double (and triple) encodings and broken UTF-8 of every kind.
+        const PIECES: [&str; 26] = [
+            "/", ".", "a", "%25", "%2525", "25", "2e", "2E", "2f", "5c", "5C", "%2e", "%2E", "%32",
+            "%35", "%65", "%63", "%c0", "%ae", "%e0", "%80", "%c3", "%a9", "%e2", "%82", "%ac",
+        ];
+        let mut rng = fastrand::Rng::with_seed(0x9a7b_0e5e);
+        let (mut accepted, mut refused) = (0, 0);
+        for _ in 0..50_000 {
+            let mut input = String::from("/");
+            for _ in 0..rng.usize(1..10) {
+                input.push_str(PIECES[rng.usize(..PIECES.len())]);
+            }
+            let Ok(out) = normalize_path(&input) else {
+                refused += 1;
+                continue;
+            };
+            accepted += 1;
+            let once = decode_once(out.as_bytes());
+            assert!(
+                std::str::from_utf8(&once).is_ok(),
+                "{input:?} -> {out:?} decodes to bytes that are not UTF-8"
+            );
+            assert!(
+                !decodes_to_escaped_separator(out.as_bytes().to_vec()),
+                "{input:?} -> {out:?} hides a dot, slash or backslash"
+            );
+            // What one decode of the output shows has the same segments as the output.
+            assert_eq!(
+                once.iter().filter(|&&c| c == b'/').count(),
+                out.matches('/').count(),
+                "{input:?} -> {out:?}"
+            );
+        }
+        assert!(
+            accepted > 5_000 && refused > 5_000,
+            "{accepted} accepted, {refused} refused"
+        );
     }
 
     #[test]

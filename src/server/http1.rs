@@ -31,7 +31,7 @@ use crate::body::{RequestBody, DRAIN_MAX_BYTES, DRAIN_MAX_TIME};
 use crate::error::GatewayError;
 use crate::http1::inbound::{BodyLeft, HeadReadError, Inbound};
 use crate::http1::io::BodySender;
-use crate::http1::request::{HeadError, RequestHead};
+use crate::http1::request::{HeadError, RequestHead, MAX_HEADER_NAME};
 use crate::http1::response::{encode_response_head, Persistence, ResponseFraming};
 use crate::observability::access_log::{Completion, RequestRecord};
 use crate::observability::request_id::{request_id, X_REQUEST_ID};
@@ -51,6 +51,17 @@ pub(super) struct Limits {
 
 /// The first bytes of HTTP/2 with prior knowledge (RFC 9113 §3.4); no HTTP/1.1 method is `PRI`.
 const H2_PREFACE_START: &[u8] = b"PRI ";
+/// The whole client connection preface of HTTP/2.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// The answer to a connection that starts like HTTP/2 but is not (RFC 9113 §3.4: a connection
+/// error of type PROTOCOL_ERROR): the server's preface, an empty SETTINGS frame, which must be
+/// its first frame, then GOAWAY with last-stream-id 0 and error code PROTOCOL_ERROR (0x1).
+const H2_PREFACE_REFUSED: &[u8] = &[
+    0, 0, 0, 0x4, 0, 0, 0, 0, 0, // SETTINGS: length 0, type 0x4, no flags, stream 0
+    0, 0, 8, 0x7, 0, 0, 0, 0, 0, // GOAWAY: length 8, type 0x7, no flags, stream 0
+    0, 0, 0, 0, // last stream id
+    0, 0, 0, 0x1, // PROTOCOL_ERROR
+];
 
 /// One client connection, from accept until it closes or turns out to speak HTTP/2.
 ///
@@ -167,8 +178,12 @@ impl ClientConnection {
         match end {
             Stop::Quietly => None,
             Stop::Http2 => self.into_http2(),
+            Stop::BadPreface => {
+                Box::pin(refuse_http2(&self.inbound)).await;
+                None
+            }
             Stop::Refuse(error) => {
-                Box::pin(refuse(&self.inbound, &self.state, error)).await;
+                Box::pin(refuse(&self.inbound, &self.conn, &self.state, error)).await;
                 None
             }
         }
@@ -210,6 +225,8 @@ enum Stop {
     Quietly,
     /// The connection opened with the HTTP/2 preface.
     Http2,
+    /// The connection opened like the HTTP/2 preface, but its preface is not valid.
+    BadPreface,
     /// A head was refused: answer this, then close.
     Refuse(GatewayError),
 }
@@ -317,9 +334,18 @@ fn poll_head(
     detecting: &mut bool,
 ) -> Option<Result<RequestHead, Stop>> {
     while *detecting {
-        match inbound.starts_with(H2_PREFACE_START) {
+        // Once a connection says `PRI `, it is HTTP/2 or nothing: its whole preface decides.
+        let preface = match inbound.starts_with(H2_PREFACE_START) {
+            Some(true) => inbound.starts_with(H2_PREFACE),
+            Some(false) => {
+                *detecting = false;
+                break;
+            }
+            None => None,
+        };
+        match preface {
             Some(true) => return Some(Err(Stop::Http2)),
-            Some(false) => *detecting = false,
+            Some(false) => return Some(Err(Stop::BadPreface)),
             None => match inbound.poll_read_some(cx) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Some(Err(Stop::Quietly)),
                 Poll::Ready(Ok(_)) => {}
@@ -343,17 +369,28 @@ fn head_error(error: HeadError, limits: Limits) -> GatewayError {
         HeadError::TooLarge => GatewayError::HeadersTooLarge {
             limit: limits.max_head as u64,
         },
+        HeadError::NameTooLong => GatewayError::HeaderNameTooLong {
+            limit: MAX_HEADER_NAME,
+        },
         HeadError::Version => GatewayError::VersionNotSupported,
         HeadError::Malformed(what) => GatewayError::BadRequest(what),
     }
 }
 
 /// Answers a refused head with its error and closes the connection.
-async fn refuse(inbound: &Inbound, state: &GatewayState, error: GatewayError) {
+async fn refuse(inbound: &Inbound, conn: &ConnInfo, state: &GatewayState, error: GatewayError) {
     let id = request_id(&http::HeaderMap::new());
     let mut response = error.to_response(&id);
-    response.headers_mut().insert(X_REQUEST_ID, id);
+    response.headers_mut().insert(X_REQUEST_ID, id.clone());
     state.metrics.request_started();
+    let access_log = state.snapshot.load().logging.access_log;
+    let mut record = RequestRecord::default();
+    if access_log {
+        // Its fields were not read, so `trusted_proxies` cannot apply: the peer is the client.
+        record.client_ip = Some(conn.peer.ip().to_canonical());
+        record.raw_path = inbound.refused_path();
+        record.request_id = Some(id);
+    }
     // The head was refused, so its method (if it had one) is not to be trusted: counted as
     // OTHER in the metrics rather than as some real method.
     let unparsed = Method::from_bytes(b"-").expect("`-` is a valid method token");
@@ -361,9 +398,9 @@ async fn refuse(inbound: &Inbound, state: &GatewayState, error: GatewayError) {
         Instant::now(),
         unparsed,
         response.status(),
-        RequestRecord::default(),
+        record,
         (&state.metrics, &state.unrouted),
-        false,
+        access_log,
     );
     let sent = send_response(
         inbound,
@@ -374,6 +411,29 @@ async fn refuse(inbound: &Inbound, state: &GatewayState, error: GatewayError) {
     )
     .await;
     finish_completion(completion, &sent);
+    linger_close(inbound).await;
+}
+
+/// Answers an invalid HTTP/2 preface with GOAWAY(PROTOCOL_ERROR) and closes the connection.
+async fn refuse_http2(inbound: &Inbound) {
+    let stream = inbound.stream();
+    let mut left = H2_PREFACE_REFUSED;
+    let write = async {
+        while !left.is_empty() {
+            stream.writable().await?;
+            match stream.try_write(left) {
+                Ok(n) => left = &left[n..],
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    match tokio::time::timeout(LINGER_TIME, write).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::debug!(%error, "GOAWAY for an invalid HTTP/2 preface not sent"),
+        Err(_) => tracing::debug!("GOAWAY for an invalid HTTP/2 preface not sent in time"),
+    }
     linger_close(inbound).await;
 }
 

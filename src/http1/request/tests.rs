@@ -255,3 +255,101 @@ fn random_bytes_never_panic_and_whole_heads_never_overrun() {
         }
     }
 }
+
+#[test]
+fn field_name_length_limit_holds_at_its_boundary() {
+    for (len, ok) in [
+        (MAX_HEADER_NAME - 1, true),
+        (MAX_HEADER_NAME, true),
+        (MAX_HEADER_NAME + 1, false),
+    ] {
+        let wire = format!(
+            "GET / HTTP/1.1\r\nHost: a\r\n{}: v\r\n\r\n",
+            "n".repeat(len)
+        );
+        match parse(&wire) {
+            Ok(Some(head)) if ok => assert_eq!(head.parts.headers.len(), 2),
+            Err(HeadError::NameTooLong) if !ok => {}
+            other => panic!("{len}-byte name: {other:?}"),
+        }
+    }
+    // The head limit still comes first for a name that does not fit in it.
+    let wire = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\n{}: v\r\n\r\n",
+        "n".repeat(2000)
+    );
+    let result = parse_request_head(&mut BytesMut::from(wire.as_bytes()), 1000);
+    assert_eq!(result.unwrap_err(), HeadError::TooLarge);
+}
+
+#[test]
+fn an_absolute_form_target_names_the_host() {
+    // RFC 9112 §3.2.2: the target's authority wins over Host, and replaces it.
+    for (wire, host) in [
+        (
+            "GET http://a.example/x HTTP/1.1\r\nHost: b.example\r\n\r\n",
+            "a.example",
+        ),
+        (
+            "GET https://a.example:8443/x HTTP/1.1\r\nHost: b\r\n\r\n",
+            "a.example:8443",
+        ),
+        (
+            "GET HTTP://[::1]:8080 HTTP/1.1\r\nHost: b\r\n\r\n",
+            "[::1]:8080",
+        ),
+        ("GET http://a.example/x HTTP/1.0\r\n\r\n", "a.example"),
+    ] {
+        let head = head(wire);
+        let hosts: Vec<_> = head.parts.headers.get_all("host").iter().collect();
+        assert_eq!(hosts, [host], "{wire:?}");
+        assert_eq!(head.parts.uri.authority().unwrap().as_str(), host);
+    }
+    for wire in [
+        "GET http://user@a.example/x HTTP/1.1\r\nHost: a.example\r\n\r\n",
+        "GET http://u:p@a.example/x HTTP/1.1\r\nHost: a.example\r\n\r\n",
+        "GET ftp://a.example/x HTTP/1.1\r\nHost: a.example\r\n\r\n",
+        "GET http://a%2eexample/x HTTP/1.1\r\nHost: a.example\r\n\r\n",
+        "GET http://a.example:99999/x HTTP/1.1\r\nHost: a.example\r\n\r\n",
+        "GET http://a.example/x HTTP/1.1\r\n\r\n",
+    ] {
+        assert!(matches!(refused(wire), HeadError::Malformed(_)), "{wire:?}");
+    }
+}
+
+#[test]
+fn the_path_of_a_refused_head_for_its_log_line() {
+    for (buf, path) in [
+        (
+            &b"GET /a/b?token=x HTTP/1.1\r\nHost"[..],
+            Some(&b"/a/b"[..]),
+        ),
+        (b"GET /%252e HTTP/1.1\r\n", Some(b"/%252e")),
+        (b"GET http://a/x HTTP/1.1", Some(b"http://a/x")),
+        (b"GET /no-version-yet", None),
+        (b"GET ?q HTTP/1.1\r\n", None),
+        (b"GET  / HTTP/1.1\r\n", None),
+        (b"", None),
+    ] {
+        assert_eq!(
+            raw_target_path(buf),
+            path,
+            "{:?}",
+            String::from_utf8_lossy(buf)
+        );
+    }
+}
+
+#[test]
+fn a_refused_head_stays_in_the_buffer() {
+    for wire in [
+        &b"GET / HTTP/1.1\r\nHost: a b\r\n\r\nrest"[..],
+        b"GET * HTTP/1.1\r\nHost: a\r\n\r\nrest",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1, 1\r\n\r\nrest",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX: 1\n\r\nrest",
+    ] {
+        let mut buf = BytesMut::from(wire);
+        assert!(parse_request_head(&mut buf, LIMIT).is_err());
+        assert_eq!(&buf[..], wire);
+    }
+}
