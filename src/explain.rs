@@ -241,7 +241,16 @@ fn explain_policy(
         Ok(None) => {
             let _ = writeln!(
                 out,
-                "auth:       jwt provider {} (required): no bearer token",
+                "auth:       jwt provider {} (required): missing bearer token",
+                provider.verifier.name()
+            );
+            return Some("401 missing".to_string());
+        }
+        Err(jwt::AuthFailure::Missing) => {
+            let _ = writeln!(
+                out,
+                "auth:       jwt provider {} ({mode}): missing bearer token (the Authorization \
+                 header carries another scheme)",
                 provider.verifier.name()
             );
             return Some("401 missing".to_string());

@@ -495,3 +495,47 @@ async fn a_reused_token_is_verified_once_until_a_reload_changes_the_secret() {
     assert_eq!(metric(&gw, MISSES).await, 2.0);
     assert_eq!(metric(&gw, HITS).await, 2.0);
 }
+
+#[tokio::test]
+async fn basic_credentials_on_a_jwt_route_are_a_missing_bearer_token() {
+    let upstream = EchoUpstream::start("u").await;
+    let gw = start(&upstream).await;
+    let basic = "Basic YWxpY2U6c2VjcmV0";
+    for path in ["/orders/1", "/maybe"] {
+        let got = call(&gw, "GET", path, &[("authorization", basic)]).await;
+        assert_eq!(got.status, 401, "{path}: {}", got.text());
+        assert_eq!(got.json()["error"], "missing", "{path}");
+        assert_eq!(
+            got.json()["message"],
+            "a bearer token is required",
+            "{path}"
+        );
+        // RFC 6750 §3.1: no error code when the request carried no bearer token.
+        assert_eq!(got.header("www-authenticate"), Some("Bearer"), "{path}");
+    }
+    assert_eq!(upstream.requests(), 0, "nothing reached the upstream");
+    let metrics = get(&gw.url("/metrics")).await.text();
+    assert!(
+        metrics.contains(r#"gatehouse_auth_failures_total{route="orders",reason="missing"} 1"#),
+        "{metrics}"
+    );
+    assert!(!metrics.contains(r#"reason="malformed""#), "{metrics}");
+
+    let config = gw.path("gateway.yaml");
+    let out = Command::new(gatehouse_bin())
+        .args([
+            "explain",
+            "GET",
+            "/orders/1",
+            "-H",
+            &format!("Authorization: {basic}"),
+        ])
+        .arg("-c")
+        .arg(&config)
+        .env("JWT_SECRET", SECRET)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("missing bearer token"), "{out:?}");
+    assert!(text.contains("result:     401 missing"), "{out:?}");
+}
