@@ -183,7 +183,8 @@ async fn wait_for_shutdown_signal(handle: &gatehouse::server::GatewayHandle) -> 
             _ = int.recv() => return "SIGINT",
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading the config");
-                handle.reload().await;
+                // `reload` logs every outcome under this trigger name.
+                gatehouse::server::reload::reload(handle.state(), "SIGHUP").await;
             }
         }
     }
