@@ -49,7 +49,8 @@ enum Command {
         #[arg(short = 'H', long = "header")]
         headers: Vec<String>,
     },
-    /// Probe /health of the running gateway; exit 0 when healthy (for container HEALTHCHECK).
+    /// Probe /health of the running gateway (at admin.listen, else server.listen; no other
+    /// setting is read); print `ok` and exit 0 when healthy (for container HEALTHCHECK).
     Healthcheck {
         /// Seconds to wait for the answer.
         #[arg(long, default_value_t = 3)]
@@ -258,10 +259,13 @@ fn fetch_remote_keys(snapshot: &config::Snapshot) {
 }
 
 async fn healthcheck(path: &std::path::Path, timeout: u64) -> ExitCode {
-    let Ok(snapshot) = load(path, &Registries::default()) else {
-        return ExitCode::FAILURE;
+    let mut addr = match probe_address(path) {
+        Ok(addr) => addr,
+        Err(message) => {
+            eprintln!("{}: {message}", path.display());
+            return ExitCode::FAILURE;
+        }
     };
-    let mut addr = snapshot.admin_listen.unwrap_or(snapshot.server.listen);
     if addr.ip().is_unspecified() {
         addr.set_ip(if addr.is_ipv4() {
             std::net::Ipv4Addr::LOCALHOST.into()
@@ -280,7 +284,10 @@ async fn healthcheck(path: &std::path::Path, timeout: u64) -> ExitCode {
         Ok::<_, std::io::Error>(answer.starts_with(b"HTTP/1.1 200"))
     };
     match tokio::time::timeout(Duration::from_secs(timeout), probe).await {
-        Ok(Ok(true)) => ExitCode::SUCCESS,
+        Ok(Ok(true)) => {
+            println!("ok");
+            ExitCode::SUCCESS
+        }
         Ok(Ok(false)) => {
             eprintln!("{addr}/health did not answer 200");
             ExitCode::FAILURE
@@ -295,6 +302,61 @@ async fn healthcheck(path: &std::path::Path, timeout: u64) -> ExitCode {
         }
     }
 }
+
+/// Where `gatehouse run` on this config listens for /health: `admin.listen`, else
+/// `server.listen`, else the default. Only those two keys are read and interpolated, so the
+/// probe works where the variables of other sections (JWT secrets) are not set; the variables
+/// those two keys name must be, as for the gateway itself.
+fn probe_address(path: &std::path::Path) -> Result<std::net::SocketAddr, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?;
+    let root = marked_yaml::parse_yaml(0, &text).map_err(|e| format!("invalid YAML: {e}"))?;
+    let sections = root
+        .as_mapping()
+        .ok_or("the file must be a mapping of sections")?;
+    let listen = |section: &str| -> Result<Option<String>, String> {
+        let Some(node) = sections.get_node(section) else {
+            return Ok(None);
+        };
+        let Some(map) = node.as_mapping() else {
+            let empty = node
+                .as_scalar()
+                .is_some_and(|s| matches!(s.as_str(), "" | "~" | "null"));
+            return if empty {
+                Ok(None)
+            } else {
+                Err(format!("`{section}` must be a mapping"))
+            };
+        };
+        let Some(value) = map.get_node("listen") else {
+            return Ok(None);
+        };
+        let value = value.as_scalar().ok_or(format!(
+            "`{section}.listen` must be an address such as 0.0.0.0:8080"
+        ))?;
+        config::interpolate::interpolate(value.as_str(), &ProcessEnv)
+            .map(|v| Some(v.trim().to_string()))
+            .map_err(|e| format!("{section}.listen: {e}"))
+    };
+    let (key, value) = match listen("admin")? {
+        Some(admin) => ("admin.listen", admin),
+        None => match listen("server")? {
+            Some(server) => ("server.listen", server),
+            None => ("server.listen", DEFAULT_LISTEN.to_string()),
+        },
+    };
+    let addr: std::net::SocketAddr = value
+        .parse()
+        .map_err(|_| format!("{key}: invalid address `{value}`"))?;
+    if addr.port() == 0 {
+        return Err(format!(
+            "{key} has port 0 (any free port), so the port to probe is unknown"
+        ));
+    }
+    Ok(addr)
+}
+
+/// `server.listen` when the config has none (CONFIG.md).
+const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 
 // jemalloc, configured in .cargo/config.toml: see the note on the dependency in Cargo.toml.
 // Without the default `jemalloc` feature the system allocator serves, so heap profilers that

@@ -375,3 +375,82 @@ fn healthcheck_fails_when_nothing_listens() {
         "{output:?}"
     );
 }
+
+/// `gatehouse run` on `config` with `env` set, stderr to a log file next to it.
+fn spawn_run_with_env(config: &Path, env: &[(&str, &str)]) -> Running {
+    let log = config.with_file_name("gatehouse.log");
+    let child = command(&["run", "-c", path_str(config)])
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("spawn gatehouse run");
+    Running { child, log }
+}
+
+#[test]
+fn healthcheck_reads_only_the_listen_address_and_prints_ok() {
+    const SECRET_VAR: &str = "GATEHOUSE_TEST_HC_JWT_SECRET";
+    const PORT_VAR: &str = "GATEHOUSE_TEST_HC_ADMIN_PORT";
+    let secret = "a-secret-that-is-long-enough-for-hs256-tokens";
+    // The provider's secret comes from a variable healthcheck does not have; the admin port
+    // from one it does.
+    for _ in 0..3 {
+        let (main_port, admin_port) = (free_port(), free_port());
+        let gateway = format!(
+            "server:\n  listen: 127.0.0.1:{main_port}\n  shutdown_grace: 5s\n\
+             admin:\n  listen: \"127.0.0.1:${{{PORT_VAR}}}\"\n\
+             logging:\n  format: text\n  level: warn\n\
+             jwt:\n  providers:\n    default:\n      algorithms: [HS256]\n      secret: ${{{SECRET_VAR}}}\n\
+             routes:\n  - name: hello\n    match: {{path_exact: /hello}}\n    respond: {{body: hi}}\n    auth: {{jwt: default}}\n"
+        );
+        let dir = config_dir(&[("gateway.yaml", &gateway)]);
+        let config = dir.path().join("gateway.yaml");
+        let admin = admin_port.to_string();
+        let mut running = spawn_run_with_env(&config, &[(SECRET_VAR, secret), (PORT_VAR, &admin)]);
+        let probe = |with_port: bool| {
+            let mut probe = command(&["healthcheck", "-c", path_str(&config), "--timeout", "2"]);
+            probe.env_remove(SECRET_VAR).env_remove(PORT_VAR);
+            if with_port {
+                probe.env(PORT_VAR, &admin);
+            }
+            probe.output().expect("run healthcheck")
+        };
+        let deadline = Instant::now() + DEADLINE;
+        let healthy = loop {
+            if let Some(status) = running.child.try_wait().expect("try_wait") {
+                let log = running.log();
+                assert!(
+                    log.contains("in use"),
+                    "gatehouse run exited early ({status}):\n{log}"
+                );
+                break None;
+            }
+            let output = probe(true);
+            if output.status.success() {
+                break Some(output);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "healthcheck never passed; last: {output:?}\nlog:\n{}",
+                running.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let Some(output) = healthy else {
+            continue; // a port was taken before the gateway bound it
+        };
+        assert_eq!(stdout(&output), "ok\n", "{output:?}");
+
+        // Without the variable the admin address needs, it does not guess: it names it.
+        let output = probe(false);
+        assert_eq!(output.status.code(), Some(1), "{output:?}");
+        assert!(stdout(&output).is_empty(), "{output:?}");
+        assert!(
+            stderr(&output).contains(&format!("admin.listen: environment variable {PORT_VAR}")),
+            "{output:?}"
+        );
+        return;
+    }
+    panic!("could not bind free ports in three tries");
+}
