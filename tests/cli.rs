@@ -376,6 +376,61 @@ fn healthcheck_fails_when_nothing_listens() {
     );
 }
 
+#[test]
+fn explain_on_a_404_names_the_routes_that_nearly_matched() {
+    let dir = config_dir(&[("gateway.yaml", GATEWAY), ("routes/api.yaml", API_ROUTES)]);
+    let routes_file = dir.path().join("routes/api.yaml");
+
+    // Right path, wrong host, method and header: every unmet condition is named.
+    let out = explain(
+        dir.path(),
+        &[
+            "POST",
+            "http://other.example.com/api/v1/orders/7",
+            "-H",
+            "X-Tenant: globex",
+        ],
+    );
+    assert!(out.contains("result:     404 no_route"), "{out}");
+    assert_lines(
+        &out,
+        &[&format!(
+            "near miss:  orders-read ({}:5) needs host api.example.com (request host: \
+             other.example.com); methods GET, HEAD (request method: POST); header x-tenant = \
+             \"acme\" (request has \"globex\")",
+            routes_file.display()
+        )],
+    );
+
+    // Only the header is missing: that one route, needing only it.
+    let out = explain(dir.path(), &["GET", "http://api.example.com/api/v1/orders"]);
+    assert_lines(
+        &out,
+        &[&format!(
+            "near miss:  orders-read ({}:5) needs header x-tenant = \"acme\" (request has none)",
+            routes_file.display()
+        )],
+    );
+    assert_eq!(out.matches("near miss:").count(), 1, "{out}");
+
+    // A typo in the path, like a misspelt name: the closest route is suggested.
+    let out = explain(dir.path(), &["GET", "http://localhost/helo"]);
+    assert_lines(
+        &out,
+        &[&format!(
+            "near miss:  hello ({}:17) needs exact path /hello (request path: /helo)",
+            routes_file.display()
+        )],
+    );
+
+    // Nothing close: said so, rather than a list of unrelated routes.
+    let out = explain(dir.path(), &["GET", "http://localhost/zzz"]);
+    assert_lines(
+        &out,
+        &["near miss:  none (no route matches this path, even nearly)"],
+    );
+}
+
 /// `gatehouse run` on `config` with `env` set, stderr to a log file next to it.
 fn spawn_run_with_env(config: &Path, env: &[(&str, &str)]) -> Running {
     let log = config.with_file_name("gatehouse.log");
