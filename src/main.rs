@@ -56,7 +56,8 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         timeout: u64,
     },
-    /// Mint a token with an HS provider's secret, for trying routes with curl.
+    /// Mint a token for trying routes with curl: signed with an HS provider's secret, or with
+    /// a private key (--key) for an RS/PS/ES/EdDSA provider.
     Token(TokenArgs),
 }
 
@@ -80,6 +81,17 @@ struct TokenArgs {
     /// Lifetime, e.g. 15m or 1h.
     #[arg(long, default_value = "1h")]
     ttl: String,
+    /// PEM private key to sign with, for a provider that verifies with public keys (RSA,
+    /// EC P-256/P-384 or Ed25519; PKCS#8, or PKCS#1 for RSA).
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// Algorithm to sign with (with --key); default: the first the provider accepts that the
+    /// key can sign with.
+    #[arg(long, requires = "key")]
+    alg: Option<String>,
+    /// `kid` header, for providers that pick keys from a JWKS (with --key).
+    #[arg(long, requires = "key")]
+    kid: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -383,13 +395,25 @@ fn token(path: &std::path::Path, args: &TokenArgs) -> ExitCode {
         );
         return ExitCode::FAILURE;
     };
-    if !provider.verifier.can_mint() {
+    if args.key.is_none() && !provider.verifier.can_mint() {
         eprintln!(
-            "provider `{}` verifies with public keys; only providers with an HS `secret` can mint tokens here (ask the identity provider for a token)",
+            "provider `{}` verifies with public keys; give the private key of the pair with --key FILE.pem (or ask the identity provider for a token)",
             args.provider
         );
         return ExitCode::FAILURE;
     }
+    let alg = match args.alg.as_deref().map(|name| {
+        gatehouse::auth::jwt::parse_algorithm(name).ok_or_else(|| {
+            format!("--alg `{name}`: expected RS256/384/512, PS256/384/512, ES256/384 or EdDSA")
+        })
+    }) {
+        None => None,
+        Some(Ok(alg)) => Some(alg),
+        Some(Err(message)) => {
+            eprintln!("{message}");
+            return ExitCode::FAILURE;
+        }
+    };
     let ttl = match gatehouse::config::units::parse_duration(&args.ttl) {
         Ok(ttl) => ttl,
         Err(e) => {
@@ -434,8 +458,32 @@ fn token(path: &std::path::Path, args: &TokenArgs) -> ExitCode {
         };
         claims[name] = serde_json::from_str(value).unwrap_or_else(|_| value.into());
     }
-    match provider.verifier.mint(&claims) {
+    let minted = match &args.key {
+        Some(key_path) => match std::fs::read(key_path) {
+            Ok(pem) => provider
+                .verifier
+                .mint_with_key(&claims, &pem, alg, args.kid.as_deref())
+                .map_err(|e| format!("{}: {e}", key_path.display())),
+            Err(e) => Err(format!("cannot read {}: {e}", key_path.display())),
+        },
+        None => provider.verifier.mint(&claims),
+    };
+    match minted {
         Ok(token) => {
+            // A key that is not the pair of the provider's public key mints a token the gateway
+            // refuses; say so now rather than at the first 401. Keys fetched from a jwks_url
+            // are not loaded here, so those providers cannot be asked.
+            if provider.remote.is_none() {
+                if let Err(failure) = provider
+                    .verifier
+                    .verify(&token, std::time::SystemTime::now())
+                {
+                    eprintln!(
+                        "warning: provider `{}` would refuse this token: {failure}",
+                        args.provider
+                    );
+                }
+            }
             println!("{token}");
             ExitCode::SUCCESS
         }

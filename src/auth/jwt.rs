@@ -23,6 +23,7 @@ mod b64;
 mod cache;
 mod jwks_keys;
 mod keys;
+mod mint;
 mod signature;
 #[cfg(test)]
 mod tests;
@@ -652,7 +653,8 @@ impl Provider {
         }
     }
 
-    /// Whether [`Provider::mint`] works: only HMAC providers hold a signing key.
+    /// Whether [`Provider::mint`] works: only HMAC providers hold a signing key; the others
+    /// need the operator's private key ([`Provider::mint_with_key`]).
     pub fn can_mint(&self) -> bool {
         matches!(self.keys, Keys::Secret { .. })
     }
@@ -665,12 +667,7 @@ impl Provider {
                 self.name
             ));
         };
-        let Some(object) = claims.as_object() else {
-            return Err("claims must be a JSON object".to_string());
-        };
-        if !matches!(object.get("exp"), Some(Value::Number(_))) {
-            return Err("claims need a numeric exp: tokens without one are rejected".to_string());
-        }
+        mint::check_claims(claims)?;
         // Provider::new guarantees a secret provider lists only HS algorithms, at least one.
         let alg = self.algorithms[0];
         jsonwebtoken::encode(&Header::new(alg), claims, sign)
