@@ -478,3 +478,64 @@ async fn startup_sighup_and_upstream_failures_log_readable_lines() {
     gw.signal("TERM");
     assert_eq!(gw.wait_exit().await.code(), Some(0));
 }
+
+/// Every metric family /metrics exposes, with its type, from the `# TYPE` lines.
+fn exposed_families(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|line| {
+            let mut words = line.strip_prefix("# TYPE ")?.split_whitespace();
+            Some((words.next()?.to_string(), words.next()?.to_string()))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_readme_metrics_table_lists_every_exported_family() {
+    let upstream = EchoUpstream::start("u").await;
+    let config = format!(
+        "{}jwt:\n  providers:\n    default:\n      algorithms: [HS256]\n      secret: ${{JWT_SECRET}}\n\
+         \x20   idp:\n      algorithms: [ES256]\n      jwks_url: {}/jwks\n\
+         upstreams:\n  u:\n    targets: [{}]\n\
+         routes:\n  - name: api\n    match: {{path: /api}}\n    upstream: u\n\
+         \x20 - name: private\n    match: {{path: /private}}\n    upstream: u\n    auth: {{jwt: default}}\n",
+        server_yaml(""),
+        upstream.url(),
+        upstream.url(),
+    );
+    // The `idp` provider's jwks_url answers with something that is not a JWKS: its fetch
+    // fails, which is traffic for the jwks families too.
+    let secret = "a-secret-that-is-long-enough-for-hs256-tokens";
+    let gw = TestGateway::start_with(&config, &[], &[("JWT_SECRET", secret)]).await;
+    assert_eq!(get(&gw.url("/api/x")).await.status, 200);
+    assert_eq!(get(&gw.url("/private")).await.status, 401);
+    assert_eq!(get(&gw.url("/nowhere")).await.status, 404);
+    gw.handle.reload().await;
+    let text = get(&gw.url("/metrics")).await.text();
+    let families = exposed_families(&text);
+    assert!(families.len() >= 10, "too few families parsed:\n{text}");
+
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("read README.md");
+    // Rows of the metrics table: | `name` | type | labels |
+    let rows: Vec<(String, String)> = readme
+        .lines()
+        .filter_map(|line| {
+            let mut cells = line.strip_prefix("| `gatehouse_")?.split('|');
+            let name = format!("gatehouse_{}", cells.next()?.trim().trim_end_matches('`'));
+            Some((name, cells.next()?.trim().to_string()))
+        })
+        .collect();
+    for (name, kind) in &families {
+        let row = rows.iter().find(|(n, _)| n == name);
+        assert!(
+            row.is_some_and(|(_, k)| k == kind),
+            "README's metrics table needs a row `| `{name}` | {kind} | ... |` (has {row:?})"
+        );
+    }
+    for (name, _) in &rows {
+        assert!(
+            families.iter().any(|(n, _)| n == name),
+            "README lists `{name}`, which /metrics does not expose"
+        );
+    }
+}
