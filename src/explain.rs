@@ -8,7 +8,10 @@ use crate::auth::cors::CorsPolicy;
 use crate::auth::{jwt, rbac, RoutePolicy};
 use crate::config::Snapshot;
 use crate::proxy::pipeline::{head_size, route_request};
+use crate::routing::matchers::request_host;
+use crate::routing::normalize::normalize_path;
 use crate::routing::route::{PathRewrite, RouteAction};
+use crate::routing::router::{RequestFacts, Unmet};
 
 /// Describes, line by line, how `method url` with `headers` would be handled.
 pub fn explain(
@@ -49,6 +52,9 @@ pub fn explain(
             if let crate::error::GatewayError::MethodNotAllowed { allow } = &error {
                 let list: Vec<&str> = allow.iter().map(Method::as_str).collect();
                 let _ = writeln!(out, "allow:      {}", list.join(", "));
+            }
+            if let crate::error::GatewayError::NoRoute = &error {
+                explain_near_misses(snapshot, &parts, &mut out);
             }
             return Ok(out);
         }
@@ -172,6 +178,82 @@ pub fn explain(
     Ok(out)
 }
 
+/// After a 404, one line per route that nearly matched, closest first, naming each condition
+/// the request did not meet and what the request had instead.
+fn explain_near_misses(snapshot: &Snapshot, parts: &http::request::Parts, out: &mut String) {
+    // route_request already normalised this path without error to get a 404.
+    let Ok(path) = normalize_path(parts.uri.path()) else {
+        return;
+    };
+    let host = request_host(&parts.uri, &parts.headers);
+    let facts = RequestFacts {
+        host: host.as_deref(),
+        path: &path,
+        method: &parts.method,
+        headers: &parts.headers,
+    };
+    let misses = snapshot.router.near_misses(facts);
+    if misses.is_empty() {
+        let _ = writeln!(
+            out,
+            "near miss:  none (no route matches this path, even nearly)"
+        );
+    }
+    for miss in misses {
+        let route = miss.route;
+        let needs: Vec<String> = miss
+            .unmet
+            .iter()
+            .map(|unmet| match unmet {
+                Unmet::Host => format!(
+                    "{} (request host: {})",
+                    route.host.describe(),
+                    host.as_deref().unwrap_or("none")
+                ),
+                Unmet::Path => format!("{} (request path: {path})", route.path.describe()),
+                Unmet::Methods => {
+                    let allowed: Vec<&str> = route
+                        .methods
+                        .as_ref()
+                        .map(|m| m.methods().iter().map(Method::as_str).collect())
+                        .unwrap_or_default();
+                    format!(
+                        "methods {} (request method: {})",
+                        allowed.join(", "),
+                        parts.method
+                    )
+                }
+                Unmet::Header(i) => {
+                    let condition = &route.headers[*i];
+                    let sent: Vec<String> = parts
+                        .headers
+                        .get_all(&condition.name)
+                        .iter()
+                        .map(|v| format!("{v:?}"))
+                        .collect();
+                    format!(
+                        "header {} = {:?} (request has {})",
+                        condition.name,
+                        condition.value,
+                        if sent.is_empty() {
+                            "none".to_string()
+                        } else {
+                            sent.join(", ")
+                        }
+                    )
+                }
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "near miss:  {} ({}) needs {}",
+            route.name,
+            route.defined_at,
+            needs.join("; ")
+        );
+    }
+}
+
 /// Adds the CORS, auth and authorize lines; returns the answer when the policy ends the request.
 /// The token itself is never printed.
 fn explain_policy(
@@ -241,7 +323,16 @@ fn explain_policy(
         Ok(None) => {
             let _ = writeln!(
                 out,
-                "auth:       jwt provider {} (required): no bearer token",
+                "auth:       jwt provider {} (required): missing bearer token",
+                provider.verifier.name()
+            );
+            return Some("401 missing".to_string());
+        }
+        Err(jwt::AuthFailure::Missing) => {
+            let _ = writeln!(
+                out,
+                "auth:       jwt provider {} ({mode}): missing bearer token (the Authorization \
+                 header carries another scheme)",
                 provider.verifier.name()
             );
             return Some("401 missing".to_string());

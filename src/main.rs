@@ -49,13 +49,15 @@ enum Command {
         #[arg(short = 'H', long = "header")]
         headers: Vec<String>,
     },
-    /// Probe /health of the running gateway; exit 0 when healthy (for container HEALTHCHECK).
+    /// Probe /health of the running gateway (at admin.listen, else server.listen; no other
+    /// setting is read); print `ok` and exit 0 when healthy (for container HEALTHCHECK).
     Healthcheck {
         /// Seconds to wait for the answer.
         #[arg(long, default_value_t = 3)]
         timeout: u64,
     },
-    /// Mint a token with an HS provider's secret, for trying routes with curl.
+    /// Mint a token for trying routes with curl: signed with an HS provider's secret, or with
+    /// a private key (--key) for an RS/PS/ES/EdDSA provider.
     Token(TokenArgs),
 }
 
@@ -79,6 +81,17 @@ struct TokenArgs {
     /// Lifetime, e.g. 15m or 1h.
     #[arg(long, default_value = "1h")]
     ttl: String,
+    /// PEM private key to sign with, for a provider that verifies with public keys (RSA,
+    /// EC P-256/P-384 or Ed25519; PKCS#8, or PKCS#1 for RSA).
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// Algorithm to sign with (with --key); default: the first the provider accepts that the
+    /// key can sign with.
+    #[arg(long, requires = "key")]
+    alg: Option<String>,
+    /// `kid` header, for providers that pick keys from a JWKS (with --key).
+    #[arg(long, requires = "key")]
+    kid: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -184,7 +197,8 @@ async fn wait_for_shutdown_signal(handle: &gatehouse::server::GatewayHandle) -> 
             _ = int.recv() => return "SIGINT",
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading the config");
-                handle.reload().await;
+                // `reload` logs every outcome under this trigger name.
+                gatehouse::server::reload::reload(handle.state(), "SIGHUP").await;
             }
         }
     }
@@ -258,10 +272,13 @@ fn fetch_remote_keys(snapshot: &config::Snapshot) {
 }
 
 async fn healthcheck(path: &std::path::Path, timeout: u64) -> ExitCode {
-    let Ok(snapshot) = load(path, &Registries::default()) else {
-        return ExitCode::FAILURE;
+    let mut addr = match probe_address(path) {
+        Ok(addr) => addr,
+        Err(message) => {
+            eprintln!("{}: {message}", path.display());
+            return ExitCode::FAILURE;
+        }
     };
-    let mut addr = snapshot.admin_listen.unwrap_or(snapshot.server.listen);
     if addr.ip().is_unspecified() {
         addr.set_ip(if addr.is_ipv4() {
             std::net::Ipv4Addr::LOCALHOST.into()
@@ -280,7 +297,10 @@ async fn healthcheck(path: &std::path::Path, timeout: u64) -> ExitCode {
         Ok::<_, std::io::Error>(answer.starts_with(b"HTTP/1.1 200"))
     };
     match tokio::time::timeout(Duration::from_secs(timeout), probe).await {
-        Ok(Ok(true)) => ExitCode::SUCCESS,
+        Ok(Ok(true)) => {
+            println!("ok");
+            ExitCode::SUCCESS
+        }
         Ok(Ok(false)) => {
             eprintln!("{addr}/health did not answer 200");
             ExitCode::FAILURE
@@ -295,6 +315,61 @@ async fn healthcheck(path: &std::path::Path, timeout: u64) -> ExitCode {
         }
     }
 }
+
+/// Where `gatehouse run` on this config listens for /health: `admin.listen`, else
+/// `server.listen`, else the default. Only those two keys are read and interpolated, so the
+/// probe works where the variables of other sections (JWT secrets) are not set; the variables
+/// those two keys name must be, as for the gateway itself.
+fn probe_address(path: &std::path::Path) -> Result<std::net::SocketAddr, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?;
+    let root = marked_yaml::parse_yaml(0, &text).map_err(|e| format!("invalid YAML: {e}"))?;
+    let sections = root
+        .as_mapping()
+        .ok_or("the file must be a mapping of sections")?;
+    let listen = |section: &str| -> Result<Option<String>, String> {
+        let Some(node) = sections.get_node(section) else {
+            return Ok(None);
+        };
+        let Some(map) = node.as_mapping() else {
+            let empty = node
+                .as_scalar()
+                .is_some_and(|s| matches!(s.as_str(), "" | "~" | "null"));
+            return if empty {
+                Ok(None)
+            } else {
+                Err(format!("`{section}` must be a mapping"))
+            };
+        };
+        let Some(value) = map.get_node("listen") else {
+            return Ok(None);
+        };
+        let value = value.as_scalar().ok_or(format!(
+            "`{section}.listen` must be an address such as 0.0.0.0:8080"
+        ))?;
+        config::interpolate::interpolate(value.as_str(), &ProcessEnv)
+            .map(|v| Some(v.trim().to_string()))
+            .map_err(|e| format!("{section}.listen: {e}"))
+    };
+    let (key, value) = match listen("admin")? {
+        Some(admin) => ("admin.listen", admin),
+        None => match listen("server")? {
+            Some(server) => ("server.listen", server),
+            None => ("server.listen", DEFAULT_LISTEN.to_string()),
+        },
+    };
+    let addr: std::net::SocketAddr = value
+        .parse()
+        .map_err(|_| format!("{key}: invalid address `{value}`"))?;
+    if addr.port() == 0 {
+        return Err(format!(
+            "{key} has port 0 (any free port), so the port to probe is unknown"
+        ));
+    }
+    Ok(addr)
+}
+
+/// `server.listen` when the config has none (CONFIG.md).
+const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 
 // jemalloc, configured in .cargo/config.toml: see the note on the dependency in Cargo.toml.
 // Without the default `jemalloc` feature the system allocator serves, so heap profilers that
@@ -321,13 +396,25 @@ fn token(path: &std::path::Path, args: &TokenArgs) -> ExitCode {
         );
         return ExitCode::FAILURE;
     };
-    if !provider.verifier.can_mint() {
+    if args.key.is_none() && !provider.verifier.can_mint() {
         eprintln!(
-            "provider `{}` verifies with public keys; only providers with an HS `secret` can mint tokens here (ask the identity provider for a token)",
+            "provider `{}` verifies with public keys; give the private key of the pair with --key FILE.pem (or ask the identity provider for a token)",
             args.provider
         );
         return ExitCode::FAILURE;
     }
+    let alg = match args.alg.as_deref().map(|name| {
+        gatehouse::auth::jwt::parse_algorithm(name).ok_or_else(|| {
+            format!("--alg `{name}`: expected RS256/384/512, PS256/384/512, ES256/384 or EdDSA")
+        })
+    }) {
+        None => None,
+        Some(Ok(alg)) => Some(alg),
+        Some(Err(message)) => {
+            eprintln!("{message}");
+            return ExitCode::FAILURE;
+        }
+    };
     let ttl = match gatehouse::config::units::parse_duration(&args.ttl) {
         Ok(ttl) => ttl,
         Err(e) => {
@@ -372,8 +459,32 @@ fn token(path: &std::path::Path, args: &TokenArgs) -> ExitCode {
         };
         claims[name] = serde_json::from_str(value).unwrap_or_else(|_| value.into());
     }
-    match provider.verifier.mint(&claims) {
+    let minted = match &args.key {
+        Some(key_path) => match std::fs::read(key_path) {
+            Ok(pem) => provider
+                .verifier
+                .mint_with_key(&claims, &pem, alg, args.kid.as_deref())
+                .map_err(|e| format!("{}: {e}", key_path.display())),
+            Err(e) => Err(format!("cannot read {}: {e}", key_path.display())),
+        },
+        None => provider.verifier.mint(&claims),
+    };
+    match minted {
         Ok(token) => {
+            // A key that is not the pair of the provider's public key mints a token the gateway
+            // refuses; say so now rather than at the first 401. Keys fetched from a jwks_url
+            // are not loaded here, so those providers cannot be asked.
+            if provider.remote.is_none() {
+                if let Err(failure) = provider
+                    .verifier
+                    .verify(&token, std::time::SystemTime::now())
+                {
+                    eprintln!(
+                        "warning: provider `{}` would refuse this token: {failure}",
+                        args.provider
+                    );
+                }
+            }
             println!("{token}");
             ExitCode::SUCCESS
         }

@@ -396,7 +396,11 @@ async fn public_keys_verify_and_cannot_be_used_as_hmac_secrets() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("only providers with an HS `secret`"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("give the private key of the pair with --key"),
+        "{out:?}"
+    );
 }
 
 #[tokio::test]
@@ -494,4 +498,149 @@ async fn a_reused_token_is_verified_once_until_a_reload_changes_the_secret() {
     assert_eq!(got.json()["error"], "bad_signature");
     assert_eq!(metric(&gw, MISSES).await, 2.0);
     assert_eq!(metric(&gw, HITS).await, 2.0);
+}
+
+#[tokio::test]
+async fn basic_credentials_on_a_jwt_route_are_a_missing_bearer_token() {
+    let upstream = EchoUpstream::start("u").await;
+    let gw = start(&upstream).await;
+    let basic = "Basic YWxpY2U6c2VjcmV0";
+    for path in ["/orders/1", "/maybe"] {
+        let got = call(&gw, "GET", path, &[("authorization", basic)]).await;
+        assert_eq!(got.status, 401, "{path}: {}", got.text());
+        assert_eq!(got.json()["error"], "missing", "{path}");
+        assert_eq!(
+            got.json()["message"],
+            "a bearer token is required",
+            "{path}"
+        );
+        // RFC 6750 §3.1: no error code when the request carried no bearer token.
+        assert_eq!(got.header("www-authenticate"), Some("Bearer"), "{path}");
+    }
+    assert_eq!(upstream.requests(), 0, "nothing reached the upstream");
+    let metrics = get(&gw.url("/metrics")).await.text();
+    assert!(
+        metrics.contains(r#"gatehouse_auth_failures_total{route="orders",reason="missing"} 1"#),
+        "{metrics}"
+    );
+    assert!(!metrics.contains(r#"reason="malformed""#), "{metrics}");
+
+    let config = gw.path("gateway.yaml");
+    let out = Command::new(gatehouse_bin())
+        .args([
+            "explain",
+            "GET",
+            "/orders/1",
+            "-H",
+            &format!("Authorization: {basic}"),
+        ])
+        .arg("-c")
+        .arg(&config)
+        .env("JWT_SECRET", SECRET)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("missing bearer token"), "{out:?}");
+    assert!(text.contains("result:     401 missing"), "{out:?}");
+}
+
+#[tokio::test]
+async fn the_token_command_signs_with_private_keys_for_rsa_and_ec_providers() {
+    let upstream = EchoUpstream::start("u").await;
+    let dir = tempfile::tempdir().unwrap();
+    for (name, args) in [
+        (
+            "rsa",
+            &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"][..],
+        ),
+        (
+            "ec",
+            &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"][..],
+        ),
+        (
+            "other",
+            &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"][..],
+        ),
+    ] {
+        let out = format!("{name}.key");
+        let mut genpkey = vec!["genpkey"];
+        genpkey.extend_from_slice(args);
+        genpkey.extend_from_slice(&["-out", &out]);
+        openssl(dir.path(), &genpkey);
+        openssl(
+            dir.path(),
+            &[
+                "pkey",
+                "-in",
+                &out,
+                "-pubout",
+                "-out",
+                &format!("{name}.pub"),
+            ],
+        );
+    }
+    let key = |name: &str| dir.path().join(name).display().to_string();
+    let config = format!(
+        "{}jwt:\n  providers:\n\
+         \x20   rsa:\n      algorithms: [RS256]\n      public_key_file: {}\n      issuer: https://idp.test\n\
+         \x20   ec:\n      algorithms: [ES256]\n      public_key_file: {}\n      audience: [api]\n\
+         routes:\n\
+         \x20 - name: r\n    match: {{path: /r}}\n    upstream: u\n    auth: {{jwt: rsa}}\n\
+         \x20 - name: e\n    match: {{path: /e}}\n    upstream: u\n    auth: {{jwt: ec}}\n\
+         upstreams:\n  u:\n    targets: [{}]\n",
+        server_yaml(""),
+        key("rsa.pub"),
+        key("ec.pub"),
+        upstream.url()
+    );
+    let gw = TestGateway::start(&config).await;
+    let mint = |provider: &str, key_file: &str| {
+        Command::new(gatehouse_bin())
+            .args(["token", "--provider", provider, "--sub", "svc", "--key"])
+            .arg(key(key_file))
+            .arg("-c")
+            .arg(gw.path("gateway.yaml"))
+            .output()
+            .unwrap()
+    };
+    let header_alg = |token: &str| jsonwebtoken::decode_header(token).unwrap().alg;
+
+    for (provider, key_file, path, alg) in [
+        ("rsa", "rsa.key", "/r", Algorithm::RS256),
+        ("ec", "ec.key", "/e", Algorithm::ES256),
+    ] {
+        let out = mint(provider, key_file);
+        assert!(out.status.success(), "{provider}: {out:?}");
+        assert!(out.stderr.is_empty(), "{provider}: no warning: {out:?}");
+        let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        assert_eq!(header_alg(&token), alg, "{token}");
+        let got = call(&gw, "GET", path, &[("authorization", &bearer(&token))]).await;
+        assert_eq!(got.status, 200, "{provider}: {}", got.text());
+        // The other provider's route refuses it: the signature is what was checked.
+        let other = if path == "/r" { "/e" } else { "/r" };
+        let got = call(&gw, "GET", other, &[("authorization", &bearer(&token))]).await;
+        assert_eq!(got.status, 401, "{provider} token on {other}");
+    }
+
+    // A key that is not the pair of the provider's public key: minted, with a warning, and
+    // refused by the gateway as the warning said.
+    let out = mint("rsa", "other.key");
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("would refuse this token: bad signature"),
+        "{out:?}"
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let got = call(&gw, "GET", "/r", &[("authorization", &bearer(&token))]).await;
+    assert_eq!(got.status, 401);
+    assert_eq!(got.json()["error"], "bad_signature");
+
+    // A key of the wrong kind is refused before anything is printed.
+    let out = mint("ec", "rsa.key");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("an RSA private key cannot sign with ES256"),
+        "{out:?}"
+    );
 }

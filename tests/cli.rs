@@ -375,3 +375,137 @@ fn healthcheck_fails_when_nothing_listens() {
         "{output:?}"
     );
 }
+
+#[test]
+fn explain_on_a_404_names_the_routes_that_nearly_matched() {
+    let dir = config_dir(&[("gateway.yaml", GATEWAY), ("routes/api.yaml", API_ROUTES)]);
+    let routes_file = dir.path().join("routes/api.yaml");
+
+    // Right path, wrong host, method and header: every unmet condition is named.
+    let out = explain(
+        dir.path(),
+        &[
+            "POST",
+            "http://other.example.com/api/v1/orders/7",
+            "-H",
+            "X-Tenant: globex",
+        ],
+    );
+    assert!(out.contains("result:     404 no_route"), "{out}");
+    assert_lines(
+        &out,
+        &[&format!(
+            "near miss:  orders-read ({}:5) needs host api.example.com (request host: \
+             other.example.com); methods GET, HEAD (request method: POST); header x-tenant = \
+             \"acme\" (request has \"globex\")",
+            routes_file.display()
+        )],
+    );
+
+    // Only the header is missing: that one route, needing only it.
+    let out = explain(dir.path(), &["GET", "http://api.example.com/api/v1/orders"]);
+    assert_lines(
+        &out,
+        &[&format!(
+            "near miss:  orders-read ({}:5) needs header x-tenant = \"acme\" (request has none)",
+            routes_file.display()
+        )],
+    );
+    assert_eq!(out.matches("near miss:").count(), 1, "{out}");
+
+    // A typo in the path, like a misspelt name: the closest route is suggested.
+    let out = explain(dir.path(), &["GET", "http://localhost/helo"]);
+    assert_lines(
+        &out,
+        &[&format!(
+            "near miss:  hello ({}:17) needs exact path /hello (request path: /helo)",
+            routes_file.display()
+        )],
+    );
+
+    // Nothing close: said so, rather than a list of unrelated routes.
+    let out = explain(dir.path(), &["GET", "http://localhost/zzz"]);
+    assert_lines(
+        &out,
+        &["near miss:  none (no route matches this path, even nearly)"],
+    );
+}
+
+/// `gatehouse run` on `config` with `env` set, stderr to a log file next to it.
+fn spawn_run_with_env(config: &Path, env: &[(&str, &str)]) -> Running {
+    let log = config.with_file_name("gatehouse.log");
+    let child = command(&["run", "-c", path_str(config)])
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("spawn gatehouse run");
+    Running { child, log }
+}
+
+#[test]
+fn healthcheck_reads_only_the_listen_address_and_prints_ok() {
+    const SECRET_VAR: &str = "GATEHOUSE_TEST_HC_JWT_SECRET";
+    const PORT_VAR: &str = "GATEHOUSE_TEST_HC_ADMIN_PORT";
+    let secret = "a-secret-that-is-long-enough-for-hs256-tokens";
+    // The provider's secret comes from a variable healthcheck does not have; the admin port
+    // from one it does.
+    for _ in 0..3 {
+        let (main_port, admin_port) = (free_port(), free_port());
+        let gateway = format!(
+            "server:\n  listen: 127.0.0.1:{main_port}\n  shutdown_grace: 5s\n\
+             admin:\n  listen: \"127.0.0.1:${{{PORT_VAR}}}\"\n\
+             logging:\n  format: text\n  level: warn\n\
+             jwt:\n  providers:\n    default:\n      algorithms: [HS256]\n      secret: ${{{SECRET_VAR}}}\n\
+             routes:\n  - name: hello\n    match: {{path_exact: /hello}}\n    respond: {{body: hi}}\n    auth: {{jwt: default}}\n"
+        );
+        let dir = config_dir(&[("gateway.yaml", &gateway)]);
+        let config = dir.path().join("gateway.yaml");
+        let admin = admin_port.to_string();
+        let mut running = spawn_run_with_env(&config, &[(SECRET_VAR, secret), (PORT_VAR, &admin)]);
+        let probe = |with_port: bool| {
+            let mut probe = command(&["healthcheck", "-c", path_str(&config), "--timeout", "2"]);
+            probe.env_remove(SECRET_VAR).env_remove(PORT_VAR);
+            if with_port {
+                probe.env(PORT_VAR, &admin);
+            }
+            probe.output().expect("run healthcheck")
+        };
+        let deadline = Instant::now() + DEADLINE;
+        let healthy = loop {
+            if let Some(status) = running.child.try_wait().expect("try_wait") {
+                let log = running.log();
+                assert!(
+                    log.contains("in use"),
+                    "gatehouse run exited early ({status}):\n{log}"
+                );
+                break None;
+            }
+            let output = probe(true);
+            if output.status.success() {
+                break Some(output);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "healthcheck never passed; last: {output:?}\nlog:\n{}",
+                running.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let Some(output) = healthy else {
+            continue; // a port was taken before the gateway bound it
+        };
+        assert_eq!(stdout(&output), "ok\n", "{output:?}");
+
+        // Without the variable the admin address needs, it does not guess: it names it.
+        let output = probe(false);
+        assert_eq!(output.status.code(), Some(1), "{output:?}");
+        assert!(stdout(&output).is_empty(), "{output:?}");
+        assert!(
+            stderr(&output).contains(&format!("admin.listen: environment variable {PORT_VAR}")),
+            "{output:?}"
+        );
+        return;
+    }
+    panic!("could not bind free ports in three tries");
+}

@@ -460,3 +460,161 @@ async fn a_panic_while_serving_closes_only_its_own_connection() {
     })
     .await;
 }
+
+/// The JSON log lines whose message starts with `message`.
+fn lines_starting(lines: &[serde_json::Value], message: &str) -> Vec<serde_json::Value> {
+    lines
+        .iter()
+        .filter(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with(message))
+        })
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn startup_sighup_and_upstream_failures_log_readable_lines() {
+    let dead = free_port();
+    let config = format!(
+        "server:\n  listen: 127.0.0.1:PORT\nadmin:\n  listen: 127.0.0.1:0\n\
+         logging:\n  format: json\n  level: info\n\
+         upstreams:\n  down:\n    targets: [http://127.0.0.1:{dead}]\n\
+         routes:\n  - name: a\n    match: {{path_exact: /a}}\n    respond: {{body: one}}\n\
+         \x20 - name: down\n    match: {{path: /down}}\n    upstream: down\n\
+         \x20 - name: health\n    match: {{path_exact: /health}}\n    respond: {{body: ok}}\n"
+    );
+    // With admin.listen, /health moves there; the `health` route answers on the main listener,
+    // where Child_::start waits for it.
+    let mut gw = Child_::start(&config, &["--no-watch"]).await;
+    let written = std::fs::read_to_string(gw.config_path()).unwrap();
+
+    // Waits for a line to appear: the logger writes from a background thread.
+    async fn logged(gw: &Child_, message: &str, count: usize) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let found = lines_starting(&gw.log_lines(), message);
+            if found.len() >= count {
+                return found;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line {message:?}:\n{}",
+                std::fs::read_to_string(&gw.stdout).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    let listening = logged(&gw, "gatehouse listening", 1).await;
+    let admin = listening[0]["admin"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let (ip, port) = admin.split_once(':').unwrap_or_default();
+    assert!(
+        ip == "127.0.0.1" && port.parse::<u16>().is_ok_and(|p| p != 0),
+        "admin is the bound address: {}",
+        listening[0]
+    );
+
+    // SIGHUP with nothing changed still says what it did.
+    gw.signal("HUP");
+    let unchanged = logged(&gw, "config files unchanged", 1).await;
+    assert_eq!(unchanged[0]["trigger"], "SIGHUP", "{}", unchanged[0]);
+
+    // A broken edit is rejected; putting the running file back is a recovery, logged so.
+    std::fs::write(gw.config_path(), written.replace("respond:", "respnd:")).unwrap();
+    gw.signal("HUP");
+    let rejected = logged(&gw, "config reload rejected", 1).await;
+    assert_eq!(rejected[0]["trigger"], "SIGHUP", "{}", rejected[0]);
+    assert_eq!(rejected[0]["level"], "ERROR", "{}", rejected[0]);
+    std::fs::write(gw.config_path(), &written).unwrap();
+    gw.signal("HUP");
+    let reloaded = logged(&gw, "config reloaded", 1).await;
+    assert_eq!(reloaded[0]["trigger"], "SIGHUP", "{}", reloaded[0]);
+    assert_eq!(reloaded[0]["level"], "INFO", "{}", reloaded[0]);
+    assert_eq!(get(&gw.url("/a")).await.text(), "one");
+
+    // The cause of an upstream failure appears once, not once per layer that carries it.
+    assert_eq!(get(&gw.url("/down")).await.status, 502);
+    let failed = logged(&gw, "upstream request failed", 1).await;
+    let error = failed[0]["error"].as_str().unwrap_or_default().to_string();
+    assert!(
+        error.contains(&format!("127.0.0.1:{dead}")),
+        "{}",
+        failed[0]
+    );
+    let parts: Vec<&str> = error.split(": ").collect();
+    for (i, part) in parts.iter().enumerate() {
+        assert!(
+            !parts[i + 1..].contains(part),
+            "`{part}` repeated in one line: {error}"
+        );
+    }
+
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit().await.code(), Some(0));
+}
+
+/// Every metric family /metrics exposes, with its type, from the `# TYPE` lines.
+fn exposed_families(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|line| {
+            let mut words = line.strip_prefix("# TYPE ")?.split_whitespace();
+            Some((words.next()?.to_string(), words.next()?.to_string()))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_readme_metrics_table_lists_every_exported_family() {
+    let upstream = EchoUpstream::start("u").await;
+    let config = format!(
+        "{}jwt:\n  providers:\n    default:\n      algorithms: [HS256]\n      secret: ${{JWT_SECRET}}\n\
+         \x20   idp:\n      algorithms: [ES256]\n      jwks_url: {}/jwks\n\
+         upstreams:\n  u:\n    targets: [{}]\n\
+         routes:\n  - name: api\n    match: {{path: /api}}\n    upstream: u\n\
+         \x20 - name: private\n    match: {{path: /private}}\n    upstream: u\n    auth: {{jwt: default}}\n",
+        server_yaml(""),
+        upstream.url(),
+        upstream.url(),
+    );
+    // The `idp` provider's jwks_url answers with something that is not a JWKS: its fetch
+    // fails, which is traffic for the jwks families too.
+    let secret = "a-secret-that-is-long-enough-for-hs256-tokens";
+    let gw = TestGateway::start_with(&config, &[], &[("JWT_SECRET", secret)]).await;
+    assert_eq!(get(&gw.url("/api/x")).await.status, 200);
+    assert_eq!(get(&gw.url("/private")).await.status, 401);
+    assert_eq!(get(&gw.url("/nowhere")).await.status, 404);
+    gw.handle.reload().await;
+    let text = get(&gw.url("/metrics")).await.text();
+    let families = exposed_families(&text);
+    assert!(families.len() >= 10, "too few families parsed:\n{text}");
+
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("read README.md");
+    // Rows of the metrics table: | `name` | type | labels |
+    let rows: Vec<(String, String)> = readme
+        .lines()
+        .filter_map(|line| {
+            let mut cells = line.strip_prefix("| `gatehouse_")?.split('|');
+            let name = format!("gatehouse_{}", cells.next()?.trim().trim_end_matches('`'));
+            Some((name, cells.next()?.trim().to_string()))
+        })
+        .collect();
+    for (name, kind) in &families {
+        let row = rows.iter().find(|(n, _)| n == name);
+        assert!(
+            row.is_some_and(|(_, k)| k == kind),
+            "README's metrics table needs a row `| `{name}` | {kind} | ... |` (has {row:?})"
+        );
+    }
+    for (name, _) in &rows {
+        assert!(
+            families.iter().any(|(n, _)| n == name),
+            "README lists `{name}`, which /metrics does not expose"
+        );
+    }
+}

@@ -339,3 +339,40 @@ async fn a_hundred_reloads_under_load_drop_nothing() {
     assert_eq!(config_version(&gw).await, expected_version);
     assert!(expected_version >= 91, "90 valid reloads applied");
 }
+
+#[tokio::test]
+async fn restoring_the_running_config_after_a_rejected_edit_counts_as_a_reload() {
+    let good = respond_route("a", "/a", "good");
+    let gw = TestGateway::start_with(&server_yaml(""), &[("a.yaml", &good)], &[]).await;
+    let version = config_version(&gw).await;
+    let failures = r#"gatehouse_config_reloads_total{result="failure"}"#;
+    let successes = r#"gatehouse_config_reloads_total{result="success"}"#;
+
+    std::fs::write(
+        gw.path("routes/a.yaml"),
+        "routes:\n  - name: a\n    match: {path_exact: /a}\n    respnd: {body: bad}\n",
+    )
+    .unwrap();
+    eventually("reload failure counted", || async {
+        metric(&gw, failures).await >= 1.0
+    })
+    .await;
+    assert_eq!(metric(&gw, successes).await, 0.0);
+
+    // Byte for byte what is running: nothing to swap, but the operator who saw the rejection
+    // must see that the files are good again.
+    std::fs::write(gw.path("routes/a.yaml"), &good).unwrap();
+    eventually("the recovery counted as a successful reload", || async {
+        metric(&gw, successes).await >= 1.0
+    })
+    .await;
+    assert_eq!(config_version(&gw).await, version, "nothing was swapped");
+    assert_eq!(body_of(&gw, "/a").await.as_deref(), Some("good"));
+
+    // Once recovered, the same files again are just unchanged.
+    assert!(matches!(
+        gw.handle.reload().await,
+        gatehouse::server::reload::ReloadOutcome::Unchanged
+    ));
+    assert_eq!(metric(&gw, successes).await, 1.0);
+}

@@ -23,6 +23,7 @@ mod b64;
 mod cache;
 mod jwks_keys;
 mod keys;
+mod mint;
 mod signature;
 #[cfg(test)]
 mod tests;
@@ -193,8 +194,8 @@ impl fmt::Debug for Provider {
 /// Why a request's token was not accepted. Each maps to a metrics label via [`AuthFailure::code`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
 pub enum AuthFailure {
-    /// No bearer token where one is required.
-    #[error("no bearer token")]
+    /// No bearer token where one is required (no Authorization header, or another scheme).
+    #[error("missing bearer token")]
     Missing,
     /// The Authorization header or the token is not well formed.
     #[error("malformed token")]
@@ -652,7 +653,8 @@ impl Provider {
         }
     }
 
-    /// Whether [`Provider::mint`] works: only HMAC providers hold a signing key.
+    /// Whether [`Provider::mint`] works: only HMAC providers hold a signing key; the others
+    /// need the operator's private key ([`Provider::mint_with_key`]).
     pub fn can_mint(&self) -> bool {
         matches!(self.keys, Keys::Secret { .. })
     }
@@ -665,12 +667,7 @@ impl Provider {
                 self.name
             ));
         };
-        let Some(object) = claims.as_object() else {
-            return Err("claims must be a JSON object".to_string());
-        };
-        if !matches!(object.get("exp"), Some(Value::Number(_))) {
-            return Err("claims need a numeric exp: tokens without one are rejected".to_string());
-        }
+        mint::check_claims(claims)?;
         // Provider::new guarantees a secret provider lists only HS algorithms, at least one.
         let alg = self.algorithms[0];
         jsonwebtoken::encode(&Header::new(alg), claims, sign)
@@ -748,7 +745,12 @@ const TOKEN68: [bool; 256] = {
     table
 };
 
-/// The bearer token of a request: Ok(None) when there is no Authorization header; exactly one Authorization header allowed (two -> Malformed); scheme `Bearer` case-insensitive, one space/whitespace then the token; other schemes -> Malformed; longer than 8 KiB -> Malformed; non-ASCII -> Malformed.
+/// Whether `c` may appear in an auth-scheme (an RFC 9110 §5.6.2 token).
+fn is_tchar(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c)
+}
+
+/// The bearer token of a request: Ok(None) when there is no Authorization header; exactly one Authorization header allowed (two -> Malformed); scheme `Bearer` case-insensitive, one space/whitespace then the token; another well-formed scheme (`Basic ...`) -> Missing, as no bearer token was sent; longer than 8 KiB -> Malformed; non-ASCII -> Malformed.
 pub fn bearer_token(headers: &http::HeaderMap) -> Result<Option<&str>, AuthFailure> {
     let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
     let Some(value) = values.next() else {
@@ -763,12 +765,21 @@ pub fn bearer_token(headers: &http::HeaderMap) -> Result<Option<&str>, AuthFailu
     }
     // to_str fails on anything but visible ASCII (and tab).
     let value = value.to_str().map_err(|_| AuthFailure::Malformed)?;
-    let (Some(scheme), Some(rest)) = (value.get(..6), value.get(6..)) else {
-        return Err(AuthFailure::Malformed);
+    let bearer = value
+        .get(..6)
+        .filter(|scheme| scheme.eq_ignore_ascii_case("Bearer"))
+        .and(value.get(6..));
+    let Some(rest) = bearer else {
+        // Credentials of another scheme (`Basic ...`) are well formed, just not a bearer
+        // token: the client sent none. A scheme that is not a token (RFC 9110 §11.1) is junk.
+        let scheme = value.split([' ', '\t']).next().unwrap_or_default();
+        let is_scheme = !scheme.is_empty() && scheme.bytes().all(is_tchar);
+        return Err(if is_scheme {
+            AuthFailure::Missing
+        } else {
+            AuthFailure::Malformed
+        });
     };
-    if !scheme.eq_ignore_ascii_case("Bearer") {
-        return Err(AuthFailure::Malformed);
-    }
     let token = match rest.as_bytes().first() {
         Some(b' ' | b'\t') => &rest[1..],
         _ => return Err(AuthFailure::Malformed),

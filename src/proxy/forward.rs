@@ -223,13 +223,17 @@ fn declared_length(parts: &Parts) -> Option<u64> {
         .ok()
 }
 
-/// An error and its causes on one line, for logs.
+/// An error and its causes on one line, for logs. Many errors already end their message with
+/// their cause's (`connect to 10.0.0.1:80: Connection refused`); such a cause is not repeated.
 pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
         source = cause.source();
     }
     text

@@ -48,6 +48,34 @@ pub enum RouteOutcome<'a> {
     NotFound,
 }
 
+/// A condition of a route that a request did not meet, for `explain` on a 404.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unmet {
+    /// `match.host`.
+    Host,
+    /// The path rule, missed by a small edit (a typo, a missing or extra letter).
+    Path,
+    /// `match.methods`.
+    Methods,
+    /// `match.headers[i]`.
+    Header(usize),
+}
+
+/// A route that nearly served a request, and what it needed that the request lacked.
+#[derive(Debug)]
+pub struct NearMiss<'a> {
+    /// The route.
+    pub route: &'a Arc<Route>,
+    /// Its unmet conditions, in the order host, path, methods, headers.
+    pub unmet: Vec<Unmet>,
+}
+
+/// Near misses shown at most: the closest ones are what a reader acts on.
+const NEAR_MISSES_SHOWN: usize = 3;
+
+/// Largest edit distance at which a path rule still counts as nearly matched.
+const PATH_EDITS: usize = 2;
+
 /// What the router looks at in a request.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestFacts<'a> {
@@ -121,6 +149,47 @@ impl Router {
         &self.routes
     }
 
+    /// The routes that came closest to serving a request no route serves: those whose path
+    /// rule matches, or (when none does) misses by a small edit; fewest unmet conditions first,
+    /// then file order. A route missing both host and path is not near.
+    pub fn near_misses(&self, req: RequestFacts<'_>) -> Vec<NearMiss<'_>> {
+        let mut misses: Vec<NearMiss<'_>> = Vec::new();
+        for route in &self.routes {
+            let mut unmet = Vec::new();
+            if !route.host.matches(req.host) {
+                unmet.push(Unmet::Host);
+            }
+            if !route.path.matches(req.path) {
+                if !path_nearly_matches(&route.path, req.path) {
+                    continue;
+                }
+                unmet.push(Unmet::Path);
+            }
+            if !route.allows_method(req.method) {
+                unmet.push(Unmet::Methods);
+            }
+            for (i, condition) in route.headers.iter().enumerate() {
+                if !condition.matches(req.headers) {
+                    unmet.push(Unmet::Header(i));
+                }
+            }
+            // A route needing nothing else would have matched; one missing its host and its
+            // path both is not near.
+            let far = unmet.contains(&Unmet::Host) && unmet.contains(&Unmet::Path);
+            if !unmet.is_empty() && !far {
+                misses.push(NearMiss { route, unmet });
+            }
+        }
+        // A path typo is a guess; routes whose path does match are what the request aimed at.
+        if misses.iter().any(|m| !m.unmet.contains(&Unmet::Path)) {
+            misses.retain(|m| !m.unmet.contains(&Unmet::Path));
+        }
+        // Stable: equal counts keep file order.
+        misses.sort_by_key(|m| m.unmet.len());
+        misses.truncate(NEAR_MISSES_SHOWN);
+        misses
+    }
+
     /// Finds the route for a request.
     pub fn find(&self, req: RequestFacts<'_>) -> RouteOutcome<'_> {
         let mut allowed: Vec<Method> = Vec::new();
@@ -182,4 +251,32 @@ impl Router {
             RouteOutcome::MethodNotAllowed(allowed)
         }
     }
+}
+
+/// Whether `path` misses the rule by at most [`PATH_EDITS`] single-character edits: compared
+/// with the whole path for `path_exact`, with as many leading segments as the prefix has for
+/// `path`. Regexes are never near.
+fn path_nearly_matches(rule: &PathMatcher, path: &str) -> bool {
+    let (wanted, got) = match rule {
+        PathMatcher::Exact(exact) => (&**exact, path),
+        PathMatcher::Prefix(prefix) => {
+            let segments = prefix.trim_end_matches('/').matches('/').count();
+            // The request's first `segments` segments: `/api/v1/order/7` against
+            // `/api/v1/orders` compares `/api/v1/order`.
+            let end = path
+                .match_indices('/')
+                .nth(segments)
+                .map_or(path.len(), |(i, _)| i);
+            (prefix.trim_end_matches('/'), &path[..end])
+        }
+        PathMatcher::Regex(_) => return false,
+    };
+    // Bounded work: route paths and request paths can be long, and the distance is quadratic.
+    const LONGEST: usize = 256;
+    if wanted.len() > LONGEST || got.len() > LONGEST {
+        return false;
+    }
+    // As compilers do for names: a third of the length at most, so `/a` never suggests `/b`.
+    let allowed = PATH_EDITS.min(wanted.chars().count() / 3);
+    allowed > 0 && strsim::levenshtein(wanted, got) <= allowed
 }

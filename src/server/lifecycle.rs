@@ -143,7 +143,20 @@ impl Gateway {
                 Placement::Here,
             )));
         }
-        tracing::info!(listen = %local_addr, admin = ?admin_addr, workers = worker_count, "gatehouse listening");
+        // The admin field is left out, not logged as `None`, when there is no admin listener.
+        match admin_addr {
+            Some(admin) => tracing::info!(
+                listen = %local_addr,
+                admin = %admin,
+                workers = worker_count,
+                "gatehouse listening"
+            ),
+            None => tracing::info!(
+                listen = %local_addr,
+                workers = worker_count,
+                "gatehouse listening"
+            ),
+        }
         Ok(GatewayHandle {
             state,
             local_addr,

@@ -21,6 +21,9 @@ const DEBOUNCE: Duration = Duration::from_millis(150);
 /// A burst that never goes quiet still reloads this often.
 const DEBOUNCE_MAX: Duration = Duration::from_millis(600);
 
+/// The trigger name of reloads started by the file watcher.
+const FILE_CHANGE: &str = "file change";
+
 /// What a reload did.
 #[derive(Debug)]
 pub enum ReloadOutcome {
@@ -31,13 +34,30 @@ pub enum ReloadOutcome {
     },
     /// The files are byte-for-byte what is already running.
     Unchanged,
+    /// The files are back to the running config after a rejected reload: a recovery, so it is
+    /// logged and counted as a successful reload though nothing is swapped.
+    Restored {
+        /// The running version, kept.
+        version: u64,
+    },
     /// The files are invalid; the running config was kept.
     Rejected(ConfigErrors),
 }
 
+/// What the previous reload left behind; kept under the lock that serialises reloads.
+#[derive(Debug, Default)]
+pub struct ReloadHistory {
+    /// The last attempt was rejected: the operator was told the files are broken, so files that
+    /// match the running config again must be reported as fixed, not silently skipped.
+    last_rejected: bool,
+}
+
 /// Loads the config again and, when it is valid and different, makes it live.
+///
+/// Every outcome is logged at info or above, except unchanged files seen by the file watcher
+/// (editors touch files without changing them; that is debug noise).
 pub async fn reload(state: &Arc<GatewayState>, trigger: &'static str) -> ReloadOutcome {
-    let _one_at_a_time = state.reload_lock.lock().await;
+    let mut history = state.reload_lock.lock().await;
     let loader = Arc::clone(state);
     let loaded = tokio::task::spawn_blocking(move || {
         config::load(&loader.config_path, &*loader.env, &loader.registries)
@@ -46,6 +66,7 @@ pub async fn reload(state: &Arc<GatewayState>, trigger: &'static str) -> ReloadO
     let new = match loaded {
         Ok(Ok(snapshot)) => snapshot,
         Ok(Err(errors)) => {
+            history.last_rejected = true;
             state.metrics.config_reloaded(ReloadResult::Failure);
             tracing::error!(
                 trigger,
@@ -56,15 +77,33 @@ pub async fn reload(state: &Arc<GatewayState>, trigger: &'static str) -> ReloadO
             return ReloadOutcome::Rejected(errors);
         }
         Err(join) => {
+            history.last_rejected = true;
             state.metrics.config_reloaded(ReloadResult::Failure);
             tracing::error!(trigger, error = %join, "config reload failed");
             return ReloadOutcome::Rejected(ConfigErrors(Vec::new()));
         }
     };
     let old = state.snapshot.load_full();
+    let recovered = std::mem::take(&mut history.last_rejected);
     if new.content_hash == old.content_hash {
+        if recovered {
+            state.metrics.config_reloaded(ReloadResult::Success);
+            tracing::info!(
+                trigger,
+                version = old.version,
+                hash = %old.content_hash,
+                "config reloaded: the files are valid again and match the running config"
+            );
+            return ReloadOutcome::Restored {
+                version: old.version,
+            };
+        }
         state.metrics.config_reloaded(ReloadResult::Unchanged);
-        tracing::debug!(trigger, "config files unchanged; nothing to reload");
+        if trigger == FILE_CHANGE {
+            tracing::debug!(trigger, "config files unchanged; nothing to reload");
+        } else {
+            tracing::info!(trigger, "config files unchanged; nothing to reload");
+        }
         return ReloadOutcome::Unchanged;
     }
     let new = keep_restart_only_settings(&old, new);
@@ -171,7 +210,7 @@ async fn reload_on_events(
                 _ => break,
             }
         }
-        if let ReloadOutcome::Applied { .. } = reload(&state, "file change").await {
+        if let ReloadOutcome::Applied { .. } = reload(&state, FILE_CHANGE).await {
             // routes_dir may have moved, or been created since.
             watch_dirs(&mut watcher, &mut watched, &state.snapshot.load());
         }

@@ -27,8 +27,8 @@ pub struct GatewayState {
     pub metrics: Arc<Metrics>,
     /// Counts requests that no route served (404s, built-in endpoints).
     pub unrouted: RouteMetrics,
-    /// Serialises reloads so two triggers never race to swap.
-    pub reload_lock: tokio::sync::Mutex<()>,
+    /// Serialises reloads so two triggers never race to swap, and keeps what the last one did.
+    pub reload_lock: tokio::sync::Mutex<super::reload::ReloadHistory>,
 }
 
 impl GatewayState {

@@ -822,7 +822,7 @@ fn headers(values: &[&str]) -> HeaderMap {
 
 #[test]
 fn bearer_token_table() {
-    use AuthFailure::Malformed;
+    use AuthFailure::{Malformed, Missing};
     let long = format!("Bearer {}", "a".repeat(MAX_TOKEN_BYTES + 1));
     let max = format!("Bearer {}", "a".repeat(MAX_TOKEN_BYTES));
     type Row<'a> = (&'a str, Vec<&'a str>, Result<Option<&'a str>, AuthFailure>);
@@ -843,8 +843,10 @@ fn bearer_token_table() {
             vec!["Bearer a.b.c", ""],
             Err(Malformed),
         ),
-        ("basic scheme", vec!["Basic dXNlcjpwYXNz"], Err(Malformed)),
-        ("digest scheme", vec!["Digest username=x"], Err(Malformed)),
+        ("basic scheme", vec!["Basic dXNlcjpwYXNz"], Err(Missing)),
+        ("digest scheme", vec!["Digest username=x"], Err(Missing)),
+        ("scheme alone", vec!["Basic"], Err(Missing)),
+        ("not a scheme", vec!["B@sic x"], Err(Malformed)),
         ("empty value", vec![""], Err(Malformed)),
         ("scheme only", vec!["Bearer"], Err(Malformed)),
         ("scheme and space", vec!["Bearer "], Err(Malformed)),
