@@ -518,6 +518,24 @@ fn framing_and_connection_headers_cannot_be_configured() {
     loads(&[("gateway.yaml", GATEWAY), ("routes/r.yaml", &set("request_headers", "Host"))]);
 }
 
+#[rustfmt::skip]
+#[test]
+fn log_levels_and_filters_are_checked() {
+    let level = |value: &str| gateway(&format!("logging:\n  level: \"{value}\"\n"));
+    check(vec![
+        g("unknown word", level("verbose"), (4, 10), "invalid log level `verbose`: `verbose` is not a level").also("info,gatehouse=debug"),
+        g("unknown level in a directive", level("info,gatehouse=verbose"), (4, 10), "`verbose` is not a level"),
+        g("directive without target", level("info,=debug"), (4, 10), "`` is not a module path"),
+        g("bad target", level("info,gate house=debug"), (4, 10), "`gate house` is not a module path"),
+        g("empty directive", level("info,,debug"), (4, 10), "an empty directive"),
+        g("empty", level(""), (4, 10), "an empty directive"),
+    ]);
+    for good in ["info", "WARN", "off", "info,gatehouse=debug", "hyper::proto=warn, debug"] {
+        let snapshot = loads(&[("gateway.yaml", &level(good))]);
+        assert_eq!(snapshot.logging.level, good);
+    }
+}
+
 /// A key written with nothing after it (or `{}`) is refused with what to write: read as
 /// absent it would, for `auth:`, make the route public.
 #[rustfmt::skip]

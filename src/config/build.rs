@@ -227,12 +227,14 @@ fn build_logging(file: &ParsedFile, e: &mut Errors) -> Option<LoggingSettings> {
     let logging = file.logging.as_ref();
     let level = match logging.and_then(|l| l.level.as_ref()) {
         Some(level) => {
-            if let Err(err) = tracing_subscriber::EnvFilter::try_new(&level.value) {
+            if let Err(problem) = check_log_filter(&level.value) {
                 e.at(
                     level.mark,
                     format!(
-                        "invalid log level `{}`: {err} (try info, debug or warn)",
-                        level.value
+                        "invalid log level `{}`: {problem} (write a level: {}; or a filter such \
+                         as info,gatehouse=debug)",
+                        level.value,
+                        LOG_LEVELS.join(", ")
                     ),
                 );
                 return None;
@@ -246,6 +248,41 @@ fn build_logging(file: &ParsedFile, e: &mut Errors) -> Option<LoggingSettings> {
         level,
         access_log: logging.and_then(|l| l.access_log).unwrap_or(true),
     })
+}
+
+const LOG_LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+/// Accepts `level` and `target=level` directives separated by commas. The log filter itself
+/// takes any word as a target name, so `verbose` would silence every line instead of failing.
+fn check_log_filter(filter: &str) -> Result<(), String> {
+    let is_level = |word: &str| LOG_LEVELS.iter().any(|l| l.eq_ignore_ascii_case(word));
+    let is_target = |word: &str| {
+        !word.is_empty()
+            && word.split("::").all(|part| {
+                part.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                    && part
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            })
+    };
+    for directive in filter.split(',') {
+        let directive = directive.trim();
+        match directive.split_once('=') {
+            None if is_level(directive) => {}
+            None if directive.is_empty() => return Err("an empty directive".into()),
+            None => return Err(format!("`{directive}` is not a level")),
+            Some((target, level)) => {
+                let (target, level) = (target.trim(), level.trim());
+                if !is_target(target) {
+                    return Err(format!("`{target}` is not a module path"));
+                }
+                if !is_level(level) {
+                    return Err(format!("`{level}` is not a level"));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Names label metrics and logs, so they are kept to a safe alphabet.
