@@ -1,10 +1,11 @@
-//! `gatehouse check` and `explain` on configs whose mistakes used to pass unnoticed.
+//! `gatehouse check`, `explain` and `run` on configs whose mistakes used to pass unnoticed.
 
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use common::{gatehouse_bin, DEADLINE};
 
@@ -63,6 +64,80 @@ fn path_str(path: &Path) -> &str {
 }
 
 const GATEWAY: &str = "server:\n  listen: 127.0.0.1:0\nlogging:\n  format: text\n";
+
+const SHADOWED: &str = "\
+upstreams:
+  app:
+    targets: [http://127.0.0.1:1]
+routes:
+  - name: app
+    match: {path: /app}
+    upstream: app
+  - name: app-again
+    match: {path: /app}
+    upstream: app
+";
+
+#[test]
+fn check_warns_about_a_route_that_can_never_be_chosen_and_still_passes() {
+    let dir = config_dir(&[("gateway.yaml", GATEWAY), ("routes/app.yaml", SHADOWED)]);
+    let config = dir.path().join("gateway.yaml");
+    let out = gatehouse(&["check", "-c", path_str(&config)], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let routes = dir.path().join("routes/app.yaml");
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "{0}:8:11: warning: route `app-again` can never be chosen: route `app` ({0}:5:11) \
+             has the same host and path, accepts every method and header it does, and is tried \
+             first\n",
+            routes.display()
+        )
+    );
+    assert!(text(&out.stdout).contains(": ok"), "{}", text(&out.stdout));
+}
+
+/// A `gatehouse run` child, killed when the test ends.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn run_logs_the_warning_when_it_loads() {
+    let dir = config_dir(&[("gateway.yaml", GATEWAY), ("routes/app.yaml", SHADOWED)]);
+    let config = dir.path().join("gateway.yaml");
+    let log = dir.path().join("gatehouse.log");
+    let file = std::fs::File::create(&log).expect("log file");
+    let _running = Running(
+        command(&["run", "-c", path_str(&config)], &[])
+            .stdout(file.try_clone().expect("clone log file"))
+            .stderr(file)
+            .spawn()
+            .expect("spawn gatehouse run"),
+    );
+    let deadline = Instant::now() + DEADLINE;
+    let logged = loop {
+        let logged = std::fs::read_to_string(&log).unwrap_or_default();
+        if logged.contains("gatehouse listening") || Instant::now() >= deadline {
+            break logged;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    };
+    let line = logged
+        .lines()
+        .find(|l| l.contains("config warning"))
+        .unwrap_or_else(|| panic!("no warning logged:\n{logged}"));
+    assert!(line.contains("WARN"), "{line}");
+    assert!(
+        line.contains("route `app-again` can never be chosen: route `app`"),
+        "{line}"
+    );
+}
 
 #[test]
 fn explain_does_not_claim_a_strip_that_does_not_happen() {

@@ -684,3 +684,58 @@ fn follow_on_errors_are_not_reported() {
         r("auth left empty", route("    upstream: a\n    auth:\n    authorize:\n      - roles: [admin]\n"), (8, 5), "`auth` is empty"),
     ]);
 }
+
+#[test]
+fn a_route_that_can_never_be_chosen_is_a_warning_naming_both() {
+    let two = |first: &str, second: &str| {
+        format!(
+            "{UPSTREAM_A}routes:\n  - name: first\n    match: {{{first}}}\n    upstream: a\n  - name: second\n    match: {{{second}}}\n    upstream: a\n"
+        )
+    };
+    let warnings = |text: &str| -> Vec<String> {
+        let snapshot = loads(&[("gateway.yaml", GATEWAY), ("routes/r.yaml", text)]);
+        let dir_free = |w: &gatehouse::config::ConfigError| {
+            let file = w.file.file_name().unwrap().to_string_lossy().to_string();
+            let m = w.mark.expect("a warning has a position");
+            format!("{file}:{}:{}: {}", m.line, m.column, w.message)
+        };
+        snapshot.warnings.iter().map(dir_free).collect()
+    };
+    let shadowed = warnings(&two("path: /x", "path: /x"));
+    assert_eq!(shadowed.len(), 1, "{shadowed:?}");
+    assert!(
+        shadowed[0].starts_with(
+            "r.yaml:8:11: warning: route `second` can never be chosen: route `first` ("
+        ),
+        "{shadowed:?}"
+    );
+    assert!(shadowed[0].contains("r.yaml:5:11)"), "{shadowed:?}");
+    for (first, second) in [
+        ("path: /x, methods: [GET, POST]", "path: /x, methods: [GET]"),
+        (
+            "path: /x, headers: {X-A: '1'}",
+            "path: /x, headers: {X-A: '1', X-B: '2'}",
+        ),
+        (
+            "path_exact: /x, host: a.example",
+            "host: a.example, path_exact: /x",
+        ),
+    ] {
+        assert_eq!(warnings(&two(first, second)).len(), 1, "{first} / {second}");
+    }
+    for (first, second) in [
+        ("path: /x", "path: /y"),
+        ("path: /x", "path_exact: /x"),
+        ("path: /x, methods: [GET]", "path: /x, methods: [POST]"),
+        // Routes with methods or headers are tried before those without.
+        ("path: /x", "path: /x, methods: [GET]"),
+        ("path: /x", "path: /x, headers: {X-A: '1'}"),
+        ("path: /x, host: a.example", "path: /x, host: b.example"),
+    ] {
+        assert_eq!(
+            warnings(&two(first, second)),
+            Vec::<String>::new(),
+            "{first} / {second}"
+        );
+    }
+}

@@ -17,6 +17,7 @@ use super::file::{
     RespondSection, RouteSection, Spanned, Unsupported, UpstreamSection,
 };
 use super::identity;
+use super::shadow;
 use super::snapshot::{LoggingSettings, ServerSettings, Snapshot};
 use crate::observability::metrics::Metrics;
 use crate::proxy::headers::{refused_in_rules, HeaderRules, RuleTarget, TrustedProxies};
@@ -122,7 +123,7 @@ pub fn build(
         })
         .filter(|name| !by_name.contains_key(name))
         .collect();
-    let routes = build_routes(
+    let (routes, places) = build_routes(
         files,
         &by_name,
         &invalid_upstreams,
@@ -142,6 +143,7 @@ pub fn build(
             server,
             admin_listen,
             logging,
+            warnings: shadow::shadowed_routes(&routes, &places),
             router: Router::new(routes),
             upstreams,
             identity_headers: identity::identity_headers(&providers),
@@ -460,9 +462,10 @@ fn build_routes(
     metrics: &Metrics,
     providers: &identity::Providers,
     errors: &mut Vec<ConfigError>,
-) -> Vec<Arc<Route>> {
+) -> (Vec<Arc<Route>>, Vec<shadow::Place>) {
     let mut seen: HashMap<String, (PathBuf, Mark)> = HashMap::new();
     let mut routes = Vec::new();
+    let mut places = Vec::new();
     let upstream_names: Vec<&str> = upstreams.keys().copied().collect();
     for file in files {
         let mut e = Errors {
@@ -498,10 +501,11 @@ fn build_routes(
             };
             if let Some(route) = build_route(section, &ctx, &mut e) {
                 routes.push(Arc::new(route));
+                places.push((file.path.clone(), name.mark));
             }
         }
     }
-    routes
+    (routes, places)
 }
 
 struct RouteContext<'a> {
