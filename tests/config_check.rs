@@ -1,13 +1,14 @@
-//! `gatehouse check`, `explain` and `run` on configs whose mistakes used to pass unnoticed.
+//! `gatehouse check`, `explain` and `run` on configs whose mistakes used to pass unnoticed, and
+//! every YAML example in README.md, checked as a reader would check it.
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{gatehouse_bin, DEADLINE};
+use common::{gatehouse_bin, openssl, DEADLINE};
 
 /// A config dir holding `files` (paths relative to it).
 fn config_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
@@ -195,4 +196,122 @@ fn check_reports_every_mistake_of_a_block() {
         assert!(line.contains(place), "{line} should be at {place}");
     }
     assert_eq!(lines[4], "4 error(s) in the config; nothing was started");
+}
+
+/// One config the README shows: its files, by the name each block gives in its first line.
+#[derive(Default, Debug)]
+struct Example {
+    files: Vec<(String, String)>,
+    /// README line of each block, for the failure message.
+    lines: Vec<usize>,
+}
+
+/// Every ```yaml block of README.md must start with `# FILE`, naming the file it is. A block
+/// naming `gateway.yaml` starts a new example; the blocks after it naming other files
+/// (`# routes/orders.yaml`) belong to that example.
+fn readme_examples() -> Vec<Example> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("read README.md");
+    let mut examples: Vec<Example> = Vec::new();
+    let mut lines = readme.lines().enumerate();
+    while let Some((start, line)) = lines.next() {
+        if line.trim_end() != "```yaml" {
+            continue;
+        }
+        let mut block = String::new();
+        for (_, line) in lines.by_ref() {
+            if line.trim_end() == "```" {
+                break;
+            }
+            block.push_str(line);
+            block.push('\n');
+        }
+        let first = block.lines().next().unwrap_or_default();
+        let name = first
+            .strip_prefix("# ")
+            .filter(|n| n.ends_with(".yaml"))
+            .unwrap_or_else(|| {
+                panic!(
+                    "README.md:{}: a yaml block must start with `# FILE.yaml`, naming the file it is",
+                    start + 1
+                )
+            })
+            .to_string();
+        if name == "gateway.yaml" {
+            examples.push(Example::default());
+        }
+        let example = examples.last_mut().unwrap_or_else(|| {
+            panic!(
+                "README.md:{}: `{name}` comes before any gateway.yaml block",
+                start + 1
+            )
+        });
+        example.files.push((name, block));
+        example.lines.push(start + 1);
+    }
+    examples
+}
+
+/// What a reader is told to provide: `JWT_SECRET` (an HS secret, at least 32 bytes) and the
+/// key file each `public_key_file` names.
+fn provide_what_the_example_needs(dir: &Path, example: &Example) {
+    for (_, text) in &example.files {
+        for line in text.lines() {
+            let Some(file) = line.trim().strip_prefix("public_key_file:") else {
+                continue;
+            };
+            let file = file.split('#').next().unwrap_or_default().trim();
+            let path = dir.join(file);
+            std::fs::create_dir_all(path.parent().expect("has a parent")).expect("mkdir");
+            openssl(
+                path.parent().expect("has a parent"),
+                &[
+                    "genpkey",
+                    "-algorithm",
+                    "RSA",
+                    "-pkeyopt",
+                    "rsa_keygen_bits:2048",
+                    "-out",
+                    "key.pem",
+                ],
+            );
+            let public = openssl(
+                path.parent().expect("has a parent"),
+                &["pkey", "-in", "key.pem", "-pubout"],
+            );
+            std::fs::write(&path, public).expect("write public key");
+        }
+    }
+}
+
+#[test]
+fn every_yaml_example_in_the_readme_passes_check() {
+    let examples = readme_examples();
+    assert!(examples.len() >= 2, "{examples:#?}");
+    let blocks: usize = examples.iter().map(|e| e.files.len()).sum();
+    assert!(blocks >= 4, "{examples:#?}");
+    let mut failed = Vec::new();
+    for example in &examples {
+        let files: Vec<(&str, &str)> = example
+            .files
+            .iter()
+            .map(|(n, t)| (n.as_str(), t.as_str()))
+            .collect();
+        let dir = config_dir(&files);
+        provide_what_the_example_needs(dir.path(), example);
+        let config: PathBuf = dir.path().join("gateway.yaml");
+        let out = gatehouse(
+            &["check", "-c", path_str(&config)],
+            &[("JWT_SECRET", "an-hs256-secret-of-at-least-32-bytes")],
+        );
+        // Passing means no errors and no warnings.
+        if !out.status.success() || !out.stderr.is_empty() {
+            failed.push(format!(
+                "README.md blocks at lines {:?}:\n{}",
+                example.lines,
+                text(&out.stderr)
+            ));
+        }
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
 }
