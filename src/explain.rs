@@ -8,7 +8,7 @@ use crate::auth::cors::CorsPolicy;
 use crate::auth::{jwt, rbac, RoutePolicy};
 use crate::config::Snapshot;
 use crate::proxy::pipeline::{head_size, route_request};
-use crate::routing::matchers::request_host;
+use crate::routing::matchers::{prefix_matches, request_host};
 use crate::routing::normalize::normalize_path;
 use crate::routing::route::{PathRewrite, RouteAction};
 use crate::routing::router::{RequestFacts, Unmet};
@@ -123,11 +123,19 @@ pub fn explain(
                 let _ = writeln!(out, "  target:   {} weight {}", target.url, target.weight);
             }
             if let PathRewrite::Prefix { prefix, to } = &action.rewrite {
-                let _ = writeln!(
-                    out,
-                    "rewrite:    prefix {prefix} -> {}",
-                    if to.is_empty() { "(stripped)" } else { to }
-                );
+                // A prefix longer than the route's own applies to some of its paths only.
+                if prefix_matches(prefix, &routed.path) {
+                    let _ = writeln!(
+                        out,
+                        "rewrite:    prefix {prefix} -> {}",
+                        if to.is_empty() { "(stripped)" } else { to }
+                    );
+                } else {
+                    let _ = writeln!(
+                        out,
+                        "rewrite:    none (the path does not start with {prefix})"
+                    );
+                }
             }
             if let Some(target) = first {
                 let _ = writeln!(

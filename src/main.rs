@@ -207,6 +207,9 @@ async fn wait_for_shutdown_signal(handle: &gatehouse::server::GatewayHandle) -> 
 fn check(path: &std::path::Path) -> ExitCode {
     match load(path, &Registries::default()) {
         Ok(snapshot) => {
+            for warning in &snapshot.warnings {
+                eprintln!("{warning}");
+            }
             println!(
                 "{}: ok — {} file(s), {} route(s), {} upstream(s)",
                 path.display(),

@@ -485,3 +485,257 @@ routes:
         );
     }
 }
+
+/// The config must load; returns the snapshot or fails listing the errors.
+fn loads(files: &[(&str, &str)]) -> Snapshot {
+    load_files(files, &[]).unwrap_or_else(|e| panic!("should load: {e:#?}"))
+}
+
+/// A framing or connection header set by configuration would make responses hang or lie
+/// about the connection: each is refused where it is written, with the reason.
+#[rustfmt::skip]
+#[test]
+fn framing_and_connection_headers_cannot_be_configured() {
+    let set = |rules: &str, header: &str| route(&format!("    upstream: a\n    {rules}:\n      set: {{{header}: x}}\n"));
+    let remove = |rules: &str, header: &str| route(&format!("    upstream: a\n    {rules}:\n      remove: [{header}]\n"));
+    let respond = |header: &str| route(&format!("    respond:\n      headers: {{{header}: x}}\n"));
+    check(vec![
+        r("response Content-Length", set("response_headers", "Content-Length"), (9, 13), "`Content-Length` is not allowed in `response_headers.set`").also("frames every message"),
+        r("request Transfer-Encoding", set("request_headers", "Transfer-Encoding"), (9, 13), "`Transfer-Encoding` is not allowed in `request_headers.set`"),
+        r("response Connection", set("response_headers", "Connection"), (9, 13), "`Connection` is not allowed").also("one connection"),
+        r("request Keep-Alive", set("request_headers", "keep-alive"), (9, 13), "`keep-alive` is not allowed"),
+        r("response Upgrade", set("response_headers", "Upgrade"), (9, 13), "`Upgrade` is not allowed"),
+        r("request TE", set("request_headers", "TE"), (9, 13), "`TE` is not allowed"),
+        r("response Trailer", set("response_headers", "Trailer"), (9, 13), "`Trailer` is not allowed"),
+        r("request Proxy-Connection", set("request_headers", "Proxy-Connection"), (9, 13), "`Proxy-Connection` is not allowed"),
+        r("response Host", set("response_headers", "Host"), (9, 13), "`Host` is not allowed in `response_headers.set`").also("request header"),
+        r("removing Content-Length", remove("response_headers", "Content-Length"), (9, 16), "not allowed in `response_headers.remove`"),
+        r("removing Host upstream", remove("request_headers", "Host"), (9, 16), "always sends `Host`").also("preserve_host"),
+        r("respond Content-Length", respond("Content-Length"), (8, 17), "`Content-Length` is not allowed in `respond.headers`"),
+        r("respond Host", respond("Host"), (8, 17), "`Host` is not allowed in `respond.headers`"),
+    ]);
+    // Setting `Host` upstream is how a route names the virtual host it wants.
+    loads(&[("gateway.yaml", GATEWAY), ("routes/r.yaml", &set("request_headers", "Host"))]);
+}
+
+#[rustfmt::skip]
+#[test]
+fn log_levels_and_filters_are_checked() {
+    let level = |value: &str| gateway(&format!("logging:\n  level: \"{value}\"\n"));
+    check(vec![
+        g("unknown word", level("verbose"), (4, 10), "invalid log level `verbose`: `verbose` is not a level").also("info,gatehouse=debug"),
+        g("unknown level in a directive", level("info,gatehouse=verbose"), (4, 10), "`verbose` is not a level"),
+        g("directive without target", level("info,=debug"), (4, 10), "`` is not a module path"),
+        g("bad target", level("info,gate house=debug"), (4, 10), "`gate house` is not a module path"),
+        g("empty directive", level("info,,debug"), (4, 10), "an empty directive"),
+        g("empty", level(""), (4, 10), "an empty directive"),
+    ]);
+    for good in ["info", "WARN", "off", "info,gatehouse=debug", "hyper::proto=warn, debug"] {
+        let snapshot = loads(&[("gateway.yaml", &level(good))]);
+        assert_eq!(snapshot.logging.level, good);
+    }
+}
+
+/// A key written with nothing after it (or `{}`) is refused with what to write: read as
+/// absent it would, for `auth:`, make the route public.
+#[rustfmt::skip]
+#[test]
+fn a_key_left_empty_is_an_error_not_an_absent_key() {
+    let in_route = |what, text: &str, says| r(what, route(&format!("    upstream: a\n{text}")), (8, 5), says);
+    let provider = |body: &str| gateway(&format!("jwt:\n  providers:\n    default:\n      algorithms: [HS256]\n      secret: abcdefghijklmnopqrstuvwxyz0123456789\n{body}"));
+    let unsupported = |case: Case| case.also("is not supported yet");
+    check(vec![
+        in_route("auth with a comment", "    auth:\n      # jwt: default\n", "`auth` is empty; write its settings, or remove `auth`").also("`jwt`, `optional`, `forward_token`"),
+        in_route("auth {}", "    auth: {}\n", "`auth` is empty"),
+        in_route("auth ~", "    auth: ~\n", "`auth` is empty"),
+        in_route("cors", "    cors:\n", "`cors` is empty"),
+        in_route("request_headers", "    request_headers:\n", "`request_headers` is empty"),
+        in_route("authorize", "    authorize:\n", "`authorize` has no value"),
+        in_route("timeout", "    timeout:\n", "`timeout` has no value"),
+        unsupported(in_route("rate_limit", "    rate_limit:\n", "`rate_limit`")),
+        unsupported(in_route("cache", "    cache:\n", "`cache`")),
+        unsupported(in_route("compress", "    compress:\n", "`compress`")),
+        unsupported(r("retry", upstream_with("    retry:\n"), (4, 5), "`retry`")),
+        unsupported(r("circuit_breaker", upstream_with("    circuit_breaker: {}\n"), (4, 5), "`circuit_breaker`")),
+        unsupported(r("upstream tls", upstream_with("    tls:\n      # ca_file: ca.pem\n"), (4, 5), "`tls`")),
+        unsupported(g("server tls", gateway("  tls:\n"), (3, 3), "`server.tls`")),
+        r("targets", upstream("    targets:\n"), (3, 5), "`targets` has no value").lacks("no targets"),
+        r("match", format!("{UPSTREAM_A}routes:\n  - name: r\n    match: {{}}\n    upstream: a\n"), (6, 5), "`match` is empty"),
+        g("issuer", provider("      issuer:\n"), (8, 7), "`issuer` has no value"),
+        g("audience", provider("      audience: ~\n"), (8, 7), "`audience` has no value"),
+        g("server", "server:\n  # listen: 127.0.0.1:1\n", (1, 1), "`server` is empty"),
+        g("jwt", gateway("jwt:\n"), (3, 1), "`jwt` is empty"),
+        g("routes_dir", gateway("routes_dir:\n"), (3, 1), "`routes_dir` has no value"),
+    ]);
+    // A file may hold no upstreams or routes yet.
+    loads(&[("gateway.yaml", GATEWAY), ("routes/r.yaml", "upstreams:\nroutes: []\n")]);
+}
+
+#[rustfmt::skip]
+#[test]
+fn rewrites_that_never_apply_and_bodies_that_cannot_be_sent() {
+    let matching = |rule: &str, rest: &str| format!("{UPSTREAM_A}routes:\n  - name: r\n    match: {{{rule}}}\n    upstream: a\n{rest}");
+    check(vec![
+        r("strip beside the prefix", route("    upstream: a\n    strip_prefix: /y\n"), (8, 19), "`strip_prefix` `/y` can never apply: the route matches path prefix /x"),
+        r("strip on a shorter segment", route("    upstream: a\n    strip_prefix: /xy\n"), (8, 19), "can never apply"),
+        r("rewrite beside the prefix", route("    upstream: a\n    rewrite: {prefix: /y, to: /z}\n"), (8, 23), "`rewrite.prefix` `/y` can never apply"),
+        r("strip beside the exact path", matching("path_exact: /a/b", "    strip_prefix: /a/c\n"), (8, 19), "the route matches exact path /a/b"),
+        r("204 with a body", route("    respond: {status: 204, body: hi}\n"), (7, 34), "a 204 response has no body"),
+        r("304 with a body", route("    respond: {status: 304, body: hi}\n"), (7, 34), "a 304 response has no body"),
+        r("1xx", route("    respond: {status: 101}\n"), (7, 23), "expected 200 to 599"),
+    ]);
+    for (rule, rest) in [
+        ("path: /x", "    strip_prefix: /x/v1\n"),
+        ("path: /x/v1", "    strip_prefix: /x\n"),
+        ("path_exact: /a/b", "    strip_prefix: /a\n"),
+        ("path_regex: \"^/q\"", "    strip_prefix: /anything\n"),
+    ] {
+        loads(&[("gateway.yaml", GATEWAY), ("routes/r.yaml", &matching(rule, rest))]);
+    }
+    loads(&[("gateway.yaml", GATEWAY), ("routes/r.yaml", &route("    respond: {status: 204}\n"))]);
+}
+
+/// Places and messages of every error, for tests that expect several.
+fn all_errors(files: &[(&str, &str)]) -> Vec<(String, usize, usize, String)> {
+    errors_of(files, &[])
+}
+
+fn places(found: &[Found]) -> Vec<(&str, usize, usize)> {
+    found
+        .iter()
+        .map(|(f, l, c, _)| (f.as_str(), *l, *c))
+        .collect()
+}
+
+#[test]
+fn every_mistake_in_a_block_is_reported() {
+    let server = "server:\n  listen: localhost:80\n  idle_timout: 5s\n  max_request_body: 10XB\n  workers: 0\n";
+    let found = all_errors(&[("gateway.yaml", server)]);
+    assert_eq!(
+        places(&found),
+        vec![
+            ("gateway.yaml", 2, 11),
+            ("gateway.yaml", 3, 3),
+            ("gateway.yaml", 4, 21),
+            ("gateway.yaml", 5, 12)
+        ],
+        "{found:#?}"
+    );
+
+    let routes = format!("{UPSTREAM_A}routes:\n  - name: r\n    match: {{path: x}}\n    upstream: a\n    colour: red\n    timeout: 5x\n");
+    let found = all_errors(&[("gateway.yaml", GATEWAY), ("routes/r.yaml", &routes)]);
+    assert_eq!(
+        places(&found),
+        vec![
+            ("routes/r.yaml", 6, 19),
+            ("routes/r.yaml", 8, 5),
+            ("routes/r.yaml", 9, 14)
+        ],
+        "{found:#?}"
+    );
+    assert!(found[1].3.contains("unknown field `colour`"), "{found:#?}");
+    assert!(found[2].3.contains("invalid duration"), "{found:#?}");
+
+    // The first copy of a name has an error of its own; the second is still a duplicate.
+    let a = route("    upstream: a\n    colour: red\n");
+    let b = "routes:\n  - name: r\n    match: {path: /b}\n    upstream: a\n";
+    let found = all_errors(&[
+        ("gateway.yaml", GATEWAY),
+        ("routes/a.yaml", &a),
+        ("routes/b.yaml", b),
+    ]);
+    assert_eq!(
+        places(&found),
+        vec![("routes/a.yaml", 8, 5), ("routes/b.yaml", 2, 11)],
+        "{found:#?}"
+    );
+    assert!(
+        found[1]
+            .3
+            .contains("duplicate route `r` (first defined at routes/a.yaml:5:11)"),
+        "{found:#?}"
+    );
+}
+
+/// An error is reported once, where it is; what merely follows from it is not a second mistake.
+#[rustfmt::skip]
+#[test]
+fn follow_on_errors_are_not_reported() {
+    let provider = |body: &str, route_extra: &str| {
+        let gw = gateway(&format!("jwt:\n  providers:\n    default:\n{body}"));
+        let mut case = g("", gw, (0, 0), "");
+        case.files.push(("routes/r.yaml", route(&format!("    upstream: a\n    auth: {{jwt: default}}\n{route_extra}"))));
+        case
+    };
+    let at = |mut case: Case, what, line, column, says| {
+        case.what = what;
+        case.at = ("gateway.yaml", line, column);
+        case.says = vec![says];
+        case
+    };
+    check(vec![
+        at(provider("      algorithms: [HS256]\n      secret: short\n", ""), "invalid provider used by a route", 5, 5, "at least 32 bytes"),
+        at(provider("      algoritms: [HS256]\n      secret: abcdefghijklmnopqrstuvwxyz0123456789\n", ""), "misspelled algorithms", 6, 7, "did you mean `algorithms`?"),
+        at(provider("      algorithms: [HS256]\n      secret: ${NOPE}\n", ""), "unset secret", 7, 15, "variable NOPE is not set"),
+        r("upstream of the wrong type", route("    upstream: [a]\n"), (7, 15), "expected a string"),
+        r("misspelled targets", upstream("    targts: [http://127.0.0.1:1]\n"), (3, 5), "did you mean `targets`?"),
+        r("target of the wrong type", upstream("    targets: [[http://127.0.0.1:1]]\n"), (3, 15), "a URL"),
+        r("auth of the wrong type", route("    upstream: a\n    auth: {jwt: [x]}\n    authorize:\n      - roles: [admin]\n"), (8, 17), "expected a string"),
+        r("auth left empty", route("    upstream: a\n    auth:\n    authorize:\n      - roles: [admin]\n"), (8, 5), "`auth` is empty"),
+    ]);
+}
+
+#[test]
+fn a_route_that_can_never_be_chosen_is_a_warning_naming_both() {
+    let two = |first: &str, second: &str| {
+        format!(
+            "{UPSTREAM_A}routes:\n  - name: first\n    match: {{{first}}}\n    upstream: a\n  - name: second\n    match: {{{second}}}\n    upstream: a\n"
+        )
+    };
+    let warnings = |text: &str| -> Vec<String> {
+        let snapshot = loads(&[("gateway.yaml", GATEWAY), ("routes/r.yaml", text)]);
+        let dir_free = |w: &gatehouse::config::ConfigError| {
+            let file = w.file.file_name().unwrap().to_string_lossy().to_string();
+            let m = w.mark.expect("a warning has a position");
+            format!("{file}:{}:{}: {}", m.line, m.column, w.message)
+        };
+        snapshot.warnings.iter().map(dir_free).collect()
+    };
+    let shadowed = warnings(&two("path: /x", "path: /x"));
+    assert_eq!(shadowed.len(), 1, "{shadowed:?}");
+    assert!(
+        shadowed[0].starts_with(
+            "r.yaml:8:11: warning: route `second` can never be chosen: route `first` ("
+        ),
+        "{shadowed:?}"
+    );
+    assert!(shadowed[0].contains("r.yaml:5:11)"), "{shadowed:?}");
+    for (first, second) in [
+        ("path: /x, methods: [GET, POST]", "path: /x, methods: [GET]"),
+        (
+            "path: /x, headers: {X-A: '1'}",
+            "path: /x, headers: {X-A: '1', X-B: '2'}",
+        ),
+        (
+            "path_exact: /x, host: a.example",
+            "host: a.example, path_exact: /x",
+        ),
+    ] {
+        assert_eq!(warnings(&two(first, second)).len(), 1, "{first} / {second}");
+    }
+    for (first, second) in [
+        ("path: /x", "path: /y"),
+        ("path: /x", "path_exact: /x"),
+        ("path: /x, methods: [GET]", "path: /x, methods: [POST]"),
+        // Routes with methods or headers are tried before those without.
+        ("path: /x", "path: /x, methods: [GET]"),
+        ("path: /x", "path: /x, headers: {X-A: '1'}"),
+        ("path: /x, host: a.example", "path: /x, host: b.example"),
+    ] {
+        assert_eq!(
+            warnings(&two(first, second)),
+            Vec::<String>::new(),
+            "{first} / {second}"
+        );
+    }
+}

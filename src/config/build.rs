@@ -17,11 +17,14 @@ use super::file::{
     RespondSection, RouteSection, Spanned, Unsupported, UpstreamSection,
 };
 use super::identity;
+use super::shadow;
 use super::snapshot::{LoggingSettings, ServerSettings, Snapshot};
 use crate::observability::metrics::Metrics;
-use crate::proxy::headers::{HeaderRules, TrustedProxies};
+use crate::proxy::headers::{refused_in_rules, HeaderRules, RuleTarget, TrustedProxies};
 use crate::registry::Registries;
-use crate::routing::matchers::{HeaderCondition, HostMatcher, MethodSet, PathMatcher};
+use crate::routing::matchers::{
+    prefix_matches, HeaderCondition, HostMatcher, MethodSet, PathMatcher,
+};
 use crate::routing::normalize::normalize_path;
 use crate::routing::route::{PathRewrite, ProxyAction, Route, RouteAction, StaticResponse};
 use crate::routing::router::Router;
@@ -121,7 +124,7 @@ pub fn build(
         })
         .filter(|name| !by_name.contains_key(name))
         .collect();
-    let routes = build_routes(
+    let (routes, places) = build_routes(
         files,
         &by_name,
         &invalid_upstreams,
@@ -141,6 +144,7 @@ pub fn build(
             server,
             admin_listen,
             logging,
+            warnings: shadow::shadowed_routes(&routes, &places),
             router: Router::new(routes),
             upstreams,
             identity_headers: identity::identity_headers(&providers),
@@ -170,9 +174,10 @@ fn build_server(file: &ParsedFile, e: &mut Errors) -> Option<ServerSettings> {
     let default = Default::default();
     let s = file.server.as_ref().unwrap_or(&default);
     e.unsupported(&[("server.tls", &s.tls)]);
+    // Every setting is checked even when one fails, so one run reports every mistake.
     let listen = match &s.listen {
-        Some(listen) => parse_listen(listen, e)?,
-        None => DEFAULT_LISTEN.parse().expect("valid default"),
+        Some(listen) => parse_listen(listen, e),
+        None => Some(DEFAULT_LISTEN.parse().expect("valid default")),
     };
     let mut trusted = Vec::new();
     for entry in s.trusted_proxies.iter().flatten() {
@@ -206,7 +211,7 @@ fn build_server(file: &ParsedFile, e: &mut Errors) -> Option<ServerSettings> {
         None => None,
     };
     Some(ServerSettings {
-        listen,
+        listen: listen?,
         workers,
         max_request_body: s.max_request_body.map_or(DEFAULT_MAX_REQUEST_BODY, |v| v.0),
         max_header_bytes,
@@ -225,12 +230,14 @@ fn build_logging(file: &ParsedFile, e: &mut Errors) -> Option<LoggingSettings> {
     let logging = file.logging.as_ref();
     let level = match logging.and_then(|l| l.level.as_ref()) {
         Some(level) => {
-            if let Err(err) = tracing_subscriber::EnvFilter::try_new(&level.value) {
+            if let Err(problem) = check_log_filter(&level.value) {
                 e.at(
                     level.mark,
                     format!(
-                        "invalid log level `{}`: {err} (try info, debug or warn)",
-                        level.value
+                        "invalid log level `{}`: {problem} (write a level: {}; or a filter such \
+                         as info,gatehouse=debug)",
+                        level.value,
+                        LOG_LEVELS.join(", ")
                     ),
                 );
                 return None;
@@ -244,6 +251,41 @@ fn build_logging(file: &ParsedFile, e: &mut Errors) -> Option<LoggingSettings> {
         level,
         access_log: logging.and_then(|l| l.access_log).unwrap_or(true),
     })
+}
+
+const LOG_LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+/// Accepts `level` and `target=level` directives separated by commas. The log filter itself
+/// takes any word as a target name, so `verbose` would silence every line instead of failing.
+fn check_log_filter(filter: &str) -> Result<(), String> {
+    let is_level = |word: &str| LOG_LEVELS.iter().any(|l| l.eq_ignore_ascii_case(word));
+    let is_target = |word: &str| {
+        !word.is_empty()
+            && word.split("::").all(|part| {
+                part.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                    && part
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            })
+    };
+    for directive in filter.split(',') {
+        let directive = directive.trim();
+        match directive.split_once('=') {
+            None if is_level(directive) => {}
+            None if directive.is_empty() => return Err("an empty directive".into()),
+            None => return Err(format!("`{directive}` is not a level")),
+            Some((target, level)) => {
+                let (target, level) = (target.trim(), level.trim());
+                if !is_target(target) {
+                    return Err(format!("`{target}` is not a module path"));
+                }
+                if !is_level(level) {
+                    return Err(format!("`{level}` is not a level"));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Names label metrics and logs, so they are kept to a safe alphabet.
@@ -337,6 +379,10 @@ fn build_upstream(
         }
     }
     if s.targets.is_empty() {
+        if s.damaged.has("targets") {
+            // Its value was refused, and that error says so.
+            return None;
+        }
         e.at(
             name.mark,
             format!(
@@ -419,9 +465,10 @@ fn build_routes(
     metrics: &Metrics,
     providers: &identity::Providers,
     errors: &mut Vec<ConfigError>,
-) -> Vec<Arc<Route>> {
+) -> (Vec<Arc<Route>>, Vec<shadow::Place>) {
     let mut seen: HashMap<String, (PathBuf, Mark)> = HashMap::new();
     let mut routes = Vec::new();
+    let mut places = Vec::new();
     let upstream_names: Vec<&str> = upstreams.keys().copied().collect();
     for file in files {
         let mut e = Errors {
@@ -453,13 +500,15 @@ fn build_routes(
                 file: &file.path,
                 metrics,
                 providers,
+                declared_providers: &files[0].parsed.declared_providers,
             };
             if let Some(route) = build_route(section, &ctx, &mut e) {
                 routes.push(Arc::new(route));
+                places.push((file.path.clone(), name.mark));
             }
         }
     }
-    routes
+    (routes, places)
 }
 
 struct RouteContext<'a> {
@@ -470,6 +519,7 @@ struct RouteContext<'a> {
     file: &'a Path,
     metrics: &'a Metrics,
     providers: &'a identity::Providers,
+    declared_providers: &'a [String],
 }
 
 fn build_route(s: &RouteSection, ctx: &RouteContext, e: &mut Errors) -> Option<Route> {
@@ -479,7 +529,7 @@ fn build_route(s: &RouteSection, ctx: &RouteContext, e: &mut Errors) -> Option<R
         ("cache", &s.cache),
         ("compress", &s.compress),
     ]);
-    let policy = identity::build_route_policy(s, ctx.providers, e);
+    let policy = identity::build_route_policy(s, ctx.providers, ctx.declared_providers, e);
     let m = &s.matches.value;
     let host = match &m.host {
         Some(h) => HostMatcher::parse(h).unwrap_or_else(|message| {
@@ -516,9 +566,19 @@ fn build_route(s: &RouteSection, ctx: &RouteContext, e: &mut Errors) -> Option<R
         .map(|(name, value)| HeaderCondition { name, value })
         .collect();
 
-    let action = build_action(s, ctx, e);
-    let request_headers = build_rules(s.request_headers.as_ref(), e);
-    let response_headers = build_rules(s.response_headers.as_ref(), e);
+    let action = build_action(s, ctx, path.as_ref(), e);
+    let request_headers = build_rules(
+        s.request_headers.as_ref(),
+        "request_headers",
+        RuleTarget::Request,
+        e,
+    );
+    let response_headers = build_rules(
+        s.response_headers.as_ref(),
+        "response_headers",
+        RuleTarget::Response,
+        e,
+    );
     let server = ctx.server?;
     if e.list.len() != before {
         return None;
@@ -603,7 +663,12 @@ fn build_path_matcher(s: &RouteSection, e: &mut Errors) -> Option<PathMatcher> {
     }
 }
 
-fn build_action(s: &RouteSection, ctx: &RouteContext, e: &mut Errors) -> Option<RouteAction> {
+fn build_action(
+    s: &RouteSection,
+    ctx: &RouteContext,
+    path: Option<&PathMatcher>,
+    e: &mut Errors,
+) -> Option<RouteAction> {
     match (&s.upstream, &s.respond) {
         (Some(_), Some(respond)) => {
             e.at(
@@ -612,6 +677,7 @@ fn build_action(s: &RouteSection, ctx: &RouteContext, e: &mut Errors) -> Option<
             );
             None
         }
+        (None, None) if s.damaged.has("upstream") || s.damaged.has("respond") => None,
         (None, None) => {
             e.at(
                 s.name.mark,
@@ -655,13 +721,13 @@ fn build_action(s: &RouteSection, ctx: &RouteContext, e: &mut Errors) -> Option<
                 );
                 return None;
             };
-            let rewrite = build_rewrite(s, e)?;
+            let rewrite = build_rewrite(s, path, e);
             let timeout = positive(&s.timeout, "timeout", e).unwrap_or(upstream.timeout);
             let read_timeout =
                 positive(&s.read_timeout, "read_timeout", e).unwrap_or(upstream.read_timeout);
             Some(RouteAction::Proxy(ProxyAction {
                 upstream: Arc::clone(upstream),
-                rewrite,
+                rewrite: rewrite?,
                 preserve_host: s.preserve_host.as_ref().is_none_or(|p| p.value),
                 timeout,
                 read_timeout,
@@ -670,7 +736,11 @@ fn build_action(s: &RouteSection, ctx: &RouteContext, e: &mut Errors) -> Option<
     }
 }
 
-fn build_rewrite(s: &RouteSection, e: &mut Errors) -> Option<PathRewrite> {
+fn build_rewrite(
+    s: &RouteSection,
+    path: Option<&PathMatcher>,
+    e: &mut Errors,
+) -> Option<PathRewrite> {
     let check = |value: &Spanned<String>, what: &str, e: &mut Errors| -> bool {
         let ok = value.starts_with('/') && normalize_path(value).is_ok_and(|n| n == value.as_str());
         if !ok {
@@ -678,8 +748,23 @@ fn build_rewrite(s: &RouteSection, e: &mut Errors) -> Option<PathRewrite> {
                 value.mark,
                 format!("`{what}` must be a normalised path starting with `/`"),
             );
+            return false;
         }
-        ok
+        match path {
+            Some(matcher) if !prefix_can_apply(value, matcher) => {
+                e.at(
+                    value.mark,
+                    format!(
+                        "`{what}` `{}` can never apply: the route matches {}, and none of \
+                         those paths starts with it",
+                        value.value,
+                        matcher.describe()
+                    ),
+                );
+                false
+            }
+            _ => true,
+        }
     };
     match (&s.strip_prefix, &s.rewrite) {
         (Some(_), Some(rewrite)) => {
@@ -695,8 +780,15 @@ fn build_rewrite(s: &RouteSection, e: &mut Errors) -> Option<PathRewrite> {
         }),
         (None, Some(rewrite)) => {
             let (prefix, to) = (&rewrite.value.prefix, &rewrite.value.to);
-            let ok = check(prefix, "rewrite.prefix", e) & check(to, "rewrite.to", e);
-            ok.then(|| PathRewrite::Prefix {
+            let ok = check(prefix, "rewrite.prefix", e);
+            let to_ok = to.starts_with('/') && normalize_path(to).is_ok_and(|n| n == to.as_str());
+            if !to_ok {
+                e.at(
+                    to.mark,
+                    "`rewrite.to` must be a normalised path starting with `/`",
+                );
+            }
+            (ok && to_ok).then(|| PathRewrite::Prefix {
                 prefix: prefix.as_str().into(),
                 to: to.as_str().into(),
             })
@@ -705,30 +797,54 @@ fn build_rewrite(s: &RouteSection, e: &mut Errors) -> Option<PathRewrite> {
     }
 }
 
+/// Whether some path the route matches starts with `prefix` (on segment boundaries, as the
+/// rewrite compares). A regex could match anything, so it is given the benefit of the doubt.
+fn prefix_can_apply(prefix: &str, matcher: &PathMatcher) -> bool {
+    match matcher {
+        PathMatcher::Prefix(m) => prefix_matches(prefix, m) || prefix_matches(m, prefix),
+        PathMatcher::Exact(m) => prefix_matches(prefix, m),
+        PathMatcher::Regex(_) => true,
+    }
+}
+
 fn build_respond(r: &RespondSection, e: &mut Errors) -> Option<StaticResponse> {
     let status = match &r.status {
         Some(s) => match StatusCode::from_u16(s.value) {
-            Ok(code) if (200..=599).contains(&s.value) => code,
+            Ok(code) if (200..=599).contains(&s.value) => Some(code),
             _ => {
                 e.at(
                     s.mark,
                     format!("invalid status {}: expected 200 to 599", s.value),
                 );
-                return None;
+                None
             }
         },
-        None => StatusCode::OK,
+        None => Some(StatusCode::OK),
     };
+    // RFC 9110 6.4.1: these answers never carry content; a body would be cut off or would
+    // corrupt the next response on the connection.
+    if let (Some(code), Some(body)) = (status, &r.body) {
+        if !body.is_empty() && matches!(code.as_u16(), 204 | 205 | 304) {
+            e.at(
+                body.mark,
+                format!(
+                    "a {} response has no body; remove `body` or use another status",
+                    code.as_u16()
+                ),
+            );
+        }
+    }
     let mut headers = HeaderMap::new();
     for (name, value) in r
         .headers
         .as_ref()
-        .map(|h| header_pairs(h, e))
+        .map(|h| settable_pairs(h, "respond.headers", RuleTarget::Response, e))
         .unwrap_or_default()
     {
         headers.append(name, value);
     }
-    let body = Bytes::from(r.body.clone().unwrap_or_default());
+    let status = status?;
+    let body = Bytes::from(r.body.as_ref().map(|b| b.value.clone()).unwrap_or_default());
     if !body.is_empty() && !headers.contains_key(header::CONTENT_TYPE) {
         headers.insert(
             header::CONTENT_TYPE,
@@ -776,21 +892,61 @@ fn header_pairs(
     pairs
 }
 
-fn build_rules(section: Option<&HeaderRulesSection>, e: &mut Errors) -> HeaderRules {
+fn build_rules(
+    section: Option<&HeaderRulesSection>,
+    key: &str,
+    target: RuleTarget,
+    e: &mut Errors,
+) -> HeaderRules {
     let Some(section) = section else {
         return HeaderRules::default();
     };
-    HeaderRules {
-        remove: section
-            .remove
-            .iter()
-            .flatten()
-            .filter_map(|n| header_name(n, e))
-            .collect(),
-        set: section
-            .set
-            .as_ref()
-            .map(|s| header_pairs(s, e))
-            .unwrap_or_default(),
+    let mut remove = Vec::new();
+    for name in section.remove.iter().flatten() {
+        let Some(header) = header_name(name, e) else {
+            continue;
+        };
+        let refused = refused_in_rules(&header, target).or_else(|| {
+            (target == RuleTarget::Request && header == header::HOST).then_some(
+                "the gateway always sends `Host` (HTTP/1.1 requires it); \
+                 use `preserve_host: false` to send the target's instead",
+            )
+        });
+        match refused {
+            Some(reason) => refuse_header(name, &format!("{key}.remove"), reason, e),
+            None => remove.push(header),
+        }
     }
+    let set = section
+        .set
+        .as_ref()
+        .map(|s| settable_pairs(s, &format!("{key}.set"), target, e))
+        .unwrap_or_default();
+    HeaderRules { remove, set }
+}
+
+/// [`header_pairs`] that configuration may set on a message, refusing the others.
+fn settable_pairs(
+    map: &OrderedMap<Spanned<String>>,
+    key: &str,
+    target: RuleTarget,
+    e: &mut Errors,
+) -> Vec<(HeaderName, HeaderValue)> {
+    let (allowed, refused): (Vec<_>, Vec<_>) = map.0.iter().partition(|(name, _)| {
+        HeaderName::from_bytes(name.as_bytes())
+            .map_or(true, |h| refused_in_rules(&h, target).is_none())
+    });
+    for (name, _) in refused {
+        let header = HeaderName::from_bytes(name.as_bytes()).expect("checked above");
+        let reason = refused_in_rules(&header, target).expect("checked above");
+        refuse_header(name, key, reason, e);
+    }
+    header_pairs(&OrderedMap(allowed.into_iter().cloned().collect()), e)
+}
+
+fn refuse_header(name: &Spanned<String>, key: &str, reason: &str, e: &mut Errors) {
+    e.at(
+        name.mark,
+        format!("`{}` is not allowed in `{key}`: {reason}", name.value),
+    );
 }

@@ -6,6 +6,7 @@
 
 mod yaml;
 
+use marked_yaml::types::MarkedScalarNode;
 use marked_yaml::Node;
 use serde::de::{self, IgnoredAny};
 use serde::Deserialize;
@@ -17,6 +18,24 @@ pub use yaml::{did_you_mean, AtKey, Mark, Spanned};
 /// A section that gatehouse reads but does not enforce yet; `build` refuses it with its position,
 /// because a policy that is configured but not enforced is a security hole.
 pub type Unsupported = Option<AtKey<IgnoredAny>>;
+
+/// Fields of a section that lost all or part of their value to an error already reported;
+/// checks that a field is present or non-empty skip these, so one mistake is reported once.
+#[derive(Debug, Default, Deserialize)]
+#[serde(transparent)]
+pub struct Damaged(Vec<String>);
+
+impl Damaged {
+    /// Whether `field` had an error in its value (or a misspelled key that meant it).
+    pub fn has(&self, field: &str) -> bool {
+        self.0.iter().any(|f| f == field)
+    }
+
+    /// Whether every field was read as written.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
 
 /// An error in one file, before the file name is attached.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +68,8 @@ pub struct ParsedFile {
     pub logging: Option<LoggingSection>,
     /// `jwt:`
     pub jwt: Option<JwtSection>,
+    /// Names under `jwt.providers` as written, valid or not.
+    pub declared_providers: Vec<String>,
     /// Top-level sections that are recognised but not supported yet, with their positions.
     pub unsupported: Vec<(&'static str, Mark)>,
     /// `upstreams:` in file order.
@@ -120,11 +141,14 @@ pub fn parse_file(text: &str, kind: FileKind, env: &dyn Env) -> (ParsedFile, Vec
             continue;
         }
         match name {
-            "server" => parsed.server = section(node, env, &mut errors),
-            "admin" => parsed.admin = section(node, env, &mut errors),
-            "routes_dir" => parsed.routes_dir = section(node, env, &mut errors),
-            "logging" => parsed.logging = section(node, env, &mut errors),
-            "jwt" => parsed.jwt = section(node, env, &mut errors),
+            "server" => parsed.server = section(key, node, env, &mut errors),
+            "admin" => parsed.admin = section(key, node, env, &mut errors),
+            "routes_dir" => parsed.routes_dir = section(key, node, env, &mut errors),
+            "logging" => parsed.logging = section(key, node, env, &mut errors),
+            "jwt" => {
+                parsed.declared_providers = provider_names(node);
+                parsed.jwt = section(key, node, env, &mut errors);
+            }
             "upstreams" => parse_upstreams(node, env, &mut parsed, &mut errors),
             "routes" => parse_routes(node, env, &mut parsed.routes, &mut errors),
             other => {
@@ -142,19 +166,30 @@ pub fn parse_file(text: &str, kind: FileKind, env: &dyn Env) -> (ParsedFile, Vec
     (parsed, errors)
 }
 
-/// Reads one optional section, recording its error instead of giving up on the file.
+/// Reads one section, recording its errors instead of giving up on the file.
 fn section<T: de::DeserializeOwned>(
+    key: &MarkedScalarNode,
     node: &Node,
     env: &dyn Env,
     errors: &mut Vec<FileError>,
 ) -> Option<T> {
-    match yaml::from_node::<Option<T>>(node, env) {
-        Ok(value) => value,
-        Err(e) => {
-            errors.push(file_error(e));
-            None
-        }
-    }
+    let (value, found) = yaml::from_node::<T>(node, Some(key), env);
+    errors.extend(found.into_iter().map(file_error));
+    value
+}
+
+/// The names under `jwt.providers` as written, whether or not they are valid, so a route
+/// naming an invalid provider is not also told that it does not exist.
+fn provider_names(jwt: &Node) -> Vec<String> {
+    jwt.as_mapping()
+        .and_then(|m| m.get_mapping("providers"))
+        .map(|providers| {
+            providers
+                .iter()
+                .map(|(name, _)| name.as_str().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn file_error(e: yaml::DeError) -> FileError {
@@ -180,12 +215,11 @@ fn parse_upstreams(node: &Node, env: &dyn Env, out: &mut ParsedFile, errors: &mu
             value: key.as_str().to_string(),
             mark: Mark::of(&Node::Scalar(key.clone())).unwrap_or_default(),
         };
-        match yaml::from_node::<UpstreamSection>(value, env) {
-            Ok(section) => out.upstreams.push((name, section)),
-            Err(e) => {
-                errors.push(file_error(e));
-                out.invalid_upstreams.push(name.value);
-            }
+        let (section, found) = yaml::from_node::<UpstreamSection>(value, Some(key), env);
+        errors.extend(found.into_iter().map(file_error));
+        match section {
+            Some(section) => out.upstreams.push((name, section)),
+            None => out.invalid_upstreams.push(name.value),
         }
     }
 }
@@ -208,10 +242,9 @@ fn parse_routes(
         return;
     };
     for item in seq.iter() {
-        match yaml::from_node::<RouteSection>(item, env) {
-            Ok(route) => out.push(route),
-            Err(e) => errors.push(file_error(e)),
-        }
+        let (route, found) = yaml::from_node::<RouteSection>(item, None, env);
+        errors.extend(found.into_iter().map(file_error));
+        out.extend(route);
     }
 }
 
@@ -309,6 +342,9 @@ pub struct UpstreamSection {
     pub outlier_detection: Unsupported,
     /// Not supported yet.
     pub retry: Unsupported,
+    #[serde(default, rename = "$damaged")]
+    /// Fields that had an error.
+    pub damaged: Damaged,
 }
 
 /// A target: a plain URL, or a URL with a weight.
@@ -421,6 +457,9 @@ pub struct RouteSection {
     pub cors: Option<Spanned<CorsSection>>,
     /// Not supported yet.
     pub compress: Unsupported,
+    #[serde(default, rename = "$damaged")]
+    /// Fields that had an error.
+    pub damaged: Damaged,
 }
 
 /// `match:` — every condition given must hold.
@@ -448,7 +487,7 @@ pub struct RespondSection {
     /// Defaults to 200.
     pub status: Option<Spanned<u16>>,
     /// Defaults to empty.
-    pub body: Option<String>,
+    pub body: Option<Spanned<String>>,
     /// Response headers.
     pub headers: Option<OrderedMap<Spanned<String>>>,
 }
@@ -487,6 +526,9 @@ pub struct ProviderSection {
     pub roles_claim: Option<String>,
     /// Claims sent upstream as headers: claim -> header name.
     pub forward_claims: Option<OrderedMap<Spanned<String>>>,
+    #[serde(default, rename = "$damaged")]
+    /// Fields that had an error.
+    pub damaged: Damaged,
 }
 
 /// Route `auth:`.
@@ -604,8 +646,12 @@ routes:
     match: {pth: /three}
 ";
         let (parsed, errors) = parse(text, FileKind::Routes);
-        assert_eq!(parsed.upstreams.len(), 1);
-        assert_eq!(parsed.routes.len(), 1);
+        // What is left of each still reaches `build`, which knows what was lost.
+        assert_eq!(parsed.upstreams.len(), 2);
+        assert!(parsed.upstreams[0].1.damaged.has("timeout"));
+        assert_eq!(parsed.routes.len(), 3);
+        assert!(parsed.routes[0].damaged.has("upstream"));
+        assert!(parsed.routes[2].damaged.has("match"));
         let lines: Vec<_> = errors.iter().map(|e| e.mark.unwrap().line).collect();
         assert_eq!(lines, vec![4, 10, 15], "{errors:?}");
         assert!(errors[1].message.contains("did you mean `upstream`"));

@@ -58,6 +58,7 @@ fn build_provider(
     let before = e.list.len();
     let mut algorithms = Vec::new();
     match &s.algorithms {
+        None if s.damaged.has("algorithms") => {}
         None => e.at(
             name.mark,
             format!(
@@ -95,7 +96,9 @@ fn build_provider(
     .collect();
     let refresh = s.jwks_refresh.as_ref().and_then(|refresh| {
         let (min, max) = REFRESH_RANGE;
-        if s.jwks_url.is_none() {
+        if s.jwks_url.is_none() && s.damaged.has("jwks_url") {
+            None
+        } else if s.jwks_url.is_none() {
             e.at(
                 refresh.mark,
                 "`jwks_refresh` only applies with `jwks_url`; remove it",
@@ -116,7 +119,9 @@ fn build_provider(
         }
     });
     let mut remote_url = None;
+    let key_fields = ["secret", "public_key_file", "jwks_file", "jwks_url"];
     let keys = match given.as_slice() {
+        [] if key_fields.iter().any(|f| s.damaged.has(f)) => None,
         [] => {
             e.at(
                 name.mark,
@@ -182,7 +187,9 @@ fn build_provider(
             ),
         }
     }
-    if e.list.len() != before {
+    // A provider missing part of what was written (its error is already reported) could
+    // only fail again, on a consequence.
+    if e.list.len() != before || !s.damaged.is_empty() {
         return None;
     }
     let roles_claim_path = s
@@ -287,14 +294,20 @@ pub(super) fn identity_headers(providers: &Providers) -> Vec<HeaderName> {
 }
 
 /// A route's `auth`, `authorize` and `cors`.
+/// `declared` holds every provider name written in gateway.yaml, valid or not: a route naming
+/// one that failed its own checks gets no second error saying it does not exist.
 pub(super) fn build_route_policy(
     s: &RouteSection,
     providers: &Providers,
+    declared: &[String],
     e: &mut Errors,
 ) -> RoutePolicy {
     let auth = s.auth.as_ref().and_then(|auth| {
         let name = &auth.value.jwt;
         let Some((_, provider)) = providers.iter().find(|(n, _)| *n == name.value) else {
+            if declared.contains(&name.value) {
+                return None;
+            }
             let known: Vec<&str> = providers.iter().map(|(n, _)| n.as_str()).collect();
             let hint = did_you_mean(&name.value, &known)
                 .map(|c| format!("; did you mean `{c}`?"))
@@ -318,7 +331,7 @@ pub(super) fn build_route_policy(
     });
     let mut authorize = Vec::new();
     if let Some(rules) = &s.authorize {
-        if s.auth.is_none() {
+        if s.auth.is_none() && !s.damaged.has("auth") {
             e.at(
                 rules.mark,
                 "`authorize` needs `auth` on the same route: roles and scopes come from a verified token",

@@ -37,6 +37,18 @@ pub struct Snapshot {
     pub providers: crate::config::identity::Providers,
     /// Headers any provider sets from claims; removed from every incoming request.
     pub identity_headers: Vec<http::HeaderName>,
+    /// Things that do not stop the config but are surely not meant (a route that can never be
+    /// chosen), with their positions; `check` prints them and every load logs them.
+    pub warnings: Vec<super::ConfigError>,
+}
+
+impl Snapshot {
+    /// Logs each warning, once per load.
+    pub fn log_warnings(&self) {
+        for warning in &self.warnings {
+            tracing::warn!(warning = %warning, "config warning");
+        }
+    }
 }
 
 /// `server:` with defaults applied.

@@ -99,6 +99,7 @@ impl Gateway {
 
         let metrics = Arc::clone(&registries.metrics);
         metrics.set_config_version(snapshot.version);
+        snapshot.log_warnings();
         let state = Arc::new(GatewayState {
             snapshot: ArcSwap::from_pointee(snapshot),
             registries,

@@ -125,6 +125,7 @@ pub async fn reload(state: &Arc<GatewayState>, trigger: &'static str) -> ReloadO
         upstreams = new.upstreams.len(),
         "config reloaded"
     );
+    new.log_warnings();
     ReloadOutcome::Applied { version }
 }
 

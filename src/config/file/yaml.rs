@@ -4,6 +4,8 @@
 //! The marked-yaml crate's own serde support drops positions for most errors; config errors
 //! without a position are useless to an operator, so we drive serde over its node tree ourselves.
 
+use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
 use std::fmt;
 
 use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode, MarkedSequenceNode};
@@ -126,6 +128,35 @@ pub struct DeError {
     pub message: String,
     /// Where, when known.
     pub mark: Option<Mark>,
+    /// How far recovery has dealt with it; see [`from_node`].
+    handled: Handled,
+    /// The field a `missing field` error is about, so that a field whose value was already
+    /// refused is not reported a second time as missing.
+    missing: Option<&'static str>,
+}
+
+/// Where an error stands in recovery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handled {
+    /// Not yet recorded.
+    No,
+    /// Nothing new to report (it follows from an error already recorded), but the value it is
+    /// in cannot be built.
+    Silent,
+    /// Recorded, and the node it is in is left out of the next attempt.
+    Retry,
+}
+
+impl DeError {
+    /// An error at `mark`.
+    pub fn new(message: impl Into<String>, mark: Option<Mark>) -> Self {
+        DeError {
+            message: message.into(),
+            mark,
+            handled: Handled::No,
+            missing: None,
+        }
+    }
 }
 
 impl fmt::Display for DeError {
@@ -140,6 +171,7 @@ impl std::error::Error for DeError {}
 pub fn did_you_mean<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
     candidates
         .iter()
+        .filter(|c| !c.starts_with('$'))
         .map(|c| (strsim::jaro_winkler(word, c), *c))
         .filter(|(score, _)| *score > 0.8)
         .max_by(|a, b| a.0.total_cmp(&b.0))
@@ -157,10 +189,7 @@ fn one_of(expected: &[&str]) -> String {
 
 impl de::Error for DeError {
     fn custom<T: fmt::Display>(msg: T) -> Self {
-        DeError {
-            message: msg.to_string(),
-            mark: None,
-        }
+        DeError::new(msg.to_string(), None)
     }
 
     fn unknown_field(field: &str, expected: &'static [&'static str]) -> Self {
@@ -184,6 +213,12 @@ impl de::Error for DeError {
             one_of(expected)
         ))
     }
+
+    fn missing_field(field: &'static str) -> Self {
+        let mut e = DeError::custom(format!("missing field `{field}`"));
+        e.missing = Some(field);
+        e
+    }
 }
 
 trait AtMark<T> {
@@ -202,25 +237,105 @@ impl<T> AtMark<T> for Result<T, DeError> {
     }
 }
 
-/// Deserializes `T` from one node, interpolating `${VAR}` in every scalar it reads.
-pub fn from_node<T: de::DeserializeOwned>(node: &Node, env: &dyn Env) -> Result<T, DeError> {
-    T::deserialize(NodeDe {
-        node,
-        env,
-        key: None,
-    })
-    .at(Mark::of(node))
+/// The magic field a struct declares (`#[serde(rename = "$damaged")]`) to learn which of its
+/// fields lost all or part of their value to an error, so later checks do not report the
+/// consequence ("no targets") of a mistake already reported ("`targets` has no value").
+pub const DAMAGED: &str = "$damaged";
+
+/// Upper bound on attempts for one node; each attempt leaves out one more node, so this is
+/// only reached by a file with that many errors in one section.
+const MAX_ATTEMPTS: usize = 10_000;
+
+/// What one [`from_node`] call learns across its attempts.
+#[derive(Default)]
+struct Recovery {
+    /// Mapping values and sequence items whose errors are recorded: later attempts leave them
+    /// out. Identified by address: the tree does not move while it is read.
+    skip: RefCell<HashSet<*const Node>>,
+    /// Every error found so far, each once.
+    errors: RefCell<Vec<DeError>>,
+    /// Counts nodes left out, so an enclosing mapping can tell that a value lost a part.
+    dropped: Cell<usize>,
+}
+
+impl Recovery {
+    fn record(&self, mut e: DeError) {
+        e.handled = Handled::No;
+        e.missing = None;
+        let mut errors = self.errors.borrow_mut();
+        if !errors.contains(&e) {
+            errors.push(e);
+        }
+    }
+
+    fn skipped(&self, node: &Node) -> bool {
+        self.skip.borrow().contains(&(node as *const Node))
+    }
+
+    fn drop_one(&self) {
+        self.dropped.set(self.dropped.get() + 1);
+    }
+
+    /// The value `node` failed with `e`: records `e` (once) and leaves `node` out next time.
+    fn fail(&self, node: &Node, mut e: DeError) -> DeError {
+        match e.handled {
+            Handled::Retry => return e,
+            Handled::No => self.record(e.clone()),
+            Handled::Silent => {}
+        }
+        self.skip.borrow_mut().insert(node as *const Node);
+        e.handled = Handled::Retry;
+        e
+    }
+}
+
+/// Deserializes `T` from one node (the value of `key`, when it is one), interpolating `${VAR}`
+/// in every scalar it reads, and collects every error rather than stopping at the first.
+///
+/// serde gives up on a value at its first error, so a failed attempt records the error and
+/// leaves out the innermost mapping entry or list item it happened in, and the next attempt
+/// reads what is left. Unknown keys are recorded and left out without a new attempt. The value
+/// comes back when what is left still makes one (its structs list their `$damaged` fields);
+/// the errors come back in either case.
+pub fn from_node<T: de::DeserializeOwned>(
+    node: &Node,
+    key: Option<&MarkedScalarNode>,
+    env: &dyn Env,
+) -> (Option<T>, Vec<DeError>) {
+    let rec = Recovery::default();
+    let mut value = None;
+    for _ in 0..MAX_ATTEMPTS {
+        let attempt = T::deserialize(NodeDe {
+            node,
+            cx: Cx { env, rec: &rec },
+            key,
+        })
+        .at(Mark::of(node));
+        match attempt {
+            Ok(v) => {
+                value = Some(v);
+                break;
+            }
+            Err(e) if e.handled == Handled::Retry => continue,
+            Err(e) => {
+                if e.handled == Handled::No {
+                    rec.record(e);
+                }
+                break;
+            }
+        }
+    }
+    (value, rec.errors.into_inner())
 }
 
 /// Parses YAML text into a node tree; the error carries a position when the parser gave one.
 pub fn parse(text: &str) -> Result<Node, DeError> {
     if let Some(mark) = second_document(text) {
-        return Err(DeError {
-            message: "a second YAML document (`---`) in one file is not supported; \
-                      put each document in its own file"
-                .into(),
-            mark: Some(mark),
-        });
+        return Err(DeError::new(
+            "a second YAML document (`---`) in one file is not supported; \
+                      put each document in its own file",
+            Some(mark),
+        ));
     }
     let options = marked_yaml::LoaderOptions::default()
         .error_on_duplicate_keys(true)
@@ -232,10 +347,7 @@ pub fn parse(text: &str) -> Result<Node, DeError> {
     match parsed {
         Ok(Ok(node)) => Ok(node),
         Ok(Err(e)) => Err(load_error(e, text)),
-        Err(_) => Err(DeError {
-            message: "the YAML parser failed on this file".into(),
-            mark: None,
-        }),
+        Err(_) => Err(DeError::new("the YAML parser failed on this file", None)),
     }
 }
 
@@ -248,10 +360,10 @@ fn load_error(e: marked_yaml::LoadError, text: &str) -> DeError {
                 line: m.line(),
                 column: m.column(),
             }));
-            return DeError {
-                message: "YAML anchors and aliases are not supported (`&name`, `*name`)".into(),
+            return DeError::new(
+                "YAML anchors and aliases are not supported (`&name`, `*name`)",
                 mark,
-            };
+            );
         }
         L::ScanError(m, scan) if scan.info().contains("unknown anchor") => (
             "invalid YAML: a value starting with `*` is read as an alias; quote it, \
@@ -270,19 +382,16 @@ fn load_error(e: marked_yaml::LoadError, text: &str) -> DeError {
                 "duplicate key `{}` (first defined on line {first})",
                 d.key.as_str()
             );
-            return DeError {
-                message,
-                mark: Mark::of_span(d.key.span()),
-            };
+            return DeError::new(message, Mark::of_span(d.key.span()));
         }
     };
-    DeError {
+    DeError::new(
         message,
-        mark: (marker.line() > 0).then(|| Mark {
+        (marker.line() > 0).then(|| Mark {
             line: marker.line(),
             column: marker.column(),
         }),
-    }
+    )
 }
 
 /// The first `&name` anchor in the text, skipping comments and quoted strings.
@@ -332,16 +441,27 @@ fn second_document(text: &str) -> Option<Mark> {
     None
 }
 
+/// What every deserializer of one [`from_node`] call shares.
+#[derive(Clone, Copy)]
+struct Cx<'a> {
+    env: &'a dyn Env,
+    rec: &'a Recovery,
+}
+
 struct NodeDe<'a> {
     node: &'a Node,
-    env: &'a dyn Env,
+    cx: Cx<'a>,
     /// The key this node is the value of, when it is a mapping value.
-    key: Option<Mark>,
+    key: Option<&'a MarkedScalarNode>,
 }
 
 impl<'a> NodeDe<'a> {
     fn mark(&self) -> Option<Mark> {
         Mark::of(self.node)
+    }
+
+    fn key_mark(&self) -> Option<Mark> {
+        self.key.and_then(|k| Mark::of_span(k.span()))
     }
 
     fn scalar(&self) -> Option<&'a MarkedScalarNode> {
@@ -355,10 +475,42 @@ impl<'a> NodeDe<'a> {
         })
     }
 
+    /// A key written without a value (`issuer:` followed by a comment, or `~`) is refused: it
+    /// reads as a setting but would act as no setting at all.
+    fn refuse_no_value(&self) -> Result<(), DeError> {
+        match self.key {
+            Some(key) if self.is_null() => Err(DeError::new(
+                format!(
+                    "`{0}` has no value; write one, or remove `{0}` to leave it unset",
+                    key.as_str()
+                ),
+                self.key_mark(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// A block of settings written empty (`auth:` with nothing under it, or `auth: {}`) is
+    /// refused: leaving it out would mean the default, which is rarely what was meant.
+    fn empty_settings(&self, fields: &[&str]) -> DeError {
+        let what = match self.key {
+            Some(key) => format!(
+                "`{0}` is empty; write its settings, or remove `{0}`",
+                key.as_str()
+            ),
+            None => "this item is empty; write its settings".to_string(),
+        };
+        DeError::new(
+            format!("{what} (one or more of {})", one_of(fields)),
+            self.key_mark().or(self.mark()),
+        )
+    }
+
     /// The scalar's text after `${VAR}` interpolation.
     fn text(&self, expected: &dyn de::Expected) -> Result<std::borrow::Cow<'a, str>, DeError> {
+        self.refuse_no_value()?;
         match self.node {
-            Node::Scalar(s) => interpolate(s.as_str(), self.env)
+            Node::Scalar(s) => interpolate(s.as_str(), self.cx.env)
                 .map_err(DeError::custom)
                 .at(self.mark()),
             other => Err(de::Error::invalid_type(unexpected(other), expected)).at(self.mark()),
@@ -367,10 +519,9 @@ impl<'a> NodeDe<'a> {
 
     fn number<T: std::str::FromStr>(&self, what: &'static str) -> Result<T, DeError> {
         let text = self.text(&what)?;
-        text.trim().parse::<T>().map_err(|_| DeError {
-            message: format!("expected {what}, found `{text}`"),
-            mark: self.mark(),
-        })
+        text.trim()
+            .parse::<T>()
+            .map_err(|_| DeError::new(format!("expected {what}, found `{text}`"), self.mark()))
     }
 
     fn visit_mapping<V: Visitor<'a>>(
@@ -378,13 +529,59 @@ impl<'a> NodeDe<'a> {
         map: &'a MarkedMappingNode,
         visitor: V,
     ) -> Result<V::Value, DeError> {
+        let mut entries = Vec::with_capacity(map.len());
+        for (key, value) in map.iter() {
+            if self.cx.rec.skipped(value) {
+                self.cx.rec.drop_one();
+            } else {
+                entries.push((key, value));
+            }
+        }
         visitor
-            .visit_map(MapDe {
-                iter: map.iter().collect::<Vec<_>>().into_iter(),
-                value: None,
-                env: self.env,
-            })
+            .visit_map(MapDe::new(entries, self.cx, None))
             .at(self.mark())
+    }
+
+    /// A struct's mapping: unknown keys are recorded and left out here, so one typo does not
+    /// hide the rest of the block, and the struct learns which fields were lost (`$damaged`).
+    fn visit_struct<V: Visitor<'a>>(
+        &self,
+        map: &'a MarkedMappingNode,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
+        let rec = self.cx.rec;
+        let mut damaged = Vec::new();
+        let mut entries = Vec::with_capacity(map.len());
+        for (key, value) in map.iter() {
+            let name = key.as_str();
+            if rec.skipped(value) {
+                rec.drop_one();
+                damaged.push(name.to_string());
+                continue;
+            }
+            if name.starts_with('$') || !fields.contains(&name) {
+                let e: DeError = de::Error::unknown_field(name, fields);
+                rec.record(DeError::new(e.message, Mark::of_span(key.span())));
+                rec.drop_one();
+                if let Some(meant) = did_you_mean(name, fields) {
+                    damaged.push(meant.to_string());
+                }
+                continue;
+            }
+            entries.push((key, value));
+        }
+        let wants = fields.contains(&DAMAGED).then(|| damaged.clone());
+        visitor
+            .visit_map(MapDe::new(entries, self.cx, wants))
+            .at(self.mark())
+            .map_err(|mut e| {
+                let lost = e.missing.is_some_and(|f| damaged.iter().any(|d| d == f));
+                if lost && e.handled == Handled::No {
+                    e.handled = Handled::Silent;
+                }
+                e
+            })
     }
 
     fn visit_sequence<V: Visitor<'a>>(
@@ -395,7 +592,7 @@ impl<'a> NodeDe<'a> {
         visitor
             .visit_seq(SeqDe {
                 iter: seq.iter(),
-                env: self.env,
+                cx: self.cx,
             })
             .at(self.mark())
     }
@@ -438,10 +635,10 @@ impl<'a> de::Deserializer<'a> for NodeDe<'a> {
             "true" | "True" | "TRUE" => true,
             "false" | "False" | "FALSE" => false,
             other => {
-                return Err(DeError {
-                    message: format!("expected true or false, found `{other}`"),
-                    mark: self.mark(),
-                })
+                return Err(DeError::new(
+                    format!("expected true or false, found `{other}`"),
+                    self.mark(),
+                ))
             }
         };
         visitor.visit_bool(value).at(self.mark())
@@ -482,7 +679,9 @@ impl<'a> de::Deserializer<'a> for NodeDe<'a> {
     }
 
     fn deserialize_option<V: Visitor<'a>>(self, visitor: V) -> Result<V::Value, DeError> {
-        if self.is_null() {
+        // A mapping value that is null still goes to the value's type, which refuses it with
+        // what to write; only a null list item or root is `None`.
+        if self.is_null() && self.key.is_none() {
             visitor.visit_none().at(self.mark())
         } else {
             visitor.visit_some(self)
@@ -514,6 +713,7 @@ impl<'a> de::Deserializer<'a> for NodeDe<'a> {
     }
 
     fn deserialize_seq<V: Visitor<'a>>(self, visitor: V) -> Result<V::Value, DeError> {
+        self.refuse_no_value()?;
         match self.node {
             Node::Sequence(seq) => self.visit_sequence(seq, visitor),
             _ if self.is_null() => visitor.visit_seq(EmptyDe).at(self.mark()),
@@ -539,6 +739,7 @@ impl<'a> de::Deserializer<'a> for NodeDe<'a> {
     }
 
     fn deserialize_map<V: Visitor<'a>>(self, visitor: V) -> Result<V::Value, DeError> {
+        self.refuse_no_value()?;
         match self.node {
             Node::Mapping(map) => self.visit_mapping(map, visitor),
             _ if self.is_null() => visitor.visit_map(EmptyDe).at(self.mark()),
@@ -549,13 +750,13 @@ impl<'a> de::Deserializer<'a> for NodeDe<'a> {
     fn deserialize_struct<V: Visitor<'a>>(
         self,
         name: &'static str,
-        _fields: &'static [&'static str],
+        fields: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, DeError> {
         if name == SPANNED || name == AT_KEY {
             let own = self.mark();
             let mark = if name == AT_KEY {
-                self.key.or(own)
+                self.key_mark().or(own)
             } else {
                 own
             };
@@ -566,7 +767,12 @@ impl<'a> de::Deserializer<'a> for NodeDe<'a> {
                 de: Some(self),
             });
         }
-        self.deserialize_map(visitor)
+        match self.node {
+            Node::Mapping(map) if map.is_empty() => Err(self.empty_settings(fields)),
+            Node::Mapping(map) => self.visit_struct(map, fields, visitor),
+            _ if self.is_null() => Err(self.empty_settings(fields)),
+            other => Err(de::Error::invalid_type(unexpected(other), &visitor)).at(self.mark()),
+        }
     }
 
     fn deserialize_enum<V: Visitor<'a>>(
@@ -586,7 +792,7 @@ impl<'a> de::Deserializer<'a> for NodeDe<'a> {
                     .visit_enum(EnumDe {
                         key,
                         value,
-                        env: self.env,
+                        cx: self.cx,
                     })
                     .at(self.mark())
             }
@@ -673,10 +879,35 @@ impl<'de> de::Deserializer<'de> for KeyDe<'de> {
     }
 }
 
+/// What a [`MapDe`] hands out next as a value.
+enum Pending<'a> {
+    None,
+    Entry(&'a MarkedScalarNode, &'a Node),
+    Damaged,
+}
+
 struct MapDe<'a> {
     iter: std::vec::IntoIter<(&'a MarkedScalarNode, &'a Node)>,
-    value: Option<(&'a Node, Option<Mark>)>,
-    env: &'a dyn Env,
+    value: Pending<'a>,
+    cx: Cx<'a>,
+    /// Fields that lost their value; `Some` when the struct asked for them (`$damaged`),
+    /// which are then handed out as the last entry.
+    damaged: Option<Vec<String>>,
+}
+
+impl<'a> MapDe<'a> {
+    fn new(
+        entries: Vec<(&'a MarkedScalarNode, &'a Node)>,
+        cx: Cx<'a>,
+        damaged: Option<Vec<String>>,
+    ) -> Self {
+        MapDe {
+            iter: entries.into_iter(),
+            value: Pending::None,
+            cx,
+            damaged,
+        }
+    }
 }
 
 impl<'a> de::MapAccess<'a> for MapDe<'a> {
@@ -687,25 +918,49 @@ impl<'a> de::MapAccess<'a> for MapDe<'a> {
         seed: K,
     ) -> Result<Option<K::Value>, DeError> {
         let Some((key, value)) = self.iter.next() else {
+            if self.damaged.is_some() && !matches!(self.value, Pending::Damaged) {
+                self.value = Pending::Damaged;
+                return seed.deserialize(DAMAGED.into_deserializer()).map(Some);
+            }
             return Ok(None);
         };
-        self.value = Some((value, Mark::of_span(key.span())));
+        self.value = Pending::Entry(key, value);
+        let mark = Mark::of_span(key.span());
         seed.deserialize(KeyDe { key })
             .map(Some)
-            .at(Mark::of_span(key.span()))
+            .at(mark)
+            .map_err(|e| self.cx.rec.fail(value, e))
     }
 
     fn next_value_seed<V: DeserializeSeed<'a>>(&mut self, seed: V) -> Result<V::Value, DeError> {
-        let (node, key) = self
-            .value
-            .take()
-            .ok_or_else(|| DeError::custom("value without key"))?;
-        seed.deserialize(NodeDe {
-            node,
-            env: self.env,
-            key,
-        })
-        .at(Mark::of(node))
+        match std::mem::replace(&mut self.value, Pending::None) {
+            Pending::Entry(key, node) => {
+                let rec = self.cx.rec;
+                let before = rec.dropped.get();
+                let value = seed
+                    .deserialize(NodeDe {
+                        node,
+                        cx: self.cx,
+                        key: Some(key),
+                    })
+                    .at(Mark::of(node))
+                    .map_err(|e| rec.fail(node, e))?;
+                if rec.dropped.get() != before {
+                    if let Some(damaged) = &mut self.damaged {
+                        damaged.push(key.as_str().to_string());
+                    }
+                }
+                Ok(value)
+            }
+            Pending::Damaged => {
+                self.value = Pending::Damaged;
+                let names = self.damaged.take().unwrap_or_default();
+                seed.deserialize(de::value::SeqDeserializer::<_, DeError>::new(
+                    names.into_iter(),
+                ))
+            }
+            Pending::None => Err(DeError::custom("value without key")),
+        }
     }
 
     fn size_hint(&self) -> Option<usize> {
@@ -715,7 +970,7 @@ impl<'a> de::MapAccess<'a> for MapDe<'a> {
 
 struct SeqDe<'a> {
     iter: std::slice::Iter<'a, Node>,
-    env: &'a dyn Env,
+    cx: Cx<'a>,
 }
 
 impl<'a> de::SeqAccess<'a> for SeqDe<'a> {
@@ -725,16 +980,23 @@ impl<'a> de::SeqAccess<'a> for SeqDe<'a> {
         &mut self,
         seed: T,
     ) -> Result<Option<T::Value>, DeError> {
-        let Some(node) = self.iter.next() else {
-            return Ok(None);
+        let node = loop {
+            let Some(node) = self.iter.next() else {
+                return Ok(None);
+            };
+            if !self.cx.rec.skipped(node) {
+                break node;
+            }
+            self.cx.rec.drop_one();
         };
         seed.deserialize(NodeDe {
             node,
-            env: self.env,
+            cx: self.cx,
             key: None,
         })
         .map(Some)
         .at(Mark::of(node))
+        .map_err(|e| self.cx.rec.fail(node, e))
     }
 
     fn size_hint(&self) -> Option<usize> {
@@ -742,7 +1004,7 @@ impl<'a> de::SeqAccess<'a> for SeqDe<'a> {
     }
 }
 
-/// An empty map or sequence, for a key written with no value (`headers:`).
+/// An empty map or sequence, for a list item written with no value.
 struct EmptyDe;
 
 impl<'a> de::MapAccess<'a> for EmptyDe {
@@ -772,7 +1034,7 @@ impl<'a> de::SeqAccess<'a> for EmptyDe {
 struct EnumDe<'a> {
     key: &'a MarkedScalarNode,
     value: &'a Node,
-    env: &'a dyn Env,
+    cx: Cx<'a>,
 }
 
 impl<'a> de::EnumAccess<'a> for EnumDe<'a> {
@@ -790,8 +1052,8 @@ impl<'a> de::EnumAccess<'a> for EnumDe<'a> {
             variant,
             NodeDe {
                 node: self.value,
-                env: self.env,
-                key: Mark::of_span(self.key.span()),
+                cx: self.cx,
+                key: Some(self.key),
             },
         ))
     }
@@ -856,7 +1118,25 @@ mod tests {
 
     fn load(text: &str) -> Result<Route, DeError> {
         let node = parse(text)?;
-        from_node(&node, &env())
+        let (value, mut errors) = from_node::<Route>(&node, None, &env());
+        match value {
+            Some(route) if errors.is_empty() => Ok(route),
+            _ => Err(errors.remove(0)),
+        }
+    }
+
+    /// Every error, with what could still be read.
+    fn load_all(text: &str) -> (Option<Route>, Vec<(String, usize, usize)>) {
+        let node = parse(text).expect("valid YAML");
+        let (value, errors) = from_node::<Route>(&node, None, &env());
+        let errors = errors
+            .into_iter()
+            .map(|e| {
+                let m = e.mark.expect("error has a position");
+                (e.message, m.line, m.column)
+            })
+            .collect();
+        (value, errors)
     }
 
     fn err_at(text: &str) -> (String, usize, usize) {
@@ -925,11 +1205,87 @@ mod tests {
     }
 
     #[test]
-    fn quoted_null_is_a_string_plain_null_is_none() {
-        let r = load("name: a\nupstream: ~\n").unwrap();
-        assert_eq!(r.upstream, None);
+    fn a_key_without_a_value_is_refused_a_quoted_one_is_a_string() {
+        for text in ["name: a\nupstream: ~\n", "name: a\nupstream:\n  # later\n"] {
+            let (msg, line, col) = err_at(text);
+            assert!(msg.contains("`upstream` has no value"), "{msg}");
+            assert_eq!((line, col), (2, 1));
+        }
         let r = load("name: a\nupstream: \"~\"\n").unwrap();
         assert_eq!(r.upstream.unwrap().value, "~");
+    }
+
+    #[test]
+    fn every_error_is_collected_and_the_rest_is_still_read() {
+        let (route, errors) =
+            load_all("name: a\nweight: heavy\ncolour: red\nenabled: yes\nkind: random\n");
+        let places: Vec<(usize, usize)> = errors.iter().map(|e| (e.1, e.2)).collect();
+        assert_eq!(places, vec![(3, 1), (2, 9), (4, 10)], "{errors:?}");
+        let route = route.expect("the valid fields still make a route");
+        assert_eq!((route.weight, route.kind), (None, Some(Kind::Random)));
+
+        // A required field whose value was refused is not reported again as missing.
+        let (route, errors) = load_all("name: [a]\nweight: heavy\n");
+        assert!(route.is_none());
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(
+            errors.iter().all(|e| !e.0.contains("missing")),
+            "{errors:?}"
+        );
+        // Nor is one whose key was misspelled.
+        let (_, errors) = load_all("nme: a\n");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].0.contains("did you mean `name`"), "{errors:?}");
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Upstream {
+        targets: Option<Vec<u32>>,
+        timeout: Option<u32>,
+        #[serde(default, rename = "$damaged")]
+        damaged: Vec<String>,
+    }
+
+    #[test]
+    fn a_struct_learns_which_fields_lost_their_value() {
+        let node = parse("targets: [1, x, 3]\ntimout: 5\n").unwrap();
+        let (value, errors) = from_node::<Upstream>(&node, None, &env());
+        let value = value.expect("still an upstream");
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert_eq!(value.targets, Some(vec![1, 3]));
+        assert_eq!(value.timeout, None);
+        assert_eq!(value.damaged, vec!["timeout", "targets"]);
+
+        let node = parse("targets: [1]\ntimeout: 5\n").unwrap();
+        let (value, errors) = from_node::<Upstream>(&node, None, &env());
+        assert!(errors.is_empty(), "{errors:?}");
+        assert!(value.unwrap().damaged.is_empty());
+
+        let (_, errors) = from_node::<Upstream>(&parse("$damaged: [x]\n").unwrap(), None, &env());
+        assert!(
+            errors[0].message.contains("unknown field `$damaged`"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn empty_settings_say_what_to_write() {
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Outer {
+            auth: Option<Upstream>,
+        }
+        for text in ["auth:\n  # soon\n", "auth: {}\n", "auth: ~\n"] {
+            let (value, errors) = from_node::<Outer>(&parse(text).unwrap(), None, &env());
+            assert!(value.is_some_and(|o| o.auth.is_none()));
+            assert_eq!(errors.len(), 1, "{text}: {errors:?}");
+            let e = &errors[0];
+            assert!(e.message.contains("`auth` is empty"), "{e:?}");
+            assert!(e.message.contains("`targets`, `timeout`"), "{e:?}");
+            assert!(!e.message.contains("$damaged"), "{e:?}");
+            assert_eq!(e.mark, Some(Mark { line: 1, column: 1 }), "{text}");
+        }
     }
 
     #[test]
