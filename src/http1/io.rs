@@ -147,6 +147,8 @@ pub struct BodySender<B> {
     pub touched: bool,
     /// Payload bytes taken from the body so far.
     pub body_bytes: u64,
+    /// The body's error, reported once what was taken before it is written.
+    broken: Option<BoxError>,
 }
 
 impl<B> BodySender<B>
@@ -165,6 +167,7 @@ where
             chunked,
             touched: false,
             body_bytes: 0,
+            broken: None,
         }
     }
 
@@ -219,8 +222,11 @@ where
                         }
                     }
                     Poll::Ready(Some(Err(e))) => {
+                        // The head and the bytes before the break still go out: the peer
+                        // then sees a cut answer (and why it closed), not a silent close.
                         self.body = None;
-                        return Poll::Ready(Err(SendError::Body(e.into())));
+                        self.broken = Some(e.into());
+                        break;
                     }
                     Poll::Ready(None) => {
                         self.body = None;
@@ -235,10 +241,10 @@ where
                 }
             }
             if self.nothing_queued() {
-                return if self.body.is_none() {
-                    Poll::Ready(Ok(()))
-                } else {
-                    Poll::Pending
+                return match (&self.body, self.broken.take()) {
+                    (_, Some(e)) => Poll::Ready(Err(SendError::Body(e))),
+                    (None, None) => Poll::Ready(Ok(())),
+                    (Some(_), None) => Poll::Pending,
                 };
             }
             let written = {
