@@ -6,7 +6,7 @@
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::header::HeaderValue;
@@ -40,9 +40,8 @@ pub struct RequestRecord {
     pub origin: Option<HeaderValue>,
     /// Whether the response gets the route's CORS headers (a CORS route, not a preflight).
     pub cors_actual: bool,
-    /// Why the response failed (`upstream_body_error`), set by whoever saw it, possibly the
-    /// response body as it streams; only made when access logs are on.
-    pub error: Option<Arc<OnceLock<&'static str>>>,
+    /// Why the response failed, when the gateway knows (`upstream_body_error`).
+    pub error: Option<&'static str>,
 }
 
 impl RequestRecord {
@@ -101,6 +100,18 @@ impl Completion {
     }
 }
 
+/// Access-log reason for an upstream body that broke off.
+pub const UPSTREAM_BODY_ERROR: &str = "upstream_body_error";
+
+impl Completion {
+    /// The response body failed while being sent. The only bodies that can fail are relayed
+    /// upstream bodies (the gateway's own are in memory), so the reason is known here; the
+    /// server notes it as it sees the error, which costs the request path nothing.
+    pub fn body_failed(&mut self) {
+        self.record.error.get_or_insert(UPSTREAM_BODY_ERROR);
+    }
+}
+
 impl Drop for Completion {
     fn drop(&mut self) {
         let duration = self.started.elapsed();
@@ -127,7 +138,7 @@ impl Drop for Completion {
             duration_ms = duration.as_secs_f64() * 1000.0,
             upstream_ms = r.upstream_duration.map(|d| d.as_secs_f64() * 1000.0),
             completed = self.completed,
-            error = r.error.as_ref().and_then(|e| e.get().copied()),
+            error = r.error,
             "request"
         );
     }

@@ -1,7 +1,7 @@
 //! The body of every response the gateway sends.
 
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -29,44 +29,25 @@ impl ResponseBody {
     }
 }
 
-/// Access-log reason for an upstream body that broke off.
-pub const UPSTREAM_BODY_ERROR: &str = "upstream_body_error";
-
-/// An upstream's response body on its way to the client. If it breaks, that is counted, logged
-/// and noted for the access log as it happens; the client connection sees the error and closes.
+/// An upstream's response body on its way to the client. If it breaks, that is counted and
+/// logged as it happens; the client connection sees the error, notes it for the access log and
+/// closes.
 #[derive(Debug)]
 pub struct Relayed {
     body: UpstreamBody,
     upstream: Arc<Upstream>,
-    /// The access log's error slot, when access logs are on.
-    error: Option<Arc<OnceLock<&'static str>>>,
 }
 
 impl Relayed {
-    /// Relays `body` from `upstream`, noting a failure in `error`.
-    pub fn new(
-        body: UpstreamBody,
-        upstream: Arc<Upstream>,
-        error: Option<Arc<OnceLock<&'static str>>>,
-    ) -> Self {
-        Relayed {
-            body,
-            upstream,
-            error,
-        }
+    /// Relays `body` from `upstream`.
+    pub fn new(body: UpstreamBody, upstream: Arc<Upstream>) -> Self {
+        Relayed { body, upstream }
     }
 }
 
-/// Counts and logs a broken upstream body and notes it for the access log.
-pub fn note_body_error(
-    upstream: &Upstream,
-    error: &(dyn std::error::Error + 'static),
-    slot: Option<&OnceLock<&'static str>>,
-) {
+/// Counts and logs a broken upstream body.
+pub fn note_body_error(upstream: &Upstream, error: &(dyn std::error::Error + 'static)) {
     upstream.metrics.body_error();
-    if let Some(slot) = slot {
-        let _ = slot.set(UPSTREAM_BODY_ERROR);
-    }
     tracing::warn!(
         upstream = %upstream.name,
         error = %super::forward::error_chain(error),
@@ -88,7 +69,7 @@ impl Body for ResponseBody {
             ResponseBody::Upstream(relayed) => {
                 let polled = Pin::new(&mut relayed.body).poll_frame(cx);
                 if let Poll::Ready(Some(Err(error))) = &polled {
-                    note_body_error(&relayed.upstream, &**error, relayed.error.as_deref());
+                    note_body_error(&relayed.upstream, &**error);
                 }
                 polled
             }

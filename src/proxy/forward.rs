@@ -1,7 +1,7 @@
 //! Forwarding a request to an upstream target and streaming the answer back.
 
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Instant;
 
 use http_body::Body as _;
@@ -19,7 +19,7 @@ use crate::body::{caused_by, drain, BodyTooLarge, LimitedBody, RequestBody};
 use crate::config::snapshot::ServerSettings;
 use crate::error::GatewayError;
 use crate::http1::inbound::ClientBodyError;
-use crate::observability::access_log::RequestRecord;
+use crate::observability::access_log::{RequestRecord, UPSTREAM_BODY_ERROR};
 use crate::observability::metrics::UpstreamOutcome;
 use crate::observability::request_id::X_REQUEST_ID;
 use crate::routing::route::{ProxyAction, Route};
@@ -192,10 +192,9 @@ pub async fn forward(
     // The head waits for the first body bytes (bounded by read_timeout), so a body that breaks
     // before any of it was relayed is answered with an error status instead of a good head
     // and a cut. A body that is already buffered (the usual small answer) costs no wait.
-    let error_slot = record.path.is_some().then(|| Arc::new(OnceLock::new()));
     if let Err(error) = body.wait_for_data().await {
-        note_body_error(upstream, &*error, error_slot.as_deref());
-        record.error = error_slot;
+        note_body_error(upstream, &*error);
+        record.error = Some(UPSTREAM_BODY_ERROR);
         let name = upstream.name.clone();
         return Err(if caused_by::<ReadTimeout>(&*error) {
             GatewayError::UpstreamTimeout { upstream: name }
@@ -203,12 +202,11 @@ pub async fn forward(
             GatewayError::UpstreamFailed { upstream: name }
         });
     }
-    record.error = error_slot.clone();
     remove_hop_by_hop(&mut parts.headers);
     // The client gets our HTTP version, not the upstream's (an HTTP/1.0 upstream would
     // otherwise turn the client's keep-alive connection into a one-shot).
     parts.version = Version::default();
-    let body = Relayed::new(body, Arc::clone(upstream), error_slot);
+    let body = Relayed::new(body, Arc::clone(upstream));
     Ok(Response::from_parts(parts, ResponseBody::Upstream(body)))
 }
 

@@ -132,7 +132,8 @@ impl<B: Body<Data = Bytes> + Unpin> Body for TrackedBody<B> {
                 }
             }
             Poll::Ready(None) => this.completion.completed = true,
-            _ => {}
+            Poll::Ready(Some(Err(_))) => this.completion.body_failed(),
+            Poll::Pending => {}
         }
         polled
     }

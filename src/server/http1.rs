@@ -30,7 +30,7 @@ use super::state::GatewayState;
 use crate::body::{RequestBody, DRAIN_MAX_BYTES, DRAIN_MAX_TIME};
 use crate::error::GatewayError;
 use crate::http1::inbound::{BodyLeft, HeadReadError, Inbound};
-use crate::http1::io::BodySender;
+use crate::http1::io::{BodySender, SendError};
 use crate::http1::request::{HeadError, RequestHead, MAX_HEADER_NAME};
 use crate::http1::response::{encode_response_head, Persistence, ResponseFraming};
 use crate::observability::access_log::{Completion, RequestRecord};
@@ -504,6 +504,8 @@ struct Sent {
     body_bytes: u64,
     /// The whole response was written.
     complete: bool,
+    /// The body itself failed (rather than the client going away).
+    body_failed: bool,
     /// The body was delimited by closing the connection.
     until_close: bool,
 }
@@ -546,6 +548,7 @@ async fn send_response(
     Sent {
         body_bytes: sender.body_bytes,
         complete: result.is_ok(),
+        body_failed: matches!(result, Err(SendError::Body(_))),
         until_close: framing == ResponseFraming::UntilClose,
     }
 }
@@ -576,6 +579,9 @@ fn bodiless_length(
 fn finish_completion(mut completion: Completion, sent: &Sent) {
     completion.bytes_out = sent.body_bytes;
     completion.completed = sent.complete;
+    if sent.body_failed {
+        completion.body_failed();
+    }
 }
 
 /// Reads what the client still sends of a body nobody read, within the drain limits, so the
