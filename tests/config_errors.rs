@@ -739,3 +739,21 @@ fn a_route_that_can_never_be_chosen_is_a_warning_naming_both() {
         );
     }
 }
+
+#[rustfmt::skip]
+#[test]
+fn an_empty_list_is_not_a_way_to_switch_a_check_off() {
+    let with_provider = |body: &str| gateway(&format!("jwt:\n  providers:\n    default:\n      algorithms: [HS256]\n      secret: abcdefghijklmnopqrstuvwxyz0123456789\n{body}"));
+    let rule = |rule: &str| route(&format!("    upstream: a\n    auth: {{jwt: default, optional: true}}\n    authorize:\n      - {rule}\n"));
+    let authorize = |what, text: &str, at, says| {
+        let mut case = r(what, rule(text), at, says);
+        case.files[0].1 = with_provider("");
+        case
+    };
+    check(vec![
+        g("audience", with_provider("      audience: []\n"), (8, 17), "`audience: []` accepts no audience"),
+        authorize("roles", "roles: []", (10, 16), "`roles: []` requires nothing"),
+        authorize("scopes", "scopes: []", (10, 17), "`scopes: []` requires nothing"),
+    ]);
+    loads(&[("gateway.yaml", &with_provider("      audience: [api]\n")), ("routes/r.yaml", &rule("roles: [admin]"))]);
+}

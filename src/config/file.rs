@@ -519,7 +519,7 @@ pub struct ProviderSection {
     /// Required `iss`, when set.
     pub issuer: Option<String>,
     /// Accepted `aud` values, when set.
-    pub audience: Option<Vec<String>>,
+    pub audience: Option<Spanned<Vec<String>>>,
     /// Clock skew allowed on exp, nbf, iat.
     pub leeway: Option<ConfigDuration>,
     /// Dotted path of the roles claim.
@@ -550,9 +550,9 @@ pub struct AuthorizeRuleSection {
     /// Methods the rule applies to; absent: all.
     pub methods: Option<Vec<Spanned<String>>>,
     /// Any of these roles.
-    pub roles: Option<Vec<String>>,
+    pub roles: Option<Spanned<Vec<String>>>,
     /// All of these scopes.
-    pub scopes: Option<Vec<String>>,
+    pub scopes: Option<Spanned<Vec<String>>>,
     /// Claims that must have exactly these values.
     pub claims: Option<OrderedMap<Spanned<String>>>,
 }

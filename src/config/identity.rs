@@ -187,6 +187,18 @@ fn build_provider(
             ),
         }
     }
+    // An empty list would switch the `aud` check off while looking like a policy.
+    let audience = match &s.audience {
+        Some(list) if list.value.is_empty() => {
+            e.at(
+                list.mark,
+                "`audience: []` accepts no audience; list the accepted `aud` values, or remove `audience` to not check `aud`",
+            );
+            Vec::new()
+        }
+        Some(list) => list.value.clone(),
+        None => Vec::new(),
+    };
     // A provider missing part of what was written (its error is already reported) could
     // only fail again, on a consequence.
     if e.list.len() != before || !s.damaged.is_empty() {
@@ -219,7 +231,7 @@ fn build_provider(
         algorithms,
         keys,
         issuer: s.issuer.clone(),
-        audience: s.audience.clone().unwrap_or_default(),
+        audience: audience.clone(),
         leeway: s.leeway.map_or(DEFAULT_LEEWAY, |l| l.0),
     };
     match Provider::new(settings) {
@@ -229,7 +241,7 @@ fn build_provider(
             roles_claim: RolesClaim::parse(&roles_claim_path),
             roles_claim_path,
             issuer: s.issuer.clone(),
-            audience: s.audience.clone().unwrap_or_default(),
+            audience: audience.clone(),
             forward_claims,
         }),
         Err(message) => {
@@ -356,10 +368,30 @@ pub(super) fn build_route_policy(
                 .flat_map(|m| &m.0)
                 .map(|(claim, value)| (claim.value.clone(), claim_value(&value.value)))
                 .collect();
+            // An empty list would quietly drop the requirement (and let anonymous callers
+            // through on optional-auth routes): it is a mistake, not a way to say "none".
+            for (key, list) in [("roles", &rule.roles), ("scopes", &rule.scopes)] {
+                if let Some(list) = list.as_ref().filter(|l| l.value.is_empty()) {
+                    e.at(
+                        list.mark,
+                        format!(
+                            "`{key}: []` requires nothing; list at least one, or remove `{key}`"
+                        ),
+                    );
+                }
+            }
             authorize.push(AuthorizeRule {
                 methods,
-                roles: rule.roles.clone().unwrap_or_default(),
-                scopes: rule.scopes.clone().unwrap_or_default(),
+                roles: rule
+                    .roles
+                    .as_ref()
+                    .map(|l| l.value.clone())
+                    .unwrap_or_default(),
+                scopes: rule
+                    .scopes
+                    .as_ref()
+                    .map(|l| l.value.clone())
+                    .unwrap_or_default(),
                 claims,
             });
         }
