@@ -7,11 +7,10 @@ use http::{Method, Request};
 use crate::auth::cors::CorsPolicy;
 use crate::auth::{jwt, rbac, RoutePolicy};
 use crate::config::Snapshot;
-use crate::proxy::pipeline::{head_size, route_request};
-use crate::routing::matchers::{prefix_matches, request_host};
-use crate::routing::normalize::normalize_path;
+use crate::proxy::pipeline::{head_size, route_request, RoutingInput};
+use crate::routing::matchers::prefix_matches;
 use crate::routing::route::{PathRewrite, RouteAction};
-use crate::routing::router::{RequestFacts, Unmet};
+use crate::routing::router::Unmet;
 
 /// Describes, line by line, how `method url` with `headers` would be handled.
 pub fn explain(
@@ -190,17 +189,11 @@ pub fn explain(
 /// the request did not meet and what the request had instead.
 fn explain_near_misses(snapshot: &Snapshot, parts: &http::request::Parts, out: &mut String) {
     // route_request already normalised this path without error to get a 404.
-    let Ok(path) = normalize_path(parts.uri.path()) else {
+    let Ok(input) = RoutingInput::of(parts) else {
         return;
     };
-    let host = request_host(&parts.uri, &parts.headers);
-    let facts = RequestFacts {
-        host: host.as_deref(),
-        path: &path,
-        method: &parts.method,
-        headers: &parts.headers,
-    };
-    let misses = snapshot.router.near_misses(facts);
+    let (path, host) = (&input.path, &input.host);
+    let misses = snapshot.router.near_misses(input.facts(parts));
     if misses.is_empty() {
         let _ = writeln!(
             out,

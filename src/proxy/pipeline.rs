@@ -63,21 +63,47 @@ pub struct Routed<'s, 'r> {
     pub route: &'s Arc<Route>,
 }
 
+/// What routing reads of a request: its normalised path and its host.
+#[derive(Debug)]
+pub struct RoutingInput<'r> {
+    /// The normalised request path.
+    pub path: Cow<'r, str>,
+    /// The request host, lower-cased without port.
+    pub host: Option<Cow<'r, str>>,
+}
+
+impl<'r> RoutingInput<'r> {
+    /// Normalises the path (refusing what must not reach a router) and reads the host.
+    pub fn of(parts: &'r Parts) -> Result<Self, GatewayError> {
+        Ok(RoutingInput {
+            path: normalize_path(parts.uri.path())?,
+            host: request_host(&parts.uri, &parts.headers),
+        })
+    }
+
+    /// The facts a router matches on.
+    pub fn facts<'a>(&'a self, parts: &'a Parts) -> RequestFacts<'a> {
+        RequestFacts {
+            host: self.host.as_deref(),
+            path: &self.path,
+            method: &parts.method,
+            headers: &parts.headers,
+        }
+    }
+}
+
 /// Normalises the path and finds the route; shared by the request path and `explain`.
 pub fn route_request<'s, 'r>(
     snapshot: &'s Snapshot,
     parts: &'r Parts,
 ) -> Result<Routed<'s, 'r>, GatewayError> {
-    let path = normalize_path(parts.uri.path())?;
-    let host = request_host(&parts.uri, &parts.headers);
-    let facts = RequestFacts {
-        host: host.as_deref(),
-        path: &path,
-        method: &parts.method,
-        headers: &parts.headers,
-    };
-    match snapshot.router.find(facts) {
-        RouteOutcome::Matched(route) => Ok(Routed { path, host, route }),
+    let input = RoutingInput::of(parts)?;
+    match snapshot.router.find(input.facts(parts)) {
+        RouteOutcome::Matched(route) => Ok(Routed {
+            path: input.path,
+            host: input.host,
+            route,
+        }),
         RouteOutcome::MethodNotAllowed(allow) => Err(GatewayError::MethodNotAllowed { allow }),
         RouteOutcome::NotFound => Err(GatewayError::NoRoute),
     }
