@@ -337,22 +337,7 @@ async fn cors_preflight_is_answered_before_auth_and_responses_carry_allow_origin
 async fn public_keys_verify_and_cannot_be_used_as_hmac_secrets() {
     let upstream = EchoUpstream::start("u").await;
     let dir = tempfile::tempdir().unwrap();
-    openssl(
-        dir.path(),
-        &[
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out",
-            "rsa.key",
-        ],
-    );
-    openssl(
-        dir.path(),
-        &["pkey", "-in", "rsa.key", "-pubout", "-out", "rsa.pub"],
-    );
+    rsa_key_pair(dir.path(), "rsa.key", "rsa.pub");
     let config = format!(
         "{}jwt:\n  providers:\n    rsa:\n      algorithms: [RS256]\n      public_key_file: {}\nroutes:\n  - name: r\n    match: {{path: /r}}\n    upstream: u\n    auth: {{jwt: rsa}}\nupstreams:\n  u:\n    targets: [{}]\n",
         server_yaml(""),
@@ -459,14 +444,6 @@ async fn the_token_command_mints_what_the_gateway_accepts_and_explain_shows_the_
     let out = run(&["explain", "DELETE", "/orders"]);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(text.contains("result:     401 missing"), "{text}");
-}
-
-/// The value of the sample `name{labels}` in the gateway's /metrics (0 when absent).
-async fn metric(gw: &TestGateway, series: &str) -> f64 {
-    let text = get(&gw.url("/metrics")).await.text();
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .map_or(0.0, |v| v.trim().parse().unwrap())
 }
 
 #[tokio::test]

@@ -4,67 +4,12 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::mpsc;
+use std::process::Output;
 use std::time::{Duration, Instant};
 
-use common::{gatehouse_bin, DEADLINE};
-
-/// A config dir holding `files` (paths relative to it).
-fn config_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("temp dir");
-    for (name, text) in files {
-        let path = dir.path().join(name);
-        std::fs::create_dir_all(path.parent().expect("has a parent")).expect("mkdir");
-        std::fs::write(&path, text).expect("write config file");
-    }
-    dir
-}
-
-fn command(args: &[&str]) -> Command {
-    let mut command = Command::new(gatehouse_bin());
-    // `-c` falls back to this variable; the caller's environment must not pick the config.
-    command
-        .args(args)
-        .env_remove("GATEHOUSE_CONFIG")
-        .stdin(Stdio::null());
-    command
-}
-
-/// Runs `gatehouse args...` to completion, killing it if it outlives [`DEADLINE`].
-fn gatehouse(args: &[&str]) -> Output {
-    let child = command(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn gatehouse");
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(DEADLINE) {
-        Ok(output) => output.expect("wait for gatehouse"),
-        Err(_) => {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-            panic!("gatehouse {args:?} did not finish within {DEADLINE:?}");
-        }
-    }
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn path_str(path: &Path) -> &str {
-    path.to_str().expect("utf-8 temp path")
-}
+use common::{
+    command, config_dir, free_port, gatehouse, path_str, stderr, stdout, Running, DEADLINE,
+};
 
 const GATEWAY: &str = "server:\n  listen: 127.0.0.1:0\n";
 
@@ -253,12 +198,6 @@ fn explain_shows_the_answers_the_gateway_gives_itself() {
     assert!(!out.contains("would call"), "{out}");
 }
 
-/// A port nothing listens on right now: bound, then released.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
-}
-
 fn serving_config(port: u16) -> tempfile::TempDir {
     let gateway = format!(
         "server:\n  listen: 127.0.0.1:{port}\n  shutdown_grace: 5s\nlogging:\n  format: text\n  level: warn\n\
@@ -267,48 +206,30 @@ fn serving_config(port: u16) -> tempfile::TempDir {
     config_dir(&[("gateway.yaml", &gateway)])
 }
 
-/// A `gatehouse run` child that is killed if the test ends without stopping it.
-struct Running {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Running {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The exit status, waiting at most until `deadline`.
-    fn wait_until(&mut self, deadline: Instant) -> Option<ExitStatus> {
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(25));
+/// Runs `probe` until it passes, and returns its output; `None` when `running` exits first
+/// because its port was taken after [`free_port`] chose it (any other early exit fails).
+fn until_healthy(running: &mut Running, probe: impl Fn() -> Output) -> Option<Output> {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(status) = running.child.try_wait().expect("try_wait") {
+            let log = running.stderr();
+            assert!(
+                log.contains("in use"),
+                "gatehouse run exited early ({status}):\n{log}"
+            );
+            return None;
         }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+        let output = probe();
+        if output.status.success() {
+            return Some(output);
         }
+        assert!(
+            Instant::now() < deadline,
+            "healthcheck never passed; last: {output:?}\nlog:\n{}",
+            running.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn spawn_run(config: &Path) -> Running {
-    let log = config.with_file_name("gatehouse.log");
-    let child = command(&["run", "-c", path_str(config)])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log file"))
-        .spawn()
-        .expect("spawn gatehouse run");
-    Running { child, log }
 }
 
 /// Starts `gatehouse run` and waits until `healthcheck` on the same config passes. The port is
@@ -317,27 +238,10 @@ fn start_healthy() -> (tempfile::TempDir, Running) {
     for _ in 0..3 {
         let dir = serving_config(free_port());
         let config = dir.path().join("gateway.yaml");
-        let mut running = spawn_run(&config);
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            if let Some(status) = running.child.try_wait().expect("try_wait") {
-                let log = running.log();
-                assert!(
-                    log.contains("in use"),
-                    "gatehouse run exited early ({status}):\n{log}"
-                );
-                break;
-            }
-            let probe = gatehouse(&["healthcheck", "-c", path_str(&config), "--timeout", "2"]);
-            if probe.status.success() {
-                return (dir, running);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "healthcheck never passed; last: {probe:?}\nlog:\n{}",
-                running.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        let mut running = Running::spawn(&config, &[], &[]);
+        let probe = || gatehouse(&["healthcheck", "-c", path_str(&config), "--timeout", "2"]);
+        if until_healthy(&mut running, probe).is_some() {
+            return (dir, running);
         }
     }
     panic!("could not bind a free port in three tries");
@@ -346,14 +250,9 @@ fn start_healthy() -> (tempfile::TempDir, Running) {
 #[test]
 fn run_serves_until_sigterm_then_exits_0() {
     let (_dir, mut running) = start_healthy();
-    let pid = running.child.id().to_string();
-    let sent = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("run kill");
-    assert!(sent.success(), "kill -TERM {pid} failed");
+    running.signal("TERM");
     let status = running.wait_until(Instant::now() + DEADLINE);
-    let log = running.log();
+    let log = running.stderr();
     let status =
         status.unwrap_or_else(|| panic!("still running {DEADLINE:?} after SIGTERM:\n{log}"));
     assert_eq!(
@@ -431,18 +330,6 @@ fn explain_on_a_404_names_the_routes_that_nearly_matched() {
     );
 }
 
-/// `gatehouse run` on `config` with `env` set, stderr to a log file next to it.
-fn spawn_run_with_env(config: &Path, env: &[(&str, &str)]) -> Running {
-    let log = config.with_file_name("gatehouse.log");
-    let child = command(&["run", "-c", path_str(config)])
-        .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log file"))
-        .spawn()
-        .expect("spawn gatehouse run");
-    Running { child, log }
-}
-
 #[test]
 fn healthcheck_reads_only_the_listen_address_and_prints_ok() {
     const SECRET_VAR: &str = "GATEHOUSE_TEST_HC_JWT_SECRET";
@@ -462,7 +349,8 @@ fn healthcheck_reads_only_the_listen_address_and_prints_ok() {
         let dir = config_dir(&[("gateway.yaml", &gateway)]);
         let config = dir.path().join("gateway.yaml");
         let admin = admin_port.to_string();
-        let mut running = spawn_run_with_env(&config, &[(SECRET_VAR, secret), (PORT_VAR, &admin)]);
+        let env = [(SECRET_VAR, secret), (PORT_VAR, admin.as_str())];
+        let mut running = Running::spawn(&config, &[], &env);
         let probe = |with_port: bool| {
             let mut probe = command(&["healthcheck", "-c", path_str(&config), "--timeout", "2"]);
             probe.env_remove(SECRET_VAR).env_remove(PORT_VAR);
@@ -471,27 +359,7 @@ fn healthcheck_reads_only_the_listen_address_and_prints_ok() {
             }
             probe.output().expect("run healthcheck")
         };
-        let deadline = Instant::now() + DEADLINE;
-        let healthy = loop {
-            if let Some(status) = running.child.try_wait().expect("try_wait") {
-                let log = running.log();
-                assert!(
-                    log.contains("in use"),
-                    "gatehouse run exited early ({status}):\n{log}"
-                );
-                break None;
-            }
-            let output = probe(true);
-            if output.status.success() {
-                break Some(output);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "healthcheck never passed; last: {output:?}\nlog:\n{}",
-                running.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let healthy = until_healthy(&mut running, || probe(true));
         let Some(output) = healthy else {
             continue; // a port was taken before the gateway bound it
         };

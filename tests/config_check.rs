@@ -4,69 +4,18 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{gatehouse_bin, openssl, DEADLINE};
-
-/// A config dir holding `files` (paths relative to it).
-fn config_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("temp dir");
-    for (name, text) in files {
-        let path = dir.path().join(name);
-        std::fs::create_dir_all(path.parent().expect("has a parent")).expect("mkdir");
-        std::fs::write(&path, text).expect("write config file");
-    }
-    dir
-}
-
-fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
-    let mut command = Command::new(gatehouse_bin());
-    // `-c` falls back to this variable; the caller's environment must not pick the config.
-    command
-        .args(args)
-        .env_remove("GATEHOUSE_CONFIG")
-        .env_remove("RUST_LOG")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null());
-    command
-}
-
-/// Runs `gatehouse args...` to completion, killing it if it outlives [`DEADLINE`].
-fn gatehouse(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let child = command(args, env)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn gatehouse");
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(DEADLINE) {
-        Ok(output) => output.expect("wait for gatehouse"),
-        Err(_) => {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-            panic!("gatehouse {args:?} did not finish within {DEADLINE:?}");
-        }
-    }
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn path_str(path: &Path) -> &str {
-    path.to_str().expect("utf-8 temp path")
-}
+use common::{
+    config_dir, gatehouse, gatehouse_with_env, path_str, rsa_key_pair, stderr, stdout, Running,
+    DEADLINE,
+};
 
 const GATEWAY: &str = "server:\n  listen: 127.0.0.1:0\nlogging:\n  format: text\n";
 
-const SHADOWED: &str = "\
+/// Upstream `app` and, on line 5, route `app` for /app; each test adds lines to the route or
+/// routes after it.
+const APP_ROUTE: &str = "\
 upstreams:
   app:
     targets: [http://127.0.0.1:1]
@@ -74,20 +23,22 @@ routes:
   - name: app
     match: {path: /app}
     upstream: app
-  - name: app-again
-    match: {path: /app}
-    upstream: app
 ";
+
+/// [`APP_ROUTE`] and, on line 8, a route for the same path that can never be chosen.
+fn shadowed() -> String {
+    format!("{APP_ROUTE}  - name: app-again\n    match: {{path: /app}}\n    upstream: app\n")
+}
 
 #[test]
 fn check_warns_about_a_route_that_can_never_be_chosen_and_still_passes() {
-    let dir = config_dir(&[("gateway.yaml", GATEWAY), ("routes/app.yaml", SHADOWED)]);
+    let dir = config_dir(&[("gateway.yaml", GATEWAY), ("routes/app.yaml", &shadowed())]);
     let config = dir.path().join("gateway.yaml");
-    let out = gatehouse(&["check", "-c", path_str(&config)], &[]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = gatehouse(&["check", "-c", path_str(&config)]);
+    assert!(out.status.success(), "{}", stderr(&out));
     let routes = dir.path().join("routes/app.yaml");
     assert_eq!(
-        text(&out.stderr),
+        stderr(&out),
         format!(
             "{0}:8:11: warning: route `app-again` can never be chosen: route `app` ({0}:5:11) \
              has the same host and path, accepts every method and header it does, and is tried \
@@ -95,35 +46,16 @@ fn check_warns_about_a_route_that_can_never_be_chosen_and_still_passes() {
             routes.display()
         )
     );
-    assert!(text(&out.stdout).contains(": ok"), "{}", text(&out.stdout));
-}
-
-/// A `gatehouse run` child, killed when the test ends.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    assert!(stdout(&out).contains(": ok"), "{}", stdout(&out));
 }
 
 #[test]
 fn run_logs_the_warning_when_it_loads() {
-    let dir = config_dir(&[("gateway.yaml", GATEWAY), ("routes/app.yaml", SHADOWED)]);
-    let config = dir.path().join("gateway.yaml");
-    let log = dir.path().join("gatehouse.log");
-    let file = std::fs::File::create(&log).expect("log file");
-    let _running = Running(
-        command(&["run", "-c", path_str(&config)], &[])
-            .stdout(file.try_clone().expect("clone log file"))
-            .stderr(file)
-            .spawn()
-            .expect("spawn gatehouse run"),
-    );
+    let dir = config_dir(&[("gateway.yaml", GATEWAY), ("routes/app.yaml", &shadowed())]);
+    let running = Running::spawn(&dir.path().join("gateway.yaml"), &[], &[]);
     let deadline = Instant::now() + DEADLINE;
     let logged = loop {
-        let logged = std::fs::read_to_string(&log).unwrap_or_default();
+        let logged = running.stdout();
         if logged.contains("gatehouse listening") || Instant::now() >= deadline {
             break logged;
         }
@@ -132,7 +64,7 @@ fn run_logs_the_warning_when_it_loads() {
     let line = logged
         .lines()
         .find(|l| l.contains("config warning"))
-        .unwrap_or_else(|| panic!("no warning logged:\n{logged}"));
+        .unwrap_or_else(|| panic!("no warning logged:\n{logged}{}", running.stderr()));
     assert!(line.contains("WARN"), "{line}");
     assert!(
         line.contains("route `app-again` can never be chosen: route `app`"),
@@ -142,22 +74,13 @@ fn run_logs_the_warning_when_it_loads() {
 
 #[test]
 fn explain_does_not_claim_a_strip_that_does_not_happen() {
-    let routes = "\
-upstreams:
-  app:
-    targets: [http://127.0.0.1:1]
-routes:
-  - name: app
-    match: {path: /app}
-    upstream: app
-    strip_prefix: /app/v1
-";
-    let dir = config_dir(&[("gateway.yaml", GATEWAY), ("routes/app.yaml", routes)]);
+    let routes = format!("{APP_ROUTE}    strip_prefix: /app/v1\n");
+    let dir = config_dir(&[("gateway.yaml", GATEWAY), ("routes/app.yaml", &routes)]);
     let config = dir.path().join("gateway.yaml");
     let explain = |url: &str| {
-        let out = gatehouse(&["explain", "-c", path_str(&config), "GET", url], &[]);
-        assert!(out.status.success(), "{}", text(&out.stderr));
-        text(&out.stdout)
+        let out = gatehouse(&["explain", "-c", path_str(&config), "GET", url]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out)
     };
     let other = explain("/app/other");
     assert!(
@@ -184,9 +107,9 @@ fn check_reports_every_mistake_of_a_block() {
     let server = "server:\n  listen: localhost:80\n  idle_timout: 5s\n  max_request_body: 10XB\n  workers: 0\n";
     let dir = config_dir(&[("gateway.yaml", server)]);
     let config = dir.path().join("gateway.yaml");
-    let out = gatehouse(&["check", "-c", path_str(&config)], &[]);
+    let out = gatehouse(&["check", "-c", path_str(&config)]);
     assert_eq!(out.status.code(), Some(1));
-    let stderr = text(&out.stderr);
+    let stderr = stderr(&out);
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 5, "{stderr}");
     for (line, place) in lines
@@ -262,24 +185,14 @@ fn provide_what_the_example_needs(dir: &Path, example: &Example) {
             };
             let file = file.split('#').next().unwrap_or_default().trim();
             let path = dir.join(file);
-            std::fs::create_dir_all(path.parent().expect("has a parent")).expect("mkdir");
-            openssl(
-                path.parent().expect("has a parent"),
-                &[
-                    "genpkey",
-                    "-algorithm",
-                    "RSA",
-                    "-pkeyopt",
-                    "rsa_keygen_bits:2048",
-                    "-out",
-                    "key.pem",
-                ],
-            );
-            let public = openssl(
-                path.parent().expect("has a parent"),
-                &["pkey", "-in", "key.pem", "-pubout"],
-            );
-            std::fs::write(&path, public).expect("write public key");
+            let folder = path.parent().expect("has a parent");
+            std::fs::create_dir_all(folder).expect("mkdir");
+            let name = path
+                .file_name()
+                .expect("a file name")
+                .to_str()
+                .expect("utf-8");
+            rsa_key_pair(folder, "key.pem", name);
         }
     }
 }
@@ -300,7 +213,7 @@ fn every_yaml_example_in_the_readme_passes_check() {
         let dir = config_dir(&files);
         provide_what_the_example_needs(dir.path(), example);
         let config: PathBuf = dir.path().join("gateway.yaml");
-        let out = gatehouse(
+        let out = gatehouse_with_env(
             &["check", "-c", path_str(&config)],
             &[("JWT_SECRET", "an-hs256-secret-of-at-least-32-bytes")],
         );
@@ -309,7 +222,7 @@ fn every_yaml_example_in_the_readme_passes_check() {
             failed.push(format!(
                 "README.md blocks at lines {:?}:\n{}",
                 example.lines,
-                text(&out.stderr)
+                stderr(&out)
             ));
         }
     }

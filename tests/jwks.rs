@@ -219,14 +219,6 @@ async fn call(gw: &TestGateway, token: &str) -> Got {
     .await
 }
 
-/// The value of the sample `name{labels}` in the gateway's /metrics (0 when absent).
-async fn metric(gw: &TestGateway, series: &str) -> f64 {
-    let text = get(&gw.url("/metrics")).await.text();
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .map_or(0.0, |v| v.trim().parse().unwrap())
-}
-
 const SUCCESSES: &str = "gatehouse_jwks_refreshes_total{provider=\"idp\",result=\"success\"}";
 const FAILURES: &str = "gatehouse_jwks_refreshes_total{provider=\"idp\",result=\"failure\"}";
 const KEYS: &str = "gatehouse_jwks_keys{provider=\"idp\"}";

@@ -3,9 +3,7 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -181,119 +179,6 @@ async fn readyz_reports_the_config_and_turns_503_while_draining() {
     );
 }
 
-/// A free port: bound, then released (the child may lose a race for it; callers retry).
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
-}
-
-/// A `gatehouse run` child with its stdout (the logs) captured to a file.
-struct Child_ {
-    child: Child,
-    addr: SocketAddr,
-    stdout: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Child_ {
-    /// Starts the binary on `config` (with `PORT` replaced by a free port) and waits for /health.
-    async fn start(config: &str, args: &[&str]) -> Child_ {
-        Self::start_env(config, args, &[]).await
-    }
-
-    /// [`Child_::start`] with extra environment variables for the child.
-    async fn start_env(config: &str, args: &[&str], env: &[(&str, &str)]) -> Child_ {
-        for _ in 0..3 {
-            let port = free_port();
-            let dir = tempfile::tempdir().unwrap();
-            let path = dir.path().join("gateway.yaml");
-            std::fs::write(&path, config.replace("PORT", &port.to_string())).unwrap();
-            let stdout = dir.path().join("stdout.log");
-            let mut child = Command::new(gatehouse_bin())
-                .args(["run", "-c", path.to_str().unwrap()])
-                .args(args)
-                .envs(env.iter().copied())
-                .stdout(std::fs::File::create(&stdout).unwrap())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .expect("spawn gatehouse");
-            let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-            let deadline = Instant::now() + DEADLINE;
-            loop {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break; // most likely the port was taken; try another
-                }
-                if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                    let mut running = Child_ {
-                        child,
-                        addr,
-                        stdout,
-                        _dir: dir,
-                    };
-                    running.wait_healthy().await;
-                    return running;
-                }
-                assert!(Instant::now() < deadline, "gatehouse never listened");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-        panic!("could not start gatehouse on a free port in three tries");
-    }
-
-    async fn wait_healthy(&mut self) {
-        let url = self.url("/health");
-        eventually("healthy", || async { get(&url).await.status == 200 }).await;
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-
-    fn config_path(&self) -> PathBuf {
-        self._dir.path().join("gateway.yaml")
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    async fn wait_exit(&mut self) -> std::process::ExitStatus {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "gatehouse did not exit");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn log_lines(&self) -> Vec<serde_json::Value> {
-        read_json_lines(&self.stdout)
-    }
-}
-
-impl Drop for Child_ {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn read_json_lines(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
 #[tokio::test]
 async fn sigterm_finishes_the_slow_request_refuses_new_ones_and_exits_0() {
     let upstream = EchoUpstream::start("u").await;
@@ -302,7 +187,7 @@ async fn sigterm_finishes_the_slow_request_refuses_new_ones_and_exits_0() {
          upstreams:\n  u:\n    targets: [{}]\nroutes:\n  - name: all\n    match: {{path: /}}\n    upstream: u\n",
         upstream.url()
     );
-    let mut gw = Child_::start(&config, &[]).await;
+    let mut gw = GatehouseProcess::start(&config, &[]).await;
 
     let slow_url = gw.url("/slow/1500?token=query-secret");
     let slow = tokio::spawn(async move {
@@ -329,7 +214,7 @@ async fn sigterm_finishes_the_slow_request_refuses_new_ones_and_exits_0() {
     let status = gw.wait_exit().await;
     assert_eq!(status.code(), Some(0));
 
-    let log = std::fs::read_to_string(&gw.stdout).unwrap();
+    let log = gw.stdout();
     for secret in ["query-secret", "header-secret", "cookie-secret"] {
         assert!(
             !log.contains(secret),
@@ -366,7 +251,7 @@ async fn sigterm_finishes_the_slow_request_refuses_new_ones_and_exits_0() {
 async fn sighup_reloads_when_file_watching_is_off() {
     let config = "server:\n  listen: 127.0.0.1:PORT\nlogging:\n  level: warn\n\
                   routes:\n  - name: a\n    match: {path_exact: /a}\n    respond: {body: one}\n";
-    let mut gw = Child_::start(config, &["--no-watch"]).await;
+    let mut gw = GatehouseProcess::start(config, &["--no-watch"]).await;
     assert_eq!(get(&gw.url("/a")).await.text(), "one");
     let port = gw.addr.port();
     std::fs::write(
@@ -400,7 +285,8 @@ async fn a_panic_while_serving_closes_only_its_own_connection() {
         upstream.url()
     );
     // The failpoint exists in debug builds only, which is what tests run.
-    let mut gw = Child_::start_env(&config, &[], &[("GATEHOUSE_DEBUG_PANIC_PATH", "/boom")]).await;
+    let mut gw =
+        GatehouseProcess::start_env(&config, &[], &[("GATEHOUSE_DEBUG_PANIC_PATH", "/boom")]).await;
     let request = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n");
 
     let mut bystander = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
@@ -486,12 +372,12 @@ async fn startup_sighup_and_upstream_failures_log_readable_lines() {
          \x20 - name: health\n    match: {{path_exact: /health}}\n    respond: {{body: ok}}\n"
     );
     // With admin.listen, /health moves there; the `health` route answers on the main listener,
-    // where Child_::start waits for it.
-    let mut gw = Child_::start(&config, &["--no-watch"]).await;
+    // where GatehouseProcess::start waits for it.
+    let mut gw = GatehouseProcess::start(&config, &["--no-watch"]).await;
     let written = std::fs::read_to_string(gw.config_path()).unwrap();
 
     // Waits for a line to appear: the logger writes from a background thread.
-    async fn logged(gw: &Child_, message: &str, count: usize) -> Vec<serde_json::Value> {
+    async fn logged(gw: &GatehouseProcess, message: &str, count: usize) -> Vec<serde_json::Value> {
         let deadline = Instant::now() + DEADLINE;
         loop {
             let found = lines_starting(&gw.log_lines(), message);
@@ -501,7 +387,7 @@ async fn startup_sighup_and_upstream_failures_log_readable_lines() {
             assert!(
                 Instant::now() < deadline,
                 "no log line {message:?}:\n{}",
-                std::fs::read_to_string(&gw.stdout).unwrap_or_default()
+                gw.stdout()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -39,12 +39,19 @@ async fn config_version(gw: &TestGateway) -> u64 {
         .expect("readyz has config.version")
 }
 
-/// The value of a sample line `name{labels} value` in the /metrics text, 0 when absent.
-async fn metric(gw: &TestGateway, series: &str) -> f64 {
-    let text = get(&gw.url("/metrics")).await.text();
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
+const RELOAD_FAILURES: &str = r#"gatehouse_config_reloads_total{result="failure"}"#;
+
+/// Misspells a key in routes/a.yaml and waits until the reload it triggers is rejected.
+async fn break_route_file(gw: &TestGateway) {
+    std::fs::write(
+        gw.path("routes/a.yaml"),
+        "routes:\n  - name: a\n    match: {path_exact: /a}\n    respnd: {body: bad}\n",
+    )
+    .unwrap();
+    eventually("reload failure counted", || async {
+        metric(gw, RELOAD_FAILURES).await >= 1.0
+    })
+    .await;
 }
 
 async fn body_of(gw: &TestGateway, path: &str) -> Option<String> {
@@ -103,18 +110,9 @@ async fn an_invalid_edit_is_rejected_and_the_old_config_keeps_serving() {
     )
     .await;
     let version = config_version(&gw).await;
-    let failures = r#"gatehouse_config_reloads_total{result="failure"}"#;
-    assert_eq!(metric(&gw, failures).await, 0.0);
+    assert_eq!(metric(&gw, RELOAD_FAILURES).await, 0.0);
 
-    std::fs::write(
-        gw.path("routes/a.yaml"),
-        "routes:\n  - name: a\n    match: {path_exact: /a}\n    respnd: {body: bad}\n",
-    )
-    .unwrap();
-    eventually("reload failure counted", || async {
-        metric(&gw, failures).await >= 1.0
-    })
-    .await;
+    break_route_file(&gw).await;
     assert_eq!(body_of(&gw, "/a").await.as_deref(), Some("good"));
     assert_eq!(config_version(&gw).await, version, "version unchanged");
 
@@ -276,7 +274,6 @@ async fn a_hundred_reloads_under_load_drop_nothing() {
         }));
     }
 
-    let failure_series = r#"gatehouse_config_reloads_total{result="failure"}"#;
     let mut expected_version = config_version(&gw).await;
     let mut expected_failures = 0.0;
     let mut broken = false;
@@ -290,7 +287,7 @@ async fn a_hundred_reloads_under_load_drop_nothing() {
             .unwrap();
             expected_failures += 1.0;
             eventually("invalid edit rejected", || async {
-                metric(&gw, failure_series).await >= expected_failures
+                metric(&gw, RELOAD_FAILURES).await >= expected_failures
             })
             .await;
             continue;
@@ -345,18 +342,9 @@ async fn restoring_the_running_config_after_a_rejected_edit_counts_as_a_reload()
     let good = respond_route("a", "/a", "good");
     let gw = TestGateway::start_with(&server_yaml(""), &[("a.yaml", &good)], &[]).await;
     let version = config_version(&gw).await;
-    let failures = r#"gatehouse_config_reloads_total{result="failure"}"#;
     let successes = r#"gatehouse_config_reloads_total{result="success"}"#;
 
-    std::fs::write(
-        gw.path("routes/a.yaml"),
-        "routes:\n  - name: a\n    match: {path_exact: /a}\n    respnd: {body: bad}\n",
-    )
-    .unwrap();
-    eventually("reload failure counted", || async {
-        metric(&gw, failures).await >= 1.0
-    })
-    .await;
+    break_route_file(&gw).await;
     assert_eq!(metric(&gw, successes).await, 0.0);
 
     // Byte for byte what is running: nothing to swap, but the operator who saw the rejection

@@ -367,6 +367,19 @@ async fn served_by(client: &Client, url: String) -> (String, String) {
     (echo.server, echo.target)
 }
 
+/// GETs each `(path, server, target)` on the gateway: the upstream named `server` must answer,
+/// having received exactly `target`.
+async fn assert_routed(client: &Client, gw: &TestGateway, cases: &[(&str, &str, &str)]) {
+    for &(path, server, target) in cases {
+        let (got_server, got_target) = served_by(client, gw.url(path)).await;
+        assert_eq!(
+            (got_server.as_str(), got_target.as_str()),
+            (server, target),
+            "{path}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn strip_prefix_and_rewrite_change_only_the_path_the_upstream_sees() {
     let a = EchoUpstream::start("a").await;
@@ -406,14 +419,7 @@ async fn strip_prefix_and_rewrite_change_only_the_path_the_upstream_sees() {
         ("/old/thing?k=v", "b", "/new/thing?k=v"),
         ("/plain/%7euser?x=%7e", "a", "/plain/~user?x=%7e"),
     ];
-    for (path, server, target) in cases {
-        let (got_server, got_target) = served_by(&h1, gw.url(path)).await;
-        assert_eq!(
-            (got_server.as_str(), got_target.as_str()),
-            (server, target),
-            "{path}"
-        );
-    }
+    assert_routed(&h1, &gw, &cases).await;
     assert_eq!((a.requests(), b.requests()), (7, 4));
 
     // h2c clients are routed and rewritten the same way; the upstream still gets HTTP/1.1.
@@ -502,8 +508,22 @@ fn parse_raw(response: &str) -> (u16, serde_json::Value) {
     (status, json)
 }
 
-#[tokio::test]
-async fn upstreams_see_the_normalised_path_and_bad_paths_never_leave_the_gateway() {
+/// Sends each whitespace-separated path, with `query` after it, raw over HTTP/1.1 (no client
+/// tidies it first) and expects a 400 `invalid_path`.
+async fn assert_invalid_paths(gw: &TestGateway, paths: &str, query: &str) {
+    for path in paths.split_whitespace() {
+        let request =
+            format!("GET {path}{query} HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\n\r\n");
+        let response = raw(gw.addr, request.as_bytes(), DEADLINE).await;
+        let (status, json) = parse_raw(&response);
+        assert_eq!(status, 400, "{path}: {response}");
+        assert_eq!(json["error"], "invalid_path", "{path}: {json}");
+    }
+}
+
+/// Upstreams `admin` and `public`, each routed to by its own path prefix and then by
+/// `more_routes`: a path that reaches the wrong one has escaped its prefix.
+async fn admin_and_public(more_routes: &str) -> (EchoUpstream, EchoUpstream, TestGateway) {
     let admin = EchoUpstream::start("admin").await;
     let public = EchoUpstream::start("public").await;
     let yaml = server_yaml("")
@@ -511,22 +531,21 @@ async fn upstreams_see_the_normalised_path_and_bad_paths_never_leave_the_gateway
         + "routes:
   - {name: admin, match: {path: /admin}, upstream: admin}
   - {name: public, match: {path: /public}, upstream: public}
-  - {name: api, match: {path: /api}, upstream: public}
-";
+" + more_routes;
     let gw = TestGateway::start(&yaml).await;
+    (admin, public, gw)
+}
+
+#[tokio::test]
+async fn upstreams_see_the_normalised_path_and_bad_paths_never_leave_the_gateway() {
+    let api = "  - {name: api, match: {path: /api}, upstream: public}\n";
+    let (admin, public, gw) = admin_and_public(api).await;
 
     // Written raw: clients may refuse or rewrite some of these (a backslash, `..`).
     let rejected = "/api/%2F /api/a%2fb /public/..%2fadmin /api/%5C /api/%5c /api/a\\b /api/%00 \
         /.. /a/../.. /api/../../admin /%2e%2e/x /..;/x /public/..;/admin /public/%2e%2e;/admin \
         /api/%zz /api/%4 /api/a%";
-    for path in rejected.split_whitespace() {
-        let request =
-            format!("GET {path}?q=1 HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\n\r\n");
-        let response = raw(gw.addr, request.as_bytes(), DEADLINE).await;
-        let (status, json) = parse_raw(&response);
-        assert_eq!(status, 400, "{path}: {response}");
-        assert_eq!(json["error"], "invalid_path", "{path}: {json}");
-    }
+    assert_invalid_paths(&gw, rejected, "?q=1").await;
     // HTTP/2 paths go through the same check.
     let mut h2 = h2_connect(gw.addr).await;
     let request = Request::get("http://gw.test/public/..%2Fadmin")
@@ -556,14 +575,7 @@ async fn upstreams_see_the_normalised_path_and_bad_paths_never_leave_the_gateway
         ("/adminx/../public", "public", "/public"),
     ];
     let h1 = client();
-    for (path, server, target) in cases {
-        let (got_server, got_target) = served_by(&h1, gw.url(path)).await;
-        assert_eq!(
-            (got_server.as_str(), got_target.as_str()),
-            (server, target),
-            "{path}"
-        );
-    }
+    assert_routed(&h1, &gw, &cases).await;
     // Nothing reached an upstream besides the requests above.
     assert_eq!((admin.requests(), public.requests()), (4, 7));
 
@@ -610,28 +622,14 @@ async fn head_over_h2c_sends_no_body() {
 
 #[tokio::test]
 async fn double_encoded_separators_and_broken_utf8_never_reach_an_upstream() {
-    let admin = EchoUpstream::start("admin").await;
-    let public = EchoUpstream::start("public").await;
-    let yaml = server_yaml("")
-        + &upstream_yaml(&[&admin, &public])
-        + "routes:
-  - {name: admin, match: {path: /admin}, upstream: admin}
-  - {name: public, match: {path: /public}, upstream: public}
-";
-    let gw = TestGateway::start(&yaml).await;
+    let (admin, public, gw) = admin_and_public("").await;
     // Each is `/public/...` to the gateway, and `/admin` (or a `..` or `/` in a file name) to a
     // backend that decodes twice or decodes leniently.
     let rejected = "/public/%252e%252e/admin /public/%252E%252E/admin /public/..%252fadmin \
         /public/..%252Fadmin /public/x%255cadmin /public/x%255Cadmin /public/%25%32%65%25%32%65/admin \
         /public/%c0%ae%c0%ae/admin /public/%C0%AE%C0%AE%C0%AFadmin /public/%e0%80%ae%e0%80%ae/admin \
         /public/%80 /public/a%bf /public/%c3 /public/%e2%82 /public/%c3/x";
-    for path in rejected.split_whitespace() {
-        let request = format!("GET {path} HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\n\r\n");
-        let response = raw(gw.addr, request.as_bytes(), DEADLINE).await;
-        let (status, json) = parse_raw(&response);
-        assert_eq!(status, 400, "{path}: {response}");
-        assert_eq!(json["error"], "invalid_path", "{path}: {json}");
-    }
+    assert_invalid_paths(&gw, rejected, "").await;
     let mut h2 = h2_connect(gw.addr).await;
     for path in ["/public/%252e%252e/admin", "/public/%c0%ae%c0%ae/admin"] {
         let request = Request::get(format!("http://gw.test{path}"))
@@ -645,17 +643,11 @@ async fn double_encoded_separators_and_broken_utf8_never_reach_an_upstream() {
 
     // A lone `%25` and well-formed UTF-8 are forwarded as they are.
     let h1 = client();
-    for (path, target) in [
-        ("/public/100%25off", "/public/100%25off"),
-        ("/public/%e2%82%ac", "/public/%E2%82%AC"),
-    ] {
-        let (server, got) = served_by(&h1, gw.url(path)).await;
-        assert_eq!(
-            (server.as_str(), got.as_str()),
-            ("public", target),
-            "{path}"
-        );
-    }
+    let cases = [
+        ("/public/100%25off", "public", "/public/100%25off"),
+        ("/public/%e2%82%ac", "public", "/public/%E2%82%AC"),
+    ];
+    assert_routed(&h1, &gw, &cases).await;
     assert_eq!((admin.requests(), public.requests()), (0, 2));
 }
 

@@ -52,6 +52,19 @@ impl Scripted {
         }
     }
 
+    /// An upstream that answers every request on every connection with `answer`, until the
+    /// gateway closes the connection.
+    async fn answering(answer: &'static [u8]) -> Self {
+        Self::start(move |_, mut stream| async move {
+            while read_head(&mut stream).await.is_some() {
+                if stream.write_all(answer).await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await
+    }
+
     fn accepted(&self) -> usize {
         self.accepted.load(Ordering::SeqCst)
     }
@@ -295,14 +308,6 @@ async fn a_body_cut_short_by_the_upstream_is_cut_short_for_the_client() {
 }
 
 const BODY_ERRORS: &str = "gatehouse_upstream_body_errors_total{upstream=\"up\"}";
-
-/// The value of the sample `name{labels}` in the gateway's /metrics (0 when absent).
-async fn metric(gw: &TestGateway, series: &str) -> f64 {
-    let text = get(&gw.url("/metrics")).await.text();
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .map_or(0.0, |v| v.trim().parse().unwrap())
-}
 
 /// Connection 0 answers one request, then reads the next head and closes without answering,
 /// as a server whose keep-alive timeout fired just then does. Later connections answer.
@@ -619,14 +624,9 @@ async fn a_body_broken_before_its_first_byte_is_a_502_and_counted() {
 
 #[tokio::test]
 async fn http10_answers_with_transfer_encoding_are_read_chunked_and_not_reused() {
-    let up = Scripted::start(|_, mut stream| async move {
-        while read_head(&mut stream).await.is_some() {
-            let answer = b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
-            if stream.write_all(answer).await.is_err() {
-                return;
-            }
-        }
-    })
+    let up = Scripted::answering(
+        b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    )
     .await;
     let gw = up.gateway().await;
     let c = client();
@@ -711,15 +711,9 @@ async fn transfer_codings_other_than_one_chunked_are_502() {
 
 #[tokio::test]
 async fn a_head_answered_chunked_gets_no_invented_length() {
-    let up = Scripted::start(|_, mut stream| async move {
-        while read_head(&mut stream).await.is_some() {
-            let answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Up: 1\r\n\r\n";
-            if stream.write_all(answer).await.is_err() {
-                return;
-            }
-        }
-    })
-    .await;
+    let up =
+        Scripted::answering(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Up: 1\r\n\r\n")
+            .await;
     let gw = up.gateway().await;
     let mut stream = raw_request(&gw, "HEAD / HTTP/1.1\r\nHost: gw.test\r\n\r\n").await;
     let head = read_response_head(&mut stream).await;
@@ -822,75 +816,18 @@ fn read_timeout_is_checked_where_it_is_written() {
     }
 }
 
-/// A `gatehouse run` child process, killed when dropped; its stdout (the logs) goes to a file.
-struct Child {
-    child: std::process::Child,
-    addr: SocketAddr,
-    stdout: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Child {
-    /// Starts the binary on `config` (with `PORT` replaced by a free port) and waits until it
-    /// listens.
-    async fn start(config: &str) -> Child {
-        for _ in 0..3 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let dir = tempfile::tempdir().unwrap();
-            let path = dir.path().join("gateway.yaml");
-            std::fs::write(&path, config.replace("PORT", &port.to_string())).unwrap();
-            let stdout = dir.path().join("stdout.log");
-            let mut child = std::process::Command::new(gatehouse_bin())
-                .args(["run", "-c", path.to_str().unwrap()])
-                .stdout(std::fs::File::create(&stdout).unwrap())
-                .spawn()
-                .expect("spawn gatehouse");
-            let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-            let deadline = Instant::now() + DEADLINE;
-            loop {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break; // most likely the port was taken; try another
-                }
-                if TcpStream::connect(addr).await.is_ok() {
-                    return Child {
-                        child,
-                        addr,
-                        stdout,
-                        _dir: dir,
-                    };
-                }
-                assert!(Instant::now() < deadline, "gatehouse never listened");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-        panic!("could not start gatehouse on a free port in three tries");
-    }
-
-    /// The access-log line of the request to `path`, once it is written.
-    async fn access_line(&self, path: &str) -> serde_json::Value {
-        let mut found = None;
-        eventually("the access log line", || {
-            let lines = std::fs::read_to_string(&self.stdout).unwrap_or_default();
-            found = lines
-                .lines()
-                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                .find(|l| l["target"] == "gatehouse::access" && l["path"] == path);
-            std::future::ready(found.is_some())
-        })
-        .await;
-        found.unwrap()
-    }
-}
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The access-log line of the request to `path`, once the child has written it.
+async fn access_line(gw: &GatehouseProcess, path: &str) -> serde_json::Value {
+    let mut found = None;
+    eventually("the access log line", || {
+        found = gw
+            .log_lines()
+            .into_iter()
+            .find(|l| l["target"] == "gatehouse::access" && l["path"] == path);
+        std::future::ready(found.is_some())
+    })
+    .await;
+    found.unwrap()
 }
 
 #[tokio::test]
@@ -909,10 +846,10 @@ async fn a_broken_upstream_body_is_logged_with_its_reason() {
     .await;
     let config = "server:\n  listen: 127.0.0.1:PORT\nlogging:\n  format: json\n  access_log: true\n"
         .to_string() + &up.config("", "");
-    let gw = Child::start(&config).await;
+    let gw = GatehouseProcess::start(&config, &[]).await;
     let got = get(&format!("http://{}/early", gw.addr)).await;
     assert_eq!(got.status, 502);
-    let early = gw.access_line("/early").await;
+    let early = access_line(&gw, "/early").await;
     assert_eq!(early["status"], 502, "{early}");
     assert_eq!(early["error"], "upstream_body_error", "{early}");
     let request = Request::get(format!("http://{}/late", gw.addr))
@@ -921,7 +858,7 @@ async fn a_broken_upstream_body_is_logged_with_its_reason() {
     if let Ok(response) = within(client().request(request)).await {
         assert!(within(response.into_body().collect()).await.is_err());
     }
-    let late = gw.access_line("/late").await;
+    let late = access_line(&gw, "/late").await;
     assert_eq!(late["status"], 200, "{late}");
     assert_eq!(late["completed"], false, "{late}");
     assert_eq!(late["error"], "upstream_body_error", "{late}");

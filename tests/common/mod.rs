@@ -6,9 +6,11 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -457,6 +459,262 @@ pub fn gatehouse_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_gatehouse"))
 }
 
+/// A config dir holding `files` (paths relative to it; their directories are made).
+pub fn config_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (name, text) in files {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(path.parent().expect("has a parent")).expect("mkdir");
+        std::fs::write(&path, text).expect("write config file");
+    }
+    dir
+}
+
+/// `gatehouse args...` with stdin closed and without the caller's variables that would change
+/// what it does: `-c` falls back to `GATEHOUSE_CONFIG`, and `RUST_LOG` overrides `logging.level`.
+pub fn command(args: &[&str]) -> Command {
+    let mut command = Command::new(gatehouse_bin());
+    command
+        .args(args)
+        .env_remove("GATEHOUSE_CONFIG")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null());
+    command
+}
+
+/// Runs `gatehouse args...` to completion, killing it if it outlives [`DEADLINE`].
+pub fn gatehouse(args: &[&str]) -> Output {
+    gatehouse_with_env(args, &[])
+}
+
+/// [`gatehouse`] with `env` set for the child.
+pub fn gatehouse_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let child = command(args)
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn gatehouse");
+    let pid = child.id();
+    // `wait_with_output` cannot time out, so it waits on a thread and the test waits on that.
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(DEADLINE) {
+        Ok(output) => output.expect("wait for gatehouse"),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("gatehouse {args:?} did not finish within {DEADLINE:?}");
+        }
+    }
+}
+
+/// A finished command's stdout, as text.
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A finished command's stderr, as text.
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A path as a command-line argument; temp paths are UTF-8.
+pub fn path_str(path: &Path) -> &str {
+    path.to_str().expect("utf-8 temp path")
+}
+
+/// A port nothing listens on right now: bound, then released. A child told to listen on it may
+/// lose a race for it, so callers retry with another.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+/// A `gatehouse` child, killed if the test ends without stopping it. Its stdout (the logs) and
+/// stderr go to files, so a test can read them while it runs and show them when it fails.
+pub struct Running {
+    /// The process, for `try_wait` and its id.
+    pub child: Child,
+    stdout: PathBuf,
+    stderr: PathBuf,
+}
+
+impl Running {
+    /// Starts `gatehouse run -c config args...` with `env` added; its output goes to files
+    /// beside `config`.
+    pub fn spawn(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Running {
+        let stdout = config.with_file_name("gatehouse.stdout");
+        let stderr = config.with_file_name("gatehouse.stderr");
+        let child = command(&["run", "-c", path_str(config)])
+            .args(args)
+            .envs(env.iter().copied())
+            .stdout(std::fs::File::create(&stdout).expect("stdout file"))
+            .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+            .spawn()
+            .expect("spawn gatehouse run");
+        Running {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// What it has written to stdout (its log lines) so far.
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.stdout).unwrap_or_default()
+    }
+
+    /// What it has written to stderr (startup errors) so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Its log lines so far that are JSON (`logging.format: json`).
+    pub fn log_lines(&self) -> Vec<serde_json::Value> {
+        self.stdout()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Sends the signal `name` (`TERM`, `HUP`, ...) to it.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} {pid} failed");
+    }
+
+    /// The exit status, waiting at most until `deadline`; blocks the thread, so not for async
+    /// tests (see [`Running::wait_exit`]).
+    pub fn wait_until(&mut self, deadline: Instant) -> Option<ExitStatus> {
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// The exit status, which must come within [`DEADLINE`]; yields to the runtime meanwhile.
+    pub async fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gatehouse did not exit within {DEADLINE:?}:\n{}{}",
+                self.stdout(),
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// `gatehouse run` serving on a free port: the binary as an operator runs it, where an
+/// in-process [`TestGateway`] cannot show signals, exit codes or what reaches stdout.
+pub struct GatehouseProcess {
+    // Declared before `dir`, so the child is stopped before its config is deleted.
+    running: Running,
+    /// Where its main listener accepts connections.
+    pub addr: SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+impl GatehouseProcess {
+    /// Starts the binary on `config` (with `PORT` replaced by a free port) and waits until its
+    /// /health answers 200.
+    pub async fn start(config: &str, args: &[&str]) -> GatehouseProcess {
+        Self::start_env(config, args, &[]).await
+    }
+
+    /// [`GatehouseProcess::start`] with extra environment variables for the child.
+    pub async fn start_env(config: &str, args: &[&str], env: &[(&str, &str)]) -> GatehouseProcess {
+        for _ in 0..3 {
+            let port = free_port();
+            let dir = tempfile::tempdir().expect("temp dir");
+            let path = dir.path().join("gateway.yaml");
+            std::fs::write(&path, config.replace("PORT", &port.to_string()))
+                .expect("write gateway.yaml");
+            let mut running = Running::spawn(&path, args, env);
+            let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+            let deadline = Instant::now() + DEADLINE;
+            loop {
+                if let Ok(Some(_)) = running.child.try_wait() {
+                    break; // most likely the port was taken; try another
+                }
+                if TcpStream::connect(addr).await.is_ok() {
+                    let process = GatehouseProcess { running, addr, dir };
+                    let url = process.url("/health");
+                    eventually("healthy", || async { get(&url).await.status == 200 }).await;
+                    return process;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "gatehouse never listened:\n{}",
+                    running.stderr()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        panic!("could not start gatehouse on a free port in three tries");
+    }
+
+    /// `http://127.0.0.1:port{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// The config file it runs, with `PORT` already replaced.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("gateway.yaml")
+    }
+}
+
+// Signals, logs and exit status are the child's: tests reach them through the process.
+impl Deref for GatehouseProcess {
+    type Target = Running;
+    fn deref(&self) -> &Running {
+        &self.running
+    }
+}
+
+impl DerefMut for GatehouseProcess {
+    fn deref_mut(&mut self) -> &mut Running {
+        &mut self.running
+    }
+}
+
+/// The value of the metric `series` (name and labels exactly as exposed) on the gateway's
+/// /metrics, or 0 when it is not exposed yet.
+pub async fn metric(gw: &TestGateway, series: &str) -> f64 {
+    let text = get(&gw.url("/metrics")).await.text();
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
 /// Runs the `openssl` command in `dir` and returns its stdout; panics with its stderr if it fails.
 pub fn openssl(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("openssl")
@@ -470,6 +728,23 @@ pub fn openssl(dir: &Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// Writes a new RSA-2048 private key to `dir/private` and its PEM public key to `dir/public`.
+pub fn rsa_key_pair(dir: &Path, private: &str, public: &str) {
+    openssl(
+        dir,
+        &[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+            private,
+        ],
+    );
+    openssl(dir, &["pkey", "-in", private, "-pubout", "-out", public]);
 }
 
 /// Unpadded base64url, as JWS and JWK use.
