@@ -19,8 +19,8 @@ use super::file::{
 use super::identity;
 use super::shadow;
 use super::snapshot::{LoggingSettings, ServerSettings, Snapshot};
+use crate::header_rules::{refused_in_rules, HeaderRules, RuleTarget};
 use crate::observability::metrics::Metrics;
-use crate::proxy::headers::{refused_in_rules, HeaderRules, RuleTarget, TrustedProxies};
 use crate::registry::Registries;
 use crate::routing::matchers::{
     prefix_matches, HeaderCondition, HostMatcher, MethodSet, PathMatcher,
@@ -28,6 +28,7 @@ use crate::routing::matchers::{
 use crate::routing::normalize::normalize_path;
 use crate::routing::route::{PathRewrite, ProxyAction, Route, RouteAction, StaticResponse};
 use crate::routing::router::Router;
+use crate::trusted_proxies::TrustedProxies;
 use crate::upstream::balance::SmoothWeighted;
 use crate::upstream::pool::{Pool, PoolSettings};
 use crate::upstream::{connect_address, parse_target, Target, Upstream};

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::file::LogFormat;
-use crate::proxy::headers::TrustedProxies;
 use crate::routing::router::Router;
+use crate::trusted_proxies::TrustedProxies;
 use crate::upstream::Upstream;
 
 /// One loaded, validated config. Requests in flight keep the snapshot they started with.
