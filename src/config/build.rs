@@ -13,12 +13,12 @@ use http::StatusCode;
 
 use super::errors::ConfigError;
 use super::file::{
-    did_you_mean, Balance, HeaderRulesSection, LogFormat, Mark, OrderedMap, ParsedFile, Protocol,
+    self, did_you_mean, Balance, HeaderRulesSection, Mark, OrderedMap, ParsedFile, Protocol,
     RespondSection, RouteSection, Spanned, Unsupported, UpstreamSection,
 };
 use super::identity;
 use super::shadow;
-use super::snapshot::{LoggingSettings, ServerSettings, Snapshot};
+use super::snapshot::{LogFormat, LoggingSettings, ServerSettings, Snapshot};
 use crate::header_rules::{refused_in_rules, HeaderRules, RuleTarget};
 use crate::observability::metrics::Metrics;
 use crate::registry::Registries;
@@ -248,10 +248,21 @@ fn build_logging(file: &ParsedFile, e: &mut Errors) -> Option<LoggingSettings> {
         None => "info".to_string(),
     };
     Some(LoggingSettings {
-        format: logging.and_then(|l| l.format).unwrap_or(LogFormat::Json),
+        format: logging
+            .and_then(|l| l.format)
+            .map_or(LogFormat::Json, LogFormat::from),
         level,
         access_log: logging.and_then(|l| l.access_log).unwrap_or(true),
     })
+}
+
+impl From<file::LogFormat> for LogFormat {
+    fn from(format: file::LogFormat) -> Self {
+        match format {
+            file::LogFormat::Json => LogFormat::Json,
+            file::LogFormat::Text => LogFormat::Text,
+        }
+    }
 }
 
 const LOG_LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
