@@ -15,6 +15,7 @@ pub mod header_rules;
 pub mod http1;
 pub mod net;
 pub mod observability;
+pub mod per_worker;
 pub mod proxy;
 pub mod registry;
 pub mod routing;
