@@ -159,7 +159,7 @@ pub fn explain(
                 crate::config::units::format_duration(action.timeout)
             );
             let _ = writeln!(out, "body limit: {} bytes", route.max_request_body);
-            let names = |rules: &crate::proxy::headers::HeaderRules| {
+            let names = |rules: &crate::header_rules::HeaderRules| {
                 let mut parts = Vec::new();
                 if !rules.set.is_empty() {
                     let set: Vec<&str> = rules.set.iter().map(|(n, _)| n.as_str()).collect();

@@ -11,15 +11,18 @@ pub mod body;
 pub mod config;
 pub mod error;
 pub mod explain;
+pub mod header_rules;
 pub mod http1;
 pub mod net;
 pub mod observability;
+pub mod per_worker;
 pub mod proxy;
 pub mod registry;
 pub mod routing;
 pub mod server;
 #[cfg(test)]
 mod test_support;
+pub mod trusted_proxies;
 pub mod upstream;
 
 pub use server::{Gateway, GatewayHandle, StartOptions};

@@ -3,8 +3,10 @@
 //! unchanged object gets its existing state back, a changed or new one starts fresh, and state
 //! for names no longer configured is dropped once the new snapshot is live.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
+
+use crate::config::Snapshot;
 
 /// Long-lived values keyed by name, each remembered with the settings it was made from.
 #[derive(Debug)]
@@ -38,7 +40,11 @@ impl<S: PartialEq + Clone, V: Clone> Registry<S, V> {
 
     /// Forgets every name not in `live`, after a snapshot using only those went live.
     pub fn retain<'a>(&self, live: impl IntoIterator<Item = &'a str>) {
-        let live: std::collections::HashSet<&str> = live.into_iter().collect();
+        self.retain_in(&live.into_iter().collect());
+    }
+
+    /// Forgets every name not in `live`.
+    fn retain_in(&self, live: &HashSet<&str>) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         entries.retain(|name, _| live.contains(name.as_str()));
     }
@@ -81,16 +87,40 @@ impl Default for Registries {
 
 impl Registries {
     /// Drops state for objects the live snapshot no longer has.
-    pub fn retain_for(&self, snapshot: &crate::config::Snapshot) {
-        self.pools
-            .retain(snapshot.upstreams.iter().map(|u| &*u.name));
-        self.jwks.retain(
-            snapshot
-                .providers
+    pub fn retain_for(&self, live: &LiveNames<'_>) {
+        self.pools.retain_in(&live.upstreams);
+        self.jwks.retain_in(&live.fetching_providers);
+    }
+}
+
+/// The names of everything one snapshot configures that state or metrics are kept for: what a
+/// reload keeps, and (against the previous snapshot's) what it drops.
+#[derive(Debug)]
+pub struct LiveNames<'a> {
+    /// Route names.
+    pub routes: HashSet<&'a str>,
+    /// Upstream names.
+    pub upstreams: HashSet<&'a str>,
+    /// `jwt.providers` names.
+    pub providers: HashSet<&'a str>,
+    /// The providers among them that fetch their keys from a `jwks_url`.
+    pub fetching_providers: HashSet<&'a str>,
+}
+
+impl<'a> LiveNames<'a> {
+    /// The names `snapshot` configures.
+    pub fn of(snapshot: &'a Snapshot) -> Self {
+        let providers = &snapshot.providers;
+        LiveNames {
+            routes: snapshot.router.routes().iter().map(|r| &*r.name).collect(),
+            upstreams: snapshot.upstreams.iter().map(|u| &*u.name).collect(),
+            providers: providers.iter().map(|(name, _)| name.as_str()).collect(),
+            fetching_providers: providers
                 .iter()
                 .filter(|(_, p)| p.remote.is_some())
-                .map(|(name, _)| name.as_str()),
-        );
+                .map(|(name, _)| name.as_str())
+                .collect(),
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use gatehouse::config::snapshot::LogFormat;
 use gatehouse::config::{load, MapEnv, Snapshot};
 use gatehouse::registry::Registries;
 use gatehouse::routing::route::RouteAction;
@@ -534,6 +535,15 @@ fn log_levels_and_filters_are_checked() {
         let snapshot = loads(&[("gateway.yaml", &level(good))]);
         assert_eq!(snapshot.logging.level, good);
     }
+}
+
+/// `logging.format` reaches the running config as written, and JSON when it is left out.
+#[test]
+fn log_format_is_carried_into_the_snapshot() {
+    let format = |text: &str| loads(&[("gateway.yaml", &gateway(text))]).logging.format;
+    assert_eq!(format("logging:\n  format: text\n"), LogFormat::Text);
+    assert_eq!(format("logging:\n  format: json\n"), LogFormat::Json);
+    assert_eq!(format(""), LogFormat::Json);
 }
 
 /// A key written with nothing after it (or `{}`) is refused with what to write: read as

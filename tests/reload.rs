@@ -215,6 +215,51 @@ async fn reload_keeps_restart_only_settings_and_pools() {
     assert_eq!(got.status, 200);
 }
 
+/// A reload drops the pools and metric series of the routes and upstreams it removed, and
+/// keeps those of the ones still configured.
+#[tokio::test]
+async fn a_reload_forgets_removed_routes_and_upstreams_and_keeps_the_rest() {
+    let (kept, gone) = (
+        EchoUpstream::start("kept").await,
+        EchoUpstream::start("gone").await,
+    );
+    let config = |upstreams: &[(&str, &EchoUpstream)]| {
+        let mut text = "upstreams:\n".to_string();
+        for (name, upstream) in upstreams {
+            text += &format!("  {name}:\n    targets: [{}]\n", upstream.url());
+        }
+        text += "routes:\n";
+        for (name, _) in upstreams {
+            text +=
+                &format!("  - name: {name}\n    match: {{path: /{name}}}\n    upstream: {name}\n");
+        }
+        text
+    };
+    let both = config(&[("kept", &kept), ("gone", &gone)]);
+    let gw = TestGateway::start_with(&server_yaml(""), &[("p.yaml", &both)], &[]).await;
+    for path in ["/kept", "/gone"] {
+        assert_eq!(get(&gw.url(path)).await.status, 200, "{path}");
+    }
+    let metrics = get(&gw.url("/metrics")).await.text();
+    assert!(metrics.contains(r#"route="gone""#), "{metrics}");
+    assert!(metrics.contains(r#"upstream="gone""#), "{metrics}");
+    let state = Arc::clone(gw.handle.state());
+    assert_eq!(state.registries.pools.len(), 2);
+
+    std::fs::write(gw.path("routes/p.yaml"), config(&[("kept", &kept)])).unwrap();
+    eventually("the removed route's state forgotten", || async {
+        let metrics = get(&gw.url("/metrics")).await.text();
+        !metrics.contains(r#"route="gone""#)
+            && !metrics.contains(r#"upstream="gone""#)
+            && state.registries.pools.len() == 1
+    })
+    .await;
+    assert_eq!(get(&gw.url("/gone")).await.status, 404);
+    let metrics = get(&gw.url("/metrics")).await.text();
+    assert!(metrics.contains(r#"route="kept""#), "{metrics}");
+    assert!(metrics.contains(r#"upstream="kept""#), "{metrics}");
+}
+
 /// 100 reloads while clients loop: route edits, a route file added and removed, and every
 /// tenth edit invalid. No client request may fail or be reset.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,14 +13,14 @@ use http::StatusCode;
 
 use super::errors::ConfigError;
 use super::file::{
-    did_you_mean, Balance, HeaderRulesSection, LogFormat, Mark, OrderedMap, ParsedFile, Protocol,
+    self, did_you_mean, Balance, HeaderRulesSection, Mark, OrderedMap, ParsedFile, Protocol,
     RespondSection, RouteSection, Spanned, Unsupported, UpstreamSection,
 };
 use super::identity;
 use super::shadow;
-use super::snapshot::{LoggingSettings, ServerSettings, Snapshot};
+use super::snapshot::{LogFormat, LoggingSettings, ServerSettings, Snapshot};
+use crate::header_rules::{refused_in_rules, HeaderRules, RuleTarget};
 use crate::observability::metrics::Metrics;
-use crate::proxy::headers::{refused_in_rules, HeaderRules, RuleTarget, TrustedProxies};
 use crate::registry::Registries;
 use crate::routing::matchers::{
     prefix_matches, HeaderCondition, HostMatcher, MethodSet, PathMatcher,
@@ -28,6 +28,7 @@ use crate::routing::matchers::{
 use crate::routing::normalize::normalize_path;
 use crate::routing::route::{PathRewrite, ProxyAction, Route, RouteAction, StaticResponse};
 use crate::routing::router::Router;
+use crate::trusted_proxies::TrustedProxies;
 use crate::upstream::balance::SmoothWeighted;
 use crate::upstream::pool::{Pool, PoolSettings};
 use crate::upstream::{connect_address, parse_target, Target, Upstream};
@@ -247,10 +248,21 @@ fn build_logging(file: &ParsedFile, e: &mut Errors) -> Option<LoggingSettings> {
         None => "info".to_string(),
     };
     Some(LoggingSettings {
-        format: logging.and_then(|l| l.format).unwrap_or(LogFormat::Json),
+        format: logging
+            .and_then(|l| l.format)
+            .map_or(LogFormat::Json, LogFormat::from),
         level,
         access_log: logging.and_then(|l| l.access_log).unwrap_or(true),
     })
+}
+
+impl From<file::LogFormat> for LogFormat {
+    fn from(format: file::LogFormat) -> Self {
+        match format {
+            file::LogFormat::Json => LogFormat::Json,
+            file::LogFormat::Text => LogFormat::Text,
+        }
+    }
 }
 
 const LOG_LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];

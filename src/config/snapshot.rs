@@ -5,9 +5,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use super::file::LogFormat;
-use crate::proxy::headers::TrustedProxies;
 use crate::routing::router::Router;
+use crate::trusted_proxies::TrustedProxies;
 use crate::upstream::Upstream;
 
 /// One loaded, validated config. Requests in flight keep the snapshot they started with.
@@ -85,4 +84,13 @@ pub struct LoggingSettings {
     pub level: String,
     /// Whether each request is logged.
     pub access_log: bool,
+}
+
+/// How process log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable lines.
+    Text,
 }

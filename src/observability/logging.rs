@@ -4,8 +4,7 @@
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::file::LogFormat;
-use crate::config::snapshot::LoggingSettings;
+use crate::config::snapshot::{LogFormat, LoggingSettings};
 
 /// Log lines waiting for stdout before new ones are dropped.
 const LOG_BUFFER_LINES: usize = 16 << 10;

@@ -1,78 +1,13 @@
 //! Header handling every proxied request and response gets: hop-by-hop removal,
-//! `X-Forwarded-*` and `Via`, configured header rules, and security headers.
+//! `X-Forwarded-*` and `Via`, and security headers. The configured rules themselves live in
+//! [`header_rules`](crate::header_rules), below the request path.
 
 use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::Version;
-use ipnet::IpNet;
 
-/// `request_headers:` / `response_headers:` of a route, prebuilt.
-#[derive(Debug, Clone, Default)]
-pub struct HeaderRules {
-    /// Headers removed first.
-    pub remove: Vec<HeaderName>,
-    /// Headers then set, replacing any value.
-    pub set: Vec<(HeaderName, HeaderValue)>,
-}
-
-impl HeaderRules {
-    /// Applies the rules: removals, then sets.
-    pub fn apply(&self, headers: &mut HeaderMap) {
-        for name in &self.remove {
-            headers.remove(name);
-        }
-        for (name, value) in &self.set {
-            headers.insert(name.clone(), value.clone());
-        }
-    }
-}
-
-/// Which message a configured header rule edits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RuleTarget {
-    /// `request_headers`: the request sent upstream.
-    Request,
-    /// `response_headers` and `respond.headers`: the response sent to the client.
-    Response,
-}
-
-/// Why a header rule may not set or remove `name`, or `None` when it may. The gateway frames
-/// every message itself and manages each connection on its own hop: a configured
-/// `Content-Length` would not match the body (HTTP/1.1 clients hang, HTTP/2 streams are reset),
-/// and connection headers configured on one hop would be stripped or would lie about it.
-pub fn refused_in_rules(name: &HeaderName, target: RuleTarget) -> Option<&'static str> {
-    if *name == header::CONTENT_LENGTH || *name == header::TRANSFER_ENCODING {
-        return Some(
-            "the gateway frames every message itself; a configured value would not match the \
-             body (HTTP/1.1 clients would hang, HTTP/2 streams would be reset)",
-        );
-    }
-    let connection = [
-        header::CONNECTION,
-        HeaderName::from_static("keep-alive"),
-        HeaderName::from_static("proxy-connection"),
-        header::UPGRADE,
-        header::TE,
-        header::TRAILER,
-    ];
-    if connection.contains(name) {
-        return Some(
-            "it describes one connection, not the message; the gateway manages it on each \
-             hop and never forwards it",
-        );
-    }
-    if *name == header::HOST {
-        return match target {
-            RuleTarget::Response => {
-                Some("`Host` is a request header; it means nothing in a response")
-            }
-            // Setting it is allowed (it overrides `preserve_host`); removing it is not.
-            RuleTarget::Request => None,
-        };
-    }
-    None
-}
+use crate::trusted_proxies::TrustedProxies;
 
 /// Headers that describe one connection, not the message (RFC 9110 7.6.1); never forwarded.
 const HOP_BY_HOP: [HeaderName; 9] = [
@@ -134,29 +69,6 @@ pub fn remove_present(headers: &mut HeaderMap, names: &[HeaderName]) {
         for name in names {
             headers.remove(name);
         }
-    }
-}
-
-/// Peers whose `X-Forwarded-*` headers are believed (`server.trusted_proxies`).
-#[derive(Debug, Clone, Default)]
-pub struct TrustedProxies(pub Vec<IpNet>);
-
-impl TrustedProxies {
-    /// Parses `10.0.0.0/8` or a bare address.
-    pub fn parse_entry(entry: &str) -> Result<IpNet, String> {
-        let entry = entry.trim();
-        entry
-            .parse::<IpNet>()
-            .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
-            .map_err(|_| {
-                format!("invalid trusted proxy `{entry}`: expected an address or CIDR such as 10.0.0.0/8")
-            })
-    }
-
-    /// Whether `ip` is a trusted proxy.
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = ip.to_canonical();
-        self.0.iter().any(|net| net.contains(&ip))
     }
 }
 
@@ -275,6 +187,7 @@ pub fn add_security_headers(headers: &mut HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::header_rules::HeaderRules;
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

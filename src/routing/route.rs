@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 
 use super::matchers::{prefix_matches, HeaderCondition, HostMatcher, MethodSet, PathMatcher};
-use crate::proxy::headers::HeaderRules;
+use crate::header_rules::HeaderRules;
 use crate::upstream::Upstream;
 
 /// One entry of `routes:`, ready to serve.

@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use super::state::GatewayState;
 use crate::config::{self, ConfigErrors, Snapshot};
 use crate::observability::metrics::ReloadResult;
+use crate::registry::LiveNames;
 
 /// Quiet time after the last file event before reloading: editors and `kubectl` write several
 /// files (or the same one several times) per save.
@@ -113,8 +114,9 @@ pub async fn reload(state: &Arc<GatewayState>, trigger: &'static str) -> ReloadO
     let version = new.version;
     let new = Arc::new(new);
     state.snapshot.store(Arc::clone(&new));
-    state.registries.retain_for(&new);
-    state.forget_removed(&old, &new);
+    let live = LiveNames::of(&new);
+    state.registries.retain_for(&live);
+    state.forget_removed(&old, &live);
     state.metrics.config_reloaded(ReloadResult::Success);
     state.metrics.set_config_version(version);
     tracing::info!(

@@ -1,6 +1,5 @@
 //! State shared by every listener and connection of one gateway process.
 
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -9,7 +8,7 @@ use arc_swap::ArcSwap;
 
 use crate::config::{Env, Snapshot};
 use crate::observability::metrics::{Metrics, RouteMetrics};
-use crate::registry::Registries;
+use crate::registry::{LiveNames, Registries};
 
 /// The live config and the state that outlives it.
 pub struct GatewayState {
@@ -32,39 +31,21 @@ pub struct GatewayState {
 }
 
 impl GatewayState {
-    /// Drops metric series of routes, upstreams and `jwks_url` providers that `new` no longer
-    /// has.
-    pub fn forget_removed(&self, old: &Snapshot, new: &Snapshot) {
-        let live: HashSet<&str> = new.router.routes().iter().map(|r| &*r.name).collect();
-        for route in old.router.routes() {
-            if !live.contains(&*route.name) {
-                self.metrics.forget_route(&route.name);
-            }
+    /// Drops metric series of routes, upstreams and providers that were in `old` and are not
+    /// in `live` (the names of the snapshot now in force).
+    pub fn forget_removed(&self, old: &Snapshot, live: &LiveNames<'_>) {
+        let old = LiveNames::of(old);
+        for route in old.routes.difference(&live.routes) {
+            self.metrics.forget_route(route);
         }
-        let live: HashSet<&str> = new.upstreams.iter().map(|u| &*u.name).collect();
-        for upstream in &old.upstreams {
-            if !live.contains(&*upstream.name) {
-                self.metrics.forget_upstream(&upstream.name);
-            }
+        for upstream in old.upstreams.difference(&live.upstreams) {
+            self.metrics.forget_upstream(upstream);
         }
-        let fetching = |s: &Snapshot| -> HashSet<String> {
-            s.providers
-                .iter()
-                .filter(|(_, p)| p.remote.is_some())
-                .map(|(name, _)| name.clone())
-                .collect()
-        };
-        let live = fetching(new);
-        for name in fetching(old) {
-            if !live.contains(&name) {
-                self.metrics.forget_jwks(&name);
-            }
+        for provider in old.fetching_providers.difference(&live.fetching_providers) {
+            self.metrics.forget_jwks(provider);
         }
-        let live: HashSet<&str> = new.providers.iter().map(|(name, _)| &**name).collect();
-        for (name, _) in &old.providers {
-            if !live.contains(&**name) {
-                self.metrics.forget_jwt_cache(name);
-            }
+        for provider in old.providers.difference(&live.providers) {
+            self.metrics.forget_jwt_cache(provider);
         }
     }
 }

@@ -4,7 +4,8 @@
 //! With one multi-threaded runtime for everything, a request's wake-ups could land on either
 //! thread and idle threads were woken to steal work, which cost CPU on every request. Like
 //! nginx's worker processes, a connection here stays on one thread, together with the upstream
-//! connections it uses (the pool keeps one idle list per worker, see [`current`]). Control work
+//! connections it uses (the pool keeps one idle list per worker, see
+//! [`PerWorker`](crate::per_worker::PerWorker)). Control work
 //! (accepting, reloads, signals, the admin listener, JWKS refreshes) stays on the runtime that
 //! started the gateway.
 //!
@@ -14,7 +15,6 @@
 //! the overloaded worker's queueing showed in the tail latency. The hand-off costs one channel
 //! send per connection, not per request.
 
-use std::cell::Cell;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,28 +26,10 @@ use tokio::sync::{mpsc, watch};
 
 use super::listener::{serve_counted, ConnectionGuard, OpenConnections, Phase, Role};
 use super::state::GatewayState;
-
-thread_local! {
-    static WORKER: Cell<Option<usize>> = const { Cell::new(None) };
-}
+use crate::per_worker;
 
 /// How long a stopping worker waits for its blocking tasks (name lookups) before leaving them.
 const BLOCKING_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
-
-/// The most workers any gateway in this process started; sizes per-worker state such as the
-/// upstream pools' idle lists.
-static MOST_WORKERS: AtomicUsize = AtomicUsize::new(1);
-
-/// Index of the worker thread running this code, or `None` off worker threads (control tasks,
-/// tests driving a gateway from their own runtime).
-pub fn current() -> Option<usize> {
-    WORKER.with(Cell::get)
-}
-
-/// How many per-worker slots shared state should keep: the most workers started so far.
-pub fn slots() -> usize {
-    MOST_WORKERS.load(Ordering::Relaxed)
-}
 
 /// The number of workers when `server.workers` is not set: one per CPU the process may use.
 pub fn default_count() -> usize {
@@ -92,7 +74,7 @@ impl Workers {
         phase: &watch::Receiver<Phase>,
         open: &Arc<OpenConnections>,
     ) -> io::Result<(Workers, Vec<JoinHandle<()>>)> {
-        MOST_WORKERS.fetch_max(count, Ordering::Relaxed);
+        per_worker::expect_workers(count);
         let mut queues = Vec::with_capacity(count);
         let mut threads = Vec::with_capacity(count);
         for index in 0..count {
@@ -104,7 +86,7 @@ impl Workers {
             let thread = std::thread::Builder::new()
                 .name(format!("gatehouse-worker-{index}"))
                 .spawn(move || {
-                    WORKER.with(|w| w.set(Some(index)));
+                    per_worker::enter_worker(index);
                     runtime.block_on(serve(assigned, state, phase, open));
                     // A name lookup still running on the blocking pool (an upstream connect)
                     // must not hold up shutdown, which joins this thread.

@@ -9,7 +9,7 @@
 //! sweeper drops expired ones and ones the upstream closed.
 
 use std::io;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -20,7 +20,7 @@ use super::exchange::{exchange, Connection, ExchangeError, Failed, Upload};
 use super::h1::{encode_request_head, RequestFraming};
 use crate::body::LimitedBody;
 use crate::net::connect_any;
-use crate::server::workers;
+use crate::per_worker::PerWorker;
 
 pub use super::exchange::{ReadTimeout, UpstreamBody};
 
@@ -45,9 +45,8 @@ pub struct PoolSettings {
 #[derive(Debug)]
 pub struct Pool {
     settings: PoolSettings,
-    /// Idle lists, worker-major: `worker * targets + target`. Made at first use, when the
-    /// gateway's workers exist (pools are built while loading the config, before that).
-    idle: OnceLock<Box<[IdleList]>>,
+    /// Each worker's idle lists, one per target, made when the worker first uses the pool.
+    idle: PerWorker<Box<[IdleList]>>,
     sweeper_started: std::sync::Once,
 }
 
@@ -96,7 +95,7 @@ impl Pool {
     pub fn new(settings: PoolSettings) -> Arc<Self> {
         Arc::new(Pool {
             settings,
-            idle: OnceLock::new(),
+            idle: PerWorker::new(),
             sweeper_started: std::sync::Once::new(),
         })
     }
@@ -164,7 +163,7 @@ impl Pool {
 
     /// An idle connection that is still open, most recently used first.
     fn checkout(&self, target: usize) -> Option<Connection> {
-        let mut list = self.lists()[self.slot(target)].lock();
+        let mut list = self.list(self.home(target)).lock();
         while let Some(idle) = list.pop() {
             if idle.since.elapsed() < IDLE_TIMEOUT && idle.conn.is_open() {
                 return Some(idle.conn);
@@ -188,12 +187,12 @@ impl Pool {
         .map_err(|_| connect_error(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")))?
         .map_err(connect_error)?;
         let _ = stream.set_nodelay(true);
-        Ok(Connection::new(stream, self.slot(target)))
+        Ok(Connection::new(stream, self.home(target)))
     }
 
     /// Takes back a connection whose exchange ended cleanly.
     pub(super) fn checkin(&self, connection: Connection) {
-        let mut list = self.lists()[connection.slot].lock();
+        let mut list = self.list(connection.slot).lock();
         if list.len() < MAX_IDLE_PER_TARGET {
             list.push(Idle {
                 conn: connection,
@@ -204,21 +203,31 @@ impl Pool {
 
     /// Idle connections across all targets (for tests and metrics).
     pub fn idle_count(&self) -> usize {
-        self.lists().iter().map(|l| l.lock().len()).sum()
+        self.all_lists().map(|l| l.lock().len()).sum()
     }
 
-    fn lists(&self) -> &[IdleList] {
-        self.idle.get_or_init(|| {
-            let count = workers::slots() * self.settings.targets.len();
-            (0..count).map(|_| IdleList::default()).collect()
-        })
+    /// Every worker's idle lists.
+    fn all_lists(&self) -> impl Iterator<Item = &IdleList> {
+        self.idle.iter().flat_map(|lists| lists.iter())
     }
 
-    /// The idle list for `target` of the calling worker (the first worker's off worker threads).
-    fn slot(&self, target: usize) -> usize {
-        let targets = self.settings.targets.len().max(1);
-        let workers = (self.lists().len() / targets).max(1);
-        workers::current().unwrap_or(0) % workers * targets + target
+    /// Where a connection to `target` opened on the calling thread idles, as one index: the
+    /// calling worker's slot (see [`PerWorker`] for threads that are not workers) and the target.
+    fn home(&self, target: usize) -> usize {
+        self.idle.here() * self.target_count() + target
+    }
+
+    /// The idle list at `home`, made with the rest of its worker's lists on first use.
+    fn list(&self, home: usize) -> &IdleList {
+        let targets = self.target_count();
+        let lists = self.idle.get_or_init_at(home / targets, || {
+            (0..targets).map(|_| IdleList::default()).collect()
+        });
+        &lists[home % targets]
+    }
+
+    fn target_count(&self) -> usize {
+        self.settings.targets.len().max(1)
     }
 
     fn start_sweeper(self: &Arc<Self>) {
@@ -245,7 +254,7 @@ async fn sweep(pool: Weak<Pool>) {
         let Some(pool) = pool.upgrade() else {
             return;
         };
-        for list in pool.lists() {
+        for list in pool.all_lists() {
             let mut list = list.lock();
             list.retain(|idle| idle.since.elapsed() < IDLE_TIMEOUT && idle.conn.is_open());
         }
