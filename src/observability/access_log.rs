@@ -16,7 +16,7 @@ use crate::observability::metrics::{Metrics, RouteMetrics};
 use crate::routing::normalize::normalize_path;
 use crate::routing::route::Route;
 
-/// What the request path learned about a request, for its log line and metrics.
+/// What a request's log line and metrics need of it; the request path fills it in.
 #[derive(Debug, Default)]
 pub struct RequestRecord {
     /// The route that served it.
@@ -36,10 +36,6 @@ pub struct RequestRecord {
     pub upstream_duration: Option<Duration>,
     /// Request body bytes read, shared with the body as it streams upstream.
     pub bytes_in: Option<Arc<AtomicU64>>,
-    /// The `Origin` of a request on a CORS route, for the response's CORS headers.
-    pub origin: Option<HeaderValue>,
-    /// Whether the response gets the route's CORS headers (a CORS route, not a preflight).
-    pub cors_actual: bool,
     /// Why the response failed, when the gateway knows (`upstream_body_error`).
     pub error: Option<&'static str>,
 }

@@ -6,61 +6,39 @@ use std::time::Instant;
 
 use http_body::Body as _;
 
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::uri::{PathAndQuery, Uri};
 use http::{Request, Response, Version};
 
 use super::body::{note_body_error, Relayed, ResponseBody};
+use super::ctx::RequestCtx;
 use super::headers::{remove_hop_by_hop, remove_present, set_forwarding_headers, Hop};
-use super::pipeline::ConnInfo;
-use crate::auth::{apply_identity, strip_identity_headers, Identity};
+use super::pipeline::Gateway;
+use crate::auth::{apply_identity, strip_identity_headers};
 use crate::body::{caused_by, drain, BodyTooLarge, LimitedBody, RequestBody};
-use crate::config::snapshot::ServerSettings;
 use crate::error::GatewayError;
 use crate::http1::inbound::ClientBodyError;
-use crate::observability::access_log::{RequestRecord, UPSTREAM_BODY_ERROR};
+use crate::observability::access_log::UPSTREAM_BODY_ERROR;
 use crate::observability::metrics::UpstreamOutcome;
 use crate::observability::request_id::X_REQUEST_ID;
-use crate::routing::route::{ProxyAction, Route};
+use crate::routing::route::ProxyAction;
 use crate::upstream::pool::{ReadTimeout, SendError};
 
-/// A request on its way upstream: what the client sent, the normalised path, the request id.
-pub struct Inbound<'a> {
-    /// Method, URI, headers.
-    pub parts: Parts,
-    /// The body, not yet read.
-    pub body: RequestBody,
-    /// The normalised path routing used.
-    pub path: &'a str,
-    /// The request id.
-    pub id: &'a HeaderValue,
-    /// Who is calling, when the route has `auth`.
-    pub identity: Option<&'a Identity>,
-    /// Headers only the gateway may set from claims (stripped from every request).
-    pub identity_headers: &'a [HeaderName],
-}
-
-/// Sends the request to a target of the route's upstream and returns its response.
+/// The upstream phase of a proxied route: sends the request to a target of the route's upstream
+/// and returns its response. The request's method and headers go upstream; the context keeps
+/// the URI.
 pub async fn forward(
     action: &ProxyAction,
-    route: &Route,
-    server: &ServerSettings,
-    conn: &ConnInfo,
-    request: Inbound<'_>,
-    record: &mut RequestRecord,
+    ctx: &mut RequestCtx<'_>,
+    body: RequestBody,
+    gateway: &Gateway<'_>,
 ) -> Result<Response<ResponseBody>, GatewayError> {
-    let Inbound {
-        parts,
-        body,
-        path,
-        id,
-        identity,
-        identity_headers,
-    } = request;
+    let (route, conn) = (ctx.route, gateway.conn);
+    let server = &gateway.snapshot.server;
     let upstream = &action.upstream;
     let limit = route.max_request_body;
-    if declared_length(&parts).is_some_and(|len| len > limit) {
+    if declared_length(&ctx.head).is_some_and(|len| len > limit) {
         drain(body);
         return Err(GatewayError::BodyTooLarge { limit });
     }
@@ -71,16 +49,15 @@ pub async fn forward(
         });
     };
 
-    let upstream_path = action.rewrite.apply(path);
-    let path_and_query = if upstream_path == parts.uri.path() {
+    let uri = &ctx.head.uri;
+    let upstream_path = action.rewrite.apply(ctx.path());
+    let path_and_query = if upstream_path == uri.path() {
         // The common case: nothing changed, so reuse the parsed value instead of re-parsing.
-        parts
-            .uri
-            .path_and_query()
+        uri.path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"))
     } else {
-        let joined = match parts.uri.query() {
+        let joined = match uri.query() {
             Some(query) => format!("{upstream_path}?{query}"),
             None => upstream_path.into_owned(),
         };
@@ -91,8 +68,8 @@ pub async fn forward(
     // many origin servers answer it with 404 or 400. The target goes in the Host header.
     let uri = Uri::from(path_and_query);
 
-    let mut headers = parts.headers;
-    let client_host = match parts.uri.authority() {
+    let mut headers = std::mem::take(&mut ctx.head.headers);
+    let client_host = match ctx.head.uri.authority() {
         Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
         None => headers.get(header::HOST).cloned(),
     };
@@ -106,29 +83,29 @@ pub async fn forward(
             trusted: server.trusted_proxies.contains(conn.peer.ip()),
             scheme: conn.scheme,
             host: client_host.as_ref(),
-            version: parts.version,
+            version: ctx.head.version,
         },
     );
     match (action.preserve_host, client_host) {
         (true, Some(host)) => headers.insert(header::HOST, host),
         _ => headers.insert(header::HOST, target.host_header.clone()),
     };
-    headers.insert(X_REQUEST_ID, id.clone());
-    strip_identity_headers(&mut headers, identity_headers);
-    if let (Some(auth), Some(identity)) = (&route.policy.auth, identity) {
+    headers.insert(X_REQUEST_ID, ctx.request_id.clone());
+    strip_identity_headers(&mut headers, &gateway.snapshot.identity_headers);
+    if let (Some(auth), Some(identity)) = (&route.policy.auth, &ctx.identity) {
         apply_identity(&mut headers, auth, identity);
     }
     route.request_headers.apply(&mut headers);
 
-    record.upstream_target = Some(Arc::clone(&target.url));
+    ctx.record.upstream_target = Some(Arc::clone(&target.url));
     let mut body = LimitedBody::new(body, limit);
-    if record.path.is_some() && !body.is_end_stream() {
+    if ctx.access_log && !body.is_end_stream() {
         let bytes_in = Arc::new(AtomicU64::new(0));
-        record.bytes_in = Some(Arc::clone(&bytes_in));
+        ctx.record.bytes_in = Some(Arc::clone(&bytes_in));
         body = body.reporting_to(bytes_in);
     }
     let mut request = Request::new(body);
-    *request.method_mut() = parts.method;
+    *request.method_mut() = ctx.head.method.clone();
     *request.uri_mut() = uri;
     *request.version_mut() = Version::HTTP_11;
     *request.headers_mut() = headers;
@@ -139,7 +116,7 @@ pub async fn forward(
         .send(target_index, request, action.read_timeout);
     let result = tokio::time::timeout(action.timeout, sent).await;
     let elapsed = started.elapsed();
-    record.upstream_duration = Some(elapsed);
+    ctx.timings.upstream = Some(elapsed);
     let response = match result {
         Err(_) => {
             upstream.metrics.record(UpstreamOutcome::Timeout, elapsed);
@@ -194,7 +171,7 @@ pub async fn forward(
     // and a cut. A body that is already buffered (the usual small answer) costs no wait.
     if let Err(error) = body.wait_for_data().await {
         note_body_error(upstream, &*error);
-        record.error = Some(UPSTREAM_BODY_ERROR);
+        ctx.record.error = Some(UPSTREAM_BODY_ERROR);
         let name = upstream.name.clone();
         return Err(if caused_by::<ReadTimeout>(&*error) {
             GatewayError::UpstreamTimeout { upstream: name }

@@ -1,28 +1,43 @@
-//! The fixed sequence every request goes through: limits -> normalise -> route -> action ->
-//! response rules. Each step either continues or ends the request with a `GatewayError`.
+//! The request path: named phases over one [`RequestCtx`], in this order.
+//!
+//! 1. **Routing**: the head limits, then the normalised path and host ([`RoutingInput`]) choose
+//!    the route. A request no route serves ends here, with only its request id added.
+//! 2. **Request filter** ([`request_filter`]): the route's checks in order: CORS preflight,
+//!    then auth (who is calling, and may they). Rate limits go here, after auth, so they can
+//!    key on the caller.
+//! 3. **Cache lookup**: none yet. Its place is after the request filter (a cached answer must
+//!    not skip a check) and before the upstream.
+//! 4. **Upstream**: the route's action answers: its static response, or its upstream
+//!    ([`forward`]).
+//! 5. **Response filter** ([`response_filter`]): header rules and security headers on the
+//!    route's own answers; CORS and the request id on every answer of the route. Rate-limit
+//!    headers go with CORS (every answer, allowed or not); a cache store goes last.
+//!
+//! Each phase continues or ends the request ([`Flow`]); an answer that ends it early still
+//! passes the response filter. The context carries what the phases learn; its access-log
+//! record goes to the server with the answer.
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::Instant;
 
-use http::header::{self, HeaderValue};
-
-use crate::auth::cors::CorsPolicy;
-use crate::auth::PolicyDenial;
-use crate::observability::metrics::Metrics;
+use http::header::{HeaderMap, HeaderValue};
 use http::request::Parts;
-use http::{Request, Response};
+use http::{Request, Response, StatusCode};
 
 use super::body::ResponseBody;
-use super::forward::{forward, Inbound};
-use super::headers::add_security_headers;
+use super::ctx::{Arrival, Located, RequestCtx};
+use super::forward::forward;
 use super::headers::client_ip;
+use super::request_filter::request_filter;
+use super::response_filter::{response_filter, Source};
 use crate::body::{drain, RequestBody};
 use crate::config::Snapshot;
 use crate::error::GatewayError;
 use crate::http1::request::MAX_HEADER_NAME;
 use crate::observability::access_log::RequestRecord;
+use crate::observability::metrics::Metrics;
 use crate::observability::request_id::{request_id, X_REQUEST_ID};
 use crate::routing::matchers::request_host;
 use crate::routing::normalize::normalize_path;
@@ -144,124 +159,130 @@ fn admit_head(parts: &Parts, limit: u64) -> Result<(), GatewayError> {
     Ok(())
 }
 
-/// Serves one request against one snapshot; never fails, errors become JSON responses. The
-/// record says what happened, for the access log and metrics.
-pub async fn handle(
-    snapshot: &Snapshot,
-    conn: &ConnInfo,
-    request: Request<RequestBody>,
-    metrics: &Metrics,
-) -> (Response<ResponseBody>, RequestRecord) {
-    let (parts, body) = request.into_parts();
-    crate::observability::panics::debug_failpoint(parts.uri.path());
-    let id = request_id(&parts.headers);
-    let mut record = RequestRecord::default();
-    if snapshot.logging.access_log {
-        record.client_ip = Some(client_ip(
-            conn.peer.ip(),
-            &parts.headers,
-            &snapshot.server.trusted_proxies,
-        ));
-    }
-    let mut response = match serve(snapshot, conn, parts, body, &id, &mut record, metrics).await {
-        Ok(response) => response,
-        Err(error) => error.to_response(&id),
-    };
-    let cors = record.route.as_ref().and_then(|r| r.policy.cors.as_ref());
-    if let Some(cors) = cors.filter(|_| record.cors_actual) {
-        // Error answers carry CORS headers too, or the browser hides a 401 from the page; and
-        // every answer varies by Origin so shared caches keep origins apart.
-        let mut request_headers = http::HeaderMap::new();
-        if let Some(origin) = &record.origin {
-            request_headers.insert(header::ORIGIN, origin.clone());
-        }
-        cors.apply(&request_headers, response.headers_mut());
-    }
-    response.headers_mut().insert(X_REQUEST_ID, id.clone());
-    record.request_id = Some(id);
-    (response, record)
+/// What every phase may read besides the request: the config in force, the connection, the
+/// metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct Gateway<'a> {
+    /// The config the request is served with.
+    pub snapshot: &'a Snapshot,
+    /// The connection it came on.
+    pub conn: &'a ConnInfo,
+    /// The process's metrics.
+    pub metrics: &'a Metrics,
 }
 
-async fn serve(
-    snapshot: &Snapshot,
-    conn: &ConnInfo,
-    parts: Parts,
-    body: RequestBody,
-    id: &HeaderValue,
-    record: &mut RequestRecord,
-    metrics: &Metrics,
-) -> Result<Response<ResponseBody>, GatewayError> {
+/// Why a phase ends a request early.
+#[derive(Debug)]
+pub enum Stop {
+    /// With an answer of the gateway's own: this status and these headers, no body (a CORS
+    /// preflight's). Not a whole response, which would make every phase's result as large.
+    Respond(StatusCode, HeaderMap),
+    /// With this error's answer.
+    Fail(GatewayError),
+}
+
+impl From<GatewayError> for Stop {
+    fn from(error: GatewayError) -> Self {
+        Stop::Fail(error)
+    }
+}
+
+/// A phase's outcome: `Ok` goes on to the next phase.
+pub type Flow = Result<(), Stop>;
+
+/// Serves one request, whose head had been read at `received`, against one snapshot; never
+/// fails, errors become JSON responses. Returns the answer, the record of what happened (for
+/// the access log and metrics), and whether the access log wants a line for it.
+pub async fn handle(
+    gateway: Gateway<'_>,
+    request: Request<RequestBody>,
+    received: Instant,
+) -> (Response<ResponseBody>, RequestRecord, bool) {
+    let (head, body) = request.into_parts();
+    crate::observability::panics::debug_failpoint(head.uri.path());
+    let snapshot = gateway.snapshot;
+    let access_log = snapshot.logging.access_log;
+    let arrival = Arrival {
+        request_id: request_id(&head.headers),
+        client_ip: access_log.then(|| {
+            let trusted = &snapshot.server.trusted_proxies;
+            client_ip(gateway.conn.peer.ip(), &head.headers, trusted)
+        }),
+        received,
+        access_log,
+    };
     let limit = snapshot.server.max_header_bytes;
-    let routed = match admit_head(&parts, limit).and_then(|()| route_request(snapshot, &parts)) {
-        Ok(routed) => routed,
-        Err(e) => {
+    let located = admit_head(&head, limit)
+        .and_then(|()| route_request(snapshot, &head))
+        .map(|routed| Located::new(routed, &head));
+    let mut ctx = match located {
+        Ok(located) => RequestCtx::new(head, located, arrival),
+        Err(error) => {
             drain(body);
-            if snapshot.logging.access_log {
-                record.note_unrouted_path(parts.uri.path());
-            }
-            return Err(e);
+            let (response, record) = unrouted(&head, error, arrival);
+            return (response, record, access_log);
         }
     };
-    let route = Arc::clone(routed.route);
-    let path = routed.path.into_owned();
-    if snapshot.logging.access_log {
-        record.path = Some(path.as_str().into());
-    }
-    record.route = Some(Arc::clone(&route));
-    if let Some(cors) = &route.policy.cors {
-        // Browsers send preflights without credentials: they are answered before auth.
-        if CorsPolicy::is_preflight(&parts.method, &parts.headers) {
-            drain(body);
-            return Ok(preflight(cors.preflight(&parts.headers)));
+    let (mut response, source) = match phases(&mut ctx, body, &gateway).await {
+        Ok(response) => (response, Source::Route),
+        Err(Stop::Respond(status, headers)) => {
+            let mut response = Response::new(ResponseBody::Empty);
+            *response.status_mut() = status;
+            *response.headers_mut() = headers;
+            (response, Source::Gateway)
         }
-        record.origin = parts.headers.get(header::ORIGIN).cloned();
-        record.cors_actual = true;
-    }
-    let identity = match route
-        .policy
-        .check(&parts.method, &parts.headers, SystemTime::now())
-    {
-        Ok(identity) => identity,
-        Err(denial) => {
-            drain(body);
-            let error = match denial {
-                PolicyDenial::Unauthenticated(failure) => GatewayError::Unauthenticated(failure),
-                PolicyDenial::Forbidden(denial) => GatewayError::Forbidden(denial),
-            };
-            metrics.auth_failure(&route.name, error.status_and_code().1);
-            return Err(error);
-        }
+        Err(Stop::Fail(error)) => (error.to_response(&ctx.request_id), Source::Gateway),
     };
-    let mut response = match &route.action {
+    response_filter(&ctx, source, &mut response);
+    (response, ctx.into_record(), access_log)
+}
+
+/// The phases between routing and the response filter; `Ok` is the route's own answer.
+async fn phases(
+    ctx: &mut RequestCtx<'_>,
+    body: RequestBody,
+    gateway: &Gateway<'_>,
+) -> Result<Response<ResponseBody>, Stop> {
+    if let Err(stop) = request_filter(ctx, gateway).await {
+        drain(body);
+        return Err(stop);
+    }
+    upstream(ctx, body, gateway).await.map_err(Stop::Fail)
+}
+
+/// The upstream phase: the route's action answers.
+async fn upstream(
+    ctx: &mut RequestCtx<'_>,
+    body: RequestBody,
+    gateway: &Gateway<'_>,
+) -> Result<Response<ResponseBody>, GatewayError> {
+    let route = ctx.route;
+    match &route.action {
         RouteAction::Respond(fixed) => {
             drain(body);
-            respond(fixed)
+            Ok(respond(fixed))
         }
-        RouteAction::Proxy(action) => {
-            let request = Inbound {
-                parts,
-                body,
-                path: &path,
-                id,
-                identity: identity.as_ref(),
-                identity_headers: &snapshot.identity_headers,
-            };
-            forward(action, &route, &snapshot.server, conn, request, record).await?
-        }
-    };
-    route.response_headers.apply(response.headers_mut());
-    if route.security_headers {
-        add_security_headers(response.headers_mut());
+        RouteAction::Proxy(action) => forward(action, ctx, body, gateway).await,
     }
-    Ok(response)
 }
 
-/// The gateway's answer to a CORS preflight: 204 with the policy's headers.
-fn preflight(headers: http::HeaderMap) -> Response<ResponseBody> {
-    let mut response = Response::new(ResponseBody::Empty);
-    *response.status_mut() = http::StatusCode::NO_CONTENT;
-    *response.headers_mut() = headers;
+/// The answer to a request no route serves (or whose head was refused), with its record.
+fn unrouted(
+    head: &Parts,
+    error: GatewayError,
+    arrival: Arrival,
+) -> (Response<ResponseBody>, RequestRecord) {
+    let mut response = error.to_response(&arrival.request_id);
     response
+        .headers_mut()
+        .insert(X_REQUEST_ID, arrival.request_id.clone());
+    let mut record = RequestRecord::default();
+    if arrival.access_log {
+        record.note_unrouted_path(head.uri.path());
+    }
+    record.client_ip = arrival.client_ip;
+    record.request_id = Some(arrival.request_id);
+    (response, record)
 }
 
 fn respond(fixed: &StaticResponse) -> Response<ResponseBody> {

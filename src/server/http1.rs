@@ -459,7 +459,7 @@ async fn serve_request(
     let version = parts.version;
     let body = inbound.start_body(framing, expect_continue);
     let request = Request::from_parts(parts, RequestBody::Http1(body));
-    let (response, record, access_log) = dispatch(state, role, conn, request).await;
+    let (response, record, access_log) = dispatch(state, role, conn, request, started).await;
     let completion = Completion::new(
         started,
         method.clone(),

@@ -79,7 +79,7 @@ pub(super) async fn serve_http2(handoff: Http2Handoff) {
             state.metrics.request_started();
             let method = request.method().clone();
             let (mut response, record, access_log) =
-                dispatch(&state, role, &conn_info, request).await;
+                dispatch(&state, role, &conn_info, request, started).await;
             if method == Method::HEAD {
                 response = without_body(response);
             }

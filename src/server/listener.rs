@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 use tokio::net::{TcpListener, TcpStream};
@@ -23,7 +23,7 @@ use crate::observability::access_log::RequestRecord;
 use crate::observability::panics;
 use crate::observability::request_id::{request_id, X_REQUEST_ID};
 use crate::proxy::body::ResponseBody;
-use crate::proxy::pipeline::{self, ConnInfo};
+use crate::proxy::pipeline::{self, ConnInfo, Gateway};
 
 /// Which listener a connection came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,13 +208,14 @@ where
     }
 }
 
-/// Built-in endpoints, then routes. Returns the response, what happened, and whether the
-/// access log wants a line for it.
+/// Built-in endpoints, then routes, for a request whose head had been read at `received`.
+/// Returns the response, what happened, and whether the access log wants a line for it.
 pub(super) async fn dispatch(
     state: &GatewayState,
     role: Role,
     conn: &ConnInfo,
     request: Request<RequestBody>,
+    received: Instant,
 ) -> (Response<ResponseBody>, RequestRecord, bool) {
     let snapshot = state.snapshot.load_full();
     let builtins_here = match role {
@@ -233,9 +234,12 @@ pub(super) async fn dispatch(
         response.headers_mut().insert(X_REQUEST_ID, id);
         return (response, RequestRecord::default(), false);
     }
-    let access_log = snapshot.logging.access_log;
-    let (response, record) = pipeline::handle(&snapshot, conn, request, &state.metrics).await;
-    (response, record, access_log)
+    let gateway = Gateway {
+        snapshot: &snapshot,
+        conn,
+        metrics: &state.metrics,
+    };
+    pipeline::handle(gateway, request, received).await
 }
 
 #[cfg(test)]

@@ -1,0 +1,124 @@
+//! The response filter: what the gateway adds to an answer before it goes to the client.
+
+use http::header::{self, HeaderMap};
+use http::Response;
+
+use super::body::ResponseBody;
+use super::ctx::{CorsFacts, RequestCtx};
+use super::headers::add_security_headers;
+use crate::observability::request_id::X_REQUEST_ID;
+
+/// Who made an answer; some steps touch only the route's own answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The route's action: its upstream's answer or its static response.
+    Route,
+    /// The gateway itself: an error, or a preflight answer.
+    Gateway,
+}
+
+/// Adds the route's response headers to the answer, in order.
+pub fn response_filter(
+    ctx: &RequestCtx<'_>,
+    source: Source,
+    response: &mut Response<ResponseBody>,
+) {
+    if source == Source::Route {
+        header_rules(ctx, response.headers_mut());
+    }
+    cors(ctx, response.headers_mut());
+    response
+        .headers_mut()
+        .insert(X_REQUEST_ID, ctx.request_id.clone());
+}
+
+/// The route's `response_headers`, then its security headers.
+fn header_rules(ctx: &RequestCtx<'_>, headers: &mut HeaderMap) {
+    ctx.route.response_headers.apply(headers);
+    if ctx.route.security_headers {
+        add_security_headers(headers);
+    }
+}
+
+/// The CORS headers for the request's `Origin`, on every answer but a preflight's: error
+/// answers carry them too, or the browser hides a 401 from the page; and every answer varies
+/// by Origin so shared caches keep origins apart.
+fn cors(ctx: &RequestCtx<'_>, headers: &mut HeaderMap) {
+    let CorsFacts::Actual { origin } = &ctx.cors else {
+        return;
+    };
+    let Some(policy) = &ctx.route.policy.cors else {
+        return;
+    };
+    let mut request_headers = HeaderMap::new();
+    if let Some(origin) = origin {
+        request_headers.insert(header::ORIGIN, origin.clone());
+    }
+    policy.apply(&request_headers, headers);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::ctx::tests::{ctx_after_upstream, get, snapshot_of};
+    use http::header::HeaderValue;
+
+    const ROUTES: &str = "routes:
+  - name: app
+    match: {path: /}
+    respond: {body: hi}
+    security_headers: true
+    response_headers: {set: {X-Route: app}}
+    cors: {origins: ['https://app.example.com']}
+";
+
+    /// The headers `source`'s answer leaves the filter with, for a request whose CORS facts are
+    /// `cors`.
+    fn filtered(source: Source, cors: CorsFacts) -> HeaderMap {
+        let snapshot = snapshot_of(ROUTES);
+        let mut ctx = ctx_after_upstream(&snapshot, get("/x", None), false);
+        ctx.cors = cors;
+        let mut response = Response::new(ResponseBody::Empty);
+        response_filter(&ctx, source, &mut response);
+        response.into_parts().0.headers
+    }
+
+    fn actual() -> CorsFacts {
+        let origin = HeaderValue::from_static("https://app.example.com");
+        CorsFacts::Actual {
+            origin: Some(origin),
+        }
+    }
+
+    #[test]
+    fn header_rules_go_on_the_routes_own_answers_only() {
+        let own = filtered(Source::Route, actual());
+        assert_eq!(own["x-route"], "app");
+        assert_eq!(own[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        let gateway = filtered(Source::Gateway, actual());
+        assert!(!gateway.contains_key("x-route"));
+        assert!(!gateway.contains_key(header::X_CONTENT_TYPE_OPTIONS));
+    }
+
+    #[test]
+    fn cors_goes_on_every_answer_but_a_preflights() {
+        for source in [Source::Route, Source::Gateway] {
+            let headers = filtered(source, actual());
+            let allowed = &headers[header::ACCESS_CONTROL_ALLOW_ORIGIN];
+            assert_eq!(allowed, "https://app.example.com", "{source:?}");
+            assert_eq!(headers[header::VARY], "Origin", "{source:?}");
+        }
+        let preflight = filtered(Source::Gateway, CorsFacts::Preflight);
+        assert!(!preflight.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));
+        assert!(!preflight.contains_key(header::VARY));
+    }
+
+    #[test]
+    fn every_answer_gets_the_request_id() {
+        for cors in [actual(), CorsFacts::Preflight, CorsFacts::Off] {
+            for source in [Source::Route, Source::Gateway] {
+                assert_eq!(filtered(source, cors.clone())[X_REQUEST_ID], "abc");
+            }
+        }
+    }
+}
