@@ -15,6 +15,7 @@ pub mod http1;
 pub mod net;
 pub mod observability;
 pub mod proxy;
+pub mod ratelimit;
 pub mod registry;
 pub mod routing;
 pub mod server;
