@@ -212,7 +212,11 @@ mod tests {
             assert_eq!(d.limit, 10);
             assert_eq!(d.remaining, 10 - i, "remaining after request {i}");
             assert_eq!(d.retry_after, Duration::ZERO);
-            assert_eq!(d.reset_after, Duration::from_secs(6 * i), "reset after request {i}");
+            assert_eq!(
+                d.reset_after,
+                Duration::from_secs(6 * i),
+                "reset after request {i}"
+            );
         }
         let d = b.hit();
         assert!(!d.allowed, "request 11 is over the limit");

@@ -176,16 +176,27 @@ mod tests {
         let ten = limit("r", 10, 60, 0);
         let now = 5 * SEC;
         for i in 0..10 {
-            assert!(store.check_at(&ten, b"10.0.0.1", now).allowed, "request {i}");
+            assert!(
+                store.check_at(&ten, b"10.0.0.1", now).allowed,
+                "request {i}"
+            );
         }
         let d = store.check_at(&ten, b"10.0.0.1", now);
         assert!(!d.allowed);
         assert_eq!(d.retry_after, Duration::from_secs(6));
         // Another client, and the same client under another route's limit, have their own.
         assert!(store.check_at(&ten, b"10.0.0.2", now).allowed);
-        assert!(store.check_at(&limit("s", 10, 60, 0), b"10.0.0.1", now).allowed);
+        assert!(
+            store
+                .check_at(&limit("s", 10, 60, 0), b"10.0.0.1", now)
+                .allowed
+        );
         // A changed limit on the same route starts fresh.
-        assert!(store.check_at(&limit("r", 11, 60, 0), b"10.0.0.1", now).allowed);
+        assert!(
+            store
+                .check_at(&limit("r", 11, 60, 0), b"10.0.0.1", now)
+                .allowed
+        );
         assert_eq!(store.len(), 4);
         // Six seconds later one more fits.
         assert!(store.check_at(&ten, b"10.0.0.1", now + 6 * SEC).allowed);
@@ -221,7 +232,10 @@ mod tests {
         // Two seconds later every bucket is full again: the next new key clears them all.
         assert!(store.check_at(&one, b"new", 3 * SEC).allowed);
         assert_eq!(store.len(), 1);
-        assert!(!store.check_at(&one, b"new", 3 * SEC).allowed, "the new key is kept");
+        assert!(
+            !store.check_at(&one, b"new", 3 * SEC).allowed,
+            "the new key is kept"
+        );
     }
 
     #[test]

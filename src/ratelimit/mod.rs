@@ -1,11 +1,12 @@
 //! Rate limits: the GCRA decision (`gcra`), and the stores that keep buckets, one per process
-//! in memory (`memory`).
+//! in memory (`memory`) or shared by every instance in Redis (`redis`).
 //!
 //! Not on the request path yet: the config is parsed and validated into these types, and a
 //! route that sets `rate_limit` is refused at load until the request filter applies it.
 
 pub mod gcra;
 pub mod memory;
+pub mod redis;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use http::HeaderName;
 
 pub use gcra::{Decision, Gcra, GcraError};
 pub use memory::MemoryStore;
+pub use redis::{RedisSettings, RedisStore, RedisTarget};
 
 /// What a limit counts requests by.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
