@@ -1,7 +1,8 @@
 //! The Redis bucket store against a real `redis-server` that each test starts on a free port
 //! (no persistence) and kills at the end: exact counts, one budget across two connections (as
 //! two gateway instances have), prompt errors while Redis is down or stalled, recovery after a
-//! restart on the same port without a new store, and NOSCRIPT after SCRIPT FLUSH.
+//! restart on the same port without a new store, NOSCRIPT after SCRIPT FLUSH, and a real
+//! 3-node Redis Cluster made with `redis-cli --cluster create`.
 
 mod common;
 
@@ -18,6 +19,8 @@ use gatehouse::ratelimit::{
 struct RedisServer {
     port: u16,
     child: Option<Child>,
+    /// Extra arguments (cluster mode), and the folder they write to.
+    args: Vec<String>,
 }
 
 impl RedisServer {
@@ -27,6 +30,7 @@ impl RedisServer {
             let mut server = RedisServer {
                 port: free_port(),
                 child: None,
+                args: Vec::new(),
             };
             if server.spawn() {
                 return server;
@@ -40,6 +44,7 @@ impl RedisServer {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -286,4 +291,105 @@ async fn script_flush_is_recovered_and_the_bucket_kept() {
     assert_eq!(second.remaining, 8, "the bucket survived the flush");
     let third = store.check(&limit, b"c").await.expect("decision");
     assert_eq!(third.remaining, 7);
+}
+
+/// A port whose cluster bus port (port + 10000) is free too.
+fn cluster_port() -> u16 {
+    loop {
+        let port = free_port();
+        if port < 55_000 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// A real 3-node Redis Cluster (no replicas): buckets land on different nodes by hash slot,
+/// each decided by the script on the node that owns its key.
+#[tokio::test]
+async fn a_redis_cluster_counts_exactly_on_every_node() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        let mut node = RedisServer {
+            port: cluster_port(),
+            child: None,
+            args: vec![
+                "--cluster-enabled".into(),
+                "yes".into(),
+                "--cluster-config-file".into(),
+                dir.path()
+                    .join(format!("nodes-{i}.conf"))
+                    .display()
+                    .to_string(),
+                "--dir".into(),
+                dir.path().display().to_string(),
+            ],
+        };
+        assert!(node.spawn(), "cluster node {i} starts");
+        nodes.push(node);
+    }
+    let addresses: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect();
+    let created = Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&addresses)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .stdout(Stdio::null())
+        .status()
+        .expect("redis-cli (redis-tools) must be installed");
+    assert!(created.success(), "cluster create");
+    eventually("the cluster is up", || async {
+        nodes.iter().all(|n| {
+            n.command("CLUSTER INFO")
+                .is_some_and(|info| info.contains("cluster_state:ok"))
+        })
+    })
+    .await;
+
+    let settings = RedisSettings {
+        target: RedisTarget::Cluster(addresses.iter().map(|a| format!("redis://{a}")).collect()),
+        ..nodes[0].settings()
+    };
+    let (a, b) = (
+        RedisStore::start(settings.clone()),
+        RedisStore::start(settings),
+    );
+    eventually("both stores connect", || async {
+        a.is_connected() && b.is_connected()
+    })
+    .await;
+    let limit = per_minute("orders", 3, 1);
+    // Enough clients that their buckets land on all three nodes (each misses one with
+    // probability (2/3)^40).
+    for client in 0..40u32 {
+        let key = format!("10.0.0.{client}");
+        let mut allowed = 0;
+        for i in 0..6 {
+            let store = if i % 2 == 0 { &a } else { &b };
+            let decision = store.check(&limit, key.as_bytes()).await;
+            allowed += u32::from(decision.expect("decision").allowed);
+        }
+        assert_eq!(
+            allowed, 4,
+            "client {key}: limit 3 + burst 1 across two stores"
+        );
+    }
+    let mut keys_per_node = Vec::new();
+    for node in &nodes {
+        let reply = node.command("DBSIZE").expect("DBSIZE");
+        keys_per_node.push(
+            reply
+                .trim()
+                .trim_start_matches(':')
+                .parse::<u32>()
+                .expect("integer"),
+        );
+    }
+    assert_eq!(keys_per_node.iter().sum::<u32>(), 40, "{keys_per_node:?}");
+    assert!(
+        keys_per_node.iter().all(|&n| n > 0),
+        "spread over every node: {keys_per_node:?}"
+    );
 }
