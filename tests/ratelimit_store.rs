@@ -236,11 +236,20 @@ async fn redis_down_fails_promptly_and_a_restart_resumes_without_a_new_store() {
     }
     assert!(!store.is_connected());
 
+    // Down long enough that uncapped doubling from 100 ms would next try ~2.8 s after the
+    // restart; reconnect_max_backoff (200 ms) keeps every pause at most 240 ms (with jitter).
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
     assert!(redis.spawn(), "redis restarts on port {}", redis.port);
+    let restarted = Instant::now();
     eventually("decisions work again after the restart", || async {
         store.check(&limit, b"c").await.is_ok()
     })
     .await;
+    assert!(
+        restarted.elapsed() < Duration::from_millis(1_500),
+        "reconnected {:?} after the restart",
+        restarted.elapsed()
+    );
     // A fresh Redis holds no buckets: the count starts over, and then counts on.
     let d = store.check(&limit, b"c").await.expect("decision");
     assert!(d.allowed);

@@ -269,6 +269,7 @@ mod tests {
         let (len, bytes) = (store.len(), store.allocated_bytes());
         assert!(len <= MAX_KEYS, "{len} buckets");
         assert!(bytes <= MAX_BYTES, "{bytes} bytes for {len} buckets");
+        eprintln!("1M keys: {len} buckets in {bytes} bytes");
         // All still live (none refilled), so past the cap the oldest give way and the bound holds.
         for i in 1_000_000..2_000_000u64 {
             store.check_at(&per_hour, &i.to_le_bytes(), now + i);
