@@ -17,6 +17,7 @@ pub mod net;
 pub mod observability;
 pub mod per_worker;
 pub mod proxy;
+pub mod ratelimit;
 pub mod registry;
 pub mod routing;
 pub mod server;

@@ -349,8 +349,6 @@ fn sections_not_supported_yet_are_refused_at_their_key() {
     let in_route = |what, text: &str| refused(r(what, route(&format!("    upstream: a\n{text}")), (8, 5), ""));
     let in_upstream = |what, text: &str| refused(r(what, upstream_with(text), (4, 5), ""));
     check(vec![
-        top("redis", "redis:\n  url: redis://127.0.0.1:6379/0\n"),
-        top("rate_limit", "rate_limit:\n  store: memory\n"),
         top("cache", "cache:\n  store: memory\n"),
         top("tracing", "tracing:\n  service_name: gatehouse\n"),
         refused(g("server.tls", gateway("  tls:\n    listen: 0.0.0.0:8443\n"), (3, 3), "")),
@@ -562,7 +560,7 @@ fn a_key_left_empty_is_an_error_not_an_absent_key() {
         in_route("request_headers", "    request_headers:\n", "`request_headers` is empty"),
         in_route("authorize", "    authorize:\n", "`authorize` has no value"),
         in_route("timeout", "    timeout:\n", "`timeout` has no value"),
-        unsupported(in_route("rate_limit", "    rate_limit:\n", "`rate_limit`")),
+        in_route("rate_limit", "    rate_limit:\n", "`rate_limit` has no value"),
         unsupported(in_route("cache", "    cache:\n", "`cache`")),
         unsupported(in_route("compress", "    compress:\n", "`compress`")),
         unsupported(r("retry", upstream_with("    retry:\n"), (4, 5), "`retry`")),

@@ -114,6 +114,15 @@ pub fn build(
     for (section, mark) in &gateway.parsed.unsupported {
         e.at(*mark, not_supported(section));
     }
+    let stores = super::ratelimit::build_store_settings(&gateway.parsed, &mut e);
+    let mut warnings = Vec::new();
+    if let (true, Some(redis)) = (stores.redis_unused, &gateway.parsed.redis) {
+        warnings.push(ConfigError::at(
+            &gateway.path,
+            redis.mark,
+            "`redis` is not used: no store is set to redis",
+        ));
+    }
 
     let upstreams = build_upstreams(files, registries, &mut errors);
     let by_name: HashMap<&str, &Arc<Upstream>> = upstreams.iter().map(|u| (&*u.name, u)).collect();
@@ -145,7 +154,12 @@ pub fn build(
             server,
             admin_listen,
             logging,
-            warnings: shadow::shadowed_routes(&routes, &places),
+            warnings: {
+                warnings.extend(shadow::shadowed_routes(&routes, &places));
+                warnings
+            },
+            rate_limit: stores.rate_limit,
+            redis: stores.redis,
             router: Router::new(routes),
             upstreams,
             identity_headers: identity::identity_headers(&providers),
@@ -456,7 +470,7 @@ fn build_upstream(
 }
 
 /// A configured duration that must not be zero; `None` when absent (or zero, reported).
-fn positive(
+pub(super) fn positive(
     value: &Option<Spanned<super::units::ConfigDuration>>,
     what: &str,
     e: &mut Errors,
@@ -536,11 +550,7 @@ struct RouteContext<'a> {
 
 fn build_route(s: &RouteSection, ctx: &RouteContext, e: &mut Errors) -> Option<Route> {
     let before = e.list.len();
-    e.unsupported(&[
-        ("rate_limit", &s.rate_limit),
-        ("cache", &s.cache),
-        ("compress", &s.compress),
-    ]);
+    e.unsupported(&[("cache", &s.cache), ("compress", &s.compress)]);
     let policy = identity::build_route_policy(s, ctx.providers, ctx.declared_providers, e);
     let m = &s.matches.value;
     let host = match &m.host {
@@ -591,6 +601,8 @@ fn build_route(s: &RouteSection, ctx: &RouteContext, e: &mut Errors) -> Option<R
         RuleTarget::Response,
         e,
     );
+    let rate_limits = super::ratelimit::build_route_limits(s, e);
+    super::ratelimit::refuse_unenforced(s, &rate_limits, e);
     let server = ctx.server?;
     if e.list.len() != before {
         return None;
@@ -609,6 +621,7 @@ fn build_route(s: &RouteSection, ctx: &RouteContext, e: &mut Errors) -> Option<R
         security_headers: s.security_headers.unwrap_or(server.security_headers),
         metrics: ctx.metrics.route(&s.name.value),
         policy,
+        rate_limits,
     })
 }
 

@@ -68,6 +68,10 @@ pub struct ParsedFile {
     pub logging: Option<LoggingSection>,
     /// `jwt:`
     pub jwt: Option<JwtSection>,
+    /// `redis:`, positioned at its key.
+    pub redis: Option<AtKey<RedisSection>>,
+    /// `rate_limit:` (the process-wide settings).
+    pub rate_limit: Option<RateLimitSection>,
     /// Names under `jwt.providers` as written, valid or not.
     pub declared_providers: Vec<String>,
     /// Top-level sections that are recognised but not supported yet, with their positions.
@@ -149,6 +153,8 @@ pub fn parse_file(text: &str, kind: FileKind, env: &dyn Env) -> (ParsedFile, Vec
                 parsed.declared_providers = provider_names(node);
                 parsed.jwt = section(key, node, env, &mut errors);
             }
+            "redis" => parsed.redis = section(key, node, env, &mut errors),
+            "rate_limit" => parsed.rate_limit = section(key, node, env, &mut errors),
             "upstreams" => parse_upstreams(node, env, &mut parsed, &mut errors),
             "routes" => parse_routes(node, env, &mut parsed.routes, &mut errors),
             other => {
@@ -449,8 +455,8 @@ pub struct RouteSection {
     pub auth: Option<Spanned<AuthSection>>,
     /// RBAC rules; the first whose methods match decides.
     pub authorize: Option<Spanned<Vec<AuthorizeRuleSection>>>,
-    /// Not supported yet.
-    pub rate_limit: Unsupported,
+    /// Request rate limits; all apply, the strictest decides.
+    pub rate_limit: Option<AtKey<Vec<LimitSection>>>,
     /// Not supported yet.
     pub cache: Unsupported,
     /// Cross-origin rules for browsers.
@@ -593,6 +599,73 @@ pub struct HeaderRulesSection {
     pub remove: Option<Vec<Spanned<String>>>,
 }
 
+/// `redis:` — the server or cluster that stores set to `redis` use.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSection {
+    /// `redis://host:port/db` or `rediss://` for TLS.
+    pub url: Option<Spanned<String>>,
+    /// AUTH password; empty means none (so `${REDIS_PASSWORD:-}` can leave it unset).
+    pub password: Option<Spanned<String>>,
+    /// Seed nodes of a Redis Cluster, instead of `url`.
+    pub cluster: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Time allowed to connect.
+    pub connect_timeout: Option<Spanned<ConfigDuration>>,
+    /// Time allowed for one command.
+    pub command_timeout: Option<Spanned<ConfigDuration>>,
+    /// The longest pause between reconnect attempts.
+    pub reconnect_max_backoff: Option<Spanned<ConfigDuration>>,
+    #[serde(default, rename = "$damaged")]
+    /// Fields that had an error.
+    pub damaged: Damaged,
+}
+
+/// Top-level `rate_limit:` — where buckets live and what happens when that store fails.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSection {
+    /// `memory` or `redis`.
+    pub store: Option<Spanned<StoreChoice>>,
+    /// `local`, `allow` or `deny`.
+    pub on_store_error: Option<Spanned<OnStoreErrorChoice>>,
+}
+
+/// `rate_limit.store` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreChoice {
+    /// Per instance.
+    Memory,
+    /// Shared through Redis.
+    Redis,
+}
+
+/// `rate_limit.on_store_error` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnStoreErrorChoice {
+    /// Fall back to per-instance memory limits.
+    Local,
+    /// Let requests through.
+    Allow,
+    /// Refuse requests with 503.
+    Deny,
+}
+
+/// One item of a route's `rate_limit:` list.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSection {
+    /// `ip`, `user`, `header:NAME` or `route`.
+    pub by: Spanned<String>,
+    /// Requests per `per`.
+    pub limit: Spanned<u32>,
+    /// The window.
+    pub per: Spanned<ConfigDuration>,
+    /// Extra requests allowed at once.
+    pub burst: Option<Spanned<u32>>,
+}
+
 /// A YAML mapping read in file order, keys with their positions.
 #[derive(Debug, Default)]
 pub struct OrderedMap<V>(pub Vec<(Spanned<String>, V)>);
@@ -667,12 +740,16 @@ routes:
             errors[0].message.contains("did you mean `server`"),
             "{errors:?}"
         );
-        let (parsed, errors) = parse("redis:\n  url: redis://x\n", FileKind::Gateway);
+        let (parsed, errors) = parse("cache:\n  store: memory\n", FileKind::Gateway);
         assert!(errors.is_empty());
         assert_eq!(
             parsed.unsupported,
-            vec![("redis", Mark { line: 1, column: 1 })]
+            vec![("cache", Mark { line: 1, column: 1 })]
         );
+        let (parsed, errors) = parse("redis:\n  url: redis://x\n", FileKind::Gateway);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert!(parsed.unsupported.is_empty());
+        assert!(parsed.redis.is_some());
     }
 
     #[test]

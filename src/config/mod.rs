@@ -7,6 +7,7 @@ pub mod errors;
 pub mod file;
 pub mod identity;
 pub mod interpolate;
+mod ratelimit;
 mod shadow;
 pub mod snapshot;
 pub mod units;

@@ -36,6 +36,10 @@ pub struct Snapshot {
     pub providers: crate::config::identity::Providers,
     /// Headers any provider sets from claims; removed from every incoming request.
     pub identity_headers: Vec<http::HeaderName>,
+    /// `rate_limit:` (the process-wide settings).
+    pub rate_limit: crate::ratelimit::RateLimitSettings,
+    /// `redis:`, when written.
+    pub redis: Option<crate::ratelimit::RedisSettings>,
     /// Things that do not stop the config but are surely not meant (a route that can never be
     /// chosen), with their positions; `check` prints them and every load logs them.
     pub warnings: Vec<super::ConfigError>,

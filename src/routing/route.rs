@@ -41,6 +41,8 @@ pub struct Route {
     pub metrics: RouteMetrics,
     /// Who may call it: auth, authorize, cors.
     pub policy: crate::auth::RoutePolicy,
+    /// Request rate limits; every one applies.
+    pub rate_limits: Vec<crate::ratelimit::RateLimit>,
 }
 
 /// What a route does with a request.

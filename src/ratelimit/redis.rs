@@ -1,0 +1,342 @@
+//! Buckets in Redis, shared by every gatehouse instance that uses it.
+//!
+//! One decision is one round trip: a Lua script (run with EVALSHA; loaded when the connection
+//! is made and again whenever Redis answers NOSCRIPT, after a restart or SCRIPT FLUSH) reads
+//! the bucket, decides and writes it atomically, so two instances can never both spend the
+//! last request. The time comes from Redis (`TIME` inside the script), so instances whose
+//! clocks disagree still agree on every bucket. A bucket's key expires when the bucket is full
+//! again, so Redis never fills with dead buckets.
+//!
+//! A store is one multiplexed connection (one per worker, whose runtime drives it), kept up by
+//! a background task that reconnects with exponential backoff. A decision never waits for
+//! that: without a connection it fails at once, and with one it fails after
+//! `command_timeout` at most.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster_async::ClusterConnection;
+use redis::{AsyncConnectionConfig, IntoConnectionInfo, RedisError};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use super::gcra::Decision;
+use super::{RateLimit, StoreError};
+
+/// Where Redis is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTarget {
+    /// One server (or a proxy in front of several): `redis://` or `rediss://` (TLS).
+    Url(String),
+    /// The seed nodes of a Redis Cluster.
+    Cluster(Vec<String>),
+}
+
+/// `redis:` with defaults applied.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    /// Where to connect.
+    pub target: RedisTarget,
+    /// AUTH password, when set.
+    pub password: Option<String>,
+    /// Time allowed to connect (TCP, TLS and handshake).
+    pub connect_timeout: Duration,
+    /// Time allowed for one command, from sending to the answer.
+    pub command_timeout: Duration,
+    /// The longest pause between two reconnect attempts.
+    pub reconnect_max_backoff: Duration,
+}
+
+// The password stays out of logs and panics.
+impl std::fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("target", &self.target)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("connect_timeout", &self.connect_timeout)
+            .field("command_timeout", &self.command_timeout)
+            .field("reconnect_max_backoff", &self.reconnect_max_backoff)
+            .finish()
+    }
+}
+
+/// The first pause before reconnecting; it doubles up to `reconnect_max_backoff`.
+pub const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Client keys longer than this, or with bytes outside a safe set, are replaced in the Redis
+/// key by a digest, so a 64 KiB header costs Redis no more than an address does.
+const MAX_RAW_KEY: usize = 64;
+
+/// GCRA as in [`super::gcra::Gcra::decide`], in microseconds. ARGV: interval, tolerance.
+/// Returns {allowed (0/1), remaining, reset_after_us, retry_after_us}. Numbers are Lua doubles,
+/// exact below 2^53 µs (285 years); the TAT is written with %d so it is never rounded to
+/// scientific notation.
+const SCRIPT: &str = r#"
+local interval = tonumber(ARGV[1])
+local tolerance = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local tat = tonumber(redis.call('GET', KEYS[1]))
+if tat == nil or tat < now then tat = now end
+local new_tat = tat + interval
+local horizon = now + tolerance
+if new_tat > horizon then
+  return {0, 0, tat - now, new_tat - horizon}
+end
+local ttl_ms = math.ceil((new_tat - now) / 1000)
+redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', ttl_ms)
+return {1, math.floor((horizon - new_tat) / interval), new_tat - now, 0}
+"#;
+
+#[derive(Clone)]
+enum Conn {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+struct Shared {
+    settings: RedisSettings,
+    script: redis::Script,
+    conn: ArcSwapOption<Conn>,
+    /// Woken when the connection is found broken.
+    lost: Notify,
+}
+
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A Redis bucket store over one connection. Clones share the connection.
+#[derive(Clone)]
+pub struct RedisStore {
+    shared: Arc<Shared>,
+    _reconnect: Arc<AbortOnDrop>,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("target", &self.shared.settings.target)
+            .field("connected", &self.is_connected())
+            .finish()
+    }
+}
+
+impl RedisStore {
+    /// Starts connecting in the background and returns at once; decisions fail with
+    /// [`StoreError::Disconnected`] until the connection is up. Must be called on the tokio
+    /// runtime that will use the store: its connection is driven there.
+    pub fn start(settings: RedisSettings) -> RedisStore {
+        let shared = Arc::new(Shared {
+            settings,
+            script: redis::Script::new(SCRIPT),
+            conn: ArcSwapOption::empty(),
+            lost: Notify::new(),
+        });
+        let task = tokio::spawn(maintain(Arc::clone(&shared)));
+        RedisStore {
+            shared,
+            _reconnect: Arc::new(AbortOnDrop(task)),
+        }
+    }
+
+    /// Whether a connection is up (as far as the last command could tell).
+    pub fn is_connected(&self) -> bool {
+        self.shared.conn.load().is_some()
+    }
+
+    /// Decides one request by `limit` for the client `key`, in one round trip.
+    pub async fn check(&self, limit: &RateLimit, key: &[u8]) -> Result<Decision, StoreError> {
+        let Some(current) = self.shared.conn.load_full() else {
+            return Err(StoreError::Disconnected);
+        };
+        let timeout = self.shared.settings.command_timeout;
+        let mut invocation = self.shared.script.key(bucket_key(limit, key));
+        invocation
+            .arg(limit.gcra.interval_in(1_000))
+            .arg(limit.gcra.tolerance_in(1_000));
+        let mut conn = (*current).clone();
+        let call = async {
+            match &mut conn {
+                Conn::Single(c) => invoke(&invocation, c).await,
+                Conn::Cluster(c) => invoke(&invocation, c).await,
+            }
+        };
+        let reply = match tokio::time::timeout(timeout, call).await {
+            Err(_) => return Err(StoreError::Timeout(timeout)),
+            // The connection's own response timeout is the same bound; the connection stays
+            // usable (late answers are matched and dropped), so it is kept.
+            Ok(Err(e)) if e.is_timeout() => return Err(StoreError::Timeout(timeout)),
+            Ok(Err(e)) => {
+                if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() {
+                    self.lose(&current);
+                }
+                return Err(StoreError::Failed(e.to_string()));
+            }
+            Ok(Ok(reply)) => reply,
+        };
+        let [allowed, remaining, reset_us, retry_us] = reply;
+        let us = |v: i64| Duration::from_micros(u64::try_from(v).unwrap_or(0));
+        Ok(Decision {
+            allowed: allowed == 1,
+            limit: limit.gcra.capacity(),
+            remaining: u64::try_from(remaining).unwrap_or(0),
+            reset_after: us(reset_us),
+            retry_after: us(retry_us),
+        })
+    }
+
+    /// Drops `broken` (unless a newer connection already replaced it) and wakes the reconnect.
+    fn lose(&self, broken: &Arc<Conn>) {
+        let previous = self.shared.conn.compare_and_swap(broken, None);
+        if previous.as_ref().is_some_and(|p| Arc::ptr_eq(p, broken)) {
+            tracing::warn!(target: "gatehouse::ratelimit", "redis connection lost; reconnecting in the background");
+            self.shared.lost.notify_one();
+        }
+    }
+}
+
+async fn invoke<C: ConnectionLike>(
+    invocation: &redis::ScriptInvocation<'_>,
+    conn: &mut C,
+) -> Result<[i64; 4], RedisError> {
+    let reply: Vec<i64> = invocation.invoke_async(conn).await?;
+    <[i64; 4]>::try_from(reply).map_err(|reply| {
+        RedisError::from((
+            redis::ErrorKind::UnexpectedReturnType,
+            "the rate-limit script answered with the wrong number of values",
+            format!("{} values", reply.len()),
+        ))
+    })
+}
+
+/// `gatehouse:rl:{NAMESPACE:CLIENT}`: all of it in the hash tag, so in a Cluster the bucket's
+/// slot follows from the whole name.
+pub fn bucket_key(limit: &RateLimit, key: &[u8]) -> String {
+    let safe = key.len() <= MAX_RAW_KEY
+        && key
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b':' | b'-' | b'_' | b'@'));
+    if safe {
+        // Safe bytes are ASCII.
+        let client = std::str::from_utf8(key).unwrap_or_default();
+        format!("gatehouse:rl:{{{}:{client}}}", limit.namespace)
+    } else {
+        let digest = ring::digest::digest(&ring::digest::SHA256, key);
+        let hex: String = digest.as_ref()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!("gatehouse:rl:{{{}:#{hex}}}", limit.namespace)
+    }
+}
+
+/// Keeps a connection up: connects, waits until a command finds it broken, and connects again,
+/// pausing between failed attempts from [`INITIAL_BACKOFF`] doubling to the configured maximum.
+async fn maintain(shared: Arc<Shared>) {
+    let settings = &shared.settings;
+    loop {
+        let mut backoff = INITIAL_BACKOFF.min(settings.reconnect_max_backoff);
+        let mut failures = 0u32;
+        loop {
+            let attempt = tokio::time::timeout(settings.connect_timeout, connect(&shared));
+            let error = match attempt.await {
+                Ok(Ok(conn)) => {
+                    shared.conn.store(Some(Arc::new(conn)));
+                    tracing::info!(target: "gatehouse::ratelimit", "redis connected");
+                    break;
+                }
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("no connection within {:?}", settings.connect_timeout),
+            };
+            if failures == 0 {
+                tracing::warn!(target: "gatehouse::ratelimit", error = %error, "cannot connect to redis; retrying with backoff");
+            }
+            failures = failures.saturating_add(1);
+            // Jitter spreads the reconnects of many workers and instances after an outage.
+            let jitter = backoff.mul_f64(fastrand::f64() * 0.2);
+            tokio::time::sleep(backoff + jitter).await;
+            backoff = (backoff * 2).min(settings.reconnect_max_backoff);
+        }
+        shared.lost.notified().await;
+    }
+}
+
+async fn connect(shared: &Shared) -> Result<Conn, RedisError> {
+    let s = &shared.settings;
+    let mut conn = match &s.target {
+        RedisTarget::Url(url) => {
+            let mut info = url.as_str().into_connection_info()?;
+            if let Some(password) = &s.password {
+                let redis = info.redis_settings().clone().set_password(password);
+                info = info.set_redis_settings(redis);
+            }
+            let config = AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(s.connect_timeout))
+                .set_response_timeout(Some(s.command_timeout));
+            let client = redis::Client::open(info)?;
+            Conn::Single(
+                client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await?,
+            )
+        }
+        RedisTarget::Cluster(nodes) => {
+            let mut builder = redis::cluster::ClusterClientBuilder::new(nodes.iter().cloned())
+                .connection_timeout(s.connect_timeout)
+                .response_timeout(s.command_timeout)
+                // A failed decision is answered by `on_store_error` at once, not retried.
+                .retries(0);
+            if let Some(password) = &s.password {
+                builder = builder.password(password);
+            }
+            Conn::Cluster(builder.build()?.get_async_connection().await?)
+        }
+    };
+    // Loaded now so the first decision is one round trip; NOSCRIPT later reloads it.
+    let load = shared.script.prepare_invoke();
+    match &mut conn {
+        Conn::Single(c) => load.load_async(c).await?,
+        Conn::Cluster(c) => load.load_async(c).await?,
+    };
+    Ok(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ratelimit::KeyKind;
+
+    #[test]
+    fn keys_are_namespaced_hash_tagged_and_bounded() {
+        let limit =
+            RateLimit::new("orders", KeyKind::Ip, 10, Duration::from_secs(60), 2).expect("valid");
+        assert_eq!(
+            bucket_key(&limit, b"10.0.0.1"),
+            "gatehouse:rl:{orders:ip:10/60000ms/2:10.0.0.1}"
+        );
+        let user =
+            RateLimit::new("orders", KeyKind::User, 10, Duration::from_secs(60), 0).expect("valid");
+        let long = vec![b'a'; 65];
+        let key = bucket_key(&user, &long);
+        assert!(
+            key.starts_with("gatehouse:rl:{orders:user:10/60000ms/0:#"),
+            "{key}"
+        );
+        assert_eq!(
+            key.len(),
+            "gatehouse:rl:{orders:user:10/60000ms/0:#}".len() + 32
+        );
+        // Braces could move the hash tag; they are digested away.
+        assert!(bucket_key(&user, b"a}b").ends_with('}'));
+        assert!(!bucket_key(&user, b"a}b").contains("a}b"));
+        let raw = bucket_key(&user, &long[..64]);
+        assert!(raw.ends_with(&format!(":{}}}", "a".repeat(64))), "{raw}");
+    }
+}

@@ -1,0 +1,291 @@
+//! `redis`, the top-level `rate_limit` and route `rate_limit` through `config::load`: valid
+//! settings become typed settings, every bad value is reported at its file, line and column,
+//! and a route's valid limits are still refused, since the request path does not apply them yet.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use gatehouse::config::{load, MapEnv, Snapshot};
+use gatehouse::ratelimit::{
+    OnStoreError, RateLimitSettings, RedisSettings, RedisTarget, StoreKind,
+};
+use gatehouse::registry::Registries;
+
+/// One reported error: file relative to the config dir, line, column, message.
+type Found = (String, usize, usize, String);
+
+fn load_files(files: &[(&str, &str)], env: &[(&str, &str)]) -> Result<Snapshot, Vec<Found>> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (name, text) in files {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(path.parent().expect("has a parent")).expect("mkdir");
+        std::fs::write(&path, text).expect("write config file");
+    }
+    let env: HashMap<String, String> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    load(
+        &dir.path().join("gateway.yaml"),
+        &MapEnv(env),
+        &Registries::default(),
+    )
+    .map_err(|errors| {
+        errors
+            .0
+            .iter()
+            .map(|e| {
+                let (line, column) = e.mark.map_or((0, 0), |m| (m.line, m.column));
+                let file = e.file.strip_prefix(dir.path()).unwrap_or(&e.file);
+                (file.display().to_string(), line, column, e.message.clone())
+            })
+            .collect()
+    })
+}
+
+/// gateway.yaml whose `extra` starts at line 3.
+fn gateway(extra: &str) -> String {
+    format!("server:\n  listen: 127.0.0.1:0\n{extra}")
+}
+
+fn loads(gateway_yaml: &str, env: &[(&str, &str)]) -> Snapshot {
+    load_files(&[("gateway.yaml", gateway_yaml)], env)
+        .unwrap_or_else(|e| panic!("should load: {e:#?}"))
+}
+
+/// A routes file whose route `r` has `rate_limit:` at 8:5 followed by `items` from line 9.
+/// In an item written `      - by: X` the value of `by` is at column 13, and in the lines
+/// below it (`        limit: N`) `limit` values are at column 16, `per` at 14, `burst` at 16.
+fn route_limits(items: &str) -> String {
+    format!(
+        "upstreams:\n  a:\n    targets: [http://127.0.0.1:1]\nroutes:\n  - name: r\n    \
+         match: {{path: /x}}\n    upstream: a\n    rate_limit:\n{items}"
+    )
+}
+
+/// One case: a name, the files, and the one error expected (position and words in it).
+struct Case {
+    name: &'static str,
+    files: Vec<(&'static str, String)>,
+    at: (&'static str, usize, usize),
+    says: &'static str,
+}
+
+fn g(name: &'static str, extra: &str, at: (usize, usize), says: &'static str) -> Case {
+    Case {
+        name,
+        files: vec![("gateway.yaml", gateway(extra))],
+        at: ("gateway.yaml", at.0, at.1),
+        says,
+    }
+}
+
+fn r(name: &'static str, items: &str, at: (usize, usize), says: &'static str) -> Case {
+    Case {
+        name,
+        files: vec![
+            ("gateway.yaml", gateway("")),
+            ("routes/r.yaml", route_limits(items)),
+        ],
+        at: ("routes/r.yaml", at.0, at.1),
+        says,
+    }
+}
+
+/// Checks every case, reporting all that fail at once.
+fn check(cases: Vec<Case>) {
+    let mut failures = Vec::new();
+    for case in cases {
+        let files: Vec<(&str, &str)> = case.files.iter().map(|(n, t)| (*n, t.as_str())).collect();
+        match load_files(&files, &[]) {
+            Ok(_) => failures.push(format!("{}: loaded, expected an error", case.name)),
+            Err(errors) => {
+                let (file, line, column) = case.at;
+                let hit = errors.iter().any(|(f, l, c, m)| {
+                    f == file && *l == line && *c == column && m.contains(case.says)
+                });
+                if !hit || errors.len() != 1 {
+                    failures.push(format!(
+                        "{}: expected only {file}:{line}:{column} `{}`, got {errors:#?}",
+                        case.name, case.says
+                    ));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn redis_and_rate_limit_load_into_typed_settings() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let secret = dir.path().join("redis-password");
+    std::fs::write(&secret, "s3cret\n").expect("write secret");
+    let yaml = gateway(
+        "redis:\n  url: rediss://cache.internal:6380/2\n  password: ${REDIS_PASSWORD}\n  \
+         connect_timeout: 1s\n  command_timeout: 100ms\n  reconnect_max_backoff: 5s\n\
+         rate_limit:\n  store: redis\n  on_store_error: deny\n",
+    );
+    let snapshot = loads(
+        &yaml,
+        &[("REDIS_PASSWORD_FILE", secret.to_str().expect("utf-8 path"))],
+    );
+    assert_eq!(
+        snapshot.redis,
+        Some(RedisSettings {
+            target: RedisTarget::Url("rediss://cache.internal:6380/2".into()),
+            password: Some("s3cret".into()),
+            connect_timeout: Duration::from_secs(1),
+            command_timeout: Duration::from_millis(100),
+            reconnect_max_backoff: Duration::from_secs(5),
+        })
+    );
+    assert_eq!(
+        snapshot.rate_limit,
+        RateLimitSettings {
+            store: StoreKind::Redis,
+            on_store_error: OnStoreError::Deny,
+        }
+    );
+    assert!(snapshot.warnings.is_empty(), "{:?}", snapshot.warnings);
+
+    // Defaults; an empty password (the `${REDIS_PASSWORD:-}` of the docs) is no password.
+    let snapshot = loads(
+        &gateway(
+            "redis:\n  cluster: [redis://10.0.0.1:7000, redis://10.0.0.2:7000]\n  \
+             password: ${REDIS_PASSWORD:-}\nrate_limit:\n  store: redis\n",
+        ),
+        &[],
+    );
+    let redis = snapshot.redis.expect("redis settings");
+    assert_eq!(
+        redis.target,
+        RedisTarget::Cluster(vec![
+            "redis://10.0.0.1:7000".into(),
+            "redis://10.0.0.2:7000".into()
+        ])
+    );
+    assert_eq!(redis.password, None);
+    assert_eq!(redis.connect_timeout, Duration::from_secs(2));
+    assert_eq!(redis.command_timeout, Duration::from_millis(250));
+    assert_eq!(redis.reconnect_max_backoff, Duration::from_secs(15));
+    assert_eq!(snapshot.rate_limit.on_store_error, OnStoreError::Local);
+
+    // Neither section: memory, and no Redis.
+    let snapshot = loads(&gateway(""), &[]);
+    assert_eq!(snapshot.rate_limit.store, StoreKind::Memory);
+    assert_eq!(snapshot.redis, None);
+    let snapshot = loads(&gateway("rate_limit:\n  store: memory\n"), &[]);
+    assert_eq!(snapshot.rate_limit.store, StoreKind::Memory);
+}
+
+/// A `redis` section no store uses loads (the cache will use it too) but is a warning.
+#[test]
+fn an_unused_redis_section_is_a_warning() {
+    let snapshot = loads(&gateway("redis:\n  url: redis://127.0.0.1:6379/0\n"), &[]);
+    assert!(snapshot.redis.is_some());
+    let warnings: Vec<String> = snapshot.warnings.iter().map(|w| w.to_string()).collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].ends_with("gateway.yaml:3:1: `redis` is not used: no store is set to redis"),
+        "{warnings:?}"
+    );
+}
+
+#[rustfmt::skip]
+#[test]
+fn bad_store_settings_are_reported_where_written() {
+    check(vec![
+        g("store redis without redis", "rate_limit:\n  store: redis\n", (4, 10), "`store: redis` needs a `redis:` section"),
+        g("unknown store", "rate_limit:\n  store: disk\n", (4, 10), "disk"),
+        g("unknown on_store_error", "redis:\n  url: redis://h:1\nrate_limit:\n  store: redis\n  on_store_error: maybe\n", (7, 19), "maybe"),
+        g("on_store_error with memory", "rate_limit:\n  on_store_error: deny\n", (4, 19), "only applies with `store: redis`"),
+        g("unknown rate_limit key", "rate_limit:\n  stor: memory\n", (4, 3), "did you mean `store`"),
+        g("redis without target", "redis:\n  command_timeout: 1s\nrate_limit:\n  store: redis\n", (3, 1), "`redis` needs `url`"),
+        g("url and cluster", "redis:\n  url: redis://h:1\n  cluster: [redis://h:2]\n", (5, 12), "not both"),
+        g("http url", "redis:\n  url: http://h:6379\n", (4, 8), "invalid Redis URL `http://h:6379`"),
+        g("unix url", "redis:\n  url: unix:///tmp/redis.sock\n", (4, 8), "expected redis://"),
+        g("bad port", "redis:\n  url: redis://h:notaport\n", (4, 8), "invalid Redis URL"),
+        g("empty cluster", "redis:\n  cluster: []\n", (4, 12), "`cluster` is empty"),
+        g("bad cluster node", "redis:\n  cluster:\n    - redis://h:1\n    - tcp://h:2\n", (6, 7), "invalid Redis URL `tcp://h:2`"),
+        g("zero command_timeout", "redis:\n  url: redis://h:1\n  command_timeout: 0s\n", (5, 20), "`command_timeout` must be greater than zero"),
+        g("zero connect_timeout", "redis:\n  url: redis://h:1\n  connect_timeout: 0ms\n", (5, 20), "`connect_timeout` must be greater than zero"),
+        g("zero backoff", "redis:\n  url: redis://h:1\n  reconnect_max_backoff: 0s\n", (5, 26), "`reconnect_max_backoff` must be greater than zero"),
+        g("bare number timeout", "redis:\n  url: redis://h:1\n  command_timeout: 250\n", (5, 20), "has no unit"),
+        g("misspelled key", "redis:\n  urll: redis://h:1\n", (4, 3), "did you mean `url`"),
+        g("password twice", "redis:\n  url: redis://:pw@h:1\n  password: other\n", (4, 8), "give it once"),
+    ]);
+}
+
+#[rustfmt::skip]
+#[test]
+fn bad_route_limits_are_reported_where_written() {
+    let item = |by: &str, rest: &str| format!("      - by: {by}\n{rest}");
+    let per_minute = |by: &str| item(by, "        limit: 10\n        per: 1m\n");
+    check(vec![
+        r("limit 0", &item("ip", "        limit: 0\n        per: 1m\n"), (10, 16), "`limit` must be at least 1"),
+        r("per 0", &item("ip", "        limit: 1\n        per: 0s\n"), (11, 14), "`per` must be greater than zero"),
+        r("negative limit", &item("ip", "        limit: -1\n        per: 1m\n"), (10, 16), "-1"),
+        r("unknown by", &per_minute("client"), (9, 13), "unknown `by` `client`"),
+        r("misspelled by", &per_minute("usr"), (9, 13), "did you mean `user`?"),
+        r("header without name", &per_minute("'header:'"), (9, 13), "`header:` needs a header name"),
+        r("bad header name", &per_minute("'header:x api'"), (9, 13), "invalid header name `x api`"),
+        r("missing per", "      - by: ip\n        limit: 1\n", (9, 9), "`per`"),
+        r("missing by", "      - limit: 1\n        per: 1m\n", (9, 9), "`by`"),
+        r("misspelled burst", &item("ip", "        limit: 1\n        per: 1m\n        burts: 2\n"), (12, 9), "did you mean `burst`"),
+        r("too fast", &item("ip", "        limit: 2000000\n        per: 1s\n"), (10, 16), "at most one request per microsecond"),
+        r("too slow", &item("ip", "        limit: 1\n        per: 400d\n"), (11, 14), "at most 366d"),
+        r("empty list", "      []\n", (8, 5), "`rate_limit` is empty"),
+        r("no value", "", (8, 5), "`rate_limit` has no value"),
+        r("duplicate", &format!("{}{}", per_minute("ip"), per_minute("ip")), (12, 13), "repeats another"),
+        r("not a list", "      by: ip\n", (9, 7), "sequence"),
+    ]);
+}
+
+/// Every mistake in the route's limits is reported in one run.
+#[test]
+fn every_bad_limit_of_a_route_is_reported_at_once() {
+    let items = "      - by: nobody\n        limit: 0\n        per: 1m\n      - by: ip\n        \
+                 limit: 5\n        per: 0s\n";
+    let errors = load_files(
+        &[
+            ("gateway.yaml", &gateway("")),
+            ("routes/r.yaml", &route_limits(items)),
+        ],
+        &[],
+    )
+    .expect_err("bad limits");
+    let at: Vec<(usize, usize)> = errors.iter().map(|(_, l, c, _)| (*l, *c)).collect();
+    assert_eq!(at, vec![(9, 13), (10, 16), (14, 14)], "{errors:#?}");
+}
+
+/// Valid limits are parsed (the error lists them as understood) and still refused: a limit
+/// that is configured but not applied would be a hole, so nothing is accepted and ignored.
+#[test]
+fn valid_route_limits_are_refused_as_not_enforced_yet() {
+    let items = "      - by: user\n        limit: 100\n        per: 1m\n        burst: 20\n      \
+                 - by: header:X-Api-Key\n        limit: 5\n        per: 1s\n      - by: route\n        \
+                 limit: 1000\n        per: 1m30s\n";
+    let gateway_yaml = gateway(
+        "redis:\n  url: redis://127.0.0.1:6379/0\nrate_limit:\n  store: redis\n  \
+         on_store_error: allow\n",
+    );
+    let errors = load_files(
+        &[
+            ("gateway.yaml", &gateway_yaml),
+            ("routes/r.yaml", &route_limits(items)),
+        ],
+        &[],
+    )
+    .expect_err("route limits are not enforced yet");
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    let (file, line, column, message) = &errors[0];
+    assert_eq!((file.as_str(), *line, *column), ("routes/r.yaml", 8, 5));
+    assert!(message.contains("not enforced yet"), "{message}");
+    assert!(
+        message.contains(
+            "(user: 100 per 1m, burst 20; header:x-api-key: 5 per 1s; route: 1000 per 1m30s)"
+        ),
+        "{message}"
+    );
+}

@@ -1,0 +1,404 @@
+//! The Redis bucket store against a real `redis-server` that each test starts on a free port
+//! (no persistence) and kills at the end: exact counts, one budget across two connections (as
+//! two gateway instances have), prompt errors while Redis is down or stalled, recovery after a
+//! restart on the same port without a new store, NOSCRIPT after SCRIPT FLUSH, and a real
+//! 3-node Redis Cluster made with `redis-cli --cluster create`.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{eventually, free_port, DEADLINE};
+use gatehouse::ratelimit::{
+    KeyKind, RateLimit, RedisSettings, RedisStore, RedisTarget, StoreError,
+};
+
+/// A `redis-server` child on a fixed port, killed when dropped.
+struct RedisServer {
+    port: u16,
+    child: Option<Child>,
+    /// Extra arguments (cluster mode), and the folder they write to.
+    args: Vec<String>,
+}
+
+impl RedisServer {
+    fn start() -> RedisServer {
+        // The port is released before redis binds it; on a lost race, try another.
+        for _ in 0..5 {
+            let mut server = RedisServer {
+                port: free_port(),
+                child: None,
+                args: Vec::new(),
+            };
+            if server.spawn() {
+                return server;
+            }
+        }
+        panic!("redis-server did not start");
+    }
+
+    /// Starts redis on `self.port`; whether it answers PING within the deadline.
+    fn spawn(&mut self) -> bool {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (.ci/test installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + DEADLINE;
+        while Instant::now() < deadline {
+            if self.command("PING").is_some_and(|r| r.starts_with("+PONG")) {
+                return true;
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                eprintln!("redis-server exited: {status}");
+                self.child = None;
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Sends one inline command; the first reply line.
+    fn command(&self, command: &str) -> Option<String> {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        stream.write_all(format!("{command}\r\n").as_bytes()).ok()?;
+        let mut buf = [0u8; 512];
+        let n = stream.read(&mut buf).ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let status = Command::new("kill")
+            .args([name, &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    fn settings(&self) -> RedisSettings {
+        RedisSettings {
+            target: RedisTarget::Url(format!("redis://127.0.0.1:{}/0", self.port)),
+            password: None,
+            connect_timeout: Duration::from_secs(2),
+            command_timeout: Duration::from_millis(250),
+            reconnect_max_backoff: Duration::from_millis(200),
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(child) = &self.child {
+            // A stopped redis ignores SIGKILL only until continued; continue it to be sure.
+            let _ = Command::new("kill")
+                .args(["-CONT", &child.id().to_string()])
+                .status();
+        }
+        self.kill();
+    }
+}
+
+fn per_minute(route: &str, limit: u32, burst: u32) -> RateLimit {
+    RateLimit::new(route, KeyKind::Ip, limit, Duration::from_secs(60), burst).expect("valid")
+}
+
+async fn connected(redis: &RedisServer) -> RedisStore {
+    let store = RedisStore::start(redis.settings());
+    eventually("the store connects", || async { store.is_connected() }).await;
+    store
+}
+
+#[tokio::test]
+async fn ten_per_minute_refuses_the_eleventh_with_exact_headers() {
+    let redis = RedisServer::start();
+    let store = connected(&redis).await;
+    let ten = per_minute("orders", 10, 0);
+    for i in 1..=10u64 {
+        let d = store.check(&ten, b"10.0.0.1").await.expect("decision");
+        assert!(d.allowed, "request {i}");
+        assert_eq!((d.limit, d.remaining), (10, 10 - i), "request {i}");
+        assert_eq!(d.retry_after, Duration::ZERO);
+        // Redis' clock moves a little between calls: reset is i intervals minus that.
+        let full = Duration::from_secs(6 * i);
+        assert!(d.reset_after <= full && d.reset_after > full - Duration::from_secs(1));
+    }
+    let d = store.check(&ten, b"10.0.0.1").await.expect("decision");
+    assert!(!d.allowed, "request 11 is refused");
+    assert_eq!(d.remaining, 0);
+    assert!(d.retry_after <= Duration::from_secs(6) && d.retry_after > Duration::from_secs(5));
+    assert_eq!(d.retry_after_secs(), 6);
+    assert_eq!(d.reset_secs(), 60);
+    // Another client has its own bucket.
+    assert!(
+        store
+            .check(&ten, b"10.0.0.2")
+            .await
+            .expect("decision")
+            .allowed
+    );
+
+    // Burst: 5 per minute plus 3 at once.
+    let burst = per_minute("orders", 5, 3);
+    let mut allowed = 0;
+    for _ in 0..20 {
+        allowed += u32::from(
+            store
+                .check(&burst, b"10.0.0.1")
+                .await
+                .expect("decision")
+                .allowed,
+        );
+    }
+    assert_eq!(allowed, 8);
+
+    // The bucket expires once full again: its TTL is the time to refill, at most a minute.
+    let key = gatehouse::ratelimit::redis::bucket_key(&ten, b"10.0.0.1");
+    let ttl = redis.command(&format!("PTTL {key}")).expect("PTTL");
+    let ttl: i64 = ttl
+        .trim()
+        .trim_start_matches(':')
+        .parse()
+        .expect("integer reply");
+    assert!((59_000..=60_000).contains(&ttl), "PTTL {ttl}");
+}
+
+/// Two instances of the gateway, each with its own connection, spend one budget: the check and
+/// the spend are one atomic script, so neither can read a count the other is about to change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stores_sharing_one_redis_admit_exactly_limit_plus_burst() {
+    let redis = RedisServer::start();
+    let (a, b) = (connected(&redis).await, connected(&redis).await);
+    let limit = std::sync::Arc::new(
+        RateLimit::new("shared", KeyKind::Route, 20, Duration::from_secs(3_600), 5).expect("valid"),
+    );
+    let mut tasks = Vec::new();
+    for store in [a, b] {
+        for _ in 0..4 {
+            let (store, limit) = (store.clone(), std::sync::Arc::clone(&limit));
+            tasks.push(tokio::spawn(async move {
+                let mut allowed = 0u32;
+                for _ in 0..25 {
+                    allowed += u32::from(store.check(&limit, b"").await.expect("decision").allowed);
+                }
+                allowed
+            }));
+        }
+    }
+    let mut total = 0;
+    for task in tasks {
+        total += task.await.expect("task");
+    }
+    // 200 requests over 8 concurrent callers on 2 connections: exactly 20 + 5 admitted.
+    assert_eq!(total, 25);
+}
+
+#[tokio::test]
+async fn redis_down_fails_promptly_and_a_restart_resumes_without_a_new_store() {
+    let mut redis = RedisServer::start();
+    let store = connected(&redis).await;
+    let limit = per_minute("r", 100, 0);
+    assert!(store.check(&limit, b"c").await.expect("decision").allowed);
+
+    redis.kill();
+    // The broken connection is noticed by the next command, and later ones fail at once.
+    for i in 0..5 {
+        let started = Instant::now();
+        let error = store.check(&limit, b"c").await.expect_err("redis is down");
+        // command_timeout is 250 ms; a generous bound for a loaded machine.
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "attempt {i}: {error:?} after {:?}",
+            started.elapsed()
+        );
+        if i > 0 {
+            assert_eq!(error, StoreError::Disconnected, "attempt {i}");
+        }
+    }
+    assert!(!store.is_connected());
+
+    // Down long enough that uncapped doubling from 100 ms would next try ~2.8 s after the
+    // restart; reconnect_max_backoff (200 ms) keeps every pause at most 240 ms (with jitter).
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    assert!(redis.spawn(), "redis restarts on port {}", redis.port);
+    let restarted = Instant::now();
+    eventually("decisions work again after the restart", || async {
+        store.check(&limit, b"c").await.is_ok()
+    })
+    .await;
+    assert!(
+        restarted.elapsed() < Duration::from_millis(1_500),
+        "reconnected {:?} after the restart",
+        restarted.elapsed()
+    );
+    // A fresh Redis holds no buckets: the count starts over, and then counts on.
+    let d = store.check(&limit, b"c").await.expect("decision");
+    assert!(d.allowed);
+    assert!(d.remaining >= 97, "remaining {}", d.remaining);
+}
+
+#[tokio::test]
+async fn a_stalled_redis_costs_at_most_command_timeout() {
+    let redis = RedisServer::start();
+    let store = connected(&redis).await;
+    let limit = per_minute("r", 100, 0);
+    assert!(store.check(&limit, b"c").await.is_ok());
+    redis.signal("-STOP");
+    let started = Instant::now();
+    let error = store
+        .check(&limit, b"c")
+        .await
+        .expect_err("redis is stopped");
+    let waited = started.elapsed();
+    redis.signal("-CONT");
+    assert_eq!(error, StoreError::Timeout(Duration::from_millis(250)));
+    assert!(
+        store.is_connected(),
+        "a slow answer does not drop the connection"
+    );
+    assert!(waited >= Duration::from_millis(250), "{waited:?}");
+    assert!(waited < Duration::from_secs(2), "{waited:?}");
+    // Once Redis answers again so does the store, on the same connection.
+    eventually("redis answers again", || async {
+        store.check(&limit, b"c").await.is_ok()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn script_flush_is_recovered_and_the_bucket_kept() {
+    let redis = RedisServer::start();
+    let store = connected(&redis).await;
+    let limit = per_minute("r", 10, 0);
+    let first = store.check(&limit, b"c").await.expect("decision");
+    assert_eq!(first.remaining, 9);
+    assert_eq!(redis.command("SCRIPT FLUSH").as_deref(), Some("+OK\r\n"));
+    let second = store
+        .check(&limit, b"c")
+        .await
+        .expect("NOSCRIPT reloads the script");
+    assert!(second.allowed);
+    assert_eq!(second.remaining, 8, "the bucket survived the flush");
+    let third = store.check(&limit, b"c").await.expect("decision");
+    assert_eq!(third.remaining, 7);
+}
+
+/// A port whose cluster bus port (port + 10000) is free too.
+fn cluster_port() -> u16 {
+    loop {
+        let port = free_port();
+        if port < 55_000 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// A real 3-node Redis Cluster (no replicas): buckets land on different nodes by hash slot,
+/// each decided by the script on the node that owns its key.
+#[tokio::test]
+async fn a_redis_cluster_counts_exactly_on_every_node() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        let mut node = RedisServer {
+            port: cluster_port(),
+            child: None,
+            args: vec![
+                "--cluster-enabled".into(),
+                "yes".into(),
+                "--cluster-config-file".into(),
+                dir.path()
+                    .join(format!("nodes-{i}.conf"))
+                    .display()
+                    .to_string(),
+                "--dir".into(),
+                dir.path().display().to_string(),
+            ],
+        };
+        assert!(node.spawn(), "cluster node {i} starts");
+        nodes.push(node);
+    }
+    let addresses: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect();
+    let created = Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&addresses)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .stdout(Stdio::null())
+        .status()
+        .expect("redis-cli (redis-tools) must be installed");
+    assert!(created.success(), "cluster create");
+    eventually("the cluster is up", || async {
+        nodes.iter().all(|n| {
+            n.command("CLUSTER INFO")
+                .is_some_and(|info| info.contains("cluster_state:ok"))
+        })
+    })
+    .await;
+
+    let settings = RedisSettings {
+        target: RedisTarget::Cluster(addresses.iter().map(|a| format!("redis://{a}")).collect()),
+        ..nodes[0].settings()
+    };
+    let (a, b) = (
+        RedisStore::start(settings.clone()),
+        RedisStore::start(settings),
+    );
+    eventually("both stores connect", || async {
+        a.is_connected() && b.is_connected()
+    })
+    .await;
+    let limit = per_minute("orders", 3, 1);
+    // Enough clients that their buckets land on all three nodes (each misses one with
+    // probability (2/3)^40).
+    for client in 0..40u32 {
+        let key = format!("10.0.0.{client}");
+        let mut allowed = 0;
+        for i in 0..6 {
+            let store = if i % 2 == 0 { &a } else { &b };
+            let decision = store.check(&limit, key.as_bytes()).await;
+            allowed += u32::from(decision.expect("decision").allowed);
+        }
+        assert_eq!(
+            allowed, 4,
+            "client {key}: limit 3 + burst 1 across two stores"
+        );
+    }
+    let mut keys_per_node = Vec::new();
+    for node in &nodes {
+        let reply = node.command("DBSIZE").expect("DBSIZE");
+        keys_per_node.push(
+            reply
+                .trim()
+                .trim_start_matches(':')
+                .parse::<u32>()
+                .expect("integer"),
+        );
+    }
+    assert_eq!(keys_per_node.iter().sum::<u32>(), 40, "{keys_per_node:?}");
+    assert!(
+        keys_per_node.iter().all(|&n| n > 0),
+        "spread over every node: {keys_per_node:?}"
+    );
+}
