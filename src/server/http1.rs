@@ -141,13 +141,22 @@ impl ClientConnection {
                     if phase_says_close(phase.now, self.role) {
                         close_after.store(true, Ordering::Relaxed);
                     }
-                    Box::pin(serve_request(
-                        &self.inbound,
-                        head,
-                        &self.conn,
-                        self.role,
-                        &self.state,
-                        &close_after,
+                    // Allocated before the future is made, so it is written straight into
+                    // its box: `Box::pin(serve_request(..))` builds it on the stack first, and
+                    // with `panic = "unwind"` (the stack copy must stay droppable while the
+                    // allocation could unwind) that cost a memcpy of the whole state, ~5 KiB,
+                    // per request.
+                    let slot = Box::new_uninit();
+                    Box::into_pin(Box::write(
+                        slot,
+                        serve_request(
+                            &self.inbound,
+                            head,
+                            &self.conn,
+                            self.role,
+                            &self.state,
+                            &close_after,
+                        ),
                     ))
                 }
                 Err(stop) => break stop,
@@ -478,14 +487,17 @@ async fn serve_request(
     } else {
         Persistence::KeepAlive
     };
-    let sent = send_response(
+    let mut sending = start_response(
         inbound,
         response,
         method == Method::HEAD,
         version,
         persistence,
-    )
-    .await;
+    );
+    let sent = sending.send(inbound).await;
+    // The body goes (and with it an upstream connection, back to its pool) before the request
+    // is counted as finished, as when it was dropped inside the sending future.
+    drop(sending);
     finish_completion(completion, &sent);
     close |= !sent.complete || sent.until_close;
     let left = inbound.finish_body();
@@ -517,8 +529,45 @@ async fn send_response(
     response: Response<ResponseBody>,
     head_request: bool,
     version: Version,
-    mut persistence: Persistence,
+    persistence: Persistence,
 ) -> Sent {
+    let mut sending = start_response(inbound, response, head_request, version, persistence);
+    sending.send(inbound).await
+}
+
+/// A response whose head is encoded, on its way to the client.
+struct Sending {
+    sender: BodySender<ResponseBody>,
+    framing: ResponseFraming,
+}
+
+impl Sending {
+    /// Writes the head and body; what that achieved.
+    async fn send(&mut self, inbound: &Inbound) -> Sent {
+        let sender = &mut self.sender;
+        let result = poll_fn(|cx| sender.poll_send(inbound.stream(), cx)).await;
+        if let Err(error) = &result {
+            tracing::debug!(%error, "response not sent in full");
+        }
+        Sent {
+            body_bytes: sender.body_bytes,
+            complete: result.is_ok(),
+            body_failed: matches!(result, Err(SendError::Body(_))),
+            until_close: self.framing == ResponseFraming::UntilClose,
+        }
+    }
+}
+
+/// Encodes the head of `response` and readies its body for [`Sending::send`]. Not `async`:
+/// the response is taken apart right where it lies instead of being moved into one more
+/// future's state (a memcpy of the whole response per request with `panic = "unwind"`).
+fn start_response(
+    inbound: &Inbound,
+    response: Response<ResponseBody>,
+    head_request: bool,
+    version: Version,
+    mut persistence: Persistence,
+) -> Sending {
     let (parts, body) = response.into_parts();
     let status = parts.status;
     let bodiless = head_request
@@ -540,16 +589,9 @@ async fn send_response(
     drop(parts);
     inbound.response_started();
     let body = (!bodiless).then_some(body);
-    let mut sender = BodySender::new(head.freeze(), body, framing == ResponseFraming::Chunked);
-    let result = poll_fn(|cx| sender.poll_send(inbound.stream(), cx)).await;
-    if let Err(error) = &result {
-        tracing::debug!(%error, "response not sent in full");
-    }
-    Sent {
-        body_bytes: sender.body_bytes,
-        complete: result.is_ok(),
-        body_failed: matches!(result, Err(SendError::Body(_))),
-        until_close: framing == ResponseFraming::UntilClose,
+    Sending {
+        sender: BodySender::new(head.freeze(), body, framing == ResponseFraming::Chunked),
+        framing,
     }
 }
 
