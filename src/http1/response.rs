@@ -3,7 +3,6 @@
 use std::cell::RefCell;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::BytesMut;
 use http::header::{self, HeaderMap};
 use http::StatusCode;
 
@@ -41,7 +40,7 @@ pub fn encode_response_head(
     headers: &HeaderMap,
     framing: ResponseFraming,
     persistence: Persistence,
-    out: &mut BytesMut,
+    out: &mut Vec<u8>,
 ) {
     out.reserve(fields_size(headers) + 128);
     out.extend_from_slice(b"HTTP/1.1 ");
@@ -113,7 +112,7 @@ mod tests {
                 HeaderValue::from_str(value).unwrap(),
             );
         }
-        let mut out = BytesMut::new();
+        let mut out = Vec::new();
         let status = StatusCode::from_u16(status).unwrap();
         encode_response_head(status, &map, framing, persistence, &mut out);
         String::from_utf8(out.to_vec()).unwrap()

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::task::{ready, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use tokio::net::TcpStream;
@@ -584,13 +584,13 @@ fn start_response(
         persistence = Persistence::Close;
         ResponseFraming::UntilClose
     };
-    let mut head = BytesMut::new();
+    let mut head = Vec::new();
     encode_response_head(status, &parts.headers, framing, persistence, &mut head);
     drop(parts);
     inbound.response_started();
     let body = (!bodiless).then_some(body);
     Sending {
-        sender: BodySender::new(head.freeze(), body, framing == ResponseFraming::Chunked),
+        sender: BodySender::new(Bytes::from(head), body, framing == ResponseFraming::Chunked),
         framing,
     }
 }

@@ -63,7 +63,7 @@ pub fn encode_request_head(
     target: &str,
     headers: &HeaderMap,
     framing: RequestFraming,
-    out: &mut BytesMut,
+    out: &mut Vec<u8>,
 ) {
     out.reserve(method.as_str().len() + target.len() + fields_size(headers) + 48);
     out.extend_from_slice(method.as_str().as_bytes());

@@ -12,7 +12,7 @@ use std::io;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::Bytes;
 use http::{Method, Request, Response};
 use http_body::Body;
 
@@ -121,7 +121,7 @@ impl Pool {
         // Encoded again for a retry rather than kept twice: retries are rare, a shared copy of
         // the head on every request is not free.
         let head = || {
-            let mut head = BytesMut::new();
+            let mut head = Vec::new();
             encode_request_head(
                 &parts.method,
                 request_target,
@@ -129,7 +129,7 @@ impl Pool {
                 framing,
                 &mut head,
             );
-            head.freeze()
+            Bytes::from(head)
         };
         let body = (!body.is_end_stream()).then_some(body);
         let mut upload = Upload::new(head(), body, chunked);

@@ -18,7 +18,7 @@ fn request_heads_carry_our_framing_not_the_clients() {
     headers.append("x-multi", HeaderValue::from_static("a"));
     headers.append("x-multi", HeaderValue::from_static("b"));
     let encode = |method: Method, exact: Option<u64>| {
-        let mut out = BytesMut::new();
+        let mut out = Vec::new();
         let framing = RequestFraming::for_body(&method, exact);
         encode_request_head(&method, "/p?q=1", &headers, framing, &mut out);
         String::from_utf8(out.to_vec()).unwrap()
