@@ -415,3 +415,51 @@ async fn redis_down_allow_lets_requests_through() {
     let ready = get(&gw.url("/readyz")).await;
     assert_eq!(ready.status, 200);
 }
+
+/// An outage is one warning when it starts and one line when it ends, however many requests
+/// meet it, from the binary as an operator runs it.
+#[tokio::test]
+async fn store_outage_and_recovery_are_logged_once_each() {
+    let mut redis = RedisServer::start();
+    let upstream = EchoUpstream::start("u").await;
+    let config = format!(
+        "server:\n  listen: 127.0.0.1:PORT\n  workers: 2\nlogging:\n  format: json\n  level: info\n\
+         redis:\n  url: {}\n  connect_timeout: 500ms\n  command_timeout: 250ms\n  \
+         reconnect_max_backoff: 200ms\nrate_limit:\n  store: redis\n  on_store_error: local\n\
+         upstreams:\n  u:\n    targets: [{}]\nroutes:\n{}",
+        redis.url(),
+        upstream.url(),
+        route(&limit("ip", 1000, "1m", 0))
+    );
+    let gw = GatehouseProcess::start(&config, &[]).await;
+    let url = gw.url("/r");
+    assert_eq!(get(&url).await.status, 200);
+    redis.kill();
+    for _ in 0..20 {
+        assert_eq!(get(&url).await.status, 200, "local fallback serves");
+    }
+    assert!(redis.spawn(), "redis restarts on port {}", redis.port);
+    let recovered = |gw: &GatehouseProcess| {
+        gw.log_lines()
+            .iter()
+            .filter(|l| l.to_string().contains("rate-limit store recovered"))
+            .count()
+    };
+    eventually("recovery logged", || async {
+        assert_eq!(get(&url).await.status, 200);
+        recovered(&gw) >= 1
+    })
+    .await;
+    for _ in 0..20 {
+        assert_eq!(get(&url).await.status, 200);
+    }
+    let lines = gw.log_lines();
+    let count = |text: &str| {
+        lines
+            .iter()
+            .filter(|l| l.to_string().contains(text))
+            .count()
+    };
+    assert_eq!(count("rate-limit store unavailable"), 1, "{lines:#?}");
+    assert_eq!(count("rate-limit store recovered"), 1, "{lines:#?}");
+}

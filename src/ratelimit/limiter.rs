@@ -8,7 +8,7 @@
 
 use std::hash::Hash;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -101,6 +101,8 @@ pub enum StoreState {
 struct WorkerStore {
     store: RedisStore,
     made: Instant,
+    /// Whether its last decision failed.
+    down: AtomicBool,
 }
 
 /// The Redis stores of one `redis:` setting: one connection per worker, made lazily there.
@@ -108,6 +110,8 @@ pub struct SharedStore {
     settings: RedisSettings,
     stores: PerWorker<WorkerStore>,
     state: AtomicU8,
+    /// Workers whose last decision failed.
+    down_workers: AtomicUsize,
     metrics: StoreMetrics,
 }
 
@@ -127,6 +131,7 @@ impl SharedStore {
             settings,
             stores: PerWorker::new(),
             state: AtomicU8::new(StoreState::Unknown as u8),
+            down_workers: AtomicUsize::new(0),
             metrics,
         }
     }
@@ -140,29 +145,56 @@ impl SharedStore {
         }
     }
 
-    /// Records the outcome of a decision; logs and publishes only a change of state, so an
-    /// outage gives one line when it starts and one when it ends.
-    fn note(&self, up: bool, on_store_error: OnStoreError) {
-        let want = if up { StoreState::Up } else { StoreState::Down } as u8;
-        if self.state.load(Ordering::Relaxed) == want {
+    /// Records the outcome of a decision on `worker`'s connection. The store is down while
+    /// any worker's connection fails, so workers reconnecting one after another make one
+    /// outage: it is logged and published once when it starts and once when it ends.
+    fn note(&self, worker: &WorkerStore, up: bool, on_store_error: OnStoreError) {
+        self.mark(worker, up, on_store_error);
+        if up && self.down_workers.load(Ordering::Relaxed) > 0 {
+            self.clear_reconnected(on_store_error);
+        }
+    }
+
+    /// Records `worker`'s state, and the store's when it changes.
+    fn mark(&self, worker: &WorkerStore, up: bool, on_store_error: OnStoreError) {
+        if worker.down.load(Ordering::Relaxed) != up {
+            // No change for this worker; a first answer still tells the state.
+            if up && self.state.load(Ordering::Relaxed) == StoreState::Unknown as u8 {
+                self.state.store(StoreState::Up as u8, Ordering::Relaxed);
+                self.metrics.set_up(true);
+            }
             return;
         }
-        let before = self.state.swap(want, Ordering::Relaxed);
-        if before == want {
+        if worker.down.swap(!up, Ordering::Relaxed) != up {
             return;
         }
-        self.metrics.set_up(up);
         if up {
-            if before == StoreState::Down as u8 {
+            if self.down_workers.fetch_sub(1, Ordering::Relaxed) == 1 {
+                self.state.store(StoreState::Up as u8, Ordering::Relaxed);
+                self.metrics.set_up(true);
                 tracing::info!(target: "gatehouse::ratelimit", "redis rate-limit store recovered; shared limiting resumed");
             }
-        } else {
+        } else if self.down_workers.fetch_add(1, Ordering::Relaxed) == 0 {
+            self.state.store(StoreState::Down as u8, Ordering::Relaxed);
+            self.metrics.set_up(false);
             let mode = match on_store_error {
                 OnStoreError::Local => "local: limiting per instance",
                 OnStoreError::Allow => "allow: requests pass unlimited",
                 OnStoreError::Deny => "deny: requests get 503",
             };
             tracing::warn!(target: "gatehouse::ratelimit", on_store_error = mode, "redis rate-limit store unavailable");
+        }
+    }
+}
+
+impl SharedStore {
+    /// Marks up the other workers whose connections came back in the background: a worker
+    /// that no request reached since its last failure would otherwise keep the store down.
+    fn clear_reconnected(&self, on_store_error: OnStoreError) {
+        for other in self.stores.iter() {
+            if other.down.load(Ordering::Relaxed) && other.store.is_connected() {
+                self.mark(other, true, on_store_error);
+            }
         }
     }
 }
@@ -208,6 +240,7 @@ impl Limiter {
         let worker = shared.stores.get_or_init(|| WorkerStore {
             store: RedisStore::start(shared.settings.clone()),
             made: Instant::now(),
+            down: AtomicBool::new(false),
         });
         let store = &worker.store;
         // A worker's first connection is being made: its first requests wait for it, up to
@@ -226,7 +259,7 @@ impl Limiter {
         let error = match store.check(limit, bytes.as_bytes()).await {
             Ok(decision) => {
                 shared.metrics.command(started.elapsed());
-                shared.note(true, self.on_store_error);
+                shared.note(worker, true, self.on_store_error);
                 return Verdict::Decided(decision);
             }
             Err(error) => error,
@@ -235,7 +268,7 @@ impl Limiter {
             shared.metrics.command(started.elapsed());
         }
         shared.metrics.error(error.kind());
-        shared.note(false, self.on_store_error);
+        shared.note(worker, false, self.on_store_error);
         match self.on_store_error {
             OnStoreError::Local => Verdict::Decided(self.memory.check(limit, &key)),
             OnStoreError::Allow => Verdict::Unlimited,
