@@ -310,6 +310,9 @@ async fn two_gateways_sharing_one_redis_enforce_one_combined_limit() {
     assert_eq!(allowed, 10, "one budget across both instances");
     assert_eq!(upstream.requests(), 10);
     assert_eq!(metric(&one, "gatehouse_redis_up").await, 1.0);
+    let timed = metric(&one, "gatehouse_redis_command_duration_seconds_count").await
+        + metric(&two, "gatehouse_redis_command_duration_seconds_count").await;
+    assert_eq!(timed, 30.0, "every decision's round trip is timed");
 }
 
 /// Spends requests until Redis is seen down, then returns the answers of `n` more.
