@@ -466,3 +466,34 @@ async fn store_outage_and_recovery_are_logged_once_each() {
     assert_eq!(count("rate-limit store unavailable"), 1, "{lines:#?}");
     assert_eq!(count("rate-limit store recovered"), 1, "{lines:#?}");
 }
+
+/// `explain` counts a caller with a valid token by its `sub`, and an anonymous one by address.
+#[test]
+fn explain_names_the_sub_a_user_limit_counts() {
+    let yaml = "server:\n  listen: 127.0.0.1:0\njwt:\n  providers:\n    p:\n      \
+                algorithms: [HS256]\n      secret: ${JWT_SECRET}\nroutes:\n  - name: r\n    \
+                match: {path: /r}\n    respond: {body: hi}\n    auth: {jwt: p, optional: true}\n    \
+                rate_limit: [{by: user, limit: 100, per: 1m}]\n";
+    let dir = config_dir(&[("gateway.yaml", yaml)]);
+    let config = dir.path().join("gateway.yaml");
+    let explain = |headers: &[&str]| {
+        let mut args = vec!["explain", "-c", path_str(&config), "GET", "/r"];
+        for header in headers {
+            args.extend(["-H", header]);
+        }
+        let out = gatehouse_with_env(&args, &[("JWT_SECRET", SECRET)]);
+        assert!(out.status.success(), "{out:?}");
+        stdout(&out)
+    };
+    let auth = format!("Authorization: {}", token("dana"));
+    let out = explain(&[&auth]);
+    assert!(
+        out.contains("  limit:    user: 100 per 1m -> key: sub dana\n"),
+        "{out}"
+    );
+    let out = explain(&[]);
+    assert!(
+        out.contains("-> key: anonymous: the client address"),
+        "{out}"
+    );
+}
