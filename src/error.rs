@@ -70,6 +70,15 @@ pub enum GatewayError {
     /// The caller lacks what the route's `authorize` rules require (403).
     #[error("{}", .0.message())]
     Forbidden(crate::auth::rbac::Denial),
+    /// A rate limit of the route refused the request (429).
+    #[error("too many requests; retry after {retry_after} s")]
+    RateLimited {
+        /// Whole seconds until a request would be allowed.
+        retry_after: u64,
+    },
+    /// The rate-limit store cannot decide and `on_store_error: deny` refuses (503).
+    #[error("the rate-limit store is unavailable")]
+    RateLimitStoreUnavailable,
     /// The upstream has no target to send to.
     #[error("upstream {upstream} has no target available")]
     NoTarget {
@@ -121,6 +130,11 @@ impl GatewayError {
                 (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout")
             }
             GatewayError::NoTarget { .. } => (StatusCode::SERVICE_UNAVAILABLE, "no_target"),
+            GatewayError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            GatewayError::RateLimitStoreUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "rate_limit_store_unavailable",
+            ),
             GatewayError::Unauthenticated(failure) => (StatusCode::UNAUTHORIZED, failure.code()),
             GatewayError::Forbidden(denial) => (StatusCode::FORBIDDEN, denial.code()),
         }
@@ -155,8 +169,11 @@ impl GatewayError {
                     headers.insert(header::ALLOW, value);
                 }
             }
-            GatewayError::NoTarget { .. } => {
+            GatewayError::NoTarget { .. } | GatewayError::RateLimitStoreUnavailable => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            GatewayError::RateLimited { retry_after } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
             }
             // RFC 6750: no error code when the request carried no token at all.
             GatewayError::Unauthenticated(crate::auth::jwt::AuthFailure::Missing) => {
@@ -235,6 +252,16 @@ mod tests {
                 "upstream_timeout",
             ),
             (GatewayError::NoTarget { upstream: up }, 503, "no_target"),
+            (
+                GatewayError::RateLimited { retry_after: 6 },
+                429,
+                "rate_limited",
+            ),
+            (
+                GatewayError::RateLimitStoreUnavailable,
+                503,
+                "rate_limit_store_unavailable",
+            ),
         ];
         let id = HeaderValue::from_static("req-1");
         for (error, status, code) in cases {
@@ -252,5 +279,7 @@ mod tests {
         }
         .to_response(&id);
         assert_eq!(response.headers()["allow"], "GET, HEAD");
+        let response = GatewayError::RateLimited { retry_after: 6 }.to_response(&id);
+        assert_eq!(response.headers()["retry-after"], "6");
     }
 }

@@ -84,10 +84,18 @@ pub fn explain(
         why.push(format!("header {} = {:?}", condition.name, condition.value));
     }
     let _ = writeln!(out, "matched on: {}", why.join("; "));
-    if let Some(status) = explain_policy(&route.policy, &parts, &mut out) {
+    let mut sub = None;
+    if let Some(status) = explain_policy(&route.policy, &parts, &mut out, &mut sub) {
         let _ = writeln!(out, "result:     {status}");
         return Ok(out);
     }
+    explain_rate_limits(
+        snapshot,
+        &route.rate_limits,
+        &parts,
+        sub.as_deref(),
+        &mut out,
+    );
     match &route.action {
         RouteAction::Respond(fixed) => {
             let _ = writeln!(
@@ -255,12 +263,67 @@ fn explain_near_misses(snapshot: &Snapshot, parts: &http::request::Parts, out: &
     }
 }
 
+/// Adds a line per rate limit of the route: what it allows and whom this request is counted
+/// as. Header values are not printed (they are often API keys); nor is any budget, which lives
+/// in the running gateways' stores.
+fn explain_rate_limits(
+    snapshot: &Snapshot,
+    limits: &[crate::ratelimit::RateLimit],
+    parts: &http::request::Parts,
+    sub: Option<&str>,
+    out: &mut String,
+) {
+    use crate::ratelimit::{KeyKind, OnStoreError};
+    if limits.is_empty() {
+        return;
+    }
+    let store = match snapshot.limiter.redis() {
+        None => "memory (this instance)".to_string(),
+        Some(_) => {
+            let fallback = match snapshot.limiter.on_store_error() {
+                OnStoreError::Local => "local",
+                OnStoreError::Allow => "allow",
+                OnStoreError::Deny => "deny",
+            };
+            format!("redis (shared by every instance; on_store_error {fallback})")
+        }
+    };
+    let _ = writeln!(
+        out,
+        "rate limits: {} limit(s), store {store}; all apply, the strictest decides",
+        limits.len()
+    );
+    let address = "the client address (X-Forwarded-For believed only from trusted_proxies)";
+    for limit in limits {
+        let key = match &limit.by {
+            KeyKind::Ip => address.to_string(),
+            KeyKind::Route => "one bucket for the whole route".to_string(),
+            KeyKind::User => match sub {
+                Some(sub) => format!("sub {sub}"),
+                None => format!("anonymous: {address}"),
+            },
+            KeyKind::Header(name) => match parts.headers.get(name) {
+                Some(value) if !value.is_empty() => {
+                    format!("the request's {name} value (not shown)")
+                }
+                _ => format!("no {name} header: {address}"),
+            },
+        };
+        let _ = writeln!(
+            out,
+            "  limit:    {} -> key: {key}",
+            crate::config::describe_limit(limit)
+        );
+    }
+}
+
 /// Adds the CORS, auth and authorize lines; returns the answer when the policy ends the request.
 /// The token itself is never printed.
 fn explain_policy(
     policy: &RoutePolicy,
     parts: &http::request::Parts,
     out: &mut String,
+    sub: &mut Option<String>,
 ) -> Option<String> {
     if let Some(cors) = &policy.cors {
         if CorsPolicy::is_preflight(&parts.method, &parts.headers) {
@@ -301,6 +364,7 @@ fn explain_policy(
                     provider.verifier.name(),
                     claims.sub().unwrap_or("(none)")
                 );
+                *sub = claims.sub().map(str::to_owned);
                 Some(claims)
             }
             Err(failure) => {

@@ -1,5 +1,5 @@
-//! State that outlives a config snapshot: connection pools and fetched JWKS now, and later
-//! breakers, health, rate-limit buckets. A reload asks the registry for each object by name and settings; an
+//! State that outlives a config snapshot: connection pools, fetched JWKS, rate-limit buckets,
+//! and later breakers and health. A reload asks the registry for each object by name and settings; an
 //! unchanged object gets its existing state back, a changed or new one starts fresh, and state
 //! for names no longer configured is dropped once the new snapshot is live.
 
@@ -73,6 +73,13 @@ pub struct Registries {
     >,
     /// Metric families; routes and upstreams take their handles from here when built.
     pub metrics: std::sync::Arc<crate::observability::metrics::Metrics>,
+    /// The process's in-memory rate-limit buckets. One store for every snapshot: a limit's
+    /// buckets are named by its route and settings, so an unchanged limit keeps its spent
+    /// budget over a reload and a changed one starts fresh.
+    pub rate_limits: std::sync::Arc<crate::ratelimit::MemoryStore>,
+    /// The Redis rate-limit store (its per-worker connections), by `redis:` settings.
+    pub redis:
+        Registry<crate::ratelimit::RedisSettings, std::sync::Arc<crate::ratelimit::SharedStore>>,
 }
 
 impl Default for Registries {
@@ -81,6 +88,8 @@ impl Default for Registries {
             pools: Registry::default(),
             jwks: Registry::default(),
             metrics: crate::observability::metrics::Metrics::new(),
+            rate_limits: Default::default(),
+            redis: Registry::default(),
         }
     }
 }
@@ -90,8 +99,28 @@ impl Registries {
     pub fn retain_for(&self, live: &LiveNames<'_>) {
         self.pools.retain_in(&live.upstreams);
         self.jwks.retain_in(&live.fetching_providers);
+        if !live.redis {
+            self.redis.retain_in(&HashSet::new());
+        }
+    }
+
+    /// The Redis store for `settings`: the one made before when they did not change.
+    pub fn redis_store(
+        &self,
+        settings: &crate::ratelimit::RedisSettings,
+    ) -> std::sync::Arc<crate::ratelimit::SharedStore> {
+        self.redis.get_or_make(REDIS, settings, || {
+            let metrics = self.metrics.redis_store();
+            std::sync::Arc::new(crate::ratelimit::SharedStore::new(
+                settings.clone(),
+                metrics,
+            ))
+        })
     }
 }
+
+/// The one name the Redis store is kept under: there is one `redis:` section.
+const REDIS: &str = "redis";
 
 /// The names of everything one snapshot configures that state or metrics are kept for: what a
 /// reload keeps, and (against the previous snapshot's) what it drops.
@@ -105,6 +134,8 @@ pub struct LiveNames<'a> {
     pub providers: HashSet<&'a str>,
     /// The providers among them that fetch their keys from a `jwks_url`.
     pub fetching_providers: HashSet<&'a str>,
+    /// Whether rate limits are kept in Redis.
+    pub redis: bool,
 }
 
 impl<'a> LiveNames<'a> {
@@ -120,6 +151,7 @@ impl<'a> LiveNames<'a> {
                 .filter(|(_, p)| p.remote.is_some())
                 .map(|(name, _)| name.as_str())
                 .collect(),
+            redis: snapshot.limiter.redis().is_some(),
         }
     }
 }

@@ -377,3 +377,40 @@ fn healthcheck_reads_only_the_listen_address_and_prints_ok() {
     }
     panic!("could not bind free ports in three tries");
 }
+
+#[test]
+fn explain_shows_the_rate_limits_that_apply_and_their_keys() {
+    let gateway = "server:\n  listen: 127.0.0.1:0\nroutes:\n  - name: limited\n    \
+                   match: {path: /limited}\n    respond: {body: hi}\n    rate_limit:\n      \
+                   - {by: ip, limit: 10, per: 1m}\n      \
+                   - {by: user, limit: 100, per: 1m, burst: 20}\n      \
+                   - {by: 'header:X-Api-Key', limit: 5, per: 1s}\n      \
+                   - {by: route, limit: 1000, per: 1m30s}\n";
+    let dir = config_dir(&[("gateway.yaml", gateway)]);
+    let address = "the client address (X-Forwarded-For believed only from trusted_proxies)";
+    let out = explain(
+        dir.path(),
+        &["GET", "/limited", "-H", "X-Api-Key: secret-key-1"],
+    );
+    assert_lines(
+        &out,
+        &[
+            "rate limits: 4 limit(s), store memory (this instance); all apply, the strictest decides",
+            &format!("  limit:    ip: 10 per 1m -> key: {address}"),
+            &format!("  limit:    user: 100 per 1m, burst 20 -> key: anonymous: {address}"),
+            "  limit:    header:x-api-key: 5 per 1s -> key: the request's x-api-key value (not shown)",
+            "  limit:    route: 1000 per 1m30s -> key: one bucket for the whole route",
+        ],
+    );
+    assert!(
+        !out.contains("secret-key-1"),
+        "header values are not printed:\n{out}"
+    );
+    let out = explain(dir.path(), &["GET", "/limited"]);
+    assert_lines(
+        &out,
+        &[&format!(
+            "  limit:    header:x-api-key: 5 per 1s -> key: no x-api-key header: {address}"
+        )],
+    );
+}

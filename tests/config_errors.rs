@@ -352,7 +352,6 @@ fn sections_not_supported_yet_are_refused_at_their_key() {
         top("cache", "cache:\n  store: memory\n"),
         top("tracing", "tracing:\n  service_name: gatehouse\n"),
         refused(g("server.tls", gateway("  tls:\n    listen: 0.0.0.0:8443\n"), (3, 3), "")),
-        in_route("rate_limit", "    rate_limit:\n      - by: ip\n        limit: 1\n        per: 1m\n"),
         in_route("cache", "    cache:\n      ttl: 30s\n"),
         in_route("compress", "    compress: true\n"),
         in_upstream("health_check", "    health_check:\n      path: /health\n"),

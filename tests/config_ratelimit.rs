@@ -1,6 +1,6 @@
 //! `redis`, the top-level `rate_limit` and route `rate_limit` through `config::load`: valid
 //! settings become typed settings, every bad value is reported at its file, line and column,
-//! and a route's valid limits are still refused, since the request path does not apply them yet.
+//! and a route's valid limits load in order with their settings.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -259,10 +259,9 @@ fn every_bad_limit_of_a_route_is_reported_at_once() {
     assert_eq!(at, vec![(9, 13), (10, 16), (14, 14)], "{errors:#?}");
 }
 
-/// Valid limits are parsed (the error lists them as understood) and still refused: a limit
-/// that is configured but not applied would be a hole, so nothing is accepted and ignored.
+/// Valid limits load, in order, with their settings; the route is served with them.
 #[test]
-fn valid_route_limits_are_refused_as_not_enforced_yet() {
+fn valid_route_limits_load_with_their_settings() {
     let items = "      - by: user\n        limit: 100\n        per: 1m\n        burst: 20\n      \
                  - by: header:X-Api-Key\n        limit: 5\n        per: 1s\n      - by: route\n        \
                  limit: 1000\n        per: 1m30s\n";
@@ -270,22 +269,31 @@ fn valid_route_limits_are_refused_as_not_enforced_yet() {
         "redis:\n  url: redis://127.0.0.1:6379/0\nrate_limit:\n  store: redis\n  \
          on_store_error: allow\n",
     );
-    let errors = load_files(
+    let snapshot = load_files(
         &[
             ("gateway.yaml", &gateway_yaml),
             ("routes/r.yaml", &route_limits(items)),
         ],
         &[],
     )
-    .expect_err("route limits are not enforced yet");
-    assert_eq!(errors.len(), 1, "{errors:#?}");
-    let (file, line, column, message) = &errors[0];
-    assert_eq!((file.as_str(), *line, *column), ("routes/r.yaml", 8, 5));
-    assert!(message.contains("not enforced yet"), "{message}");
-    assert!(
-        message.contains(
-            "(user: 100 per 1m, burst 20; header:x-api-key: 5 per 1s; route: 1000 per 1m30s)"
-        ),
-        "{message}"
+    .unwrap_or_else(|e| panic!("valid limits load: {e:#?}"));
+    let route = &snapshot.router.routes()[0];
+    let got: Vec<String> = route
+        .rate_limits
+        .iter()
+        .map(gatehouse::config::describe_limit)
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "user: 100 per 1m, burst 20",
+            "header:x-api-key: 5 per 1s",
+            "route: 1000 per 1m30s"
+        ]
     );
+    assert!(
+        snapshot.limiter.redis().is_some(),
+        "limits are kept in redis"
+    );
+    assert_eq!(snapshot.limiter.on_store_error(), OnStoreError::Allow);
 }

@@ -462,7 +462,9 @@ async fn the_readme_metrics_table_lists_every_exported_family() {
          \x20   idp:\n      algorithms: [ES256]\n      jwks_url: {}/jwks\n\
          upstreams:\n  u:\n    targets: [{}]\n\
          routes:\n  - name: api\n    match: {{path: /api}}\n    upstream: u\n\
-         \x20 - name: private\n    match: {{path: /private}}\n    upstream: u\n    auth: {{jwt: default}}\n",
+         \x20 - name: private\n    match: {{path: /private}}\n    upstream: u\n    auth: {{jwt: default}}\n\
+         \x20 - name: limited\n    match: {{path: /limited}}\n    upstream: u\n\
+         \x20   rate_limit: [{{by: ip, limit: 100, per: 1m}}]\n",
         server_yaml(""),
         upstream.url(),
         upstream.url(),
@@ -474,6 +476,7 @@ async fn the_readme_metrics_table_lists_every_exported_family() {
     assert_eq!(get(&gw.url("/api/x")).await.status, 200);
     assert_eq!(get(&gw.url("/private")).await.status, 401);
     assert_eq!(get(&gw.url("/nowhere")).await.status, 404);
+    assert_eq!(get(&gw.url("/limited")).await.status, 200);
     gw.handle.reload().await;
     let text = get(&gw.url("/metrics")).await.text();
     let families = exposed_families(&text);

@@ -124,6 +124,18 @@ pub fn build(
         ));
     }
 
+    let redis_store = match (&stores.redis, stores.rate_limit.store) {
+        (Some(settings), crate::ratelimit::StoreKind::Redis) => {
+            Some(registries.redis_store(settings))
+        }
+        _ => None,
+    };
+    let limiter = crate::ratelimit::Limiter::new(
+        stores.rate_limit,
+        Arc::clone(&registries.rate_limits),
+        redis_store,
+    );
+
     let upstreams = build_upstreams(files, registries, &mut errors);
     let by_name: HashMap<&str, &Arc<Upstream>> = upstreams.iter().map(|u| (&*u.name, u)).collect();
     let invalid_upstreams: HashSet<&str> = files
@@ -160,6 +172,7 @@ pub fn build(
             },
             rate_limit: stores.rate_limit,
             redis: stores.redis,
+            limiter,
             router: Router::new(routes),
             upstreams,
             identity_headers: identity::identity_headers(&providers),
@@ -602,7 +615,6 @@ fn build_route(s: &RouteSection, ctx: &RouteContext, e: &mut Errors) -> Option<R
         e,
     );
     let rate_limits = super::ratelimit::build_route_limits(s, e);
-    super::ratelimit::refuse_unenforced(s, &rate_limits, e);
     let server = ctx.server?;
     if e.list.len() != before {
         return None;
@@ -621,6 +633,11 @@ fn build_route(s: &RouteSection, ctx: &RouteContext, e: &mut Errors) -> Option<R
         security_headers: s.security_headers.unwrap_or(server.security_headers),
         metrics: ctx.metrics.route(&s.name.value),
         policy,
+        rate_limit_decisions: if rate_limits.is_empty() {
+            Default::default()
+        } else {
+            ctx.metrics.rate_limit_decisions(&s.name.value)
+        },
         rate_limits,
     })
 }

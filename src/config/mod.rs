@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 pub use errors::{ConfigError, ConfigErrors};
 pub use interpolate::{Env, MapEnv, ProcessEnv};
+pub use ratelimit::describe as describe_limit;
 pub use snapshot::Snapshot;
 
 use build::SourceFile;

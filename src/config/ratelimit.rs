@@ -265,26 +265,6 @@ fn parse_by(by: &Spanned<String>, e: &mut Errors) -> Option<KeyKind> {
     None
 }
 
-/// Refuses a route whose limits are all valid: the request path does not apply them yet, and
-/// a limit that is configured but not enforced must never start serving.
-pub(super) fn refuse_unenforced(s: &RouteSection, limits: &[RateLimit], e: &mut Errors) {
-    let Some(list) = &s.rate_limit else {
-        return;
-    };
-    if limits.is_empty() || limits.len() != list.value.len() || s.damaged.has("rate_limit") {
-        return; // The errors already reported say what to fix first.
-    }
-    let described: Vec<String> = limits.iter().map(describe).collect();
-    e.at(
-        list.mark,
-        format!(
-            "`rate_limit` is not supported yet: these limits are valid but not enforced yet \
-             ({}); remove it (gatehouse refuses settings it would not enforce)",
-            described.join("; ")
-        ),
-    );
-}
-
 /// `user: 100 per 1m, burst 20`.
 pub fn describe(limit: &RateLimit) -> String {
     let burst = if limit.burst > 0 {

@@ -40,6 +40,8 @@ pub struct Snapshot {
     pub rate_limit: crate::ratelimit::RateLimitSettings,
     /// `redis:`, when written.
     pub redis: Option<crate::ratelimit::RedisSettings>,
+    /// The stores the routes' rate limits are decided in.
+    pub limiter: crate::ratelimit::Limiter,
     /// Things that do not stop the config but are surely not meant (a route that can never be
     /// chosen), with their positions; `check` prints them and every load logs them.
     pub warnings: Vec<super::ConfigError>,

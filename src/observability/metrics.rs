@@ -66,6 +66,17 @@ pub mod names {
     pub const JWT_CACHE_MISSES_TOTAL: &str = "gatehouse_jwt_cache_misses_total";
     /// Counter of panics caught while serving; each one closed the connection it happened on.
     pub const PANICS_TOTAL: &str = "gatehouse_panics_total";
+    /// Counter of rate-limit decisions, by route and result (`allowed`, `limited`).
+    pub const RATE_LIMIT_DECISIONS_TOTAL: &str = "gatehouse_rate_limit_decisions_total";
+    /// Counter of rate-limit store failures, by store and kind (`disconnected`, `timeout`,
+    /// `failed`).
+    pub const RATE_LIMIT_STORE_ERRORS_TOTAL: &str = "gatehouse_rate_limit_store_errors_total";
+    /// Gauge, 1 while a store's decisions fail and `on_store_error` answers instead, by store.
+    pub const RATE_LIMIT_STORE_FALLBACK: &str = "gatehouse_rate_limit_store_fallback";
+    /// Gauge, 1 while the last Redis decision was answered, 0 after one failed.
+    pub const REDIS_UP: &str = "gatehouse_redis_up";
+    /// Histogram of Redis rate-limit command time, answered or failed.
+    pub const REDIS_COMMAND_DURATION_SECONDS: &str = "gatehouse_redis_command_duration_seconds";
 }
 
 /// Route label for requests no configured route answered, so they are still counted without
@@ -88,6 +99,12 @@ const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
 
 /// Outcome label values, indexed by [`UpstreamOutcome`].
 const OUTCOMES: [&str; 4] = ["response", "connect_error", "timeout", "error"];
+
+/// Result label values of rate-limit decisions.
+const DECISION_RESULTS: [&str; 2] = ["allowed", "limited"];
+
+/// Kinds of rate-limit store failures (`StoreError::kind`).
+const STORE_ERROR_KINDS: [&str; 3] = ["disconnected", "timeout", "failed"];
 
 /// Result label values of JWKS fetches.
 const JWKS_RESULTS: [&str; 2] = ["success", "failure"];
@@ -176,6 +193,23 @@ struct AuthFailureLabels {
 struct JwksRefreshLabels {
     provider: Arc<str>,
     result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    route: Arc<str>,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreLabels {
+    store: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreErrorLabels {
+    store: &'static str,
+    kind: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -287,6 +321,11 @@ pub struct Metrics {
     config_last_reload_success: Gauge<f64, AtomicU64>,
     config_version: Gauge<u64, AtomicU64>,
     panics: TotalCounter,
+    rate_limit_decisions: Family<DecisionLabels, TotalCounter>,
+    store_errors: Family<StoreErrorLabels, TotalCounter>,
+    store_fallback: Family<StoreLabels, Gauge>,
+    redis_up: Gauge,
+    redis_duration: LatencyHistogram,
     /// Live route handles, so every `route()` call for a name shares one lazily filled counter
     /// table and `forget_route` can stop old handles from recreating series it removed.
     routes: Mutex<HashMap<Arc<str>, Arc<RouteInner>>>,
@@ -413,6 +452,46 @@ impl Metrics {
             panics.clone(),
         );
 
+        let rate_limit_decisions = Family::<DecisionLabels, TotalCounter>::default();
+        registry.register(
+            names::RATE_LIMIT_DECISIONS_TOTAL,
+            "Rate-limit decisions on routes with limits, by result (allowed, limited)",
+            rate_limit_decisions.clone(),
+        );
+        let store_errors = Family::<StoreErrorLabels, TotalCounter>::default();
+        registry.register(
+            names::RATE_LIMIT_STORE_ERRORS_TOTAL,
+            "Rate-limit decisions the store could not make, by kind; on_store_error answered them",
+            store_errors.clone(),
+        );
+        // The Redis series exist from the start, like `gatehouse_redis_up`, so dashboards and
+        // alerts see zeros rather than nothing before the first outage.
+        for kind in STORE_ERROR_KINDS {
+            drop(store_errors.get_or_create(&StoreErrorLabels {
+                store: "redis",
+                kind,
+            }));
+        }
+        let store_fallback = Family::<StoreLabels, Gauge>::default();
+        drop(store_fallback.get_or_create(&StoreLabels { store: "redis" }));
+        registry.register(
+            names::RATE_LIMIT_STORE_FALLBACK,
+            "1 while a rate-limit store fails and on_store_error decides instead",
+            store_fallback.clone(),
+        );
+        let redis_up = Gauge::default();
+        registry.register(
+            names::REDIS_UP,
+            "1 while the last Redis rate-limit decision was answered, 0 after one failed",
+            redis_up.clone(),
+        );
+        let redis_duration = LatencyHistogram::default();
+        registry.register(
+            names::REDIS_COMMAND_DURATION_SECONDS,
+            "Time of one Redis rate-limit decision (one EVALSHA round trip), answered or failed",
+            redis_duration.clone(),
+        );
+
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
             .get_or_create(&BuildLabels {
@@ -443,6 +522,11 @@ impl Metrics {
             config_last_reload_success,
             config_version,
             panics,
+            rate_limit_decisions,
+            store_errors,
+            store_fallback,
+            redis_up,
+            redis_duration,
             routes: Mutex::new(HashMap::new()),
         })
     }
@@ -633,6 +717,42 @@ impl Metrics {
         out
     }
 
+    /// Decision counters of a route with rate limits; called at config load.
+    pub fn rate_limit_decisions(&self, route: &str) -> DecisionMetrics {
+        let name: Arc<str> = Arc::from(route);
+        let [allowed, limited] = DECISION_RESULTS.map(|result| {
+            self.rate_limit_decisions
+                .get_or_create(&DecisionLabels {
+                    route: name.clone(),
+                    result,
+                })
+                .0
+                .clone()
+        });
+        DecisionMetrics { allowed, limited }
+    }
+
+    /// Handles for the Redis rate-limit store; called at config load. Every error kind starts
+    /// at zero so alerts work before the first outage.
+    pub fn redis_store(&self) -> StoreMetrics {
+        let store = "redis";
+        let errors = STORE_ERROR_KINDS.map(|kind| {
+            self.store_errors
+                .get_or_create(&StoreErrorLabels { store, kind })
+                .0
+                .clone()
+        });
+        StoreMetrics {
+            errors,
+            fallback: self
+                .store_fallback
+                .get_or_create(&StoreLabels { store })
+                .clone(),
+            up: self.redis_up.clone(),
+            duration: self.redis_duration.clone(),
+        }
+    }
+
     /// Drops a route removed by a reload, so its series stop being exported.
     ///
     /// Handles still held by in-flight requests keep working but no longer reach the output.
@@ -654,6 +774,12 @@ impl Metrics {
                     status,
                 });
             }
+        }
+        for result in DECISION_RESULTS {
+            self.rate_limit_decisions.remove(&DecisionLabels {
+                route: name.clone(),
+                result,
+            });
         }
         self.request_duration.remove(&RouteLabels { route: name });
     }
@@ -765,6 +891,69 @@ impl RouteInner {
                 .0
                 .clone()
         })
+    }
+}
+
+/// A limited route's decision counters.
+#[derive(Clone, Debug, Default)]
+pub struct DecisionMetrics {
+    allowed: Counter,
+    limited: Counter,
+}
+
+impl DecisionMetrics {
+    /// counter gatehouse_rate_limit_decisions_total{route,result}; one atomic add.
+    pub fn record(&self, allowed: bool) {
+        if allowed {
+            self.allowed.inc();
+        } else {
+            self.limited.inc();
+        }
+    }
+}
+
+/// The Redis rate-limit store's handles.
+#[derive(Clone)]
+pub struct StoreMetrics {
+    errors: [Counter; STORE_ERROR_KINDS.len()],
+    fallback: Gauge,
+    up: Gauge,
+    duration: LatencyHistogram,
+}
+
+impl fmt::Debug for StoreMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreMetrics").finish_non_exhaustive()
+    }
+}
+
+impl StoreMetrics {
+    /// Handles that reach no output, for stores made outside a gateway.
+    pub fn detached() -> Self {
+        StoreMetrics {
+            errors: Default::default(),
+            fallback: Gauge::default(),
+            up: Gauge::default(),
+            duration: LatencyHistogram::default(),
+        }
+    }
+
+    /// counter gatehouse_rate_limit_store_errors_total{store,kind}.
+    pub fn error(&self, kind: &str) {
+        if let Some(i) = STORE_ERROR_KINDS.iter().position(|k| *k == kind) {
+            self.errors[i].inc();
+        }
+    }
+
+    /// histogram gatehouse_redis_command_duration_seconds.
+    pub fn command(&self, took: Duration) {
+        self.duration.observe(took);
+    }
+
+    /// gauges gatehouse_redis_up and gatehouse_rate_limit_store_fallback{store}, on a change.
+    pub fn set_up(&self, up: bool) {
+        self.up.set(i64::from(up));
+        self.fallback.set(i64::from(!up));
     }
 }
 

@@ -33,6 +33,9 @@ pub struct RequestCtx<'s> {
     pub timings: Timings,
     /// What CORS makes of the request.
     pub cors: CorsFacts,
+    /// The deciding rate-limit decision, for the RateLimit headers; `None` on routes without
+    /// limits (or when no store could decide).
+    pub rate_limit: Option<crate::ratelimit::Decision>,
     /// Whether the request gets an access-log line.
     pub access_log: bool,
     /// What the log line says beyond the facts above, filled in as the phases learn it.
@@ -130,6 +133,7 @@ impl<'s> RequestCtx<'s> {
                 upstream: None,
             },
             cors: CorsFacts::Off,
+            rate_limit: None,
             access_log: arrival.access_log,
             record: RequestRecord::default(),
             path: located.path,

@@ -3,15 +3,15 @@
 //! 1. **Routing**: the head limits, then the normalised path and host ([`RoutingInput`]) choose
 //!    the route. A request no route serves ends here, with only its request id added.
 //! 2. **Request filter** ([`request_filter`]): the route's checks in order: CORS preflight,
-//!    then auth (who is calling, and may they). Rate limits go here, after auth, so they can
-//!    key on the caller.
+//!    then auth (who is calling, and may they), then rate limits (after auth, so they can
+//!    count by caller).
 //! 3. **Cache lookup**: none yet. Its place is after the request filter (a cached answer must
 //!    not skip a check) and before the upstream.
 //! 4. **Upstream**: the route's action answers: its static response, or its upstream
 //!    ([`forward`]).
 //! 5. **Response filter** ([`response_filter`]): header rules and security headers on the
-//!    route's own answers; CORS and the request id on every answer of the route. Rate-limit
-//!    headers go with CORS (every answer, allowed or not); a cache store goes last.
+//!    route's own answers; CORS, the RateLimit fields and the request id on every answer of
+//!    the route, allowed or not. A cache store will go last.
 //!
 //! Each phase continues or ends the request ([`Flow`]); an answer that ends it early still
 //! passes the response filter. The context carries what the phases learn; its access-log

@@ -1,6 +1,6 @@
 //! The response filter: what the gateway adds to an answer before it goes to the client.
 
-use http::header::{self, HeaderMap};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::Response;
 
 use super::body::ResponseBody;
@@ -27,6 +27,7 @@ pub fn response_filter(
         header_rules(ctx, response.headers_mut());
     }
     cors(ctx, response.headers_mut());
+    rate_limit(ctx, response.headers_mut());
     response
         .headers_mut()
         .insert(X_REQUEST_ID, ctx.request_id.clone());
@@ -39,6 +40,21 @@ fn header_rules(ctx: &RequestCtx<'_>, headers: &mut HeaderMap) {
         add_security_headers(headers);
     }
 }
+
+/// The RateLimit fields (IETF draft) of the deciding limit, on every answer of a limited
+/// route, allowed or not.
+fn rate_limit(ctx: &RequestCtx<'_>, headers: &mut HeaderMap) {
+    let Some(decision) = &ctx.rate_limit else {
+        return;
+    };
+    headers.insert(RATELIMIT_LIMIT, HeaderValue::from(decision.limit));
+    headers.insert(RATELIMIT_REMAINING, HeaderValue::from(decision.remaining));
+    headers.insert(RATELIMIT_RESET, HeaderValue::from(decision.reset_secs()));
+}
+
+const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 
 /// The CORS headers for the request's `Origin`, on every answer but a preflight's: error
 /// answers carry them too, or the browser hides a 401 from the page; and every answer varies

@@ -11,7 +11,7 @@
 //! which at worst hands those clients a fresh allowance early. Rebuilding into a table sized
 //! for the cap means the table never grows past it.
 
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, Hash};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -81,13 +81,13 @@ impl MemoryStore {
     }
 
     /// Decides one request by `limit` for the client `key` now.
-    pub fn check(&self, limit: &RateLimit, key: &[u8]) -> Decision {
+    pub fn check<K: Hash + ?Sized>(&self, limit: &RateLimit, key: &K) -> Decision {
         let now = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX / 2);
         self.check_at(limit, key, now)
     }
 
     /// [`check`](Self::check) at `now` nanoseconds after the store was made.
-    pub fn check_at(&self, limit: &RateLimit, key: &[u8], now: u64) -> Decision {
+    pub fn check_at<K: Hash + ?Sized>(&self, limit: &RateLimit, key: &K, now: u64) -> Decision {
         let id = [
             self.hashers[0].hash_one((&*limit.namespace, key)),
             self.hashers[1].hash_one((&*limit.namespace, key)),

@@ -1,10 +1,9 @@
-//! Rate limits: the GCRA decision (`gcra`), and the stores that keep buckets, one per process
-//! in memory (`memory`) or shared by every instance in Redis (`redis`).
-//!
-//! Not on the request path yet: the config is parsed and validated into these types, and a
-//! route that sets `rate_limit` is refused at load until the request filter applies it.
+//! Rate limits: the GCRA decision (`gcra`), the stores that keep buckets, one per process
+//! in memory (`memory`) or shared by every instance in Redis (`redis`), and the store choice
+//! and failure handling the request filter asks (`limiter`).
 
 pub mod gcra;
+pub mod limiter;
 pub mod memory;
 pub mod redis;
 
@@ -14,6 +13,7 @@ use std::time::Duration;
 use http::HeaderName;
 
 pub use gcra::{Decision, Gcra, GcraError};
+pub use limiter::{ClientKey, Limiter, SharedStore, StoreState, Verdict};
 pub use memory::MemoryStore;
 pub use redis::{RedisSettings, RedisStore, RedisTarget};
 

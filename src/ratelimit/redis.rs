@@ -102,6 +102,8 @@ struct Shared {
     conn: ArcSwapOption<Conn>,
     /// Woken when the connection is found broken.
     lost: Notify,
+    /// Woken when a connection is made.
+    up: Notify,
 }
 
 struct AbortOnDrop(JoinHandle<()>);
@@ -138,6 +140,7 @@ impl RedisStore {
             script: redis::Script::new(SCRIPT),
             conn: ArcSwapOption::empty(),
             lost: Notify::new(),
+            up: Notify::new(),
         });
         let task = tokio::spawn(maintain(Arc::clone(&shared)));
         RedisStore {
@@ -149,6 +152,23 @@ impl RedisStore {
     /// Whether a connection is up (as far as the last command could tell).
     pub fn is_connected(&self) -> bool {
         self.shared.conn.load().is_some()
+    }
+
+    /// Waits up to `within` for a connection; whether one is up.
+    pub async fn wait_connected(&self, within: Duration) -> bool {
+        let wait = async {
+            loop {
+                let notified = self.shared.up.notified();
+                tokio::pin!(notified);
+                // Registered before the check, so a connection made in between still wakes it.
+                notified.as_mut().enable();
+                if self.is_connected() {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(within, wait).await.is_ok()
     }
 
     /// Decides one request by `limit` for the client `key`, in one round trip.
@@ -249,6 +269,7 @@ async fn maintain(shared: Arc<Shared>) {
             let error = match attempt.await {
                 Ok(Ok(conn)) => {
                     shared.conn.store(Some(Arc::new(conn)));
+                    shared.up.notify_waiters();
                     tracing::info!(target: "gatehouse::ratelimit", "redis connected");
                     break;
                 }

@@ -43,6 +43,8 @@ pub struct Route {
     pub policy: crate::auth::RoutePolicy,
     /// Request rate limits; every one applies.
     pub rate_limits: Vec<crate::ratelimit::RateLimit>,
+    /// Counts this route's rate-limit decisions (detached when it has no limits).
+    pub rate_limit_decisions: crate::observability::metrics::DecisionMetrics,
 }
 
 /// What a route does with a request.

@@ -54,8 +54,9 @@ fn readyz(state: &GatewayState) -> Response<ResponseBody> {
             (u.name.to_string(), status)
         })
         .collect();
+    let (rate_limit, store_down_denies) = rate_limit_state(&snapshot.limiter);
     let body = serde_json::json!({
-        "status": if draining { "draining" } else { "ready" },
+        "status": if draining { "draining" } else if store_down_denies { "rate_limit_store_down" } else { "ready" },
         "config": {
             "version": snapshot.version,
             "hash": snapshot.content_hash,
@@ -63,13 +64,43 @@ fn readyz(state: &GatewayState) -> Response<ResponseBody> {
             "routes": snapshot.router.routes().len(),
         },
         "upstreams": upstreams,
+        "rate_limit": rate_limit,
     });
-    let status = if draining {
+    let status = if draining || store_down_denies {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::OK
     };
     json(status, body.to_string())
+}
+
+/// The rate-limit store and its state as the last decision found it, and whether that makes
+/// the instance unready: only when Redis is down and `on_store_error: deny` refuses every limited
+/// request, since `local` and `allow` still serve (degraded, but serving).
+fn rate_limit_state(limiter: &crate::ratelimit::Limiter) -> (serde_json::Value, bool) {
+    use crate::ratelimit::{OnStoreError, StoreState};
+    let Some(redis) = limiter.redis() else {
+        return (serde_json::json!({"store": "memory", "state": "up"}), false);
+    };
+    let state = redis.state();
+    let on_store_error = match limiter.on_store_error() {
+        OnStoreError::Local => "local",
+        OnStoreError::Allow => "allow",
+        OnStoreError::Deny => "deny",
+    };
+    let label = match state {
+        StoreState::Unknown => "unknown",
+        StoreState::Up => "up",
+        StoreState::Down => "down",
+    };
+    let value = serde_json::json!({
+        "store": "redis",
+        "state": label,
+        "degraded": state == StoreState::Down,
+        "on_store_error": on_store_error,
+    });
+    let unready = state == StoreState::Down && limiter.on_store_error() == OnStoreError::Deny;
+    (value, unready)
 }
 
 fn metrics(state: &GatewayState) -> Response<ResponseBody> {
