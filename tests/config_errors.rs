@@ -4,50 +4,12 @@
 //! Cases are tables; a table reports every mismatching case at once, so one regression does not
 //! hide the others.
 
-use std::collections::HashMap;
-use std::path::Path;
+mod common;
 
+use common::{load_files, Found};
 use gatehouse::config::snapshot::LogFormat;
-use gatehouse::config::{load, MapEnv, Snapshot};
-use gatehouse::registry::Registries;
+use gatehouse::config::Snapshot;
 use gatehouse::routing::route::RouteAction;
-
-/// One reported error: file relative to the config dir, line, column, message.
-type Found = (String, usize, usize, String);
-
-/// Writes `files` (paths relative to a fresh config dir) and loads `gateway.yaml`.
-fn load_files(files: &[(&str, &str)], env: &[(&str, &str)]) -> Result<Snapshot, Vec<Found>> {
-    let dir = tempfile::tempdir().expect("temp dir");
-    for (name, text) in files {
-        let path = dir.path().join(name);
-        std::fs::create_dir_all(path.parent().expect("has a parent")).expect("mkdir");
-        std::fs::write(&path, text).expect("write config file");
-    }
-    let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
-    let result = load(
-        &dir.path().join("gateway.yaml"),
-        &MapEnv(env.collect::<HashMap<_, _>>()),
-        &Registries::default(),
-    );
-    result.map_err(|errors| {
-        let prefix = format!("{}/", dir.path().display());
-        errors
-            .0
-            .iter()
-            .map(|e| {
-                let (line, column) = e.mark.map_or((0, 0), |m| (m.line, m.column));
-                // Messages that cite another file name it by full path; strip the temp dir so
-                // tables can state it.
-                let message = e.message.replace(&prefix, "");
-                (relative(&e.file, dir.path()), line, column, message)
-            })
-            .collect()
-    })
-}
-
-fn relative(file: &Path, dir: &Path) -> String {
-    file.strip_prefix(dir).unwrap_or(file).display().to_string()
-}
 
 fn errors_of(files: &[(&str, &str)], env: &[(&str, &str)]) -> Vec<Found> {
     match load_files(files, env) {

@@ -2,46 +2,15 @@
 //! settings become typed settings, every bad value is reported at its file, line and column,
 //! and a route's valid limits load in order with their settings.
 
-use std::collections::HashMap;
+mod common;
+
 use std::time::Duration;
 
-use gatehouse::config::{load, MapEnv, Snapshot};
+use common::load_files;
+use gatehouse::config::Snapshot;
 use gatehouse::ratelimit::{
     OnStoreError, RateLimitSettings, RedisSettings, RedisTarget, StoreKind,
 };
-use gatehouse::registry::Registries;
-
-/// One reported error: file relative to the config dir, line, column, message.
-type Found = (String, usize, usize, String);
-
-fn load_files(files: &[(&str, &str)], env: &[(&str, &str)]) -> Result<Snapshot, Vec<Found>> {
-    let dir = tempfile::tempdir().expect("temp dir");
-    for (name, text) in files {
-        let path = dir.path().join(name);
-        std::fs::create_dir_all(path.parent().expect("has a parent")).expect("mkdir");
-        std::fs::write(&path, text).expect("write config file");
-    }
-    let env: HashMap<String, String> = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    load(
-        &dir.path().join("gateway.yaml"),
-        &MapEnv(env),
-        &Registries::default(),
-    )
-    .map_err(|errors| {
-        errors
-            .0
-            .iter()
-            .map(|e| {
-                let (line, column) = e.mark.map_or((0, 0), |m| (m.line, m.column));
-                let file = e.file.strip_prefix(dir.path()).unwrap_or(&e.file);
-                (file.display().to_string(), line, column, e.message.clone())
-            })
-            .collect()
-    })
-}
 
 /// gateway.yaml whose `extra` starts at line 3.
 fn gateway(extra: &str) -> String {

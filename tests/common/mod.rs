@@ -472,6 +472,39 @@ pub fn config_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
     dir
 }
 
+/// One config error as tests state it: file relative to the config dir, line, column, message.
+pub type Found = (String, usize, usize, String);
+
+/// Writes `files` into a fresh config dir and loads its `gateway.yaml` in this process, as
+/// `gatehouse check` would; errors come back with their positions.
+pub fn load_files(
+    files: &[(&str, &str)],
+    env: &[(&str, &str)],
+) -> Result<gatehouse::config::Snapshot, Vec<Found>> {
+    let dir = config_dir(files);
+    let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+    let result = gatehouse::config::load(
+        &dir.path().join("gateway.yaml"),
+        &MapEnv(env.collect()),
+        &gatehouse::registry::Registries::default(),
+    );
+    result.map_err(|errors| {
+        let prefix = format!("{}/", dir.path().display());
+        errors
+            .0
+            .iter()
+            .map(|e| {
+                let (line, column) = e.mark.map_or((0, 0), |m| (m.line, m.column));
+                let file = e.file.strip_prefix(dir.path()).unwrap_or(&e.file);
+                // Messages that cite another file name it by full path; strip the temp dir so
+                // tables can state it.
+                let message = e.message.replace(&prefix, "");
+                (file.display().to_string(), line, column, message)
+            })
+            .collect()
+    })
+}
+
 /// `gatehouse args...` with stdin closed and without the caller's variables that would change
 /// what it does: `-c` falls back to `GATEHOUSE_CONFIG`, and `RUST_LOG` overrides `logging.level`.
 pub fn command(args: &[&str]) -> Command {
