@@ -5,6 +5,9 @@
 #   bench/run.sh stream     1 GiB upload and download through gatehouse: throughput, peak RSS
 #   bench/run.sh reload     p99 and errors under load while a routes file is rewritten every second
 #   bench/run.sh auth       req/s and p99 of a plain route vs HS256+RBAC and RS256 JWT routes
+#   bench/run.sh ratelimit  req/s and p99 of a plain route vs a limit that never refuses, with
+#                           rate_limit.store memory and redis (a local redis-server), Redis ops/s
+#                           and the CPU seconds of gatehouse and redis-server
 #   bench/run.sh instr      user-space instructions and cache misses per request (valgrind's
 #                           cachegrind): gatehouse vs nginx, one worker each; immune to machine noise
 #   bench/run.sh idle       memory per idle keep-alive connection (HTTP/1.1 and h2c) and RSS after
@@ -34,6 +37,9 @@
 # Environment (reload mode; REPS, DURATION and WARMUP as above, CONNS defaults to 64):
 #   RELOAD_INTERVAL=1  seconds between rewrites of routes/extra.yaml during a reload run
 # Environment (auth mode): REPS, DURATION, WARMUP and ORIGIN_REF as above, CONNS defaults to 64.
+# Environment (ratelimit mode): REPS, DURATION, WARMUP and ORIGIN_REF as above, CONNS defaults
+#   to 64.
+#   REDIS_SERVER=redis-server, REDIS_CLI=redis-cli   the Redis binaries (started on a free port)
 # Environment (instr mode): DURATION and CONNS as above (one run per proxy and count: the counts
 #   do not depend on how busy the machine is).
 # Environment (idle mode; REPS as above):
@@ -56,12 +62,14 @@ OUT_DIR=$BENCH_DIR/out
 NGINX=${NGINX:-/usr/sbin/nginx}
 HAPROXY=${HAPROXY:-/usr/sbin/haproxy}
 WRK=${WRK:-wrk}
+REDIS_SERVER=${REDIS_SERVER:-redis-server}
+REDIS_CLI=${REDIS_CLI:-redis-cli}
 GATEHOUSE_BIN=${CARGO_TARGET_DIR:-$REPO_DIR/target}/release/gatehouse
 
 MODE=${1:-rps}
 REPS=${REPS:-3}
 DURATION=${DURATION:-10}
-if [[ $MODE == reload || $MODE == auth ]]; then CONNS=${CONNS:-64}; else CONNS=${CONNS:-64 256}; fi
+if [[ $MODE == reload || $MODE == auth || $MODE == ratelimit ]]; then CONNS=${CONNS:-64}; else CONNS=${CONNS:-64 256}; fi
 WARMUP=${WARMUP:-3}
 ONLY=${ONLY:-}
 ORIGIN_REF=${ORIGIN_REF:-1}
@@ -100,9 +108,9 @@ usage() {
 }
 
 case $MODE in
-    rps | stream | reload | auth | instr | idle) ;;
+    rps | stream | reload | auth | ratelimit | instr | idle) ;;
     -h | --help | help) usage; exit 0 ;;
-    *) usage >&2; die "unknown mode '$MODE' (expected nothing, 'stream', 'reload', 'auth', 'instr' or 'idle')" ;;
+    *) usage >&2; die "unknown mode '$MODE' (expected nothing, 'stream', 'reload', 'auth', 'ratelimit', 'instr' or 'idle')" ;;
 esac
 
 is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
@@ -136,6 +144,10 @@ if [[ $MODE == rps ]] && has_proxy haproxy; then
     command -v "$HAPROXY" >/dev/null || die "haproxy not found at $HAPROXY (set HAPROXY=..., or HAPROXY_PEER=0 to leave it out)"
 fi
 if [[ $MODE == auth ]]; then command -v openssl >/dev/null || die "openssl not found"; fi
+if [[ $MODE == ratelimit ]]; then
+    command -v "$REDIS_SERVER" >/dev/null || die "redis-server not found (set REDIS_SERVER=..., or apt-get install redis-server)"
+    command -v "$REDIS_CLI" >/dev/null || die "redis-cli not found (set REDIS_CLI=...)"
+fi
 if [[ $MODE == instr ]]; then
     command -v valgrind >/dev/null || die "valgrind not found (apt-get install valgrind)"
     command -v cg_annotate >/dev/null || die "cg_annotate not found (it comes with valgrind)"
@@ -428,6 +440,7 @@ run_wrk() {
     line=$(grep '^BENCH ' "$raw" || true)
     [[ -n $line ]] || { cat "$raw" >&2; die "no BENCH line in wrk output"; }
     LAST_REQUESTS=$(field "$line" requests)
+    LAST_DURATION_S=$(field "$line" duration_s)
     LAST_RPS=$(field "$line" rps)
     LAST_P99_US=$(field "$line" p99_us)
     LAST_P50_US=$(field "$line" p50_us)
@@ -1297,6 +1310,284 @@ bench_auth() {
     publish "$report" auth-latest
 }
 
+# ---------------------------------------------------------------- ratelimit mode
+
+# Measured targets: /plain and /limited on the instance with rate_limit.store: memory, /limited
+# on the instance with store: redis (gatehouse-ratelimit.yaml.tmpl).
+RL_TARGETS=(plain memory redis)
+RL_LIMIT=1000000 # per second: one request per microsecond, the finest a limit can count
+
+proc_cpu_ticks() { # PID -> "USER SYSTEM" clock ticks of the whole process (every thread, live or exited), /proc/PID/stat
+    local stat f
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || { echo "0 0"; return 0; }
+    stat=${stat##*) } # from field 3 (state) on: comm may hold spaces
+    read -r -a f <<<"$stat"
+    echo "${f[11]} ${f[12]}" # fields 14 (utime) and 15 (stime)
+}
+
+ticks_s() { awk -v t="$1" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz }'; } # TICKS -> seconds
+
+redis_cmd() { "$REDIS_CLI" -h 127.0.0.1 -p "$RL_REDIS_PORT" "$@"; }
+
+redis_info() { # SECTION FIELD -> the field's value in INFO SECTION (commandstats: the whole value)
+    redis_cmd info "$1" | tr -d '\r' | awk -F: -v k="$2" '$1 == k { print $2; found = 1 } END { if (!found) print "?" }'
+}
+
+redis_evalsha_calls() { # -> EVALSHA calls so far (0 before the first)
+    local v
+    v=$(redis_info commandstats cmdstat_evalsha)
+    if [[ $v == "?" ]]; then echo 0; else v=${v#calls=}; echo "${v%%,*}"; fi
+}
+
+# start_redis NAME PORT : redis-server on 127.0.0.1:PORT, no persistence, files in the temp dir;
+# waits until it answers PING; sets SERVER_PID.
+start_redis() {
+    local name=$1 port=$2 i
+    start_server "$name" "$REDIS_SERVER" --bind 127.0.0.1 --port "$port" --save '' --appendonly no \
+        --dir "$TMP" --logfile ''
+    for ((i = 0; i < 100; i++)); do
+        kill -0 "$SERVER_PID" 2>/dev/null || die "$name exited during startup (see $name.log below)"
+        if [[ $("$REDIS_CLI" -h 127.0.0.1 -p "$port" ping 2>/dev/null) == PONG ]]; then
+            [[ $(ps -o pgid= -p "$SERVER_PID" | tr -d ' ') == "$SERVER_PID" ]] ||
+                die "$name (pid $SERVER_PID) is not a process-group leader"
+            return 0
+        fi
+        sleep 0.1
+    done
+    die "$name did not answer PING on 127.0.0.1:$port within 10 s"
+}
+
+# rl_expect LABEL URL WANT [HEADER_REGEX] : dies unless GET URL answers WANT (200: with the
+# origin's body) and, if given, a response header matching HEADER_REGEX (case-insensitive).
+rl_expect() {
+    local label=$1 url=$2 want=$3 re=${4:-} code body=$TMP/check-body.txt head=$TMP/check-head.txt
+    code=$(curl -sS -D "$head" -o "$body" -w '%{http_code}' --max-time 2 "$url") || die "$label: curl $url failed"
+    [[ $code == "$want" ]] || { cat "$head" "$body" >&2; echo >&2; die "$label: $url answered $code, expected $want"; }
+    if [[ $want == 200 ]]; then
+        grep -q gatehouse-bench-origin "$body" || die "$label: $url did not return the origin's response"
+    fi
+    if [[ -n $re ]]; then
+        tr -d '\r' <"$head" | grep -qiE "$re" || { cat "$head" >&2; die "$label: no header matching '$re' in the answer of $url"; }
+    fi
+    log "    $label: $code${re:+, header ${re}}"
+}
+
+# rl_check NAME BASE_URL : the instance's routes do what they are measured for.
+rl_check() {
+    local name=$1 base=$2
+    rl_expect "$name /plain" "$base/plain" 200
+    rl_expect "$name /limited" "$base/limited" 200 "^ratelimit-limit: $RL_LIMIT\$"
+    rl_expect "$name /tight, 1st" "$base/tight" 200 '^ratelimit-remaining: 0$'
+    rl_expect "$name /tight, 2nd" "$base/tight" 429 '^retry-after: [0-9]+$'
+}
+
+# rl_run TARGET CONNS REP : one measured wrk run; records req/s, p50, p99, the CPU seconds of
+# the gatehouse instance serving TARGET and of redis-server, and Redis' commands over the run.
+rl_run() {
+    local name=$1 c=$2 rep=$3 gh=${RL_GH_PID[$1]} g0 g1 r0 r1 cmd0 cmd1 ev0 ev1 sampler ops inst evpr
+    local gu gs ru rs
+    rm -f "$TMP/redis-inst"
+    read -r -a g0 <<<"$(proc_cpu_ticks "$gh")"
+    read -r -a r0 <<<"$(proc_cpu_ticks "$RL_REDIS_PID")"
+    cmd0=$(redis_info stats total_commands_processed)
+    ev0=$(redis_evalsha_calls)
+    # Redis' own rate, averaged over its last ~1.6 s, read half-way through the run.
+    (sleep "$(awk -v d="$DURATION" 'BEGIN { print d / 2 }')"; redis_info stats instantaneous_ops_per_sec >"$TMP/redis-inst") &
+    sampler=$!
+    SAMPLERS+=("$sampler")
+    run_wrk "$name" "$c" "$DURATION" "rep$rep"
+    wait "$sampler" 2>/dev/null || true
+    SAMPLERS=()
+    read -r -a g1 <<<"$(proc_cpu_ticks "$gh")"
+    read -r -a r1 <<<"$(proc_cpu_ticks "$RL_REDIS_PID")"
+    cmd1=$(redis_info stats total_commands_processed)
+    ev1=$(redis_evalsha_calls)
+    kill -0 "$gh" 2>/dev/null || die "gatehouse died during the $name run"
+    kill -0 "$RL_REDIS_PID" 2>/dev/null || die "redis-server died during the $name run"
+    gu=$(ticks_s $((g1[0] - g0[0]))); gs=$(ticks_s $((g1[1] - g0[1])))
+    ru=$(ticks_s $((r1[0] - r0[0]))); rs=$(ticks_s $((r1[1] - r0[1])))
+    # Three of the commands counted are this function's INFO calls (the one that read cmd0, the
+    # commandstats one and the sampler's; the one that read cmd1 is not in its own count).
+    ops=$(awk -v n="$((cmd1 - cmd0 - 3))" -v s="$LAST_DURATION_S" 'BEGIN { printf "%.0f", (n < 0 ? 0 : n) / s }')
+    inst=$(tr -d ' ' <"$TMP/redis-inst" 2>/dev/null || echo "?")
+    evpr=$(awk -v e="$((ev1 - ev0))" -v r="$LAST_REQUESTS" 'BEGIN { if (r > 0) printf "%.3f", e / r; else print "-" }')
+    RUN_RPS[$name:$c]+="$LAST_RPS "
+    RUN_P50[$name:$c]+="$LAST_P50_US "
+    RUN_P99[$name:$c]+="$LAST_P99_US "
+    REP_RPS[$name:$c:$rep]=$LAST_RPS
+    RL_GU[$name:$c]+="$gu "; RL_GS[$name:$c]+="$gs "
+    RL_RU[$name:$c]+="$ru "; RL_RS[$name:$c]+="$rs "
+    RL_GCPU_REQ[$name:$c]+="$(awk -v u="$gu" -v s="$gs" -v r="$LAST_REQUESTS" 'BEGIN { printf "%.1f", (u + s) * 1e6 / r }') "
+    RL_RCPU_REQ[$name:$c]+="$(awk -v u="$ru" -v s="$rs" -v r="$LAST_REQUESTS" 'BEGIN { printf "%.1f", (u + s) * 1e6 / r }') "
+    RL_OPS[$name:$c]+="$ops "
+    if [[ $inst =~ ^[0-9]+$ ]]; then RL_INST[$name:$c]+="$inst "; fi
+    RL_EVPR[$name:$c]+="$evpr "
+    RUN_LINES+=("| $c | $rep | ${RL_LABEL[$name]} | $(fmt_int "$LAST_RPS") | $(fmt_ms "$LAST_P50_US") | $(fmt_ms "$LAST_P99_US") | $gu + $gs | $ru + $rs | $ops | $inst | $evpr | $LAST_ERRORS |")
+    log "    $(fmt_int "$LAST_RPS") req/s, p99 $(fmt_ms "$LAST_P99_US") ms, errors: $LAST_ERRORS;" \
+        "CPU s (user + sys) gatehouse $gu + $gs, redis-server $ru + $rs; Redis $ops ops/s, EVALSHA/request $evpr"
+}
+
+bench_ratelimit() {
+    local origin_port gh_mem_port gh_redis_port origin_pid c rep name ev0 ev1 base_mem base_redis
+    read -r origin_port gh_mem_port gh_redis_port RL_REDIS_PORT <<<"$(free_ports 4)"
+    declare -gA RL_GH_PID RL_LABEL REP_RPS RL_GU RL_GS RL_RU RL_RS RL_GCPU_REQ RL_RCPU_REQ RL_OPS RL_INST RL_EVPR
+    RL_LABEL=([plain]="plain (/plain, memory instance)" [memory]="memory (/limited, store: memory)"
+        [redis]="redis (/limited, store: redis)")
+
+    log "starting the origin (nginx, 1 worker) on 127.0.0.1:$origin_port"
+    start_nginx origin "$BENCH_DIR/nginx-origin.conf.tmpl" "$origin_port"
+    origin_pid=$SERVER_PID
+    URL[origin]="http://127.0.0.1:$origin_port/"
+    wait_http origin "$origin_pid" "${URL[origin]}" 200
+
+    log "starting redis-server (--save '' --appendonly no) on 127.0.0.1:$RL_REDIS_PORT"
+    start_redis redis "$RL_REDIS_PORT"
+    RL_REDIS_PID=$SERVER_PID
+
+    log "starting gatehouse with rate_limit.store: memory on 127.0.0.1:$gh_mem_port"
+    GH_NAME=gatehouse-memory start_gatehouse "$BENCH_DIR/gatehouse-ratelimit.yaml.tmpl" "$gh_mem_port" \
+        "ORIGIN_PORT=$origin_port" "LIMIT=$RL_LIMIT" STORE=memory ON_STORE_ERROR= REDIS=
+    RL_GH_PID[plain]=$SERVER_PID
+    RL_GH_PID[memory]=$SERVER_PID
+    base_mem=http://127.0.0.1:$gh_mem_port
+    wait_http gatehouse-memory "$SERVER_PID" "$base_mem/plain" 200
+
+    log "starting gatehouse with rate_limit.store: redis (on_store_error: deny) on 127.0.0.1:$gh_redis_port"
+    GH_NAME=gatehouse-redis start_gatehouse "$BENCH_DIR/gatehouse-ratelimit.yaml.tmpl" "$gh_redis_port" \
+        "ORIGIN_PORT=$origin_port" "LIMIT=$RL_LIMIT" STORE=redis \
+        "ON_STORE_ERROR=$(printf '\n  on_store_error: deny')" \
+        "REDIS=$(printf '\nredis:\n  url: redis://127.0.0.1:%s/0\n' "$RL_REDIS_PORT")"
+    RL_GH_PID[redis]=$SERVER_PID
+    base_redis=http://127.0.0.1:$gh_redis_port
+    wait_http gatehouse-redis "$SERVER_PID" "$base_redis/plain" 200
+
+    URL[plain]=$base_mem/plain
+    URL[memory]=$base_mem/limited
+    URL[redis]=$base_redis/limited
+
+    # Each limit must decide, in the store it is measured with, before it is measured.
+    log "checking both instances: /plain 200; /limited 200 with RateLimit-Limit $RL_LIMIT; /tight 200 then 429"
+    ev0=$(redis_evalsha_calls)
+    rl_check memory "$base_mem"
+    ev1=$(redis_evalsha_calls)
+    ((ev1 == ev0)) || die "the memory instance ran $((ev1 - ev0)) EVALSHA in Redis (expected none)"
+    rl_check redis "$base_redis"
+    ev0=$(redis_evalsha_calls)
+    ((ev0 - ev1 >= 3)) || die "the redis instance's 3 limited requests ran $((ev0 - ev1)) EVALSHA in Redis (expected 3)"
+    log "    Redis ran $((ev0 - ev1)) EVALSHA for the redis instance's 3 limited requests, none for the memory instance's"
+
+    local max_c=0
+    for c in "${CONN_LIST[@]}"; do if ((c > max_c)); then max_c=$c; fi; done
+    if ((WARMUP > 0)); then
+        for name in origin "${RL_TARGETS[@]}"; do
+            log "warm-up: $name, $max_c connections, ${WARMUP}s"
+            run_wrk "$name" "$max_c" "$WARMUP" warmup
+        done
+    fi
+
+    local total=$((${#CONN_LIST[@]} * REPS * ${#RL_TARGETS[@]})) n=0
+    for c in "${CONN_LIST[@]}"; do
+        if [[ $ORIGIN_REF == 1 ]]; then
+            log "reference: origin directly, $c connections, ${DURATION}s"
+            run_wrk origin "$c" "$DURATION" ref
+            RUN_LINES+=("| $c | ref | origin (no gatehouse) | $(fmt_int "$LAST_RPS") | $(fmt_ms "$LAST_P50_US") | $(fmt_ms "$LAST_P99_US") | | | | | | $LAST_ERRORS |")
+        fi
+        for ((rep = 1; rep <= REPS; rep++)); do
+            alternate_order "$rep" "${RL_TARGETS[@]}" # plain memory redis, redis memory plain, ...
+            for name in "${ORDER[@]}"; do
+                n=$((n + 1))
+                log "[$n/$total] $name, $c connections, rep $rep/$REPS, ${DURATION}s"
+                rl_run "$name" "$c" "$rep"
+            done
+        done
+    done
+    local keys
+    keys=$(redis_cmd dbsize | tr -d '\r')
+
+    # ---- report
+    local report=$TMP/ratelimit.md rps p50 p99 p_rps p_p99 r_rps r_p99 per_rep target
+    {
+        echo "# gatehouse rate-limit cost: plain route vs a limit that never refuses, in memory and in Redis"
+        echo
+        echo "- command: \`$CMDLINE\`"
+        echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+        echo "- host: $(nproc) cores, $(uname -sr); load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+        echo "- gatehouse: $(describe_build) ($GATEHOUSE_BIN, release), $(workers_text); two instances from"
+        echo "  bench/gatehouse-ratelimit.yaml.tmpl, one with \`rate_limit: {store: memory}\`, one with"
+        echo "  \`rate_limit: {store: redis, on_store_error: deny}\` and \`redis: {url: redis://127.0.0.1:$RL_REDIS_PORT/0}\`"
+        echo "  (a Redis failure would answer 503 and count as a wrk error, not fall back to memory). Routes: \`/plain\`"
+        echo "  no limit; \`/limited\` \`rate_limit: [{by: ip, limit: $RL_LIMIT, per: 1s}]\` (the most a limit can count,"
+        echo "  never reached here, so nothing is refused, but every request takes a decision from the store; all of"
+        echo "  wrk's connections come from 127.0.0.1, so one bucket). All proxy to the same origin."
+        echo "- redis: $("$REDIS_SERVER" --version | awk '{ print $3 }' | sed 's/^v=//'), started by run.sh:" \
+            "\`redis-server --bind 127.0.0.1 --port $RL_REDIS_PORT --save '' --appendonly no\`; $keys key(s) at the end"
+        echo "- origin: nginx, 1 worker, fixed 100-byte 200 response on every path (bench/nginx-origin.conf.tmpl)"
+        echo "- checked before measuring, on both instances: /plain 200; /limited 200 with \`RateLimit-Limit: $RL_LIMIT\`;"
+        echo "  /tight (1 per minute) 200 then 429 with Retry-After; Redis ran EVALSHA for the redis instance's limited"
+        echo "  requests and none for the memory instance's."
+        echo "- load: $("$WRK" -v 2>&1 | head -n 1 | cut -d' ' -f1-2), -t$WRK_THREADS, HTTP/1.1 keep-alive, GET, ${DURATION}s per run, $REPS reps"
+        echo "  per target and connection count, order alternated per rep (plain memory redis, redis memory plain, ...),"
+        echo "  ${WARMUP}s warm-up per target. \"plain\" and \"memory\" are served by the memory instance, \"redis\" by the"
+        echo "  redis instance; the instance not under load is idle."
+        echo "- CPU: user + system seconds over each run from /proc/PID/stat (utime, stime; all threads) of the"
+        echo "  gatehouse instance under load and of redis-server. Redis ops/s: (total_commands_processed after - before"
+        echo "  - the script's own 3 INFO) / wrk's duration; also INFO's instantaneous_ops_per_sec read half-way through."
+        echo "  Redis counts the commands a script calls as commands: one decision is EVALSHA plus the script's TIME, GET"
+        echo "  and SET, 4 commands (EVALSHA / request, from INFO commandstats, counts decisions)."
+        echo "- Targets (median req/s in the same run): memory >= 0.95 x plain; redis >= 0.70 x plain."
+        echo "  On this noisy 2-core machine differences under ~15% are noise: read the per-rep ratios and the runs."
+        echo
+        echo "| conns | target | median req/s | median p50 ms | median p99 ms | req/s vs plain | p99 vs plain |"
+        echo "|---:|---|---:|---:|---:|---:|---:|"
+        for c in "${CONN_LIST[@]}"; do
+            p_rps=$(median_of RUN_RPS "plain:$c")
+            p_p99=$(median_of RUN_P99 "plain:$c")
+            for name in "${RL_TARGETS[@]}"; do
+                rps=$(median_of RUN_RPS "$name:$c")
+                p50=$(median_of RUN_P50 "$name:$c")
+                p99=$(median_of RUN_P99 "$name:$c")
+                printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$c" "${RL_LABEL[$name]}" "$(fmt_int "$rps")" \
+                    "$(fmt_ms "$p50")" "$(fmt_ms "$p99")" "$(ratio "$rps" "$p_rps")" "$(ratio "$p99" "$p_p99")"
+            done
+        done
+        echo
+        for c in "${CONN_LIST[@]}"; do
+            p_rps=$(median_of RUN_RPS "plain:$c")
+            p_p99=$(median_of RUN_P99 "plain:$c")
+            for name in memory redis; do
+                if [[ $name == memory ]]; then target=0.95; else target=0.7; fi
+                r_rps=$(ratio "$(median_of RUN_RPS "$name:$c")" "$p_rps")
+                r_p99=$(ratio "$(median_of RUN_P99 "$name:$c")" "$p_p99")
+                per_rep=""
+                for ((rep = 1; rep <= REPS; rep++)); do
+                    per_rep+="$(ratio "${REP_RPS[$name:$c:$rep]}" "${REP_RPS[plain:$c:$rep]}") "
+                done
+                echo "- $c connections, $name/plain: req/s **$r_rps** ($(verdict_min "$r_rps" "$target") >= $(printf '%.2f' "$target")), p99 **$r_p99**; req/s ratio per rep: ${per_rep% }"
+            done
+        done
+        echo
+        echo "CPU split and Redis load, medians over the reps (CPU seconds are user + system over one ${DURATION}s run):"
+        echo
+        echo "| conns | target | gatehouse CPU s | redis-server CPU s | gatehouse CPU µs/req | redis-server CPU µs/req | Redis ops/s | Redis instantaneous_ops_per_sec | EVALSHA / request |"
+        echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|"
+        for c in "${CONN_LIST[@]}"; do
+            for name in "${RL_TARGETS[@]}"; do
+                printf '| %s | %s | %s + %s | %s + %s | %s | %s | %s | %s | %s |\n' "$c" "${RL_LABEL[$name]}" \
+                    "$(median_of RL_GU "$name:$c")" "$(median_of RL_GS "$name:$c")" \
+                    "$(median_of RL_RU "$name:$c")" "$(median_of RL_RS "$name:$c")" \
+                    "$(median_of RL_GCPU_REQ "$name:$c")" "$(median_of RL_RCPU_REQ "$name:$c")" \
+                    "$(fmt_int "$(median_of RL_OPS "$name:$c")")" "$(fmt_int "$(median_of RL_INST "$name:$c")")" \
+                    "$(median_of RL_EVPR "$name:$c")"
+            done
+        done
+        echo
+        runs_table "All runs (\"ref\" = wrk straight against the origin, no gatehouse: the ceiling of this setup; CPU s = user + system):" \
+            "| conns | rep | target | req/s | p50 ms | p99 ms | gatehouse CPU s | redis-server CPU s | Redis ops/s | instantaneous ops/s | EVALSHA / request | wrk errors |" \
+            "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    } >"$report"
+    publish "$report" ratelimit-latest
+}
+
 # ---------------------------------------------------------------- instr mode
 
 # cachegrind_counts LOG -> "instructions I1_misses D1_misses" from valgrind's cachegrind summary.
@@ -1439,6 +1730,7 @@ case $MODE in
     stream) bench_stream ;;
     reload) bench_reload ;;
     auth) bench_auth ;;
+    ratelimit) bench_ratelimit ;;
     instr) bench_instr ;;
     idle) bench_idle ;;
 esac
