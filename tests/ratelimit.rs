@@ -1,15 +1,16 @@
 //! Rate limits through real gateways: the memory store, and a real `redis-server` that the
 //! tests start on a free port, kill and restart. Exact counts and headers, burst, several limits
 //! on one route, every key kind, X-Forwarded-For only from trusted peers, two instances sharing
-//! one budget, every `on_store_error` while Redis is down, recovery without a restart, and a
-//! reload keeping a spent budget spent.
+//! one budget, every `on_store_error` while Redis is down, recovery without a restart, a
+//! reload keeping a spent budget spent, `redis.password` (and in the URL; a wrong one is a store
+//! error), `rediss://` refusing an untrusted certificate, and `redis.cluster` on 3 real nodes.
 
 mod common;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use common::redis::RedisServer;
+use common::redis::{RedisCluster, RedisOptions, RedisServer, TlsFiles};
 use common::*;
 use http::Request;
 use http_body_util::Full;
@@ -282,10 +283,22 @@ fn redis_config(
     on_store_error: &str,
     limits: &str,
 ) -> String {
+    let url = format!("url: {}", redis.url());
+    store_config(upstream, &url, on_store_error, limits)
+}
+
+/// [`redis_config`] with `where_` (the lines under `redis:` that say where and how to log in)
+/// instead of a plain server's URL.
+fn store_config(
+    upstream: &EchoUpstream,
+    where_: &str,
+    on_store_error: &str,
+    limits: &str,
+) -> String {
+    let where_: String = where_.lines().map(|l| format!("  {l}\n")).collect();
     let top = format!(
-        "redis:\n  url: {}\n  connect_timeout: 500ms\n  command_timeout: 250ms\n  reconnect_max_backoff: 200ms\n\
-         rate_limit:\n  store: redis\n  on_store_error: {on_store_error}\n",
-        redis.url()
+        "redis:\n{where_}  connect_timeout: 500ms\n  command_timeout: 250ms\n  reconnect_max_backoff: 200ms\n\
+         rate_limit:\n  store: redis\n  on_store_error: {on_store_error}\n"
     );
     config(upstream, "", &top, &route(limits))
 }
@@ -495,5 +508,111 @@ fn explain_names_the_sub_a_user_limit_counts() {
     assert!(
         out.contains("-> key: anonymous: the client address"),
         "{out}"
+    );
+}
+
+fn password_options() -> RedisOptions {
+    RedisOptions {
+        password: Some("s3cret-pw".into()),
+        ..RedisOptions::default()
+    }
+}
+
+/// `redis.password`, and a password in the URL, log in to a `--requirepass` Redis: two
+/// gateways, one of each, spend one budget there. `deny` turns any store error into a 503,
+/// which `allowed_of` would not let pass.
+#[tokio::test]
+async fn a_password_protected_redis_admits_exactly_the_limit() {
+    let redis = RedisServer::start_with(password_options());
+    let upstream = EchoUpstream::start("u").await;
+    let five = limit("route", 5, "1m", 0);
+    let by_key = format!("url: {}\npassword: s3cret-pw", redis.url());
+    let by_url = format!("url: redis://:s3cret-pw@127.0.0.1:{}/0", redis.port);
+    let one = TestGateway::start(&store_config(&upstream, &by_key, "deny", &five)).await;
+    let two = TestGateway::start(&store_config(&upstream, &by_url, "deny", &five)).await;
+    assert_eq!(allowed_of(&one, 3, &[]).await, 3);
+    assert_eq!(allowed_of(&two, 4, &[]).await, 2);
+    assert_eq!(allowed_of(&one, 2, &[]).await, 0);
+    assert_eq!(upstream.requests(), 5);
+    assert_eq!(redis.integer("DBSIZE"), 1, "one bucket, in redis");
+    assert_eq!(metric(&one, "gatehouse_redis_up").await, 1.0);
+}
+
+/// Every request of a gateway that cannot use its store is answered by `on_store_error` at
+/// once: with `deny`, 503 `rate_limit_store_unavailable` (never a 500), and not ready.
+async fn deny_answers_503_promptly(gw: &TestGateway, upstream: &EchoUpstream) {
+    for i in 0..4 {
+        let started = std::time::Instant::now();
+        let got = call(gw, "/r", &[]).await;
+        // The first request of a worker may wait for its connection (connect_timeout 500 ms).
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "request {i} took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(got.status, 503, "request {i}: {}", got.text());
+        assert_eq!(got.json()["error"], "rate_limit_store_unavailable");
+    }
+    assert_eq!(upstream.requests(), 0, "refused requests never go upstream");
+    assert_eq!(metric(gw, "gatehouse_redis_up").await, 0.0);
+    let ready = get(&gw.url("/readyz")).await;
+    assert_eq!(ready.status, 503, "{}", ready.text());
+    assert_eq!(ready.json()["rate_limit"]["state"], "down");
+}
+
+#[tokio::test]
+async fn a_wrong_redis_password_is_a_store_error_and_deny_answers_503() {
+    let redis = RedisServer::start_with(password_options());
+    let upstream = EchoUpstream::start("u").await;
+    let where_ = format!("url: {}\npassword: not-the-password", redis.url());
+    let yaml = store_config(&upstream, &where_, "deny", &limit("route", 5, "1m", 0));
+    let gw = TestGateway::start(&yaml).await;
+    deny_answers_503_promptly(&gw, &upstream).await;
+    assert_eq!(redis.integer("DBSIZE"), 0);
+}
+
+/// `rediss://` trusts only the built-in Mozilla roots (there is no setting for another CA), so
+/// a Redis whose certificate a private CA signed is a store error, never a silent plain or
+/// unverified connection.
+#[tokio::test]
+async fn rediss_with_an_untrusted_certificate_is_a_store_error_and_deny_answers_503() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let redis = RedisServer::start_with(RedisOptions {
+        tls: Some(TlsFiles::generate(dir.path())),
+        ..RedisOptions::default()
+    });
+    let upstream = EchoUpstream::start("u").await;
+    let yaml = redis_config(&upstream, &redis, "deny", &limit("route", 5, "1m", 0));
+    assert!(yaml.contains("url: rediss://127.0.0.1:"), "{yaml}");
+    let gw = TestGateway::start(&yaml).await;
+    deny_answers_503_promptly(&gw, &upstream).await;
+}
+
+/// `redis.cluster`: buckets hash-tagged by client land on all three nodes, and each client
+/// gets exactly its limit through the gateway.
+#[tokio::test]
+async fn a_gateway_on_a_redis_cluster_admits_exactly_the_limit_per_client() {
+    let cluster = RedisCluster::start().await;
+    let upstream = EchoUpstream::start("u").await;
+    let where_ = format!("cluster: [{}]", cluster.urls().join(", "));
+    let yaml = store_config(
+        &upstream,
+        &where_,
+        "deny",
+        &limit("header:X-Client", 3, "1m", 0),
+    );
+    let gw = TestGateway::start(&yaml).await;
+    // Each of 30 buckets misses a given node with probability 2/3: all three get some.
+    for client in 0..30 {
+        let id = format!("client-{client}");
+        let allowed = allowed_of(&gw, 5, &[("x-client", id.as_str())]).await;
+        assert_eq!(allowed, 3, "{id}");
+    }
+    assert_eq!(upstream.requests(), 90);
+    let keys_per_node = cluster.keys_per_node();
+    assert_eq!(keys_per_node.iter().sum::<i64>(), 30, "{keys_per_node:?}");
+    assert!(
+        keys_per_node.iter().all(|&n| n > 0),
+        "spread over every node: {keys_per_node:?}"
     );
 }

@@ -1,16 +1,16 @@
 //! The Redis bucket store against a real `redis-server` that each test starts on a free port
 //! (no persistence) and kills at the end: exact counts, one budget across two connections (as
 //! two gateway instances have), prompt errors while Redis is down or stalled, recovery after a
-//! restart on the same port without a new store, NOSCRIPT after SCRIPT FLUSH, and a real
-//! 3-node Redis Cluster made with `redis-cli --cluster create`.
+//! restart on the same port without a new store, NOSCRIPT after SCRIPT FLUSH, a real 3-node
+//! Redis Cluster made with `redis-cli --cluster create`, a password (as a setting and in the
+//! URL; wrong or missing fails promptly), and `rediss://` refusing an untrusted certificate.
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::redis::RedisServer;
-use common::{eventually, free_port};
+use common::eventually;
+use common::redis::{RedisCluster, RedisOptions, RedisServer, TlsFiles};
 use gatehouse::ratelimit::{
     KeyKind, RateLimit, RedisSettings, RedisStore, RedisTarget, StoreError,
 };
@@ -199,68 +199,14 @@ async fn script_flush_is_recovered_and_the_bucket_kept() {
     assert_eq!(third.remaining, 7);
 }
 
-/// A port whose cluster bus port (port + 10000) is free too.
-fn cluster_port() -> u16 {
-    loop {
-        let port = free_port();
-        if port < 55_000 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
-            return port;
-        }
-    }
-}
-
 /// A real 3-node Redis Cluster (no replicas): buckets land on different nodes by hash slot,
 /// each decided by the script on the node that owns its key.
 #[tokio::test]
 async fn a_redis_cluster_counts_exactly_on_every_node() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut nodes = Vec::new();
-    for i in 0..3 {
-        let mut node = RedisServer {
-            port: cluster_port(),
-            child: None,
-            args: vec![
-                "--cluster-enabled".into(),
-                "yes".into(),
-                "--cluster-config-file".into(),
-                dir.path()
-                    .join(format!("nodes-{i}.conf"))
-                    .display()
-                    .to_string(),
-                "--dir".into(),
-                dir.path().display().to_string(),
-            ],
-        };
-        assert!(node.spawn(), "cluster node {i} starts");
-        nodes.push(node);
-    }
-    let addresses: Vec<String> = nodes
-        .iter()
-        .map(|n| format!("127.0.0.1:{}", n.port))
-        .collect();
-    let created = Command::new("redis-cli")
-        .args(["--cluster", "create"])
-        .args(&addresses)
-        .args(["--cluster-replicas", "0", "--cluster-yes"])
-        .stdout(Stdio::null())
-        .status()
-        .expect("redis-cli (redis-tools) must be installed");
-    assert!(created.success(), "cluster create");
-    eventually("the cluster is up", || async {
-        nodes.iter().all(|n| {
-            n.command("CLUSTER INFO")
-                .is_some_and(|info| info.contains("cluster_state:ok"))
-        })
-    })
-    .await;
-
-    let settings = RedisSettings {
-        target: RedisTarget::Cluster(addresses.iter().map(|a| format!("redis://{a}")).collect()),
-        ..nodes[0].settings()
-    };
+    let cluster = RedisCluster::start().await;
     let (a, b) = (
-        RedisStore::start(settings.clone()),
-        RedisStore::start(settings),
+        RedisStore::start(cluster.settings()),
+        RedisStore::start(cluster.settings()),
     );
     eventually("both stores connect", || async {
         a.is_connected() && b.is_connected()
@@ -282,20 +228,138 @@ async fn a_redis_cluster_counts_exactly_on_every_node() {
             "client {key}: limit 3 + burst 1 across two stores"
         );
     }
-    let mut keys_per_node = Vec::new();
-    for node in &nodes {
-        let reply = node.command("DBSIZE").expect("DBSIZE");
-        keys_per_node.push(
-            reply
-                .trim()
-                .trim_start_matches(':')
-                .parse::<u32>()
-                .expect("integer"),
-        );
-    }
-    assert_eq!(keys_per_node.iter().sum::<u32>(), 40, "{keys_per_node:?}");
+    let keys_per_node = cluster.keys_per_node();
+    assert_eq!(keys_per_node.iter().sum::<i64>(), 40, "{keys_per_node:?}");
     assert!(
         keys_per_node.iter().all(|&n| n > 0),
         "spread over every node: {keys_per_node:?}"
     );
+}
+
+fn with_password(password: &str) -> RedisOptions {
+    RedisOptions {
+        password: Some(password.into()),
+        ..RedisOptions::default()
+    }
+}
+
+/// `password` and a password in the URL both AUTH; the bucket counts exactly either way.
+#[tokio::test]
+async fn a_password_protected_redis_counts_exactly_with_password_or_url() {
+    let redis = RedisServer::start_with(with_password("s3cret-pw"));
+    let by_setting = connected(&redis).await;
+    let by_url = RedisStore::start(RedisSettings {
+        target: RedisTarget::Url(format!("redis://:s3cret-pw@127.0.0.1:{}/0", redis.port)),
+        password: None,
+        ..redis.settings()
+    });
+    eventually("the URL store connects", || async { by_url.is_connected() }).await;
+    let limit = per_minute("pw", 5, 0);
+    let mut allowed = 0;
+    for i in 0..8 {
+        let store = if i % 2 == 0 { &by_setting } else { &by_url };
+        allowed += u32::from(store.check(&limit, b"c").await.expect("decision").allowed);
+    }
+    assert_eq!(allowed, 5, "one budget in the password-protected redis");
+    assert_eq!(redis.integer("DBSIZE"), 1);
+}
+
+/// A wrong or missing password never connects: every decision fails at once (the store does
+/// not wait for a connection), and keeps failing while the reconnects are refused.
+#[tokio::test]
+async fn a_wrong_or_missing_password_fails_every_decision_promptly() {
+    let redis = RedisServer::start_with(with_password("s3cret-pw"));
+    let limit = per_minute("pw", 5, 0);
+    for password in [Some("wrong".to_string()), None] {
+        let store = RedisStore::start(RedisSettings {
+            password: password.clone(),
+            ..redis.settings()
+        });
+        assert!(
+            !store.wait_connected(Duration::from_millis(1_500)).await,
+            "password {password:?} connects"
+        );
+        for _ in 0..3 {
+            let started = Instant::now();
+            let error = store.check(&limit, b"c").await.expect_err("not connected");
+            assert_eq!(error, StoreError::Disconnected, "password {password:?}");
+            assert!(started.elapsed() < Duration::from_millis(100));
+        }
+    }
+    assert_eq!(redis.integer("DBSIZE"), 0, "nothing was written");
+}
+
+/// What the store logs, for a test to read; the default subscriber of this thread while it
+/// lives (a current-thread test runtime runs the store's tasks there too).
+struct Logs {
+    text: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    _guard: tracing::subscriber::DefaultGuard,
+}
+
+impl Logs {
+    fn capture() -> Logs {
+        let text = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = std::sync::Arc::clone(&text);
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || LogSink(std::sync::Arc::clone(&sink)))
+            .finish();
+        let guard = tracing::subscriber::set_default(subscriber);
+        Logs {
+            text,
+            _guard: guard,
+        }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.text.lock().unwrap()).into_owned()
+    }
+}
+
+struct LogSink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `rediss://` checks the server certificate against the built-in Mozilla roots, and there is
+/// no setting to trust another CA: a certificate from a private CA is refused for its issuer
+/// (the name matches), and the client's `#insecure` URL fragment cannot turn the check off.
+#[tokio::test]
+async fn rediss_refuses_a_certificate_from_an_untrusted_ca() {
+    let logs = Logs::capture();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let redis = RedisServer::start_with(RedisOptions {
+        tls: Some(TlsFiles::generate(dir.path())),
+        ..RedisOptions::default()
+    });
+    assert!(redis.url().starts_with("rediss://127.0.0.1:"));
+    let limit = per_minute("tls", 5, 0);
+    let insecure = RedisSettings {
+        target: RedisTarget::Url(format!("{}#insecure", redis.url())),
+        ..redis.settings()
+    };
+    for settings in [redis.settings(), insecure] {
+        let store = RedisStore::start(settings.clone());
+        assert!(
+            !store.wait_connected(Duration::from_millis(1_500)).await,
+            "{settings:?} connected"
+        );
+        let started = Instant::now();
+        let error = store.check(&limit, b"c").await.expect_err("not connected");
+        assert_eq!(error, StoreError::Disconnected);
+        assert!(started.elapsed() < Duration::from_millis(100));
+    }
+    let text = logs.text();
+    assert!(
+        text.contains("invalid peer certificate: UnknownIssuer"),
+        "{text}"
+    );
+    assert!(text.contains("Cannot create insecure client"), "{text}");
 }
