@@ -183,6 +183,8 @@ fn bad_store_settings_are_reported_where_written() {
         g("bare number timeout", "redis:\n  url: redis://h:1\n  command_timeout: 250\n", (5, 20), "has no unit"),
         g("misspelled key", "redis:\n  urll: redis://h:1\n", (4, 3), "did you mean `url`"),
         g("password twice", "redis:\n  url: redis://:pw@h:1\n  password: other\n", (4, 8), "give it once"),
+        g("insecure fragment", "redis:\n  url: rediss://h:1#insecure\n", (4, 8), "certificate checks cannot be turned off"),
+        g("credentials not echoed", "redis:\n  url: http://user:secret@h:1/0\n", (4, 8), "invalid Redis URL `http://***@h:1/0`"),
     ]);
 }
 

@@ -142,8 +142,17 @@ fn check_redis_url(url: &Spanned<String>, password_key: bool, e: &mut Errors) ->
             url.mark,
             format!(
                 "invalid Redis URL `{}`: expected redis://host:port/db, or rediss:// for TLS",
-                url.value
+                without_credentials(&url.value)
             ),
+        );
+        return false;
+    }
+    // The client reads `#insecure` as "skip certificate checks"; nothing after `#` may change
+    // how it connects unseen.
+    if url.contains('#') {
+        e.at(
+            url.mark,
+            "a Redis URL takes no `#` fragment: certificate checks cannot be turned off",
         );
         return false;
     }
@@ -161,6 +170,18 @@ fn check_redis_url(url: &Spanned<String>, password_key: bool, e: &mut Errors) ->
             e.at(url.mark, format!("invalid Redis URL: {err}"));
             false
         }
+    }
+}
+
+/// `url` with any user and password replaced by `***`, for error messages.
+fn without_credentials(url: &str) -> String {
+    let Some(start) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let authority_end = url[start..].find('/').map_or(url.len(), |i| start + i);
+    match url[start..authority_end].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..start], &url[start + at..]),
+        None => url.to_string(),
     }
 }
 
