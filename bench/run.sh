@@ -419,6 +419,25 @@ declare -A URL WRK_HEADER RUN_RPS RUN_P99 RUN_P50 RSS_PEAK RUN_CPU LISTEN_OVERFL
 RUN_LINES=()
 ERRORS_SEEN=0
 
+# max_conns -> the largest connection count in CONN_LIST.
+max_conns() {
+    local c m=0
+    for c in "${CONN_LIST[@]}"; do if ((c > m)); then m=$c; fi; done
+    echo "$m"
+}
+
+# warm_up NAME... : one WARMUP-second wrk run against each NAME at the largest connection count,
+# so no measured run is a server's first (WARMUP=0: none).
+warm_up() {
+    local name max_c
+    max_c=$(max_conns)
+    ((WARMUP > 0)) || return 0
+    for name in "$@"; do
+        log "warm-up: $name, $max_c connections, ${WARMUP}s"
+        run_wrk "$name" "$max_c" "$WARMUP" warmup
+    done
+}
+
 # run_wrk NAME CONNS SECONDS TAG : one wrk run against URL[NAME] (with the request header
 # WRK_HEADER[NAME] if set); sets LAST_RPS / LAST_P50_US / LAST_P99_US, LAST_NON2XX (responses
 # with status >= 400), LAST_SOCKET_ERRORS and LAST_ERRORS; flags errors.
@@ -631,8 +650,8 @@ bench_rps() {
     local origin_worker before cost
     local gh1_port nw_port ha_port ha_h2c_port
     read -r origin_port proxy_port gh_port gh1_port nw_port ha_port ha_h2c_port <<<"$(free_ports 7)"
-    local max_c=0
-    for c in "${CONN_LIST[@]}"; do if ((c > max_c)); then max_c=$c; fi; done
+    local max_c
+    max_c=$(max_conns)
     rps_limits "$max_c"
 
     log "starting the origin (nginx, 1 worker, worker_connections $ORIGIN_WORKER_CONNECTIONS) on 127.0.0.1:$origin_port"
@@ -690,12 +709,7 @@ bench_rps() {
     declare -A RSS_IDLE
     for name in "${PROXIES[@]}"; do RSS_IDLE[$name]=$(status_kib "${PID[$name]}" VmRSS); done
 
-    if ((WARMUP > 0)); then
-        for name in origin "${PROXIES[@]}"; do
-            log "warm-up: $name, $max_c connections, ${WARMUP}s"
-            run_wrk "$name" "$max_c" "$WARMUP" warmup
-        done
-    fi
+    warm_up origin "${PROXIES[@]}"
 
     local total=$((${#CONN_LIST[@]} * REPS * ${#PROXIES[@]}))
     local n=0
@@ -1027,12 +1041,7 @@ bench_reload() {
     log "checking that gatehouse applies a rewrite of routes/extra.yaml"
     check_reload "$gw/routes" "$base"
 
-    local max_c=0
-    for c in "${CONN_LIST[@]}"; do if ((c > max_c)); then max_c=$c; fi; done
-    if ((WARMUP > 0)); then
-        log "warm-up: gatehouse, $max_c connections, ${WARMUP}s"
-        run_wrk gatehouse "$max_c" "$WARMUP" warmup
-    fi
+    warm_up gatehouse
 
     declare -A NON2XX SOCKERR APPLIED REWRITES
     local total=$((${#CONN_LIST[@]} * REPS * 2)) n=0
@@ -1206,14 +1215,7 @@ bench_auth() {
     expect_status "rs, hs token" "${URL[rs]}" 401 -H "${WRK_HEADER[hs]}"
     expect_status "rs, rs token (writer)" "${URL[rs]}" 403 -H "Authorization: Bearer $rs_bad"
 
-    local max_c=0
-    for c in "${CONN_LIST[@]}"; do if ((c > max_c)); then max_c=$c; fi; done
-    if ((WARMUP > 0)); then
-        for name in origin "${AUTH_ROUTES[@]}"; do
-            log "warm-up: $name, $max_c connections, ${WARMUP}s"
-            run_wrk "$name" "$max_c" "$WARMUP" warmup
-        done
-    fi
+    warm_up origin "${AUTH_ROUTES[@]}"
 
     declare -A REP_RPS
     local total=$((${#CONN_LIST[@]} * REPS * ${#AUTH_ROUTES[@]})) n=0
@@ -1476,14 +1478,7 @@ bench_ratelimit() {
     ((ev0 - ev1 >= 3)) || die "the redis instance's 3 limited requests ran $((ev0 - ev1)) EVALSHA in Redis (expected 3)"
     log "    Redis ran $((ev0 - ev1)) EVALSHA for the redis instance's 3 limited requests, none for the memory instance's"
 
-    local max_c=0
-    for c in "${CONN_LIST[@]}"; do if ((c > max_c)); then max_c=$c; fi; done
-    if ((WARMUP > 0)); then
-        for name in origin "${RL_TARGETS[@]}"; do
-            log "warm-up: $name, $max_c connections, ${WARMUP}s"
-            run_wrk "$name" "$max_c" "$WARMUP" warmup
-        done
-    fi
+    warm_up origin "${RL_TARGETS[@]}"
 
     local total=$((${#CONN_LIST[@]} * REPS * ${#RL_TARGETS[@]})) n=0
     for c in "${CONN_LIST[@]}"; do
