@@ -70,9 +70,12 @@ pub const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_RAW_KEY: usize = 64;
 
 /// GCRA as in [`super::gcra::Gcra::decide`], in microseconds. ARGV: interval, tolerance.
-/// Returns {allowed (0/1), remaining, reset_after_us, retry_after_us}. Numbers are Lua doubles,
-/// exact below 2^53 µs (285 years); the TAT is written with %d so it is never rounded to
-/// scientific notation.
+/// Returns one integer, because decoding the reply is most of a decision's cost in the client:
+/// allowed, the microseconds until the bucket is full again (at least one interval, so > 0);
+/// refused, minus the microseconds until it is full (more than `tolerance - interval` >= 0, so
+/// < 0). The rest of the decision follows from these and the limit ([`decision_of`]). Numbers
+/// are Lua doubles, exact below 2^53 µs (285 years); the TAT is written with %d so it is never
+/// rounded to scientific notation.
 const SCRIPT: &str = r#"
 local interval = tonumber(ARGV[1])
 local tolerance = tonumber(ARGV[2])
@@ -83,11 +86,11 @@ if tat == nil or tat < now then tat = now end
 local new_tat = tat + interval
 local horizon = now + tolerance
 if new_tat > horizon then
-  return {0, 0, tat - now, new_tat - horizon}
+  return now - tat
 end
 local ttl_ms = math.ceil((new_tat - now) / 1000)
 redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', ttl_ms)
-return {1, math.floor((horizon - new_tat) / interval), new_tat - now, 0}
+return new_tat - now
 "#;
 
 #[derive(Clone)]
@@ -177,10 +180,12 @@ impl RedisStore {
             return Err(StoreError::Disconnected);
         };
         let timeout = self.shared.settings.command_timeout;
+        let (interval, tolerance) = (
+            limit.gcra.interval_in(1_000),
+            limit.gcra.tolerance_in(1_000),
+        );
         let mut invocation = self.shared.script.key(bucket_key(limit, key));
-        invocation
-            .arg(limit.gcra.interval_in(1_000))
-            .arg(limit.gcra.tolerance_in(1_000));
+        invocation.arg(interval).arg(tolerance);
         let mut conn = (*current).clone();
         let call = async {
             match &mut conn {
@@ -201,15 +206,12 @@ impl RedisStore {
             }
             Ok(Ok(reply)) => reply,
         };
-        let [allowed, remaining, reset_us, retry_us] = reply;
-        let us = |v: i64| Duration::from_micros(u64::try_from(v).unwrap_or(0));
-        Ok(Decision {
-            allowed: allowed == 1,
-            limit: limit.gcra.capacity(),
-            remaining: u64::try_from(remaining).unwrap_or(0),
-            reset_after: us(reset_us),
-            retry_after: us(retry_us),
-        })
+        Ok(decision_of(
+            reply,
+            interval,
+            tolerance,
+            limit.gcra.capacity(),
+        ))
     }
 
     /// Drops `broken` (unless a newer connection already replaced it) and wakes the reconnect.
@@ -225,15 +227,35 @@ impl RedisStore {
 async fn invoke<C: ConnectionLike>(
     invocation: &redis::ScriptInvocation<'_>,
     conn: &mut C,
-) -> Result<[i64; 4], RedisError> {
-    let reply: Vec<i64> = invocation.invoke_async(conn).await?;
-    <[i64; 4]>::try_from(reply).map_err(|reply| {
-        RedisError::from((
-            redis::ErrorKind::UnexpectedReturnType,
-            "the rate-limit script answered with the wrong number of values",
-            format!("{} values", reply.len()),
-        ))
-    })
+) -> Result<i64, RedisError> {
+    invocation.invoke_async(conn).await
+}
+
+/// The decision the script's one integer stands for (see [`SCRIPT`]), with the limit's
+/// `interval` and `tolerance` in microseconds. A reply of 0 never comes from the script; it is
+/// read as refused with nothing to wait for rather than trusted as an allowance.
+fn decision_of(reply: i64, interval: u64, tolerance: u64, capacity: u64) -> Decision {
+    let us = Duration::from_micros;
+    if reply > 0 {
+        let full_in = reply.unsigned_abs();
+        Decision {
+            allowed: true,
+            limit: capacity,
+            remaining: tolerance.saturating_sub(full_in) / interval,
+            reset_after: us(full_in),
+            retry_after: Duration::ZERO,
+        }
+    } else {
+        let full_in = reply.unsigned_abs();
+        Decision {
+            allowed: false,
+            limit: capacity,
+            remaining: 0,
+            reset_after: us(full_in),
+            // new_tat - horizon = (tat - now) + interval - tolerance.
+            retry_after: us((full_in + interval).saturating_sub(tolerance)),
+        }
+    }
 }
 
 /// `gatehouse:rl:{NAMESPACE:CLIENT}`: all of it in the hash tag, so in a Cluster the bucket's
@@ -332,6 +354,27 @@ async fn connect(shared: &Shared) -> Result<Conn, RedisError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_integer_from_the_script_is_the_whole_decision() {
+        // 10 per minute: one request every 6 s, a full bucket holds 10.
+        let (interval, tolerance) = (6_000_000, 60_000_000);
+        let first = decision_of(6_000_000, interval, tolerance, 10);
+        assert!(first.allowed);
+        assert_eq!(first.remaining, 9);
+        assert_eq!(first.reset_after, Duration::from_secs(6));
+        assert_eq!(first.retry_after, Duration::ZERO);
+        let tenth = decision_of(60_000_000, interval, tolerance, 10);
+        assert!(tenth.allowed);
+        assert_eq!(tenth.remaining, 0);
+        // The eleventh at once: the bucket is full in 60 s, one more request fits in 6 s.
+        let eleventh = decision_of(-60_000_000, interval, tolerance, 10);
+        assert!(!eleventh.allowed);
+        assert_eq!(eleventh.remaining, 0);
+        assert_eq!(eleventh.reset_after, Duration::from_secs(60));
+        assert_eq!(eleventh.retry_after, Duration::from_secs(6));
+        assert!(!decision_of(0, interval, tolerance, 10).allowed);
+    }
     use crate::ratelimit::KeyKind;
 
     #[test]
