@@ -549,6 +549,31 @@ alternate_order() {
     fi
 }
 
+# measure_rounds RUN_ONE REF_COLUMNS NAME... : per connection count, one informational run
+# straight against the origin (ORIGIN_REF=1; its RUN_LINES row gets REF_COLUMNS, the empty
+# cells of the mode's table, before the errors), then REPS rounds over the NAMEs in alternating
+# order (plain hs rs, rs hs plain, ...), calling `RUN_ONE NAME CONNS REP` for each measured run.
+measure_rounds() {
+    local run_one=$1 ref_columns=$2 c rep name n=0
+    shift 2
+    local total=$((${#CONN_LIST[@]} * REPS * $#))
+    for c in "${CONN_LIST[@]}"; do
+        if [[ $ORIGIN_REF == 1 ]]; then
+            log "reference: origin directly, $c connections, ${DURATION}s"
+            run_wrk origin "$c" "$DURATION" ref
+            RUN_LINES+=("| $c | ref | origin (no gatehouse) | $(fmt_int "$LAST_RPS") | $(fmt_ms "$LAST_P50_US") | $(fmt_ms "$LAST_P99_US") |$ref_columns $LAST_ERRORS |")
+        fi
+        for ((rep = 1; rep <= REPS; rep++)); do
+            alternate_order "$rep" "$@"
+            for name in "${ORDER[@]}"; do
+                n=$((n + 1))
+                log "[$n/$total] $name, $c connections, rep $rep/$REPS, ${DURATION}s"
+                "$run_one" "$name" "$c" "$rep"
+            done
+        done
+    done
+}
+
 # rps_limits MAX_CONNS : sizes nginx's connection tables for MAX_CONNS client connections (sets
 # PROXY_WORKER_CONNECTIONS and ORIGIN_WORKER_CONNECTIONS); dies if the open-file limits cannot
 # hold them.
@@ -1163,6 +1188,20 @@ expect_status() {
     log "    $label: $code"
 }
 
+# auth_run NAME CONNS REP : one measured wrk run against the auth mode's route NAME, recorded in
+# RUN_RPS/RUN_P50/RUN_P99, REP_RPS and RUN_LINES (called by measure_rounds from bench_auth).
+auth_run() {
+    local name=$1 c=$2 rep=$3
+    run_wrk "$name" "$c" "$DURATION" "rep$rep"
+    kill -0 "$gh_pid" 2>/dev/null || die "gatehouse died during the /$name run"
+    RUN_RPS[$name:$c]+="$LAST_RPS "
+    RUN_P50[$name:$c]+="$LAST_P50_US "
+    RUN_P99[$name:$c]+="$LAST_P99_US "
+    REP_RPS[$name:$c:$rep]=$LAST_RPS
+    RUN_LINES+=("| $c | $rep | /$name | $(fmt_int "$LAST_RPS") | $(fmt_ms "$LAST_P50_US") | $(fmt_ms "$LAST_P99_US") | $LAST_ERRORS |")
+    log "    $(fmt_int "$LAST_RPS") req/s, p99 $(fmt_ms "$LAST_P99_US") ms, errors: $LAST_ERRORS"
+}
+
 bench_auth() {
     local origin_port gh_port origin_pid gh_pid base c rep name secret ttl hs_token rs_token hs_bad rs_bad
     read -r origin_port gh_port <<<"$(free_ports 2)"
@@ -1218,29 +1257,7 @@ bench_auth() {
     warm_up origin "${AUTH_ROUTES[@]}"
 
     declare -A REP_RPS
-    local total=$((${#CONN_LIST[@]} * REPS * ${#AUTH_ROUTES[@]})) n=0
-    for c in "${CONN_LIST[@]}"; do
-        if [[ $ORIGIN_REF == 1 ]]; then
-            log "reference: origin directly, $c connections, ${DURATION}s"
-            run_wrk origin "$c" "$DURATION" ref
-            RUN_LINES+=("| $c | ref | origin (no gatehouse) | $(fmt_int "$LAST_RPS") | $(fmt_ms "$LAST_P50_US") | $(fmt_ms "$LAST_P99_US") | $LAST_ERRORS |")
-        fi
-        for ((rep = 1; rep <= REPS; rep++)); do
-            alternate_order "$rep" "${AUTH_ROUTES[@]}" # plain hs rs, rs hs plain, ...
-            for name in "${ORDER[@]}"; do
-                n=$((n + 1))
-                log "[$n/$total] /$name, $c connections, rep $rep/$REPS, ${DURATION}s"
-                run_wrk "$name" "$c" "$DURATION" "rep$rep"
-                kill -0 "$gh_pid" 2>/dev/null || die "gatehouse died during the /$name run"
-                RUN_RPS[$name:$c]+="$LAST_RPS "
-                RUN_P50[$name:$c]+="$LAST_P50_US "
-                RUN_P99[$name:$c]+="$LAST_P99_US "
-                REP_RPS[$name:$c:$rep]=$LAST_RPS
-                RUN_LINES+=("| $c | $rep | /$name | $(fmt_int "$LAST_RPS") | $(fmt_ms "$LAST_P50_US") | $(fmt_ms "$LAST_P99_US") | $LAST_ERRORS |")
-                log "    $(fmt_int "$LAST_RPS") req/s, p99 $(fmt_ms "$LAST_P99_US") ms, errors: $LAST_ERRORS"
-            done
-        done
-    done
+    measure_rounds auth_run "" "${AUTH_ROUTES[@]}"
 
     # ---- report
     local report=$TMP/auth.md rps p50 p99 p_rps p_p99 r_rps r_p99 per_rep
@@ -1480,22 +1497,7 @@ bench_ratelimit() {
 
     warm_up origin "${RL_TARGETS[@]}"
 
-    local total=$((${#CONN_LIST[@]} * REPS * ${#RL_TARGETS[@]})) n=0
-    for c in "${CONN_LIST[@]}"; do
-        if [[ $ORIGIN_REF == 1 ]]; then
-            log "reference: origin directly, $c connections, ${DURATION}s"
-            run_wrk origin "$c" "$DURATION" ref
-            RUN_LINES+=("| $c | ref | origin (no gatehouse) | $(fmt_int "$LAST_RPS") | $(fmt_ms "$LAST_P50_US") | $(fmt_ms "$LAST_P99_US") | | | | | | $LAST_ERRORS |")
-        fi
-        for ((rep = 1; rep <= REPS; rep++)); do
-            alternate_order "$rep" "${RL_TARGETS[@]}" # plain memory redis, redis memory plain, ...
-            for name in "${ORDER[@]}"; do
-                n=$((n + 1))
-                log "[$n/$total] $name, $c connections, rep $rep/$REPS, ${DURATION}s"
-                rl_run "$name" "$c" "$rep"
-            done
-        done
-    done
+    measure_rounds rl_run " | | | | |" "${RL_TARGETS[@]}"
     local keys
     keys=$(redis_cmd dbsize | tr -d '\r')
 
