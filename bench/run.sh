@@ -226,21 +226,38 @@ print(" ".join(str(s.getsockname()[1]) for s in socks))
 PY
 }
 
-# wait_http NAME PID URL EXPECTED_CODE|any [SECONDS] : waits (default 10 s) until URL answers.
-wait_http() {
-    local name=$1 pid=$2 url=$3 want=$4 secs=${5:-10} code i
+# await_up NAME PID SECONDS WHAT PROBE... : runs the command PROBE... every 0.1 s until it
+# succeeds, dying if PID exits or SECONDS pass ("NAME did not answer WHAT"; a probe may leave a
+# detail for that message in PROBE_NOTE); then checks that setsid made PID its own
+# process-group leader (no fork), so stopping the group stops the server.
+await_up() {
+    local name=$1 pid=$2 secs=$3 what=$4 i
+    shift 4
+    PROBE_NOTE=""
     for ((i = 0; i < secs * 10; i++)); do
         kill -0 "$pid" 2>/dev/null || die "$name exited during startup (see $name.log below)"
-        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$url" 2>/dev/null || true)
-        if [[ $code != 000 && -n $code ]] && [[ $want == any || $code == "$want" ]]; then
-            # setsid must have made the server its own process-group leader (no fork).
+        if "$@"; then
             [[ $(ps -o pgid= -p "$pid" | tr -d ' ') == "$pid" ]] ||
                 die "$name (pid $pid) is not a process-group leader"
             return 0
         fi
         sleep 0.1
     done
-    die "$name did not answer $want on $url within $secs s (last status: ${code:-none})"
+    die "$name did not answer $what within $secs s${PROBE_NOTE:+ ($PROBE_NOTE)}"
+}
+
+# http_answers URL EXPECTED_CODE|any : whether URL answers with that status (PROBE_NOTE: the
+# status it gave).
+http_answers() {
+    local code
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$1" 2>/dev/null || true)
+    PROBE_NOTE="last status: ${code:-none}"
+    [[ $code != 000 && -n $code ]] && [[ $2 == any || $code == "$2" ]]
+}
+
+# wait_http NAME PID URL EXPECTED_CODE|any [SECONDS] : waits (default 10 s) until URL answers.
+wait_http() {
+    await_up "$1" "$2" "${5:-10}" "$4 on $3" http_answers "$3" "$4"
 }
 
 # render TEMPLATE OUT KEY=VALUE... : replaces @KEY@ with VALUE.
@@ -1361,19 +1378,15 @@ redis_evalsha_calls() { # -> EVALSHA calls so far (0 before the first)
 # start_redis NAME PORT : redis-server on 127.0.0.1:PORT, no persistence, files in the temp dir;
 # waits until it answers PING; sets SERVER_PID.
 start_redis() {
-    local name=$1 port=$2 i
+    local name=$1 port=$2
     start_server "$name" "$REDIS_SERVER" --bind 127.0.0.1 --port "$port" --save '' --appendonly no \
         --dir "$TMP" --logfile ''
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$SERVER_PID" 2>/dev/null || die "$name exited during startup (see $name.log below)"
-        if [[ $("$REDIS_CLI" -h 127.0.0.1 -p "$port" ping 2>/dev/null) == PONG ]]; then
-            [[ $(ps -o pgid= -p "$SERVER_PID" | tr -d ' ') == "$SERVER_PID" ]] ||
-                die "$name (pid $SERVER_PID) is not a process-group leader"
-            return 0
-        fi
-        sleep 0.1
-    done
-    die "$name did not answer PING on 127.0.0.1:$port within 10 s"
+    await_up "$name" "$SERVER_PID" 10 "PING on 127.0.0.1:$port" redis_pongs "$port"
+}
+
+# redis_pongs PORT : whether the Redis server on PORT answers PING.
+redis_pongs() {
+    [[ $("$REDIS_CLI" -h 127.0.0.1 -p "$1" ping 2>/dev/null) == PONG ]]
 }
 
 # rl_expect LABEL URL WANT [HEADER_REGEX] : dies unless GET URL answers WANT (200: with the
