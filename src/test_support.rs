@@ -33,3 +33,24 @@ pub fn b64url(bytes: &[u8]) -> String {
     }
     out
 }
+
+/// A local port that refuses connections while this value lives: bound but never listening, so
+/// no other test can take it meanwhile (a port bound and released can be taken by a parallel test).
+pub struct RefusingPort {
+    _socket: tokio::net::TcpSocket,
+    /// The port on 127.0.0.1.
+    pub port: u16,
+}
+
+impl RefusingPort {
+    /// Binds a fresh port on 127.0.0.1 without listening on it.
+    pub fn new() -> RefusingPort {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.bind(([127, 0, 0, 1], 0).into()).expect("bind");
+        let port = socket.local_addr().expect("addr").port();
+        RefusingPort {
+            _socket: socket,
+            port,
+        }
+    }
+}

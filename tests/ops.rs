@@ -362,7 +362,8 @@ fn lines_starting(lines: &[serde_json::Value], message: &str) -> Vec<serde_json:
 
 #[tokio::test]
 async fn startup_sighup_and_upstream_failures_log_readable_lines() {
-    let dead = free_port();
+    let refusing = RefusingPort::new();
+    let dead = refusing.port;
     let config = format!(
         "server:\n  listen: 127.0.0.1:PORT\nadmin:\n  listen: 127.0.0.1:0\n\
          logging:\n  format: json\n  level: info\n\

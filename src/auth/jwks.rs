@@ -308,10 +308,8 @@ mod tests {
     #[tokio::test]
     async fn the_refresher_ends_with_its_key_set() {
         // Nothing listens there: the first attempt fails fast, and the task then sleeps.
-        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = closed.local_addr().unwrap().port();
-        drop(closed);
-        let remote = remote(None, &format!("http://127.0.0.1:{port}/jwks"));
+        let closed = crate::test_support::RefusingPort::new();
+        let remote = remote(None, &format!("http://127.0.0.1:{}/jwks", closed.port));
         remote.start();
         remote.start();
         assert!(remote.first_attempt_done(Duration::from_secs(20)).await);

@@ -569,6 +569,27 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("addr").port()
 }
 
+/// A local port that refuses connections while this value lives: bound but never listening, so
+/// no parallel test can take it meanwhile, as it could a port from [`free_port`].
+pub struct RefusingPort {
+    _socket: tokio::net::TcpSocket,
+    /// The port on 127.0.0.1.
+    pub port: u16,
+}
+
+impl RefusingPort {
+    /// Binds a fresh port on 127.0.0.1 without listening on it.
+    pub fn new() -> RefusingPort {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.bind(([127, 0, 0, 1], 0).into()).expect("bind");
+        let port = socket.local_addr().expect("addr").port();
+        RefusingPort {
+            _socket: socket,
+            port,
+        }
+    }
+}
+
 /// A `gatehouse` child, killed if the test ends without stopping it. Its stdout (the logs) and
 /// stderr go to files, so a test can read them while it runs and show them when it fails.
 pub struct Running {
