@@ -109,6 +109,84 @@ async fn two_stores_sharing_one_redis_admit_exactly_limit_plus_burst() {
     assert_eq!(total, 25);
 }
 
+/// Decisions asked together go out together: far fewer script calls than decisions, each
+/// request still decided on its own and in order (a key named many times in one call is
+/// counted once per request).
+#[tokio::test]
+async fn concurrent_decisions_share_script_calls_and_count_exactly() {
+    let redis = RedisServer::start();
+    let store = connected(&redis).await;
+    let limit =
+        RateLimit::new("batch", KeyKind::Ip, 50, Duration::from_secs(3_600), 0).expect("valid");
+    let (calls_before, gets_before, sets_before) = (
+        redis.calls("evalsha"),
+        redis.calls("get"),
+        redis.calls("set"),
+    );
+    let keys: [&[u8]; 2] = [b"10.0.0.1", b"10.0.0.2"];
+    let decisions =
+        futures_util::future::join_all((0..400).map(|i| store.check(&limit, keys[i % 2]))).await;
+    let calls = redis.calls("evalsha") - calls_before;
+    for (k, key) in keys.iter().enumerate() {
+        let mut remaining: Vec<u64> = decisions
+            .iter()
+            .skip(k)
+            .step_by(2)
+            .map(|d| d.as_ref().expect("decision"))
+            .filter(|d| d.allowed)
+            .map(|d| d.remaining)
+            .collect();
+        assert_eq!(remaining.len(), 50, "{}", String::from_utf8_lossy(key));
+        // Each allowed request saw the bucket one request emptier than the one before.
+        remaining.sort_unstable();
+        assert_eq!(remaining, (0..50).collect::<Vec<u64>>());
+    }
+    assert!(
+        (1..100).contains(&calls),
+        "400 decisions took {calls} script calls"
+    );
+    // Inside a call each bucket is read once and written once, however often it is named.
+    let gets = redis.calls("get") - gets_before;
+    let sets = redis.calls("set") - sets_before;
+    assert!(gets <= 2 * calls, "{gets} GETs in {calls} calls");
+    assert!(sets <= 2 * calls, "{sets} SETs in {calls} calls");
+}
+
+/// At most MAX_QUEUED decisions wait; the next one is refused at once as busy, and those
+/// queued are all decided.
+#[tokio::test]
+async fn a_full_queue_refuses_the_next_decision_at_once() {
+    use gatehouse::ratelimit::redis::MAX_QUEUED;
+    use std::future::Future;
+    use std::task::Poll;
+    let redis = RedisServer::start();
+    let store = connected(&redis).await;
+    let limit =
+        RateLimit::new("busy", KeyKind::Ip, 10_000, Duration::from_secs(3_600), 0).expect("valid");
+    let mut waiting: Vec<_> = (0..=MAX_QUEUED)
+        .map(|_| Box::pin(store.check(&limit, b"c")))
+        .collect();
+    // Each polled once before this task yields, so the batching task takes none meanwhile.
+    for (i, decision) in waiting.iter_mut().enumerate() {
+        let polled = std::future::poll_fn(|cx| Poll::Ready(decision.as_mut().poll(cx))).await;
+        if i < MAX_QUEUED {
+            assert!(
+                polled.is_pending(),
+                "decision {} of {MAX_QUEUED} queues",
+                i + 1
+            );
+        } else {
+            assert_eq!(polled, Poll::Ready(Err(StoreError::Busy(MAX_QUEUED))));
+        }
+    }
+    waiting.pop();
+    let decided = futures_util::future::join_all(waiting).await;
+    assert_eq!(decided.len(), MAX_QUEUED);
+    assert!(decided.iter().all(|d| d.as_ref().is_ok_and(|d| d.allowed)));
+    // The queue has room again.
+    assert!(store.check(&limit, b"c").await.is_ok());
+}
+
 #[tokio::test]
 async fn redis_down_fails_promptly_and_a_restart_resumes_without_a_new_store() {
     let mut redis = RedisServer::start();
@@ -230,6 +308,27 @@ async fn a_redis_cluster_counts_exactly_on_every_node() {
     }
     let keys_per_node = cluster.keys_per_node();
     assert_eq!(keys_per_node.iter().sum::<i64>(), 40, "{keys_per_node:?}");
+
+    // Asked all at once, the decisions of many keys go in one batch, split by key (a script's
+    // keys must share a slot): still exactly limit + burst per client.
+    let concurrent = per_minute("concurrent", 3, 1);
+    let keys: Vec<String> = (0..40).map(|c| format!("10.0.1.{c}")).collect();
+    let asked = keys
+        .iter()
+        .flat_map(|key| std::iter::repeat_n(key, 6))
+        .enumerate()
+        .map(|(i, key)| {
+            let store = if i % 2 == 0 { &a } else { &b };
+            store.check(&concurrent, key.as_bytes())
+        });
+    let decided = futures_util::future::join_all(asked).await;
+    for (key, decisions) in keys.iter().zip(decided.chunks(6)) {
+        let allowed = decisions
+            .iter()
+            .filter(|d| d.as_ref().expect("decision").allowed)
+            .count();
+        assert_eq!(allowed, 4, "client {key} asking 6 at once");
+    }
     assert!(
         keys_per_node.iter().all(|&n| n > 0),
         "spread over every node: {keys_per_node:?}"

@@ -69,7 +69,7 @@ pub mod names {
     /// Counter of rate-limit decisions, by route and result (`allowed`, `limited`).
     pub const RATE_LIMIT_DECISIONS_TOTAL: &str = "gatehouse_rate_limit_decisions_total";
     /// Counter of rate-limit store failures, by store and kind (`disconnected`, `timeout`,
-    /// `failed`).
+    /// `failed`, `busy`).
     pub const RATE_LIMIT_STORE_ERRORS_TOTAL: &str = "gatehouse_rate_limit_store_errors_total";
     /// Gauge, 1 while a store's decisions fail and `on_store_error` answers instead, by store.
     pub const RATE_LIMIT_STORE_FALLBACK: &str = "gatehouse_rate_limit_store_fallback";
@@ -104,7 +104,7 @@ const OUTCOMES: [&str; 4] = ["response", "connect_error", "timeout", "error"];
 const DECISION_RESULTS: [&str; 2] = ["allowed", "limited"];
 
 /// Kinds of rate-limit store failures (`StoreError::kind`).
-const STORE_ERROR_KINDS: [&str; 3] = ["disconnected", "timeout", "failed"];
+const STORE_ERROR_KINDS: [&str; 4] = ["disconnected", "timeout", "failed", "busy"];
 
 /// Result label values of JWKS fetches.
 const JWKS_RESULTS: [&str; 2] = ["success", "failure"];

@@ -129,6 +129,9 @@ pub enum StoreError {
     /// The store answered with an error, or the connection broke.
     #[error("rate-limit store failed: {0}")]
     Failed(String),
+    /// This many decisions already wait for the store (it answers slower than they come).
+    #[error("rate-limit store busy: {0} decisions already waiting")]
+    Busy(usize),
 }
 
 impl StoreError {
@@ -138,6 +141,7 @@ impl StoreError {
             StoreError::Disconnected => "disconnected",
             StoreError::Timeout(_) => "timeout",
             StoreError::Failed(_) => "failed",
+            StoreError::Busy(_) => "busy",
         }
     }
 }

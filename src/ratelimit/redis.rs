@@ -11,15 +11,22 @@
 //! a background task that reconnects with exponential backoff. A decision never waits for
 //! that: without a connection it fails at once, and with one it fails after
 //! `command_timeout` at most.
+//!
+//! Decisions are batched: while [`MAX_BATCHES_IN_FLIGHT`] script calls are out, the decisions
+//! asked meanwhile queue and then go together, as one script call over all their keys (in a
+//! Cluster, one call per key, all sent at once). A lone decision goes out at once; under load
+//! one call decides many requests, which costs Redis and the client far less than a call each.
+//! Each request still gets its own decision, taken in order inside one atomic script run.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
 use redis::{AsyncConnectionConfig, IntoConnectionInfo, RedisError};
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 
 use super::gcra::Decision;
@@ -69,29 +76,60 @@ pub const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
 /// key by a digest, so a 64 KiB header costs Redis no more than an address does.
 const MAX_RAW_KEY: usize = 64;
 
-/// GCRA as in [`super::gcra::Gcra::decide`], in microseconds. ARGV: interval, tolerance.
-/// Returns one integer, because decoding the reply is most of a decision's cost in the client:
-/// allowed, the microseconds until the bucket is full again (at least one interval, so > 0);
-/// refused, minus the microseconds until it is full (more than `tolerance - interval` >= 0, so
-/// < 0). The rest of the decision follows from these and the limit ([`decision_of`]). Numbers
-/// are Lua doubles, exact below 2^53 µs (285 years); the TAT is written with %d so it is never
-/// rounded to scientific notation.
+/// Decisions asked of one store that are waiting for a script call; more are refused as
+/// [`StoreError::Busy`] rather than queued without bound behind a slow Redis.
+pub const MAX_QUEUED: usize = 4096;
+
+/// The most decisions one script call takes.
+const MAX_BATCH: usize = 64;
+
+/// Script calls one store has out at once; decisions asked meanwhile wait and go together.
+const MAX_BATCHES_IN_FLIGHT: usize = 2;
+
+/// GCRA as in [`super::gcra::Gcra::decide`], in microseconds, for each key in turn (a key
+/// named twice is decided twice, the second time on the first's result; it is read once and
+/// written once per call, since one key is always one limit). ARGV: interval and tolerance of
+/// each key. Returns one integer per key, because decoding the reply is most of a decision's
+/// cost in the client: allowed, the microseconds until the bucket is full again (at least one
+/// interval, so > 0); refused, minus the microseconds until it is full (more than
+/// `tolerance - interval` >= 0, so < 0). The rest of the decision follows from these and the
+/// limit ([`decision_of`]). Numbers are Lua doubles, exact below 2^53 µs (285 years); the TAT
+/// is written with %d so it is never rounded to scientific notation.
 const SCRIPT: &str = r#"
-local interval = tonumber(ARGV[1])
-local tolerance = tonumber(ARGV[2])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local tat = tonumber(redis.call('GET', KEYS[1]))
-if tat == nil or tat < now then tat = now end
-local new_tat = tat + interval
-local horizon = now + tolerance
-if new_tat > horizon then
-  return now - tat
+local out, tats, spent = {}, {}, {}
+for i = 1, #KEYS do
+  local key = KEYS[i]
+  local interval = tonumber(ARGV[2 * i - 1])
+  local tolerance = tonumber(ARGV[2 * i])
+  local tat = tats[key]
+  if tat == nil then tat = tonumber(redis.call('GET', key)) or now end
+  if tat < now then tat = now end
+  local new_tat = tat + interval
+  if new_tat > now + tolerance then
+    tats[key] = tat
+    out[i] = now - tat
+  else
+    tats[key] = new_tat
+    spent[key] = true
+    out[i] = new_tat - now
+  end
 end
-local ttl_ms = math.ceil((new_tat - now) / 1000)
-redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', ttl_ms)
-return new_tat - now
+for key in pairs(spent) do
+  local tat = tats[key]
+  redis.call('SET', key, string.format('%d', tat), 'PX', math.ceil((tat - now) / 1000))
+end
+return out
 "#;
+
+/// One decision waiting for a script call.
+struct Pending {
+    key: String,
+    interval: u64,
+    tolerance: u64,
+    answer: oneshot::Sender<Result<i64, StoreError>>,
+}
 
 #[derive(Clone)]
 enum Conn {
@@ -107,6 +145,8 @@ struct Shared {
     lost: Notify,
     /// Woken when a connection is made.
     up: Notify,
+    /// Decisions for the batching task.
+    queue: mpsc::Sender<Pending>,
 }
 
 struct AbortOnDrop(JoinHandle<()>);
@@ -121,7 +161,8 @@ impl Drop for AbortOnDrop {
 #[derive(Clone)]
 pub struct RedisStore {
     shared: Arc<Shared>,
-    _reconnect: Arc<AbortOnDrop>,
+    /// The reconnecting and the batching task, which end with the last clone.
+    _tasks: Arc<[AbortOnDrop; 2]>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -138,17 +179,20 @@ impl RedisStore {
     /// [`StoreError::Disconnected`] until the connection is up. Must be called on the tokio
     /// runtime that will use the store: its connection is driven there.
     pub fn start(settings: RedisSettings) -> RedisStore {
+        let (queue, queued) = mpsc::channel(MAX_QUEUED);
         let shared = Arc::new(Shared {
             settings,
             script: redis::Script::new(SCRIPT),
             conn: ArcSwapOption::empty(),
             lost: Notify::new(),
             up: Notify::new(),
+            queue,
         });
-        let task = tokio::spawn(maintain(Arc::clone(&shared)));
+        let reconnect = tokio::spawn(maintain(Arc::clone(&shared)));
+        let batching = tokio::spawn(batch(Arc::clone(&shared), queued));
         RedisStore {
             shared,
-            _reconnect: Arc::new(AbortOnDrop(task)),
+            _tasks: Arc::new([AbortOnDrop(reconnect), AbortOnDrop(batching)]),
         }
     }
 
@@ -174,37 +218,31 @@ impl RedisStore {
         tokio::time::timeout(within, wait).await.is_ok()
     }
 
-    /// Decides one request by `limit` for the client `key`, in one round trip.
+    /// Decides one request by `limit` for the client `key`: one round trip, shared with the
+    /// decisions asked while it waits for its turn, all within `command_timeout`.
     pub async fn check(&self, limit: &RateLimit, key: &[u8]) -> Result<Decision, StoreError> {
-        let Some(current) = self.shared.conn.load_full() else {
+        if !self.is_connected() {
             return Err(StoreError::Disconnected);
-        };
+        }
         let timeout = self.shared.settings.command_timeout;
         let (interval, tolerance) = (
             limit.gcra.interval_in(1_000),
             limit.gcra.tolerance_in(1_000),
         );
-        let mut invocation = self.shared.script.key(bucket_key(limit, key));
-        invocation.arg(interval).arg(tolerance);
-        let mut conn = (*current).clone();
-        let call = async {
-            match &mut conn {
-                Conn::Single(c) => invoke(&invocation, c).await,
-                Conn::Cluster(c) => invoke(&invocation, c).await,
-            }
+        let (answer, answered) = oneshot::channel();
+        let pending = Pending {
+            key: bucket_key(limit, key),
+            interval,
+            tolerance,
+            answer,
         };
-        let reply = match tokio::time::timeout(timeout, call).await {
+        if self.shared.queue.try_send(pending).is_err() {
+            return Err(StoreError::Busy(MAX_QUEUED));
+        }
+        let reply = match tokio::time::timeout(timeout, answered).await {
             Err(_) => return Err(StoreError::Timeout(timeout)),
-            // The connection's own response timeout is the same bound; the connection stays
-            // usable (late answers are matched and dropped), so it is kept.
-            Ok(Err(e)) if e.is_timeout() => return Err(StoreError::Timeout(timeout)),
-            Ok(Err(e)) => {
-                if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() {
-                    self.lose(&current);
-                }
-                return Err(StoreError::Failed(e.to_string()));
-            }
-            Ok(Ok(reply)) => reply,
+            Ok(Err(_)) => return Err(StoreError::Disconnected),
+            Ok(Ok(reply)) => reply?,
         };
         Ok(decision_of(
             reply,
@@ -213,22 +251,125 @@ impl RedisStore {
             limit.gcra.capacity(),
         ))
     }
+}
 
+impl Shared {
     /// Drops `broken` (unless a newer connection already replaced it) and wakes the reconnect.
     fn lose(&self, broken: &Arc<Conn>) {
-        let previous = self.shared.conn.compare_and_swap(broken, None);
+        let previous = self.conn.compare_and_swap(broken, None);
         if previous.as_ref().is_some_and(|p| Arc::ptr_eq(p, broken)) {
             tracing::warn!(target: "gatehouse::ratelimit", "redis connection lost; reconnecting in the background");
-            self.shared.lost.notify_one();
+            self.lost.notify_one();
         }
     }
 }
 
-async fn invoke<C: ConnectionLike>(
-    invocation: &redis::ScriptInvocation<'_>,
-    conn: &mut C,
-) -> Result<i64, RedisError> {
-    invocation.invoke_async(conn).await
+/// Takes the queued decisions and sends them as script calls, at most
+/// [`MAX_BATCHES_IN_FLIGHT`] at a time, so what queues meanwhile goes out together.
+async fn batch(shared: Arc<Shared>, mut queued: mpsc::Receiver<Pending>) {
+    let mut in_flight = FuturesUnordered::new();
+    let mut taken = Vec::with_capacity(MAX_BATCH);
+    loop {
+        tokio::select! {
+            // Finished calls first: each one frees room for the next batch.
+            biased;
+            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+            count = queued.recv_many(&mut taken, MAX_BATCH),
+                if in_flight.len() < MAX_BATCHES_IN_FLIGHT =>
+            {
+                if count == 0 {
+                    break;
+                }
+                // A request that stopped waiting (its timeout passed) is not decided: its budget
+                // stays unspent.
+                taken.retain(|p| !p.answer.is_closed());
+                if !taken.is_empty() {
+                    let batch = std::mem::replace(&mut taken, Vec::with_capacity(MAX_BATCH));
+                    in_flight.push(decide_batch(&shared, batch));
+                }
+            }
+        }
+    }
+}
+
+/// Decides `batch` in one script call (in a Cluster, one per distinct key, sent together) and
+/// answers each decision.
+async fn decide_batch(shared: &Shared, mut batch: Vec<Pending>) {
+    let Some(current) = shared.conn.load_full() else {
+        for pending in batch {
+            let _ = pending.answer.send(Err(StoreError::Disconnected));
+        }
+        return;
+    };
+    match &*current {
+        Conn::Single(c) => call(shared, &current, c.clone(), batch).await,
+        Conn::Cluster(c) => {
+            // A script's keys must share a slot. A stable sort keeps each key's decisions in
+            // the order they were asked.
+            batch.sort_by(|a, b| a.key.cmp(&b.key));
+            let mut calls = Vec::new();
+            while !batch.is_empty() {
+                let same = batch.iter().take_while(|p| p.key == batch[0].key).count();
+                let rest = batch.split_off(same);
+                calls.push(call(shared, &current, c.clone(), batch));
+                batch = rest;
+            }
+            futures_util::future::join_all(calls).await;
+        }
+    }
+}
+
+/// One script call over `batch`'s keys on `conn`, its results (or its error) sent to each.
+async fn call<C: ConnectionLike>(
+    shared: &Shared,
+    current: &Arc<Conn>,
+    mut conn: C,
+    batch: Vec<Pending>,
+) {
+    let timeout = shared.settings.command_timeout;
+    let mut invocation = shared.script.prepare_invoke();
+    for pending in &batch {
+        invocation
+            .key(pending.key.as_str())
+            .arg(pending.interval)
+            .arg(pending.tolerance);
+    }
+    let result = match tokio::time::timeout(timeout, invocation.invoke_async(&mut conn)).await {
+        Err(_) => Err(StoreError::Timeout(timeout)),
+        // The connection's own response timeout is the same bound; the connection stays
+        // usable (late answers are matched and dropped), so it is kept.
+        Ok(Err(e)) if e.is_timeout() => Err(StoreError::Timeout(timeout)),
+        Ok(Err(e)) => {
+            if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() {
+                shared.lose(current);
+            }
+            Err(StoreError::Failed(e.to_string()))
+        }
+        Ok(Ok(replies)) => {
+            let replies: Vec<i64> = replies;
+            if replies.len() == batch.len() {
+                Ok(replies)
+            } else {
+                Err(StoreError::Failed(format!(
+                    "the script answered {} decisions for {}",
+                    replies.len(),
+                    batch.len()
+                )))
+            }
+        }
+    };
+    match result {
+        Ok(replies) => {
+            for (pending, reply) in batch.into_iter().zip(replies) {
+                let _ = pending.answer.send(Ok(reply));
+            }
+        }
+        Err(error) => {
+            for pending in batch {
+                let _ = pending.answer.send(Err(error.clone()));
+            }
+        }
+    }
 }
 
 /// The decision the script's one integer stands for (see [`SCRIPT`]), with the limit's

@@ -218,6 +218,37 @@ impl RedisServer {
         Some(String::from_utf8_lossy(&buf[..n]).into_owned())
     }
 
+    /// The calls Redis counted of `command` (`INFO commandstats`), 0 if none yet. Plain TCP
+    /// without a password only.
+    pub fn calls(&self, command: &str) -> u64 {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        stream.write_all(b"INFO commandstats\r\n").expect("write");
+        // A bulk reply: `$LEN\r\n`, LEN bytes, `\r\n`.
+        let mut reply = Vec::new();
+        let mut buf = [0u8; 4096];
+        let text = loop {
+            let n = stream.read(&mut buf).expect("read");
+            assert!(n > 0, "redis closed before answering INFO");
+            reply.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&reply).into_owned();
+            if let Some((head, body)) = text.split_once("\r\n") {
+                let len: usize = head.trim_start_matches('$').parse().expect("bulk length");
+                if body.len() >= len + 2 {
+                    break body[..len].to_string();
+                }
+            }
+        };
+        let prefix = format!("cmdstat_{}:calls=", command.to_ascii_lowercase());
+        text.lines()
+            .find_map(|line| line.strip_prefix(prefix.as_str()))
+            .map_or(0, |rest| {
+                rest.split(',').next().unwrap_or("").parse().expect("calls")
+            })
+    }
+
     /// The integer an inline command answers (`:N`).
     pub fn integer(&self, command: &str) -> i64 {
         let reply = self.command(command).expect(command);
