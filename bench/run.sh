@@ -1542,8 +1542,10 @@ bench_ratelimit() {
         echo "- CPU: user + system seconds over each run from /proc/PID/stat (utime, stime; all threads) of the"
         echo "  gatehouse instance under load and of redis-server. Redis ops/s: (total_commands_processed after - before"
         echo "  - the script's own 3 INFO) / wrk's duration; also INFO's instantaneous_ops_per_sec read half-way through."
-        echo "  Redis counts the commands a script calls as commands: one decision is EVALSHA plus the script's TIME, GET"
-        echo "  and SET, 4 commands (EVALSHA / request, from INFO commandstats, counts decisions)."
+        echo "  Redis counts the commands a script calls as commands: one script call is EVALSHA plus the script's TIME"
+        echo "  and one GET and at most one SET per distinct bucket. Decisions asked while a worker's calls are out are"
+        echo "  batched into one call, so EVALSHA / request (from INFO commandstats) is 1 for an unloaded store and"
+        echo "  below 1 under load (1 / requests per call)."
         echo "- Targets (median req/s in the same run): memory >= 0.95 x plain; redis >= 0.70 x plain."
         echo "  On this noisy 2-core machine differences under ~15% are noise: read the per-rep ratios and the runs."
         echo
