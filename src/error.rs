@@ -64,6 +64,9 @@ pub enum GatewayError {
         /// Upstream name.
         upstream: std::sync::Arc<str>,
     },
+    /// `Cache-Control: only-if-cached` and nothing stored could answer (504, RFC 9111 5.2.1.7).
+    #[error("only-if-cached: no stored response can answer this request")]
+    NotCached,
     /// No valid bearer token (401).
     #[error("{}", unauthenticated_message(*.0))]
     Unauthenticated(crate::auth::jwt::AuthFailure),
@@ -130,6 +133,7 @@ impl GatewayError {
                 (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout")
             }
             GatewayError::NoTarget { .. } => (StatusCode::SERVICE_UNAVAILABLE, "no_target"),
+            GatewayError::NotCached => (StatusCode::GATEWAY_TIMEOUT, "not_cached"),
             GatewayError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             GatewayError::RateLimitStoreUnavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,

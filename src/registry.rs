@@ -80,6 +80,19 @@ pub struct Registries {
     /// The Redis rate-limit store (its per-worker connections), by `redis:` settings.
     pub redis:
         Registry<crate::ratelimit::RedisSettings, std::sync::Arc<crate::ratelimit::SharedStore>>,
+    /// The response cache's store and coalescer, by the settings that shape the store.
+    pub cache: Registry<CacheStoreSettings, (crate::cache::store::CacheStore, std::sync::Arc<crate::cache::coalesce::Coalescer>)>,
+}
+
+/// What a cache store is made from: a change makes a new, empty one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheStoreSettings {
+    /// Where entries are kept.
+    pub store: crate::cache::settings::CacheStoreKind,
+    /// `cache.memory_capacity`.
+    pub memory_capacity: u64,
+    /// `cache.max_entry_size`.
+    pub max_entry_size: u64,
 }
 
 impl Default for Registries {
@@ -90,6 +103,7 @@ impl Default for Registries {
             metrics: crate::observability::metrics::Metrics::new(),
             rate_limits: Default::default(),
             redis: Registry::default(),
+            cache: Registry::default(),
         }
     }
 }
@@ -101,6 +115,39 @@ impl Registries {
         self.jwks.retain_in(&live.fetching_providers);
         if !live.redis {
             self.redis.retain_in(&HashSet::new());
+        }
+        if !live.cache {
+            self.cache.retain_in(&HashSet::new());
+        }
+    }
+
+    /// What the request path needs of the cache under `settings`: the store made before when
+    /// the settings that shape it did not change (so a reload keeps its entries).
+    pub fn cache_runtime(
+        &self,
+        settings: &crate::cache::settings::CacheSettings,
+    ) -> crate::cache::store::CacheRuntime {
+        use crate::cache::store::{CacheRuntime, CacheStore};
+        let shape = CacheStoreSettings {
+            store: settings.store,
+            memory_capacity: settings.memory_capacity,
+            max_entry_size: settings.max_entry_size,
+        };
+        let (store, coalescer) = self.cache.get_or_make(CACHE, &shape, || {
+            let memory = crate::cache::memory::MemoryCache::new(
+                usize::try_from(settings.memory_capacity).unwrap_or(usize::MAX),
+                usize::try_from(settings.max_entry_size).unwrap_or(usize::MAX),
+            );
+            (
+                CacheStore::Memory(std::sync::Arc::new(memory)),
+                std::sync::Arc::default(),
+            )
+        });
+        CacheRuntime {
+            settings: std::sync::Arc::new(settings.clone()),
+            metrics: self.metrics.cache_store(store.label()),
+            store,
+            coalescer,
         }
     }
 
@@ -122,6 +169,9 @@ impl Registries {
 /// The one name the Redis store is kept under: there is one `redis:` section.
 const REDIS: &str = "redis";
 
+/// The one name the cache store is kept under: there is one `cache:` section.
+const CACHE: &str = "cache";
+
 /// The names of everything one snapshot configures that state or metrics are kept for: what a
 /// reload keeps, and (against the previous snapshot's) what it drops.
 #[derive(Debug)]
@@ -136,6 +186,8 @@ pub struct LiveNames<'a> {
     pub fetching_providers: HashSet<&'a str>,
     /// Whether rate limits are kept in Redis.
     pub redis: bool,
+    /// Whether a route caches responses.
+    pub cache: bool,
 }
 
 impl<'a> LiveNames<'a> {
@@ -152,6 +204,7 @@ impl<'a> LiveNames<'a> {
                 .map(|(name, _)| name.as_str())
                 .collect(),
             redis: snapshot.limiter.redis().is_some(),
+            cache: snapshot.cache_runtime.is_some(),
         }
     }
 }

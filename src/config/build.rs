@@ -19,6 +19,7 @@ use super::file::{
 use super::identity;
 use super::shadow;
 use super::snapshot::{LogFormat, LoggingSettings, ServerSettings, Snapshot};
+use crate::cache::settings::CacheSettings;
 use crate::header_rules::{refused_in_rules, HeaderRules, RuleTarget};
 use crate::observability::metrics::Metrics;
 use crate::registry::Registries;
@@ -115,8 +116,11 @@ pub fn build(
         e.at(*mark, not_supported(section));
     }
     let stores = super::ratelimit::build_store_settings(&gateway.parsed, &mut e);
+    let cache = super::cache::build_cache_settings(&gateway.parsed, &mut e);
     let mut warnings = Vec::new();
-    if let (true, Some(redis)) = (stores.redis_unused, &gateway.parsed.redis) {
+    let redis_unused =
+        stores.redis_unused && cache.store != crate::cache::settings::CacheStoreKind::Redis;
+    if let (true, Some(redis)) = (redis_unused, &gateway.parsed.redis) {
         warnings.push(ConfigError::at(
             &gateway.path,
             redis.mark,
@@ -153,6 +157,7 @@ pub fn build(
         server.as_ref(),
         &registries.metrics,
         &providers,
+        &cache,
         &mut errors,
     );
 
@@ -171,6 +176,11 @@ pub fn build(
                 warnings
             },
             rate_limit: stores.rate_limit,
+            cache_runtime: routes
+                .iter()
+                .any(|r| r.cache.is_some())
+                .then(|| registries.cache_runtime(&cache)),
+            cache,
             redis: stores.redis,
             limiter,
             router: Router::new(routes),
@@ -503,6 +513,7 @@ fn build_routes(
     server: Option<&ServerSettings>,
     metrics: &Metrics,
     providers: &identity::Providers,
+    cache: &CacheSettings,
     errors: &mut Vec<ConfigError>,
 ) -> (Vec<Arc<Route>>, Vec<shadow::Place>) {
     let mut seen: HashMap<String, (PathBuf, Mark)> = HashMap::new();
@@ -540,6 +551,7 @@ fn build_routes(
                 metrics,
                 providers,
                 declared_providers: &files[0].parsed.declared_providers,
+                cache,
             };
             if let Some(route) = build_route(section, &ctx, &mut e) {
                 routes.push(Arc::new(route));
@@ -559,12 +571,22 @@ struct RouteContext<'a> {
     metrics: &'a Metrics,
     providers: &'a identity::Providers,
     declared_providers: &'a [String],
+    cache: &'a CacheSettings,
 }
 
 fn build_route(s: &RouteSection, ctx: &RouteContext, e: &mut Errors) -> Option<Route> {
     let before = e.list.len();
-    e.unsupported(&[("cache", &s.cache), ("compress", &s.compress)]);
+    e.unsupported(&[("compress", &s.compress)]);
     let policy = identity::build_route_policy(s, ctx.providers, ctx.declared_providers, e);
+    let cache = s.cache.as_ref().and_then(|section| {
+        let facts = super::cache::RouteFacts {
+            responds: s.respond.is_some(),
+            has_auth: s.auth.is_some(),
+            methods: s.matches.value.methods.as_deref(),
+            methods_mark: s.matches.mark,
+        };
+        super::cache::build_route_cache(&section.value, section.mark, &facts, ctx.cache, e)
+    });
     let m = &s.matches.value;
     let host = match &m.host {
         Some(h) => HostMatcher::parse(h).unwrap_or_else(|message| {
@@ -639,6 +661,12 @@ fn build_route(s: &RouteSection, ctx: &RouteContext, e: &mut Errors) -> Option<R
             ctx.metrics.rate_limit_decisions(&s.name.value)
         },
         rate_limits,
+        cache_results: if cache.is_some() {
+            ctx.metrics.cache_results(&s.name.value)
+        } else {
+            Default::default()
+        },
+        cache: cache.map(Arc::new),
     })
 }
 

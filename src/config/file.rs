@@ -72,6 +72,8 @@ pub struct ParsedFile {
     pub redis: Option<AtKey<RedisSection>>,
     /// `rate_limit:` (the process-wide settings).
     pub rate_limit: Option<RateLimitSection>,
+    /// `cache:` (the process-wide settings), positioned at its key.
+    pub cache: Option<AtKey<CacheSection>>,
     /// Names under `jwt.providers` as written, valid or not.
     pub declared_providers: Vec<String>,
     /// Top-level sections that are recognised but not supported yet, with their positions.
@@ -155,6 +157,7 @@ pub fn parse_file(text: &str, kind: FileKind, env: &dyn Env) -> (ParsedFile, Vec
             }
             "redis" => parsed.redis = section(key, node, env, &mut errors),
             "rate_limit" => parsed.rate_limit = section(key, node, env, &mut errors),
+            "cache" => parsed.cache = section(key, node, env, &mut errors),
             "upstreams" => parse_upstreams(node, env, &mut parsed, &mut errors),
             "routes" => parse_routes(node, env, &mut parsed.routes, &mut errors),
             other => {
@@ -457,8 +460,8 @@ pub struct RouteSection {
     pub authorize: Option<Spanned<Vec<AuthorizeRuleSection>>>,
     /// Request rate limits; all apply, the strictest decides.
     pub rate_limit: Option<AtKey<Vec<LimitSection>>>,
-    /// Not supported yet.
-    pub cache: Unsupported,
+    /// Response caching for GET and HEAD.
+    pub cache: Option<AtKey<RouteCacheSection>>,
     /// Cross-origin rules for browsers.
     pub cors: Option<Spanned<CorsSection>>,
     /// Not supported yet.
@@ -650,6 +653,36 @@ pub enum OnStoreErrorChoice {
     Allow,
     /// Refuse requests with 503.
     Deny,
+}
+
+/// Top-level `cache:` — where cached responses live and their bounds.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSection {
+    /// `memory` or `redis`.
+    pub store: Option<Spanned<StoreChoice>>,
+    /// Freshness for responses that state none, when the route sets no `ttl`.
+    pub default_ttl: Option<Spanned<ConfigDuration>>,
+    /// Larger responses stream through uncached.
+    pub max_entry_size: Option<Spanned<ConfigSize>>,
+    /// Bytes the memory store may hold.
+    pub memory_capacity: Option<Spanned<ConfigSize>>,
+    /// Starts every cache key.
+    pub key_prefix: Option<Spanned<String>>,
+}
+
+/// Route `cache:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteCacheSection {
+    /// Freshness for responses that state none.
+    pub ttl: Option<Spanned<ConfigDuration>>,
+    /// Request headers added to the key.
+    pub vary: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Whether the verified `sub` is part of the key.
+    pub per_user: Option<Spanned<bool>>,
+    /// How long a stale entry may answer while the upstream fails.
+    pub stale_if_error: Option<Spanned<ConfigDuration>>,
 }
 
 /// One item of a route's `rate_limit:` list.

@@ -3,6 +3,7 @@
 //! error found, each with file, line and column.
 
 pub mod build;
+mod cache;
 pub mod errors;
 pub mod file;
 pub mod identity;

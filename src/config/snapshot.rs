@@ -38,6 +38,10 @@ pub struct Snapshot {
     pub identity_headers: Vec<http::HeaderName>,
     /// `rate_limit:` (the process-wide settings).
     pub rate_limit: crate::ratelimit::RateLimitSettings,
+    /// `cache:` with defaults applied.
+    pub cache: crate::cache::settings::CacheSettings,
+    /// The cache's store, coalescer and metrics, when a route caches.
+    pub cache_runtime: Option<crate::cache::store::CacheRuntime>,
     /// `redis:`, when written.
     pub redis: Option<crate::ratelimit::RedisSettings>,
     /// The stores the routes' rate limits are decided in.

@@ -68,6 +68,15 @@ pub mod names {
     pub const PANICS_TOTAL: &str = "gatehouse_panics_total";
     /// Counter of rate-limit decisions, by route and result (`allowed`, `limited`).
     pub const RATE_LIMIT_DECISIONS_TOTAL: &str = "gatehouse_rate_limit_decisions_total";
+    /// Counter of answers on cache-enabled routes, by route and result (`hit`, `miss`,
+    /// `stale`, `bypass`, `store_error`).
+    pub const CACHE_RESULTS_TOTAL: &str = "gatehouse_cache_results_total";
+    /// Gauge of responses held by a cache store, by store.
+    pub const CACHE_ENTRIES: &str = "gatehouse_cache_entries";
+    /// Gauge of bytes held by a cache store, by store.
+    pub const CACHE_BYTES: &str = "gatehouse_cache_bytes";
+    /// Counter of requests that waited for another request's upstream answer to one key.
+    pub const CACHE_COALESCED_WAITS_TOTAL: &str = "gatehouse_cache_coalesced_waits_total";
     /// Counter of rate-limit store failures, by store and kind (`disconnected`, `timeout`,
     /// `failed`, `busy`).
     pub const RATE_LIMIT_STORE_ERRORS_TOTAL: &str = "gatehouse_rate_limit_store_errors_total";
@@ -102,6 +111,9 @@ const OUTCOMES: [&str; 4] = ["response", "connect_error", "timeout", "error"];
 
 /// Result label values of rate-limit decisions.
 const DECISION_RESULTS: [&str; 2] = ["allowed", "limited"];
+
+/// Result label values of cache lookups.
+const CACHE_RESULTS: [&str; 5] = ["hit", "miss", "stale", "bypass", "store_error"];
 
 /// Kinds of rate-limit store failures (`StoreError::kind`).
 const STORE_ERROR_KINDS: [&str; 4] = ["disconnected", "timeout", "failed", "busy"];
@@ -322,6 +334,10 @@ pub struct Metrics {
     config_version: Gauge<u64, AtomicU64>,
     panics: TotalCounter,
     rate_limit_decisions: Family<DecisionLabels, TotalCounter>,
+    cache_results: Family<DecisionLabels, TotalCounter>,
+    cache_entries: Family<StoreLabels, Gauge>,
+    cache_bytes: Family<StoreLabels, Gauge>,
+    cache_coalesced_waits: TotalCounter,
     store_errors: Family<StoreErrorLabels, TotalCounter>,
     store_fallback: Family<StoreLabels, Gauge>,
     redis_up: Gauge,
@@ -458,6 +474,30 @@ impl Metrics {
             "Rate-limit decisions on routes with limits, by result (allowed, limited)",
             rate_limit_decisions.clone(),
         );
+        let cache_results = Family::<DecisionLabels, TotalCounter>::default();
+        registry.register(
+            names::CACHE_RESULTS_TOTAL,
+            "Answers on cache-enabled routes, by result (hit, miss, stale, bypass, store_error)",
+            cache_results.clone(),
+        );
+        let cache_entries = Family::<StoreLabels, Gauge>::default();
+        registry.register(
+            names::CACHE_ENTRIES,
+            "Responses held by a cache store",
+            cache_entries.clone(),
+        );
+        let cache_bytes = Family::<StoreLabels, Gauge>::default();
+        registry.register(
+            names::CACHE_BYTES,
+            "Bytes held by a cache store (entries as encoded, with their keys)",
+            cache_bytes.clone(),
+        );
+        let cache_coalesced_waits = TotalCounter::default();
+        registry.register(
+            names::CACHE_COALESCED_WAITS_TOTAL,
+            "Requests that waited for another request's upstream answer to the same cache key",
+            cache_coalesced_waits.clone(),
+        );
         let store_errors = Family::<StoreErrorLabels, TotalCounter>::default();
         registry.register(
             names::RATE_LIMIT_STORE_ERRORS_TOTAL,
@@ -523,6 +563,10 @@ impl Metrics {
             config_version,
             panics,
             rate_limit_decisions,
+            cache_results,
+            cache_entries,
+            cache_bytes,
+            cache_coalesced_waits,
             store_errors,
             store_fallback,
             redis_up,
@@ -732,6 +776,36 @@ impl Metrics {
         DecisionMetrics { allowed, limited }
     }
 
+    /// Result counters of a cache-enabled route; called at config load.
+    pub fn cache_results(&self, route: &str) -> CacheResultMetrics {
+        let name: Arc<str> = Arc::from(route);
+        let counters = CACHE_RESULTS.map(|result| {
+            self.cache_results
+                .get_or_create(&DecisionLabels {
+                    route: name.clone(),
+                    result,
+                })
+                .0
+                .clone()
+        });
+        CacheResultMetrics { counters }
+    }
+
+    /// Gauges and counters of the cache store `store` (`memory` or `redis`).
+    pub fn cache_store(&self, store: &'static str) -> CacheStoreMetrics {
+        CacheStoreMetrics {
+            entries: self
+                .cache_entries
+                .get_or_create(&StoreLabels { store })
+                .clone(),
+            bytes: self
+                .cache_bytes
+                .get_or_create(&StoreLabels { store })
+                .clone(),
+            coalesced_waits: self.cache_coalesced_waits.0.clone(),
+        }
+    }
+
     /// Handles for the Redis rate-limit store; called at config load. Every error kind starts
     /// at zero so alerts work before the first outage.
     pub fn redis_store(&self) -> StoreMetrics {
@@ -777,6 +851,12 @@ impl Metrics {
         }
         for result in DECISION_RESULTS {
             self.rate_limit_decisions.remove(&DecisionLabels {
+                route: name.clone(),
+                result,
+            });
+        }
+        for result in CACHE_RESULTS {
+            self.cache_results.remove(&DecisionLabels {
                 route: name.clone(),
                 result,
             });
@@ -909,6 +989,55 @@ impl DecisionMetrics {
         } else {
             self.limited.inc();
         }
+    }
+}
+
+/// What a cache lookup came to, for `gatehouse_cache_results_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheResult {
+    /// Answered from the store.
+    Hit = 0,
+    /// Not in the store (or not usable): answered by the upstream.
+    Miss = 1,
+    /// A stale entry answered because the upstream failed.
+    Stale = 2,
+    /// The cache was not used (the request said `no-store`, or a method the cache skips).
+    Bypass = 3,
+    /// The store failed; answered by the upstream.
+    StoreError = 4,
+}
+
+/// A cache-enabled route's result counters.
+#[derive(Clone, Debug, Default)]
+pub struct CacheResultMetrics {
+    counters: [Counter; CACHE_RESULTS.len()],
+}
+
+impl CacheResultMetrics {
+    /// counter gatehouse_cache_results_total{route,result}; one atomic add.
+    pub fn record(&self, result: CacheResult) {
+        self.counters[result as usize].inc();
+    }
+}
+
+/// A cache store's gauges, and the coalescing counter.
+#[derive(Clone, Debug, Default)]
+pub struct CacheStoreMetrics {
+    entries: Gauge,
+    bytes: Gauge,
+    coalesced_waits: Counter,
+}
+
+impl CacheStoreMetrics {
+    /// gauges gatehouse_cache_entries{store} and gatehouse_cache_bytes{store}.
+    pub fn set_size(&self, entries: u64, bytes: u64) {
+        self.entries.set(i64::try_from(entries).unwrap_or(i64::MAX));
+        self.bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// counter gatehouse_cache_coalesced_waits_total.
+    pub fn coalesced_wait(&self) {
+        self.coalesced_waits.inc();
     }
 }
 

@@ -20,6 +20,8 @@ pub enum ResponseBody {
     Full(Option<Bytes>),
     /// An upstream's body, streamed through.
     Upstream(Relayed),
+    /// An upstream's body, streamed through and kept for the cache.
+    Filling(Box<crate::cache::fill::Filling<ResponseBody>>),
 }
 
 impl ResponseBody {
@@ -73,6 +75,7 @@ impl Body for ResponseBody {
                 }
                 polled
             }
+            ResponseBody::Filling(filling) => Pin::new(&mut **filling).poll_frame(cx),
         }
     }
 
@@ -81,6 +84,7 @@ impl Body for ResponseBody {
             ResponseBody::Empty => true,
             ResponseBody::Full(bytes) => bytes.is_none(),
             ResponseBody::Upstream(relayed) => relayed.body.is_end_stream(),
+            ResponseBody::Filling(filling) => filling.is_end_stream(),
         }
     }
 
@@ -91,6 +95,7 @@ impl Body for ResponseBody {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
             ResponseBody::Upstream(relayed) => relayed.body.size_hint(),
+            ResponseBody::Filling(filling) => filling.size_hint(),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The request path: from a parsed request to a response, through the route's phases.
 
 pub mod body;
+pub mod cache;
 pub mod ctx;
 pub mod forward;
 pub mod headers;

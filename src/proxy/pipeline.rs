@@ -5,13 +5,15 @@
 //! 2. **Request filter** ([`request_filter`]): the route's checks in order: CORS preflight,
 //!    then auth (who is calling, and may they), then rate limits (after auth, so they can
 //!    count by caller).
-//! 3. **Cache lookup**: none yet. Its place is after the request filter (a cached answer must
-//!    not skip a check) and before the upstream.
+//! 3. **Cache lookup** ([`cache`](super::cache)), on routes with `cache`: after the request
+//!    filter (a cached answer must not skip a check), it answers from the store when it can;
+//!    otherwise the request goes upstream and the answer fills, refreshes or invalidates the
+//!    cache on its way back (or a stale entry answers for an upstream that failed).
 //! 4. **Upstream**: the route's action answers: its static response, or its upstream
 //!    ([`forward`]).
 //! 5. **Response filter** ([`response_filter`]): header rules and security headers on the
 //!    route's own answers; CORS, the RateLimit fields and the request id on every answer of
-//!    the route, allowed or not. A cache store will go last.
+//!    the route, allowed or not.
 //!
 //! Each phase continues or ends the request ([`Flow`]); an answer that ends it early still
 //! passes the response filter. The context carries what the phases learn; its access-log
@@ -27,6 +29,7 @@ use http::request::Parts;
 use http::{Request, Response, StatusCode};
 
 use super::body::ResponseBody;
+use super::cache::{self, Looked};
 use super::ctx::{Arrival, Located, RequestCtx};
 use super::forward::forward;
 use super::headers::client_ip;
@@ -247,7 +250,22 @@ async fn phases(
         drain(body);
         return Err(stop);
     }
-    upstream(ctx, body, gateway).await.map_err(Stop::Fail)
+    let route = ctx.route;
+    let cache = route.cache.as_deref().zip(gateway.snapshot.cache_runtime.as_ref());
+    let Some((policy, runtime)) = cache else {
+        return upstream(ctx, body, gateway).await.map_err(Stop::Fail);
+    };
+    let pending = match cache::lookup(ctx, policy, runtime).await {
+        Looked::Answered(answer) => {
+            drain(body);
+            return answer.map_err(Stop::Fail);
+        }
+        Looked::Upstream(pending) => pending,
+    };
+    let answered = upstream(ctx, body, gateway).await;
+    cache::after_upstream(ctx, policy, runtime, pending, answered)
+        .await
+        .map_err(Stop::Fail)
 }
 
 /// The upstream phase: the route's action answers.

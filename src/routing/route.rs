@@ -45,6 +45,10 @@ pub struct Route {
     pub rate_limits: Vec<crate::ratelimit::RateLimit>,
     /// Counts this route's rate-limit decisions (detached when it has no limits).
     pub rate_limit_decisions: crate::observability::metrics::DecisionMetrics,
+    /// Response caching, when the route has `cache`.
+    pub cache: Option<Arc<crate::cache::settings::RouteCache>>,
+    /// Counters of what the cache made of its requests (detached without `cache`).
+    pub cache_results: crate::observability::metrics::CacheResultMetrics,
 }
 
 /// What a route does with a request.

@@ -27,6 +27,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+pub mod origin;
 pub mod redis;
 
 /// Generous bound for anything a test waits on; a loaded 2-core CI machine is slow.

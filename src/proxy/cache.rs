@@ -1,0 +1,523 @@
+//! The cache phases of a route with `cache`: the lookup after the request filter (so a cached
+//! answer never skips auth, authorize or a rate limit), and after the upstream the fill, the
+//! revalidation, stale-if-error and the invalidation by unsafe methods.
+//!
+//! What a stored response is, whether one may be stored and for how long, and how conditional
+//! requests are answered are the rules of [`crate::cache::policy`]; keys are
+//! [`crate::cache::key`]'s; this module only applies them to one request.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Response, StatusCode};
+
+use super::body::ResponseBody;
+use super::ctx::RequestCtx;
+use crate::cache::coalesce::Role;
+use crate::cache::directory::Directory;
+use crate::cache::entry::Entry;
+use crate::cache::fill::Filling;
+use crate::cache::key::{url_key, Variant};
+use crate::cache::policy::cache_control::{RequestCacheControl, ResponseCacheControl};
+use crate::cache::policy::conditional::{evaluate_conditional, not_modified_headers, ClientConditional};
+use crate::cache::policy::freshness::{age_header, Freshness, RouteDefaults, Usable};
+use crate::cache::policy::invalidate::{invalidation_targets, RequestTarget};
+use crate::cache::policy::revalidate::{add_validators, merge_not_modified, NotModifiedMatch};
+use crate::cache::policy::storable::{lookup as may_look_up, storable, Lookup, RequestView, ResponseView, Storable};
+use crate::cache::policy::vary::{parse_vary, Vary};
+use crate::cache::settings::RouteCache;
+use crate::cache::store::{CacheRuntime, Stored};
+use crate::error::GatewayError;
+use crate::observability::metrics::CacheResult;
+use crate::routing::normalize::normalize_path;
+
+/// `X-Cache`: what the cache made of a request on a cache-enabled route.
+pub static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+
+/// The conditional fields a client may send that the cache answers itself; they are kept
+/// from a revalidation sent on the cache's behalf.
+const CLIENT_VALIDATORS: [HeaderName; 2] = [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE];
+
+/// What the lookup made of a request.
+pub enum Looked {
+    /// Answered from the cache (or refused: `only-if-cached` with nothing usable).
+    Answered(Result<Response<ResponseBody>, GatewayError>),
+    /// Goes upstream; what the fill needs afterwards.
+    Upstream(Box<Pending>),
+}
+
+/// A request on its way upstream, and what the cache will do with the answer.
+pub struct Pending {
+    /// Counted and sent as `X-Cache` when the upstream answers.
+    result: CacheResult,
+    /// The URL key, when the request may fill the cache or invalidates it.
+    url_key: Option<String>,
+    /// The client's headers as received (the upstream phase takes the request's own), for
+    /// `Vary` and the client's conditionals.
+    request_headers: HeaderMap,
+    /// The stored response being revalidated, for a 304 or for stale-if-error.
+    stale: Option<Arc<Entry>>,
+    /// The URL's directory, when one was found.
+    directory: Option<Arc<Directory>>,
+    /// Leads the upstream request of a key others wait on.
+    flight: Option<crate::cache::coalesce::LeaderGuard>,
+    /// When the request left for the upstream.
+    request_time: SystemTime,
+    /// Whether the answer may be stored.
+    may_store: bool,
+    /// An unsafe method: a success invalidates the URL.
+    invalidates: bool,
+}
+
+impl Pending {
+    fn bypass(result: CacheResult) -> Box<Pending> {
+        Box::new(Pending {
+            result,
+            url_key: None,
+            request_headers: HeaderMap::new(),
+            stale: None,
+            directory: None,
+            flight: None,
+            request_time: SystemTime::now(),
+            may_store: false,
+            invalidates: false,
+        })
+    }
+}
+
+/// The lookup phase: answers from the cache when it can.
+pub async fn lookup(
+    ctx: &mut RequestCtx<'_>,
+    policy: &RouteCache,
+    runtime: &CacheRuntime,
+) -> Looked {
+    let method = &ctx.head.method;
+    if !(method == Method::GET || method == Method::HEAD) {
+        let mut pending = Pending::bypass(CacheResult::Bypass);
+        if is_unsafe(method) {
+            pending.invalidates = true;
+            pending.url_key = Some(url_key_of(ctx, runtime));
+        }
+        return Looked::Upstream(pending);
+    }
+    let request_cc = RequestCacheControl::parse(&ctx.head.headers);
+    let view = RequestView {
+        method,
+        headers: &ctx.head.headers,
+        cache_control: &request_cc,
+    };
+    if let Lookup::Bypass(_) = may_look_up(&view) {
+        return Looked::Upstream(Pending::bypass(CacheResult::Bypass));
+    }
+    if [header::IF_MATCH, header::IF_UNMODIFIED_SINCE, header::IF_RANGE, header::RANGE]
+        .iter()
+        .any(|h| ctx.head.headers.contains_key(h))
+    {
+        // Preconditions on state and ranges are the origin's to judge.
+        return Looked::Upstream(Pending::bypass(CacheResult::Bypass));
+    }
+    let key = url_key_of(ctx, runtime);
+    let user = ctx
+        .identity
+        .as_ref()
+        .and_then(|i| i.claims.as_ref())
+        .and_then(|c| c.sub.clone());
+    let user = user.filter(|_| policy.per_user);
+    let request_headers = ctx.head.headers.clone();
+    let variant = Variant {
+        route_vary: &policy.vary,
+        user: user.as_deref(),
+        headers: &request_headers,
+    };
+    let mut found = find(runtime, &key, &variant).await;
+    let mut flight = None;
+    if let Ok((None, _)) = &found {
+        match runtime.coalescer.join(variant.flight_key(&key)) {
+            Role::Leader(guard) => flight = Some(guard),
+            Role::Waiter(waiter) => {
+                runtime.metrics.coalesced_wait();
+                let bound = coalesce_bound(ctx);
+                waiter.wait(bound).await;
+                found = find(runtime, &key, &variant).await;
+            }
+        }
+    }
+    let only_if_cached = request_cc.only_if_cached;
+    let (entry, directory) = match found {
+        Err(()) => {
+            // The store failed: the request goes upstream as if there were no cache.
+            let mut pending = Pending::bypass(CacheResult::StoreError);
+            pending.request_headers = request_headers;
+            return Looked::Upstream(pending);
+        }
+        Ok(found) => found,
+    };
+    let now = SystemTime::now();
+    let mut stale = None;
+    if let Some(entry) = entry {
+        match entry.freshness.usable(now, &request_cc) {
+            Usable::Fresh => {
+                return Looked::Answered(Ok(answer(&entry, &request_headers, method, now, CacheResult::Hit)))
+            }
+            Usable::StaleAccepted => {
+                return Looked::Answered(Ok(answer(&entry, &request_headers, method, now, CacheResult::Stale)))
+            }
+            // Served by revalidating first: correct, only slower than answering stale while
+            // a background request refreshes it.
+            Usable::StaleWhileRevalidate | Usable::Revalidate => {
+                if only_if_cached {
+                    return Looked::Answered(Err(GatewayError::NotCached));
+                }
+                for name in &CLIENT_VALIDATORS {
+                    ctx.head.headers.remove(name);
+                }
+                add_validators(&entry.headers, &mut ctx.head.headers);
+                stale = Some(entry);
+            }
+        }
+    } else if only_if_cached {
+        return Looked::Answered(Err(GatewayError::NotCached));
+    }
+    Looked::Upstream(Box::new(Pending {
+        result: CacheResult::Miss,
+        url_key: Some(key),
+        request_headers,
+        stale,
+        directory,
+        flight,
+        request_time: now,
+        may_store: method == Method::GET,
+        invalidates: false,
+    }))
+}
+
+/// How long a request waits for another's upstream answer to its key: the route's upstream
+/// timeout, after which it goes upstream itself.
+fn coalesce_bound(ctx: &RequestCtx<'_>) -> std::time::Duration {
+    match &ctx.route.action {
+        crate::routing::route::RouteAction::Proxy(action) => action.timeout,
+        crate::routing::route::RouteAction::Respond(_) => std::time::Duration::ZERO,
+    }
+}
+
+fn is_unsafe(method: &Method) -> bool {
+    !(method.is_safe() || method == Method::OPTIONS)
+}
+
+fn url_key_of(ctx: &RequestCtx<'_>, runtime: &CacheRuntime) -> String {
+    url_key(
+        &runtime.settings.key_prefix,
+        ctx.host().unwrap_or(""),
+        ctx.path(),
+        ctx.head.uri.query(),
+    )
+}
+
+/// The stored response for this request's variant, and the URL's directory; `Err` when the
+/// store failed.
+async fn find(
+    runtime: &CacheRuntime,
+    key: &str,
+    variant: &Variant<'_>,
+) -> Result<(Option<Arc<Entry>>, Option<Arc<Directory>>), ()> {
+    match runtime.store.get(key).await {
+        Err(_) => Err(()),
+        Ok(None) => Ok((None, None)),
+        // A response stored whole under its URL answers only a route that keys by URL alone
+        // (the route's `vary` or `per_user` may have changed since).
+        Ok(Some(Stored::Response(entry))) => Ok((Some(entry).filter(|_| !variant.varies()), None)),
+        Ok(Some(Stored::Directory(directory))) => {
+            let variant_key = variant.key(key, directory.generation, &directory.vary);
+            match runtime.store.get(&variant_key).await {
+                Err(_) => Err(()),
+                Ok(Some(Stored::Response(entry))) => Ok((Some(entry), Some(directory))),
+                Ok(_) => Ok((None, Some(directory))),
+            }
+        }
+    }
+}
+
+/// The answer a stored response gives: the stored head with `Age` and `X-Cache`, the body
+/// (none for HEAD), or a 304 when the client's conditionals match.
+fn answer(
+    entry: &Entry,
+    request: &HeaderMap,
+    method: &Method,
+    now: SystemTime,
+    result: CacheResult,
+) -> Response<ResponseBody> {
+    let conditional = evaluate_conditional(
+        method,
+        request,
+        entry.status,
+        &entry.headers,
+        entry.freshness.response_time,
+    );
+    let mut response = if conditional == ClientConditional::NotModified {
+        let mut response = Response::new(ResponseBody::Empty);
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        not_modified_headers(&entry.headers, response.headers_mut());
+        response
+    } else {
+        let body = if method == Method::HEAD {
+            ResponseBody::Empty
+        } else {
+            ResponseBody::Full(Some(entry.body.clone()))
+        };
+        let mut response = Response::new(body);
+        *response.status_mut() = entry.status;
+        *response.headers_mut() = entry.headers.clone();
+        if method == Method::HEAD {
+            // The length the GET's body has, as a HEAD answer says.
+            response
+                .headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(entry.body.len()));
+        }
+        response
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::AGE, age_header(entry.freshness.age(now)));
+    headers.insert(X_CACHE.clone(), x_cache(result));
+    response
+}
+
+fn x_cache(result: CacheResult) -> HeaderValue {
+    HeaderValue::from_static(match result {
+        CacheResult::Hit => "HIT",
+        CacheResult::Miss => "MISS",
+        CacheResult::Stale => "STALE",
+        CacheResult::Bypass | CacheResult::StoreError => "BYPASS",
+    })
+}
+
+/// After the upstream: stores, revalidates, serves stale on error, invalidates; returns what
+/// the client gets, with `X-Cache`.
+pub async fn after_upstream(
+    ctx: &mut RequestCtx<'_>,
+    policy: &RouteCache,
+    runtime: &CacheRuntime,
+    pending: Box<Pending>,
+    answered: Result<Response<ResponseBody>, GatewayError>,
+) -> Result<Response<ResponseBody>, GatewayError> {
+    let mut pending = *pending;
+    let now = SystemTime::now();
+    let failed = match &answered {
+        Err(_) => true,
+        Ok(response) => response.status().is_server_error(),
+    };
+    if failed {
+        if let Some(stale) = pending.stale.take().filter(|s| s.freshness.can_serve_stale_on_error(now)) {
+            if let Ok(response) = answered {
+                // Its body is not wanted; dropping it closes that upstream connection.
+                drop(response);
+            }
+            let result = CacheResult::Stale;
+            ctx.route.cache_results.record(result);
+            return Ok(answer(&stale, &pending.request_headers, &ctx.head.method, now, result));
+        }
+    }
+    let mut response = match answered {
+        Ok(response) => response,
+        Err(error) => {
+            ctx.route.cache_results.record(pending.result);
+            return Err(error);
+        }
+    };
+    if pending.invalidates {
+        if response.status().is_success() || response.status().is_redirection() {
+            invalidate(ctx, runtime, &pending, response.headers()).await;
+        }
+        return Ok(tagged(ctx, pending.result, response));
+    }
+    let Some(key) = pending.url_key.take().filter(|_| pending.may_store) else {
+        return Ok(tagged(ctx, pending.result, response));
+    };
+    if response.status() == StatusCode::NOT_MODIFIED {
+        if let Some(stale) = pending.stale.take() {
+            return Ok(refreshed(ctx, policy, runtime, &pending, key, &stale, response, now).await);
+        }
+    }
+    let user = ctx
+        .identity
+        .as_ref()
+        .and_then(|i| i.claims.as_ref())
+        .and_then(|c| c.sub.clone())
+        .filter(|_| policy.per_user);
+    let request_cc = RequestCacheControl::parse(&pending.request_headers);
+    let request_view = RequestView {
+        method: &ctx.head.method,
+        headers: &pending.request_headers,
+        cache_control: &request_cc,
+    };
+    let response_cc = ResponseCacheControl::parse(response.headers());
+    let response_view = ResponseView {
+        status: response.status(),
+        headers: response.headers(),
+        cache_control: &response_cc,
+    };
+    if !matches!(storable(&request_view, &response_view, policy.per_user), Storable::Yes { .. }) {
+        return Ok(tagged(ctx, pending.result, response));
+    }
+    let declared = response
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > runtime.settings.max_entry_size) {
+        return Ok(tagged(ctx, pending.result, response));
+    }
+    let freshness = Freshness::new(
+        pending.request_time,
+        now,
+        &response_view,
+        RouteDefaults {
+            ttl: policy.ttl,
+            stale_if_error: policy.stale_if_error,
+        },
+    );
+    let response_vary = match parse_vary(response.headers()) {
+        Vary::Any => return Ok(tagged(ctx, pending.result, response)),
+        Vary::Fields(names) => names,
+    };
+    let variant = Variant {
+        route_vary: &policy.vary,
+        user: user.as_deref(),
+        headers: &pending.request_headers,
+    };
+    // Where it goes: under the URL when nothing varies, else under its variant of the URL's
+    // directory (the one found, when it names the same fields, or a new one).
+    let placement = if response_vary.is_empty() && !variant.varies() {
+        Some((key.clone(), None))
+    } else {
+        let directory = match pending.directory.take() {
+            Some(d) if *d.vary == response_vary[..] => Some(d),
+            _ => Directory::new(&response_vary).map(Arc::new),
+        };
+        directory.map(|d| {
+            let variant_key = variant.key(&key, d.generation, &d.vary);
+            (variant_key, Some((key.clone(), d)))
+        })
+    };
+    let Some((entry_key, directory)) = placement else {
+        return Ok(tagged(ctx, pending.result, response));
+    };
+    let (parts, body) = response.into_parts();
+    let filling = Filling::new(
+        body,
+        runtime.clone(),
+        entry_key,
+        directory,
+        parts.status,
+        parts.headers.clone(),
+        freshness,
+        pending.flight.take(),
+    );
+    let response = Response::from_parts(parts, ResponseBody::Filling(Box::new(filling)));
+    Ok(tagged(ctx, pending.result, response))
+}
+
+/// A 304 to a revalidation: the stored response, its headers updated from the 304 (RFC 9111
+/// 4.3.4), stored again and served.
+#[allow(clippy::too_many_arguments)]
+async fn refreshed(
+    ctx: &mut RequestCtx<'_>,
+    policy: &RouteCache,
+    runtime: &CacheRuntime,
+    pending: &Pending,
+    url_key: String,
+    stale: &Entry,
+    not_modified: Response<ResponseBody>,
+    now: SystemTime,
+) -> Response<ResponseBody> {
+    let mut headers = stale.headers.clone();
+    if merge_not_modified(&mut headers, not_modified.headers()) == NotModifiedMatch::Mismatch {
+        // The 304 is about another response than the one stored: the client gets it as is.
+        return tagged(ctx, pending.result, not_modified);
+    }
+    let response_cc = ResponseCacheControl::parse(&headers);
+    let view = ResponseView {
+        status: stale.status,
+        headers: &headers,
+        cache_control: &response_cc,
+    };
+    let freshness = Freshness::new(
+        pending.request_time,
+        now,
+        &view,
+        RouteDefaults {
+            ttl: policy.ttl,
+            stale_if_error: policy.stale_if_error,
+        },
+    );
+    let entry = Arc::new(Entry {
+        status: stale.status,
+        headers,
+        body: stale.body.clone(),
+        freshness,
+    });
+    let user = ctx
+        .identity
+        .as_ref()
+        .and_then(|i| i.claims.as_ref())
+        .and_then(|c| c.sub.clone())
+        .filter(|_| policy.per_user);
+    let variant = Variant {
+        route_vary: &policy.vary,
+        user: user.as_deref(),
+        headers: &pending.request_headers,
+    };
+    let entry_key = match &pending.directory {
+        Some(d) => variant.key(&url_key, d.generation, &d.vary),
+        None => url_key,
+    };
+    runtime.put(entry_key, Stored::Response(Arc::clone(&entry))).await;
+    let result = CacheResult::Hit;
+    ctx.route.cache_results.record(result);
+    answer(&entry, &pending.request_headers, &ctx.head.method, now, result)
+}
+
+/// Removes the URLs a successful unsafe request changed: its own, and a `Location` or
+/// `Content-Location` on the same host (RFC 9111 4.4).
+async fn invalidate(
+    ctx: &RequestCtx<'_>,
+    runtime: &CacheRuntime,
+    pending: &Pending,
+    response: &HeaderMap,
+) {
+    if let Some(key) = &pending.url_key {
+        runtime.remove(key).await;
+    }
+    let host = ctx.host().unwrap_or("");
+    let target = RequestTarget {
+        host,
+        path_and_query: ctx.head.uri.path_and_query().map_or("/", |pq| pq.as_str()),
+    };
+    for other in invalidation_targets(&target, response) {
+        let (path, query) = match other.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (other.as_str(), None),
+        };
+        let Ok(path) = normalize_path(path) else {
+            continue;
+        };
+        let key = url_key(&runtime.settings.key_prefix, host, &path, query);
+        runtime.remove(&key).await;
+    }
+}
+
+/// `response` with `X-Cache` for `result`, counted.
+fn tagged(
+    ctx: &RequestCtx<'_>,
+    result: CacheResult,
+    mut response: Response<ResponseBody>,
+) -> Response<ResponseBody> {
+    ctx.route.cache_results.record(result);
+    response.headers_mut().insert(X_CACHE.clone(), x_cache(result));
+    response
+}
+
+/// The `X-Cache` a gateway error on a cache-enabled route carries.
+pub fn tag_error(result: CacheResult, response: &mut Response<ResponseBody>) {
+    response.headers_mut().insert(X_CACHE.clone(), x_cache(result));
+}
