@@ -4,5 +4,6 @@
 pub mod directory;
 pub mod fill;
 pub mod key;
+pub mod policy;
 pub mod settings;
 pub mod store;
