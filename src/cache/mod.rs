@@ -2,3 +2,4 @@
 //! coalescing of concurrent misses for one key into one upstream request.
 
 pub mod entry;
+pub mod memory;
