@@ -161,20 +161,29 @@ impl MemoryCache {
     }
 
     /// Stores `entry` under `key`, replacing what was there and evicting the least recently
-    /// used entries of its shard while the shard is over its share of the capacity.
+    /// used entries of its shard while the shard is over its share of the capacity. A refused
+    /// entry still removes the one it would have replaced: that one is known to be outdated.
     pub fn insert(&self, key: Bytes, entry: Arc<Entry>) -> Result<(), Refused> {
-        if entry.body.len() > self.max_entry_size {
-            return Err(Refused::BodyTooLarge {
+        let refused = if entry.body.len() > self.max_entry_size {
+            Some(Refused::BodyTooLarge {
                 size: entry.body.len(),
                 max: self.max_entry_size,
-            });
-        }
+            })
+        } else {
+            None
+        };
         let weight = weight(&key, &entry);
-        if weight > self.shard_capacity {
-            return Err(Refused::OverCapacity {
+        let refused = refused.or(if weight > self.shard_capacity {
+            Some(Refused::OverCapacity {
                 weight,
                 max: self.shard_capacity,
-            });
+            })
+        } else {
+            None
+        });
+        if let Some(refused) = refused {
+            self.remove(&key);
+            return Err(refused);
         }
         let hash = self.hasher.hash_one(&key[..]);
         let expires = entry.useless_after();

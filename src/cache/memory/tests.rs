@@ -107,6 +107,10 @@ fn bodies_over_max_entry_size_are_refused() {
         }
     }
     assert_eq!(cache.entries(), 2);
+    // A refused newer response takes the outdated entry out.
+    cache.insert(key(max), entry("y", max + 1)).unwrap_err();
+    assert!(cache.get_at(&key(max), t(1)).is_none());
+    assert_eq!(cache.entries(), 1);
 }
 
 #[test]
