@@ -81,7 +81,13 @@ pub struct Registries {
     pub redis:
         Registry<crate::ratelimit::RedisSettings, std::sync::Arc<crate::ratelimit::SharedStore>>,
     /// The response cache's store and coalescer, by the settings that shape the store.
-    pub cache: Registry<CacheStoreSettings, (crate::cache::store::CacheStore, std::sync::Arc<crate::cache::coalesce::Coalescer>)>,
+    pub cache: Registry<
+        CacheStoreSettings,
+        (
+            crate::cache::store::CacheStore,
+            std::sync::Arc<crate::cache::coalesce::Coalescer>,
+        ),
+    >,
 }
 
 /// What a cache store is made from: a change makes a new, empty one.
@@ -140,7 +146,7 @@ impl Registries {
             );
             (
                 CacheStore::Memory(std::sync::Arc::new(memory)),
-                std::sync::Arc::default(),
+                std::sync::Arc::new(crate::cache::coalesce::Coalescer::new()),
             )
         });
         CacheRuntime {

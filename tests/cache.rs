@@ -63,7 +63,13 @@ fn token(sub: &str) -> String {
 #[tokio::test]
 async fn rfc9111_4_a_fresh_response_is_served_from_the_cache() {
     let origin = Origin::start().await;
-    origin.set("/c/a", Answer::ok("answer {n}", &[("cache-control", "max-age=60"), ("x-up", "1")]));
+    origin.set(
+        "/c/a",
+        Answer::ok(
+            "answer {n}",
+            &[("cache-control", "max-age=60"), ("x-up", "1")],
+        ),
+    );
     let gw = gateway(&origin, "{ttl: 5s}", "").await;
     let first = get(&gw, "/c/a", &[]).await;
     assert_eq!((first.status.as_u16(), x_cache(&first)), (200, "MISS"));
@@ -75,11 +81,17 @@ async fn rfc9111_4_a_fresh_response_is_served_from_the_cache() {
         assert_eq!(hit.header("x-up"), Some("1"), "stored headers kept");
         let age: u64 = hit.header("age").expect("Age on a hit").parse().unwrap();
         assert!(age <= 60, "{age}");
-        assert!(hit.header("x-request-id").is_some(), "per-request headers still added");
+        assert!(
+            hit.header("x-request-id").is_some(),
+            "per-request headers still added"
+        );
     }
     assert_eq!(origin.count("/c/a"), 1);
     // Another URL, another entry; the query is part of the key.
-    origin.set("/c/a?x=1", Answer::ok("q", &[("cache-control", "max-age=60")]));
+    origin.set(
+        "/c/a?x=1",
+        Answer::ok("q", &[("cache-control", "max-age=60")]),
+    );
     assert_eq!(x_cache(&get(&gw, "/c/a?x=1", &[]).await), "MISS");
     assert_eq!(x_cache(&get(&gw, "/c/a?x=1", &[]).await), "HIT");
     assert_eq!(origin.count("/c/a?x=1"), 1);
@@ -93,9 +105,22 @@ async fn rfc9111_4_2_2_the_route_ttl_applies_only_without_explicit_freshness() {
     let origin = Origin::start().await;
     origin.set("/c/plain", Answer::ok("plain", &[]));
     origin.set("/c/gone", Answer::status(410, "gone", &[]));
-    origin.set("/c/found", Answer::status(302, "", &[("location", "/elsewhere")]));
-    origin.set("/c/found-fresh", Answer::status(302, "", &[("location", "/x"), ("cache-control", "max-age=60")]));
-    origin.set("/c/expired", Answer::ok("old", &[("expires", "not a date")]));
+    origin.set(
+        "/c/found",
+        Answer::status(302, "", &[("location", "/elsewhere")]),
+    );
+    origin.set(
+        "/c/found-fresh",
+        Answer::status(
+            302,
+            "",
+            &[("location", "/x"), ("cache-control", "max-age=60")],
+        ),
+    );
+    origin.set(
+        "/c/expired",
+        Answer::ok("old", &[("expires", "not a date")]),
+    );
     let gw = gateway(&origin, "{ttl: 60s}", "").await;
     for (path, stored) in [
         ("/c/plain", true),
@@ -106,7 +131,11 @@ async fn rfc9111_4_2_2_the_route_ttl_applies_only_without_explicit_freshness() {
     ] {
         get(&gw, path, &[]).await;
         let second = get(&gw, path, &[]).await;
-        assert_eq!(x_cache(&second), if stored { "HIT" } else { "MISS" }, "{path}");
+        assert_eq!(
+            x_cache(&second),
+            if stored { "HIT" } else { "MISS" },
+            "{path}"
+        );
         assert_eq!(origin.count(path), if stored { 1 } else { 2 }, "{path}");
     }
 }
@@ -116,11 +145,26 @@ async fn rfc9111_4_2_2_the_route_ttl_applies_only_without_explicit_freshness() {
 async fn rfc9111_3_responses_that_must_not_be_stored_are_not() {
     let origin = Origin::start().await;
     let cases: [(&str, Vec<(&str, &str)>); 5] = [
-        ("/c/no-store", vec![("cache-control", "no-store, max-age=60")]),
+        (
+            "/c/no-store",
+            vec![("cache-control", "no-store, max-age=60")],
+        ),
         ("/c/private", vec![("cache-control", "private, max-age=60")]),
-        ("/c/cookie", vec![("cache-control", "max-age=60"), ("set-cookie", "id=1")]),
-        ("/c/vary-any", vec![("cache-control", "max-age=60"), ("vary", "*")]),
-        ("/c/partial", vec![("cache-control", "max-age=60"), ("content-range", "bytes 0-0/2")]),
+        (
+            "/c/cookie",
+            vec![("cache-control", "max-age=60"), ("set-cookie", "id=1")],
+        ),
+        (
+            "/c/vary-any",
+            vec![("cache-control", "max-age=60"), ("vary", "*")],
+        ),
+        (
+            "/c/partial",
+            vec![
+                ("cache-control", "max-age=60"),
+                ("content-range", "bytes 0-0/2"),
+            ],
+        ),
     ];
     for (path, headers) in &cases {
         let status = if *path == "/c/partial" { 206 } else { 200 };
@@ -139,16 +183,31 @@ async fn rfc9111_3_responses_that_must_not_be_stored_are_not() {
 #[tokio::test]
 async fn rfc9111_3_5_authorized_requests_are_stored_only_when_allowed() {
     let origin = Origin::start().await;
-    origin.set("/c/mine", Answer::ok("mine", &[("cache-control", "max-age=60")]));
-    origin.set("/c/public", Answer::ok("pub", &[("cache-control", "public, max-age=60")]));
+    origin.set(
+        "/c/mine",
+        Answer::ok("mine", &[("cache-control", "max-age=60")]),
+    );
+    origin.set(
+        "/c/public",
+        Answer::ok("pub", &[("cache-control", "public, max-age=60")]),
+    );
     // Optional auth, not per user: the token is verified, the key is the URL.
-    let gw = gateway(&origin, "{ttl: 60s, per_user: false}", "    auth: {jwt: p, optional: true}\n").await;
+    let gw = gateway(
+        &origin,
+        "{ttl: 60s, per_user: false}",
+        "    auth: {jwt: p, optional: true}\n",
+    )
+    .await;
     let alice = token("alice");
     for _ in 0..2 {
         get(&gw, "/c/mine", &[("authorization", &alice)]).await;
         get(&gw, "/c/public", &[("authorization", &alice)]).await;
     }
-    assert_eq!(origin.count("/c/mine"), 2, "a private answer to an authorized request is not shared");
+    assert_eq!(
+        origin.count("/c/mine"),
+        2,
+        "a private answer to an authorized request is not shared"
+    );
     assert_eq!(origin.count("/c/public"), 1);
 }
 
@@ -156,7 +215,10 @@ async fn rfc9111_3_5_authorized_requests_are_stored_only_when_allowed() {
 #[tokio::test]
 async fn per_user_entries_never_cross_users() {
     let origin = Origin::start().await;
-    origin.set("/c/me", Answer::ok("profile {n}", &[("cache-control", "max-age=60")]));
+    origin.set(
+        "/c/me",
+        Answer::ok("profile {n}", &[("cache-control", "max-age=60")]),
+    );
     let gw = gateway(&origin, "{ttl: 60s}", "    auth: {jwt: p}\n").await;
     let (alice, bob) = (token("alice"), token("bob"));
     let a1 = get(&gw, "/c/me", &[("authorization", &alice)]).await;
@@ -178,7 +240,10 @@ async fn rfc9111_4_1_vary_keeps_variants_apart() {
     let origin = Origin::start().await;
     origin.set(
         "/c/v",
-        Answer::ok("lang {n}", &[("cache-control", "max-age=60"), ("vary", "Accept-Language")]),
+        Answer::ok(
+            "lang {n}",
+            &[("cache-control", "max-age=60"), ("vary", "Accept-Language")],
+        ),
     );
     let gw = gateway(&origin, "{ttl: 60s}", "").await;
     let en = get(&gw, "/c/v", &[("accept-language", "en")]).await;
@@ -191,11 +256,23 @@ async fn rfc9111_4_1_vary_keeps_variants_apart() {
     assert_eq!(origin.count("/c/v"), 2);
 
     let origin = Origin::start().await;
-    origin.set("/c/t", Answer::ok("tenant {n}", &[("cache-control", "max-age=60")]));
+    origin.set(
+        "/c/t",
+        Answer::ok("tenant {n}", &[("cache-control", "max-age=60")]),
+    );
     let gw = gateway(&origin, "{vary: [X-Tenant]}", "").await;
-    assert_eq!(get(&gw, "/c/t", &[("x-tenant", "a")]).await.text(), "tenant 1");
-    assert_eq!(get(&gw, "/c/t", &[("x-tenant", "b")]).await.text(), "tenant 2");
-    assert_eq!(get(&gw, "/c/t", &[("x-tenant", "a")]).await.text(), "tenant 1");
+    assert_eq!(
+        get(&gw, "/c/t", &[("x-tenant", "a")]).await.text(),
+        "tenant 1"
+    );
+    assert_eq!(
+        get(&gw, "/c/t", &[("x-tenant", "b")]).await.text(),
+        "tenant 2"
+    );
+    assert_eq!(
+        get(&gw, "/c/t", &[("x-tenant", "a")]).await.text(),
+        "tenant 1"
+    );
     assert_eq!(origin.count("/c/t"), 2);
 }
 
@@ -204,7 +281,13 @@ async fn rfc9111_4_1_vary_keeps_variants_apart() {
 #[tokio::test]
 async fn rfc9111_5_2_1_request_directives() {
     let origin = Origin::start().await;
-    origin.set("/c/r", Answer::ok("r {n}", &[("cache-control", "max-age=60"), ("etag", "\"v1\"")]));
+    origin.set(
+        "/c/r",
+        Answer::ok(
+            "r {n}",
+            &[("cache-control", "max-age=60"), ("etag", "\"v1\"")],
+        ),
+    );
     let gw = gateway(&origin, "{ttl: 60s}", "").await;
     let miss = get(&gw, "/c/r", &[("cache-control", "only-if-cached")]).await;
     assert_eq!(miss.status, 504);
@@ -212,13 +295,29 @@ async fn rfc9111_5_2_1_request_directives() {
     assert_eq!(origin.count("/c/r"), 0);
     let bypass = get(&gw, "/c/r", &[("cache-control", "no-store")]).await;
     assert_eq!(x_cache(&bypass), "BYPASS");
-    assert_eq!(x_cache(&get(&gw, "/c/r", &[]).await), "MISS", "no-store stored nothing");
-    assert_eq!(x_cache(&get(&gw, "/c/r", &[("cache-control", "only-if-cached")]).await), "HIT");
+    assert_eq!(
+        x_cache(&get(&gw, "/c/r", &[]).await),
+        "MISS",
+        "no-store stored nothing"
+    );
+    assert_eq!(
+        x_cache(&get(&gw, "/c/r", &[("cache-control", "only-if-cached")]).await),
+        "HIT"
+    );
     let before = origin.count("/c/r");
     let revalidated = get(&gw, "/c/r", &[("cache-control", "no-cache")]).await;
-    assert_eq!(origin.count("/c/r"), before + 1, "no-cache goes to the origin");
+    assert_eq!(
+        origin.count("/c/r"),
+        before + 1,
+        "no-cache goes to the origin"
+    );
     let seen = origin.last("/c/r").unwrap();
-    assert_eq!(seen.headers.get("if-none-match").map(|v| v.to_str().unwrap()), Some("\"v1\""));
+    assert_eq!(
+        seen.headers
+            .get("if-none-match")
+            .map(|v| v.to_str().unwrap()),
+        Some("\"v1\"")
+    );
     assert_eq!(revalidated.status, 200);
 }
 
@@ -229,34 +328,68 @@ async fn rfc9111_4_3_stale_entries_are_revalidated_and_304_refreshes_them() {
     let origin = Origin::start().await;
     origin.set(
         "/c/e",
-        Answer::ok("etagged", &[("cache-control", "max-age=0"), ("etag", "\"abc\""), ("x-v", "1")]),
+        Answer::ok(
+            "etagged",
+            &[
+                ("cache-control", "max-age=0"),
+                ("etag", "\"abc\""),
+                ("x-v", "1"),
+            ],
+        ),
     );
     origin.set(
         "/c/lm",
-        Answer::ok("dated", &[("cache-control", "max-age=0"), ("last-modified", "Sun, 06 Nov 1994 08:49:37 GMT")]),
+        Answer::ok(
+            "dated",
+            &[
+                ("cache-control", "max-age=0"),
+                ("last-modified", "Sun, 06 Nov 1994 08:49:37 GMT"),
+            ],
+        ),
     );
     let gw = gateway(&origin, "{ttl: 60s}", "").await;
     assert_eq!(get(&gw, "/c/e", &[]).await.text(), "etagged");
     origin.set(
         "/c/e",
-        Answer::status(304, "", &[("cache-control", "max-age=60"), ("etag", "\"abc\""), ("x-v", "2")]),
+        Answer::status(
+            304,
+            "",
+            &[
+                ("cache-control", "max-age=60"),
+                ("etag", "\"abc\""),
+                ("x-v", "2"),
+            ],
+        ),
     );
     let refreshed = get(&gw, "/c/e", &[]).await;
     let seen = origin.last("/c/e").unwrap();
     assert_eq!(seen.headers.get("if-none-match").unwrap(), "\"abc\"");
-    assert_eq!((refreshed.status.as_u16(), refreshed.text()), (200, "etagged".to_string()));
-    assert_eq!(refreshed.header("x-v"), Some("2"), "headers updated from the 304");
+    assert_eq!(
+        (refreshed.status.as_u16(), refreshed.text()),
+        (200, "etagged".to_string())
+    );
+    assert_eq!(
+        refreshed.header("x-v"),
+        Some("2"),
+        "headers updated from the 304"
+    );
     // Now fresh for 60 s: no more requests.
     let hit = get(&gw, "/c/e", &[]).await;
     assert_eq!((x_cache(&hit), hit.text()), ("HIT", "etagged".to_string()));
     assert_eq!(origin.count("/c/e"), 2);
 
     get(&gw, "/c/lm", &[]).await;
-    origin.set("/c/lm", Answer::status(304, "", &[("cache-control", "max-age=60")]));
+    origin.set(
+        "/c/lm",
+        Answer::status(304, "", &[("cache-control", "max-age=60")]),
+    );
     let again = get(&gw, "/c/lm", &[]).await;
     assert_eq!(again.text(), "dated");
     let seen = origin.last("/c/lm").unwrap();
-    assert_eq!(seen.headers.get("if-modified-since").unwrap(), "Sun, 06 Nov 1994 08:49:37 GMT");
+    assert_eq!(
+        seen.headers.get("if-modified-since").unwrap(),
+        "Sun, 06 Nov 1994 08:49:37 GMT"
+    );
 }
 
 /// RFC 9110 13.1.2 and 13.1.3: a client's conditional request that matches a stored response
@@ -266,7 +399,14 @@ async fn rfc9110_13_client_conditionals_get_304_from_the_cache() {
     let origin = Origin::start().await;
     origin.set(
         "/c/cond",
-        Answer::ok("body", &[("cache-control", "max-age=60"), ("etag", "\"t1\""), ("last-modified", "Sun, 06 Nov 1994 08:49:37 GMT")]),
+        Answer::ok(
+            "body",
+            &[
+                ("cache-control", "max-age=60"),
+                ("etag", "\"t1\""),
+                ("last-modified", "Sun, 06 Nov 1994 08:49:37 GMT"),
+            ],
+        ),
     );
     let gw = gateway(&origin, "{ttl: 60s}", "").await;
     get(&gw, "/c/cond", &[]).await;
@@ -276,7 +416,12 @@ async fn rfc9110_13_client_conditionals_get_304_from_the_cache() {
     assert!(weak.body.is_empty());
     let other = get(&gw, "/c/cond", &[("if-none-match", "\"other\"")]).await;
     assert_eq!(other.status, 200);
-    let since = get(&gw, "/c/cond", &[("if-modified-since", "Mon, 07 Nov 1994 08:49:37 GMT")]).await;
+    let since = get(
+        &gw,
+        "/c/cond",
+        &[("if-modified-since", "Mon, 07 Nov 1994 08:49:37 GMT")],
+    )
+    .await;
     assert_eq!(since.status, 304);
     assert_eq!(origin.count("/c/cond"), 1);
 }
@@ -285,8 +430,14 @@ async fn rfc9110_13_client_conditionals_get_304_from_the_cache() {
 #[tokio::test]
 async fn rfc9111_4_4_unsafe_methods_invalidate() {
     let origin = Origin::start().await;
-    origin.set("/c/item", Answer::ok("item {n}", &[("cache-control", "max-age=60")]));
-    origin.set("/c/other", Answer::ok("other {n}", &[("cache-control", "max-age=60")]));
+    origin.set(
+        "/c/item",
+        Answer::ok("item {n}", &[("cache-control", "max-age=60")]),
+    );
+    origin.set(
+        "/c/other",
+        Answer::ok("other {n}", &[("cache-control", "max-age=60")]),
+    );
     let gw = gateway(&origin, "{ttl: 60s}", "").await;
     get(&gw, "/c/item", &[]).await;
     get(&gw, "/c/other", &[]).await;
@@ -296,11 +447,21 @@ async fn rfc9111_4_4_unsafe_methods_invalidate() {
     let failed = request(&gw, "PUT", "/c/item", &[]).await;
     assert_eq!(x_cache(&failed), "BYPASS");
     assert_eq!(x_cache(&get(&gw, "/c/item", &[]).await), "HIT");
-    origin.once("/c/item", Answer::status(204, "", &[("location", "/c/other")]));
+    origin.once(
+        "/c/item",
+        Answer::status(204, "", &[("location", "/c/other")]),
+    );
     assert_eq!(request(&gw, "PUT", "/c/item", &[]).await.status, 204);
     let after = get(&gw, "/c/item", &[]).await;
-    assert_eq!((x_cache(&after), after.text()), ("MISS", "item 4".to_string()));
-    assert_eq!(x_cache(&get(&gw, "/c/other", &[]).await), "MISS", "Location invalidated");
+    assert_eq!(
+        (x_cache(&after), after.text()),
+        ("MISS", "item 4".to_string())
+    );
+    assert_eq!(
+        x_cache(&get(&gw, "/c/other", &[]).await),
+        "MISS",
+        "Location invalidated"
+    );
     origin.once("/c/item", Answer::status(200, "deleted", &[]));
     request(&gw, "DELETE", "/c/item", &[]).await;
     assert_eq!(x_cache(&get(&gw, "/c/item", &[]).await), "MISS");
@@ -310,7 +471,10 @@ async fn rfc9111_4_4_unsafe_methods_invalidate() {
 #[tokio::test]
 async fn head_is_served_from_a_stored_get() {
     let origin = Origin::start().await;
-    origin.set("/c/h", Answer::ok("twelve bytes", &[("cache-control", "max-age=60")]));
+    origin.set(
+        "/c/h",
+        Answer::ok("twelve bytes", &[("cache-control", "max-age=60")]),
+    );
     let gw = gateway(&origin, "{ttl: 60s}", "").await;
     get(&gw, "/c/h", &[]).await;
     let head = request(&gw, "HEAD", "/c/h", &[]).await;
@@ -326,16 +490,21 @@ async fn concurrent_misses_make_one_upstream_request() {
     let origin = Origin::start().await;
     origin.set(
         "/c/slow",
-        Answer::ok("slow {n}", &[("cache-control", "max-age=60")]).after(Duration::from_millis(500)),
+        Answer::ok("slow {n}", &[("cache-control", "max-age=60")])
+            .after(Duration::from_millis(500)),
     );
     let gw = gateway(&origin, "{ttl: 60s}", "").await;
     let client = client();
     let requests = (0..100).map(|_| {
-        let request = Request::get(gw.url("/c/slow")).body(Full::<Bytes>::default()).unwrap();
+        let request = Request::get(gw.url("/c/slow"))
+            .body(Full::<Bytes>::default())
+            .unwrap();
         send(&client, request)
     });
     let answers = futures_util::future::join_all(requests).await;
-    assert!(answers.iter().all(|a| a.status == 200 && a.text() == "slow 1"));
+    assert!(answers
+        .iter()
+        .all(|a| a.status == 200 && a.text() == "slow 1"));
     assert_eq!(origin.count("/c/slow"), 1);
     let misses = answers.iter().filter(|a| x_cache(a) == "MISS").count();
     assert!(misses >= 1);
@@ -346,7 +515,10 @@ async fn concurrent_misses_make_one_upstream_request() {
 #[tokio::test]
 async fn stale_if_error_serves_a_stale_entry_while_the_origin_fails() {
     let origin = Origin::start().await;
-    origin.set("/c/s", Answer::ok("kept", &[("cache-control", "max-age=1")]));
+    origin.set(
+        "/c/s",
+        Answer::ok("kept", &[("cache-control", "max-age=1")]),
+    );
     let gw = gateway(&origin, "{stale_if_error: 60s}", "").await;
     assert_eq!(get(&gw, "/c/s", &[]).await.text(), "kept");
     origin.set("/c/s", Answer::status(503, "down", &[]));
@@ -357,17 +529,26 @@ async fn stale_if_error_serves_a_stale_entry_while_the_origin_fails() {
     })
     .await;
     let stale = get(&gw, "/c/s", &[]).await;
-    assert_eq!((stale.status.as_u16(), stale.text()), (200, "kept".to_string()));
+    assert_eq!(
+        (stale.status.as_u16(), stale.text()),
+        (200, "kept".to_string())
+    );
     origin.stop();
     let gone = get(&gw, "/c/s", &[]).await;
-    assert_eq!((gone.status.as_u16(), x_cache(&gone), gone.text()), (200, "STALE", "kept".to_string()));
+    assert_eq!(
+        (gone.status.as_u16(), x_cache(&gone), gone.text()),
+        (200, "STALE", "kept".to_string())
+    );
 }
 
 /// `must-revalidate` forbids serving stale, also on error (RFC 9111 4.2.4).
 #[tokio::test]
 async fn must_revalidate_is_never_served_stale() {
     let origin = Origin::start().await;
-    origin.set("/c/m", Answer::ok("strict", &[("cache-control", "max-age=1, must-revalidate")]));
+    origin.set(
+        "/c/m",
+        Answer::ok("strict", &[("cache-control", "max-age=1, must-revalidate")]),
+    );
     let gw = gateway(&origin, "{stale_if_error: 60s}", "").await;
     get(&gw, "/c/m", &[]).await;
     origin.set("/c/m", Answer::status(503, "down", &[]));
@@ -382,8 +563,14 @@ async fn must_revalidate_is_never_served_stale() {
 async fn bodies_over_max_entry_size_are_not_stored() {
     let origin = Origin::start().await;
     let big = "x".repeat(2048);
-    origin.set("/c/big", Answer::ok(&big, &[("cache-control", "max-age=60")]));
-    origin.set("/c/fits", Answer::ok(&big[..1024], &[("cache-control", "max-age=60")]));
+    origin.set(
+        "/c/big",
+        Answer::ok(&big, &[("cache-control", "max-age=60")]),
+    );
+    origin.set(
+        "/c/fits",
+        Answer::ok(&big[..1024], &[("cache-control", "max-age=60")]),
+    );
     let yaml = format!(
         "{}cache:\n  max_entry_size: 1KiB\n  memory_capacity: 1MiB\nupstreams:\n  o:\n    targets: [{}]\n\
          routes:\n  - name: c\n    match: {{path: /c}}\n    upstream: o\n    cache: {{ttl: 60s}}\n",

@@ -82,6 +82,16 @@ impl<B: Body<Data = Bytes>> Filling<B> {
     }
 }
 
+impl<B> Filling<B> {
+    /// The body ended in full: stores what was kept.
+    fn complete(&mut self) {
+        if let Some(job) = self.job.take() {
+            let body = std::mem::take(&mut self.kept).freeze();
+            job.store(body);
+        }
+    }
+}
+
 impl<B> Body for Filling<B>
 where
     B: Body<Data = Bytes> + Unpin,
@@ -107,16 +117,15 @@ where
                         this.kept = BytesMut::new();
                     }
                 }
+                // A body that knows it is done is not polled again for its end.
+                if this.inner.is_end_stream() {
+                    this.complete();
+                }
             }
             Poll::Ready(Some(Err(_))) => {
                 this.job = None;
             }
-            Poll::Ready(None) => {
-                if let Some(job) = this.job.take() {
-                    let body = std::mem::take(&mut this.kept).freeze();
-                    job.store(body);
-                }
-            }
+            Poll::Ready(None) => this.complete(),
             Poll::Pending => {}
         }
         polled

@@ -23,7 +23,21 @@ pub enum Stored {
     Directory(Arc<Directory>),
 }
 
+impl From<Arc<Entry>> for Stored {
+    fn from(entry: Arc<Entry>) -> Self {
+        Stored::Response(entry)
+    }
+}
+
 impl Stored {
+    /// The stored response, when it is one.
+    pub fn into_entry(self) -> Option<Arc<Entry>> {
+        match self {
+            Stored::Response(entry) => Some(entry),
+            Stored::Directory(_) => None,
+        }
+    }
+
     /// When it is of no more use and may be dropped.
     pub fn useless_after(&self) -> SystemTime {
         match self {
@@ -137,9 +151,10 @@ impl CacheRuntime {
     }
 
     fn publish_size(&self) {
-        if let CacheStore::Memory(memory) = &self.store {
-            self.metrics
-                .set_size(memory.entries() as u64, memory.bytes() as u64);
+        match &self.store {
+            CacheStore::Memory(memory) => self
+                .metrics
+                .set_size(memory.entries() as u64, memory.bytes() as u64),
         }
     }
 }

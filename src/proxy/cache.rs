@@ -20,11 +20,15 @@ use crate::cache::entry::Entry;
 use crate::cache::fill::Filling;
 use crate::cache::key::{url_key, Variant};
 use crate::cache::policy::cache_control::{RequestCacheControl, ResponseCacheControl};
-use crate::cache::policy::conditional::{evaluate_conditional, not_modified_headers, ClientConditional};
+use crate::cache::policy::conditional::{
+    evaluate_conditional, not_modified_headers, ClientConditional,
+};
 use crate::cache::policy::freshness::{age_header, Freshness, RouteDefaults, Usable};
 use crate::cache::policy::invalidate::{invalidation_targets, RequestTarget};
 use crate::cache::policy::revalidate::{add_validators, merge_not_modified, NotModifiedMatch};
-use crate::cache::policy::storable::{lookup as may_look_up, storable, Lookup, RequestView, ResponseView, Storable};
+use crate::cache::policy::storable::{
+    lookup as may_look_up, storable, Lookup, RequestView, ResponseView, Storable,
+};
 use crate::cache::policy::vary::{parse_vary, Vary};
 use crate::cache::settings::RouteCache;
 use crate::cache::store::{CacheRuntime, Stored};
@@ -66,8 +70,9 @@ pub struct Pending {
     request_time: SystemTime,
     /// Whether the answer may be stored.
     may_store: bool,
-    /// An unsafe method: a success invalidates the URL.
-    invalidates: bool,
+    /// An unsafe method: a success invalidates the URL; with the scheme and authority the
+    /// request came with, to tell which `Location` is on the same origin.
+    invalidates: Option<(&'static str, String)>,
 }
 
 impl Pending {
@@ -81,7 +86,7 @@ impl Pending {
             flight: None,
             request_time: SystemTime::now(),
             may_store: false,
-            invalidates: false,
+            invalidates: None,
         })
     }
 }
@@ -91,12 +96,23 @@ pub async fn lookup(
     ctx: &mut RequestCtx<'_>,
     policy: &RouteCache,
     runtime: &CacheRuntime,
+    scheme: &'static str,
 ) -> Looked {
     let method = &ctx.head.method;
     if !(method == Method::GET || method == Method::HEAD) {
         let mut pending = Pending::bypass(CacheResult::Bypass);
         if is_unsafe(method) {
-            pending.invalidates = true;
+            let authority = match ctx.head.uri.authority() {
+                Some(authority) => authority.as_str().to_string(),
+                None => ctx
+                    .head
+                    .headers
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or("")
+                    .to_string(),
+            };
+            pending.invalidates = Some((scheme, authority));
             pending.url_key = Some(url_key_of(ctx, runtime));
         }
         return Looked::Upstream(pending);
@@ -110,20 +126,20 @@ pub async fn lookup(
     if let Lookup::Bypass(_) = may_look_up(&view) {
         return Looked::Upstream(Pending::bypass(CacheResult::Bypass));
     }
-    if [header::IF_MATCH, header::IF_UNMODIFIED_SINCE, header::IF_RANGE, header::RANGE]
-        .iter()
-        .any(|h| ctx.head.headers.contains_key(h))
+    if [
+        header::IF_MATCH,
+        header::IF_UNMODIFIED_SINCE,
+        header::IF_RANGE,
+        header::RANGE,
+    ]
+    .iter()
+    .any(|h| ctx.head.headers.contains_key(h))
     {
         // Preconditions on state and ranges are the origin's to judge.
         return Looked::Upstream(Pending::bypass(CacheResult::Bypass));
     }
     let key = url_key_of(ctx, runtime);
-    let user = ctx
-        .identity
-        .as_ref()
-        .and_then(|i| i.claims.as_ref())
-        .and_then(|c| c.sub.clone());
-    let user = user.filter(|_| policy.per_user);
+    let user = user_of(ctx, policy);
     let request_headers = ctx.head.headers.clone();
     let variant = Variant {
         route_vary: &policy.vary,
@@ -133,12 +149,14 @@ pub async fn lookup(
     let mut found = find(runtime, &key, &variant).await;
     let mut flight = None;
     if let Ok((None, _)) = &found {
-        match runtime.coalescer.join(variant.flight_key(&key)) {
+        match runtime.coalescer.join(&variant.flight_key(&key).into()) {
             Role::Leader(guard) => flight = Some(guard),
             Role::Waiter(waiter) => {
                 runtime.metrics.coalesced_wait();
-                let bound = coalesce_bound(ctx);
-                waiter.wait(bound).await;
+                let deadline = tokio::time::Instant::now() + coalesce_bound(ctx);
+                // Whatever woke it (the leader stored or gave up, or the bound passed), the
+                // store is asked again; a miss then goes upstream without waiting more.
+                let _ = waiter.wait_until(deadline).await;
                 found = find(runtime, &key, &variant).await;
             }
         }
@@ -158,10 +176,22 @@ pub async fn lookup(
     if let Some(entry) = entry {
         match entry.freshness.usable(now, &request_cc) {
             Usable::Fresh => {
-                return Looked::Answered(Ok(answer(&entry, &request_headers, method, now, CacheResult::Hit)))
+                return Looked::Answered(Ok(answer(
+                    &entry,
+                    &request_headers,
+                    method,
+                    now,
+                    CacheResult::Hit,
+                )))
             }
             Usable::StaleAccepted => {
-                return Looked::Answered(Ok(answer(&entry, &request_headers, method, now, CacheResult::Stale)))
+                return Looked::Answered(Ok(answer(
+                    &entry,
+                    &request_headers,
+                    method,
+                    now,
+                    CacheResult::Stale,
+                )))
             }
             // Served by revalidating first: correct, only slower than answering stale while
             // a background request refreshes it.
@@ -188,8 +218,17 @@ pub async fn lookup(
         flight,
         request_time: now,
         may_store: method == Method::GET,
-        invalidates: false,
+        invalidates: None,
     }))
+}
+
+/// The caller's `sub`, on a route that keys by user.
+fn user_of(ctx: &RequestCtx<'_>, policy: &RouteCache) -> Option<String> {
+    if !policy.per_user {
+        return None;
+    }
+    let claims = ctx.identity.as_ref()?.claims.as_ref()?;
+    claims.sub().map(str::to_string)
 }
 
 /// How long a request waits for another's upstream answer to its key: the route's upstream
@@ -307,27 +346,35 @@ pub async fn after_upstream(
         Ok(response) => response.status().is_server_error(),
     };
     if failed {
-        if let Some(stale) = pending.stale.take().filter(|s| s.freshness.can_serve_stale_on_error(now)) {
+        if let Some(stale) = pending
+            .stale
+            .take()
+            .filter(|s| s.freshness.can_serve_stale_on_error(now))
+        {
             if let Ok(response) = answered {
                 // Its body is not wanted; dropping it closes that upstream connection.
                 drop(response);
             }
             let result = CacheResult::Stale;
             ctx.route.cache_results.record(result);
-            return Ok(answer(&stale, &pending.request_headers, &ctx.head.method, now, result));
+            return Ok(answer(
+                &stale,
+                &pending.request_headers,
+                &ctx.head.method,
+                now,
+                result,
+            ));
         }
     }
-    let mut response = match answered {
+    let response = match answered {
         Ok(response) => response,
         Err(error) => {
             ctx.route.cache_results.record(pending.result);
             return Err(error);
         }
     };
-    if pending.invalidates {
-        if response.status().is_success() || response.status().is_redirection() {
-            invalidate(ctx, runtime, &pending, response.headers()).await;
-        }
+    if let Some((scheme, authority)) = &pending.invalidates {
+        invalidate(ctx, runtime, scheme, authority, &response).await;
         return Ok(tagged(ctx, pending.result, response));
     }
     let Some(key) = pending.url_key.take().filter(|_| pending.may_store) else {
@@ -338,12 +385,7 @@ pub async fn after_upstream(
             return Ok(refreshed(ctx, policy, runtime, &pending, key, &stale, response, now).await);
         }
     }
-    let user = ctx
-        .identity
-        .as_ref()
-        .and_then(|i| i.claims.as_ref())
-        .and_then(|c| c.sub.clone())
-        .filter(|_| policy.per_user);
+    let user = user_of(ctx, policy);
     let request_cc = RequestCacheControl::parse(&pending.request_headers);
     let request_view = RequestView {
         method: &ctx.head.method,
@@ -356,7 +398,10 @@ pub async fn after_upstream(
         headers: response.headers(),
         cache_control: &response_cc,
     };
-    if !matches!(storable(&request_view, &response_view, policy.per_user), Storable::Yes { .. }) {
+    if !matches!(
+        storable(&request_view, &response_view, policy.per_user),
+        Storable::Yes { .. }
+    ) {
         return Ok(tagged(ctx, pending.result, response));
     }
     let declared = response
@@ -456,12 +501,7 @@ async fn refreshed(
         body: stale.body.clone(),
         freshness,
     });
-    let user = ctx
-        .identity
-        .as_ref()
-        .and_then(|i| i.claims.as_ref())
-        .and_then(|c| c.sub.clone())
-        .filter(|_| policy.per_user);
+    let user = user_of(ctx, policy);
     let variant = Variant {
         route_vary: &policy.vary,
         user: user.as_deref(),
@@ -471,33 +511,52 @@ async fn refreshed(
         Some(d) => variant.key(&url_key, d.generation, &d.vary),
         None => url_key,
     };
-    runtime.put(entry_key, Stored::Response(Arc::clone(&entry))).await;
+    runtime
+        .put(entry_key, Stored::Response(Arc::clone(&entry)))
+        .await;
     let result = CacheResult::Hit;
     ctx.route.cache_results.record(result);
-    answer(&entry, &pending.request_headers, &ctx.head.method, now, result)
+    answer(
+        &entry,
+        &pending.request_headers,
+        &ctx.head.method,
+        now,
+        result,
+    )
 }
 
 /// Removes the URLs a successful unsafe request changed: its own, and a `Location` or
-/// `Content-Location` on the same host (RFC 9111 4.4).
+/// `Content-Location` on the same origin (RFC 9111 4.4).
 async fn invalidate(
     ctx: &RequestCtx<'_>,
     runtime: &CacheRuntime,
-    pending: &Pending,
-    response: &HeaderMap,
+    scheme: &str,
+    authority: &str,
+    response: &Response<ResponseBody>,
 ) {
-    if let Some(key) = &pending.url_key {
-        runtime.remove(key).await;
-    }
-    let host = ctx.host().unwrap_or("");
-    let target = RequestTarget {
-        host,
-        path_and_query: ctx.head.uri.path_and_query().map_or("/", |pq| pq.as_str()),
+    let query = ctx.head.uri.query();
+    let own = match query {
+        Some(query) => format!("{}?{query}", ctx.path()),
+        None => ctx.path().to_string(),
     };
-    for other in invalidation_targets(&target, response) {
+    let target = RequestTarget {
+        scheme,
+        authority,
+        path_and_query: &own,
+    };
+    let host = ctx.host().unwrap_or("");
+    let targets = invalidation_targets(
+        &ctx.head.method,
+        response.status(),
+        &target,
+        response.headers(),
+    );
+    for other in targets {
         let (path, query) = match other.split_once('?') {
             Some((path, query)) => (path, Some(query)),
-            None => (other.as_str(), None),
+            None => (&*other, None),
         };
+        // Keys hold normalised paths; a reference that cannot be normalised names no key.
         let Ok(path) = normalize_path(path) else {
             continue;
         };
@@ -513,11 +572,15 @@ fn tagged(
     mut response: Response<ResponseBody>,
 ) -> Response<ResponseBody> {
     ctx.route.cache_results.record(result);
-    response.headers_mut().insert(X_CACHE.clone(), x_cache(result));
+    response
+        .headers_mut()
+        .insert(X_CACHE.clone(), x_cache(result));
     response
 }
 
 /// The `X-Cache` a gateway error on a cache-enabled route carries.
 pub fn tag_error(result: CacheResult, response: &mut Response<ResponseBody>) {
-    response.headers_mut().insert(X_CACHE.clone(), x_cache(result));
+    response
+        .headers_mut()
+        .insert(X_CACHE.clone(), x_cache(result));
 }

@@ -251,11 +251,14 @@ async fn phases(
         return Err(stop);
     }
     let route = ctx.route;
-    let cache = route.cache.as_deref().zip(gateway.snapshot.cache_runtime.as_ref());
+    let cache = route
+        .cache
+        .as_deref()
+        .zip(gateway.snapshot.cache_runtime.as_ref());
     let Some((policy, runtime)) = cache else {
         return upstream(ctx, body, gateway).await.map_err(Stop::Fail);
     };
-    let pending = match cache::lookup(ctx, policy, runtime).await {
+    let pending = match cache::lookup(ctx, policy, runtime, gateway.conn.scheme).await {
         Looked::Answered(answer) => {
             drain(body);
             return answer.map_err(Stop::Fail);

@@ -121,7 +121,11 @@ impl Origin {
 
     /// From now on `path` (path and query) answers `answer`.
     pub fn set(&self, path: &str, answer: Answer) {
-        self.state.lock().unwrap().answers.insert(path.into(), answer);
+        self.state
+            .lock()
+            .unwrap()
+            .answers
+            .insert(path.into(), answer);
     }
 
     /// The next request to `path` answers `answer`, once, before what [`set`](Self::set) says.
@@ -164,7 +168,10 @@ impl Drop for Origin {
 
 type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
-async fn answer(req: Request<Incoming>, state: Arc<Mutex<State>>) -> Result<Response<Body>, Infallible> {
+async fn answer(
+    req: Request<Incoming>,
+    state: Arc<Mutex<State>>,
+) -> Result<Response<Body>, Infallible> {
     let target = req
         .uri()
         .path_and_query()
