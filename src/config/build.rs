@@ -114,7 +114,7 @@ pub fn build(
     for (section, mark) in &gateway.parsed.unsupported {
         e.at(*mark, not_supported(section));
     }
-    let stores = super::ratelimit::build_store_settings(&gateway.parsed, &mut e);
+    let stores = super::ratelimit::build_store_settings(&gateway.parsed, base, &mut e);
     let mut warnings = Vec::new();
     if let (true, Some(redis)) = (stores.redis_unused, &gateway.parsed.redis) {
         warnings.push(ConfigError::at(

@@ -8,6 +8,7 @@ pub mod file;
 pub mod identity;
 pub mod interpolate;
 mod ratelimit;
+mod redis;
 mod shadow;
 pub mod snapshot;
 pub mod units;
