@@ -462,3 +462,61 @@ async fn rediss_refuses_a_certificate_from_an_untrusted_ca() {
     );
     assert!(text.contains("Cannot create insecure client"), "{text}");
 }
+
+/// The connected clients Redis counts (`INFO clients`), this asking one included.
+fn connected_clients(redis: &RedisServer) -> u64 {
+    let info = redis.command("INFO clients").expect("INFO clients");
+    info.lines()
+        .find_map(|line| line.strip_prefix("connected_clients:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no connected_clients in {info:?}"))
+}
+
+/// The rate limiter and another store of the same `redis:` setting (as the cache will be)
+/// use one connection on a worker: the registries hand both the same per-worker clients.
+#[tokio::test]
+async fn the_rate_limiter_and_another_store_share_one_connection_per_worker() {
+    use gatehouse::ratelimit::{ClientKey, Limiter, OnStoreError, RateLimitSettings, StoreKind};
+    let redis = RedisServer::start();
+    let registries = gatehouse::registry::Registries::default();
+    let settings = redis.settings();
+    let limiter = Limiter::new(
+        RateLimitSettings {
+            store: StoreKind::Redis,
+            on_store_error: OnStoreError::Deny,
+        },
+        std::sync::Arc::clone(&registries.rate_limits),
+        Some(registries.redis_store(&settings)),
+    );
+    let limit = per_minute("shared-conn", 5, 0);
+    for _ in 0..3 {
+        let verdict = limiter.check(&limit, ClientKey::Route).await;
+        assert!(
+            matches!(verdict, gatehouse::ratelimit::Verdict::Decided(d) if d.allowed),
+            "{verdict:?}"
+        );
+    }
+    // Another store of the same setting on this thread gets the limiter's connection.
+    let clients = registries.redis_clients(&settings);
+    let conn = clients.connected().await;
+    let keys: i64 = conn.query(&redis::cmd("DBSIZE")).await.expect("DBSIZE");
+    assert_eq!(
+        keys, 1,
+        "the limiter's bucket, seen over the same connection"
+    );
+    assert_eq!(clients.iter().count(), 1, "one connection for this thread");
+    assert_eq!(
+        connected_clients(&redis),
+        2,
+        "the shared connection and the one asking"
+    );
+    // Changed settings are another setting: new connections.
+    let other = gatehouse::redis::RedisSettings {
+        command_timeout: Duration::from_millis(300),
+        ..settings
+    };
+    assert!(!std::sync::Arc::ptr_eq(
+        &registries.redis_clients(&other),
+        &clients
+    ));
+}
