@@ -3,7 +3,8 @@
 //! two gateway instances have), prompt errors while Redis is down or stalled, recovery after a
 //! restart on the same port without a new store, NOSCRIPT after SCRIPT FLUSH, a real 3-node
 //! Redis Cluster made with `redis-cli --cluster create`, a password (as a setting and in the
-//! URL; wrong or missing fails promptly), and `rediss://` refusing an untrusted certificate.
+//! URL; wrong or missing fails promptly), `rediss://` refusing an untrusted certificate and
+//! trusting the CA of `ca_file`, and one connection per worker shared by the stores of a setting.
 
 mod common;
 
@@ -427,9 +428,9 @@ impl std::io::Write for LogSink {
     }
 }
 
-/// `rediss://` checks the server certificate against the built-in Mozilla roots, and there is
-/// no setting to trust another CA: a certificate from a private CA is refused for its issuer
-/// (the name matches), and the client's `#insecure` URL fragment cannot turn the check off.
+/// `rediss://` checks the server certificate against the built-in Mozilla roots unless
+/// `ca_file` says otherwise: a certificate from a private CA is refused for its issuer (the name
+/// matches), and the client's `#insecure` URL fragment cannot turn the check off.
 #[tokio::test]
 async fn rediss_refuses_a_certificate_from_an_untrusted_ca() {
     let logs = Logs::capture();
@@ -519,4 +520,39 @@ async fn the_rate_limiter_and_another_store_share_one_connection_per_worker() {
         &registries.redis_clients(&other),
         &clients
     ));
+}
+
+/// With `ca_file` naming the private CA, `rediss://` trusts it (and only it): the store
+/// connects over TLS and counts exactly; another CA's file still refuses the certificate.
+#[tokio::test]
+async fn rediss_with_ca_file_trusts_that_ca_and_counts_exactly() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tls = TlsFiles::generate(dir.path());
+    let redis = RedisServer::start_with(RedisOptions {
+        tls: Some(tls.clone()),
+        ..RedisOptions::default()
+    });
+    let trusting = |path: &std::path::Path| RedisSettings {
+        ca_file: Some(gatehouse::redis::CaFile::read(path.to_path_buf()).expect("CA file")),
+        ..redis.settings()
+    };
+    let store = RedisStore::start(trusting(&tls.ca));
+    assert!(
+        store.wait_connected(Duration::from_secs(5)).await,
+        "connects trusting the test CA"
+    );
+    let limit = per_minute("tls", 5, 0);
+    let mut allowed = 0;
+    for _ in 0..8 {
+        allowed += u32::from(store.check(&limit, b"c").await.expect("decision").allowed);
+    }
+    assert_eq!(allowed, 5, "exactly the limit, through TLS");
+
+    let other = tempfile::tempdir().expect("temp dir");
+    let other_ca = TlsFiles::generate(other.path()).ca;
+    let store = RedisStore::start(trusting(&other_ca));
+    assert!(
+        !store.wait_connected(Duration::from_millis(1_500)).await,
+        "another CA's file does not make the certificate trusted"
+    );
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::build::{positive, Errors};
 use super::file::{Mark, RedisSection, Spanned};
-use crate::redis::{RedisSettings, RedisTarget};
+use crate::redis::{CaFile, RedisSettings, RedisTarget};
 
 /// Time to connect to Redis when `redis.connect_timeout` is not set.
 pub const DEFAULT_REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -14,11 +14,11 @@ pub const DEFAULT_REDIS_COMMAND_TIMEOUT: Duration = Duration::from_millis(250);
 /// Longest pause between reconnects when `redis.reconnect_max_backoff` is not set.
 pub const DEFAULT_REDIS_RECONNECT_MAX_BACKOFF: Duration = Duration::from_secs(15);
 
-/// Builds `redis:`; `base` is the folder relative file paths start from.
+/// Builds `redis:`; `base` is the folder a relative `ca_file` starts from.
 pub(super) fn build_redis(
     s: &RedisSection,
     at: Mark,
-    _base: &Path,
+    base: &Path,
     e: &mut Errors,
 ) -> Option<RedisSettings> {
     let before = e.list.len();
@@ -58,6 +58,10 @@ pub(super) fn build_redis(
             ok.then(|| RedisTarget::Cluster(nodes.value.iter().map(|n| n.value.clone()).collect()))
         }
     };
+    let ca_file = s
+        .ca_file
+        .as_ref()
+        .and_then(|ca| build_ca_file(ca, target.as_ref(), base, e));
     let connect_timeout =
         positive(&s.connect_timeout, "connect_timeout", e).unwrap_or(DEFAULT_REDIS_CONNECT_TIMEOUT);
     let command_timeout =
@@ -73,7 +77,38 @@ pub(super) fn build_redis(
         connect_timeout,
         command_timeout,
         reconnect_max_backoff,
+        ca_file,
     })
+}
+
+/// Reads and checks `ca_file`, which only `rediss://` targets can use: with a plain `redis://`
+/// URL (or node) it would change nothing, so it is refused.
+fn build_ca_file(
+    ca: &Spanned<String>,
+    target: Option<&RedisTarget>,
+    base: &Path,
+    e: &mut Errors,
+) -> Option<CaFile> {
+    let plain = match target {
+        Some(RedisTarget::Url(url)) => !url.starts_with("rediss://"),
+        Some(RedisTarget::Cluster(nodes)) => nodes.iter().any(|n| !n.starts_with("rediss://")),
+        // The target's own error is reported.
+        None => false,
+    };
+    if plain {
+        e.at(
+            ca.mark,
+            "`ca_file` needs TLS: use rediss:// for `url` (or every `cluster` node), or remove `ca_file`",
+        );
+        return None;
+    }
+    match CaFile::read(base.join(&ca.value)) {
+        Ok(file) => Some(file),
+        Err(err) => {
+            e.at(ca.mark, err.to_string());
+            None
+        }
+    }
 }
 
 /// A `redis://` or `rediss://` URL the client can use; whether it is one.

@@ -14,7 +14,7 @@ use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
 use redis::{
     AsyncConnectionConfig, Cmd, FromRedisValue, IntoConnectionInfo, RedisError, RedisFuture,
-    ScriptInvocation, Value,
+    ScriptInvocation, TlsCertificates, Value,
 };
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -285,6 +285,14 @@ async fn maintain(shared: Arc<Shared>) {
     }
 }
 
+/// The trusted roots for `rediss://`: the CA file's, when set.
+fn certificates(settings: &RedisSettings) -> Option<TlsCertificates> {
+    settings.ca_file.as_ref().map(|ca| TlsCertificates {
+        client_tls: None,
+        root_cert: Some(ca.pem.to_vec()),
+    })
+}
+
 async fn connect(shared: &Shared) -> Result<Conn, RedisError> {
     let s = &shared.settings;
     let mut conn = match &s.target {
@@ -297,7 +305,10 @@ async fn connect(shared: &Shared) -> Result<Conn, RedisError> {
             let config = AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(s.connect_timeout))
                 .set_response_timeout(Some(s.command_timeout));
-            let client = redis::Client::open(info)?;
+            let client = match certificates(s) {
+                Some(certs) => redis::Client::build_with_tls(info, certs)?,
+                None => redis::Client::open(info)?,
+            };
             Conn::Single(
                 client
                     .get_multiplexed_async_connection_with_config(&config)
@@ -312,6 +323,9 @@ async fn connect(shared: &Shared) -> Result<Conn, RedisError> {
                 .retries(0);
             if let Some(password) = &s.password {
                 builder = builder.password(password);
+            }
+            if let Some(certs) = certificates(s) {
+                builder = builder.certs(certs);
             }
             Conn::Cluster(builder.build()?.get_async_connection().await?)
         }
