@@ -50,14 +50,9 @@ impl RedisClients {
     }
 
     /// The calling worker's connection, made now (on this worker, whose runtime drives it)
-    /// if this is its first use, without waiting for it to be up.
-    pub fn here(&self) -> &RedisConn {
-        &self.worker().conn
-    }
-
-    /// The calling worker's connection. While its first connection is being made, waits for
-    /// it, up to `connect_timeout` after it was started, so a worker's first requests do not
-    /// all fail; a reconnect is never waited for.
+    /// if this is its first use. While its first connection is being made, waits for it, up
+    /// to `connect_timeout` after it was started, so a worker's first requests do not all
+    /// fail; a reconnect is never waited for.
     pub async fn connected(&self) -> &RedisConn {
         let worker = self.worker();
         let connecting = self
