@@ -19,6 +19,7 @@ pub mod observability;
 pub mod per_worker;
 pub mod proxy;
 pub mod ratelimit;
+pub mod redis;
 pub mod registry;
 pub mod routing;
 pub mod server;

@@ -77,9 +77,12 @@ pub struct Registries {
     /// buckets are named by its route and settings, so an unchanged limit keeps its spent
     /// budget over a reload and a changed one starts fresh.
     pub rate_limits: std::sync::Arc<crate::ratelimit::MemoryStore>,
-    /// The Redis rate-limit store (its per-worker connections), by `redis:` settings.
-    pub redis:
-        Registry<crate::ratelimit::RedisSettings, std::sync::Arc<crate::ratelimit::SharedStore>>,
+    /// The Redis connections (one per worker), by `redis:` settings: every Redis store of a
+    /// snapshot takes them from here, so a worker has one connection whichever stores use it.
+    pub redis_clients:
+        Registry<crate::redis::RedisSettings, std::sync::Arc<crate::redis::RedisClients>>,
+    /// The Redis rate-limit store (its per-worker batching and health), by `redis:` settings.
+    pub redis: Registry<crate::redis::RedisSettings, std::sync::Arc<crate::ratelimit::SharedStore>>,
     /// The response cache's store and coalescer, by the settings that shape the store.
     pub cache: Registry<
         CacheStoreSettings,
@@ -108,6 +111,7 @@ impl Default for Registries {
             jwks: Registry::default(),
             metrics: crate::observability::metrics::Metrics::new(),
             rate_limits: Default::default(),
+            redis_clients: Registry::default(),
             redis: Registry::default(),
             cache: Registry::default(),
         }
@@ -121,6 +125,7 @@ impl Registries {
         self.jwks.retain_in(&live.fetching_providers);
         if !live.redis {
             self.redis.retain_in(&HashSet::new());
+            self.redis_clients.retain_in(&HashSet::new());
         }
         if !live.cache {
             self.cache.retain_in(&HashSet::new());
@@ -157,17 +162,26 @@ impl Registries {
         }
     }
 
-    /// The Redis store for `settings`: the one made before when they did not change.
+    /// The Redis connections for `settings`: the ones made before when they did not change.
+    pub fn redis_clients(
+        &self,
+        settings: &crate::redis::RedisSettings,
+    ) -> std::sync::Arc<crate::redis::RedisClients> {
+        self.redis_clients.get_or_make(REDIS, settings, || {
+            std::sync::Arc::new(crate::redis::RedisClients::new(settings.clone()))
+        })
+    }
+
+    /// The Redis rate-limit store for `settings`, over [`redis_clients`](Self::redis_clients):
+    /// the one made before when they did not change.
     pub fn redis_store(
         &self,
-        settings: &crate::ratelimit::RedisSettings,
+        settings: &crate::redis::RedisSettings,
     ) -> std::sync::Arc<crate::ratelimit::SharedStore> {
+        let clients = self.redis_clients(settings);
         self.redis.get_or_make(REDIS, settings, || {
             let metrics = self.metrics.redis_store();
-            std::sync::Arc::new(crate::ratelimit::SharedStore::new(
-                settings.clone(),
-                metrics,
-            ))
+            std::sync::Arc::new(crate::ratelimit::SharedStore::new(clients, metrics))
         })
     }
 }
@@ -190,7 +204,7 @@ pub struct LiveNames<'a> {
     pub providers: HashSet<&'a str>,
     /// The providers among them that fetch their keys from a `jwks_url`.
     pub fetching_providers: HashSet<&'a str>,
-    /// Whether rate limits are kept in Redis.
+    /// Whether a store is kept in Redis (today: rate limits).
     pub redis: bool,
     /// Whether a route caches responses.
     pub cache: bool,

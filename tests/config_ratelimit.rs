@@ -107,6 +107,7 @@ fn redis_and_rate_limit_load_into_typed_settings() {
             connect_timeout: Duration::from_secs(1),
             command_timeout: Duration::from_millis(100),
             reconnect_max_backoff: Duration::from_secs(5),
+            ca_file: None,
         })
     );
     assert_eq!(
@@ -186,6 +187,64 @@ fn bad_store_settings_are_reported_where_written() {
         g("insecure fragment", "redis:\n  url: rediss://h:1#insecure\n", (4, 8), "certificate checks cannot be turned off"),
         g("credentials not echoed", "redis:\n  url: http://user:secret@h:1/0\n", (4, 8), "invalid Redis URL `http://***@h:1/0`"),
     ]);
+}
+
+/// [`g`] with a `ca.pem` next to gateway.yaml holding `pem`.
+fn with_ca(
+    name: &'static str,
+    extra: &str,
+    pem: &str,
+    at: (usize, usize),
+    says: &'static str,
+) -> Case {
+    let mut case = g(name, extra, at, says);
+    case.files.push(("ca.pem", pem.to_string()));
+    case
+}
+
+/// `ca_file` is read and checked at load: a file the TLS client could not use, or a target
+/// without TLS that would ignore it, is an error at the `ca_file` value (5:12) naming the file.
+#[rustfmt::skip]
+#[test]
+fn bad_ca_files_are_reported_where_written() {
+    let tls = "redis:\n  url: rediss://h:1\n  ca_file: ca.pem\n";
+    let cert = |body: &str| format!("-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----\n");
+    check(vec![
+        g("missing ca_file", "redis:\n  url: rediss://h:1\n  ca_file: missing.pem\n", (5, 12), "cannot read ca_file `missing.pem`"),
+        with_ca("no certificate", tls, "not a certificate\n", (5, 12), "ca_file `ca.pem` holds no PEM certificate"),
+        with_ca("only a key", tls, "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", (5, 12), "holds no PEM certificate"),
+        with_ca("bad base64", tls, &cert("!!not base64!!"), (5, 12), "ca_file `ca.pem` has an invalid certificate"),
+        with_ca("not a certificate inside", tls, &cert("AAAA"), (5, 12), "ca_file `ca.pem` has an invalid certificate"),
+        g("ca_file without TLS", "redis:\n  url: redis://h:1\n  ca_file: ca.pem\n", (5, 12), "`ca_file` needs TLS"),
+        g("ca_file with a plain cluster node", "redis:\n  cluster: [rediss://h:1, redis://h:2]\n  ca_file: ca.pem\n", (5, 12), "`ca_file` needs TLS"),
+    ]);
+}
+
+/// A readable CA file loads with its content; the same path with another content is other
+/// settings (so a reload makes new connections), and is part of the config's content hash.
+#[test]
+fn a_ca_file_loads_with_its_content() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let first = common::redis::TlsFiles::generate(dir.path());
+    let other = tempfile::tempdir().expect("temp dir");
+    let second = common::redis::TlsFiles::generate(other.path());
+    let pem = std::fs::read(&first.ca).expect("CA");
+    let yaml = gateway(&format!(
+        "redis:\n  cluster: [rediss://10.0.0.1:7000, rediss://10.0.0.2:7000]\n  ca_file: {}\n\
+         rate_limit:\n  store: redis\n",
+        first.ca.display()
+    ));
+    let snapshot = loads(&yaml, &[]);
+    let redis = snapshot.redis.clone().expect("redis settings");
+    let ca = redis.ca_file.clone().expect("ca_file");
+    assert_eq!(ca.path, first.ca);
+    assert_eq!(&*ca.pem, &pem[..]);
+
+    std::fs::copy(&second.ca, &first.ca).expect("replace the CA");
+    let changed = loads(&yaml, &[]);
+    let changed_redis = changed.redis.clone().expect("redis settings");
+    assert_ne!(changed_redis, redis, "new content, other settings");
+    assert_ne!(changed.content_hash, snapshot.content_hash);
 }
 
 #[rustfmt::skip]

@@ -3,7 +3,8 @@
 //! on one route, every key kind, X-Forwarded-For only from trusted peers, two instances sharing
 //! one budget, every `on_store_error` while Redis is down, recovery without a restart, a
 //! reload keeping a spent budget spent, `redis.password` (and in the URL; a wrong one is a store
-//! error), `rediss://` refusing an untrusted certificate, and `redis.cluster` on 3 real nodes.
+//! error), `rediss://` refusing an untrusted certificate and trusting `redis.ca_file`, and
+//! `redis.cluster` on 3 real nodes.
 
 mod common;
 
@@ -571,9 +572,9 @@ async fn a_wrong_redis_password_is_a_store_error_and_deny_answers_503() {
     assert_eq!(redis.integer("DBSIZE"), 0);
 }
 
-/// `rediss://` trusts only the built-in Mozilla roots (there is no setting for another CA), so
-/// a Redis whose certificate a private CA signed is a store error, never a silent plain or
-/// unverified connection.
+/// `rediss://` trusts only the built-in Mozilla roots when `ca_file` is not set, so a Redis
+/// whose certificate a private CA signed is a store error, never a silent plain or unverified
+/// connection.
 #[tokio::test]
 async fn rediss_with_an_untrusted_certificate_is_a_store_error_and_deny_answers_503() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -586,6 +587,62 @@ async fn rediss_with_an_untrusted_certificate_is_a_store_error_and_deny_answers_
     assert!(yaml.contains("url: rediss://127.0.0.1:"), "{yaml}");
     let gw = TestGateway::start(&yaml).await;
     deny_answers_503_promptly(&gw, &upstream).await;
+}
+
+/// A TLS-only Redis whose certificate the test CA signed, and that CA's PEM file.
+fn tls_redis(dir: &std::path::Path) -> (RedisServer, std::path::PathBuf) {
+    let tls = TlsFiles::generate(dir);
+    let ca = tls.ca.clone();
+    let redis = RedisServer::start_with(RedisOptions {
+        tls: Some(tls),
+        ..RedisOptions::default()
+    });
+    (redis, ca)
+}
+
+/// `redis.ca_file` naming the private CA: the limit is enforced through the TLS Redis, and
+/// `deny` (any store error a 503) shows every decision came from there.
+#[tokio::test]
+async fn rediss_with_ca_file_enforces_the_limit_through_tls() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (redis, ca) = tls_redis(dir.path());
+    let upstream = EchoUpstream::start("u").await;
+    let where_ = format!("url: {}\nca_file: {}", redis.url(), common::path_str(&ca));
+    let yaml = store_config(&upstream, &where_, "deny", &limit("route", 5, "1m", 0));
+    assert!(yaml.contains("url: rediss://127.0.0.1:"), "{yaml}");
+    let gw = TestGateway::start(&yaml).await;
+    assert_eq!(allowed_of(&gw, 8, &[]).await, 5);
+    assert_eq!(upstream.requests(), 5);
+    assert_eq!(metric(&gw, "gatehouse_redis_up").await, 1.0);
+}
+
+/// A reload after `ca_file`'s content changed (same path) makes new connections that trust
+/// the new certificates: a wrong CA is a store error until the right one is written.
+#[tokio::test]
+async fn a_reload_with_a_changed_ca_file_reconnects_trusting_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (redis, ca) = tls_redis(dir.path());
+    let other = tempfile::tempdir().expect("temp dir");
+    let wrong_ca = TlsFiles::generate(other.path()).ca;
+    let upstream = EchoUpstream::start("u").await;
+    let ca_file = other.path().join("trusted.pem");
+    std::fs::copy(&wrong_ca, &ca_file).expect("copy CA");
+    let where_ = format!(
+        "url: {}\nca_file: {}",
+        redis.url(),
+        common::path_str(&ca_file)
+    );
+    let yaml = store_config(&upstream, &where_, "deny", &limit("route", 5, "1m", 0));
+    let gw = TestGateway::start(&yaml).await;
+    deny_answers_503_promptly(&gw, &upstream).await;
+
+    std::fs::copy(&ca, &ca_file).expect("copy CA");
+    assert!(matches!(
+        gw.handle.reload().await,
+        gatehouse::server::reload::ReloadOutcome::Applied { .. }
+    ));
+    assert_eq!(allowed_of(&gw, 8, &[]).await, 5);
+    assert_eq!(upstream.requests(), 5);
 }
 
 /// `redis.cluster`: buckets hash-tagged by client land on all three nodes, and each client

@@ -3,7 +3,8 @@
 //! two gateway instances have), prompt errors while Redis is down or stalled, recovery after a
 //! restart on the same port without a new store, NOSCRIPT after SCRIPT FLUSH, a real 3-node
 //! Redis Cluster made with `redis-cli --cluster create`, a password (as a setting and in the
-//! URL; wrong or missing fails promptly), and `rediss://` refusing an untrusted certificate.
+//! URL; wrong or missing fails promptly), `rediss://` refusing an untrusted certificate and
+//! trusting the CA of `ca_file`, and one connection per worker shared by the stores of a setting.
 
 mod common;
 
@@ -427,9 +428,9 @@ impl std::io::Write for LogSink {
     }
 }
 
-/// `rediss://` checks the server certificate against the built-in Mozilla roots, and there is
-/// no setting to trust another CA: a certificate from a private CA is refused for its issuer
-/// (the name matches), and the client's `#insecure` URL fragment cannot turn the check off.
+/// `rediss://` checks the server certificate against the built-in Mozilla roots unless
+/// `ca_file` says otherwise: a certificate from a private CA is refused for its issuer (the name
+/// matches), and the client's `#insecure` URL fragment cannot turn the check off.
 #[tokio::test]
 async fn rediss_refuses_a_certificate_from_an_untrusted_ca() {
     let logs = Logs::capture();
@@ -461,4 +462,97 @@ async fn rediss_refuses_a_certificate_from_an_untrusted_ca() {
         "{text}"
     );
     assert!(text.contains("Cannot create insecure client"), "{text}");
+}
+
+/// The connected clients Redis counts (`INFO clients`), this asking one included.
+fn connected_clients(redis: &RedisServer) -> u64 {
+    let info = redis.command("INFO clients").expect("INFO clients");
+    info.lines()
+        .find_map(|line| line.strip_prefix("connected_clients:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no connected_clients in {info:?}"))
+}
+
+/// The rate limiter and another store of the same `redis:` setting (as the cache will be)
+/// use one connection on a worker: the registries hand both the same per-worker clients.
+#[tokio::test]
+async fn the_rate_limiter_and_another_store_share_one_connection_per_worker() {
+    use gatehouse::ratelimit::{ClientKey, Limiter, OnStoreError, RateLimitSettings, StoreKind};
+    let redis = RedisServer::start();
+    let registries = gatehouse::registry::Registries::default();
+    let settings = redis.settings();
+    let limiter = Limiter::new(
+        RateLimitSettings {
+            store: StoreKind::Redis,
+            on_store_error: OnStoreError::Deny,
+        },
+        std::sync::Arc::clone(&registries.rate_limits),
+        Some(registries.redis_store(&settings)),
+    );
+    let limit = per_minute("shared-conn", 5, 0);
+    for _ in 0..3 {
+        let verdict = limiter.check(&limit, ClientKey::Route).await;
+        assert!(
+            matches!(verdict, gatehouse::ratelimit::Verdict::Decided(d) if d.allowed),
+            "{verdict:?}"
+        );
+    }
+    // Another store of the same setting on this thread gets the limiter's connection.
+    let clients = registries.redis_clients(&settings);
+    let conn = clients.connected().await;
+    let keys: i64 = conn.query(&redis::cmd("DBSIZE")).await.expect("DBSIZE");
+    assert_eq!(
+        keys, 1,
+        "the limiter's bucket, seen over the same connection"
+    );
+    assert_eq!(clients.iter().count(), 1, "one connection for this thread");
+    assert_eq!(
+        connected_clients(&redis),
+        2,
+        "the shared connection and the one asking"
+    );
+    // Changed settings are another setting: new connections.
+    let other = gatehouse::redis::RedisSettings {
+        command_timeout: Duration::from_millis(300),
+        ..settings
+    };
+    assert!(!std::sync::Arc::ptr_eq(
+        &registries.redis_clients(&other),
+        &clients
+    ));
+}
+
+/// With `ca_file` naming the private CA, `rediss://` trusts it (and only it): the store
+/// connects over TLS and counts exactly; another CA's file still refuses the certificate.
+#[tokio::test]
+async fn rediss_with_ca_file_trusts_that_ca_and_counts_exactly() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tls = TlsFiles::generate(dir.path());
+    let redis = RedisServer::start_with(RedisOptions {
+        tls: Some(tls.clone()),
+        ..RedisOptions::default()
+    });
+    let trusting = |path: &std::path::Path| RedisSettings {
+        ca_file: Some(gatehouse::redis::CaFile::read(path.to_path_buf()).expect("CA file")),
+        ..redis.settings()
+    };
+    let store = RedisStore::start(trusting(&tls.ca));
+    assert!(
+        store.wait_connected(Duration::from_secs(5)).await,
+        "connects trusting the test CA"
+    );
+    let limit = per_minute("tls", 5, 0);
+    let mut allowed = 0;
+    for _ in 0..8 {
+        allowed += u32::from(store.check(&limit, b"c").await.expect("decision").allowed);
+    }
+    assert_eq!(allowed, 5, "exactly the limit, through TLS");
+
+    let other = tempfile::tempdir().expect("temp dir");
+    let other_ca = TlsFiles::generate(other.path()).ca;
+    let store = RedisStore::start(trusting(&other_ca));
+    assert!(
+        !store.wait_connected(Duration::from_millis(1_500)).await,
+        "another CA's file does not make the certificate trusted"
+    );
 }

@@ -89,7 +89,7 @@ pub fn build(
     files: &[SourceFile],
     routes_dir: PathBuf,
     registries: &Registries,
-    content_hash: String,
+    mut content_hash: super::ContentHash,
 ) -> Result<Snapshot, Vec<ConfigError>> {
     let mut errors = Vec::new();
     let gateway = &files[0];
@@ -115,7 +115,10 @@ pub fn build(
     for (section, mark) in &gateway.parsed.unsupported {
         e.at(*mark, not_supported(section));
     }
-    let stores = super::ratelimit::build_store_settings(&gateway.parsed, &mut e);
+    let stores = super::ratelimit::build_store_settings(&gateway.parsed, base, &mut e);
+    if let Some(ca) = stores.redis.as_ref().and_then(|r| r.ca_file.as_ref()) {
+        content_hash.add_bytes(&ca.path, &ca.pem);
+    }
     let cache = super::cache::build_cache_settings(&gateway.parsed, &mut e);
     let mut warnings = Vec::new();
     let redis_unused =
@@ -164,7 +167,7 @@ pub fn build(
     match (server, logging) {
         (Some(server), Some(logging)) if errors.is_empty() => Ok(Snapshot {
             version: 0,
-            content_hash,
+            content_hash: content_hash.finish(),
             loaded_at: SystemTime::now(),
             files: files.iter().map(|f| f.path.clone()).collect(),
             routes_dir,

@@ -618,6 +618,8 @@ pub struct RedisSection {
     pub command_timeout: Option<Spanned<ConfigDuration>>,
     /// The longest pause between reconnect attempts.
     pub reconnect_max_backoff: Option<Spanned<ConfigDuration>>,
+    /// PEM file of the CA certificates `rediss://` trusts instead of the built-in roots.
+    pub ca_file: Option<Spanned<String>>,
     #[serde(default, rename = "$damaged")]
     /// Fields that had an error.
     pub damaged: Damaged,

@@ -9,6 +9,7 @@ pub mod file;
 pub mod identity;
 pub mod interpolate;
 mod ratelimit;
+mod redis;
 mod shadow;
 pub mod snapshot;
 pub mod units;
@@ -91,7 +92,7 @@ pub fn load(
         },
     }
 
-    match build::build(&files, routes_dir, registries, hasher.finish()) {
+    match build::build(&files, routes_dir, registries, hasher) {
         Ok(snapshot) if errors.is_empty() => Ok(snapshot),
         Ok(_) => Err(ConfigErrors(errors).sorted()),
         Err(build_errors) => {
@@ -121,8 +122,9 @@ pub fn routes_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 /// FNV-1a over file names and contents: stable across builds and platforms, which a
-/// `DefaultHasher` is not promised to be.
-struct ContentHash(u64);
+/// `DefaultHasher` is not promised to be. Files the config names (a CA file) are added too, so
+/// a reload after only their content changed is a change.
+pub struct ContentHash(u64);
 
 impl Default for ContentHash {
     fn default() -> Self {
@@ -132,17 +134,23 @@ impl Default for ContentHash {
 
 impl ContentHash {
     fn add(&mut self, path: &Path, text: &str) {
+        self.add_bytes(path, text.as_bytes());
+    }
+
+    /// Adds the file at `path` holding `bytes`.
+    pub fn add_bytes(&mut self, path: &Path, bytes: &[u8]) {
         let name = path
             .file_name()
             .map(|n| n.as_encoded_bytes())
             .unwrap_or_default();
-        for &b in name.iter().chain([0u8].iter()).chain(text.as_bytes()) {
+        for &b in name.iter().chain([0u8].iter()).chain(bytes) {
             self.0 ^= u64::from(b);
             self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
         }
     }
 
-    fn finish(self) -> String {
+    /// The hash as 16 hex digits.
+    pub fn finish(self) -> String {
         format!("{:016x}", self.0)
     }
 }

@@ -2,9 +2,10 @@
 //! `on_store_error` does while that store cannot.
 //!
 //! The memory store is one per process (held in the registries, so a reload keeps its
-//! buckets; a changed limit has another namespace and so fresh buckets). A Redis store is one
-//! connection per worker, made on that worker the first time it decides, so decisions
-//! pipeline on the worker's own runtime without crossing threads.
+//! buckets; a changed limit has another namespace and so fresh buckets). A Redis store decides
+//! over the worker's connection of its `redis:` setting ([`RedisClients`], shared with the
+//! worker's other Redis stores), made on that worker the first time it is needed, so
+//! decisions pipeline on the worker's own runtime without crossing threads.
 
 use std::hash::Hash;
 use std::net::IpAddr;
@@ -13,11 +14,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::gcra::Decision;
-use super::{
-    MemoryStore, OnStoreError, RateLimit, RateLimitSettings, RedisSettings, RedisStore, StoreKind,
-};
+use super::{MemoryStore, OnStoreError, RateLimit, RateLimitSettings, RedisStore, StoreKind};
 use crate::observability::metrics::StoreMetrics;
 use crate::per_worker::PerWorker;
+use crate::redis::RedisClients;
 
 /// Whom one request is counted as, without copying or formatting: the address, a borrowed
 /// value (JWT `sub` or a header), or the route's one bucket.
@@ -97,17 +97,22 @@ pub enum StoreState {
     Down = 2,
 }
 
-/// One worker's connection, and when it was made.
+/// One worker's store, over that worker's connection.
 struct WorkerStore {
     store: RedisStore,
-    made: Instant,
     /// Whether its last decision failed.
     down: AtomicBool,
 }
 
-/// The Redis stores of one `redis:` setting: one connection per worker, made lazily there.
+/// The Redis rate-limit stores of one `redis:` setting: one per worker, each deciding over
+/// that worker's connection in `clients`.
+///
+/// The connections are shared with the worker's other Redis stores; what stays here is what
+/// the rate limiter makes of them: its batching (the script and its queue), its health as its
+/// own decisions found it, its metrics and its log lines, which say what `on_store_error` does
+/// while Redis fails.
 pub struct SharedStore {
-    settings: RedisSettings,
+    clients: Arc<RedisClients>,
     stores: PerWorker<WorkerStore>,
     state: AtomicU8,
     /// Workers whose last decision failed.
@@ -118,17 +123,18 @@ pub struct SharedStore {
 impl std::fmt::Debug for SharedStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SharedStore")
-            .field("target", &self.settings.target)
+            .field("target", &self.clients.settings().target)
             .field("state", &self.state())
             .finish()
     }
 }
 
 impl SharedStore {
-    /// Stores for `settings`; nothing connects until a worker first decides.
-    pub fn new(settings: RedisSettings, metrics: StoreMetrics) -> Self {
+    /// Stores over `clients`; nothing connects until a worker first needs its connection.
+    pub fn new(clients: Arc<RedisClients>, metrics: StoreMetrics) -> Self {
+        clients.preload(&super::redis::script());
         SharedStore {
-            settings,
+            clients,
             stores: PerWorker::new(),
             state: AtomicU8::new(StoreState::Unknown as u8),
             down_workers: AtomicUsize::new(0),
@@ -237,23 +243,14 @@ impl Limiter {
         let Some(shared) = &self.redis else {
             return Verdict::Decided(self.memory.check(limit, &key));
         };
+        // A worker's first connection is being made: its first requests wait for it, up to
+        // `connect_timeout`, rather than all starting in fallback.
+        let conn = shared.clients.connected().await;
         let worker = shared.stores.get_or_init(|| WorkerStore {
-            store: RedisStore::start(shared.settings.clone()),
-            made: Instant::now(),
+            store: RedisStore::on(conn.clone()),
             down: AtomicBool::new(false),
         });
         let store = &worker.store;
-        // A worker's first connection is being made: its first requests wait for it, up to
-        // `connect_timeout`, rather than all starting in fallback. A reconnect is never waited
-        // for.
-        let connecting = shared
-            .settings
-            .connect_timeout
-            .checked_sub(worker.made.elapsed())
-            .filter(|_| !store.is_connected());
-        if let Some(left) = connecting {
-            store.wait_connected(left).await;
-        }
         let bytes = KeyBytes::of(key);
         let started = Instant::now();
         let error = match store.check(limit, bytes.as_bytes()).await {

@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use http::HeaderName;
 
+/// Why a store could not decide: a Redis store's error, shared with the other Redis stores.
+pub use crate::redis::StoreError;
 pub use gcra::{Decision, Gcra, GcraError};
 pub use limiter::{ClientKey, Limiter, SharedStore, StoreState, Verdict};
 pub use memory::MemoryStore;
@@ -115,33 +117,4 @@ pub struct RateLimitSettings {
     pub store: StoreKind,
     /// Behaviour while a Redis store fails.
     pub on_store_error: OnStoreError,
-}
-
-/// Why a store could not decide.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum StoreError {
-    /// No connection right now; one is being made in the background.
-    #[error("rate-limit store unavailable: not connected to Redis")]
-    Disconnected,
-    /// The store did not answer within `redis.command_timeout`.
-    #[error("rate-limit store timed out after {0:?}")]
-    Timeout(Duration),
-    /// The store answered with an error, or the connection broke.
-    #[error("rate-limit store failed: {0}")]
-    Failed(String),
-    /// This many decisions already wait for the store (it answers slower than they come).
-    #[error("rate-limit store busy: {0} decisions already waiting")]
-    Busy(usize),
-}
-
-impl StoreError {
-    /// A short label for metrics and logs.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            StoreError::Disconnected => "disconnected",
-            StoreError::Timeout(_) => "timeout",
-            StoreError::Failed(_) => "failed",
-            StoreError::Busy(_) => "busy",
-        }
-    }
 }

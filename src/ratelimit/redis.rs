@@ -7,10 +7,10 @@
 //! clocks disagree still agree on every bucket. A bucket's key expires when the bucket is full
 //! again, so Redis never fills with dead buckets.
 //!
-//! A store is one multiplexed connection (one per worker, whose runtime drives it), kept up by
-//! a background task that reconnects with exponential backoff. A decision never waits for
-//! that: without a connection it fails at once, and with one it fails after
-//! `command_timeout` at most.
+//! A store decides over one [`RedisConn`] (one per worker, whose runtime drives it, shared with
+//! the worker's other Redis stores), kept up by a background task that reconnects with
+//! exponential backoff. A decision never waits for that: without a connection it fails at
+//! once, and with one it fails after `command_timeout` at most.
 //!
 //! Decisions are batched: while [`MAX_BATCHES_IN_FLIGHT`] script calls are out, the decisions
 //! asked meanwhile queue and then go together, as one script call over all their keys (in a
@@ -21,56 +21,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use redis::aio::{ConnectionLike, MultiplexedConnection};
-use redis::cluster_async::ClusterConnection;
-use redis::{AsyncConnectionConfig, IntoConnectionInfo, RedisError};
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::gcra::Decision;
 use super::{RateLimit, StoreError};
+use crate::redis::{Connection, Preload, RedisConn};
 
-/// Where Redis is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RedisTarget {
-    /// One server (or a proxy in front of several): `redis://` or `rediss://` (TLS).
-    Url(String),
-    /// The seed nodes of a Redis Cluster.
-    Cluster(Vec<String>),
-}
-
-/// `redis:` with defaults applied.
-#[derive(Clone, PartialEq, Eq)]
-pub struct RedisSettings {
-    /// Where to connect.
-    pub target: RedisTarget,
-    /// AUTH password, when set.
-    pub password: Option<String>,
-    /// Time allowed to connect (TCP, TLS and handshake).
-    pub connect_timeout: Duration,
-    /// Time allowed for one command, from sending to the answer.
-    pub command_timeout: Duration,
-    /// The longest pause between two reconnect attempts.
-    pub reconnect_max_backoff: Duration,
-}
-
-// The password stays out of logs and panics.
-impl std::fmt::Debug for RedisSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisSettings")
-            .field("target", &self.target)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .field("connect_timeout", &self.connect_timeout)
-            .field("command_timeout", &self.command_timeout)
-            .field("reconnect_max_backoff", &self.reconnect_max_backoff)
-            .finish()
-    }
-}
-
-/// The first pause before reconnecting; it doubles up to `reconnect_max_backoff`.
-pub const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
+pub use crate::redis::{RedisSettings, RedisTarget, INITIAL_BACKOFF};
 
 /// Client keys longer than this, or with bytes outside a safe set, are replaced in the Redis
 /// key by a digest, so a 64 KiB header costs Redis no more than an address does.
@@ -131,24 +90,6 @@ struct Pending {
     answer: oneshot::Sender<Result<i64, StoreError>>,
 }
 
-#[derive(Clone)]
-enum Conn {
-    Single(MultiplexedConnection),
-    Cluster(ClusterConnection),
-}
-
-struct Shared {
-    settings: RedisSettings,
-    script: redis::Script,
-    conn: ArcSwapOption<Conn>,
-    /// Woken when the connection is found broken.
-    lost: Notify,
-    /// Woken when a connection is made.
-    up: Notify,
-    /// Decisions for the batching task.
-    queue: mpsc::Sender<Pending>,
-}
-
 struct AbortOnDrop(JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
@@ -157,65 +98,61 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// A Redis bucket store over one connection. Clones share the connection.
+/// A Redis bucket store over one connection. Clones share the connection and the queue.
 #[derive(Clone)]
 pub struct RedisStore {
-    shared: Arc<Shared>,
-    /// The reconnecting and the batching task, which end with the last clone.
-    _tasks: Arc<[AbortOnDrop; 2]>,
+    conn: RedisConn,
+    /// Decisions for the batching task.
+    queue: mpsc::Sender<Pending>,
+    /// The batching task, which ends with the last clone.
+    _batching: Arc<AbortOnDrop>,
 }
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStore")
-            .field("target", &self.shared.settings.target)
+            .field("target", &self.conn.settings().target)
             .field("connected", &self.is_connected())
             .finish()
     }
 }
 
+/// The script every connection a Redis store decides on loads when it is made.
+pub fn script() -> redis::Script {
+    redis::Script::new(SCRIPT)
+}
+
 impl RedisStore {
-    /// Starts connecting in the background and returns at once; decisions fail with
-    /// [`StoreError::Disconnected`] until the connection is up. Must be called on the tokio
-    /// runtime that will use the store: its connection is driven there.
+    /// A store over a connection of its own: starts connecting in the background and returns
+    /// at once; decisions fail with [`StoreError::Disconnected`] until the connection is up.
+    /// Must be called on the tokio runtime that will use the store: its connection is driven
+    /// there.
     pub fn start(settings: RedisSettings) -> RedisStore {
+        let preload = Preload::default();
+        preload.add(&script());
+        RedisStore::on(RedisConn::start(settings, preload))
+    }
+
+    /// A store deciding over `conn`, which other stores may use too. Must be called on the
+    /// runtime that drives `conn`.
+    pub fn on(conn: RedisConn) -> RedisStore {
         let (queue, queued) = mpsc::channel(MAX_QUEUED);
-        let shared = Arc::new(Shared {
-            settings,
-            script: redis::Script::new(SCRIPT),
-            conn: ArcSwapOption::empty(),
-            lost: Notify::new(),
-            up: Notify::new(),
-            queue,
-        });
-        let reconnect = tokio::spawn(maintain(Arc::clone(&shared)));
-        let batching = tokio::spawn(batch(Arc::clone(&shared), queued));
+        let batching = tokio::spawn(batch(conn.clone(), script(), queued));
         RedisStore {
-            shared,
-            _tasks: Arc::new([AbortOnDrop(reconnect), AbortOnDrop(batching)]),
+            conn,
+            queue,
+            _batching: Arc::new(AbortOnDrop(batching)),
         }
     }
 
     /// Whether a connection is up (as far as the last command could tell).
     pub fn is_connected(&self) -> bool {
-        self.shared.conn.load().is_some()
+        self.conn.is_connected()
     }
 
     /// Waits up to `within` for a connection; whether one is up.
     pub async fn wait_connected(&self, within: Duration) -> bool {
-        let wait = async {
-            loop {
-                let notified = self.shared.up.notified();
-                tokio::pin!(notified);
-                // Registered before the check, so a connection made in between still wakes it.
-                notified.as_mut().enable();
-                if self.is_connected() {
-                    return;
-                }
-                notified.await;
-            }
-        };
-        tokio::time::timeout(within, wait).await.is_ok()
+        self.conn.wait_connected(within).await
     }
 
     /// Decides one request by `limit` for the client `key`: one round trip, shared with the
@@ -224,7 +161,7 @@ impl RedisStore {
         if !self.is_connected() {
             return Err(StoreError::Disconnected);
         }
-        let timeout = self.shared.settings.command_timeout;
+        let timeout = self.conn.settings().command_timeout;
         let (interval, tolerance) = (
             limit.gcra.interval_in(1_000),
             limit.gcra.tolerance_in(1_000),
@@ -236,7 +173,7 @@ impl RedisStore {
             tolerance,
             answer,
         };
-        if self.shared.queue.try_send(pending).is_err() {
+        if self.queue.try_send(pending).is_err() {
             return Err(StoreError::Busy(MAX_QUEUED));
         }
         let reply = match tokio::time::timeout(timeout, answered).await {
@@ -253,20 +190,9 @@ impl RedisStore {
     }
 }
 
-impl Shared {
-    /// Drops `broken` (unless a newer connection already replaced it) and wakes the reconnect.
-    fn lose(&self, broken: &Arc<Conn>) {
-        let previous = self.conn.compare_and_swap(broken, None);
-        if previous.as_ref().is_some_and(|p| Arc::ptr_eq(p, broken)) {
-            tracing::warn!(target: "gatehouse::ratelimit", "redis connection lost; reconnecting in the background");
-            self.lost.notify_one();
-        }
-    }
-}
-
 /// Takes the queued decisions and sends them as script calls, at most
 /// [`MAX_BATCHES_IN_FLIGHT`] at a time, so what queues meanwhile goes out together.
-async fn batch(shared: Arc<Shared>, mut queued: mpsc::Receiver<Pending>) {
+async fn batch(conn: RedisConn, script: redis::Script, mut queued: mpsc::Receiver<Pending>) {
     let mut in_flight = FuturesUnordered::new();
     let mut taken = Vec::with_capacity(MAX_BATCH);
     loop {
@@ -285,7 +211,7 @@ async fn batch(shared: Arc<Shared>, mut queued: mpsc::Receiver<Pending>) {
                 taken.retain(|p| !p.answer.is_closed());
                 if !taken.is_empty() {
                     let batch = std::mem::replace(&mut taken, Vec::with_capacity(MAX_BATCH));
-                    in_flight.push(decide_batch(&shared, batch));
+                    in_flight.push(decide_batch(&conn, &script, batch));
                 }
             }
         }
@@ -294,69 +220,49 @@ async fn batch(shared: Arc<Shared>, mut queued: mpsc::Receiver<Pending>) {
 
 /// Decides `batch` in one script call (in a Cluster, one per distinct key, sent together) and
 /// answers each decision.
-async fn decide_batch(shared: &Shared, mut batch: Vec<Pending>) {
-    let Some(current) = shared.conn.load_full() else {
-        for pending in batch {
-            let _ = pending.answer.send(Err(StoreError::Disconnected));
-        }
-        return;
-    };
-    match &*current {
-        Conn::Single(c) => call(shared, &current, c.clone(), batch).await,
-        Conn::Cluster(c) => {
-            // A script's keys must share a slot. A stable sort keeps each key's decisions in
-            // the order they were asked.
-            batch.sort_by(|a, b| a.key.cmp(&b.key));
-            let mut calls = Vec::new();
-            while !batch.is_empty() {
-                let same = batch.iter().take_while(|p| p.key == batch[0].key).count();
-                let rest = batch.split_off(same);
-                calls.push(call(shared, &current, c.clone(), batch));
-                batch = rest;
+async fn decide_batch(conn: &RedisConn, script: &redis::Script, mut batch: Vec<Pending>) {
+    let current = match conn.current() {
+        Ok(current) => current,
+        Err(error) => {
+            for pending in batch {
+                let _ = pending.answer.send(Err(error.clone()));
             }
-            futures_util::future::join_all(calls).await;
+            return;
         }
+    };
+    if !current.is_cluster() {
+        return call(&current, script, batch).await;
     }
+    // A script's keys must share a slot. A stable sort keeps each key's decisions in the order
+    // they were asked.
+    batch.sort_by(|a, b| a.key.cmp(&b.key));
+    let mut calls = Vec::new();
+    while !batch.is_empty() {
+        let same = batch.iter().take_while(|p| p.key == batch[0].key).count();
+        let rest = batch.split_off(same);
+        calls.push(call(&current, script, batch));
+        batch = rest;
+    }
+    futures_util::future::join_all(calls).await;
 }
 
 /// One script call over `batch`'s keys on `conn`, its results (or its error) sent to each.
-async fn call<C: ConnectionLike>(
-    shared: &Shared,
-    current: &Arc<Conn>,
-    mut conn: C,
-    batch: Vec<Pending>,
-) {
-    let timeout = shared.settings.command_timeout;
-    let mut invocation = shared.script.prepare_invoke();
+async fn call(conn: &Connection, script: &redis::Script, batch: Vec<Pending>) {
+    let mut invocation = script.prepare_invoke();
     for pending in &batch {
         invocation
             .key(pending.key.as_str())
             .arg(pending.interval)
             .arg(pending.tolerance);
     }
-    let result = match tokio::time::timeout(timeout, invocation.invoke_async(&mut conn)).await {
-        Err(_) => Err(StoreError::Timeout(timeout)),
-        // The connection's own response timeout is the same bound; the connection stays
-        // usable (late answers are matched and dropped), so it is kept.
-        Ok(Err(e)) if e.is_timeout() => Err(StoreError::Timeout(timeout)),
-        Ok(Err(e)) => {
-            if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() {
-                shared.lose(current);
-            }
-            Err(StoreError::Failed(e.to_string()))
-        }
-        Ok(Ok(replies)) => {
-            let replies: Vec<i64> = replies;
-            if replies.len() == batch.len() {
-                Ok(replies)
-            } else {
-                Err(StoreError::Failed(format!(
-                    "the script answered {} decisions for {}",
-                    replies.len(),
-                    batch.len()
-                )))
-            }
-        }
+    let result = match conn.invoke::<Vec<i64>>(&invocation).await {
+        Ok(replies) if replies.len() == batch.len() => Ok(replies),
+        Ok(replies) => Err(StoreError::Failed(format!(
+            "the script answered {} decisions for {}",
+            replies.len(),
+            batch.len()
+        ))),
+        Err(error) => Err(error),
     };
     match result {
         Ok(replies) => {
@@ -432,78 +338,6 @@ pub fn bucket_key(limit: &RateLimit, key: &[u8]) -> String {
     }
     out.push('}');
     out
-}
-
-/// Keeps a connection up: connects, waits until a command finds it broken, and connects again,
-/// pausing between failed attempts from [`INITIAL_BACKOFF`] doubling to the configured maximum.
-async fn maintain(shared: Arc<Shared>) {
-    let settings = &shared.settings;
-    loop {
-        let mut backoff = INITIAL_BACKOFF.min(settings.reconnect_max_backoff);
-        let mut failures = 0u32;
-        loop {
-            let attempt = tokio::time::timeout(settings.connect_timeout, connect(&shared));
-            let error = match attempt.await {
-                Ok(Ok(conn)) => {
-                    shared.conn.store(Some(Arc::new(conn)));
-                    shared.up.notify_waiters();
-                    tracing::info!(target: "gatehouse::ratelimit", "redis connected");
-                    break;
-                }
-                Ok(Err(e)) => e.to_string(),
-                Err(_) => format!("no connection within {:?}", settings.connect_timeout),
-            };
-            if failures == 0 {
-                tracing::warn!(target: "gatehouse::ratelimit", error = %error, "cannot connect to redis; retrying with backoff");
-            }
-            failures = failures.saturating_add(1);
-            // Jitter spreads the reconnects of many workers and instances after an outage.
-            let jitter = backoff.mul_f64(fastrand::f64() * 0.2);
-            tokio::time::sleep(backoff + jitter).await;
-            backoff = (backoff * 2).min(settings.reconnect_max_backoff);
-        }
-        shared.lost.notified().await;
-    }
-}
-
-async fn connect(shared: &Shared) -> Result<Conn, RedisError> {
-    let s = &shared.settings;
-    let mut conn = match &s.target {
-        RedisTarget::Url(url) => {
-            let mut info = url.as_str().into_connection_info()?;
-            if let Some(password) = &s.password {
-                let redis = info.redis_settings().clone().set_password(password);
-                info = info.set_redis_settings(redis);
-            }
-            let config = AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(s.connect_timeout))
-                .set_response_timeout(Some(s.command_timeout));
-            let client = redis::Client::open(info)?;
-            Conn::Single(
-                client
-                    .get_multiplexed_async_connection_with_config(&config)
-                    .await?,
-            )
-        }
-        RedisTarget::Cluster(nodes) => {
-            let mut builder = redis::cluster::ClusterClientBuilder::new(nodes.iter().cloned())
-                .connection_timeout(s.connect_timeout)
-                .response_timeout(s.command_timeout)
-                // A failed decision is answered by `on_store_error` at once, not retried.
-                .retries(0);
-            if let Some(password) = &s.password {
-                builder = builder.password(password);
-            }
-            Conn::Cluster(builder.build()?.get_async_connection().await?)
-        }
-    };
-    // Loaded now so the first decision is one round trip; NOSCRIPT later reloads it.
-    let load = shared.script.prepare_invoke();
-    match &mut conn {
-        Conn::Single(c) => load.load_async(c).await?,
-        Conn::Cluster(c) => load.load_async(c).await?,
-    };
-    Ok(conn)
 }
 
 #[cfg(test)]

@@ -285,6 +285,7 @@ impl RedisServer {
             connect_timeout: Duration::from_secs(2),
             command_timeout: Duration::from_millis(250),
             reconnect_max_backoff: Duration::from_millis(200),
+            ca_file: None,
         }
     }
 
