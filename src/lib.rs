@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod compress;
 pub mod config;
 pub mod error;
 pub mod explain;
