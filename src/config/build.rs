@@ -563,7 +563,7 @@ struct RouteContext<'a> {
 
 fn build_route(s: &RouteSection, ctx: &RouteContext, e: &mut Errors) -> Option<Route> {
     let before = e.list.len();
-    e.unsupported(&[("cache", &s.cache), ("compress", &s.compress)]);
+    e.unsupported(&[("cache", &s.cache)]);
     let policy = identity::build_route_policy(s, ctx.providers, ctx.declared_providers, e);
     let m = &s.matches.value;
     let host = match &m.host {
@@ -639,6 +639,11 @@ fn build_route(s: &RouteSection, ctx: &RouteContext, e: &mut Errors) -> Option<R
             ctx.metrics.rate_limit_decisions(&s.name.value)
         },
         rate_limits,
+        compress: s.compress.as_ref().is_some_and(|c| c.value).then(|| {
+            crate::compress::CompressPolicy {
+                metrics: ctx.metrics.compression(&s.name.value),
+            }
+        }),
     })
 }
 
@@ -737,6 +742,8 @@ fn build_action(
                 ("timeout", s.timeout.as_ref().map(|v| v.mark)),
                 ("read_timeout", s.read_timeout.as_ref().map(|v| v.mark)),
                 ("preserve_host", s.preserve_host.as_ref().map(|v| v.mark)),
+                // A fixed body is written in the config: small, and not worth encoding per request.
+                ("compress", s.compress.as_ref().map(|v| v.mark)),
             ];
             for (field, mark) in proxy_only {
                 if let Some(mark) = mark {

@@ -8,18 +8,28 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
 use crate::body::BoxError;
+use crate::compress::Compressing;
 use crate::upstream::pool::UpstreamBody;
 use crate::upstream::Upstream;
 
 /// The body of every response the gateway sends.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub enum ResponseBody {
     /// No body.
+    #[default]
     Empty,
     /// A body known in full (gateway errors, `respond` routes).
     Full(Option<Bytes>),
     /// An upstream's body, streamed through.
     Upstream(Relayed),
+    /// Another body, compressed on its way out.
+    Compressed(Box<Compressing<ResponseBody>>),
+}
+
+impl From<Compressing<ResponseBody>> for ResponseBody {
+    fn from(body: Compressing<ResponseBody>) -> Self {
+        ResponseBody::Compressed(Box::new(body))
+    }
 }
 
 impl ResponseBody {
@@ -73,6 +83,7 @@ impl Body for ResponseBody {
                 }
                 polled
             }
+            ResponseBody::Compressed(body) => Pin::new(&mut **body).poll_frame(cx),
         }
     }
 
@@ -81,6 +92,7 @@ impl Body for ResponseBody {
             ResponseBody::Empty => true,
             ResponseBody::Full(bytes) => bytes.is_none(),
             ResponseBody::Upstream(relayed) => relayed.body.is_end_stream(),
+            ResponseBody::Compressed(body) => body.is_end_stream(),
         }
     }
 
@@ -91,6 +103,7 @@ impl Body for ResponseBody {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
             ResponseBody::Upstream(relayed) => relayed.body.size_hint(),
+            ResponseBody::Compressed(body) => body.size_hint(),
         }
     }
 }

@@ -45,6 +45,8 @@ pub struct Route {
     pub rate_limits: Vec<crate::ratelimit::RateLimit>,
     /// Counts this route's rate-limit decisions (detached when it has no limits).
     pub rate_limit_decisions: crate::observability::metrics::DecisionMetrics,
+    /// `compress: true`: responses are compressed for clients that accept it.
+    pub compress: Option<crate::compress::CompressPolicy>,
 }
 
 /// What a route does with a request.
