@@ -28,6 +28,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 pub mod redis;
+pub mod scripted;
 
 /// Generous bound for anything a test waits on; a loaded 2-core CI machine is slow.
 pub const DEADLINE: Duration = Duration::from_secs(20);
