@@ -333,14 +333,14 @@ async fn a_streaming_body_is_compressed_as_it_streams() {
 
 /// Decodes a stream as far as the bytes received so far allow.
 enum PartialDecoder {
-    Gzip(flate2::write::GzDecoder<Vec<u8>>),
+    Gzip(Box<flate2::write::GzDecoder<Vec<u8>>>),
     Br(Box<brotli::DecompressorWriter<Vec<u8>>>),
 }
 
 impl PartialDecoder {
     fn new(coding: &str) -> Self {
         match coding {
-            "gzip" => PartialDecoder::Gzip(flate2::write::GzDecoder::new(Vec::new())),
+            "gzip" => PartialDecoder::Gzip(Box::new(flate2::write::GzDecoder::new(Vec::new()))),
             _ => PartialDecoder::Br(Box::new(brotli::DecompressorWriter::new(Vec::new(), 4096))),
         }
     }
