@@ -30,8 +30,8 @@ pub struct Accepted {
 }
 
 impl Accepted {
-    /// The coding to send: the one with the higher weight, `br` when they are equal (it is
-    /// smaller at the same speed); `None` (identity) when neither is acceptable.
+    /// The coding to send: the one with the higher weight, `br` when they are equal (a client
+    /// that lists it is a recent one); `None` (identity) when neither is acceptable.
     pub fn choose(&self) -> Option<Coding> {
         let br = self.br.or(self.any).unwrap_or(0);
         let gzip = self.gzip.or(self.any).unwrap_or(0);
