@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod body;
 pub mod cache;
+pub mod compress;
 pub mod config;
 pub mod error;
 pub mod explain;

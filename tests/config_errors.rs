@@ -315,7 +315,6 @@ fn sections_not_supported_yet_are_refused_at_their_key() {
         top("tracing", "tracing:\n  service_name: gatehouse\n"),
         refused(g("server.tls", gateway("  tls:\n    listen: 0.0.0.0:8443\n"), (3, 3), "")),
         in_route("cache", "    cache:\n      ttl: 30s\n"),
-        in_route("compress", "    compress: true\n"),
         in_upstream("health_check", "    health_check:\n      path: /health\n"),
         in_upstream("circuit_breaker", "    circuit_breaker:\n      window: 10s\n"),
         in_upstream("outlier_detection", "    outlier_detection:\n      consecutive_failures: 5\n"),
@@ -451,6 +450,19 @@ fn loads(files: &[(&str, &str)]) -> Snapshot {
     load_files(files, &[]).unwrap_or_else(|e| panic!("should load: {e:#?}"))
 }
 
+/// `compress` is off unless set to true.
+#[test]
+fn compress_is_read_from_upstream_routes() {
+    let compress = |extra: &str| {
+        let routes = route(&format!("    upstream: a\n{extra}"));
+        let snapshot = loads(&[("gateway.yaml", GATEWAY), ("routes/r.yaml", &routes)]);
+        snapshot.router.routes()[0].compress.is_some()
+    };
+    assert!(compress("    compress: true\n"));
+    assert!(!compress("    compress: false\n"));
+    assert!(!compress(""));
+}
+
 /// A framing or connection header set by configuration would make responses hang or lie
 /// about the connection: each is refused where it is written, with the reason.
 #[rustfmt::skip]
@@ -523,7 +535,7 @@ fn a_key_left_empty_is_an_error_not_an_absent_key() {
         in_route("timeout", "    timeout:\n", "`timeout` has no value"),
         in_route("rate_limit", "    rate_limit:\n", "`rate_limit` has no value"),
         unsupported(in_route("cache", "    cache:\n", "`cache`")),
-        unsupported(in_route("compress", "    compress:\n", "`compress`")),
+        in_route("compress", "    compress:\n", "`compress` has no value"),
         unsupported(r("retry", upstream_with("    retry:\n"), (4, 5), "`retry`")),
         unsupported(r("circuit_breaker", upstream_with("    circuit_breaker: {}\n"), (4, 5), "`circuit_breaker`")),
         unsupported(r("upstream tls", upstream_with("    tls:\n      # ca_file: ca.pem\n"), (4, 5), "`tls`")),
@@ -552,6 +564,8 @@ fn rewrites_that_never_apply_and_bodies_that_cannot_be_sent() {
         r("204 with a body", route("    respond: {status: 204, body: hi}\n"), (7, 34), "a 204 response has no body"),
         r("304 with a body", route("    respond: {status: 304, body: hi}\n"), (7, 34), "a 304 response has no body"),
         r("1xx", route("    respond: {status: 101}\n"), (7, 23), "expected 200 to 599"),
+        r("compress on a respond route", route("    respond: {body: hi}\n    compress: true\n"), (8, 15), "`compress` only applies to routes with `upstream`"),
+        r("compress not a bool", route("    upstream: a\n    compress: gzip\n"), (8, 15), "expected true or false, found `gzip`"),
     ]);
     for (rule, rest) in [
         ("path: /x", "    strip_prefix: /x/v1\n"),

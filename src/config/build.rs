@@ -579,7 +579,6 @@ struct RouteContext<'a> {
 
 fn build_route(s: &RouteSection, ctx: &RouteContext, e: &mut Errors) -> Option<Route> {
     let before = e.list.len();
-    e.unsupported(&[("compress", &s.compress)]);
     let policy = identity::build_route_policy(s, ctx.providers, ctx.declared_providers, e);
     let cache = s.cache.as_ref().and_then(|section| {
         let facts = super::cache::RouteFacts {
@@ -670,6 +669,11 @@ fn build_route(s: &RouteSection, ctx: &RouteContext, e: &mut Errors) -> Option<R
             Default::default()
         },
         cache: cache.map(Arc::new),
+        compress: s.compress.as_ref().is_some_and(|c| c.value).then(|| {
+            crate::compress::CompressPolicy {
+                metrics: ctx.metrics.compression(&s.name.value),
+            }
+        }),
     })
 }
 
@@ -768,6 +772,8 @@ fn build_action(
                 ("timeout", s.timeout.as_ref().map(|v| v.mark)),
                 ("read_timeout", s.read_timeout.as_ref().map(|v| v.mark)),
                 ("preserve_host", s.preserve_host.as_ref().map(|v| v.mark)),
+                // A fixed body is written in the config: small, and not worth encoding per request.
+                ("compress", s.compress.as_ref().map(|v| v.mark)),
             ];
             for (field, mark) in proxy_only {
                 if let Some(mark) = mark {

@@ -464,8 +464,8 @@ pub struct RouteSection {
     pub cache: Option<AtKey<RouteCacheSection>>,
     /// Cross-origin rules for browsers.
     pub cors: Option<Spanned<CorsSection>>,
-    /// Not supported yet.
-    pub compress: Unsupported,
+    /// gzip / br for clients that accept them (upstream routes only).
+    pub compress: Option<Spanned<bool>>,
     #[serde(default, rename = "$damaged")]
     /// Fields that had an error.
     pub damaged: Damaged,

@@ -86,6 +86,12 @@ pub mod names {
     pub const REDIS_UP: &str = "gatehouse_redis_up";
     /// Histogram of Redis rate-limit command time, answered or failed.
     pub const REDIS_COMMAND_DURATION_SECONDS: &str = "gatehouse_redis_command_duration_seconds";
+    /// Counter of responses the gateway compressed, by route and encoding (`br`, `gzip`).
+    pub const COMPRESSED_RESPONSES_TOTAL: &str = "gatehouse_compressed_responses_total";
+    /// Counter of body bytes that went into the compressor, by route and encoding.
+    pub const COMPRESSION_IN_BYTES_TOTAL: &str = "gatehouse_compression_in_bytes_total";
+    /// Counter of compressed body bytes that came out of it, by route and encoding.
+    pub const COMPRESSION_OUT_BYTES_TOTAL: &str = "gatehouse_compression_out_bytes_total";
 }
 
 /// Route label for requests no configured route answered, so they are still counted without
@@ -117,6 +123,9 @@ const CACHE_RESULTS: [&str; 5] = ["hit", "miss", "stale", "bypass", "store_error
 
 /// Kinds of rate-limit store failures (`StoreError::kind`).
 const STORE_ERROR_KINDS: [&str; 4] = ["disconnected", "timeout", "failed", "busy"];
+
+/// Encoding label values of compressed responses, in the order of `compress::Coding`.
+pub const ENCODINGS: [&str; 2] = ["br", "gzip"];
 
 /// Result label values of JWKS fetches.
 const JWKS_RESULTS: [&str; 2] = ["success", "failure"];
@@ -211,6 +220,12 @@ struct JwksRefreshLabels {
 struct DecisionLabels {
     route: Arc<str>,
     result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EncodingLabels {
+    route: Arc<str>,
+    encoding: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -342,6 +357,9 @@ pub struct Metrics {
     store_fallback: Family<StoreLabels, Gauge>,
     redis_up: Gauge,
     redis_duration: LatencyHistogram,
+    compressed_responses: Family<EncodingLabels, TotalCounter>,
+    compression_in_bytes: Family<EncodingLabels, TotalCounter>,
+    compression_out_bytes: Family<EncodingLabels, TotalCounter>,
     /// Live route handles, so every `route()` call for a name shares one lazily filled counter
     /// table and `forget_route` can stop old handles from recreating series it removed.
     routes: Mutex<HashMap<Arc<str>, Arc<RouteInner>>>,
@@ -532,6 +550,25 @@ impl Metrics {
             redis_duration.clone(),
         );
 
+        let compressed_responses = Family::<EncodingLabels, TotalCounter>::default();
+        registry.register(
+            names::COMPRESSED_RESPONSES_TOTAL,
+            "Responses of compress routes the gateway compressed, by encoding",
+            compressed_responses.clone(),
+        );
+        let compression_in_bytes = Family::<EncodingLabels, TotalCounter>::default();
+        registry.register(
+            names::COMPRESSION_IN_BYTES_TOTAL,
+            "Body bytes that went into the compressor, by encoding",
+            compression_in_bytes.clone(),
+        );
+        let compression_out_bytes = Family::<EncodingLabels, TotalCounter>::default();
+        registry.register(
+            names::COMPRESSION_OUT_BYTES_TOTAL,
+            "Compressed body bytes sent, by encoding",
+            compression_out_bytes.clone(),
+        );
+
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
             .get_or_create(&BuildLabels {
@@ -571,6 +608,9 @@ impl Metrics {
             store_fallback,
             redis_up,
             redis_duration,
+            compressed_responses,
+            compression_in_bytes,
+            compression_out_bytes,
             routes: Mutex::new(HashMap::new()),
         })
     }
@@ -806,6 +846,28 @@ impl Metrics {
         }
     }
 
+    /// Compression counters of a `compress` route; called at config load. Both encodings start
+    /// at zero so ratios can be computed before the first compressed response.
+    pub fn compression(&self, route: &str) -> CompressionMetrics {
+        let name: Arc<str> = Arc::from(route);
+        let per = |family: &Family<EncodingLabels, TotalCounter>| {
+            ENCODINGS.map(|encoding| {
+                family
+                    .get_or_create(&EncodingLabels {
+                        route: name.clone(),
+                        encoding,
+                    })
+                    .0
+                    .clone()
+            })
+        };
+        CompressionMetrics {
+            responses: per(&self.compressed_responses),
+            bytes_in: per(&self.compression_in_bytes),
+            bytes_out: per(&self.compression_out_bytes),
+        }
+    }
+
     /// Handles for the Redis rate-limit store; called at config load. Every error kind starts
     /// at zero so alerts work before the first outage.
     pub fn redis_store(&self) -> StoreMetrics {
@@ -860,6 +922,15 @@ impl Metrics {
                 route: name.clone(),
                 result,
             });
+        }
+        for encoding in ENCODINGS {
+            let labels = EncodingLabels {
+                route: name.clone(),
+                encoding,
+            };
+            self.compressed_responses.remove(&labels);
+            self.compression_in_bytes.remove(&labels);
+            self.compression_out_bytes.remove(&labels);
         }
         self.request_duration.remove(&RouteLabels { route: name });
     }
@@ -1038,6 +1109,32 @@ impl CacheStoreMetrics {
     /// counter gatehouse_cache_coalesced_waits_total.
     pub fn coalesced_wait(&self) {
         self.coalesced_waits.inc();
+    }
+}
+
+/// A `compress` route's counters, one of each per encoding (indexed like [`ENCODINGS`]).
+#[derive(Clone, Debug, Default)]
+pub struct CompressionMetrics {
+    responses: [Counter; ENCODINGS.len()],
+    bytes_in: [Counter; ENCODINGS.len()],
+    bytes_out: [Counter; ENCODINGS.len()],
+}
+
+impl CompressionMetrics {
+    /// Counter gatehouse_compressed_responses_total{route,encoding}.
+    pub fn response(&self, encoding: usize) {
+        self.responses[encoding].inc();
+    }
+
+    /// Counters gatehouse_compression_{in,out}_bytes_total{route,encoding}: bytes that went
+    /// into the compressor and came out of it.
+    pub fn bytes(&self, encoding: usize, bytes_in: u64, bytes_out: u64) {
+        if bytes_in != 0 {
+            self.bytes_in[encoding].inc_by(bytes_in);
+        }
+        if bytes_out != 0 {
+            self.bytes_out[encoding].inc_by(bytes_out);
+        }
     }
 }
 

@@ -8,13 +8,15 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
 use crate::body::BoxError;
+use crate::compress::Compressing;
 use crate::upstream::pool::UpstreamBody;
 use crate::upstream::Upstream;
 
 /// The body of every response the gateway sends.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub enum ResponseBody {
     /// No body.
+    #[default]
     Empty,
     /// A body known in full (gateway errors, `respond` routes).
     Full(Option<Bytes>),
@@ -22,6 +24,14 @@ pub enum ResponseBody {
     Upstream(Relayed),
     /// An upstream's body, streamed through and kept for the cache.
     Filling(Box<crate::cache::fill::Filling<ResponseBody>>),
+    /// Another body, compressed on its way out.
+    Compressed(Box<Compressing<ResponseBody>>),
+}
+
+impl From<Compressing<ResponseBody>> for ResponseBody {
+    fn from(body: Compressing<ResponseBody>) -> Self {
+        ResponseBody::Compressed(Box::new(body))
+    }
 }
 
 impl ResponseBody {
@@ -76,6 +86,7 @@ impl Body for ResponseBody {
                 polled
             }
             ResponseBody::Filling(filling) => Pin::new(&mut **filling).poll_frame(cx),
+            ResponseBody::Compressed(body) => Pin::new(&mut **body).poll_frame(cx),
         }
     }
 
@@ -85,6 +96,7 @@ impl Body for ResponseBody {
             ResponseBody::Full(bytes) => bytes.is_none(),
             ResponseBody::Upstream(relayed) => relayed.body.is_end_stream(),
             ResponseBody::Filling(filling) => filling.is_end_stream(),
+            ResponseBody::Compressed(body) => body.is_end_stream(),
         }
     }
 
@@ -96,6 +108,7 @@ impl Body for ResponseBody {
             }
             ResponseBody::Upstream(relayed) => relayed.body.size_hint(),
             ResponseBody::Filling(filling) => filling.size_hint(),
+            ResponseBody::Compressed(body) => body.size_hint(),
         }
     }
 }

@@ -38,6 +38,9 @@ pub struct RequestCtx<'s> {
     pub rate_limit: Option<crate::ratelimit::Decision>,
     /// Whether the request gets an access-log line.
     pub access_log: bool,
+    /// On a `compress` route, the coding the client accepts (read from `Accept-Encoding`
+    /// before the headers go upstream); `None`: identity.
+    pub accepts: Option<crate::compress::Coding>,
     /// What the log line says beyond the facts above, filled in as the phases learn it.
     pub record: RequestRecord,
     path: Text,
@@ -135,6 +138,7 @@ impl<'s> RequestCtx<'s> {
             cors: CorsFacts::Off,
             rate_limit: None,
             access_log: arrival.access_log,
+            accepts: None,
             record: RequestRecord::default(),
             path: located.path,
             host: located.host,

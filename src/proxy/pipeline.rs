@@ -13,7 +13,8 @@
 //!    ([`forward`]).
 //! 5. **Response filter** ([`response_filter`]): header rules and security headers on the
 //!    route's own answers; CORS, the RateLimit fields and the request id on every answer of
-//!    the route, allowed or not.
+//!    the route, allowed or not; last, compression of the route's own answers
+//!    ([`crate::compress::apply`]), so every step before it sees the identity body.
 //!
 //! Each phase continues or ends the request ([`Flow`]); an answer that ends it early still
 //! passes the response filter. The context carries what the phases learn; its access-log
@@ -249,6 +250,9 @@ async fn phases(
     if let Err(stop) = request_filter(ctx, gateway).await {
         drain(body);
         return Err(stop);
+    }
+    if ctx.route.compress.is_some() {
+        ctx.accepts = crate::compress::negotiate(&ctx.head.headers);
     }
     let route = ctx.route;
     let cache = route

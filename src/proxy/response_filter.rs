@@ -6,6 +6,7 @@ use http::Response;
 use super::body::ResponseBody;
 use super::ctx::{CorsFacts, RequestCtx};
 use super::headers::add_security_headers;
+use crate::compress;
 use crate::observability::request_id::X_REQUEST_ID;
 
 /// Who made an answer; some steps touch only the route's own answers.
@@ -17,7 +18,7 @@ pub enum Source {
     Gateway,
 }
 
-/// Adds the route's response headers to the answer, in order.
+/// Adds the route's response headers to the answer, in order; compression goes last.
 pub fn response_filter(
     ctx: &RequestCtx<'_>,
     source: Source,
@@ -31,6 +32,9 @@ pub fn response_filter(
     response
         .headers_mut()
         .insert(X_REQUEST_ID, ctx.request_id.clone());
+    if let (Source::Route, Some(policy)) = (source, &ctx.route.compress) {
+        compress::apply(policy, &ctx.head.method, ctx.accepts, response);
+    }
 }
 
 /// The route's `response_headers`, then its security headers.

@@ -49,6 +49,8 @@ pub struct Route {
     pub cache: Option<Arc<crate::cache::settings::RouteCache>>,
     /// Counters of what the cache made of its requests (detached without `cache`).
     pub cache_results: crate::observability::metrics::CacheResultMetrics,
+    /// `compress: true`: responses are compressed for clients that accept it.
+    pub compress: Option<crate::compress::CompressPolicy>,
 }
 
 /// What a route does with a request.

@@ -29,6 +29,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 pub mod origin;
 pub mod redis;
+pub mod scripted;
 
 /// Generous bound for anything a test waits on; a loaded 2-core CI machine is slow.
 pub const DEADLINE: Duration = Duration::from_secs(20);
