@@ -40,6 +40,12 @@ async fn request(gw: &TestGateway, method: &str, path: &str, headers: &[(&str, &
     send(&client(), builder.body(Full::<Bytes>::default()).unwrap()).await
 }
 
+/// `gatehouse_cache_results_total` of `route` and `result`.
+async fn results(gw: &TestGateway, route: &str, result: &str) -> f64 {
+    let series = format!("gatehouse_cache_results_total{{route=\"{route}\",result=\"{result}\"}}");
+    common::metric(gw, &series).await
+}
+
 fn x_cache(got: &Got) -> &str {
     got.header("x-cache").unwrap_or("<none>")
 }
@@ -87,6 +93,9 @@ async fn rfc9111_4_a_fresh_response_is_served_from_the_cache() {
         );
     }
     assert_eq!(origin.count("/c/a"), 1);
+    assert_eq!(results(&gw, "c", "hit").await, 3.0);
+    assert_eq!(results(&gw, "c", "miss").await, 1.0);
+    assert!(common::metric(&gw, "gatehouse_cache_entries{store=\"memory\"}").await >= 1.0);
     // Another URL, another entry; the query is part of the key.
     origin.set(
         "/c/a?x=1",

@@ -308,13 +308,10 @@ fn defaults_and_secret_files_are_substituted() {
 fn sections_not_supported_yet_are_refused_at_their_key() {
     let refused = |mut case: Case| { case.says = vec![case.what, "is not supported yet"]; case };
     let top = |what, text: &str| refused(g(what, gateway(text), (3, 1), ""));
-    let in_route = |what, text: &str| refused(r(what, route(&format!("    upstream: a\n{text}")), (8, 5), ""));
     let in_upstream = |what, text: &str| refused(r(what, upstream_with(text), (4, 5), ""));
     check(vec![
-        top("cache", "cache:\n  store: memory\n"),
         top("tracing", "tracing:\n  service_name: gatehouse\n"),
         refused(g("server.tls", gateway("  tls:\n    listen: 0.0.0.0:8443\n"), (3, 3), "")),
-        in_route("cache", "    cache:\n      ttl: 30s\n"),
         in_upstream("health_check", "    health_check:\n      path: /health\n"),
         in_upstream("circuit_breaker", "    circuit_breaker:\n      window: 10s\n"),
         in_upstream("outlier_detection", "    outlier_detection:\n      consecutive_failures: 5\n"),
@@ -534,7 +531,7 @@ fn a_key_left_empty_is_an_error_not_an_absent_key() {
         in_route("authorize", "    authorize:\n", "`authorize` has no value"),
         in_route("timeout", "    timeout:\n", "`timeout` has no value"),
         in_route("rate_limit", "    rate_limit:\n", "`rate_limit` has no value"),
-        unsupported(in_route("cache", "    cache:\n", "`cache`")),
+        in_route("cache", "    cache:\n", "`cache` is empty").also("`ttl`, `vary`, `per_user`, `stale_if_error`"),
         in_route("compress", "    compress:\n", "`compress` has no value"),
         unsupported(r("retry", upstream_with("    retry:\n"), (4, 5), "`retry`")),
         unsupported(r("circuit_breaker", upstream_with("    circuit_breaker: {}\n"), (4, 5), "`circuit_breaker`")),

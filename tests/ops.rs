@@ -463,6 +463,7 @@ async fn the_readme_metrics_table_lists_every_exported_family() {
          \x20   idp:\n      algorithms: [ES256]\n      jwks_url: {}/jwks\n\
          upstreams:\n  u:\n    targets: [{}]\n\
          routes:\n  - name: api\n    match: {{path: /api}}\n    upstream: u\n    compress: true\n\
+         \x20   cache: {{ttl: 30s}}\n\
          \x20 - name: private\n    match: {{path: /private}}\n    upstream: u\n    auth: {{jwt: default}}\n\
          \x20 - name: limited\n    match: {{path: /limited}}\n    upstream: u\n\
          \x20   rate_limit: [{{by: ip, limit: 100, per: 1m}}]\n",

@@ -155,8 +155,10 @@ pub fn build(
         .collect();
     let (routes, places) = build_routes(
         files,
-        &by_name,
-        &invalid_upstreams,
+        Upstreams {
+            by_name: &by_name,
+            invalid: &invalid_upstreams,
+        },
         server.as_ref(),
         &registries.metrics,
         &providers,
@@ -509,10 +511,16 @@ pub(super) fn positive(
     Some(v.value.0)
 }
 
+/// The upstreams routes may name: those built, and those written but invalid (already
+/// reported, so a route naming one is not told it does not exist).
+struct Upstreams<'a> {
+    by_name: &'a HashMap<&'a str, &'a Arc<Upstream>>,
+    invalid: &'a HashSet<&'a str>,
+}
+
 fn build_routes(
     files: &[SourceFile],
-    upstreams: &HashMap<&str, &Arc<Upstream>>,
-    invalid_upstreams: &HashSet<&str>,
+    upstreams: Upstreams<'_>,
     server: Option<&ServerSettings>,
     metrics: &Metrics,
     providers: &identity::Providers,
@@ -522,6 +530,10 @@ fn build_routes(
     let mut seen: HashMap<String, (PathBuf, Mark)> = HashMap::new();
     let mut routes = Vec::new();
     let mut places = Vec::new();
+    let Upstreams {
+        by_name: upstreams,
+        invalid: invalid_upstreams,
+    } = upstreams;
     let upstream_names: Vec<&str> = upstreams.keys().copied().collect();
     for file in files {
         let mut e = Errors {

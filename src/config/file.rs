@@ -775,12 +775,15 @@ routes:
             errors[0].message.contains("did you mean `server`"),
             "{errors:?}"
         );
-        let (parsed, errors) = parse("cache:\n  store: memory\n", FileKind::Gateway);
+        let (parsed, errors) = parse("tracing:\n  otlp_endpoint: http://x\n", FileKind::Gateway);
         assert!(errors.is_empty());
         assert_eq!(
             parsed.unsupported,
-            vec![("cache", Mark { line: 1, column: 1 })]
+            vec![("tracing", Mark { line: 1, column: 1 })]
         );
+        let (parsed, errors) = parse("cache:\n  store: memory\n", FileKind::Gateway);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert!(parsed.cache.is_some());
         let (parsed, errors) = parse("redis:\n  url: redis://x\n", FileKind::Gateway);
         assert!(errors.is_empty(), "{errors:?}");
         assert!(parsed.unsupported.is_empty());

@@ -46,7 +46,7 @@ const CLIENT_VALIDATORS: [HeaderName; 2] = [header::IF_NONE_MATCH, header::IF_MO
 /// What the lookup made of a request.
 pub enum Looked {
     /// Answered from the cache (or refused: `only-if-cached` with nothing usable).
-    Answered(Result<Response<ResponseBody>, GatewayError>),
+    Answered(Box<Result<Response<ResponseBody>, GatewayError>>),
     /// Goes upstream; what the fill needs afterwards.
     Upstream(Box<Pending>),
 }
@@ -176,28 +176,23 @@ pub async fn lookup(
     if let Some(entry) = entry {
         match entry.freshness.usable(now, &request_cc) {
             Usable::Fresh => {
-                return Looked::Answered(Ok(answer(
-                    &entry,
-                    &request_headers,
-                    method,
-                    now,
-                    CacheResult::Hit,
-                )))
+                let result = CacheResult::Hit;
+                ctx.route.cache_results.record(result);
+                let response = answer(&entry, &request_headers, method, now, result);
+                return Looked::Answered(Box::new(Ok(response)));
             }
             Usable::StaleAccepted => {
-                return Looked::Answered(Ok(answer(
-                    &entry,
-                    &request_headers,
-                    method,
-                    now,
-                    CacheResult::Stale,
-                )))
+                let result = CacheResult::Stale;
+                ctx.route.cache_results.record(result);
+                let response = answer(&entry, &request_headers, method, now, result);
+                return Looked::Answered(Box::new(Ok(response)));
             }
             // Served by revalidating first: correct, only slower than answering stale while
             // a background request refreshes it.
             Usable::StaleWhileRevalidate | Usable::Revalidate => {
                 if only_if_cached {
-                    return Looked::Answered(Err(GatewayError::NotCached));
+                    ctx.route.cache_results.record(CacheResult::Miss);
+                    return Looked::Answered(Box::new(Err(GatewayError::NotCached)));
                 }
                 for name in &CLIENT_VALIDATORS {
                     ctx.head.headers.remove(name);
@@ -207,7 +202,8 @@ pub async fn lookup(
             }
         }
     } else if only_if_cached {
-        return Looked::Answered(Err(GatewayError::NotCached));
+        ctx.route.cache_results.record(CacheResult::Miss);
+        return Looked::Answered(Box::new(Err(GatewayError::NotCached)));
     }
     Looked::Upstream(Box::new(Pending {
         result: CacheResult::Miss,

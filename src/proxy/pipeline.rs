@@ -265,7 +265,7 @@ async fn phases(
     let pending = match cache::lookup(ctx, policy, runtime, gateway.conn.scheme).await {
         Looked::Answered(answer) => {
             drain(body);
-            return answer.map_err(Stop::Fail);
+            return (*answer).map_err(Stop::Fail);
         }
         Looked::Upstream(pending) => pending,
     };

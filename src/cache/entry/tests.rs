@@ -360,10 +360,17 @@ fn other_formats_and_versions_are_not_ours() {
 
 #[test]
 fn useless_after_adds_the_longer_stale_window_and_saturates() {
+    // Fresh 30 s, stale-if-error 60 s; with an ETag kept at least 10 minutes past freshness.
     let entry = sample();
     assert_eq!(
         entry.useless_after(),
-        entry.freshness.response_time + Duration::from_secs(90)
+        entry.freshness.response_time + Duration::from_secs(30) + KEEP_FOR_REVALIDATION
+    );
+    let mut unvalidated = sample();
+    unvalidated.headers.remove("etag");
+    assert_eq!(
+        unvalidated.useless_after(),
+        unvalidated.freshness.response_time + Duration::from_secs(90)
     );
     let mut huge = sample();
     huge.freshness.lifetime = Duration::MAX;
