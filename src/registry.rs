@@ -102,6 +102,8 @@ pub struct CacheStoreSettings {
     pub memory_capacity: u64,
     /// `cache.max_entry_size`.
     pub max_entry_size: u64,
+    /// `redis:`, for a Redis store.
+    pub redis: Option<crate::redis::RedisSettings>,
 }
 
 impl Default for Registries {
@@ -137,20 +139,32 @@ impl Registries {
     pub fn cache_runtime(
         &self,
         settings: &crate::cache::settings::CacheSettings,
+        redis: Option<&crate::redis::RedisSettings>,
     ) -> crate::cache::store::CacheRuntime {
+        use crate::cache::settings::CacheStoreKind;
         use crate::cache::store::{CacheRuntime, CacheStore};
+        let redis = redis.filter(|_| settings.store == CacheStoreKind::Redis);
         let shape = CacheStoreSettings {
             store: settings.store,
             memory_capacity: settings.memory_capacity,
             max_entry_size: settings.max_entry_size,
+            redis: redis.cloned(),
         };
+        let max_entry_size = usize::try_from(settings.max_entry_size).unwrap_or(usize::MAX);
         let (store, coalescer) = self.cache.get_or_make(CACHE, &shape, || {
-            let memory = crate::cache::memory::MemoryCache::new(
-                usize::try_from(settings.memory_capacity).unwrap_or(usize::MAX),
-                usize::try_from(settings.max_entry_size).unwrap_or(usize::MAX),
-            );
+            let store = match redis {
+                Some(redis) => CacheStore::Redis(std::sync::Arc::new(
+                    crate::cache::redis::RedisCache::new(self.redis_clients(redis), max_entry_size),
+                )),
+                None => {
+                    CacheStore::Memory(std::sync::Arc::new(crate::cache::memory::MemoryCache::new(
+                        usize::try_from(settings.memory_capacity).unwrap_or(usize::MAX),
+                        max_entry_size,
+                    )))
+                }
+            };
             (
-                CacheStore::Memory(std::sync::Arc::new(memory)),
+                store,
                 std::sync::Arc::new(crate::cache::coalesce::Coalescer::new()),
             )
         });
@@ -223,7 +237,11 @@ impl<'a> LiveNames<'a> {
                 .filter(|(_, p)| p.remote.is_some())
                 .map(|(name, _)| name.as_str())
                 .collect(),
-            redis: snapshot.limiter.redis().is_some(),
+            redis: snapshot.limiter.redis().is_some()
+                || snapshot
+                    .cache_runtime
+                    .as_ref()
+                    .is_some_and(|c| matches!(c.store, crate::cache::store::CacheStore::Redis(_))),
             cache: snapshot.cache_runtime.is_some(),
         }
     }

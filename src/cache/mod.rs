@@ -9,5 +9,6 @@ pub mod fill;
 pub mod key;
 pub mod memory;
 pub mod policy;
+pub mod redis;
 pub mod settings;
 pub mod store;

@@ -11,6 +11,7 @@ use super::coalesce::{Coalescer, LeaderGuard};
 use super::directory::Directory;
 use super::entry::Entry;
 use super::memory::MemoryCache;
+use super::redis::RedisCache;
 use super::settings::CacheSettings;
 use crate::observability::metrics::CacheStoreMetrics;
 
@@ -65,6 +66,8 @@ pub enum CacheStoreError {
 pub enum CacheStore {
     /// In this process, shared by its workers.
     Memory(Arc<MemoryCache>),
+    /// In Redis, shared by every instance.
+    Redis(Arc<RedisCache>),
 }
 
 impl CacheStore {
@@ -72,6 +75,7 @@ impl CacheStore {
     pub async fn get(&self, key: &str) -> Result<Option<Stored>, CacheStoreError> {
         match self {
             CacheStore::Memory(memory) => Ok(memory.get(key.as_bytes())),
+            CacheStore::Redis(redis) => redis.get(key).await,
         }
     }
 
@@ -83,6 +87,7 @@ impl CacheStore {
                 let _ = memory.insert(key.into_bytes().into(), value);
                 Ok(())
             }
+            CacheStore::Redis(redis) => redis.put(&key, &value).await,
         }
     }
 
@@ -93,6 +98,7 @@ impl CacheStore {
                 memory.remove(key.as_bytes());
                 Ok(())
             }
+            CacheStore::Redis(redis) => redis.remove(key).await,
         }
     }
 
@@ -100,6 +106,7 @@ impl CacheStore {
     pub fn label(&self) -> &'static str {
         match self {
             CacheStore::Memory(_) => "memory",
+            CacheStore::Redis(_) => "redis",
         }
     }
 }
@@ -147,6 +154,20 @@ impl CacheRuntime {
                     flight.finish();
                 }
             }
+            CacheStore::Redis(redis) => {
+                let redis = Arc::clone(redis);
+                tokio::spawn(async move {
+                    for (key, value) in writes {
+                        if redis.put(&key, &value).await.is_err() {
+                            break;
+                        }
+                    }
+                    // Stored or not, the waiters look again (and go upstream on a miss).
+                    if let Some(flight) = flight {
+                        flight.finish();
+                    }
+                });
+            }
         }
     }
 
@@ -155,6 +176,8 @@ impl CacheRuntime {
             CacheStore::Memory(memory) => self
                 .metrics
                 .set_size(memory.entries() as u64, memory.bytes() as u64),
+            // Redis counts its own keys (`INFO keyspace`); the gateway does not scan them.
+            CacheStore::Redis(_) => {}
         }
     }
 }

@@ -184,7 +184,7 @@ pub fn build(
             cache_runtime: routes
                 .iter()
                 .any(|r| r.cache.is_some())
-                .then(|| registries.cache_runtime(&cache)),
+                .then(|| registries.cache_runtime(&cache, stores.redis.as_ref())),
             cache,
             redis: stores.redis,
             limiter,

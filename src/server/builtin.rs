@@ -65,6 +65,7 @@ fn readyz(state: &GatewayState) -> Response<ResponseBody> {
         },
         "upstreams": upstreams,
         "rate_limit": rate_limit,
+        "cache": cache_state(snapshot.cache_runtime.as_ref()),
     });
     let status = if draining || store_down_denies {
         StatusCode::SERVICE_UNAVAILABLE
@@ -101,6 +102,29 @@ fn rate_limit_state(limiter: &crate::ratelimit::Limiter) -> (serde_json::Value, 
     });
     let unready = state == StoreState::Down && limiter.on_store_error() == OnStoreError::Deny;
     (value, unready)
+}
+
+/// The cache store and its state: a Redis cache that fails degrades the instance (requests go
+/// upstream uncached) but never makes it unready.
+fn cache_state(runtime: Option<&crate::cache::store::CacheRuntime>) -> serde_json::Value {
+    use crate::cache::redis::RedisCacheState;
+    use crate::cache::store::CacheStore;
+    match runtime.map(|r| &r.store) {
+        None => serde_json::Value::Null,
+        Some(CacheStore::Memory(_)) => serde_json::json!({"store": "memory", "state": "up"}),
+        Some(CacheStore::Redis(redis)) => {
+            let state = redis.state();
+            serde_json::json!({
+                "store": "redis",
+                "state": match state {
+                    RedisCacheState::Unknown => "unknown",
+                    RedisCacheState::Up => "up",
+                    RedisCacheState::Down => "down",
+                },
+                "degraded": state == RedisCacheState::Down,
+            })
+        }
+    }
 }
 
 fn metrics(state: &GatewayState) -> Response<ResponseBody> {
