@@ -96,6 +96,10 @@ pub fn explain(
         sub.as_deref(),
         &mut out,
     );
+    if let Some(policy) = &route.cache {
+        let host = routed.host.as_deref().unwrap_or("");
+        explain_cache(snapshot, policy, host, &routed.path, &parts, &mut out);
+    }
     match &route.action {
         RouteAction::Respond(fixed) => {
             let _ = writeln!(
@@ -315,6 +319,55 @@ fn explain_rate_limits(
             crate::config::describe_limit(limit)
         );
     }
+}
+
+/// Adds the cache lines: the store, the key this request looks up, and what tells its
+/// variants apart.
+fn explain_cache(
+    snapshot: &Snapshot,
+    policy: &crate::cache::settings::RouteCache,
+    host: &str,
+    path: &str,
+    parts: &http::request::Parts,
+    out: &mut String,
+) {
+    use crate::cache::settings::CacheStoreKind;
+    let settings = &snapshot.cache;
+    let store = match settings.store {
+        CacheStoreKind::Memory => "memory (this instance)",
+        CacheStoreKind::Redis => "redis (shared by every instance)",
+    };
+    let stale = if policy.stale_if_error.is_zero() {
+        String::new()
+    } else {
+        format!(
+            "; stale_if_error {}",
+            crate::config::units::format_duration(policy.stale_if_error)
+        )
+    };
+    let _ = writeln!(
+        out,
+        "cache:      store {store}; ttl {} when the response states no freshness{stale}",
+        crate::config::units::format_duration(policy.ttl)
+    );
+    let key = crate::cache::key::url_key(&settings.key_prefix, host, path, parts.uri.query());
+    let method = &parts.method;
+    if !(method == Method::GET || method == Method::HEAD) {
+        let what = if method.is_safe() || method == Method::OPTIONS {
+            "not cached".to_string()
+        } else {
+            format!("not cached; a 2xx or 3xx answer invalidates {key}")
+        };
+        let _ = writeln!(out, "  {method}:    {what}");
+        return;
+    }
+    let _ = writeln!(out, "  key:      {key}");
+    let mut by: Vec<String> = policy.vary.iter().map(|n| n.to_string()).collect();
+    if policy.per_user {
+        by.push("the caller's sub (per_user)".into());
+    }
+    by.push("the request headers the response's own Vary names".into());
+    let _ = writeln!(out, "  variants: by {}", by.join(", "));
 }
 
 /// Adds the CORS, auth and authorize lines; returns the answer when the policy ends the request.

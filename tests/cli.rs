@@ -414,3 +414,31 @@ fn explain_shows_the_rate_limits_that_apply_and_their_keys() {
         )],
     );
 }
+
+#[test]
+fn explain_prints_the_cache_key_a_request_would_use() {
+    let gateway = "server:\n  listen: 127.0.0.1:0\ncache:\n  key_prefix: 'edge:'\n\
+                   jwt:\n  providers:\n    p:\n      algorithms: [HS256]\n      \
+                   secret: explain-secret-explain-secret-explain!\n\
+                   upstreams:\n  a:\n    targets: [http://127.0.0.1:1]\nroutes:\n  - name: items\n    \
+                   match: {path: /items}\n    upstream: a\n    auth: {jwt: p, optional: true}\n    \
+                   cache: {ttl: 45s, vary: [Accept-Language], stale_if_error: 2m}\n";
+    let dir = config_dir(&[("gateway.yaml", gateway)]);
+    let out = explain(
+        dir.path(),
+        &["GET", "http://API.example.com:8080/items/../items/7?page=2"],
+    );
+    assert_lines(
+        &out,
+        &[
+            "cache:      store memory (this instance); ttl 45s when the response states no freshness; stale_if_error 2m",
+            "  key:      edge:api.example.com/items/7?page=2",
+            "  variants: by accept-language, the caller's sub (per_user), the request headers the response's own Vary names",
+        ],
+    );
+    let out = explain(dir.path(), &["DELETE", "http://api.example.com/items/7"]);
+    assert_lines(
+        &out,
+        &["  DELETE:    not cached; a 2xx or 3xx answer invalidates edge:api.example.com/items/7"],
+    );
+}
