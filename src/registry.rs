@@ -153,9 +153,13 @@ impl Registries {
         let max_entry_size = usize::try_from(settings.max_entry_size).unwrap_or(usize::MAX);
         let (store, coalescer) = self.cache.get_or_make(CACHE, &shape, || {
             let store = match redis {
-                Some(redis) => CacheStore::Redis(std::sync::Arc::new(
-                    crate::cache::redis::RedisCache::new(self.redis_clients(redis), max_entry_size),
-                )),
+                Some(redis) => {
+                    CacheStore::Redis(std::sync::Arc::new(crate::cache::redis::RedisCache::new(
+                        self.redis_clients(redis),
+                        max_entry_size,
+                        self.metrics.redis_store(),
+                    )))
+                }
                 None => {
                     CacheStore::Memory(std::sync::Arc::new(crate::cache::memory::MemoryCache::new(
                         usize::try_from(settings.memory_capacity).unwrap_or(usize::MAX),

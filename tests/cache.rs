@@ -594,3 +594,89 @@ async fn bodies_over_max_entry_size_are_not_stored() {
     assert_eq!(origin.count("/c/big"), 2);
     assert_eq!(origin.count("/c/fits"), 1);
 }
+
+/// The cache stores the identity body; hits are compressed on the way out for clients that
+/// accept it, and the stored copy serves every client whatever it accepts.
+#[tokio::test]
+async fn hits_are_compressed_on_the_way_out_from_one_identity_entry() {
+    use std::io::Read;
+    let origin = Origin::start().await;
+    let body: String = (0..400).map(|i| format!("{{\"item\":{i}}},")).collect();
+    origin.set(
+        "/c/json",
+        Answer::ok(
+            &body,
+            &[
+                ("cache-control", "max-age=60"),
+                ("content-type", "application/json"),
+            ],
+        ),
+    );
+    let gw = gateway(&origin, "{ttl: 60s}", "    compress: true\n").await;
+    let gunzip = |bytes: &[u8]| {
+        let mut out = String::new();
+        flate2::read::GzDecoder::new(bytes)
+            .read_to_string(&mut out)
+            .expect("gzip body");
+        out
+    };
+    let miss = get(&gw, "/c/json", &[("accept-encoding", "gzip")]).await;
+    assert_eq!(
+        (x_cache(&miss), miss.header("content-encoding")),
+        ("MISS", Some("gzip"))
+    );
+    assert_eq!(gunzip(&miss.body), body);
+    let plain = get(&gw, "/c/json", &[]).await;
+    assert_eq!(
+        (x_cache(&plain), plain.header("content-encoding")),
+        ("HIT", None)
+    );
+    assert_eq!(plain.text(), body);
+    let zipped = get(&gw, "/c/json", &[("accept-encoding", "gzip")]).await;
+    assert_eq!(
+        (x_cache(&zipped), zipped.header("content-encoding")),
+        ("HIT", Some("gzip"))
+    );
+    assert_eq!(gunzip(&zipped.body), body);
+    assert!(zipped
+        .header("vary")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("accept-encoding")));
+    assert_eq!(origin.count("/c/json"), 1);
+}
+
+/// A reload that keeps the store settings keeps the entries; one that changes the store's
+/// shape starts empty.
+#[tokio::test]
+async fn a_reload_keeps_the_entries_unless_the_store_changes() {
+    let origin = Origin::start().await;
+    origin.set(
+        "/c/r",
+        Answer::ok("kept {n}", &[("cache-control", "max-age=60")]),
+    );
+    let gw = gateway(&origin, "{ttl: 60s}", "").await;
+    get(&gw, "/c/r", &[]).await;
+    assert_eq!(x_cache(&get(&gw, "/c/r", &[]).await), "HIT");
+    let path = gw.path("gateway.yaml");
+    let yaml = std::fs::read_to_string(&path).unwrap();
+    // Another route added: the cache route and the store are unchanged.
+    let more =
+        format!("{yaml}  - name: other\n    match: {{path: /other}}\n    respond: {{body: x}}\n");
+    std::fs::write(&path, &more).unwrap();
+    let _ = gw.handle.reload().await;
+    assert_eq!(
+        get(&gw, "/other", &[]).await.text(),
+        "x",
+        "the reload applied"
+    );
+    let kept = get(&gw, "/c/r", &[]).await;
+    assert_eq!((x_cache(&kept), kept.text()), ("HIT", "kept 1".to_string()));
+    // A smaller store is a new store.
+    let smaller = more.replacen("jwt:", "cache:\n  memory_capacity: 64MiB\njwt:", 1);
+    std::fs::write(&path, &smaller).unwrap();
+    let _ = gw.handle.reload().await;
+    let fresh = get(&gw, "/c/r", &[]).await;
+    assert_eq!(
+        (x_cache(&fresh), fresh.text()),
+        ("MISS", "kept 2".to_string())
+    );
+}

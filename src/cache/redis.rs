@@ -13,13 +13,14 @@
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 
 use super::directory::Directory;
 use super::entry::Entry;
 use super::store::{CacheStoreError, Stored};
+use crate::observability::metrics::StoreMetrics;
 use crate::redis::{RedisClients, StoreError};
 
 /// The health of the Redis cache as its last command found it.
@@ -39,15 +40,18 @@ pub struct RedisCache {
     clients: Arc<RedisClients>,
     max_entry_size: usize,
     state: AtomicU8,
+    /// The Redis command latency histogram (shared with the rate limiter's commands).
+    metrics: StoreMetrics,
 }
 
 impl RedisCache {
     /// A store over `clients`, reading bodies of at most `max_entry_size`.
-    pub fn new(clients: Arc<RedisClients>, max_entry_size: usize) -> Self {
+    pub fn new(clients: Arc<RedisClients>, max_entry_size: usize, metrics: StoreMetrics) -> Self {
         RedisCache {
             clients,
             max_entry_size,
             state: AtomicU8::new(RedisCacheState::Unknown as u8),
+            metrics,
         }
     }
 
@@ -63,7 +67,9 @@ impl RedisCache {
     /// What `key` holds, if anything this gateway can read.
     pub async fn get(&self, key: &str) -> Result<Option<Stored>, CacheStoreError> {
         let conn = self.clients.connected().await;
-        let value: Option<Vec<u8>> = self.noted(conn.query(redis::cmd("GET").arg(key)).await)?;
+        let started = Instant::now();
+        let value = conn.query(redis::cmd("GET").arg(key)).await;
+        let value: Option<Vec<u8>> = self.noted(value, started)?;
         let Some(value) = value else {
             return Ok(None);
         };
@@ -101,19 +107,29 @@ impl RedisCache {
         let conn = self.clients.connected().await;
         let mut set = redis::cmd("SET");
         set.arg(key).arg(&encoded[..]).arg("PX").arg(ttl_ms);
+        let started = Instant::now();
         let done: Result<(), StoreError> = conn.query(&set).await;
-        self.noted(done)
+        self.noted(done, started)
     }
 
     /// Drops `key`.
     pub async fn remove(&self, key: &str) -> Result<(), CacheStoreError> {
         let conn = self.clients.connected().await;
+        let started = Instant::now();
         let done: Result<(), StoreError> = conn.query(redis::cmd("DEL").arg(key)).await;
-        self.noted(done)
+        self.noted(done, started)
     }
 
-    /// Notes how a command went (logging a change of state once) and maps its error.
-    fn noted<T>(&self, result: Result<T, StoreError>) -> Result<T, CacheStoreError> {
+    /// Notes how a command sent at `started` went (its latency; a change of state, logged
+    /// once) and maps its error.
+    fn noted<T>(
+        &self,
+        result: Result<T, StoreError>,
+        started: Instant,
+    ) -> Result<T, CacheStoreError> {
+        if !matches!(result, Err(StoreError::Disconnected)) {
+            self.metrics.command(started.elapsed());
+        }
         let now = if result.is_ok() {
             RedisCacheState::Up
         } else {
