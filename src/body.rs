@@ -25,6 +25,8 @@ pub enum RequestBody {
     Http1(ClientBody),
     /// An HTTP/2 stream's data, from hyper.
     Http2(Incoming),
+    /// No body: a request the gateway makes itself (a background cache refresh).
+    Empty,
 }
 
 impl Body for RequestBody {
@@ -38,6 +40,7 @@ impl Body for RequestBody {
         match self.get_mut() {
             RequestBody::Http1(body) => Pin::new(body).poll_frame(cx),
             RequestBody::Http2(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            RequestBody::Empty => Poll::Ready(None),
         }
     }
 
@@ -45,6 +48,7 @@ impl Body for RequestBody {
         match self {
             RequestBody::Http1(body) => body.is_end_stream(),
             RequestBody::Http2(body) => body.is_end_stream(),
+            RequestBody::Empty => true,
         }
     }
 
@@ -52,6 +56,7 @@ impl Body for RequestBody {
         match self {
             RequestBody::Http1(body) => body.size_hint(),
             RequestBody::Http2(body) => body.size_hint(),
+            RequestBody::Empty => SizeHint::with_exact(0),
         }
     }
 }
@@ -182,7 +187,7 @@ pub const DRAIN_MAX_TIME: Duration = Duration::from_secs(2);
 /// HTTP/2 stream's rest is read here, in the background.
 pub fn drain(body: RequestBody) {
     let body = match body {
-        RequestBody::Http1(_) => return,
+        RequestBody::Http1(_) | RequestBody::Empty => return,
         RequestBody::Http2(body) => body,
     };
     if body.is_end_stream() {

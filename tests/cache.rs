@@ -680,3 +680,52 @@ async fn a_reload_keeps_the_entries_unless_the_store_changes() {
         ("MISS", "kept 2".to_string())
     );
 }
+
+/// RFC 5861 3 (`stale-while-revalidate`): a stale entry within the window answers at once
+/// (`STALE`) while one request of the gateway's own refreshes it in the background.
+#[tokio::test]
+async fn stale_while_revalidate_answers_at_once_and_refreshes_in_the_background() {
+    let origin = Origin::start().await;
+    origin.set(
+        "/c/swr",
+        Answer::ok(
+            "v{n}",
+            &[
+                ("cache-control", "max-age=1, stale-while-revalidate=60"),
+                ("etag", "\"e1\""),
+            ],
+        ),
+    );
+    let gw = gateway(&origin, "{ttl: 60s}", "").await;
+    assert_eq!(get(&gw, "/c/swr", &[]).await.text(), "v1");
+    // Slow from now on: an answer that waited for the origin would take a second.
+    origin.set(
+        "/c/swr",
+        Answer::ok(
+            "v{n}",
+            &[("cache-control", "max-age=60"), ("etag", "\"e2\"")],
+        )
+        .after(Duration::from_millis(1000)),
+    );
+    let stale = loop {
+        let got = get(&gw, "/c/swr", &[]).await;
+        if x_cache(&got) == "STALE" {
+            break got;
+        }
+        assert_eq!(x_cache(&got), "HIT");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(stale.text(), "v1", "the stale body answers");
+    common::eventually("the background refresh stored the new answer", || async {
+        let got = get(&gw, "/c/swr", &[]).await;
+        x_cache(&got) == "HIT" && got.text() == "v2"
+    })
+    .await;
+    let refresh = origin.last("/c/swr").unwrap();
+    assert_eq!(refresh.headers.get("if-none-match").unwrap(), "\"e1\"");
+    assert_eq!(
+        origin.count("/c/swr"),
+        2,
+        "one refresh for however many stale answers"
+    );
+}

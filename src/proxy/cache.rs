@@ -49,6 +49,9 @@ pub enum Looked {
     Answered(Box<Result<Response<ResponseBody>, GatewayError>>),
     /// Goes upstream; what the fill needs afterwards.
     Upstream(Box<Pending>),
+    /// Answered with a stale entry (`stale-while-revalidate`); the revalidation, with its
+    /// request's headers, is for the caller to run in the background.
+    Refresh(Box<Response<ResponseBody>>, Box<Pending>),
 }
 
 /// A request on its way upstream, and what the cache will do with the answer.
@@ -70,12 +73,27 @@ pub struct Pending {
     request_time: SystemTime,
     /// Whether the answer may be stored.
     may_store: bool,
+    /// A refresh the gateway runs by itself: its outcome is not a client's answer and is not
+    /// counted.
+    background: bool,
     /// An unsafe method: a success invalidates the URL; with the scheme and authority the
     /// request came with, to tell which `Location` is on the same origin.
     invalidates: Option<(&'static str, String)>,
 }
 
 impl Pending {
+    /// Counts `result` for the route, unless this is a background refresh.
+    fn count(&self, ctx: &RequestCtx<'_>, result: CacheResult) {
+        if !self.background {
+            ctx.route.cache_results.record(result);
+        }
+    }
+
+    /// The client's headers as received (with the cache's validators, for a refresh).
+    pub fn request_headers(&self) -> &HeaderMap {
+        &self.request_headers
+    }
+
     fn bypass(result: CacheResult) -> Box<Pending> {
         Box::new(Pending {
             result,
@@ -86,6 +104,7 @@ impl Pending {
             flight: None,
             request_time: SystemTime::now(),
             may_store: false,
+            background: false,
             invalidates: None,
         })
     }
@@ -187,8 +206,40 @@ pub async fn lookup(
                 let response = answer(&entry, &request_headers, method, now, result);
                 return Looked::Answered(Box::new(Ok(response)));
             }
-            // Served by revalidating first: correct, only slower than answering stale while
-            // a background request refreshes it.
+            Usable::StaleWhileRevalidate if !only_if_cached => {
+                let result = CacheResult::Stale;
+                ctx.route.cache_results.record(result);
+                let response = answer(&entry, &request_headers, method, now, result);
+                // One refresh per key at a time: a request that finds one running leaves it be.
+                let refresh = match flight {
+                    Some(guard) => Some(guard),
+                    None => match runtime.coalescer.join(&variant.flight_key(&key).into()) {
+                        Role::Leader(guard) => Some(guard),
+                        Role::Waiter(_) => None,
+                    },
+                };
+                let Some(refresh) = refresh else {
+                    return Looked::Answered(Box::new(Ok(response)));
+                };
+                let mut headers = request_headers.clone();
+                for name in &CLIENT_VALIDATORS {
+                    headers.remove(name);
+                }
+                add_validators(&entry.headers, &mut headers);
+                let pending = Box::new(Pending {
+                    result: CacheResult::Miss,
+                    url_key: Some(key),
+                    request_headers: headers,
+                    stale: Some(entry),
+                    directory,
+                    flight: Some(refresh),
+                    request_time: now,
+                    may_store: true,
+                    background: true,
+                    invalidates: None,
+                });
+                return Looked::Refresh(Box::new(response), pending);
+            }
             Usable::StaleWhileRevalidate | Usable::Revalidate => {
                 if only_if_cached {
                     ctx.route.cache_results.record(CacheResult::Miss);
@@ -214,6 +265,7 @@ pub async fn lookup(
         flight,
         request_time: now,
         may_store: method == Method::GET,
+        background: false,
         invalidates: None,
     }))
 }
@@ -352,7 +404,7 @@ pub async fn after_upstream(
                 drop(response);
             }
             let result = CacheResult::Stale;
-            ctx.route.cache_results.record(result);
+            pending.count(ctx, result);
             return Ok(answer(
                 &stale,
                 &pending.request_headers,
@@ -365,16 +417,16 @@ pub async fn after_upstream(
     let response = match answered {
         Ok(response) => response,
         Err(error) => {
-            ctx.route.cache_results.record(pending.result);
+            pending.count(ctx, pending.result);
             return Err(error);
         }
     };
     if let Some((scheme, authority)) = &pending.invalidates {
         invalidate(ctx, runtime, scheme, authority, &response).await;
-        return Ok(tagged(ctx, pending.result, response));
+        return Ok(tagged(ctx, &pending, response));
     }
     let Some(key) = pending.url_key.take().filter(|_| pending.may_store) else {
-        return Ok(tagged(ctx, pending.result, response));
+        return Ok(tagged(ctx, &pending, response));
     };
     if response.status() == StatusCode::NOT_MODIFIED {
         if let Some(stale) = pending.stale.take() {
@@ -398,7 +450,7 @@ pub async fn after_upstream(
         storable(&request_view, &response_view, policy.per_user),
         Storable::Yes { .. }
     ) {
-        return Ok(tagged(ctx, pending.result, response));
+        return Ok(tagged(ctx, &pending, response));
     }
     let declared = response
         .headers()
@@ -406,7 +458,7 @@ pub async fn after_upstream(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > runtime.settings.max_entry_size) {
-        return Ok(tagged(ctx, pending.result, response));
+        return Ok(tagged(ctx, &pending, response));
     }
     let freshness = Freshness::new(
         pending.request_time,
@@ -418,7 +470,7 @@ pub async fn after_upstream(
         },
     );
     let response_vary = match parse_vary(response.headers()) {
-        Vary::Any => return Ok(tagged(ctx, pending.result, response)),
+        Vary::Any => return Ok(tagged(ctx, &pending, response)),
         Vary::Fields(names) => names,
     };
     let variant = Variant {
@@ -441,7 +493,7 @@ pub async fn after_upstream(
         })
     };
     let Some((entry_key, directory)) = placement else {
-        return Ok(tagged(ctx, pending.result, response));
+        return Ok(tagged(ctx, &pending, response));
     };
     let (parts, body) = response.into_parts();
     let filling = Filling::new(
@@ -455,7 +507,7 @@ pub async fn after_upstream(
         pending.flight.take(),
     );
     let response = Response::from_parts(parts, ResponseBody::Filling(Box::new(filling)));
-    Ok(tagged(ctx, pending.result, response))
+    Ok(tagged(ctx, &pending, response))
 }
 
 /// A 304 to a revalidation: the stored response, its headers updated from the 304 (RFC 9111
@@ -474,7 +526,7 @@ async fn refreshed(
     let mut headers = stale.headers.clone();
     if merge_not_modified(&mut headers, not_modified.headers()) == NotModifiedMatch::Mismatch {
         // The 304 is about another response than the one stored: the client gets it as is.
-        return tagged(ctx, pending.result, not_modified);
+        return tagged(ctx, pending, not_modified);
     }
     let response_cc = ResponseCacheControl::parse(&headers);
     let view = ResponseView {
@@ -511,7 +563,7 @@ async fn refreshed(
         .put(entry_key, Stored::Response(Arc::clone(&entry)))
         .await;
     let result = CacheResult::Hit;
-    ctx.route.cache_results.record(result);
+    pending.count(ctx, result);
     answer(
         &entry,
         &pending.request_headers,
@@ -564,10 +616,11 @@ async fn invalidate(
 /// `response` with `X-Cache` for `result`, counted.
 fn tagged(
     ctx: &RequestCtx<'_>,
-    result: CacheResult,
+    pending: &Pending,
     mut response: Response<ResponseBody>,
 ) -> Response<ResponseBody> {
-    ctx.route.cache_results.record(result);
+    let result = pending.result;
+    pending.count(ctx, result);
     response
         .headers_mut()
         .insert(X_CACHE.clone(), x_cache(result));

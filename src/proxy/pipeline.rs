@@ -167,12 +167,13 @@ fn admit_head(parts: &Parts, limit: u64) -> Result<(), GatewayError> {
 /// metrics.
 #[derive(Debug, Clone, Copy)]
 pub struct Gateway<'a> {
-    /// The config the request is served with.
-    pub snapshot: &'a Snapshot,
+    /// The config the request is served with (shared, so work the request leaves behind, a
+    /// background cache refresh, can keep it).
+    pub snapshot: &'a Arc<Snapshot>,
     /// The connection it came on.
     pub conn: &'a ConnInfo,
     /// The process's metrics.
-    pub metrics: &'a Metrics,
+    pub metrics: &'a Arc<Metrics>,
 }
 
 /// Why a phase ends a request early.
@@ -268,11 +269,71 @@ async fn phases(
             return (*answer).map_err(Stop::Fail);
         }
         Looked::Upstream(pending) => pending,
+        Looked::Refresh(answer, pending) => {
+            drain(body);
+            refresh_in_background(ctx, pending, gateway);
+            return Ok(*answer);
+        }
     };
     let answered = upstream(ctx, body, gateway).await;
     cache::after_upstream(ctx, policy, runtime, pending, answered)
         .await
         .map_err(Stop::Fail)
+}
+
+/// Revalidates a stale entry that answered (`stale-while-revalidate`) with a request of the
+/// gateway's own, in a task of its own: the same route, URL, headers and caller, no body. What
+/// comes back refreshes or replaces the entry as any answer would; nobody reads it.
+fn refresh_in_background(
+    ctx: &RequestCtx<'_>,
+    pending: Box<cache::Pending>,
+    gateway: &Gateway<'_>,
+) {
+    let snapshot = Arc::clone(gateway.snapshot);
+    let conn = gateway.conn.clone();
+    let metrics = Arc::clone(gateway.metrics);
+    let mut builder = Request::get(ctx.head.uri.clone()).version(ctx.head.version);
+    if let Some(headers) = builder.headers_mut() {
+        *headers = pending.request_headers().clone();
+    }
+    let Ok(request) = builder.body(()) else {
+        return;
+    };
+    let (head, ()) = request.into_parts();
+    let claims = ctx.identity.as_ref().and_then(|i| i.claims.clone());
+    let request_id = ctx.request_id.clone();
+    tokio::spawn(async move {
+        let gateway = Gateway {
+            snapshot: &snapshot,
+            conn: &conn,
+            metrics: &metrics,
+        };
+        let Ok(routed) = route_request(&snapshot, &head) else {
+            return;
+        };
+        let located = Located::new(routed, &head);
+        let arrival = Arrival {
+            request_id,
+            client_ip: None,
+            received: Instant::now(),
+            access_log: false,
+        };
+        let mut ctx = RequestCtx::new(head, located, arrival);
+        ctx.identity = Some(crate::auth::Identity { claims });
+        let route = ctx.route;
+        let (Some(policy), Some(runtime)) =
+            (route.cache.as_deref(), snapshot.cache_runtime.as_ref())
+        else {
+            return;
+        };
+        let answered = upstream(&mut ctx, RequestBody::Empty, &gateway).await;
+        if let Ok(response) =
+            cache::after_upstream(&mut ctx, policy, runtime, pending, answered).await
+        {
+            // Read to its end: that is what stores it.
+            let _ = http_body_util::BodyExt::collect(response.into_body()).await;
+        }
+    });
 }
 
 /// The upstream phase: the route's action answers.
