@@ -729,3 +729,44 @@ async fn stale_while_revalidate_answers_at_once_and_refreshes_in_the_background(
         "one refresh for however many stale answers"
     );
 }
+
+/// Concurrent requests for an entry that must be revalidated make one upstream request too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_revalidations_of_one_entry_make_one_upstream_request() {
+    let origin = Origin::start().await;
+    origin.set(
+        "/c/reval",
+        Answer::ok(
+            "first",
+            &[("cache-control", "max-age=1"), ("etag", "\"r1\"")],
+        ),
+    );
+    let gw = gateway(&origin, "{ttl: 60s}", "").await;
+    get(&gw, "/c/reval", &[]).await;
+    origin.set(
+        "/c/reval",
+        Answer::ok(
+            "second",
+            &[("cache-control", "max-age=60"), ("etag", "\"r2\"")],
+        )
+        .after(Duration::from_millis(300)),
+    );
+    // Wait for the entry to go stale without sending a request that would revalidate it.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let client = client();
+    let requests = (0..50).map(|_| {
+        let request = Request::get(gw.url("/c/reval"))
+            .body(Full::<Bytes>::default())
+            .unwrap();
+        send(&client, request)
+    });
+    let answers = futures_util::future::join_all(requests).await;
+    assert!(answers
+        .iter()
+        .all(|a| a.status == 200 && a.text() == "second"));
+    assert_eq!(
+        origin.count("/c/reval"),
+        2,
+        "one revalidation for 50 requests"
+    );
+}

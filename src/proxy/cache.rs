@@ -159,115 +159,131 @@ pub async fn lookup(
     }
     let key = url_key_of(ctx, runtime);
     let user = user_of(ctx, policy);
-    let request_headers = ctx.head.headers.clone();
+    let only_if_cached = request_cc.only_if_cached;
+    // The request's own headers: a hit copies none of them.
     let variant = Variant {
         route_vary: &policy.vary,
         user: user.as_deref(),
-        headers: &request_headers,
+        headers: &ctx.head.headers,
     };
-    let mut found = find(runtime, &key, &variant).await;
     let mut flight = None;
-    if let Ok((None, _)) = &found {
+    let mut waited = false;
+    let (entry, directory, usable, now) = loop {
+        let (entry, directory) = match find(runtime, &key, &variant).await {
+            Ok(found) => found,
+            Err(()) => {
+                // The store failed: the request goes upstream as if there were no cache.
+                let mut pending = Pending::bypass(CacheResult::StoreError);
+                pending.request_headers = ctx.head.headers.clone();
+                return Looked::Upstream(pending);
+            }
+        };
+        let now = SystemTime::now();
+        let usable = entry.as_ref().map(|e| e.freshness.usable(now, &request_cc));
+        let upstream_next = matches!(usable, None | Some(Usable::Revalidate));
+        if !upstream_next || only_if_cached || waited {
+            break (entry, directory, usable, now);
+        }
+        // A miss, or an entry that must be revalidated first: one request per key goes
+        // upstream, the others wait for its answer to be stored and look again.
         match runtime.coalescer.join(&variant.flight_key(&key).into()) {
-            Role::Leader(guard) => flight = Some(guard),
+            Role::Leader(guard) => {
+                flight = Some(guard);
+                break (entry, directory, usable, now);
+            }
             Role::Waiter(waiter) => {
                 runtime.metrics.coalesced_wait();
                 let deadline = tokio::time::Instant::now() + coalesce_bound(ctx);
                 // Whatever woke it (the leader stored or gave up, or the bound passed), the
-                // store is asked again; a miss then goes upstream without waiting more.
+                // store is asked once more; then the request goes upstream without waiting.
                 let _ = waiter.wait_until(deadline).await;
-                found = find(runtime, &key, &variant).await;
+                waited = true;
             }
         }
-    }
-    let only_if_cached = request_cc.only_if_cached;
-    let (entry, directory) = match found {
-        Err(()) => {
-            // The store failed: the request goes upstream as if there were no cache.
-            let mut pending = Pending::bypass(CacheResult::StoreError);
-            pending.request_headers = request_headers;
-            return Looked::Upstream(pending);
-        }
-        Ok(found) => found,
     };
-    let now = SystemTime::now();
-    let mut stale = None;
-    if let Some(entry) = entry {
-        match entry.freshness.usable(now, &request_cc) {
-            Usable::Fresh => {
-                let result = CacheResult::Hit;
-                ctx.route.cache_results.record(result);
-                let response = answer(&entry, &request_headers, method, now, result);
-                return Looked::Answered(Box::new(Ok(response)));
-            }
-            Usable::StaleAccepted => {
-                let result = CacheResult::Stale;
-                ctx.route.cache_results.record(result);
-                let response = answer(&entry, &request_headers, method, now, result);
-                return Looked::Answered(Box::new(Ok(response)));
-            }
-            Usable::StaleWhileRevalidate if !only_if_cached => {
-                let result = CacheResult::Stale;
-                ctx.route.cache_results.record(result);
-                let response = answer(&entry, &request_headers, method, now, result);
-                // One refresh per key at a time: a request that finds one running leaves it be.
-                let refresh = match flight {
-                    Some(guard) => Some(guard),
-                    None => match runtime.coalescer.join(&variant.flight_key(&key).into()) {
-                        Role::Leader(guard) => Some(guard),
-                        Role::Waiter(_) => None,
-                    },
-                };
-                let Some(refresh) = refresh else {
-                    return Looked::Answered(Box::new(Ok(response)));
-                };
-                let mut headers = request_headers.clone();
-                for name in &CLIENT_VALIDATORS {
-                    headers.remove(name);
-                }
-                add_validators(&entry.headers, &mut headers);
-                let pending = Box::new(Pending {
-                    result: CacheResult::Miss,
-                    url_key: Some(key),
-                    request_headers: headers,
-                    stale: Some(entry),
-                    directory,
-                    flight: Some(refresh),
-                    request_time: now,
-                    may_store: true,
-                    background: true,
-                    invalidates: None,
-                });
-                return Looked::Refresh(Box::new(response), pending);
-            }
-            Usable::StaleWhileRevalidate | Usable::Revalidate => {
-                if only_if_cached {
-                    ctx.route.cache_results.record(CacheResult::Miss);
-                    return Looked::Answered(Box::new(Err(GatewayError::NotCached)));
-                }
-                for name in &CLIENT_VALIDATORS {
-                    ctx.head.headers.remove(name);
-                }
-                add_validators(&entry.headers, &mut ctx.head.headers);
-                stale = Some(entry);
-            }
+    let Some(entry) = entry else {
+        if only_if_cached {
+            ctx.route.cache_results.record(CacheResult::Miss);
+            return Looked::Answered(Box::new(Err(GatewayError::NotCached)));
         }
-    } else if only_if_cached {
-        ctx.route.cache_results.record(CacheResult::Miss);
-        return Looked::Answered(Box::new(Err(GatewayError::NotCached)));
+        return Looked::Upstream(Box::new(Pending {
+            result: CacheResult::Miss,
+            url_key: Some(key),
+            request_headers: ctx.head.headers.clone(),
+            stale: None,
+            directory,
+            flight,
+            request_time: now,
+            may_store: method == Method::GET,
+            background: false,
+            invalidates: None,
+        }));
+    };
+    match usable {
+        Some(Usable::Fresh) | Some(Usable::StaleAccepted) => {
+            let result = if usable == Some(Usable::Fresh) {
+                CacheResult::Hit
+            } else {
+                CacheResult::Stale
+            };
+            ctx.route.cache_results.record(result);
+            let response = answer(&entry, &ctx.head.headers, method, now, result);
+            Looked::Answered(Box::new(Ok(response)))
+        }
+        Some(Usable::StaleWhileRevalidate) if !only_if_cached => {
+            let result = CacheResult::Stale;
+            ctx.route.cache_results.record(result);
+            let response = answer(&entry, &ctx.head.headers, method, now, result);
+            // One refresh per key at a time: a request that finds one running leaves it be.
+            let refresh = match runtime.coalescer.join(&variant.flight_key(&key).into()) {
+                Role::Leader(guard) => guard,
+                Role::Waiter(_) => return Looked::Answered(Box::new(Ok(response))),
+            };
+            let mut headers = ctx.head.headers.clone();
+            for name in &CLIENT_VALIDATORS {
+                headers.remove(name);
+            }
+            add_validators(&entry.headers, &mut headers);
+            let pending = Box::new(Pending {
+                result: CacheResult::Miss,
+                url_key: Some(key),
+                request_headers: headers,
+                stale: Some(entry),
+                directory,
+                flight: Some(refresh),
+                request_time: now,
+                may_store: true,
+                background: true,
+                invalidates: None,
+            });
+            Looked::Refresh(Box::new(response), pending)
+        }
+        _ if only_if_cached => {
+            ctx.route.cache_results.record(CacheResult::Miss);
+            Looked::Answered(Box::new(Err(GatewayError::NotCached)))
+        }
+        _ => {
+            // Revalidated on the way: the cache's validators replace the client's, which are
+            // answered from what comes back.
+            let request_headers = ctx.head.headers.clone();
+            for name in &CLIENT_VALIDATORS {
+                ctx.head.headers.remove(name);
+            }
+            add_validators(&entry.headers, &mut ctx.head.headers);
+            Looked::Upstream(Box::new(Pending {
+                result: CacheResult::Miss,
+                url_key: Some(key),
+                request_headers,
+                stale: Some(entry),
+                directory,
+                flight,
+                request_time: now,
+                may_store: method == Method::GET,
+                background: false,
+                invalidates: None,
+            }))
+        }
     }
-    Looked::Upstream(Box::new(Pending {
-        result: CacheResult::Miss,
-        url_key: Some(key),
-        request_headers,
-        stale,
-        directory,
-        flight,
-        request_time: now,
-        may_store: method == Method::GET,
-        background: false,
-        invalidates: None,
-    }))
 }
 
 /// The caller's `sub`, on a route that keys by user.
