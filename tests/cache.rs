@@ -40,6 +40,18 @@ async fn request(gw: &TestGateway, method: &str, path: &str, headers: &[(&str, &
     send(&client(), builder.body(Full::<Bytes>::default()).unwrap()).await
 }
 
+/// `count` GETs of `path` sent at once.
+async fn concurrently(gw: &TestGateway, path: &str, count: usize) -> Vec<Got> {
+    let client = client();
+    let requests = (0..count).map(|_| {
+        let request = Request::get(gw.url(path))
+            .body(Full::<Bytes>::default())
+            .unwrap();
+        send(&client, request)
+    });
+    futures_util::future::join_all(requests).await
+}
+
 /// `gatehouse_cache_results_total` of `route` and `result`.
 async fn results(gw: &TestGateway, route: &str, result: &str) -> f64 {
     let series = format!("gatehouse_cache_results_total{{route=\"{route}\",result=\"{result}\"}}");
@@ -503,14 +515,7 @@ async fn concurrent_misses_make_one_upstream_request() {
             .after(Duration::from_millis(500)),
     );
     let gw = gateway(&origin, "{ttl: 60s}", "").await;
-    let client = client();
-    let requests = (0..100).map(|_| {
-        let request = Request::get(gw.url("/c/slow"))
-            .body(Full::<Bytes>::default())
-            .unwrap();
-        send(&client, request)
-    });
-    let answers = futures_util::future::join_all(requests).await;
+    let answers = concurrently(&gw, "/c/slow", 100).await;
     assert!(answers
         .iter()
         .all(|a| a.status == 200 && a.text() == "slow 1"));
@@ -753,14 +758,7 @@ async fn concurrent_revalidations_of_one_entry_make_one_upstream_request() {
     );
     // Wait for the entry to go stale without sending a request that would revalidate it.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let client = client();
-    let requests = (0..50).map(|_| {
-        let request = Request::get(gw.url("/c/reval"))
-            .body(Full::<Bytes>::default())
-            .unwrap();
-        send(&client, request)
-    });
-    let answers = futures_util::future::join_all(requests).await;
+    let answers = concurrently(&gw, "/c/reval", 50).await;
     assert!(answers
         .iter()
         .all(|a| a.status == 200 && a.text() == "second"));

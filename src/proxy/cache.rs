@@ -82,6 +82,31 @@ pub struct Pending {
 }
 
 impl Pending {
+    /// A miss or a revalidation of `key`, whose answer may fill the cache.
+    #[allow(clippy::too_many_arguments)]
+    fn fill(
+        key: String,
+        request_headers: HeaderMap,
+        stale: Option<Arc<Entry>>,
+        directory: Option<Arc<Directory>>,
+        flight: Option<crate::cache::coalesce::LeaderGuard>,
+        request_time: SystemTime,
+        may_store: bool,
+    ) -> Box<Pending> {
+        Box::new(Pending {
+            result: CacheResult::Miss,
+            url_key: Some(key),
+            request_headers,
+            stale,
+            directory,
+            flight,
+            request_time,
+            may_store,
+            background: false,
+            invalidates: None,
+        })
+    }
+
     /// Counts `result` for the route, unless this is a background refresh.
     fn count(&self, ctx: &RequestCtx<'_>, result: CacheResult) {
         if !self.background {
@@ -206,18 +231,17 @@ pub async fn lookup(
             ctx.route.cache_results.record(CacheResult::Miss);
             return Looked::Answered(Box::new(Err(GatewayError::NotCached)));
         }
-        return Looked::Upstream(Box::new(Pending {
-            result: CacheResult::Miss,
-            url_key: Some(key),
-            request_headers: ctx.head.headers.clone(),
-            stale: None,
+        let request_headers = ctx.head.headers.clone();
+        let may_store = method == Method::GET;
+        return Looked::Upstream(Pending::fill(
+            key,
+            request_headers,
+            None,
             directory,
             flight,
-            request_time: now,
-            may_store: method == Method::GET,
-            background: false,
-            invalidates: None,
-        }));
+            now,
+            may_store,
+        ));
     };
     match usable {
         Some(Usable::Fresh) | Some(Usable::StaleAccepted) => {
@@ -244,18 +268,16 @@ pub async fn lookup(
                 headers.remove(name);
             }
             add_validators(&entry.headers, &mut headers);
-            let pending = Box::new(Pending {
-                result: CacheResult::Miss,
-                url_key: Some(key),
-                request_headers: headers,
-                stale: Some(entry),
+            let mut pending = Pending::fill(
+                key,
+                headers,
+                Some(entry),
                 directory,
-                flight: Some(refresh),
-                request_time: now,
-                may_store: true,
-                background: true,
-                invalidates: None,
-            });
+                Some(refresh),
+                now,
+                true,
+            );
+            pending.background = true;
             Looked::Refresh(Box::new(response), pending)
         }
         _ if only_if_cached => {
@@ -270,18 +292,16 @@ pub async fn lookup(
                 ctx.head.headers.remove(name);
             }
             add_validators(&entry.headers, &mut ctx.head.headers);
-            Looked::Upstream(Box::new(Pending {
-                result: CacheResult::Miss,
-                url_key: Some(key),
+            let may_store = ctx.head.method == Method::GET;
+            Looked::Upstream(Pending::fill(
+                key,
                 request_headers,
-                stale: Some(entry),
+                Some(entry),
                 directory,
                 flight,
-                request_time: now,
-                may_store: method == Method::GET,
-                background: false,
-                invalidates: None,
-            }))
+                now,
+                may_store,
+            ))
         }
     }
 }
