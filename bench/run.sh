@@ -8,6 +8,9 @@
 #   bench/run.sh ratelimit  req/s and p99 of a plain route vs a limit that never refuses, with
 #                           rate_limit.store memory and redis (a local redis-server), Redis ops/s
 #                           and the CPU seconds of gatehouse and redis-server
+#   bench/run.sh cache      req/s and p99 of cache HITs: gatehouse's memory cache vs nginx proxy_cache
+#                           (on a tmpfs), gatehouse's Redis cache vs plain proxying; origin requests,
+#                           Redis ops/s and CPU seconds of gatehouse, nginx and redis-server
 #   bench/run.sh instr      user-space instructions and cache misses per request (valgrind's
 #                           cachegrind): gatehouse vs nginx, one worker each; immune to machine noise
 #   bench/run.sh idle       memory per idle keep-alive connection (HTTP/1.1 and h2c) and RSS after
@@ -40,6 +43,11 @@
 # Environment (ratelimit mode): REPS, DURATION, WARMUP and ORIGIN_REF as above, CONNS defaults
 #   to 64.
 #   REDIS_SERVER=redis-server, REDIS_CLI=redis-cli   the Redis binaries (started on a free port)
+# Environment (cache mode): REPS, DURATION, WARMUP, ORIGIN_REF, REDIS_SERVER and REDIS_CLI as
+#   above, CONNS defaults to 64; ONE_WORKER=1 and NGINX_PER_CORE=1 add memory-1w (gatehouse,
+#   server.workers: 1) and nginx-Nw (one worker per core) as in the req/s mode.
+#   CACHE_TTL=60    seconds an entry stays fresh (route cache.ttl, nginx proxy_cache_valid)
+#   CACHE_TMPFS=/dev/shm  a tmpfs for nginx's proxy_cache_path
 # Environment (instr mode): DURATION and CONNS as above (one run per proxy and count: the counts
 #   do not depend on how busy the machine is).
 # Environment (idle mode; REPS as above):
@@ -69,7 +77,7 @@ GATEHOUSE_BIN=${CARGO_TARGET_DIR:-$REPO_DIR/target}/release/gatehouse
 MODE=${1:-rps}
 REPS=${REPS:-3}
 DURATION=${DURATION:-10}
-if [[ $MODE == reload || $MODE == auth || $MODE == ratelimit ]]; then CONNS=${CONNS:-64}; else CONNS=${CONNS:-64 256}; fi
+if [[ $MODE == reload || $MODE == auth || $MODE == ratelimit || $MODE == cache ]]; then CONNS=${CONNS:-64}; else CONNS=${CONNS:-64 256}; fi
 WARMUP=${WARMUP:-3}
 ONLY=${ONLY:-}
 ORIGIN_REF=${ORIGIN_REF:-1}
@@ -92,7 +100,7 @@ WRK_THREADS=1
 
 # The exact command line, with the settings that came from the environment.
 CMDLINE=""
-for var in REPS DURATION CONNS WARMUP ONLY ORIGIN_REF ONE_WORKER NGINX_PER_CORE HAPROXY_PEER STREAM_REPS RELOAD_INTERVAL NO_BUILD KEEP_TMP IDLE_CONNS IDLE_PROTOS IDLE_SETTLE GATEHOUSE_WORKERS; do
+for var in REPS DURATION CONNS WARMUP ONLY ORIGIN_REF ONE_WORKER NGINX_PER_CORE HAPROXY_PEER STREAM_REPS RELOAD_INTERVAL CACHE_TTL CACHE_TMPFS NO_BUILD KEEP_TMP IDLE_CONNS IDLE_PROTOS IDLE_SETTLE GATEHOUSE_WORKERS; do
     if [[ -n ${!var+x} ]] && printenv "$var" >/dev/null; then
         CMDLINE+="$var=$(printf '%q' "${!var}") "
     fi
@@ -108,9 +116,9 @@ usage() {
 }
 
 case $MODE in
-    rps | stream | reload | auth | ratelimit | instr | idle) ;;
+    rps | stream | reload | auth | ratelimit | cache | instr | idle) ;;
     -h | --help | help) usage; exit 0 ;;
-    *) usage >&2; die "unknown mode '$MODE' (expected nothing, 'stream', 'reload', 'auth', 'ratelimit', 'instr' or 'idle')" ;;
+    *) usage >&2; die "unknown mode '$MODE' (expected nothing, 'stream', 'reload', 'auth', 'ratelimit', 'cache', 'instr' or 'idle')" ;;
 esac
 
 is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
@@ -144,7 +152,7 @@ if [[ $MODE == rps ]] && has_proxy haproxy; then
     command -v "$HAPROXY" >/dev/null || die "haproxy not found at $HAPROXY (set HAPROXY=..., or HAPROXY_PEER=0 to leave it out)"
 fi
 if [[ $MODE == auth ]]; then command -v openssl >/dev/null || die "openssl not found"; fi
-if [[ $MODE == ratelimit ]]; then
+if [[ $MODE == ratelimit || $MODE == cache ]]; then
     command -v "$REDIS_SERVER" >/dev/null || die "redis-server not found (set REDIS_SERVER=..., or apt-get install redis-server)"
     command -v "$REDIS_CLI" >/dev/null || die "redis-cli not found (set REDIS_CLI=...)"
 fi
@@ -160,6 +168,7 @@ mkdir -p "$TMP/nginx-tmp"
 GROUPS_STARTED=() # process-group ids (= leader pids) of every server we started
 SAMPLERS=()       # pids of background RSS samplers
 REWRITER_PID=""   # reload mode: pid of the background routes-file rewriter
+CACHE_DIR=""      # cache mode: nginx's proxy_cache_path, on a tmpfs outside TMP
 
 group_alive() { # PGID -> 0 while any non-zombie process of the group exists
     local p
@@ -191,9 +200,9 @@ cleanup() {
         done
     fi
     if [[ $KEEP_TMP == 1 ]]; then
-        log "temp dir kept: $TMP"
+        log "temp dir kept: $TMP${CACHE_DIR:+ (and $CACHE_DIR)}"
     else
-        rm -rf "$TMP"
+        rm -rf "$TMP" ${CACHE_DIR:+"$CACHE_DIR"}
     fi
     exit "$rc"
 }
@@ -281,6 +290,10 @@ start_nginx() {
     if [[ -n ${NGINX_GLOBAL:-} ]]; then global=(-g "$NGINX_GLOBAL"); fi
     # The proxy's h2c listener is only used by the idle mode; elsewhere it gets any free port.
     if grep -q @H2C_PORT@ "$tmpl" && [[ " $* " != *" H2C_PORT="* ]]; then set -- "$@" "H2C_PORT=$(free_ports 1)"; fi
+    # The proxy's cache (zone and location settings): only the cache mode gives one.
+    for key in CACHE_ZONE CACHE; do
+        if grep -q "@$key@" "$tmpl" && [[ " $* " != *" $key="* ]]; then set -- "$@" "$key="; fi
+    done
     # Its connection table: nginx's default of 8192 unless a mode needs more (WORKER_CONNECTIONS).
     if grep -q @WORKER_CONNECTIONS@ "$tmpl"; then set -- "$@" "WORKER_CONNECTIONS=${WORKER_CONNECTIONS:-8192}"; fi
     render "$tmpl" "$TMP/$name.conf" "DIR=$TMP" "PORT=$port" "USER_DIRECTIVE=$USER_DIRECTIVE" "$@"
@@ -314,6 +327,15 @@ nginx_worker() { # MASTER_PID [COUNT] -> pids of its COUNT (default 1) workers, 
         sleep 0.1
     done
     die "nginx master $1 does not have $want worker(s)"
+}
+
+# start_origin PORT : the origin (nginx, 1 worker, bench/nginx-origin.conf.tmpl) on 127.0.0.1:PORT;
+# waits until it answers, sets URL[origin] and SERVER_PID.
+start_origin() {
+    log "starting the origin (nginx, 1 worker) on 127.0.0.1:$1"
+    start_nginx origin "$BENCH_DIR/nginx-origin.conf.tmpl" "$1"
+    URL[origin]="http://127.0.0.1:$1/"
+    wait_http origin "$SERVER_PID" "${URL[origin]}" 200
 }
 
 status_kib() { # "PID..." FIELD -> value in KiB from /proc/PID/status, summed over the PIDs (0 if gone)
@@ -1220,14 +1242,10 @@ auth_run() {
 }
 
 bench_auth() {
-    local origin_port gh_port origin_pid gh_pid base c rep name secret ttl hs_token rs_token hs_bad rs_bad
+    local origin_port gh_port gh_pid base c rep name secret ttl hs_token rs_token hs_bad rs_bad
     read -r origin_port gh_port <<<"$(free_ports 2)"
 
-    log "starting the origin (nginx, 1 worker) on 127.0.0.1:$origin_port"
-    start_nginx origin "$BENCH_DIR/nginx-origin.conf.tmpl" "$origin_port"
-    origin_pid=$SERVER_PID
-    URL[origin]="http://127.0.0.1:$origin_port/"
-    wait_http origin "$origin_pid" "${URL[origin]}" 200
+    start_origin "$origin_port"
 
     # Keys made for this run only: an HMAC secret (32 random bytes, as 64 hex characters) and an
     # RSA 2048 key pair; gatehouse gets the public half.
@@ -1353,25 +1371,28 @@ bench_auth() {
 RL_TARGETS=(plain memory redis)
 RL_LIMIT=1000000 # per second: one request per microsecond, the finest a limit can count
 
-proc_cpu_ticks() { # PID -> "USER SYSTEM" clock ticks of the whole process (every thread, live or exited), /proc/PID/stat
-    local stat f
-    stat=$(cat "/proc/$1/stat" 2>/dev/null) || { echo "0 0"; return 0; }
-    stat=${stat##*) } # from field 3 (state) on: comm may hold spaces
-    read -r -a f <<<"$stat"
-    echo "${f[11]} ${f[12]}" # fields 14 (utime) and 15 (stime)
+proc_cpu_ticks() { # "PID..." -> "USER SYSTEM" clock ticks of the whole processes (every thread, live or exited), /proc/PID/stat, summed
+    local stat f pid u=0 s=0
+    for pid in $1; do
+        stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+        stat=${stat##*) } # from field 3 (state) on: comm may hold spaces
+        read -r -a f <<<"$stat"
+        u=$((u + f[11])); s=$((s + f[12])) # fields 14 (utime) and 15 (stime)
+    done
+    echo "$u $s"
 }
 
 ticks_s() { awk -v t="$1" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz }'; } # TICKS -> seconds
 
-redis_cmd() { "$REDIS_CLI" -h 127.0.0.1 -p "$RL_REDIS_PORT" "$@"; }
+redis_cmd() { "$REDIS_CLI" -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
 
 redis_info() { # SECTION FIELD -> the field's value in INFO SECTION (commandstats: the whole value)
     redis_cmd info "$1" | tr -d '\r' | awk -F: -v k="$2" '$1 == k { print $2; found = 1 } END { if (!found) print "?" }'
 }
 
-redis_evalsha_calls() { # -> EVALSHA calls so far (0 before the first)
+redis_calls() { # COMMAND (lower case) -> its calls so far (0 before the first)
     local v
-    v=$(redis_info commandstats cmdstat_evalsha)
+    v=$(redis_info commandstats "cmdstat_$1")
     if [[ $v == "?" ]]; then echo 0; else v=${v#calls=}; echo "${v%%,*}"; fi
 }
 
@@ -1413,16 +1434,21 @@ rl_check() {
     rl_expect "$name /tight, 2nd" "$base/tight" 429 '^retry-after: [0-9]+$'
 }
 
-# rl_run TARGET CONNS REP : one measured wrk run; records req/s, p50, p99, the CPU seconds of
-# the gatehouse instance serving TARGET and of redis-server, and Redis' commands over the run.
-rl_run() {
-    local name=$1 c=$2 rep=$3 gh=${RL_GH_PID[$1]} g0 g1 r0 r1 cmd0 cmd1 ev0 ev1 sampler ops inst evpr
-    local gu gs ru rs
+# Per NAME:CONNS, the figures of counted runs (record_counted_run); LABEL names the rows.
+declare -A REP_RPS LABEL ST_PU ST_PS ST_RU ST_RS ST_PCPU_REQ ST_RCPU_REQ ST_OPS ST_INST ST_CPR
+
+# counted_run NAME CONNS REP "PIDS" COMMAND : one measured wrk run against URL[NAME] with, around
+# it, the CPU of the PIDS (the process under load; nginx: its workers) and of redis-server, Redis'
+# command count and its calls of COMMAND; kept in RUN_PU RUN_PS (the PIDS' user and system
+# seconds), RUN_RU RUN_RS (redis-server's), RUN_OPS (Redis ops/s), RUN_INST (its
+# instantaneous_ops_per_sec half-way through) and RUN_CPR (calls of COMMAND per request).
+counted_run() {
+    local name=$1 c=$2 rep=$3 pids=$4 command=$5 p0 p1 r0 r1 cmd0 cmd1 ev0 ev1 sampler
     rm -f "$TMP/redis-inst"
-    read -r -a g0 <<<"$(proc_cpu_ticks "$gh")"
-    read -r -a r0 <<<"$(proc_cpu_ticks "$RL_REDIS_PID")"
+    read -r -a p0 <<<"$(proc_cpu_ticks "$pids")"
+    read -r -a r0 <<<"$(proc_cpu_ticks "$REDIS_PID")"
     cmd0=$(redis_info stats total_commands_processed)
-    ev0=$(redis_evalsha_calls)
+    ev0=$(redis_calls "$command")
     # Redis' own rate, averaged over its last ~1.6 s, read half-way through the run.
     (sleep "$(awk -v d="$DURATION" 'BEGIN { print d / 2 }')"; redis_info stats instantaneous_ops_per_sec >"$TMP/redis-inst") &
     sampler=$!
@@ -1430,51 +1456,106 @@ rl_run() {
     run_wrk "$name" "$c" "$DURATION" "rep$rep"
     wait "$sampler" 2>/dev/null || true
     SAMPLERS=()
-    read -r -a g1 <<<"$(proc_cpu_ticks "$gh")"
-    read -r -a r1 <<<"$(proc_cpu_ticks "$RL_REDIS_PID")"
+    read -r -a p1 <<<"$(proc_cpu_ticks "$pids")"
+    read -r -a r1 <<<"$(proc_cpu_ticks "$REDIS_PID")"
     cmd1=$(redis_info stats total_commands_processed)
-    ev1=$(redis_evalsha_calls)
-    kill -0 "$gh" 2>/dev/null || die "gatehouse died during the $name run"
-    kill -0 "$RL_REDIS_PID" 2>/dev/null || die "redis-server died during the $name run"
-    gu=$(ticks_s $((g1[0] - g0[0]))); gs=$(ticks_s $((g1[1] - g0[1])))
-    ru=$(ticks_s $((r1[0] - r0[0]))); rs=$(ticks_s $((r1[1] - r0[1])))
+    ev1=$(redis_calls "$command")
+    kill -0 "${pids%% *}" 2>/dev/null || die "the server under load died during the $name run"
+    kill -0 "$REDIS_PID" 2>/dev/null || die "redis-server died during the $name run"
+    RUN_PU=$(ticks_s $((p1[0] - p0[0]))); RUN_PS=$(ticks_s $((p1[1] - p0[1])))
+    RUN_RU=$(ticks_s $((r1[0] - r0[0]))); RUN_RS=$(ticks_s $((r1[1] - r0[1])))
     # Three of the commands counted are this function's INFO calls (the one that read cmd0, the
     # commandstats one and the sampler's; the one that read cmd1 is not in its own count).
-    ops=$(awk -v n="$((cmd1 - cmd0 - 3))" -v s="$LAST_DURATION_S" 'BEGIN { printf "%.0f", (n < 0 ? 0 : n) / s }')
-    inst=$(tr -d ' ' <"$TMP/redis-inst" 2>/dev/null || echo "?")
-    evpr=$(awk -v e="$((ev1 - ev0))" -v r="$LAST_REQUESTS" 'BEGIN { if (r > 0) printf "%.3f", e / r; else print "-" }')
+    RUN_OPS=$(awk -v n="$((cmd1 - cmd0 - 3))" -v s="$LAST_DURATION_S" 'BEGIN { printf "%.0f", (n < 0 ? 0 : n) / s }')
+    RUN_INST=$(tr -d ' ' <"$TMP/redis-inst" 2>/dev/null || echo "?")
+    RUN_CPR=$(awk -v e="$((ev1 - ev0))" -v r="$LAST_REQUESTS" 'BEGIN { if (r > 0) printf "%.3f", e / r; else print "-" }')
+}
+
+# record_counted_run NAME CONNS REP LABEL [EXTRA_CELLS] : keeps the figures of the last
+# counted_run under NAME:CONNS (REP_RPS by rep) and adds its row to the runs table (EXTRA_CELLS,
+# e.g. " 12 |", go before the errors).
+record_counted_run() {
+    local name=$1 c=$2 rep=$3 label=$4 extra=${5:-}
     RUN_RPS[$name:$c]+="$LAST_RPS "
     RUN_P50[$name:$c]+="$LAST_P50_US "
     RUN_P99[$name:$c]+="$LAST_P99_US "
     REP_RPS[$name:$c:$rep]=$LAST_RPS
-    RL_GU[$name:$c]+="$gu "; RL_GS[$name:$c]+="$gs "
-    RL_RU[$name:$c]+="$ru "; RL_RS[$name:$c]+="$rs "
-    RL_GCPU_REQ[$name:$c]+="$(awk -v u="$gu" -v s="$gs" -v r="$LAST_REQUESTS" 'BEGIN { printf "%.1f", (u + s) * 1e6 / r }') "
-    RL_RCPU_REQ[$name:$c]+="$(awk -v u="$ru" -v s="$rs" -v r="$LAST_REQUESTS" 'BEGIN { printf "%.1f", (u + s) * 1e6 / r }') "
-    RL_OPS[$name:$c]+="$ops "
-    if [[ $inst =~ ^[0-9]+$ ]]; then RL_INST[$name:$c]+="$inst "; fi
-    RL_EVPR[$name:$c]+="$evpr "
-    RUN_LINES+=("| $c | $rep | ${RL_LABEL[$name]} | $(fmt_int "$LAST_RPS") | $(fmt_ms "$LAST_P50_US") | $(fmt_ms "$LAST_P99_US") | $gu + $gs | $ru + $rs | $ops | $inst | $evpr | $LAST_ERRORS |")
+    ST_PU[$name:$c]+="$RUN_PU "; ST_PS[$name:$c]+="$RUN_PS "
+    ST_RU[$name:$c]+="$RUN_RU "; ST_RS[$name:$c]+="$RUN_RS "
+    ST_PCPU_REQ[$name:$c]+="$(awk -v u="$RUN_PU" -v s="$RUN_PS" -v r="$LAST_REQUESTS" 'BEGIN { printf "%.1f", (u + s) * 1e6 / r }') "
+    ST_RCPU_REQ[$name:$c]+="$(awk -v u="$RUN_RU" -v s="$RUN_RS" -v r="$LAST_REQUESTS" 'BEGIN { printf "%.1f", (u + s) * 1e6 / r }') "
+    ST_OPS[$name:$c]+="$RUN_OPS "
+    if [[ $RUN_INST =~ ^[0-9]+$ ]]; then ST_INST[$name:$c]+="$RUN_INST "; fi
+    ST_CPR[$name:$c]+="$RUN_CPR "
+    RUN_LINES+=("| $c | $rep | $label | $(fmt_int "$LAST_RPS") | $(fmt_ms "$LAST_P50_US") | $(fmt_ms "$LAST_P99_US") | $RUN_PU + $RUN_PS | $RUN_RU + $RUN_RS | $RUN_OPS | $RUN_INST | $RUN_CPR |$extra $LAST_ERRORS |")
+}
+
+# store_load_table PROCESS COMMAND NAME... : per connection count and NAME, the medians of the
+# counted runs: CPU seconds of PROCESS (the server under load) and redis-server, per request, Redis
+# ops/s and calls of COMMAND per request; LABEL (an associative array) names the rows.
+store_load_table() {
+    local process=$1 command=$2 c name
+    shift 2
+    echo "| conns | target | $process CPU s | redis-server CPU s | $process CPU µs/req | redis-server CPU µs/req | Redis ops/s | Redis instantaneous_ops_per_sec | $command / request |"
+    echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|"
+    for c in "${CONN_LIST[@]}"; do
+        for name in "$@"; do
+            printf '| %s | %s | %s + %s | %s + %s | %s | %s | %s | %s | %s |\n' "$c" "${LABEL[$name]}" \
+                "$(median_of ST_PU "$name:$c")" "$(median_of ST_PS "$name:$c")" \
+                "$(median_of ST_RU "$name:$c")" "$(median_of ST_RS "$name:$c")" \
+                "$(median_of ST_PCPU_REQ "$name:$c")" "$(median_of ST_RCPU_REQ "$name:$c")" \
+                "$(fmt_int "$(median_of ST_OPS "$name:$c")")" "$(fmt_int "$(median_of ST_INST "$name:$c")")" \
+                "$(median_of ST_CPR "$name:$c")"
+        done
+    done
+}
+
+# median_row CONNS NAME BASE [EXTRA_CELLS] : a table row of NAME's median req/s, p50 and p99 at
+# CONNS, and the ratio of its req/s and p99 to BASE's ("-" without one); LABEL names the row.
+median_row() {
+    local c=$1 name=$2 base=$3 rps p99
+    rps=$(median_of RUN_RPS "$name:$c")
+    p99=$(median_of RUN_P99 "$name:$c")
+    printf '| %s | %s | %s | %s | %s | %s | %s |%s\n' "$c" "${LABEL[$name]}" "$(fmt_int "$rps")" \
+        "$(fmt_ms "$(median_of RUN_P50 "$name:$c")")" "$(fmt_ms "$p99")" \
+        "$(ratio "$rps" "$(median_of RUN_RPS "$base:$c")")" "$(ratio "$p99" "$(median_of RUN_P99 "$base:$c")")" "${4:-}"
+}
+
+# pair_line CONNS A B TARGET [NOTE] : one line comparing NAME A with NAME B at CONNS: the ratio
+# of their median req/s against TARGET (the least A/B that meets it), of their median p99, and
+# of their req/s in each rep (adjacent runs, less exposed to drift than the medians).
+pair_line() {
+    local c=$1 a=$2 b=$3 target=$4 note=${5:-} r_rps r_p99 per_rep="" rep
+    r_rps=$(ratio "$(median_of RUN_RPS "$a:$c")" "$(median_of RUN_RPS "$b:$c")")
+    r_p99=$(ratio "$(median_of RUN_P99 "$a:$c")" "$(median_of RUN_P99 "$b:$c")")
+    for ((rep = 1; rep <= REPS; rep++)); do
+        per_rep+="$(ratio "${REP_RPS[$a:$c:$rep]}" "${REP_RPS[$b:$c:$rep]}") "
+    done
+    echo "- $c connections, $a/$b${note:+ ($note)}: req/s **$r_rps** ($(verdict_min "$r_rps" "$target") >= $(printf '%.2f' "$target")), p99 **$r_p99**; req/s ratio per rep: ${per_rep% }"
+}
+
+# rl_run TARGET CONNS REP : one measured wrk run of the ratelimit mode (counted_run on the
+# gatehouse instance serving TARGET, EVALSHA counted), recorded.
+rl_run() {
+    local name=$1 c=$2 rep=$3
+    counted_run "$name" "$c" "$rep" "${RL_GH_PID[$name]}" evalsha
+    record_counted_run "$name" "$c" "$rep" "${LABEL[$name]}"
     log "    $(fmt_int "$LAST_RPS") req/s, p99 $(fmt_ms "$LAST_P99_US") ms, errors: $LAST_ERRORS;" \
-        "CPU s (user + sys) gatehouse $gu + $gs, redis-server $ru + $rs; Redis $ops ops/s, EVALSHA/request $evpr"
+        "CPU s (user + sys) gatehouse $RUN_PU + $RUN_PS, redis-server $RUN_RU + $RUN_RS; Redis $RUN_OPS ops/s, EVALSHA/request $RUN_CPR"
 }
 
 bench_ratelimit() {
-    local origin_port gh_mem_port gh_redis_port origin_pid c rep name ev0 ev1 base_mem base_redis
-    read -r origin_port gh_mem_port gh_redis_port RL_REDIS_PORT <<<"$(free_ports 4)"
-    declare -gA RL_GH_PID RL_LABEL REP_RPS RL_GU RL_GS RL_RU RL_RS RL_GCPU_REQ RL_RCPU_REQ RL_OPS RL_INST RL_EVPR
-    RL_LABEL=([plain]="plain (/plain, memory instance)" [memory]="memory (/limited, store: memory)"
+    local origin_port gh_mem_port gh_redis_port c rep name ev0 ev1 base_mem base_redis
+    read -r origin_port gh_mem_port gh_redis_port REDIS_PORT <<<"$(free_ports 4)"
+    declare -gA RL_GH_PID
+    LABEL=([plain]="plain (/plain, memory instance)" [memory]="memory (/limited, store: memory)"
         [redis]="redis (/limited, store: redis)")
 
-    log "starting the origin (nginx, 1 worker) on 127.0.0.1:$origin_port"
-    start_nginx origin "$BENCH_DIR/nginx-origin.conf.tmpl" "$origin_port"
-    origin_pid=$SERVER_PID
-    URL[origin]="http://127.0.0.1:$origin_port/"
-    wait_http origin "$origin_pid" "${URL[origin]}" 200
+    start_origin "$origin_port"
 
-    log "starting redis-server (--save '' --appendonly no) on 127.0.0.1:$RL_REDIS_PORT"
-    start_redis redis "$RL_REDIS_PORT"
-    RL_REDIS_PID=$SERVER_PID
+    log "starting redis-server (--save '' --appendonly no) on 127.0.0.1:$REDIS_PORT"
+    start_redis redis "$REDIS_PORT"
+    REDIS_PID=$SERVER_PID
 
     log "starting gatehouse with rate_limit.store: memory on 127.0.0.1:$gh_mem_port"
     GH_NAME=gatehouse-memory start_gatehouse "$BENCH_DIR/gatehouse-ratelimit.yaml.tmpl" "$gh_mem_port" \
@@ -1488,7 +1569,7 @@ bench_ratelimit() {
     GH_NAME=gatehouse-redis start_gatehouse "$BENCH_DIR/gatehouse-ratelimit.yaml.tmpl" "$gh_redis_port" \
         "ORIGIN_PORT=$origin_port" "LIMIT=$RL_LIMIT" STORE=redis \
         "ON_STORE_ERROR=$(printf '\n  on_store_error: deny')" \
-        "REDIS=$(printf '\nredis:\n  url: redis://127.0.0.1:%s/0\n' "$RL_REDIS_PORT")"
+        "REDIS=$(printf '\nredis:\n  url: redis://127.0.0.1:%s/0\n' "$REDIS_PORT")"
     RL_GH_PID[redis]=$SERVER_PID
     base_redis=http://127.0.0.1:$gh_redis_port
     wait_http gatehouse-redis "$SERVER_PID" "$base_redis/plain" 200
@@ -1499,12 +1580,12 @@ bench_ratelimit() {
 
     # Each limit must decide, in the store it is measured with, before it is measured.
     log "checking both instances: /plain 200; /limited 200 with RateLimit-Limit $RL_LIMIT; /tight 200 then 429"
-    ev0=$(redis_evalsha_calls)
+    ev0=$(redis_calls evalsha)
     rl_check memory "$base_mem"
-    ev1=$(redis_evalsha_calls)
+    ev1=$(redis_calls evalsha)
     ((ev1 == ev0)) || die "the memory instance ran $((ev1 - ev0)) EVALSHA in Redis (expected none)"
     rl_check redis "$base_redis"
-    ev0=$(redis_evalsha_calls)
+    ev0=$(redis_calls evalsha)
     ((ev0 - ev1 >= 3)) || die "the redis instance's 3 limited requests ran $((ev0 - ev1)) EVALSHA in Redis (expected 3)"
     log "    Redis ran $((ev0 - ev1)) EVALSHA for the redis instance's 3 limited requests, none for the memory instance's"
 
@@ -1515,7 +1596,7 @@ bench_ratelimit() {
     keys=$(redis_cmd dbsize | tr -d '\r')
 
     # ---- report
-    local report=$TMP/ratelimit.md rps p50 p99 p_rps p_p99 r_rps r_p99 per_rep target
+    local report=$TMP/ratelimit.md
     {
         echo "# gatehouse rate-limit cost: plain route vs a limit that never refuses, in memory and in Redis"
         echo
@@ -1524,13 +1605,13 @@ bench_ratelimit() {
         echo "- host: $(nproc) cores, $(uname -sr); load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
         echo "- gatehouse: $(describe_build) ($GATEHOUSE_BIN, release), $(workers_text); two instances from"
         echo "  bench/gatehouse-ratelimit.yaml.tmpl, one with \`rate_limit: {store: memory}\`, one with"
-        echo "  \`rate_limit: {store: redis, on_store_error: deny}\` and \`redis: {url: redis://127.0.0.1:$RL_REDIS_PORT/0}\`"
+        echo "  \`rate_limit: {store: redis, on_store_error: deny}\` and \`redis: {url: redis://127.0.0.1:$REDIS_PORT/0}\`"
         echo "  (a Redis failure would answer 503 and count as a wrk error, not fall back to memory). Routes: \`/plain\`"
         echo "  no limit; \`/limited\` \`rate_limit: [{by: ip, limit: $RL_LIMIT, per: 1s}]\` (the most a limit can count,"
         echo "  never reached here, so nothing is refused, but every request takes a decision from the store; all of"
         echo "  wrk's connections come from 127.0.0.1, so one bucket). All proxy to the same origin."
         echo "- redis: $("$REDIS_SERVER" --version | awk '{ print $3 }' | sed 's/^v=//'), started by run.sh:" \
-            "\`redis-server --bind 127.0.0.1 --port $RL_REDIS_PORT --save '' --appendonly no\`; $keys key(s) at the end"
+            "\`redis-server --bind 127.0.0.1 --port $REDIS_PORT --save '' --appendonly no\`; $keys key(s) at the end"
         echo "- origin: nginx, 1 worker, fixed 100-byte 200 response on every path (bench/nginx-origin.conf.tmpl)"
         echo "- checked before measuring, on both instances: /plain 200; /limited 200 with \`RateLimit-Limit: $RL_LIMIT\`;"
         echo "  /tight (1 per minute) 200 then 429 with Retry-After; Redis ran EVALSHA for the redis instance's limited"
@@ -1552,52 +1633,236 @@ bench_ratelimit() {
         echo "| conns | target | median req/s | median p50 ms | median p99 ms | req/s vs plain | p99 vs plain |"
         echo "|---:|---|---:|---:|---:|---:|---:|"
         for c in "${CONN_LIST[@]}"; do
-            p_rps=$(median_of RUN_RPS "plain:$c")
-            p_p99=$(median_of RUN_P99 "plain:$c")
-            for name in "${RL_TARGETS[@]}"; do
-                rps=$(median_of RUN_RPS "$name:$c")
-                p50=$(median_of RUN_P50 "$name:$c")
-                p99=$(median_of RUN_P99 "$name:$c")
-                printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$c" "${RL_LABEL[$name]}" "$(fmt_int "$rps")" \
-                    "$(fmt_ms "$p50")" "$(fmt_ms "$p99")" "$(ratio "$rps" "$p_rps")" "$(ratio "$p99" "$p_p99")"
-            done
+            for name in "${RL_TARGETS[@]}"; do median_row "$c" "$name" plain; done
         done
         echo
         for c in "${CONN_LIST[@]}"; do
-            p_rps=$(median_of RUN_RPS "plain:$c")
-            p_p99=$(median_of RUN_P99 "plain:$c")
-            for name in memory redis; do
-                if [[ $name == memory ]]; then target=0.95; else target=0.7; fi
-                r_rps=$(ratio "$(median_of RUN_RPS "$name:$c")" "$p_rps")
-                r_p99=$(ratio "$(median_of RUN_P99 "$name:$c")" "$p_p99")
-                per_rep=""
-                for ((rep = 1; rep <= REPS; rep++)); do
-                    per_rep+="$(ratio "${REP_RPS[$name:$c:$rep]}" "${REP_RPS[plain:$c:$rep]}") "
-                done
-                echo "- $c connections, $name/plain: req/s **$r_rps** ($(verdict_min "$r_rps" "$target") >= $(printf '%.2f' "$target")), p99 **$r_p99**; req/s ratio per rep: ${per_rep% }"
-            done
+            pair_line "$c" memory plain 0.95
+            pair_line "$c" redis plain 0.7
         done
         echo
         echo "CPU split and Redis load, medians over the reps (CPU seconds are user + system over one ${DURATION}s run):"
         echo
-        echo "| conns | target | gatehouse CPU s | redis-server CPU s | gatehouse CPU µs/req | redis-server CPU µs/req | Redis ops/s | Redis instantaneous_ops_per_sec | EVALSHA / request |"
-        echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|"
-        for c in "${CONN_LIST[@]}"; do
-            for name in "${RL_TARGETS[@]}"; do
-                printf '| %s | %s | %s + %s | %s + %s | %s | %s | %s | %s | %s |\n' "$c" "${RL_LABEL[$name]}" \
-                    "$(median_of RL_GU "$name:$c")" "$(median_of RL_GS "$name:$c")" \
-                    "$(median_of RL_RU "$name:$c")" "$(median_of RL_RS "$name:$c")" \
-                    "$(median_of RL_GCPU_REQ "$name:$c")" "$(median_of RL_RCPU_REQ "$name:$c")" \
-                    "$(fmt_int "$(median_of RL_OPS "$name:$c")")" "$(fmt_int "$(median_of RL_INST "$name:$c")")" \
-                    "$(median_of RL_EVPR "$name:$c")"
-            done
-        done
+        store_load_table gatehouse EVALSHA "${RL_TARGETS[@]}"
         echo
         runs_table "All runs (\"ref\" = wrk straight against the origin, no gatehouse: the ceiling of this setup; CPU s = user + system):" \
             "| conns | rep | target | req/s | p50 ms | p99 ms | gatehouse CPU s | redis-server CPU s | Redis ops/s | instantaneous ops/s | EVALSHA / request | wrk errors |" \
             "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     } >"$report"
     publish "$report" ratelimit-latest
+}
+
+# ---------------------------------------------------------------- cache mode
+
+CACHE_TTL=${CACHE_TTL:-60}    # seconds an entry stays fresh: route `cache.ttl`, nginx proxy_cache_valid
+CACHE_ORIGIN_MAX=5            # origin requests a HIT target's run may cause (entries expiring) before it is flagged
+CACHE_TMPFS=${CACHE_TMPFS:-/dev/shm} # where nginx's proxy_cache_path goes: must be a tmpfs
+
+origin_requests() { # -> requests the origin has served, this read included (nginx stub_status)
+    curl -sS --max-time 2 "${URL[origin]}origin-status" | awk 'NR == 3 { print $3; found = 1 } END { if (!found) exit 1 }' ||
+        die "no request count from the origin's /origin-status"
+}
+
+cache_hits() { # BASE_URL -> gatehouse_cache_results_total with result="hit", summed over routes
+    curl -sS --max-time 2 "$1/metrics" |
+        awk '/^gatehouse_cache_results_total\{/ && /result="hit"/ { n += $NF } END { printf "%d", n }'
+}
+
+# cache_check NAME URL HEADER : NAME's first GET of URL answers HEADER: MISS, its second HEADER: HIT
+# without reaching the origin.
+cache_check() {
+    local name=$1 url=$2 header=$3 o0 o1
+    rl_expect "$name, 1st" "$url" 200 "^$header: miss\$"
+    o0=$(origin_requests)
+    rl_expect "$name, 2nd" "$url" 200 "^$header: hit\$"
+    o1=$(origin_requests)
+    ((o1 - o0 == 1)) || die "$name: the HIT reached the origin ($((o1 - o0 - 1)) origin requests)"
+}
+
+# cache_run TARGET CONNS REP : one measured wrk run of the cache mode (counted_run on the process
+# serving TARGET, Redis GET counted), with the origin's requests and, for gatehouse, its cache
+# HITs over the run; recorded.
+cache_run() {
+    local name=$1 c=$2 rep=$3 o0 o1 h0=- h1 origin hits=-
+    o0=$(origin_requests)
+    if [[ -n ${CACHE_BASE[$name]:-} ]]; then h0=$(cache_hits "${CACHE_BASE[$name]}"); fi
+    counted_run "$name" "$c" "$rep" "${CACHE_PIDS[$name]}" get
+    o1=$(origin_requests)
+    origin=$((o1 - o0 - 1))
+    if [[ $h0 != - ]]; then
+        h1=$(cache_hits "${CACHE_BASE[$name]}")
+        hits=$(awk -v h="$((h1 - h0))" -v r="$LAST_REQUESTS" 'BEGIN { if (r > 0) printf "%.3f", h / r; else print "-" }')
+    fi
+    CACHE_ORIGIN[$name:$c]+="$origin "
+    if [[ $name != plain ]] && ((origin > CACHE_ORIGIN_MAX)); then
+        CACHE_LEAKS+=("$name, $c connections, rep $rep: $origin origin requests")
+        log "WARNING: $name served $origin requests from the origin during a run of cache HITs"
+    fi
+    record_counted_run "$name" "$c" "$rep" "${LABEL[$name]}" " $origin | $hits |"
+    log "    $(fmt_int "$LAST_RPS") req/s, p99 $(fmt_ms "$LAST_P99_US") ms, errors: $LAST_ERRORS; origin requests $origin," \
+        "HITs/request $hits; CPU s (user + sys) $name $RUN_PU + $RUN_PS, redis-server $RUN_RU + $RUN_RS; Redis $RUN_OPS ops/s, GET/request $RUN_CPR"
+}
+
+bench_cache() {
+    local origin_port gh_mem_port gh1_port gh_redis_port nginx_port nw_port name c get0 get1 keys port workers
+    if ! is_uint "$CACHE_TTL" || ((CACHE_TTL == 0)); then die "CACHE_TTL must be a positive integer, got '$CACHE_TTL'"; fi
+    read -r origin_port gh_mem_port gh1_port gh_redis_port nginx_port nw_port REDIS_PORT <<<"$(free_ports 7)"
+    declare -gA CACHE_PIDS CACHE_BASE CACHE_ORIGIN
+    CACHE_LEAKS=()
+    CACHE_TARGETS=(memory nginx redis plain)
+    if [[ $ONE_WORKER == 1 ]]; then CACHE_TARGETS+=(memory-1w); fi
+    if [[ $NGINX_PER_CORE == 1 ]]; then CACHE_TARGETS+=("$NGINX_NW"); fi
+    LABEL=([memory]="memory (gatehouse /cached, store: memory)" [memory-1w]="memory-1w (the same, server.workers: 1)"
+        [nginx]="nginx (proxy_cache, 1 worker)" [$NGINX_NW]="$NGINX_NW (proxy_cache, one worker per core)"
+        [redis]="redis (gatehouse /cached, store: redis)" [plain]="plain (gatehouse /plain, redis instance)")
+    [[ $(stat -f -c %T "$CACHE_TMPFS" 2>/dev/null) == tmpfs ]] || die "CACHE_TMPFS=$CACHE_TMPFS is not a tmpfs"
+    CACHE_DIR=$(mktemp -d "$CACHE_TMPFS/gatehouse-bench-cache.XXXXXX")
+
+    start_origin "$origin_port"
+    CACHE_PIDS[origin]=$(nginx_worker "$SERVER_PID")
+
+    log "starting redis-server (--save '' --appendonly no) on 127.0.0.1:$REDIS_PORT"
+    start_redis redis "$REDIS_PORT"
+    REDIS_PID=$SERVER_PID
+
+    log "starting gatehouse with cache.store: memory on 127.0.0.1:$gh_mem_port"
+    GH_NAME=gatehouse-memory start_gatehouse "$BENCH_DIR/gatehouse-cache.yaml.tmpl" "$gh_mem_port" \
+        "ORIGIN_PORT=$origin_port" STORE=memory "TTL=${CACHE_TTL}s" REDIS=
+    CACHE_PIDS[memory]=$SERVER_PID
+    CACHE_BASE[memory]=http://127.0.0.1:$gh_mem_port
+    wait_http gatehouse-memory "$SERVER_PID" "${CACHE_BASE[memory]}/plain" 200
+    if [[ $ONE_WORKER == 1 ]]; then
+        log "starting gatehouse with cache.store: memory and server.workers: 1 on 127.0.0.1:$gh1_port"
+        GH_NAME=gatehouse-memory-1w GATEHOUSE_WORKERS=1 start_gatehouse "$BENCH_DIR/gatehouse-cache.yaml.tmpl" \
+            "$gh1_port" "ORIGIN_PORT=$origin_port" STORE=memory "TTL=${CACHE_TTL}s" REDIS=
+        CACHE_PIDS[memory-1w]=$SERVER_PID
+        CACHE_BASE[memory-1w]=http://127.0.0.1:$gh1_port
+        wait_http gatehouse-memory-1w "$SERVER_PID" "${CACHE_BASE[memory-1w]}/plain" 200
+    fi
+
+    log "starting gatehouse with cache.store: redis on 127.0.0.1:$gh_redis_port"
+    GH_NAME=gatehouse-redis start_gatehouse "$BENCH_DIR/gatehouse-cache.yaml.tmpl" "$gh_redis_port" \
+        "ORIGIN_PORT=$origin_port" STORE=redis "TTL=${CACHE_TTL}s" \
+        "REDIS=$(printf '\nredis:\n  url: redis://127.0.0.1:%s/0\n' "$REDIS_PORT")"
+    CACHE_PIDS[redis]=$SERVER_PID
+    CACHE_PIDS[plain]=$SERVER_PID
+    CACHE_BASE[redis]=http://127.0.0.1:$gh_redis_port
+    wait_http gatehouse-redis "$SERVER_PID" "${CACHE_BASE[redis]}/plain" 200
+
+    # nginx caches in files under a tmpfs; open_file_cache keeps a HIT's file open between requests.
+    for name in nginx "$NGINX_NW"; do
+        [[ " ${CACHE_TARGETS[*]} " == *" $name "* ]] || continue
+        port=$nginx_port workers=1
+        if [[ $name != nginx ]]; then port=$nw_port; workers=auto; fi
+        log "starting $name (proxy_cache in $CACHE_DIR/$name, worker_processes $workers) on 127.0.0.1:$port"
+        start_nginx "$name" "$BENCH_DIR/nginx-proxy.conf.tmpl" "$port" "ORIGIN_PORT=$origin_port" "NAME=$name" \
+            "WORKERS=$workers" \
+            "CACHE_ZONE=proxy_cache_path $CACHE_DIR/$name levels=1:2 keys_zone=bench:10m max_size=64m inactive=10m use_temp_path=off;" \
+            "CACHE=proxy_cache bench; proxy_cache_valid 200 ${CACHE_TTL}s; proxy_cache_lock on; proxy_cache_use_stale updating; proxy_cache_background_update on; add_header X-Cache-Status \$upstream_cache_status always; open_file_cache max=1024 inactive=${CACHE_TTL}s; open_file_cache_valid ${CACHE_TTL}s;"
+        wait_http "$name" "$SERVER_PID" "http://127.0.0.1:$port/plain" 200
+        if [[ $workers == auto ]]; then CACHE_PIDS[$name]=$(nginx_worker "$SERVER_PID" "$(nproc)"); else CACHE_PIDS[$name]=$(nginx_worker "$SERVER_PID"); fi
+        URL[$name]=http://127.0.0.1:$port/cached
+    done
+    URL[memory]=${CACHE_BASE[memory]}/cached
+    URL[memory-1w]=${CACHE_BASE[memory-1w]:-}/cached
+    URL[redis]=${CACHE_BASE[redis]}/cached
+    URL[plain]=${CACHE_BASE[redis]}/plain
+
+    # Each target must be what it is named before it is measured.
+    log "checking: each cache answers MISS then HIT without the origin; Redis holds the redis instance's entries only"
+    [[ $(origin_requests) -lt $(origin_requests) ]] || die "the origin's request count does not move"
+    for name in "${CACHE_TARGETS[@]}"; do
+        get0=$(redis_calls get)
+        case $name in
+            plain) rl_expect "plain /plain" "${URL[plain]}" 200 ;;
+            nginx*) cache_check "$name /cached" "${URL[$name]}" x-cache-status ;;
+            *) cache_check "$name /cached" "${URL[$name]}" x-cache ;;
+        esac
+        get1=$(redis_calls get)
+        case $name in
+            memory*) ((get1 == get0)) || die "the $name instance sent $((get1 - get0)) GET to Redis (expected none)" ;;
+            redis) ((get1 > get0)) || die "the redis instance's MISS and HIT sent no GET to Redis" ;;
+        esac
+    done
+    keys=$(redis_cmd --scan --pattern 'gwcache:*' | wc -l)
+    ((keys > 0)) || die "no gwcache:* key in Redis after the redis instance's MISS"
+    log "    Redis: GET from the redis instance only; $keys gwcache:* key(s)"
+
+    warm_up origin "${CACHE_TARGETS[@]}"
+
+    measure_rounds cache_run " | | | | | | |" "${CACHE_TARGETS[@]}"
+    keys=$(redis_cmd dbsize | tr -d '\r')
+
+    # ---- report
+    local report=$TMP/cache.md peer leaks
+    declare -A PEER=([memory]=nginx [memory-1w]=nginx [redis]=plain)
+    {
+        echo "# gatehouse response cache: HITs from memory vs nginx proxy_cache, HITs from Redis vs plain proxying"
+        echo
+        echo "- command: \`$CMDLINE\`"
+        echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+        echo "- host: $(nproc) cores, $(uname -sr); load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+        echo "- gatehouse: $(describe_build) ($GATEHOUSE_BIN, release), $(workers_text); instances from"
+        echo "  bench/gatehouse-cache.yaml.tmpl: \`cache: {store: memory}\`$([[ $ONE_WORKER == 1 ]] && echo " (twice: as set, and with server.workers: 1)"), and"
+        echo "  \`cache: {store: redis}\` with \`redis: {url: redis://127.0.0.1:$REDIS_PORT/0}\`. Routes: \`/cached\` with"
+        echo "  \`cache: {ttl: ${CACHE_TTL}s}\`, \`/plain\` without cache; both to the same origin."
+        echo "- nginx: $("$NGINX" -v 2>&1 | sed 's/^nginx version: //'), bench/nginx-proxy.conf.tmpl (the same forwarding headers and"
+        echo "  X-Request-Id as in the other modes) plus \`proxy_cache_path\` in $CACHE_TMPFS ($(stat -f -c %T "$CACHE_TMPFS"))"
+        echo "  \`keys_zone=bench:10m\`, \`proxy_cache_valid 200 ${CACHE_TTL}s\`, \`proxy_cache_lock on\`,"
+        echo "  \`proxy_cache_use_stale updating\`, \`proxy_cache_background_update on\`, \`open_file_cache\`,"
+        echo "  \`add_header X-Cache-Status \$upstream_cache_status\`; 1 worker$([[ $NGINX_PER_CORE == 1 ]] && echo ", and $NGINX_NW with one per core")."
+        echo "  No \`proxy_ignore_headers\`: the origin sends no Cache-Control, Expires, Set-Cookie or X-Accel-Expires."
+        echo "- redis: $("$REDIS_SERVER" --version | awk '{ print $3 }' | sed 's/^v=//'), started by run.sh:" \
+            "\`redis-server --bind 127.0.0.1 --port $REDIS_PORT --save '' --appendonly no\`; $keys key(s) at the end"
+        echo "- origin: nginx, 1 worker, fixed 100-byte 200 response (bench/nginx-origin.conf.tmpl), no caching headers"
+        echo "- checked before measuring: every cache answers its first GET of /cached with MISS and its second"
+        echo "  with HIT (\`X-Cache\`; nginx: \`X-Cache-Status\`) without an origin request (stub_status count); Redis"
+        echo "  got GET from the redis instance and none from the memory instances, and holds \`gwcache:*\` keys."
+        echo "- load: $("$WRK" -v 2>&1 | head -n 1 | cut -d' ' -f1-2), -t$WRK_THREADS, HTTP/1.1 keep-alive, GET, ${DURATION}s per run, $REPS reps"
+        echo "  per target and connection count, order alternated per rep ($(echo "${CACHE_TARGETS[*]}"), then reversed, ...),"
+        echo "  ${WARMUP}s warm-up per target. The instances and nginx not under load are idle."
+        echo "- per run: origin requests (stub_status, the script's reads left out; a HIT target should cause none"
+        echo "  but the refresh of an expired entry; more than $CACHE_ORIGIN_MAX is flagged); HITs / request from gatehouse's"
+        echo "  gatehouse_cache_results_total{result=\"hit\"}; CPU (user + system, /proc/PID/stat) of the process under"
+        echo "  load (gatehouse instance, or nginx's workers) and of redis-server; Redis ops/s as in the ratelimit mode."
+        echo "- Targets (median req/s in the same run): memory >= 1.20 x nginx; redis >= 0.70 x plain."
+        echo "  On this noisy 2-core machine differences under ~15% are noise: read the per-rep ratios and the runs."
+        echo
+        echo "| conns | target | median req/s | median p50 ms | median p99 ms | req/s / peer | p99 / peer | peer | median origin requests per run |"
+        echo "|---:|---|---:|---:|---:|---:|---:|---|---:|"
+        for c in "${CONN_LIST[@]}"; do
+            for name in "${CACHE_TARGETS[@]}"; do
+                peer=${PEER[$name]:--}
+                median_row "$c" "$name" "$peer" " $peer | $(median_of CACHE_ORIGIN "$name:$c") |"
+            done
+        done
+        echo
+        for c in "${CONN_LIST[@]}"; do
+            pair_line "$c" memory nginx 1.2
+            if [[ $ONE_WORKER == 1 ]]; then pair_line "$c" memory-1w nginx 1.2 "one worker each"; fi
+            if [[ $NGINX_PER_CORE == 1 ]]; then pair_line "$c" memory "$NGINX_NW" 1.2 "one worker per core each"; fi
+            pair_line "$c" redis plain 0.7
+        done
+        if ((${#CACHE_LEAKS[@]})); then
+            echo
+            leaks=$(printf '%s; ' "${CACHE_LEAKS[@]}")
+            echo "**WARNING: cache HITs reached the origin:** ${leaks%; }"
+        fi
+        echo
+        echo "CPU split and Redis load, medians over the reps (CPU seconds are user + system over one ${DURATION}s run;"
+        echo "\"proxy\" is the gatehouse instance or the nginx workers serving the target):"
+        echo
+        store_load_table proxy GET "${CACHE_TARGETS[@]}"
+        echo
+        runs_table "All runs (\"ref\" = wrk straight against the origin, no proxy: the ceiling of this setup; CPU s = user + system):" \
+            "| conns | rep | target | req/s | p50 ms | p99 ms | proxy CPU s | redis-server CPU s | Redis ops/s | instantaneous ops/s | GET / request | origin requests | HITs / request | wrk errors |" \
+            "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    } >"$report"
+    publish "$report" cache-latest
+    if ((${#CACHE_LEAKS[@]})); then
+        log "cache HITs reached the origin in ${#CACHE_LEAKS[@]} run(s); exiting with status 4"
+        exit 4
+    fi
 }
 
 # ---------------------------------------------------------------- instr mode
@@ -1667,13 +1932,9 @@ per_request() {
 }
 
 bench_instr() {
-    local origin_pid c name per
+    local c name per
     read -r INSTR_ORIGIN_PORT <<<"$(free_ports 1)"
-    log "starting the origin (nginx, 1 worker) on 127.0.0.1:$INSTR_ORIGIN_PORT"
-    start_nginx origin "$BENCH_DIR/nginx-origin.conf.tmpl" "$INSTR_ORIGIN_PORT"
-    origin_pid=$SERVER_PID
-    URL[origin]="http://127.0.0.1:$INSTR_ORIGIN_PORT/"
-    wait_http origin "$origin_pid" "${URL[origin]}" 200
+    start_origin "$INSTR_ORIGIN_PORT"
 
     declare -A BASELINE PER REQUESTS
     for name in gatehouse nginx; do
@@ -1743,6 +2004,7 @@ case $MODE in
     reload) bench_reload ;;
     auth) bench_auth ;;
     ratelimit) bench_ratelimit ;;
+    cache) bench_cache ;;
     instr) bench_instr ;;
     idle) bench_idle ;;
 esac
