@@ -161,7 +161,12 @@ pub async fn lookup(
         }
         return Looked::Upstream(pending);
     }
-    let request_cc = RequestCacheControl::parse(&ctx.head.headers);
+    let asks = asks_the_cache(&ctx.head.headers);
+    let request_cc = if asks {
+        RequestCacheControl::parse(&ctx.head.headers)
+    } else {
+        RequestCacheControl::default()
+    };
     let view = RequestView {
         method,
         headers: &ctx.head.headers,
@@ -170,14 +175,16 @@ pub async fn lookup(
     if let Lookup::Bypass(_) = may_look_up(&view) {
         return Looked::Upstream(Pending::bypass(CacheResult::Bypass));
     }
-    if [
+    let preconditions = [
         header::IF_MATCH,
         header::IF_UNMODIFIED_SINCE,
         header::IF_RANGE,
         header::RANGE,
-    ]
-    .iter()
-    .any(|h| ctx.head.headers.contains_key(h))
+    ];
+    if asks
+        && preconditions
+            .iter()
+            .any(|h| ctx.head.headers.contains_key(h))
     {
         // Preconditions on state and ranges are the origin's to judge.
         return Looked::Upstream(Pending::bypass(CacheResult::Bypass));
@@ -251,13 +258,25 @@ pub async fn lookup(
                 CacheResult::Stale
             };
             ctx.route.cache_results.record(result);
-            let response = answer(&entry, &ctx.head.headers, method, now, result);
+            let response = answer(
+                &entry,
+                asks.then_some(&ctx.head.headers),
+                method,
+                now,
+                result,
+            );
             Looked::Answered(Box::new(Ok(response)))
         }
         Some(Usable::StaleWhileRevalidate) if !only_if_cached => {
             let result = CacheResult::Stale;
             ctx.route.cache_results.record(result);
-            let response = answer(&entry, &ctx.head.headers, method, now, result);
+            let response = answer(
+                &entry,
+                asks.then_some(&ctx.head.headers),
+                method,
+                now,
+                result,
+            );
             // One refresh per key at a time: a request that finds one running leaves it be.
             let refresh = match runtime.coalescer.join(&variant.flight_key(&key).into()) {
                 Role::Leader(guard) => guard,
@@ -361,23 +380,41 @@ async fn find(
     }
 }
 
+/// Whether a request carries a field the cache reads besides its URL: `Cache-Control`, a
+/// conditional or `Range`. Most carry none, and one pass over their few fields costs less than
+/// looking each of those names up.
+fn asks_the_cache(headers: &HeaderMap) -> bool {
+    headers.keys().any(|name| {
+        name == header::CACHE_CONTROL
+            || name == header::IF_NONE_MATCH
+            || name == header::IF_MODIFIED_SINCE
+            || name == header::IF_MATCH
+            || name == header::IF_UNMODIFIED_SINCE
+            || name == header::IF_RANGE
+            || name == header::RANGE
+    })
+}
+
 /// The answer a stored response gives: the stored head with `Age` and `X-Cache`, the body
-/// (none for HEAD), or a 304 when the client's conditionals match.
+/// (none for HEAD), or a 304 when the client's `conditionals` (the request's headers, when it
+/// has any) match.
 fn answer(
     entry: &Entry,
-    request: &HeaderMap,
+    conditionals: Option<&HeaderMap>,
     method: &Method,
     now: SystemTime,
     result: CacheResult,
 ) -> Response<ResponseBody> {
-    let conditional = evaluate_conditional(
-        method,
-        request,
-        entry.status,
-        &entry.headers,
-        entry.freshness.response_time,
-    );
-    let mut response = if conditional == ClientConditional::NotModified {
+    let conditional = conditionals.map(|request| {
+        evaluate_conditional(
+            method,
+            request,
+            entry.status,
+            &entry.headers,
+            entry.freshness.response_time,
+        )
+    });
+    let mut response = if conditional == Some(ClientConditional::NotModified) {
         let mut response = Response::new(ResponseBody::Empty);
         *response.status_mut() = StatusCode::NOT_MODIFIED;
         not_modified_headers(&entry.headers, response.headers_mut());
@@ -443,7 +480,7 @@ pub async fn after_upstream(
             pending.count(ctx, result);
             return Ok(answer(
                 &stale,
-                &pending.request_headers,
+                Some(&pending.request_headers),
                 &ctx.head.method,
                 now,
                 result,
@@ -602,7 +639,7 @@ async fn refreshed(
     pending.count(ctx, result);
     answer(
         &entry,
-        &pending.request_headers,
+        Some(&pending.request_headers),
         &ctx.head.method,
         now,
         result,
