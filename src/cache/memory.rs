@@ -98,7 +98,9 @@ struct Shard(Mutex<Lru>);
 /// The in-process entry store.
 pub struct MemoryCache {
     shards: Box<[Shard]>,
-    hasher: std::hash::RandomState,
+    /// Seeded per process (foldhash): keys come from clients, so their hashes must not be
+    /// predictable; SipHash cost more per lookup for no gain in that.
+    hasher: hashbrown::DefaultHashBuilder,
     max_entry_size: usize,
     shard_capacity: usize,
 }

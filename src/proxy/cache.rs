@@ -7,7 +7,7 @@
 //! [`crate::cache::key`]'s; this module only applies them to one request.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode};
@@ -200,7 +200,7 @@ pub async fn lookup(
     };
     let mut flight = None;
     let mut waited = false;
-    let (entry, directory, usable, now) = loop {
+    let (entry, directory, usable, now, age) = loop {
         let (entry, directory) = match find(runtime, &key, &variant).await {
             Ok(found) => found,
             Err(()) => {
@@ -211,17 +211,22 @@ pub async fn lookup(
             }
         };
         let now = SystemTime::now();
-        let usable = entry.as_ref().map(|e| e.freshness.usable(now, &request_cc));
+        let age = entry
+            .as_ref()
+            .map_or(Duration::ZERO, |e| e.freshness.age(now));
+        let usable = entry
+            .as_ref()
+            .map(|e| e.freshness.usable_at(age, now, &request_cc));
         let upstream_next = matches!(usable, None | Some(Usable::Revalidate));
         if !upstream_next || only_if_cached || waited {
-            break (entry, directory, usable, now);
+            break (entry, directory, usable, now, age);
         }
         // A miss, or an entry that must be revalidated first: one request per key goes
         // upstream, the others wait for its answer to be stored and look again.
         match runtime.coalescer.join(&variant.flight_key(&key).into()) {
             Role::Leader(guard) => {
                 flight = Some(guard);
-                break (entry, directory, usable, now);
+                break (entry, directory, usable, now, age);
             }
             Role::Waiter(waiter) => {
                 runtime.metrics.coalesced_wait();
@@ -262,7 +267,7 @@ pub async fn lookup(
                 &entry,
                 asks.then_some(&ctx.head.headers),
                 method,
-                now,
+                age,
                 result,
             );
             Looked::Answered(Box::new(Ok(response)))
@@ -274,7 +279,7 @@ pub async fn lookup(
                 &entry,
                 asks.then_some(&ctx.head.headers),
                 method,
-                now,
+                age,
                 result,
             );
             // One refresh per key at a time: a request that finds one running leaves it be.
@@ -402,7 +407,7 @@ fn answer(
     entry: &Entry,
     conditionals: Option<&HeaderMap>,
     method: &Method,
-    now: SystemTime,
+    age: Duration,
     result: CacheResult,
 ) -> Response<ResponseBody> {
     let conditional = conditionals.map(|request| {
@@ -437,7 +442,7 @@ fn answer(
         response
     };
     let headers = response.headers_mut();
-    headers.insert(header::AGE, age_header(entry.freshness.age(now)));
+    headers.insert(header::AGE, age_header(age));
     headers.insert(X_CACHE.clone(), x_cache(result));
     response
 }
@@ -482,7 +487,7 @@ pub async fn after_upstream(
                 &stale,
                 Some(&pending.request_headers),
                 &ctx.head.method,
-                now,
+                stale.freshness.age(now),
                 result,
             ));
         }
@@ -641,7 +646,7 @@ async fn refreshed(
         &entry,
         Some(&pending.request_headers),
         &ctx.head.method,
-        now,
+        entry.freshness.age(now),
         result,
     )
 }

@@ -178,7 +178,16 @@ impl Freshness {
 
     /// How it may answer a request with directives `request` at `now` (RFC 9111 4.2, 5.2.1).
     pub fn usable(&self, now: SystemTime, request: &RequestCacheControl) -> Usable {
-        let age = self.age(now);
+        self.usable_at(self.age(now), now, request)
+    }
+
+    /// [`usable`](Self::usable) with the current age at `now` already worked out.
+    pub fn usable_at(
+        &self,
+        age: Duration,
+        now: SystemTime,
+        request: &RequestCacheControl,
+    ) -> Usable {
         let fresh = self.lifetime > age;
         if self.no_cache {
             return Usable::Revalidate;
