@@ -561,7 +561,16 @@ pub async fn after_upstream(
     let placement = if response_vary.is_empty() && !variant.varies() {
         Some((key.clone(), None))
     } else {
-        let directory = match pending.directory.take() {
+        let found = match pending.directory.take() {
+            Some(d) => Some(d),
+            // Another instance may have made the URL's directory since the lookup: its
+            // generation is reused, so the two do not hide each other's variants.
+            None => match runtime.store.get(&key).await {
+                Ok(Some(Stored::Directory(d))) => Some(d),
+                _ => None,
+            },
+        };
+        let directory = match found {
             Some(d) if *d.vary == response_vary[..] => Some(d),
             _ => Directory::new(&response_vary).map(Arc::new),
         };

@@ -150,6 +150,11 @@ impl RedisStore {
         self.conn.is_connected()
     }
 
+    /// Why the last attempt to connect failed, while no connection is up.
+    pub fn last_error(&self) -> Option<String> {
+        self.conn.last_error()
+    }
+
     /// Waits up to `within` for a connection; whether one is up.
     pub async fn wait_connected(&self, within: Duration) -> bool {
         self.conn.wait_connected(within).await

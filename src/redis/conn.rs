@@ -88,6 +88,8 @@ struct Shared {
     lost: Notify,
     /// Woken when a connection is made.
     up: Notify,
+    /// Why the last attempt to connect failed, until one succeeds.
+    last_error: std::sync::Mutex<Option<String>>,
 }
 
 struct AbortOnDrop(JoinHandle<()>);
@@ -127,12 +129,23 @@ impl RedisConn {
             conn: ArcSwapOption::empty(),
             lost: Notify::new(),
             up: Notify::new(),
+            last_error: std::sync::Mutex::new(None),
         });
         let task = tokio::spawn(maintain(Arc::clone(&shared)));
         RedisConn {
             shared,
             _task: Arc::new(AbortOnDrop(task)),
         }
+    }
+
+    /// Why the last attempt to connect failed, while no connection is up.
+    pub fn last_error(&self) -> Option<String> {
+        let last = self
+            .shared
+            .last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        last.clone()
     }
 
     /// The settings it connects with.
@@ -264,6 +277,7 @@ async fn maintain(shared: Arc<Shared>) {
             let attempt = tokio::time::timeout(settings.connect_timeout, connect(&shared));
             let error = match attempt.await {
                 Ok(Ok(conn)) => {
+                    *shared.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
                     shared.conn.store(Some(Arc::new(conn)));
                     shared.up.notify_waiters();
                     tracing::info!(target: LOG, "redis connected");
@@ -275,6 +289,7 @@ async fn maintain(shared: Arc<Shared>) {
             if failures == 0 {
                 tracing::warn!(target: LOG, error = %error, "cannot connect to redis; retrying with backoff");
             }
+            *shared.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
             failures = failures.saturating_add(1);
             // Jitter spreads the reconnects of many workers and instances after an outage.
             let jitter = backoff.mul_f64(fastrand::f64() * 0.2);
