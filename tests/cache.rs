@@ -4,14 +4,13 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use common::origin::{Answer, Origin};
 use common::{client, send, server_yaml, Got, TestGateway};
 use http::Request;
 use http_body_util::Full;
-use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 
 const SECRET: &str = "cache-test-secret-cache-test-secret!";
 
@@ -63,18 +62,7 @@ fn x_cache(got: &Got) -> &str {
 }
 
 fn token(sub: &str) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let claims = serde_json::json!({"sub": sub, "exp": now + 600, "iat": now});
-    let token = encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap();
-    format!("Bearer {token}")
+    common::bearer(SECRET, sub)
 }
 
 /// RFC 9111 4: a fresh stored response answers without the origin, with `Age` and `X-Cache`.

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::load_files;
+use common::{check_config_cases, load_files, ConfigCase};
 use gatehouse::cache::settings::{CacheSettings, CacheStoreKind, RouteCache};
 use gatehouse::config::Snapshot;
 use http::HeaderName;
@@ -109,65 +109,31 @@ fn route_cache_loads_with_its_defaults() {
     }
 }
 
-/// One case: a name, the gateway.yaml extra and route settings, and the one error expected.
-struct Case {
-    name: &'static str,
-    gateway: String,
-    route: Option<String>,
-    at: (&'static str, usize, usize),
-    says: &'static str,
-}
-
-fn g(name: &'static str, extra: &str, at: (usize, usize), says: &'static str) -> Case {
-    Case {
+fn g(name: &'static str, extra: &str, at: (usize, usize), says: &'static str) -> ConfigCase {
+    ConfigCase {
         name,
-        gateway: gateway(extra),
-        route: None,
+        files: vec![("gateway.yaml", gateway(extra))],
         at: ("gateway.yaml", at.0, at.1),
         says,
     }
 }
 
-fn r(name: &'static str, settings: &str, at: (usize, usize), says: &'static str) -> Case {
-    Case {
+fn r(name: &'static str, settings: &str, at: (usize, usize), says: &'static str) -> ConfigCase {
+    ConfigCase {
         name,
-        gateway: gateway(""),
-        route: Some(route(settings)),
+        files: vec![
+            ("gateway.yaml", gateway("")),
+            ("routes/r.yaml", route(settings)),
+        ],
         at: ("routes/r.yaml", at.0, at.1),
         says,
     }
 }
 
-fn check(cases: Vec<Case>) {
-    let mut failures = Vec::new();
-    for case in cases {
-        let mut files = vec![("gateway.yaml", case.gateway.as_str())];
-        if let Some(route) = &case.route {
-            files.push(("routes/r.yaml", route.as_str()));
-        }
-        match load_files(&files, &[]) {
-            Ok(_) => failures.push(format!("{}: loaded, expected an error", case.name)),
-            Err(errors) => {
-                let (file, line, column) = case.at;
-                let hit = errors.iter().any(|(f, l, c, m)| {
-                    f == file && *l == line && *c == column && m.contains(case.says)
-                });
-                if !hit || errors.len() != 1 {
-                    failures.push(format!(
-                        "{}: expected only {file}:{line}:{column} `{}`, got {errors:#?}",
-                        case.name, case.says
-                    ));
-                }
-            }
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
-}
-
 #[rustfmt::skip]
 #[test]
 fn bad_cache_settings_are_reported_where_written() {
-    check(vec![
+    check_config_cases(vec![
         g("store redis without redis", "cache:\n  store: redis\n", (4, 10), "`store: redis` needs a `redis:` section"),
         g("unknown store", "cache:\n  store: disk\n", (4, 10), "disk"),
         g("zero ttl", "cache:\n  default_ttl: 0s\n", (4, 16), "`default_ttl` must be greater than zero"),
@@ -184,7 +150,7 @@ fn bad_cache_settings_are_reported_where_written() {
 #[rustfmt::skip]
 #[test]
 fn bad_route_cache_is_reported_where_written() {
-    check(vec![
+    check_config_cases(vec![
         r("zero ttl", "    cache:\n      ttl: 0s\n", (9, 12), "`ttl` must be greater than zero"),
         r("zero stale_if_error", "    cache:\n      stale_if_error: 0s\n", (9, 23), "`stale_if_error` must be greater than zero"),
         r("empty vary", "    cache:\n      vary: []\n", (9, 13), "`vary` is empty"),
@@ -192,17 +158,15 @@ fn bad_route_cache_is_reported_where_written() {
         r("vary twice", "    cache:\n      vary: [X-A, x-a]\n", (9, 19), "listed twice"),
         r("per_user without auth", "    cache:\n      per_user: true\n", (9, 17), "`per_user` needs `auth`"),
         r("unknown key", "    cache:\n      max_age: 1s\n", (9, 7), "max_age"),
-        Case {
+        ConfigCase {
             name: "respond route",
-            gateway: gateway(""),
-            route: Some("routes:\n  - name: r\n    match: {path: /x}\n    respond: {body: hi}\n    cache: {ttl: 1s}\n".into()),
+            files: vec![("gateway.yaml", gateway("")), ("routes/r.yaml", "routes:\n  - name: r\n    match: {path: /x}\n    respond: {body: hi}\n    cache: {ttl: 1s}\n".into())],
             at: ("routes/r.yaml", 5, 5),
             says: "`cache` needs an `upstream`",
         },
-        Case {
+        ConfigCase {
             name: "no GET or HEAD",
-            gateway: gateway(""),
-            route: Some("upstreams:\n  a:\n    targets: [http://127.0.0.1:1]\nroutes:\n  - name: r\n    match: {path: /x, methods: [POST]}\n    upstream: a\n    cache: {ttl: 1s}\n".into()),
+            files: vec![("gateway.yaml", gateway("")), ("routes/r.yaml", "upstreams:\n  a:\n    targets: [http://127.0.0.1:1]\nroutes:\n  - name: r\n    match: {path: /x, methods: [POST]}\n    upstream: a\n    cache: {ttl: 1s}\n".into())],
             at: ("routes/r.yaml", 6, 12),
             says: "GET and HEAD only",
         },

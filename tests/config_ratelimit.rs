@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::load_files;
+use common::{check_config_cases, load_files, ConfigCase};
 use gatehouse::config::Snapshot;
 use gatehouse::ratelimit::{
     OnStoreError, RateLimitSettings, RedisSettings, RedisTarget, StoreKind,
@@ -32,16 +32,8 @@ fn route_limits(items: &str) -> String {
     )
 }
 
-/// One case: a name, the files, and the one error expected (position and words in it).
-struct Case {
-    name: &'static str,
-    files: Vec<(&'static str, String)>,
-    at: (&'static str, usize, usize),
-    says: &'static str,
-}
-
-fn g(name: &'static str, extra: &str, at: (usize, usize), says: &'static str) -> Case {
-    Case {
+fn g(name: &'static str, extra: &str, at: (usize, usize), says: &'static str) -> ConfigCase {
+    ConfigCase {
         name,
         files: vec![("gateway.yaml", gateway(extra))],
         at: ("gateway.yaml", at.0, at.1),
@@ -49,8 +41,8 @@ fn g(name: &'static str, extra: &str, at: (usize, usize), says: &'static str) ->
     }
 }
 
-fn r(name: &'static str, items: &str, at: (usize, usize), says: &'static str) -> Case {
-    Case {
+fn r(name: &'static str, items: &str, at: (usize, usize), says: &'static str) -> ConfigCase {
+    ConfigCase {
         name,
         files: vec![
             ("gateway.yaml", gateway("")),
@@ -59,30 +51,6 @@ fn r(name: &'static str, items: &str, at: (usize, usize), says: &'static str) ->
         at: ("routes/r.yaml", at.0, at.1),
         says,
     }
-}
-
-/// Checks every case, reporting all that fail at once.
-fn check(cases: Vec<Case>) {
-    let mut failures = Vec::new();
-    for case in cases {
-        let files: Vec<(&str, &str)> = case.files.iter().map(|(n, t)| (*n, t.as_str())).collect();
-        match load_files(&files, &[]) {
-            Ok(_) => failures.push(format!("{}: loaded, expected an error", case.name)),
-            Err(errors) => {
-                let (file, line, column) = case.at;
-                let hit = errors.iter().any(|(f, l, c, m)| {
-                    f == file && *l == line && *c == column && m.contains(case.says)
-                });
-                if !hit || errors.len() != 1 {
-                    failures.push(format!(
-                        "{}: expected only {file}:{line}:{column} `{}`, got {errors:#?}",
-                        case.name, case.says
-                    ));
-                }
-            }
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 #[test]
@@ -165,7 +133,7 @@ fn an_unused_redis_section_is_a_warning() {
 #[rustfmt::skip]
 #[test]
 fn bad_store_settings_are_reported_where_written() {
-    check(vec![
+    check_config_cases(vec![
         g("store redis without redis", "rate_limit:\n  store: redis\n", (4, 10), "`store: redis` needs a `redis:` section"),
         g("unknown store", "rate_limit:\n  store: disk\n", (4, 10), "disk"),
         g("unknown on_store_error", "redis:\n  url: redis://h:1\nrate_limit:\n  store: redis\n  on_store_error: maybe\n", (7, 19), "maybe"),
@@ -196,7 +164,7 @@ fn with_ca(
     pem: &str,
     at: (usize, usize),
     says: &'static str,
-) -> Case {
+) -> ConfigCase {
     let mut case = g(name, extra, at, says);
     case.files.push(("ca.pem", pem.to_string()));
     case
@@ -209,7 +177,7 @@ fn with_ca(
 fn bad_ca_files_are_reported_where_written() {
     let tls = "redis:\n  url: rediss://h:1\n  ca_file: ca.pem\n";
     let cert = |body: &str| format!("-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----\n");
-    check(vec![
+    check_config_cases(vec![
         g("missing ca_file", "redis:\n  url: rediss://h:1\n  ca_file: missing.pem\n", (5, 12), "cannot read ca_file `missing.pem`"),
         with_ca("no certificate", tls, "not a certificate\n", (5, 12), "ca_file `ca.pem` holds no PEM certificate"),
         with_ca("only a key", tls, "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", (5, 12), "holds no PEM certificate"),
@@ -252,7 +220,7 @@ fn a_ca_file_loads_with_its_content() {
 fn bad_route_limits_are_reported_where_written() {
     let item = |by: &str, rest: &str| format!("      - by: {by}\n{rest}");
     let per_minute = |by: &str| item(by, "        limit: 10\n        per: 1m\n");
-    check(vec![
+    check_config_cases(vec![
         r("limit 0", &item("ip", "        limit: 0\n        per: 1m\n"), (10, 16), "`limit` must be at least 1"),
         r("per 0", &item("ip", "        limit: 1\n        per: 0s\n"), (11, 14), "`per` must be greater than zero"),
         r("negative limit", &item("ip", "        limit: -1\n        per: 1m\n"), (10, 16), "-1"),

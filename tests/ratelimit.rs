@@ -8,14 +8,12 @@
 
 mod common;
 
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use common::redis::{RedisCluster, RedisOptions, RedisServer, TlsFiles};
 use common::*;
 use http::Request;
 use http_body_util::Full;
-use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 
 const SECRET: &str = "a-test-secret-that-is-long-enough-for-hs256";
 
@@ -146,18 +144,7 @@ async fn the_strictest_of_several_limits_decides_and_sends_its_headers() {
 }
 
 fn token(sub: &str) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let claims = serde_json::json!({"sub": sub, "exp": now + 600, "iat": now});
-    let token = encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap();
-    format!("Bearer {token}")
+    common::bearer(SECRET, sub)
 }
 
 #[tokio::test]

@@ -564,6 +564,56 @@ pub fn path_str(path: &Path) -> &str {
     path.to_str().expect("utf-8 temp path")
 }
 
+/// One config that must fail to load with exactly one error: its name, its files, where the
+/// error is (file, line, column) and words it contains.
+pub struct ConfigCase {
+    pub name: &'static str,
+    pub files: Vec<(&'static str, String)>,
+    pub at: (&'static str, usize, usize),
+    pub says: &'static str,
+}
+
+/// Loads every case, reporting all that do not fail as expected at once.
+pub fn check_config_cases(cases: Vec<ConfigCase>) {
+    let mut failures = Vec::new();
+    for case in cases {
+        let files: Vec<(&str, &str)> = case.files.iter().map(|(n, t)| (*n, t.as_str())).collect();
+        match load_files(&files, &[]) {
+            Ok(_) => failures.push(format!("{}: loaded, expected an error", case.name)),
+            Err(errors) => {
+                let (file, line, column) = case.at;
+                let hit = errors.iter().any(|(f, l, c, m)| {
+                    f == file && *l == line && *c == column && m.contains(case.says)
+                });
+                if !hit || errors.len() != 1 {
+                    failures.push(format!(
+                        "{}: expected only {file}:{line}:{column} `{}`, got {errors:#?}",
+                        case.name, case.says
+                    ));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// `Bearer` + an HS256 token for `sub`, signed with `secret`, valid for ten minutes.
+pub fn bearer(secret: &str, sub: &str) -> String {
+    use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = serde_json::json!({"sub": sub, "exp": now + 600, "iat": now});
+    let token = encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap();
+    format!("Bearer {token}")
+}
+
 /// A port nothing listens on right now: bound, then released. A child told to listen on it may
 /// lose a race for it, so callers retry with another.
 pub fn free_port() -> u16 {
