@@ -8,7 +8,6 @@
 
 mod common;
 
-
 use bytes::Bytes;
 use common::redis::{RedisCluster, RedisOptions, RedisServer, TlsFiles};
 use common::*;
