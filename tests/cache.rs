@@ -301,6 +301,7 @@ async fn rfc9111_5_2_1_request_directives() {
     let miss = get(&gw, "/c/r", &[("cache-control", "only-if-cached")]).await;
     assert_eq!(miss.status, 504);
     assert_eq!(miss.json()["error"], "not_cached");
+    assert_eq!(x_cache(&miss), "MISS");
     assert_eq!(origin.count("/c/r"), 0);
     let bypass = get(&gw, "/c/r", &[("cache-control", "no-store")]).await;
     assert_eq!(x_cache(&bypass), "BYPASS");
@@ -755,4 +756,23 @@ async fn concurrent_revalidations_of_one_entry_make_one_upstream_request() {
         2,
         "one revalidation for 50 requests"
     );
+}
+
+/// The gateway's own error on a cache route still says what the cache made of the request.
+#[tokio::test]
+async fn an_upstream_failure_on_a_cache_route_carries_x_cache() {
+    // An upstream that refuses connections (its port held, never listening).
+    let refusing = common::RefusingPort::new();
+    let yaml = format!(
+        "{}upstreams:\n  o:\n    targets: [http://127.0.0.1:{}]\n\
+         routes:\n  - name: c\n    match: {{path: /c}}\n    upstream: o\n    cache: {{ttl: 60s}}\n",
+        server_yaml(""),
+        refusing.port
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let failed = get(&gw, "/c/gone", &[]).await;
+    assert_eq!(failed.status, 502, "{:?}", failed.headers);
+    assert_eq!(x_cache(&failed), "MISS");
+    let bypass = get(&gw, "/c/gone", &[("cache-control", "no-store")]).await;
+    assert_eq!((bypass.status.as_u16(), x_cache(&bypass)), (502, "BYPASS"));
 }

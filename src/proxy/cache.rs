@@ -241,6 +241,7 @@ pub async fn lookup(
     let Some(entry) = entry else {
         if only_if_cached {
             ctx.route.cache_results.record(CacheResult::Miss);
+            ctx.cache_result = Some(CacheResult::Miss);
             return Looked::Answered(Box::new(Err(GatewayError::NotCached)));
         }
         let request_headers = ctx.head.headers.clone();
@@ -306,6 +307,7 @@ pub async fn lookup(
         }
         _ if only_if_cached => {
             ctx.route.cache_results.record(CacheResult::Miss);
+            ctx.cache_result = Some(CacheResult::Miss);
             Looked::Answered(Box::new(Err(GatewayError::NotCached)))
         }
         _ => {
@@ -496,6 +498,7 @@ pub async fn after_upstream(
         Ok(response) => response,
         Err(error) => {
             pending.count(ctx, pending.result);
+            ctx.cache_result = Some(pending.result);
             return Err(error);
         }
     };

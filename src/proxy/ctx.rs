@@ -41,6 +41,9 @@ pub struct RequestCtx<'s> {
     /// On a `compress` route, the coding the client accepts (read from `Accept-Encoding`
     /// before the headers go upstream); `None`: identity.
     pub accepts: Option<crate::compress::Coding>,
+    /// On a `cache` route, what the cache made of the request when it answered with an error
+    /// of the gateway's (the response filter sends it as `X-Cache`).
+    pub cache_result: Option<crate::observability::metrics::CacheResult>,
     /// What the log line says beyond the facts above, filled in as the phases learn it.
     pub record: RequestRecord,
     path: Text,
@@ -139,6 +142,7 @@ impl<'s> RequestCtx<'s> {
             rate_limit: None,
             access_log: arrival.access_log,
             accepts: None,
+            cache_result: None,
             record: RequestRecord::default(),
             path: located.path,
             host: located.host,

@@ -29,6 +29,9 @@ pub fn response_filter(
     }
     cors(ctx, response.headers_mut());
     rate_limit(ctx, response.headers_mut());
+    if let Some(result) = ctx.cache_result {
+        super::cache::tag_error(result, response);
+    }
     response
         .headers_mut()
         .insert(X_REQUEST_ID, ctx.request_id.clone());

@@ -81,6 +81,8 @@ pub struct Origin {
     state: Arc<Mutex<State>>,
     task: tokio::task::JoinHandle<()>,
     connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+    /// Set by [`stop`](Origin::stop): connections are closed as soon as they are accepted.
+    down: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Origin {
@@ -90,12 +92,21 @@ impl Origin {
         let addr = listener.local_addr().expect("addr");
         let state: Arc<Mutex<State>> = Arc::default();
         let connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
-        let (shared, conns) = (Arc::clone(&state), Arc::clone(&connections));
+        let down: Arc<std::sync::atomic::AtomicBool> = Arc::default();
+        let (shared, conns, closing) = (
+            Arc::clone(&state),
+            Arc::clone(&connections),
+            Arc::clone(&down),
+        );
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                if closing.load(std::sync::atomic::Ordering::SeqCst) {
+                    drop(stream);
+                    continue;
+                }
                 let state = Arc::clone(&shared);
                 let conn = tokio::spawn(async move {
                     let service = service_fn(move |req| answer(req, Arc::clone(&state)));
@@ -111,6 +122,7 @@ impl Origin {
             state,
             task,
             connections,
+            down,
         }
     }
 
@@ -151,9 +163,10 @@ impl Origin {
         state.seen.iter().rev().find(|s| s.target == path).cloned()
     }
 
-    /// Stops listening and drops every connection, as a crashed origin would.
+    /// Drops every connection and closes each new one at once, as a crashed origin would,
+    /// keeping its port so no other test's server can take it meanwhile.
     pub fn stop(&self) {
-        self.task.abort();
+        self.down.store(true, std::sync::atomic::Ordering::SeqCst);
         for conn in self.connections.lock().unwrap().drain(..) {
             conn.abort();
         }
@@ -163,6 +176,7 @@ impl Origin {
 impl Drop for Origin {
     fn drop(&mut self) {
         self.stop();
+        self.task.abort();
     }
 }
 
