@@ -100,6 +100,16 @@ pub fn explain(
         let host = routed.host.as_deref().unwrap_or("");
         explain_cache(snapshot, policy, host, &routed.path, &parts, &mut out);
     }
+    if route.compress.is_some() {
+        let this = match crate::compress::negotiate(&parts.headers) {
+            Some(coding) => format!("this request accepts {}", coding.token()),
+            None => "this request gets identity (no acceptable coding)".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "compress:   gzip or br for compressible answers the upstream did not encode; {this}"
+        );
+    }
     match &route.action {
         RouteAction::Respond(fixed) => {
             let _ = writeln!(

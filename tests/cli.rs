@@ -442,3 +442,23 @@ fn explain_prints_the_cache_key_a_request_would_use() {
         &["  DELETE:    not cached; a 2xx or 3xx answer invalidates edge:api.example.com/items/7"],
     );
 }
+
+#[test]
+fn explain_says_whether_a_request_would_be_compressed() {
+    let gateway = "server:\n  listen: 127.0.0.1:0\nupstreams:\n  a:\n    targets: [http://127.0.0.1:1]\n\
+                   routes:\n  - name: docs\n    match: {path: /docs}\n    upstream: a\n    compress: true\n";
+    let dir = config_dir(&[("gateway.yaml", gateway)]);
+    let out = explain(
+        dir.path(),
+        &["GET", "/docs/a", "-H", "Accept-Encoding: gzip;q=0.5, br"],
+    );
+    assert_lines(
+        &out,
+        &["compress:   gzip or br for compressible answers the upstream did not encode; this request accepts br"],
+    );
+    let out = explain(dir.path(), &["GET", "/docs/a"]);
+    assert_lines(
+        &out,
+        &["compress:   gzip or br for compressible answers the upstream did not encode; this request gets identity (no acceptable coding)"],
+    );
+}
