@@ -136,8 +136,9 @@ pub fn explain(
             .map(|i| &upstream.targets[i]);
             let _ = writeln!(
                 out,
-                "upstream:   {} (round_robin over {} target(s))",
+                "upstream:   {} ({} over {} target(s))",
                 upstream.name,
+                upstream.balancer.label(),
                 upstream.targets.len()
             );
             for target in &upstream.targets {
@@ -159,9 +160,14 @@ pub fn explain(
                 }
             }
             if let Some(target) = first {
+                // Round robin's first pick is known; the others depend on chance and load.
+                let which = match upstream.balancer.label() {
+                    "round_robin" => String::new(),
+                    other => format!(" (or another target: {other} decides per request)"),
+                };
                 let _ = writeln!(
                     out,
-                    "would call: {method} {}://{}{upstream_path}{query}",
+                    "would call: {method} {}://{}{upstream_path}{query}{which}",
                     target.scheme, target.authority
                 );
             }

@@ -320,7 +320,7 @@ fn sections_not_supported_yet_are_refused_at_their_key() {
         in_upstream("tls", "    tls:\n      insecure_skip_verify: true\n"),
         in_upstream("hash_on", "    hash_on: ip\n"),
         // For these the value, not the key, is what is refused.
-        r("least_requests", upstream_with("    balance: least_requests\n"), (4, 14), "balance `least_requests` is not supported yet"),
+        r("hash", upstream_with("    balance: hash\n"), (4, 14), "balance `hash` is not supported yet"),
         r("h2", upstream_with("    protocol: h2\n"), (4, 15), "only protocol http1 is supported"),
     ]);
 }

@@ -30,7 +30,7 @@ use crate::routing::normalize::normalize_path;
 use crate::routing::route::{PathRewrite, ProxyAction, Route, RouteAction, StaticResponse};
 use crate::routing::router::Router;
 use crate::trusted_proxies::TrustedProxies;
-use crate::upstream::balance::SmoothWeighted;
+use crate::upstream::balance::{Balancer, LeastRequests, SmoothWeighted, WeightedRandom};
 use crate::upstream::pool::{Pool, PoolSettings};
 use crate::upstream::{connect_address, parse_target, Target, Upstream};
 
@@ -412,15 +412,10 @@ fn build_upstream(
         ("retry", &s.retry),
     ]);
     if let Some(balance) = &s.balance {
-        if balance.value != Balance::RoundRobin {
-            let label = match balance.value {
-                Balance::LeastRequests => "least_requests",
-                Balance::Random => "random",
-                _ => "hash",
-            };
+        if balance.value == Balance::Hash {
             e.at(
                 balance.mark,
-                format!("balance `{label}` is not supported yet; use round_robin"),
+                "balance `hash` is not supported yet; use round_robin, least_requests or random",
             );
         }
     }
@@ -487,7 +482,16 @@ fn build_upstream(
         .get_or_make(&name.value, &pool, || Pool::new(pool.clone()));
     Some(Upstream {
         name: name.value.as_str().into(),
-        balancer: SmoothWeighted::new(targets.iter().map(|t| t.weight).collect()),
+        balancer: {
+            let weights: Vec<u32> = targets.iter().map(|t| t.weight).collect();
+            match s.balance.as_ref().map(|b| b.value) {
+                Some(Balance::LeastRequests) => {
+                    Balancer::LeastRequests(LeastRequests::new(weights))
+                }
+                Some(Balance::Random) => Balancer::Random(WeightedRandom::new(weights)),
+                _ => Balancer::RoundRobin(SmoothWeighted::new(weights)),
+            }
+        },
         targets,
         timeout,
         read_timeout,

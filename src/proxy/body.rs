@@ -9,6 +9,7 @@ use http_body::{Body, Frame, SizeHint};
 
 use crate::body::BoxError;
 use crate::compress::Compressing;
+use crate::upstream::balance::InFlight;
 use crate::upstream::pool::UpstreamBody;
 use crate::upstream::Upstream;
 
@@ -48,12 +49,18 @@ impl ResponseBody {
 pub struct Relayed {
     body: UpstreamBody,
     upstream: Arc<Upstream>,
+    /// Counts the request in flight at its target (`least_requests`) until the body is done.
+    _in_flight: Option<InFlight>,
 }
 
 impl Relayed {
-    /// Relays `body` from `upstream`.
-    pub fn new(body: UpstreamBody, upstream: Arc<Upstream>) -> Self {
-        Relayed { body, upstream }
+    /// Relays `body` from `upstream`, holding `in_flight` until it is dropped.
+    pub fn new(body: UpstreamBody, upstream: Arc<Upstream>, in_flight: Option<InFlight>) -> Self {
+        Relayed {
+            body,
+            upstream,
+            _in_flight: in_flight,
+        }
     }
 }
 

@@ -42,7 +42,7 @@ pub async fn forward(
         drain(body);
         return Err(GatewayError::BodyTooLarge { limit });
     }
-    let Some((target_index, target)) = upstream.pick() else {
+    let Some((target_index, target, in_flight)) = upstream.pick() else {
         drain(body);
         return Err(GatewayError::NoTarget {
             upstream: upstream.name.clone(),
@@ -183,7 +183,7 @@ pub async fn forward(
     // The client gets our HTTP version, not the upstream's (an HTTP/1.0 upstream would
     // otherwise turn the client's keep-alive connection into a one-shot).
     parts.version = Version::default();
-    let body = Relayed::new(body, Arc::clone(upstream));
+    let body = Relayed::new(body, Arc::clone(upstream), in_flight);
     Ok(Response::from_parts(parts, ResponseBody::Upstream(body)))
 }
 

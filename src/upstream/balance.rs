@@ -1,7 +1,152 @@
-//! Smooth weighted round robin, as nginx does it: weights 5,1,1 give a,a,b,a,c,a,a rather than
-//! a,a,a,a,a,b,c, so no target gets a burst of consecutive requests.
+//! How an upstream picks a target for a request (`balance`):
+//!
+//! - `round_robin`: smooth weighted round robin, as nginx does it: weights 5,1,1 give
+//!   a,a,b,a,c,a,a rather than a,a,a,a,a,b,c, so no target gets a burst of consecutive requests.
+//! - `random`: a target drawn at random in proportion to its weight.
+//! - `least_requests`: the power of two choices: two targets drawn at random (by weight), the
+//!   one with fewer requests in flight per unit of weight wins. It sends less to a slow target
+//!   without every worker herding onto the one least loaded a moment ago.
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// The balancer of one upstream.
+#[derive(Debug)]
+pub enum Balancer {
+    /// `round_robin`.
+    RoundRobin(SmoothWeighted),
+    /// `random`.
+    Random(WeightedRandom),
+    /// `least_requests`.
+    LeastRequests(LeastRequests),
+}
+
+impl Balancer {
+    /// The next target among those `eligible` accepts, and, for `least_requests`, the mark
+    /// that counts the request in flight until it is dropped.
+    pub fn pick(&self, eligible: impl Fn(usize) -> bool) -> Option<(usize, Option<InFlight>)> {
+        match self {
+            Balancer::RoundRobin(b) => b.pick(eligible).map(|i| (i, None)),
+            Balancer::Random(b) => b.pick(eligible).map(|i| (i, None)),
+            Balancer::LeastRequests(b) => b.pick(eligible).map(|(i, f)| (i, Some(f))),
+        }
+    }
+
+    /// `round_robin`, `random` or `least_requests`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Balancer::RoundRobin(_) => "round_robin",
+            Balancer::Random(_) => "random",
+            Balancer::LeastRequests(_) => "least_requests",
+        }
+    }
+}
+
+/// Weights of at least 1 (a u32 each, so their sum fits a u64).
+fn weights_of(weights: Vec<u32>) -> Vec<u64> {
+    weights.into_iter().map(|w| u64::from(w.max(1))).collect()
+}
+
+/// Draws an eligible target with probability proportional to its weight.
+fn draw(weights: &[u64], eligible: &impl Fn(usize) -> bool) -> Option<usize> {
+    let total: u64 = (0..weights.len())
+        .filter(|&i| eligible(i))
+        .map(|i| weights[i])
+        .sum();
+    if total == 0 {
+        return None;
+    }
+    let mut point = fastrand::u64(..total);
+    for (i, &w) in weights.iter().enumerate() {
+        if !eligible(i) {
+            continue;
+        }
+        if point < w {
+            return Some(i);
+        }
+        point -= w;
+    }
+    None
+}
+
+/// `random`: weighted, no shared state to write.
+#[derive(Debug)]
+pub struct WeightedRandom {
+    weights: Vec<u64>,
+}
+
+impl WeightedRandom {
+    /// A balancer over targets with these weights (each at least 1).
+    pub fn new(weights: Vec<u32>) -> Self {
+        WeightedRandom {
+            weights: weights_of(weights),
+        }
+    }
+
+    /// A target drawn among those `eligible` accepts.
+    pub fn pick(&self, eligible: impl Fn(usize) -> bool) -> Option<usize> {
+        draw(&self.weights, &eligible)
+    }
+}
+
+/// `least_requests`: the power of two choices over in-flight counts.
+#[derive(Debug)]
+pub struct LeastRequests {
+    weights: Vec<u64>,
+    in_flight: Arc<[AtomicUsize]>,
+}
+
+/// A request counted in flight at a target until this is dropped.
+#[derive(Debug)]
+pub struct InFlight {
+    counts: Arc<[AtomicUsize]>,
+    target: usize,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.counts[self.target].fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl LeastRequests {
+    /// A balancer over targets with these weights (each at least 1).
+    pub fn new(weights: Vec<u32>) -> Self {
+        let weights = weights_of(weights);
+        let in_flight = (0..weights.len()).map(|_| AtomicUsize::new(0)).collect();
+        LeastRequests { weights, in_flight }
+    }
+
+    /// Requests in flight at `target` now.
+    pub fn in_flight(&self, target: usize) -> usize {
+        self.in_flight[target].load(Ordering::Relaxed)
+    }
+
+    /// Of two targets drawn among those `eligible` accepts, the less loaded for its weight,
+    /// counted in flight until the returned mark is dropped.
+    pub fn pick(&self, eligible: impl Fn(usize) -> bool) -> Option<(usize, InFlight)> {
+        let first = draw(&self.weights, &eligible)?;
+        let second = draw(&self.weights, &|i| i != first && eligible(i)).unwrap_or(first);
+        // load_a / weight_a <= load_b / weight_b, without division.
+        let lighter = |a: usize, b: usize| {
+            let (la, lb) = (self.in_flight(a) as u128, self.in_flight(b) as u128);
+            la * u128::from(self.weights[b]) <= lb * u128::from(self.weights[a])
+        };
+        let chosen = if lighter(first, second) {
+            first
+        } else {
+            second
+        };
+        self.in_flight[chosen].fetch_add(1, Ordering::Relaxed);
+        Some((
+            chosen,
+            InFlight {
+                counts: Arc::clone(&self.in_flight),
+                target: chosen,
+            },
+        ))
+    }
+}
 
 /// Picks targets in proportion to their weights, interleaved as evenly as possible.
 #[derive(Debug)]
@@ -73,6 +218,48 @@ mod tests {
             .max()
             .unwrap();
         assert!(longest_run <= 3, "run of {longest_run}");
+    }
+
+    #[test]
+    fn random_draws_by_weight_and_skips_ineligible_targets() {
+        fastrand::seed(7);
+        let b = WeightedRandom::new(vec![1, 1, 2]);
+        let mut counts = [0usize; 3];
+        for _ in 0..40_000 {
+            counts[b.pick(|_| true).unwrap()] += 1;
+        }
+        // Expected 10k, 10k, 20k; a sixth off would be dozens of standard deviations.
+        assert!((8_500..11_500).contains(&counts[0]), "{counts:?}");
+        assert!((8_500..11_500).contains(&counts[1]), "{counts:?}");
+        assert!((18_000..22_000).contains(&counts[2]), "{counts:?}");
+        assert!((0..100).all(|_| b.pick(|i| i != 2) != Some(2)));
+        assert_eq!(b.pick(|_| false), None);
+    }
+
+    #[test]
+    fn least_requests_prefers_the_less_loaded_for_its_weight() {
+        let b = LeastRequests::new(vec![1, 1]);
+        // Hold marks on target 0: with two targets both are always compared.
+        let (first, held) = b.pick(|_| true).unwrap();
+        let other = 1 - first;
+        for _ in 0..10 {
+            let (i, mark) = b.pick(|_| true).unwrap();
+            assert_eq!(i, other, "the idle target wins");
+            drop(mark);
+        }
+        assert_eq!(b.in_flight(first), 1);
+        drop(held);
+        assert_eq!(b.in_flight(first), 0, "a dropped mark leaves the count");
+        // Weight counts: 2 in flight at weight 4 is lighter than 1 at weight 1.
+        let w = LeastRequests::new(vec![4, 1]);
+        w.in_flight[0].store(2, Ordering::Relaxed);
+        w.in_flight[1].store(1, Ordering::Relaxed);
+        let (i, _mark) = w.pick(|_| true).unwrap();
+        assert_eq!(i, 0);
+        // One eligible target is picked whatever its load.
+        let (i, _mark2) = w.pick(|i| i == 1).unwrap();
+        assert_eq!(i, 1);
+        assert!(w.pick(|_| false).is_none());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
 
-use balance::SmoothWeighted;
+use balance::{Balancer, InFlight};
 use pool::Pool;
 
 /// One entry of `upstreams:`, ready to serve.
@@ -22,7 +22,7 @@ pub struct Upstream {
     /// Where requests go.
     pub targets: Vec<Target>,
     /// Chooses among `targets`.
-    pub balancer: SmoothWeighted,
+    pub balancer: Balancer,
     /// Time allowed until response headers arrive (routes may override).
     pub timeout: Duration,
     /// Time allowed between two reads of the response body (routes may override).
@@ -51,9 +51,12 @@ pub struct Target {
 }
 
 impl Upstream {
-    /// The target for the next request, with its index.
-    pub fn pick(&self) -> Option<(usize, &Target)> {
-        self.balancer.pick(|_| true).map(|i| (i, &self.targets[i]))
+    /// The target for the next request, with its index and, under `least_requests`, the mark
+    /// that counts the request in flight there (hold it until the answer's body is done).
+    pub fn pick(&self) -> Option<(usize, &Target, Option<InFlight>)> {
+        self.balancer
+            .pick(|_| true)
+            .map(|(i, in_flight)| (i, &self.targets[i], in_flight))
     }
 }
 
