@@ -64,6 +64,12 @@ pub enum GatewayError {
         /// Upstream name.
         upstream: std::sync::Arc<str>,
     },
+    /// `circuit_breaker.max_requests` requests are already in flight to the upstream (503).
+    #[error("upstream {upstream} has too many requests in flight")]
+    UpstreamOverloaded {
+        /// Upstream name.
+        upstream: std::sync::Arc<str>,
+    },
     /// `Cache-Control: only-if-cached` and nothing stored could answer (504, RFC 9111 5.2.1.7).
     #[error("only-if-cached: no stored response can answer this request")]
     NotCached,
@@ -134,6 +140,9 @@ impl GatewayError {
             }
             GatewayError::NoTarget { .. } => (StatusCode::SERVICE_UNAVAILABLE, "no_target"),
             GatewayError::NotCached => (StatusCode::GATEWAY_TIMEOUT, "not_cached"),
+            GatewayError::UpstreamOverloaded { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "upstream_overloaded")
+            }
             GatewayError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             GatewayError::RateLimitStoreUnavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -173,7 +182,9 @@ impl GatewayError {
                     headers.insert(header::ALLOW, value);
                 }
             }
-            GatewayError::NoTarget { .. } | GatewayError::RateLimitStoreUnavailable => {
+            GatewayError::NoTarget { .. }
+            | GatewayError::RateLimitStoreUnavailable
+            | GatewayError::UpstreamOverloaded { .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             GatewayError::RateLimited { retry_after } => {

@@ -32,6 +32,7 @@ use crate::routing::router::Router;
 use crate::trusted_proxies::TrustedProxies;
 use crate::upstream::balance::{Balancer, LeastRequests, SmoothWeighted, WeightedRandom};
 use crate::upstream::pool::{Pool, PoolSettings};
+use crate::upstream::Bulkhead;
 use crate::upstream::{connect_address, parse_target, Target, Upstream};
 
 const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
@@ -407,10 +408,30 @@ fn build_upstream(
         ("tls", &s.tls),
         ("hash_on", &s.hash_on),
         ("health_check", &s.health_check),
-        ("circuit_breaker", &s.circuit_breaker),
         ("outlier_detection", &s.outlier_detection),
         ("retry", &s.retry),
     ]);
+    let max_requests = s.circuit_breaker.as_ref().and_then(|cb| {
+        let cb = &cb.value;
+        e.unsupported(&[
+            ("circuit_breaker.failure_ratio", &cb.failure_ratio),
+            ("circuit_breaker.min_requests", &cb.min_requests),
+            (
+                "circuit_breaker.consecutive_failures",
+                &cb.consecutive_failures,
+            ),
+            ("circuit_breaker.window", &cb.window),
+            ("circuit_breaker.open_for", &cb.open_for),
+            ("circuit_breaker.half_open_requests", &cb.half_open_requests),
+            ("circuit_breaker.failure_statuses", &cb.failure_statuses),
+        ]);
+        let max = cb.max_requests.as_ref()?;
+        if max.value == 0 {
+            e.at(max.mark, "`max_requests` must be at least 1");
+            return None;
+        }
+        Some(max.value)
+    });
     if let Some(balance) = &s.balance {
         if balance.value == Balance::Hash {
             e.at(
@@ -482,6 +503,7 @@ fn build_upstream(
         .get_or_make(&name.value, &pool, || Pool::new(pool.clone()));
     Some(Upstream {
         name: name.value.as_str().into(),
+        bulkhead: max_requests.map(Bulkhead::new),
         balancer: {
             let weights: Vec<u32> = targets.iter().map(|t| t.weight).collect();
             match s.balance.as_ref().map(|b| b.value) {

@@ -345,8 +345,8 @@ pub struct UpstreamSection {
     pub hash_on: Unsupported,
     /// Not supported yet.
     pub health_check: Unsupported,
-    /// Not supported yet.
-    pub circuit_breaker: Unsupported,
+    /// Limits on calls to this upstream.
+    pub circuit_breaker: Option<AtKey<CircuitBreakerSection>>,
     /// Not supported yet.
     pub outlier_detection: Unsupported,
     /// Not supported yet.
@@ -354,6 +354,29 @@ pub struct UpstreamSection {
     #[serde(default, rename = "$damaged")]
     /// Fields that had an error.
     pub damaged: Damaged,
+}
+
+/// Upstream `circuit_breaker:`. Only the concurrency limit is enforced so far; the breaker's
+/// own keys are refused rather than accepted and ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitBreakerSection {
+    /// Requests in flight to the upstream at most; more get 503 at once.
+    pub max_requests: Option<Spanned<u32>>,
+    /// Not supported yet.
+    pub failure_ratio: Unsupported,
+    /// Not supported yet.
+    pub min_requests: Unsupported,
+    /// Not supported yet.
+    pub consecutive_failures: Unsupported,
+    /// Not supported yet.
+    pub window: Unsupported,
+    /// Not supported yet.
+    pub open_for: Unsupported,
+    /// Not supported yet.
+    pub half_open_requests: Unsupported,
+    /// Not supported yet.
+    pub failure_statuses: Unsupported,
 }
 
 /// A target: a plain URL, or a URL with a weight.

@@ -113,7 +113,13 @@ const METHODS: [&str; 10] = [
 const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
 
 /// Outcome label values, indexed by [`UpstreamOutcome`].
-const OUTCOMES: [&str; 4] = ["response", "connect_error", "timeout", "error"];
+const OUTCOMES: [&str; 5] = [
+    "response",
+    "connect_error",
+    "timeout",
+    "error",
+    "overloaded",
+];
 
 /// Result label values of rate-limit decisions.
 const DECISION_RESULTS: [&str; 2] = ["allowed", "limited"];
@@ -168,6 +174,8 @@ pub enum UpstreamOutcome {
     Timeout,
     /// The connection failed after it was made.
     Error,
+    /// Not sent: `circuit_breaker.max_requests` were already in flight.
+    Overloaded,
 }
 
 /// How a configuration reload ended.

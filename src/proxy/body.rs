@@ -11,7 +11,7 @@ use crate::body::BoxError;
 use crate::compress::Compressing;
 use crate::upstream::balance::InFlight;
 use crate::upstream::pool::UpstreamBody;
-use crate::upstream::Upstream;
+use crate::upstream::{Admitted, Upstream};
 
 /// The body of every response the gateway sends.
 #[derive(Debug, Default)]
@@ -49,17 +49,24 @@ impl ResponseBody {
 pub struct Relayed {
     body: UpstreamBody,
     upstream: Arc<Upstream>,
-    /// Counts the request in flight at its target (`least_requests`) until the body is done.
-    _in_flight: Option<InFlight>,
+    /// Count the request in flight at its target (`least_requests`) and at its upstream
+    /// (`max_requests`) until the body is done; boxed, and only when either applies, so the
+    /// common body stays small.
+    _in_flight: Option<Box<(Option<InFlight>, Option<Admitted>)>>,
 }
 
 impl Relayed {
-    /// Relays `body` from `upstream`, holding `in_flight` until it is dropped.
-    pub fn new(body: UpstreamBody, upstream: Arc<Upstream>, in_flight: Option<InFlight>) -> Self {
+    /// Relays `body` from `upstream`, holding the in-flight marks until it is dropped.
+    pub fn new(
+        body: UpstreamBody,
+        upstream: Arc<Upstream>,
+        in_flight: (Option<InFlight>, Option<Admitted>),
+    ) -> Self {
+        let held = (in_flight.0.is_some() || in_flight.1.is_some()).then(|| Box::new(in_flight));
         Relayed {
             body,
             upstream,
-            _in_flight: in_flight,
+            _in_flight: held,
         }
     }
 }

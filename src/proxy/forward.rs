@@ -42,6 +42,21 @@ pub async fn forward(
         drain(body);
         return Err(GatewayError::BodyTooLarge { limit });
     }
+    let admitted = match &upstream.bulkhead {
+        None => None,
+        Some(bulkhead) => match bulkhead.admit() {
+            Some(admitted) => Some(admitted),
+            None => {
+                drain(body);
+                upstream
+                    .metrics
+                    .record(UpstreamOutcome::Overloaded, std::time::Duration::ZERO);
+                return Err(GatewayError::UpstreamOverloaded {
+                    upstream: upstream.name.clone(),
+                });
+            }
+        },
+    };
     let Some((target_index, target, in_flight)) = upstream.pick() else {
         drain(body);
         return Err(GatewayError::NoTarget {
@@ -183,7 +198,7 @@ pub async fn forward(
     // The client gets our HTTP version, not the upstream's (an HTTP/1.0 upstream would
     // otherwise turn the client's keep-alive connection into a one-shot).
     parts.version = Version::default();
-    let body = Relayed::new(body, Arc::clone(upstream), in_flight);
+    let body = Relayed::new(body, Arc::clone(upstream), (in_flight, admitted));
     Ok(Response::from_parts(parts, ResponseBody::Upstream(body)))
 }
 

@@ -6,6 +6,7 @@ pub mod h1;
 pub mod pool;
 
 use crate::observability::metrics::UpstreamMetrics;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +24,8 @@ pub struct Upstream {
     pub targets: Vec<Target>,
     /// Chooses among `targets`.
     pub balancer: Balancer,
+    /// `circuit_breaker.max_requests`: requests in flight at most.
+    pub bulkhead: Option<Bulkhead>,
     /// Time allowed until response headers arrive (routes may override).
     pub timeout: Duration,
     /// Time allowed between two reads of the response body (routes may override).
@@ -33,6 +36,46 @@ pub struct Upstream {
     pub pool: Arc<Pool>,
     /// This upstream's call counters and latency histogram.
     pub metrics: UpstreamMetrics,
+}
+
+/// At most `max` requests in flight to one upstream (Envoy's sense of a circuit breaker): a
+/// slow backend cannot hold every client connection of the gateway. Counted across workers
+/// from the moment a request is admitted until its answer's body is done.
+#[derive(Debug)]
+pub struct Bulkhead {
+    max: usize,
+    in_flight: Arc<AtomicUsize>,
+}
+
+/// One admitted request; it leaves the count when dropped.
+#[derive(Debug)]
+pub struct Admitted(Arc<AtomicUsize>);
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Bulkhead {
+    /// Room for `max` requests in flight.
+    pub fn new(max: u32) -> Self {
+        Bulkhead {
+            max: usize::try_from(max).unwrap_or(usize::MAX),
+            in_flight: Arc::default(),
+        }
+    }
+
+    /// Admits one more request, or `None` when `max` are already in flight.
+    pub fn admit(&self) -> Option<Admitted> {
+        let admitted = self
+            .in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .is_ok();
+        admitted.then(|| Admitted(Arc::clone(&self.in_flight)))
+    }
 }
 
 /// One backend address.
