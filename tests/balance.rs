@@ -77,3 +77,71 @@ async fn random_follows_the_weights() {
     assert!((50..150).contains(&counts[1]), "{counts:?}");
     assert!((150..250).contains(&counts[2]), "{counts:?}");
 }
+
+/// Which origin served each of `users` (by `X-User-Id`), as the origins recorded it.
+async fn served_by(gw: &TestGateway, origins: &[&Origin], users: &[String]) -> Vec<usize> {
+    let client = client();
+    let mut out = Vec::new();
+    for user in users {
+        let request = Request::get(gw.url("/lb"))
+            .header("x-user-id", user.as_str())
+            .body(Full::<Bytes>::default())
+            .unwrap();
+        assert_eq!(send(&client, request).await.status, 200);
+        let by = origins
+            .iter()
+            .position(|o| {
+                o.last("/lb").is_some_and(|s| {
+                    s.headers
+                        .get("x-user-id")
+                        .is_some_and(|v| v == user.as_str())
+                })
+            })
+            .expect("an origin saw the request");
+        out.push(by);
+    }
+    out
+}
+
+#[tokio::test]
+async fn hash_keeps_each_key_on_one_target_and_moves_few_when_one_goes() {
+    let origins = [
+        Origin::start().await,
+        Origin::start().await,
+        Origin::start().await,
+    ];
+    for origin in &origins {
+        origin.set("/lb", Answer::ok("x", &[]));
+    }
+    let all: Vec<&Origin> = origins.iter().collect();
+    let yaml = |targets: &[&Origin]| {
+        let list: Vec<String> = targets.iter().map(|o| o.url()).collect();
+        format!(
+            "{}upstreams:\n  o:\n    balance: hash\n    hash_on: header:X-User-Id\n    targets: [{}]\n\
+             routes:\n  - name: r\n    match: {{path: /lb}}\n    upstream: o\n",
+            server_yaml(""),
+            list.join(", ")
+        )
+    };
+    let gw = TestGateway::start(&yaml(&all)).await;
+    let users: Vec<String> = (0..60).map(|u| format!("user-{u}")).collect();
+    let first = served_by(&gw, &all, &users).await;
+    assert_eq!(
+        served_by(&gw, &all, &users).await,
+        first,
+        "the same key, the same target"
+    );
+    for t in 0..3 {
+        assert!(first.contains(&t), "every target gets keys: {first:?}");
+    }
+    // The third target removed by a reload: only its keys move.
+    std::fs::write(gw.path("gateway.yaml"), yaml(&all[..2])).unwrap();
+    let _ = gw.handle.reload().await;
+    let after = served_by(&gw, &all, &users).await;
+    for ((user, &before), &now) in users.iter().zip(&first).zip(&after) {
+        assert!(now < 2, "{user} still sent to the removed target");
+        if before < 2 {
+            assert_eq!(now, before, "{user} moved off a target that stayed");
+        }
+    }
+}

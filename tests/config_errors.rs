@@ -319,9 +319,11 @@ fn sections_not_supported_yet_are_refused_at_their_key() {
         in_upstream("retry", "    retry:\n      attempts: 2\n"),
         in_upstream("discovery", "    discovery:\n      dns: orders.internal:4003\n"),
         in_upstream("tls", "    tls:\n      insecure_skip_verify: true\n"),
-        in_upstream("hash_on", "    hash_on: ip\n"),
         // For these the value, not the key, is what is refused.
-        r("hash", upstream_with("    balance: hash\n"), (4, 14), "balance `hash` is not supported yet"),
+        r("hash without hash_on", upstream_with("    balance: hash\n"), (4, 14), "`balance: hash` needs `hash_on`"),
+        r("hash_on without hash", upstream_with("    hash_on: ip\n"), (4, 14), "`hash_on` applies with `balance: hash` only"),
+        r("bad hash_on", upstream_with("    balance: hash\n    hash_on: query:x\n"), (5, 14), "invalid `hash_on` `query:x`"),
+        r("bad cookie name", upstream_with("    balance: hash\n    hash_on: 'cookie:a;b'\n"), (5, 14), "invalid `hash_on`"),
         r("h2", upstream_with("    protocol: h2\n"), (4, 15), "only protocol http1 is supported"),
     ]);
 }

@@ -30,10 +30,12 @@ use crate::routing::normalize::normalize_path;
 use crate::routing::route::{PathRewrite, ProxyAction, Route, RouteAction, StaticResponse};
 use crate::routing::router::Router;
 use crate::trusted_proxies::TrustedProxies;
-use crate::upstream::balance::{Balancer, LeastRequests, SmoothWeighted, WeightedRandom};
+use crate::upstream::balance::{
+    Balancer, LeastRequests, Rendezvous, SmoothWeighted, WeightedRandom,
+};
 use crate::upstream::pool::{Pool, PoolSettings};
-use crate::upstream::Bulkhead;
 use crate::upstream::{connect_address, parse_target, Target, Upstream};
+use crate::upstream::{Bulkhead, HashOn};
 
 const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 const DEFAULT_MAX_REQUEST_BODY: u64 = 10 << 20;
@@ -406,7 +408,6 @@ fn build_upstream(
     e.unsupported(&[
         ("discovery", &s.discovery),
         ("tls", &s.tls),
-        ("hash_on", &s.hash_on),
         ("health_check", &s.health_check),
         ("outlier_detection", &s.outlier_detection),
         ("retry", &s.retry),
@@ -432,14 +433,24 @@ fn build_upstream(
         }
         Some(max.value)
     });
-    if let Some(balance) = &s.balance {
-        if balance.value == Balance::Hash {
-            e.at(
-                balance.mark,
-                "balance `hash` is not supported yet; use round_robin, least_requests or random",
-            );
+    let hashing = s.balance.as_ref().is_some_and(|b| b.value == Balance::Hash);
+    let hash_on = match (&s.hash_on, hashing) {
+        (Some(on), false) => {
+            e.at(on.mark, "`hash_on` applies with `balance: hash` only");
+            None
         }
-    }
+        (None, true) => {
+            if let Some(balance) = &s.balance {
+                e.at(
+                    balance.mark,
+                    "`balance: hash` needs `hash_on` (header:NAME, ip or cookie:NAME)",
+                );
+            }
+            None
+        }
+        (None, false) => None,
+        (Some(on), true) => parse_hash_on(&on.value).map_err(|m| e.at(on.mark, m)).ok(),
+    };
     if let Some(protocol) = &s.protocol {
         if protocol.value != Protocol::Http1 {
             e.at(
@@ -504,6 +515,7 @@ fn build_upstream(
     Some(Upstream {
         name: name.value.as_str().into(),
         bulkhead: max_requests.map(Bulkhead::new),
+        hash_on,
         balancer: {
             let weights: Vec<u32> = targets.iter().map(|t| t.weight).collect();
             match s.balance.as_ref().map(|b| b.value) {
@@ -511,6 +523,10 @@ fn build_upstream(
                     Balancer::LeastRequests(LeastRequests::new(weights))
                 }
                 Some(Balance::Random) => Balancer::Random(WeightedRandom::new(weights)),
+                Some(Balance::Hash) => Balancer::Hash(Rendezvous::new(
+                    targets.iter().map(|t| t.url.as_bytes().into()).collect(),
+                    weights,
+                )),
                 _ => Balancer::RoundRobin(SmoothWeighted::new(weights)),
             }
         },
@@ -535,6 +551,31 @@ pub(super) fn positive(
         return None;
     }
     Some(v.value.0)
+}
+
+/// `hash_on`: `header:NAME`, `ip` or `cookie:NAME`.
+fn parse_hash_on(text: &str) -> Result<HashOn, String> {
+    let bad = || format!("invalid `hash_on` `{text}`: expected header:NAME, ip or cookie:NAME");
+    if text == "ip" {
+        return Ok(HashOn::Ip);
+    }
+    if let Some(name) = text.strip_prefix("header:") {
+        return http::HeaderName::from_bytes(name.as_bytes())
+            .map(HashOn::Header)
+            .map_err(|_| bad());
+    }
+    if let Some(name) = text.strip_prefix("cookie:") {
+        let token = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
+        return if token {
+            Ok(HashOn::Cookie(name.into()))
+        } else {
+            Err(bad())
+        };
+    }
+    Err(bad())
 }
 
 /// The upstreams routes may name: those built, and those written but invalid (already

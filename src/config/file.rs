@@ -341,8 +341,8 @@ pub struct UpstreamSection {
     pub discovery: Unsupported,
     /// Not supported yet.
     pub tls: Unsupported,
-    /// Not supported yet.
-    pub hash_on: Unsupported,
+    /// With `balance: hash`: `header:NAME`, `ip` or `cookie:NAME`.
+    pub hash_on: Option<Spanned<String>>,
     /// Not supported yet.
     pub health_check: Unsupported,
     /// Limits on calls to this upstream.

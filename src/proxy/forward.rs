@@ -13,7 +13,7 @@ use http::{Request, Response, Version};
 
 use super::body::{note_body_error, Relayed, ResponseBody};
 use super::ctx::RequestCtx;
-use super::headers::{remove_hop_by_hop, remove_present, set_forwarding_headers, Hop};
+use super::headers::{client_ip, remove_hop_by_hop, remove_present, set_forwarding_headers, Hop};
 use super::pipeline::Gateway;
 use crate::auth::{apply_identity, strip_identity_headers};
 use crate::body::{caused_by, drain, BodyTooLarge, LimitedBody, RequestBody};
@@ -24,6 +24,7 @@ use crate::observability::metrics::UpstreamOutcome;
 use crate::observability::request_id::X_REQUEST_ID;
 use crate::routing::route::ProxyAction;
 use crate::upstream::pool::{ReadTimeout, SendError};
+use crate::upstream::{cookie_value, HashOn};
 
 /// The upstream phase of a proxied route: sends the request to a target of the route's upstream
 /// and returns its response. The request's method and headers go upstream; the context keeps
@@ -57,7 +58,18 @@ pub async fn forward(
             }
         },
     };
-    let Some((target_index, target, in_flight)) = upstream.pick() else {
+    let address;
+    let hash_key = match &upstream.hash_on {
+        None => None,
+        Some(HashOn::Header(name)) => ctx.head.headers.get(name).map(|v| v.as_bytes()),
+        Some(HashOn::Cookie(name)) => cookie_value(&ctx.head.headers, name),
+        Some(HashOn::Ip) => {
+            let ip = client_ip(conn.peer.ip(), &ctx.head.headers, &server.trusted_proxies);
+            address = ip.to_string();
+            Some(address.as_bytes())
+        }
+    };
+    let Some((target_index, target, in_flight)) = upstream.pick(hash_key) else {
         drain(body);
         return Err(GatewayError::NoTarget {
             upstream: upstream.name.clone(),

@@ -6,6 +6,10 @@
 //! - `least_requests`: the power of two choices: two targets drawn at random (by weight), the
 //!   one with fewer requests in flight per unit of weight wins. It sends less to a slow target
 //!   without every worker herding onto the one least loaded a moment ago.
+//! - `hash`: weighted rendezvous hashing of a request key (`hash_on`): each target scores the
+//!   key, the highest wins, so the same key goes to the same target from every worker and every
+//!   instance, and adding or removing one target moves only the keys it gains or held (about
+//!   1/N). A request without the key is drawn at random by weight.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,16 +23,23 @@ pub enum Balancer {
     Random(WeightedRandom),
     /// `least_requests`.
     LeastRequests(LeastRequests),
+    /// `hash`.
+    Hash(Rendezvous),
 }
 
 impl Balancer {
     /// The next target among those `eligible` accepts, and, for `least_requests`, the mark
     /// that counts the request in flight until it is dropped.
-    pub fn pick(&self, eligible: impl Fn(usize) -> bool) -> Option<(usize, Option<InFlight>)> {
+    pub fn pick(
+        &self,
+        key: Option<&[u8]>,
+        eligible: impl Fn(usize) -> bool,
+    ) -> Option<(usize, Option<InFlight>)> {
         match self {
             Balancer::RoundRobin(b) => b.pick(eligible).map(|i| (i, None)),
             Balancer::Random(b) => b.pick(eligible).map(|i| (i, None)),
             Balancer::LeastRequests(b) => b.pick(eligible).map(|(i, f)| (i, Some(f))),
+            Balancer::Hash(b) => b.pick(key, eligible).map(|i| (i, None)),
         }
     }
 
@@ -38,6 +49,7 @@ impl Balancer {
             Balancer::RoundRobin(_) => "round_robin",
             Balancer::Random(_) => "random",
             Balancer::LeastRequests(_) => "least_requests",
+            Balancer::Hash(_) => "hash",
         }
     }
 }
@@ -86,6 +98,52 @@ impl WeightedRandom {
     /// A target drawn among those `eligible` accepts.
     pub fn pick(&self, eligible: impl Fn(usize) -> bool) -> Option<usize> {
         draw(&self.weights, &eligible)
+    }
+}
+
+/// `hash`: weighted rendezvous (highest random weight) hashing.
+#[derive(Debug)]
+pub struct Rendezvous {
+    weights: Vec<u64>,
+    /// Each target's identity (its URL): a target keeps its keys whatever its position in the
+    /// list, and the same on every instance.
+    ids: Vec<Box<[u8]>>,
+}
+
+impl Rendezvous {
+    /// A balancer over targets named by `ids` with these weights (each at least 1).
+    pub fn new(ids: Vec<Box<[u8]>>, weights: Vec<u32>) -> Self {
+        Rendezvous {
+            weights: weights_of(weights),
+            ids,
+        }
+    }
+
+    /// The target whose score for `key` is highest among those `eligible` accepts; without a
+    /// key, one drawn by weight.
+    pub fn pick(&self, key: Option<&[u8]>, eligible: impl Fn(usize) -> bool) -> Option<usize> {
+        let Some(key) = key else {
+            return draw(&self.weights, &eligible);
+        };
+        let mut best: Option<(usize, f64)> = None;
+        for (i, id) in self.ids.iter().enumerate() {
+            if !eligible(i) {
+                continue;
+            }
+            // A fixed (unseeded) hash: every worker and instance must agree.
+            let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+            hasher.update(id);
+            hasher.update(&[0xff]);
+            hasher.update(key);
+            let hash = hasher.digest();
+            // A uniform value in (0, 1); -w / ln(u) is the weighted rendezvous score.
+            let unit = ((hash >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+            let score = -(self.weights[i] as f64) / unit.ln();
+            if best.is_none_or(|(_, s)| score > s) {
+                best = Some((i, score));
+            }
+        }
+        best.map(|(i, _)| i)
     }
 }
 
@@ -260,6 +318,59 @@ mod tests {
         let (i, _mark2) = w.pick(|i| i == 1).unwrap();
         assert_eq!(i, 1);
         assert!(w.pick(|_| false).is_none());
+    }
+
+    #[test]
+    fn rendezvous_keeps_keys_on_their_target_and_moves_few_when_one_goes() {
+        let ids = |n: usize| -> Vec<Box<[u8]>> {
+            (0..n)
+                .map(|i| {
+                    format!("http://10.0.0.{i}:80")
+                        .into_bytes()
+                        .into_boxed_slice()
+                })
+                .collect()
+        };
+        let four = Rendezvous::new(ids(4), vec![1; 4]);
+        let keys: Vec<String> = (0..4_000).map(|k| format!("user-{k}")).collect();
+        let before: Vec<usize> = keys
+            .iter()
+            .map(|k| four.pick(Some(k.as_bytes()), |_| true).unwrap())
+            .collect();
+        // Stable: the same key, the same target.
+        for (k, &t) in keys.iter().zip(&before).take(100) {
+            assert_eq!(four.pick(Some(k.as_bytes()), |_| true), Some(t));
+        }
+        // Spread: each of 4 targets gets about a quarter.
+        for t in 0..4 {
+            let n = before.iter().filter(|&&b| b == t).count();
+            assert!((800..1_200).contains(&n), "target {t}: {n}");
+        }
+        // Target 3 removed: only its keys move.
+        let three = Rendezvous::new(ids(3), vec![1; 3]);
+        for (k, &t) in keys.iter().zip(&before) {
+            let now = three.pick(Some(k.as_bytes()), |_| true).unwrap();
+            if t != 3 {
+                assert_eq!(now, t, "{k} moved off a target that stayed");
+            }
+        }
+        // Ineligible targets are passed over like removed ones.
+        for (k, &t) in keys.iter().zip(&before).take(500) {
+            let now = four.pick(Some(k.as_bytes()), |i| i != 3).unwrap();
+            assert!(now != 3 && (t == 3 || now == t));
+        }
+        // Weights: a target of weight 3 among ones of weight 1 gets about half of 6 shares.
+        let weighted = Rendezvous::new(ids(4), vec![3, 1, 1, 1]);
+        let heavy = keys
+            .iter()
+            .filter(|k| weighted.pick(Some(k.as_bytes()), |_| true) == Some(0))
+            .count();
+        assert!((1_700..2_300).contains(&heavy), "{heavy}");
+        assert!(
+            four.pick(None, |_| true).is_some(),
+            "no key: drawn by weight"
+        );
+        assert_eq!(four.pick(Some(b"k"), |_| false), None);
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub struct Upstream {
     pub balancer: Balancer,
     /// `circuit_breaker.max_requests`: requests in flight at most.
     pub bulkhead: Option<Bulkhead>,
+    /// `hash_on`, with `balance: hash`: what a request's key is.
+    pub hash_on: Option<HashOn>,
     /// Time allowed until response headers arrive (routes may override).
     pub timeout: Duration,
     /// Time allowed between two reads of the response body (routes may override).
@@ -36,6 +38,30 @@ pub struct Upstream {
     pub pool: Arc<Pool>,
     /// This upstream's call counters and latency histogram.
     pub metrics: UpstreamMetrics,
+}
+
+/// What `balance: hash` hashes (`hash_on`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashOn {
+    /// A request header's value (`header:NAME`).
+    Header(http::HeaderName),
+    /// The client address, after `trusted_proxies` (`ip`).
+    Ip,
+    /// A cookie's value (`cookie:NAME`).
+    Cookie(Box<str>),
+}
+
+/// The value of cookie `name` among a request's `Cookie` fields.
+pub fn cookie_value<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<&'h [u8]> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
+        .find_map(|pair| {
+            let pair = pair.trim_ascii();
+            let eq = pair.iter().position(|&b| b == b'=')?;
+            (&pair[..eq] == name.as_bytes()).then(|| &pair[eq + 1..])
+        })
 }
 
 /// At most `max` requests in flight to one upstream (Envoy's sense of a circuit breaker): a
@@ -94,11 +120,11 @@ pub struct Target {
 }
 
 impl Upstream {
-    /// The target for the next request, with its index and, under `least_requests`, the mark
+    /// The target for the next request (with `key`, its `hash_on` value), with its index and, under `least_requests`, the mark
     /// that counts the request in flight there (hold it until the answer's body is done).
-    pub fn pick(&self) -> Option<(usize, &Target, Option<InFlight>)> {
+    pub fn pick(&self, key: Option<&[u8]>) -> Option<(usize, &Target, Option<InFlight>)> {
         self.balancer
-            .pick(|_| true)
+            .pick(key, |_| true)
             .map(|(i, in_flight)| (i, &self.targets[i], in_flight))
     }
 }
@@ -187,5 +213,18 @@ mod tests {
             let (_, authority) = parse_target(url).unwrap();
             assert_eq!(connect_address(&authority), address, "{url}");
         }
+    }
+
+    #[test]
+    fn cookie_values_are_found_by_exact_name() {
+        let mut headers = http::HeaderMap::new();
+        headers.append(http::header::COOKIE, "a=1; session=abc; b=".parse().unwrap());
+        headers.append(http::header::COOKIE, "other=x".parse().unwrap());
+        assert_eq!(cookie_value(&headers, "session"), Some(&b"abc"[..]));
+        assert_eq!(cookie_value(&headers, "b"), Some(&b""[..]));
+        assert_eq!(cookie_value(&headers, "other"), Some(&b"x"[..]));
+        assert_eq!(cookie_value(&headers, "sess"), None);
+        assert_eq!(cookie_value(&headers, "missing"), None);
+        assert_eq!(cookie_value(&http::HeaderMap::new(), "a"), None);
     }
 }
