@@ -218,7 +218,10 @@ mod tests {
     #[test]
     fn cookie_values_are_found_by_exact_name() {
         let mut headers = http::HeaderMap::new();
-        headers.append(http::header::COOKIE, "a=1; session=abc; b=".parse().unwrap());
+        headers.append(
+            http::header::COOKIE,
+            "a=1; session=abc; b=".parse().unwrap(),
+        );
         headers.append(http::header::COOKIE, "other=x".parse().unwrap());
         assert_eq!(cookie_value(&headers, "session"), Some(&b"abc"[..]));
         assert_eq!(cookie_value(&headers, "b"), Some(&b""[..]));
