@@ -145,3 +145,43 @@ async fn hash_keeps_each_key_on_one_target_and_moves_few_when_one_goes() {
         }
     }
 }
+
+/// `outlier_detection`: a target failing `consecutive_failures` times in a row leaves the
+/// rotation; never more than `max_ejected_percent` of the targets are out.
+#[tokio::test]
+async fn a_target_failing_in_a_row_is_ejected_but_never_all() {
+    let (bad, good) = (Origin::start().await, Origin::start().await);
+    bad.set("/lb", Answer::status(503, "down", &[]));
+    good.set("/lb", Answer::ok("up", &[]));
+    let yaml = format!(
+        "{}upstreams:\n  o:\n    targets: [{}, {}]\n\
+         \x20   outlier_detection: {{consecutive_failures: 2, ejection_time: 60s, max_ejected_percent: 50}}\n\
+         routes:\n  - name: r\n    match: {{path: /lb}}\n    upstream: o\n",
+        server_yaml(""),
+        bad.url(),
+        good.url()
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let client = client();
+    let mut statuses = Vec::new();
+    for _ in 0..24 {
+        let request = Request::get(gw.url("/lb"))
+            .body(Full::<Bytes>::default())
+            .unwrap();
+        statuses.push(send(&client, request).await.status.as_u16());
+    }
+    // Round robin gives the failing target every other request until its second failure.
+    assert_eq!(bad.count("/lb"), 2, "{statuses:?}");
+    assert_eq!(good.count("/lb"), 22);
+    assert_eq!(statuses.iter().filter(|&&s| s == 503).count(), 2);
+
+    // Both failing: one may be out (50% of 2), the other keeps taking requests.
+    good.set("/lb", Answer::status(503, "down", &[]));
+    for _ in 0..10 {
+        let request = Request::get(gw.url("/lb"))
+            .body(Full::<Bytes>::default())
+            .unwrap();
+        assert_eq!(send(&client, request).await.status, 503);
+    }
+    assert_eq!(good.count("/lb"), 32, "the last target in is never ejected");
+}

@@ -33,6 +33,7 @@ use crate::trusted_proxies::TrustedProxies;
 use crate::upstream::balance::{
     Balancer, LeastRequests, Rendezvous, SmoothWeighted, WeightedRandom,
 };
+use crate::upstream::outlier::{OutlierSettings, Outliers};
 use crate::upstream::pool::{Pool, PoolSettings};
 use crate::upstream::{connect_address, parse_target, Target, Upstream};
 use crate::upstream::{Bulkhead, HashOn};
@@ -409,7 +410,6 @@ fn build_upstream(
         ("discovery", &s.discovery),
         ("tls", &s.tls),
         ("health_check", &s.health_check),
-        ("outlier_detection", &s.outlier_detection),
         ("retry", &s.retry),
     ]);
     let max_requests = s.circuit_breaker.as_ref().and_then(|cb| {
@@ -432,6 +432,33 @@ fn build_upstream(
             return None;
         }
         Some(max.value)
+    });
+    let outliers = s.outlier_detection.as_ref().and_then(|o| {
+        let o = &o.value;
+        let before = e.list.len();
+        let consecutive_failures = match &o.consecutive_failures {
+            Some(n) if n.value == 0 => {
+                e.at(n.mark, "`consecutive_failures` must be at least 1");
+                0
+            }
+            Some(n) => n.value,
+            None => 5,
+        };
+        let ejection_time =
+            positive(&o.ejection_time, "ejection_time", e).unwrap_or(Duration::from_secs(30));
+        let max_ejected_percent = match &o.max_ejected_percent {
+            Some(p) if p.value == 0 || p.value > 100 => {
+                e.at(p.mark, "`max_ejected_percent` must be 1 to 100");
+                0
+            }
+            Some(p) => u8::try_from(p.value).unwrap_or(100),
+            None => 50,
+        };
+        (e.list.len() == before).then_some(OutlierSettings {
+            consecutive_failures,
+            ejection_time,
+            max_ejected_percent,
+        })
     });
     let hashing = s.balance.as_ref().is_some_and(|b| b.value == Balance::Hash);
     let hash_on = match (&s.hash_on, hashing) {
@@ -516,6 +543,7 @@ fn build_upstream(
         name: name.value.as_str().into(),
         bulkhead: max_requests.map(Bulkhead::new),
         hash_on,
+        outliers: outliers.map(|settings| Outliers::new(settings, targets.len())),
         balancer: {
             let weights: Vec<u32> = targets.iter().map(|t| t.weight).collect();
             match s.balance.as_ref().map(|b| b.value) {

@@ -347,8 +347,8 @@ pub struct UpstreamSection {
     pub health_check: Unsupported,
     /// Limits on calls to this upstream.
     pub circuit_breaker: Option<AtKey<CircuitBreakerSection>>,
-    /// Not supported yet.
-    pub outlier_detection: Unsupported,
+    /// Passive ejection of failing targets.
+    pub outlier_detection: Option<AtKey<OutlierSection>>,
     /// Not supported yet.
     pub retry: Unsupported,
     #[serde(default, rename = "$damaged")]
@@ -377,6 +377,18 @@ pub struct CircuitBreakerSection {
     pub half_open_requests: Unsupported,
     /// Not supported yet.
     pub failure_statuses: Unsupported,
+}
+
+/// Upstream `outlier_detection:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierSection {
+    /// Failures in a row that eject a target (default 5).
+    pub consecutive_failures: Option<Spanned<u32>>,
+    /// How long a first ejection lasts (default 30s).
+    pub ejection_time: Option<Spanned<ConfigDuration>>,
+    /// The largest share of targets out at once, in percent (default 50).
+    pub max_ejected_percent: Option<Spanned<u32>>,
 }
 
 /// A target: a plain URL, or a URL with a weight.

@@ -147,6 +147,7 @@ pub async fn forward(
     let response = match result {
         Err(_) => {
             upstream.metrics.record(UpstreamOutcome::Timeout, elapsed);
+            upstream.note_outcome(target_index, true);
             tracing::warn!(upstream = %upstream.name, target = %target.url, timeout = ?action.timeout, "upstream timed out");
             return Err(GatewayError::UpstreamTimeout {
                 upstream: upstream.name.clone(),
@@ -173,6 +174,7 @@ pub async fn forward(
                 elapsed_ms = elapsed.as_millis() as u64,
                 "upstream request failed"
             );
+            upstream.note_outcome(target_index, true);
             return Err(if matches!(error, SendError::Connect { .. }) {
                 upstream
                     .metrics
@@ -189,6 +191,7 @@ pub async fn forward(
         }
         Ok(Ok(response)) => {
             upstream.metrics.record(UpstreamOutcome::Response, elapsed);
+            upstream.note_outcome(target_index, response.status().is_server_error());
             response
         }
     };

@@ -3,6 +3,7 @@
 pub mod balance;
 pub mod exchange;
 pub mod h1;
+pub mod outlier;
 pub mod pool;
 
 use crate::observability::metrics::UpstreamMetrics;
@@ -28,6 +29,8 @@ pub struct Upstream {
     pub bulkhead: Option<Bulkhead>,
     /// `hash_on`, with `balance: hash`: what a request's key is.
     pub hash_on: Option<HashOn>,
+    /// `outlier_detection`: targets ejected after runs of failures.
+    pub outliers: Option<outlier::Outliers>,
     /// Time allowed until response headers arrive (routes may override).
     pub timeout: Duration,
     /// Time allowed between two reads of the response body (routes may override).
@@ -123,9 +126,22 @@ impl Upstream {
     /// The target for the next request (with `key`, its `hash_on` value), with its index and, under `least_requests`, the mark
     /// that counts the request in flight there (hold it until the answer's body is done).
     pub fn pick(&self, key: Option<&[u8]>) -> Option<(usize, &Target, Option<InFlight>)> {
-        self.balancer
-            .pick(key, |_| true)
-            .map(|(i, in_flight)| (i, &self.targets[i], in_flight))
+        let picked = match &self.outliers {
+            None => self.balancer.pick(key, |_| true),
+            // Ejected targets are passed over; should every one be out, all serve again.
+            Some(outliers) => self
+                .balancer
+                .pick(key, |i| outliers.is_in(i))
+                .or_else(|| self.balancer.pick(key, |_| true)),
+        };
+        picked.map(|(i, in_flight)| (i, &self.targets[i], in_flight))
+    }
+
+    /// Notes for outlier detection how a request to `target` went.
+    pub fn note_outcome(&self, target: usize, failed: bool) {
+        if let Some(outliers) = &self.outliers {
+            outliers.record(target, failed, &self.name);
+        }
     }
 }
 
