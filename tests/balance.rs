@@ -174,6 +174,12 @@ async fn a_target_failing_in_a_row_is_ejected_but_never_all() {
     assert_eq!(bad.count("/lb"), 2, "{statuses:?}");
     assert_eq!(good.count("/lb"), 22);
     assert_eq!(statuses.iter().filter(|&&s| s == 503).count(), 2);
+    let ready = common::get(&gw.url("/readyz")).await.json();
+    assert_eq!(
+        ready["upstreams"]["o"]["ejected"],
+        serde_json::json!([bad.url()]),
+        "{ready}"
+    );
 
     // Both failing: one may be out (50% of 2), the other keeps taking requests.
     good.set("/lb", Answer::status(503, "down", &[]));

@@ -44,13 +44,20 @@ fn readyz(state: &GatewayState) -> Response<ResponseBody> {
         .iter()
         .map(|u| {
             let targets: Vec<&str> = u.targets.iter().map(|t| &*t.url).collect();
-            let status = serde_json::json!({
+            let mut status = serde_json::json!({
                 "targets": targets,
                 // No health checks are configured, so targets are assumed up; the pool shows
                 // which ones the gateway currently holds connections to.
                 "health": "unchecked",
                 "idle_connections": u.pool.idle_count(),
             });
+            if let Some(outliers) = &u.outliers {
+                let ejected: Vec<&str> = (0..u.targets.len())
+                    .filter(|&i| !outliers.is_in(i))
+                    .map(|i| &*u.targets[i].url)
+                    .collect();
+                status["ejected"] = serde_json::json!(ejected);
+            }
             (u.name.to_string(), status)
         })
         .collect();
