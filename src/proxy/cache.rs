@@ -288,6 +288,13 @@ pub async fn lookup(
                 Role::Leader(guard) => guard,
                 Role::Waiter(_) => return Looked::Answered(Box::new(Ok(response))),
             };
+            // A refresh may have stored a newer answer (and ended its flight) between the
+            // lookup and the join: then there is nothing left to refresh.
+            if let Ok((Some(current), _)) = find(runtime, &key, &variant).await {
+                if current.freshness.response_time != entry.freshness.response_time {
+                    return Looked::Answered(Box::new(Ok(response)));
+                }
+            }
             let mut headers = ctx.head.headers.clone();
             for name in &CLIENT_VALIDATORS {
                 headers.remove(name);
