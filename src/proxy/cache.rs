@@ -63,6 +63,10 @@ pub struct Pending {
     /// The client's headers as received (the upstream phase takes the request's own), for
     /// `Vary` and the client's conditionals.
     request_headers: HeaderMap,
+    /// The request's `Cache-Control`, as the lookup read it.
+    request_cc: RequestCacheControl,
+    /// The caller's `sub`, on a route that keys by user.
+    user: Option<String>,
     /// The stored response being revalidated, for a 304 or for stale-if-error.
     stale: Option<Arc<Entry>>,
     /// The URL's directory, when one was found.
@@ -81,12 +85,22 @@ pub struct Pending {
     invalidates: Option<(&'static str, String)>,
 }
 
+/// What the lookup read of a request that the handling of its answer needs again.
+struct Asked {
+    /// The client's headers as received (for a refresh, with the cache's validators).
+    headers: HeaderMap,
+    /// Its `Cache-Control`.
+    cache_control: RequestCacheControl,
+    /// The caller's `sub`, on a route that keys by user.
+    user: Option<String>,
+}
+
 impl Pending {
     /// A miss or a revalidation of `key`, whose answer may fill the cache.
     #[allow(clippy::too_many_arguments)]
     fn fill(
         key: String,
-        request_headers: HeaderMap,
+        asked: Asked,
         stale: Option<Arc<Entry>>,
         directory: Option<Arc<Directory>>,
         flight: Option<crate::cache::coalesce::LeaderGuard>,
@@ -96,7 +110,9 @@ impl Pending {
         Box::new(Pending {
             result: CacheResult::Miss,
             url_key: Some(key),
-            request_headers,
+            request_headers: asked.headers,
+            request_cc: asked.cache_control,
+            user: asked.user,
             stale,
             directory,
             flight,
@@ -124,6 +140,8 @@ impl Pending {
             result,
             url_key: None,
             request_headers: HeaderMap::new(),
+            request_cc: RequestCacheControl::default(),
+            user: None,
             stale: None,
             directory: None,
             flight: None,
@@ -240,20 +258,16 @@ pub async fn lookup(
     };
     let Some(entry) = entry else {
         if only_if_cached {
-            ctx.route.cache_results.record(CacheResult::Miss);
-            ctx.cache_result = Some(CacheResult::Miss);
-            return Looked::Answered(Box::new(Err(GatewayError::NotCached)));
+            return not_cached(ctx);
         }
-        let request_headers = ctx.head.headers.clone();
+        let asked = Asked {
+            headers: ctx.head.headers.clone(),
+            cache_control: request_cc,
+            user,
+        };
         let may_store = method == Method::GET;
         return Looked::Upstream(Pending::fill(
-            key,
-            request_headers,
-            None,
-            directory,
-            flight,
-            now,
-            may_store,
+            key, asked, None, directory, flight, now, may_store,
         ));
     };
     match usable {
@@ -300,27 +314,25 @@ pub async fn lookup(
                 headers.remove(name);
             }
             add_validators(&entry.headers, &mut headers);
-            let mut pending = Pending::fill(
-                key,
+            let asked = Asked {
                 headers,
-                Some(entry),
-                directory,
-                Some(refresh),
-                now,
-                true,
-            );
+                cache_control: request_cc,
+                user: user.clone(),
+            };
+            let mut pending =
+                Pending::fill(key, asked, Some(entry), directory, Some(refresh), now, true);
             pending.background = true;
             Looked::Refresh(Box::new(response), pending)
         }
-        _ if only_if_cached => {
-            ctx.route.cache_results.record(CacheResult::Miss);
-            ctx.cache_result = Some(CacheResult::Miss);
-            Looked::Answered(Box::new(Err(GatewayError::NotCached)))
-        }
+        _ if only_if_cached => not_cached(ctx),
         _ => {
             // Revalidated on the way: the cache's validators replace the client's, which are
             // answered from what comes back.
-            let request_headers = ctx.head.headers.clone();
+            let asked = Asked {
+                headers: ctx.head.headers.clone(),
+                cache_control: request_cc,
+                user: user.clone(),
+            };
             for name in &CLIENT_VALIDATORS {
                 ctx.head.headers.remove(name);
             }
@@ -328,7 +340,7 @@ pub async fn lookup(
             let may_store = ctx.head.method == Method::GET;
             Looked::Upstream(Pending::fill(
                 key,
-                request_headers,
+                asked,
                 Some(entry),
                 directory,
                 flight,
@@ -337,6 +349,13 @@ pub async fn lookup(
             ))
         }
     }
+}
+
+/// `only-if-cached` with nothing stored that can answer: 504, counted as a miss.
+fn not_cached(ctx: &mut RequestCtx<'_>) -> Looked {
+    ctx.route.cache_results.record(CacheResult::Miss);
+    ctx.cache_result = Some(CacheResult::Miss);
+    Looked::Answered(Box::new(Err(GatewayError::NotCached)))
 }
 
 /// The caller's `sub`, on a route that keys by user.
@@ -450,9 +469,8 @@ fn answer(
         }
         response
     };
-    let headers = response.headers_mut();
-    headers.insert(header::AGE, age_header(age));
-    headers.insert(X_CACHE.clone(), x_cache(result));
+    response.headers_mut().insert(header::AGE, age_header(age));
+    set_x_cache(response.headers_mut(), result);
     response
 }
 
@@ -521,12 +539,10 @@ pub async fn after_upstream(
             return Ok(refreshed(ctx, policy, runtime, &pending, key, &stale, response, now).await);
         }
     }
-    let user = user_of(ctx, policy);
-    let request_cc = RequestCacheControl::parse(&pending.request_headers);
     let request_view = RequestView {
         method: &ctx.head.method,
         headers: &pending.request_headers,
-        cache_control: &request_cc,
+        cache_control: &pending.request_cc,
     };
     let response_cc = ResponseCacheControl::parse(response.headers());
     let response_view = ResponseView {
@@ -563,7 +579,7 @@ pub async fn after_upstream(
     };
     let variant = Variant {
         route_vary: &policy.vary,
-        user: user.as_deref(),
+        user: pending.user.as_deref(),
         headers: &pending.request_headers,
     };
     // Where it goes: under the URL when nothing varies, else under its variant of the URL's
@@ -646,10 +662,9 @@ async fn refreshed(
         body: stale.body.clone(),
         freshness,
     });
-    let user = user_of(ctx, policy);
     let variant = Variant {
         route_vary: &policy.vary,
-        user: user.as_deref(),
+        user: pending.user.as_deref(),
         headers: &pending.request_headers,
     };
     let entry_key = match &pending.directory {
@@ -718,15 +733,12 @@ fn tagged(
 ) -> Response<ResponseBody> {
     let result = pending.result;
     pending.count(ctx, result);
-    response
-        .headers_mut()
-        .insert(X_CACHE.clone(), x_cache(result));
+    set_x_cache(response.headers_mut(), result);
     response
 }
 
-/// The `X-Cache` a gateway error on a cache-enabled route carries.
-pub fn tag_error(result: CacheResult, response: &mut Response<ResponseBody>) {
-    response
-        .headers_mut()
-        .insert(X_CACHE.clone(), x_cache(result));
+/// Sets `X-Cache` for `result`: on stored and upstream answers, and on the gateway's own errors
+/// after the cache phase (by the response filter).
+pub fn set_x_cache(headers: &mut HeaderMap, result: CacheResult) {
+    headers.insert(X_CACHE.clone(), x_cache(result));
 }

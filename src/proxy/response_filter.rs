@@ -30,7 +30,7 @@ pub fn response_filter(
     cors(ctx, response.headers_mut());
     rate_limit(ctx, response.headers_mut());
     if let Some(result) = ctx.cache_result {
-        super::cache::tag_error(result, response);
+        super::cache::set_x_cache(response.headers_mut(), result);
     }
     response
         .headers_mut()
