@@ -5,6 +5,7 @@ pub mod exchange;
 pub mod h1;
 pub mod outlier;
 pub mod pool;
+pub mod window;
 
 use crate::observability::metrics::UpstreamMetrics;
 use std::sync::atomic::{AtomicUsize, Ordering};
