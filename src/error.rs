@@ -94,6 +94,22 @@ pub enum GatewayError {
         /// Upstream name.
         upstream: std::sync::Arc<str>,
     },
+    /// Every target of the upstream failed its active health checks (503).
+    #[error("no target of upstream {upstream} passes its health checks")]
+    NoHealthyUpstream {
+        /// Upstream name.
+        upstream: std::sync::Arc<str>,
+    },
+}
+
+impl GatewayError {
+    /// The error for an upstream where no target could be picked.
+    pub fn no_pick(why: crate::upstream::NoPick, upstream: std::sync::Arc<str>) -> Self {
+        match why {
+            crate::upstream::NoPick::NoHealthy => GatewayError::NoHealthyUpstream { upstream },
+            crate::upstream::NoPick::NoTarget => GatewayError::NoTarget { upstream },
+        }
+    }
 }
 
 /// What a 401 says, by reason class; never anything from the token itself.
@@ -139,6 +155,9 @@ impl GatewayError {
                 (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout")
             }
             GatewayError::NoTarget { .. } => (StatusCode::SERVICE_UNAVAILABLE, "no_target"),
+            GatewayError::NoHealthyUpstream { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "no_healthy_upstream")
+            }
             GatewayError::NotCached => (StatusCode::GATEWAY_TIMEOUT, "not_cached"),
             GatewayError::UpstreamOverloaded { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "upstream_overloaded")
@@ -183,6 +202,7 @@ impl GatewayError {
                 }
             }
             GatewayError::NoTarget { .. }
+            | GatewayError::NoHealthyUpstream { .. }
             | GatewayError::RateLimitStoreUnavailable
             | GatewayError::UpstreamOverloaded { .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -266,7 +286,18 @@ mod tests {
                 504,
                 "upstream_timeout",
             ),
-            (GatewayError::NoTarget { upstream: up }, 503, "no_target"),
+            (
+                GatewayError::NoTarget {
+                    upstream: up.clone(),
+                },
+                503,
+                "no_target",
+            ),
+            (
+                GatewayError::NoHealthyUpstream { upstream: up },
+                503,
+                "no_healthy_upstream",
+            ),
             (
                 GatewayError::RateLimited { retry_after: 6 },
                 429,
@@ -296,5 +327,10 @@ mod tests {
         assert_eq!(response.headers()["allow"], "GET, HEAD");
         let response = GatewayError::RateLimited { retry_after: 6 }.to_response(&id);
         assert_eq!(response.headers()["retry-after"], "6");
+        let response = GatewayError::NoHealthyUpstream {
+            upstream: "orders".into(),
+        }
+        .to_response(&id);
+        assert_eq!(response.headers()["retry-after"], "1");
     }
 }

@@ -66,6 +66,9 @@ pub struct Registries {
     /// Upstream connection pools by upstream name.
     pub pools:
         Registry<crate::upstream::pool::PoolSettings, std::sync::Arc<crate::upstream::pool::Pool>>,
+    /// Active health checkers (their targets' state and probing task) by upstream name, made
+    /// from the targets' URLs and the `health_check` settings.
+    pub health: Registry<HealthKey, std::sync::Arc<crate::upstream::health::HealthChecker>>,
     /// Fetched `jwks_url` key sets and their refreshers, by provider name.
     pub jwks: Registry<
         crate::auth::jwks::RemoteJwksSettings,
@@ -93,6 +96,12 @@ pub struct Registries {
     >,
 }
 
+/// What a health checker is made from: the targets it probes, in order, and its settings.
+pub type HealthKey = (
+    Vec<std::sync::Arc<str>>,
+    crate::upstream::health::HealthSettings,
+);
+
 /// What a cache store is made from: a change makes a new, empty one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheStoreSettings {
@@ -110,6 +119,7 @@ impl Default for Registries {
     fn default() -> Self {
         Registries {
             pools: Registry::default(),
+            health: Registry::default(),
             jwks: Registry::default(),
             metrics: crate::observability::metrics::Metrics::new(),
             rate_limits: Default::default(),
@@ -124,6 +134,7 @@ impl Registries {
     /// Drops state for objects the live snapshot no longer has.
     pub fn retain_for(&self, live: &LiveNames<'_>) {
         self.pools.retain_in(&live.upstreams);
+        self.health.retain_in(&live.checked_upstreams);
         self.jwks.retain_in(&live.fetching_providers);
         if !live.redis {
             self.redis.retain_in(&HashSet::new());
@@ -180,6 +191,20 @@ impl Registries {
         }
     }
 
+    /// The health checker of upstream `name` over `targets`: the one made before (with its
+    /// state and running task) when neither the targets nor the settings changed.
+    pub fn health_checker(
+        &self,
+        name: &str,
+        targets: &[crate::upstream::Target],
+        settings: crate::upstream::health::HealthSettings,
+    ) -> std::sync::Arc<crate::upstream::health::HealthChecker> {
+        let key: HealthKey = (targets.iter().map(|t| t.url.clone()).collect(), settings);
+        self.health.get_or_make(name, &key, || {
+            crate::upstream::health::HealthChecker::new(name, targets, key.1.clone(), &self.metrics)
+        })
+    }
+
     /// The Redis connections for `settings`: the ones made before when they did not change.
     pub fn redis_clients(
         &self,
@@ -218,6 +243,10 @@ pub struct LiveNames<'a> {
     pub routes: HashSet<&'a str>,
     /// Upstream names.
     pub upstreams: HashSet<&'a str>,
+    /// The upstreams among them with active health checks.
+    pub checked_upstreams: HashSet<&'a str>,
+    /// (upstream, target URL) of every health-checked target.
+    pub checked_targets: HashSet<(&'a str, &'a str)>,
     /// `jwt.providers` names.
     pub providers: HashSet<&'a str>,
     /// The providers among them that fetch their keys from a `jwks_url`.
@@ -235,6 +264,18 @@ impl<'a> LiveNames<'a> {
         LiveNames {
             routes: snapshot.router.routes().iter().map(|r| &*r.name).collect(),
             upstreams: snapshot.upstreams.iter().map(|u| &*u.name).collect(),
+            checked_upstreams: snapshot
+                .upstreams
+                .iter()
+                .filter(|u| u.health.is_some())
+                .map(|u| &*u.name)
+                .collect(),
+            checked_targets: snapshot
+                .upstreams
+                .iter()
+                .filter(|u| u.health.is_some())
+                .flat_map(|u| u.targets.iter().map(|t| (&*u.name, &*t.url)))
+                .collect(),
             providers: providers.iter().map(|(name, _)| name.as_str()).collect(),
             fetching_providers: providers
                 .iter()

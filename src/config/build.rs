@@ -409,9 +409,12 @@ fn build_upstream(
     e.unsupported(&[
         ("discovery", &s.discovery),
         ("tls", &s.tls),
-        ("health_check", &s.health_check),
         ("retry", &s.retry),
     ]);
+    let health = s
+        .health_check
+        .as_ref()
+        .and_then(|h| super::health::build_health_check(h, e));
     let max_requests = s.circuit_breaker.as_ref().and_then(|cb| {
         let cb = &cb.value;
         e.unsupported(&[
@@ -539,11 +542,13 @@ fn build_upstream(
     let pool = registries
         .pools
         .get_or_make(&name.value, &pool, || Pool::new(pool.clone()));
+    let health = health.map(|settings| registries.health_checker(&name.value, &targets, settings));
     Some(Upstream {
         name: name.value.as_str().into(),
         bulkhead: max_requests.map(Bulkhead::new),
         hash_on,
         outliers: outliers.map(|settings| Outliers::new(settings, targets.len())),
+        health,
         balancer: {
             let weights: Vec<u32> = targets.iter().map(|t| t.weight).collect();
             match s.balance.as_ref().map(|b| b.value) {

@@ -69,11 +69,12 @@ pub async fn forward(
             Some(address.as_bytes())
         }
     };
-    let Some((target_index, target, in_flight)) = upstream.pick(hash_key) else {
-        drain(body);
-        return Err(GatewayError::NoTarget {
-            upstream: upstream.name.clone(),
-        });
+    let (target_index, target, in_flight) = match upstream.pick(hash_key) {
+        Ok(picked) => picked,
+        Err(why) => {
+            drain(body);
+            return Err(GatewayError::no_pick(why, upstream.name.clone()));
+        }
     };
 
     let uri = &ctx.head.uri;

@@ -3,6 +3,7 @@
 pub mod balance;
 pub mod exchange;
 pub mod h1;
+pub mod health;
 pub mod outlier;
 pub mod pool;
 pub mod window;
@@ -32,6 +33,8 @@ pub struct Upstream {
     pub hash_on: Option<HashOn>,
     /// `outlier_detection`: targets ejected after runs of failures.
     pub outliers: Option<outlier::Outliers>,
+    /// `health_check`: targets out of rotation while their probes fail; kept across reloads.
+    pub health: Option<Arc<health::HealthChecker>>,
     /// Time allowed until response headers arrive (routes may override).
     pub timeout: Duration,
     /// Time allowed between two reads of the response body (routes may override).
@@ -123,19 +126,43 @@ pub struct Target {
     pub weight: u32,
 }
 
+/// Why no target could be picked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoPick {
+    /// Every target failed its active health checks.
+    NoHealthy,
+    /// No target is available.
+    NoTarget,
+}
+
 impl Upstream {
     /// The target for the next request (with `key`, its `hash_on` value), with its index and, under `least_requests`, the mark
     /// that counts the request in flight there (hold it until the answer's body is done).
-    pub fn pick(&self, key: Option<&[u8]>) -> Option<(usize, &Target, Option<InFlight>)> {
+    ///
+    /// Unhealthy targets are never picked, not even when all are: the active check is the
+    /// operator's own definition of healthy, and sending to targets it marked dead would turn a
+    /// clear 503 into slow timeouts.
+    pub fn pick(&self, key: Option<&[u8]>) -> Result<(usize, &Target, Option<InFlight>), NoPick> {
+        let healthy = |i: usize| self.is_healthy(i);
         let picked = match &self.outliers {
-            None => self.balancer.pick(key, |_| true),
-            // Ejected targets are passed over; should every one be out, all serve again.
+            None => self.balancer.pick(key, healthy),
+            // Ejected targets are passed over; should every healthy one be out, all healthy
+            // ones serve again.
             Some(outliers) => self
                 .balancer
-                .pick(key, |i| outliers.is_in(i))
-                .or_else(|| self.balancer.pick(key, |_| true)),
+                .pick(key, |i| healthy(i) && outliers.is_in(i))
+                .or_else(|| self.balancer.pick(key, healthy)),
         };
-        picked.map(|(i, in_flight)| (i, &self.targets[i], in_flight))
+        match picked {
+            Some((i, in_flight)) => Ok((i, &self.targets[i], in_flight)),
+            None if self.health.is_some() => Err(NoPick::NoHealthy),
+            None => Err(NoPick::NoTarget),
+        }
+    }
+
+    /// Whether target `index` passes its active health checks (always, without them).
+    pub fn is_healthy(&self, index: usize) -> bool {
+        self.health.as_ref().is_none_or(|h| h.is_healthy(index))
     }
 
     /// Notes for outlier detection how a request to `target` went.
