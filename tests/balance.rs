@@ -180,6 +180,8 @@ async fn a_target_failing_in_a_row_is_ejected_but_never_all() {
         serde_json::json!([bad.url()]),
         "{ready}"
     );
+    let ejections = common::metric(&gw, "gatehouse_upstream_ejections_total{upstream=\"o\"}").await;
+    assert_eq!(ejections, 1.0);
 
     // Both failing: one may be out (50% of 2), the other keeps taking requests.
     good.set("/lb", Answer::status(503, "down", &[]));

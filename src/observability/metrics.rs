@@ -41,6 +41,8 @@ pub mod names {
     pub const UPSTREAM_DURATION_SECONDS: &str = "gatehouse_upstream_duration_seconds";
     /// Counter of upstream response bodies that broke off after their headers, by upstream.
     pub const UPSTREAM_BODY_ERRORS_TOTAL: &str = "gatehouse_upstream_body_errors_total";
+    /// Counter of targets ejected by outlier detection, by upstream.
+    pub const UPSTREAM_EJECTIONS_TOTAL: &str = "gatehouse_upstream_ejections_total";
     /// Gauge of client connections currently open.
     pub const OPEN_CONNECTIONS: &str = "gatehouse_open_connections";
     /// Gauge of requests currently being handled.
@@ -345,6 +347,7 @@ pub struct Metrics {
     upstream_requests: Family<UpstreamLabels, TotalCounter>,
     upstream_duration: Family<UpstreamNameLabels, LatencyHistogram>,
     upstream_body_errors: Family<UpstreamNameLabels, TotalCounter>,
+    upstream_ejections: Family<UpstreamNameLabels, TotalCounter>,
     open_connections: Gauge,
     requests_in_flight: Gauge,
     auth_failures: Family<AuthFailureLabels, TotalCounter>,
@@ -420,6 +423,12 @@ impl Metrics {
             names::UPSTREAM_BODY_ERRORS_TOTAL,
             "Upstream response bodies that broke off after their headers (cut short, malformed, or read_timeout)",
             upstream_body_errors.clone(),
+        );
+        let upstream_ejections = Family::<UpstreamNameLabels, TotalCounter>::default();
+        registry.register(
+            names::UPSTREAM_EJECTIONS_TOTAL,
+            "Targets ejected by outlier detection after consecutive failures",
+            upstream_ejections.clone(),
         );
 
         let open_connections = Gauge::default();
@@ -596,6 +605,7 @@ impl Metrics {
             upstream_requests,
             upstream_duration,
             upstream_body_errors,
+            upstream_ejections,
             open_connections,
             requests_in_flight,
             auth_failures,
@@ -677,6 +687,13 @@ impl Metrics {
             })
             .0
             .clone();
+        let ejections = self
+            .upstream_ejections
+            .get_or_create(&UpstreamNameLabels {
+                upstream: name.clone(),
+            })
+            .0
+            .clone();
         let duration = self
             .upstream_duration
             .get_or_create(&UpstreamNameLabels { upstream: name })
@@ -686,6 +703,7 @@ impl Metrics {
                 outcomes,
                 duration,
                 body_errors,
+                ejections,
             }),
         }
     }
@@ -1201,6 +1219,7 @@ struct UpstreamInner {
     outcomes: [Counter; OUTCOMES.len()],
     duration: LatencyHistogram,
     body_errors: Counter,
+    ejections: Counter,
 }
 
 impl fmt::Debug for UpstreamMetrics {
@@ -1225,6 +1244,11 @@ impl UpstreamMetrics {
     /// Counter gatehouse_upstream_body_errors_total{upstream}: a response body broke off.
     pub fn body_error(&self) {
         self.inner.body_errors.inc();
+    }
+
+    /// counter gatehouse_upstream_ejections_total{upstream}: outlier detection ejected a target.
+    pub fn ejection(&self) {
+        self.inner.ejections.inc();
     }
 }
 
