@@ -102,16 +102,6 @@ pub enum GatewayError {
     },
 }
 
-impl GatewayError {
-    /// The error for an upstream where no target could be picked.
-    pub fn no_pick(why: crate::upstream::NoPick, upstream: std::sync::Arc<str>) -> Self {
-        match why {
-            crate::upstream::NoPick::NoHealthy => GatewayError::NoHealthyUpstream { upstream },
-            crate::upstream::NoPick::NoTarget => GatewayError::NoTarget { upstream },
-        }
-    }
-}
-
 /// What a 401 says, by reason class; never anything from the token itself.
 fn unauthenticated_message(failure: crate::auth::jwt::AuthFailure) -> &'static str {
     use crate::auth::jwt::AuthFailure::*;

@@ -69,6 +69,17 @@ pub struct Registries {
     /// Active health checkers (their targets' state and probing task) by upstream name, made
     /// from the targets' URLs and the `health_check` settings.
     pub health: Registry<HealthKey, std::sync::Arc<crate::upstream::health::HealthChecker>>,
+    /// Requests in flight per upstream name (`circuit_breaker.max_requests`): requests admitted
+    /// before a reload still count after it.
+    pub in_flight: Registry<(), std::sync::Arc<std::sync::atomic::AtomicUsize>>,
+    /// Outlier detection state per upstream name, while its targets and settings stay the same.
+    pub outliers: Registry<
+        (
+            Vec<std::sync::Arc<str>>,
+            crate::upstream::outlier::OutlierSettings,
+        ),
+        std::sync::Arc<crate::upstream::outlier::Outliers>,
+    >,
     /// Fetched `jwks_url` key sets and their refreshers, by provider name.
     pub jwks: Registry<
         crate::auth::jwks::RemoteJwksSettings,
@@ -120,6 +131,8 @@ impl Default for Registries {
         Registries {
             pools: Registry::default(),
             health: Registry::default(),
+            in_flight: Registry::default(),
+            outliers: Registry::default(),
             jwks: Registry::default(),
             metrics: crate::observability::metrics::Metrics::new(),
             rate_limits: Default::default(),
@@ -135,6 +148,8 @@ impl Registries {
     pub fn retain_for(&self, live: &LiveNames<'_>) {
         self.pools.retain_in(&live.upstreams);
         self.health.retain_in(&live.checked_upstreams);
+        self.in_flight.retain_in(&live.upstreams);
+        self.outliers.retain_in(&live.upstreams);
         self.jwks.retain_in(&live.fetching_providers);
         if !live.redis {
             self.redis.retain_in(&HashSet::new());

@@ -1,5 +1,6 @@
-//! `balance: least_requests` and `balance: random` against real origins: a slow target gets
-//! less under least_requests, and random follows the weights.
+//! Balancing against real origins: weighted round robin is exact over a cycle, a slow target
+//! gets less under least_requests, random follows the weights, hash keeps keys on their
+//! target, and outlier detection ejects failing targets.
 
 mod common;
 
@@ -51,6 +52,32 @@ async fn least_requests_sends_less_to_a_slow_target() {
     // Round robin would send 20 to each; here a request goes to the slow target only when it
     // had no more in flight than the fast one.
     assert!(to_slow <= 12, "slow {to_slow}, fast {to_fast}");
+}
+
+/// The default balancer, smooth weighted round robin: every cycle of sum(weights) requests
+/// gives each target exactly its weight, interleaved rather than in runs.
+#[tokio::test]
+async fn weighted_round_robin_is_exact_over_each_cycle() {
+    let (a, b, c) = (
+        Origin::start().await,
+        Origin::start().await,
+        Origin::start().await,
+    );
+    for origin in [&a, &b, &c] {
+        origin.set("/lb", Answer::ok("x", &[]));
+    }
+    let gw = gateway("round_robin", &[(&a, 3), (&b, 1), (&c, 2)]).await;
+    let client = client();
+    for cycle in 1..=5 {
+        for _ in 0..6 {
+            let request = Request::get(gw.url("/lb"))
+                .body(Full::<Bytes>::default())
+                .unwrap();
+            assert_eq!(send(&client, request).await.status, 200);
+        }
+        let counts = [a.count("/lb"), b.count("/lb"), c.count("/lb")];
+        assert_eq!(counts, [3 * cycle, cycle, 2 * cycle], "after cycle {cycle}");
+    }
 }
 
 #[tokio::test]
@@ -180,6 +207,8 @@ async fn a_target_failing_in_a_row_is_ejected_but_never_all() {
         serde_json::json!([bad.url()]),
         "{ready}"
     );
+    let ejections = common::metric(&gw, "gatehouse_upstream_ejections_total{upstream=\"o\"}").await;
+    assert_eq!(ejections, 1.0);
 
     // Both failing: one may be out (50% of 2), the other keeps taking requests.
     good.set("/lb", Answer::status(503, "down", &[]));
@@ -190,4 +219,75 @@ async fn a_target_failing_in_a_row_is_ejected_but_never_all() {
         assert_eq!(send(&client, request).await.status, 503);
     }
     assert_eq!(good.count("/lb"), 32, "the last target in is never ejected");
+}
+
+/// Outlier state lives beside the upstream, not in one config snapshot: a reload that leaves
+/// the upstream unchanged keeps its ejections; one that changes its targets starts afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ejections_survive_a_reload_of_an_unchanged_upstream() {
+    let (bad, good, other) = (
+        Origin::start().await,
+        Origin::start().await,
+        Origin::start().await,
+    );
+    bad.set("/lb", Answer::status(503, "down", &[]));
+    good.set("/lb", Answer::ok("up", &[]));
+    other.set("/lb", Answer::ok("up", &[]));
+    let yaml = |targets: &str, extra_route: &str| {
+        format!(
+            "{}upstreams:\n  o:\n    targets: [{targets}]\n\
+             \x20   outlier_detection: {{consecutive_failures: 2, ejection_time: 60s, max_ejected_percent: 50}}\n\
+             routes:\n  - name: r\n    match: {{path: /lb}}\n    upstream: o\n{extra_route}",
+            server_yaml(""),
+        )
+    };
+    let two = format!("{}, {}", bad.url(), good.url());
+    let gw = TestGateway::start(&yaml(&two, "")).await;
+    let client = client();
+    let get = || {
+        let request = Request::get(gw.url("/lb"))
+            .body(Full::<Bytes>::default())
+            .unwrap();
+        send(&client, request)
+    };
+    for _ in 0..6 {
+        get().await;
+    }
+    assert_eq!(bad.count("/lb"), 2, "ejected after its second failure");
+
+    // Another route added: the upstream is the same, its ejection stays.
+    let extra = "  - name: s\n    match: {path: /s}\n    respond: {status: 204}\n";
+    std::fs::write(gw.path("gateway.yaml"), yaml(&two, extra)).unwrap();
+    let _ = gw.handle.reload().await;
+    common::eventually("the reload is live", || async {
+        common::get(&gw.url("/s")).await.status == 204
+    })
+    .await;
+    for _ in 0..6 {
+        assert_eq!(get().await.status, 200);
+    }
+    assert_eq!(bad.count("/lb"), 2, "still ejected after the reload");
+    let ready = common::get(&gw.url("/readyz")).await.json();
+    assert_eq!(
+        ready["upstreams"]["o"]["ejected"],
+        serde_json::json!([bad.url()]),
+        "{ready}"
+    );
+
+    // A target added: new outlier state, so the failing target is tried again.
+    let three = format!("{two}, {}", other.url());
+    std::fs::write(gw.path("gateway.yaml"), yaml(&three, extra)).unwrap();
+    let _ = gw.handle.reload().await;
+    common::eventually("the changed upstream takes requests", || async {
+        get().await;
+        other.count("/lb") > 0
+    })
+    .await;
+    for _ in 0..6 {
+        get().await;
+    }
+    assert!(
+        bad.count("/lb") > 2,
+        "a changed upstream starts with every target in"
+    );
 }

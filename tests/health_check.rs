@@ -258,3 +258,37 @@ async fn removing_an_upstream_stops_its_probes() {
     );
     assert!(!get(&gw.url("/metrics")).await.text().contains(&series));
 }
+
+/// Outlier detection's "all ejected, all serve" rule applies among the healthy targets only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outlier_ejection_never_brings_back_an_unhealthy_target() {
+    let (a, b) = (origin("a").await, origin("b").await);
+    let yaml = config(&[a.url(), b.url()], HEALTH, "").replace(
+        "    health_check:",
+        "    outlier_detection: {consecutive_failures: 1, max_ejected_percent: 100}\n    health_check:",
+    );
+    let gw = TestGateway::start(&yaml).await;
+    a.set("/health", Answer::status(500, "down", &[]));
+    eventually("a listed unhealthy", || async {
+        unhealthy(&gw).await == [a.url()]
+    })
+    .await;
+    // b fails real traffic: ejected after one failure, leaving no healthy target in.
+    b.set("/lb", Answer::status(503, "b failing", &[]));
+    assert_eq!(get(&gw.url("/lb")).await.status, 503);
+    let ready = get(&gw.url("/readyz")).await.json();
+    assert_eq!(
+        ready["upstreams"]["o"]["ejected"],
+        serde_json::json!([b.url()]),
+        "{ready}"
+    );
+    for _ in 0..6 {
+        let got = get(&gw.url("/lb")).await;
+        assert_eq!(
+            got.text(),
+            "b failing",
+            "the ejected healthy target serves, not the unhealthy one"
+        );
+    }
+    assert_eq!(a.count("/lb"), 0);
+}

@@ -41,6 +41,8 @@ pub mod names {
     pub const UPSTREAM_DURATION_SECONDS: &str = "gatehouse_upstream_duration_seconds";
     /// Counter of upstream response bodies that broke off after their headers, by upstream.
     pub const UPSTREAM_BODY_ERRORS_TOTAL: &str = "gatehouse_upstream_body_errors_total";
+    /// Counter of targets ejected by outlier detection, by upstream.
+    pub const UPSTREAM_EJECTIONS_TOTAL: &str = "gatehouse_upstream_ejections_total";
     /// Gauge of client connections currently open.
     pub const OPEN_CONNECTIONS: &str = "gatehouse_open_connections";
     /// Gauge of requests currently being handled.
@@ -367,6 +369,7 @@ pub struct Metrics {
     upstream_body_errors: Family<UpstreamNameLabels, TotalCounter>,
     target_healthy: Family<TargetLabels, Gauge>,
     health_checks: Family<ProbeLabels, TotalCounter>,
+    upstream_ejections: Family<UpstreamNameLabels, TotalCounter>,
     open_connections: Gauge,
     requests_in_flight: Gauge,
     auth_failures: Family<AuthFailureLabels, TotalCounter>,
@@ -454,6 +457,12 @@ impl Metrics {
             names::HEALTH_CHECKS_TOTAL,
             "Active health probes of upstream targets, by result",
             health_checks.clone(),
+        );
+        let upstream_ejections = Family::<UpstreamNameLabels, TotalCounter>::default();
+        registry.register(
+            names::UPSTREAM_EJECTIONS_TOTAL,
+            "Targets ejected by outlier detection after consecutive failures",
+            upstream_ejections.clone(),
         );
 
         let open_connections = Gauge::default();
@@ -632,6 +641,7 @@ impl Metrics {
             upstream_body_errors,
             target_healthy,
             health_checks,
+            upstream_ejections,
             open_connections,
             requests_in_flight,
             auth_failures,
@@ -713,6 +723,13 @@ impl Metrics {
             })
             .0
             .clone();
+        let ejections = self
+            .upstream_ejections
+            .get_or_create(&UpstreamNameLabels {
+                upstream: name.clone(),
+            })
+            .0
+            .clone();
         let duration = self
             .upstream_duration
             .get_or_create(&UpstreamNameLabels { upstream: name })
@@ -722,6 +739,7 @@ impl Metrics {
                 outcomes,
                 duration,
                 body_errors,
+                ejections,
             }),
         }
     }
@@ -1274,6 +1292,7 @@ struct UpstreamInner {
     outcomes: [Counter; OUTCOMES.len()],
     duration: LatencyHistogram,
     body_errors: Counter,
+    ejections: Counter,
 }
 
 impl fmt::Debug for UpstreamMetrics {
@@ -1298,6 +1317,11 @@ impl UpstreamMetrics {
     /// Counter gatehouse_upstream_body_errors_total{upstream}: a response body broke off.
     pub fn body_error(&self) {
         self.inner.body_errors.inc();
+    }
+
+    /// counter gatehouse_upstream_ejections_total{upstream}: outlier detection ejected a target.
+    pub fn ejection(&self) {
+        self.inner.ejections.inc();
     }
 }
 

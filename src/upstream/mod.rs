@@ -1,6 +1,7 @@
 //! Upstreams: named groups of targets, how one is chosen, and the pooled client that calls it.
 
 pub mod balance;
+pub mod call;
 pub mod exchange;
 pub mod h1;
 pub mod health;
@@ -31,8 +32,8 @@ pub struct Upstream {
     pub bulkhead: Option<Bulkhead>,
     /// `hash_on`, with `balance: hash`: what a request's key is.
     pub hash_on: Option<HashOn>,
-    /// `outlier_detection`: targets ejected after runs of failures.
-    pub outliers: Option<outlier::Outliers>,
+    /// `outlier_detection`: targets ejected after runs of failures (kept across reloads).
+    pub outliers: Option<Arc<outlier::Outliers>>,
     /// `health_check`: targets out of rotation while their probes fail; kept across reloads.
     pub health: Option<Arc<health::HealthChecker>>,
     /// Time allowed until response headers arrive (routes may override).
@@ -73,7 +74,8 @@ pub fn cookie_value<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<&'h 
 
 /// At most `max` requests in flight to one upstream (Envoy's sense of a circuit breaker): a
 /// slow backend cannot hold every client connection of the gateway. Counted across workers
-/// from the moment a request is admitted until its answer's body is done.
+/// from the moment a request is admitted until its answer's body is done, in a count the
+/// upstream keeps across reloads (requests admitted before a reload still count after it).
 #[derive(Debug)]
 pub struct Bulkhead {
     max: usize,
@@ -91,11 +93,11 @@ impl Drop for Admitted {
 }
 
 impl Bulkhead {
-    /// Room for `max` requests in flight.
-    pub fn new(max: u32) -> Self {
+    /// Room for `max` requests in flight, counted in `in_flight`.
+    pub fn new(max: u32, in_flight: Arc<AtomicUsize>) -> Self {
         Bulkhead {
             max: usize::try_from(max).unwrap_or(usize::MAX),
-            in_flight: Arc::default(),
+            in_flight,
         }
     }
 
@@ -126,37 +128,28 @@ pub struct Target {
     pub weight: u32,
 }
 
-/// Why no target could be picked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NoPick {
-    /// Every target failed its active health checks.
-    NoHealthy,
-    /// No target is available.
-    NoTarget,
-}
-
 impl Upstream {
-    /// The target for the next request (with `key`, its `hash_on` value), with its index and, under `least_requests`, the mark
-    /// that counts the request in flight there (hold it until the answer's body is done).
+    /// The index of the target for the next request among the healthy ones `allowed` accepts
+    /// (with `key`, its `hash_on` value) and, under `least_requests`, the mark that counts the
+    /// request in flight there (hold it until the answer's body is done).
     ///
     /// Unhealthy targets are never picked, not even when all are: the active check is the
     /// operator's own definition of healthy, and sending to targets it marked dead would turn a
     /// clear 503 into slow timeouts.
-    pub fn pick(&self, key: Option<&[u8]>) -> Result<(usize, &Target, Option<InFlight>), NoPick> {
-        let healthy = |i: usize| self.is_healthy(i);
-        let picked = match &self.outliers {
-            None => self.balancer.pick(key, healthy),
-            // Ejected targets are passed over; should every healthy one be out, all healthy
-            // ones serve again.
+    pub fn pick(
+        &self,
+        key: Option<&[u8]>,
+        allowed: impl Fn(usize) -> bool,
+    ) -> Option<(usize, Option<InFlight>)> {
+        let allowed = |i: usize| allowed(i) && self.is_healthy(i);
+        match &self.outliers {
+            None => self.balancer.pick(key, allowed),
+            // Ejected targets are passed over; should every allowed one be out, they serve
+            // again (healthy ones only: `allowed` still applies).
             Some(outliers) => self
                 .balancer
-                .pick(key, |i| healthy(i) && outliers.is_in(i))
-                .or_else(|| self.balancer.pick(key, healthy)),
-        };
-        match picked {
-            Some((i, in_flight)) => Ok((i, &self.targets[i], in_flight)),
-            None if self.health.is_some() => Err(NoPick::NoHealthy),
-            None => Err(NoPick::NoTarget),
+                .pick(key, |i| allowed(i) && outliers.is_in(i))
+                .or_else(|| self.balancer.pick(key, allowed)),
         }
     }
 
@@ -165,11 +158,9 @@ impl Upstream {
         self.health.as_ref().is_none_or(|h| h.is_healthy(index))
     }
 
-    /// Notes for outlier detection how a request to `target` went.
-    pub fn note_outcome(&self, target: usize, failed: bool) {
-        if let Some(outliers) = &self.outliers {
-            outliers.record(target, failed, &self.name);
-        }
+    /// Whether active health checks have taken every target out.
+    pub fn none_healthy(&self) -> bool {
+        self.health.is_some() && !(0..self.targets.len()).any(|i| self.is_healthy(i))
     }
 }
 
