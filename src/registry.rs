@@ -66,6 +66,12 @@ pub struct Registries {
     /// Upstream connection pools by upstream name.
     pub pools:
         Registry<crate::upstream::pool::PoolSettings, std::sync::Arc<crate::upstream::pool::Pool>>,
+    /// Retry budgets by upstream name: a reload that keeps an upstream's budget settings keeps
+    /// what it has spent, so reloading cannot reset a budget that an outage used up.
+    pub retry_budgets: Registry<
+        crate::upstream::retry::BudgetSettings,
+        std::sync::Arc<crate::upstream::retry::RetryBudget>,
+    >,
     /// Fetched `jwks_url` key sets and their refreshers, by provider name.
     pub jwks: Registry<
         crate::auth::jwks::RemoteJwksSettings,
@@ -110,6 +116,7 @@ impl Default for Registries {
     fn default() -> Self {
         Registries {
             pools: Registry::default(),
+            retry_budgets: Registry::default(),
             jwks: Registry::default(),
             metrics: crate::observability::metrics::Metrics::new(),
             rate_limits: Default::default(),
@@ -124,6 +131,7 @@ impl Registries {
     /// Drops state for objects the live snapshot no longer has.
     pub fn retain_for(&self, live: &LiveNames<'_>) {
         self.pools.retain_in(&live.upstreams);
+        self.retry_budgets.retain_in(&live.retrying_upstreams);
         self.jwks.retain_in(&live.fetching_providers);
         if !live.redis {
             self.redis.retain_in(&HashSet::new());
@@ -218,6 +226,8 @@ pub struct LiveNames<'a> {
     pub routes: HashSet<&'a str>,
     /// Upstream names.
     pub upstreams: HashSet<&'a str>,
+    /// The upstreams among them that retry.
+    pub retrying_upstreams: HashSet<&'a str>,
     /// `jwt.providers` names.
     pub providers: HashSet<&'a str>,
     /// The providers among them that fetch their keys from a `jwks_url`.
@@ -235,6 +245,12 @@ impl<'a> LiveNames<'a> {
         LiveNames {
             routes: snapshot.router.routes().iter().map(|r| &*r.name).collect(),
             upstreams: snapshot.upstreams.iter().map(|u| &*u.name).collect(),
+            retrying_upstreams: snapshot
+                .upstreams
+                .iter()
+                .filter(|u| u.retry.is_some())
+                .map(|u| &*u.name)
+                .collect(),
             providers: providers.iter().map(|(name, _)| name.as_str()).collect(),
             fetching_providers: providers
                 .iter()

@@ -35,6 +35,7 @@ use crate::upstream::balance::{
 };
 use crate::upstream::outlier::{OutlierSettings, Outliers};
 use crate::upstream::pool::{Pool, PoolSettings};
+use crate::upstream::retry::RetryBudget;
 use crate::upstream::{connect_address, parse_target, Target, Upstream};
 use crate::upstream::{Bulkhead, HashOn};
 
@@ -410,8 +411,11 @@ fn build_upstream(
         ("discovery", &s.discovery),
         ("tls", &s.tls),
         ("health_check", &s.health_check),
-        ("retry", &s.retry),
     ]);
+    let retry = s
+        .retry
+        .as_ref()
+        .and_then(|r| super::retry::build_retry(r, e));
     let max_requests = s.circuit_breaker.as_ref().and_then(|cb| {
         let cb = &cb.value;
         e.unsupported(&[
@@ -539,8 +543,18 @@ fn build_upstream(
     let pool = registries
         .pools
         .get_or_make(&name.value, &pool, || Pool::new(pool.clone()));
+    // Kept over reloads while its settings stay, so a reload does not hand out a fresh budget.
+    let retry_budget = retry.as_ref().map(|policy| {
+        registries
+            .retry_budgets
+            .get_or_make(&name.value, &policy.budget, || {
+                Arc::new(RetryBudget::new(policy.budget))
+            })
+    });
     Some(Upstream {
         name: name.value.as_str().into(),
+        retry,
+        retry_budget,
         bulkhead: max_requests.map(Bulkhead::new),
         hash_on,
         outliers: outliers.map(|settings| Outliers::new(settings, targets.len())),

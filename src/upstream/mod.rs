@@ -5,6 +5,7 @@ pub mod exchange;
 pub mod h1;
 pub mod outlier;
 pub mod pool;
+pub mod retry;
 pub mod window;
 
 use crate::observability::metrics::UpstreamMetrics;
@@ -32,6 +33,10 @@ pub struct Upstream {
     pub hash_on: Option<HashOn>,
     /// `outlier_detection`: targets ejected after runs of failures.
     pub outliers: Option<outlier::Outliers>,
+    /// `retry`: which failed attempts are tried again, and how.
+    pub retry: Option<retry::RetryPolicy>,
+    /// The retry budget, with `retry`; kept across reloads while its settings do not change.
+    pub retry_budget: Option<Arc<retry::RetryBudget>>,
     /// Time allowed until response headers arrive (routes may override).
     pub timeout: Duration,
     /// Time allowed between two reads of the response body (routes may override).
