@@ -66,6 +66,17 @@ pub struct Registries {
     /// Upstream connection pools by upstream name.
     pub pools:
         Registry<crate::upstream::pool::PoolSettings, std::sync::Arc<crate::upstream::pool::Pool>>,
+    /// Requests in flight per upstream name (`circuit_breaker.max_requests`): requests admitted
+    /// before a reload still count after it.
+    pub in_flight: Registry<(), std::sync::Arc<std::sync::atomic::AtomicUsize>>,
+    /// Outlier detection state per upstream name, while its targets and settings stay the same.
+    pub outliers: Registry<
+        (
+            Vec<std::sync::Arc<str>>,
+            crate::upstream::outlier::OutlierSettings,
+        ),
+        std::sync::Arc<crate::upstream::outlier::Outliers>,
+    >,
     /// Retry budgets by upstream name: a reload that keeps an upstream's budget settings keeps
     /// what it has spent, so reloading cannot reset a budget that an outage used up.
     pub retry_budgets: Registry<
@@ -116,6 +127,8 @@ impl Default for Registries {
     fn default() -> Self {
         Registries {
             pools: Registry::default(),
+            in_flight: Registry::default(),
+            outliers: Registry::default(),
             retry_budgets: Registry::default(),
             jwks: Registry::default(),
             metrics: crate::observability::metrics::Metrics::new(),
@@ -131,6 +144,8 @@ impl Registries {
     /// Drops state for objects the live snapshot no longer has.
     pub fn retain_for(&self, live: &LiveNames<'_>) {
         self.pools.retain_in(&live.upstreams);
+        self.in_flight.retain_in(&live.upstreams);
+        self.outliers.retain_in(&live.upstreams);
         self.retry_budgets.retain_in(&live.retrying_upstreams);
         self.jwks.retain_in(&live.fetching_providers);
         if !live.redis {
