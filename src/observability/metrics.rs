@@ -41,6 +41,11 @@ pub mod names {
     pub const UPSTREAM_DURATION_SECONDS: &str = "gatehouse_upstream_duration_seconds";
     /// Counter of upstream response bodies that broke off after their headers, by upstream.
     pub const UPSTREAM_BODY_ERRORS_TOTAL: &str = "gatehouse_upstream_body_errors_total";
+    /// Counter of retries sent to an upstream (attempts after a request's first), by upstream.
+    pub const UPSTREAM_RETRIES_TOTAL: &str = "gatehouse_upstream_retries_total";
+    /// Counter of retries the upstream's retry budget refused, by upstream.
+    pub const UPSTREAM_RETRY_BUDGET_EXHAUSTED_TOTAL: &str =
+        "gatehouse_upstream_retry_budget_exhausted_total";
     /// Gauge of client connections currently open.
     pub const OPEN_CONNECTIONS: &str = "gatehouse_open_connections";
     /// Gauge of requests currently being handled.
@@ -345,6 +350,8 @@ pub struct Metrics {
     upstream_requests: Family<UpstreamLabels, TotalCounter>,
     upstream_duration: Family<UpstreamNameLabels, LatencyHistogram>,
     upstream_body_errors: Family<UpstreamNameLabels, TotalCounter>,
+    upstream_retries: Family<UpstreamNameLabels, TotalCounter>,
+    upstream_retry_budget_exhausted: Family<UpstreamNameLabels, TotalCounter>,
     open_connections: Gauge,
     requests_in_flight: Gauge,
     auth_failures: Family<AuthFailureLabels, TotalCounter>,
@@ -420,6 +427,18 @@ impl Metrics {
             names::UPSTREAM_BODY_ERRORS_TOTAL,
             "Upstream response bodies that broke off after their headers (cut short, malformed, or read_timeout)",
             upstream_body_errors.clone(),
+        );
+        let upstream_retries = Family::<UpstreamNameLabels, TotalCounter>::default();
+        registry.register(
+            names::UPSTREAM_RETRIES_TOTAL,
+            "Retries sent to an upstream (attempts after a request's first)",
+            upstream_retries.clone(),
+        );
+        let upstream_retry_budget_exhausted = Family::<UpstreamNameLabels, TotalCounter>::default();
+        registry.register(
+            names::UPSTREAM_RETRY_BUDGET_EXHAUSTED_TOTAL,
+            "Retries not sent because the upstream's retry budget was spent",
+            upstream_retry_budget_exhausted.clone(),
         );
 
         let open_connections = Gauge::default();
@@ -596,6 +615,8 @@ impl Metrics {
             upstream_requests,
             upstream_duration,
             upstream_body_errors,
+            upstream_retries,
+            upstream_retry_budget_exhausted,
             open_connections,
             requests_in_flight,
             auth_failures,
@@ -677,6 +698,15 @@ impl Metrics {
             })
             .0
             .clone();
+        let labels = UpstreamNameLabels {
+            upstream: name.clone(),
+        };
+        let retries = self.upstream_retries.get_or_create(&labels).0.clone();
+        let budget_exhausted = self
+            .upstream_retry_budget_exhausted
+            .get_or_create(&labels)
+            .0
+            .clone();
         let duration = self
             .upstream_duration
             .get_or_create(&UpstreamNameLabels { upstream: name })
@@ -686,6 +716,8 @@ impl Metrics {
                 outcomes,
                 duration,
                 body_errors,
+                retries,
+                budget_exhausted,
             }),
         }
     }
@@ -952,9 +984,12 @@ impl Metrics {
                 outcome,
             });
         }
-        self.upstream_body_errors.remove(&UpstreamNameLabels {
+        let labels = UpstreamNameLabels {
             upstream: name.clone(),
-        });
+        };
+        self.upstream_body_errors.remove(&labels);
+        self.upstream_retries.remove(&labels);
+        self.upstream_retry_budget_exhausted.remove(&labels);
         self.upstream_duration
             .remove(&UpstreamNameLabels { upstream: name });
     }
@@ -1201,6 +1236,8 @@ struct UpstreamInner {
     outcomes: [Counter; OUTCOMES.len()],
     duration: LatencyHistogram,
     body_errors: Counter,
+    retries: Counter,
+    budget_exhausted: Counter,
 }
 
 impl fmt::Debug for UpstreamMetrics {
@@ -1225,6 +1262,17 @@ impl UpstreamMetrics {
     /// Counter gatehouse_upstream_body_errors_total{upstream}: a response body broke off.
     pub fn body_error(&self) {
         self.inner.body_errors.inc();
+    }
+
+    /// Counter gatehouse_upstream_retries_total{upstream}: a retry is being sent.
+    pub fn retried(&self) {
+        self.inner.retries.inc();
+    }
+
+    /// Counter gatehouse_upstream_retry_budget_exhausted_total{upstream}: the retry budget
+    /// refused a retry.
+    pub fn retry_budget_exhausted(&self) {
+        self.inner.budget_exhausted.inc();
     }
 }
 
@@ -1337,6 +1385,9 @@ mod tests {
         up.record(UpstreamOutcome::Response, ms(2));
         up.record(UpstreamOutcome::Response, ms(700));
         up.body_error();
+        up.retried();
+        up.retried();
+        up.retry_budget_exhausted();
         up.record(UpstreamOutcome::Timeout, ms(30_000));
         up.record(UpstreamOutcome::ConnectError, ms(1));
 
@@ -1375,6 +1426,8 @@ mod tests {
             r#"gatehouse_upstream_requests_total{upstream="pool-1",outcome="connect_error"} 1"#,
             r#"gatehouse_upstream_requests_total{upstream="pool-1",outcome="error"} 0"#,
             r#"gatehouse_upstream_body_errors_total{upstream="pool-1"} 1"#,
+            r#"gatehouse_upstream_retries_total{upstream="pool-1"} 2"#,
+            r#"gatehouse_upstream_retry_budget_exhausted_total{upstream="pool-1"} 1"#,
             r#"gatehouse_upstream_duration_seconds_count{upstream="pool-1"} 2"#,
             r#"gatehouse_upstream_duration_seconds_bucket{le="0.5",upstream="pool-1"} 1"#,
             r#"gatehouse_upstream_duration_seconds_bucket{le="1.0",upstream="pool-1"} 2"#,
