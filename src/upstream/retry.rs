@@ -237,11 +237,16 @@ impl RetryBudget {
     ///
     /// The retry is counted first and checked after, and taken back when it went over: two
     /// workers spending the last retry at once may then both be refused, but can never both
-    /// be allowed, which reading first and counting after would let happen.
+    /// be allowed, which reading first and counting after would let happen. (While the window
+    /// slides, old retries leave it between reads, which can only free allowance they held.)
     pub fn try_spend(&self, now: Instant) -> bool {
         self.counts.add(now, 0, 1);
-        let totals = self.counts.totals(now);
+        // Refunds are read before the counts: every refund read then belongs to a retry that
+        // was counted before it, so the difference never leaves out a retry that was allowed.
+        // (Read the other way round, another spender's retry and its refund could land between
+        // the two reads, and its refund would pass for one of the retries counted here.)
         let refunded = self.refunds.totals(now).first;
+        let totals = self.counts.totals(now);
         let retries = totals.second.saturating_sub(refunded);
         if retries <= self.allowance(totals.first) {
             return true;
