@@ -46,6 +46,8 @@ pub mod names {
     /// Counter of retries the upstream's retry budget refused, by upstream.
     pub const UPSTREAM_RETRY_BUDGET_EXHAUSTED_TOTAL: &str =
         "gatehouse_upstream_retry_budget_exhausted_total";
+    /// Counter of targets ejected by outlier detection, by upstream.
+    pub const UPSTREAM_EJECTIONS_TOTAL: &str = "gatehouse_upstream_ejections_total";
     /// Gauge of client connections currently open.
     pub const OPEN_CONNECTIONS: &str = "gatehouse_open_connections";
     /// Gauge of requests currently being handled.
@@ -352,6 +354,7 @@ pub struct Metrics {
     upstream_body_errors: Family<UpstreamNameLabels, TotalCounter>,
     upstream_retries: Family<UpstreamNameLabels, TotalCounter>,
     upstream_retry_budget_exhausted: Family<UpstreamNameLabels, TotalCounter>,
+    upstream_ejections: Family<UpstreamNameLabels, TotalCounter>,
     open_connections: Gauge,
     requests_in_flight: Gauge,
     auth_failures: Family<AuthFailureLabels, TotalCounter>,
@@ -439,6 +442,12 @@ impl Metrics {
             names::UPSTREAM_RETRY_BUDGET_EXHAUSTED_TOTAL,
             "Retries not sent because the upstream's retry budget was spent",
             upstream_retry_budget_exhausted.clone(),
+        );
+        let upstream_ejections = Family::<UpstreamNameLabels, TotalCounter>::default();
+        registry.register(
+            names::UPSTREAM_EJECTIONS_TOTAL,
+            "Targets ejected by outlier detection after consecutive failures",
+            upstream_ejections.clone(),
         );
 
         let open_connections = Gauge::default();
@@ -617,6 +626,7 @@ impl Metrics {
             upstream_body_errors,
             upstream_retries,
             upstream_retry_budget_exhausted,
+            upstream_ejections,
             open_connections,
             requests_in_flight,
             auth_failures,
@@ -707,6 +717,13 @@ impl Metrics {
             .get_or_create(&labels)
             .0
             .clone();
+        let ejections = self
+            .upstream_ejections
+            .get_or_create(&UpstreamNameLabels {
+                upstream: name.clone(),
+            })
+            .0
+            .clone();
         let duration = self
             .upstream_duration
             .get_or_create(&UpstreamNameLabels { upstream: name })
@@ -718,6 +735,7 @@ impl Metrics {
                 body_errors,
                 retries,
                 budget_exhausted,
+                ejections,
             }),
         }
     }
@@ -990,6 +1008,7 @@ impl Metrics {
         self.upstream_body_errors.remove(&labels);
         self.upstream_retries.remove(&labels);
         self.upstream_retry_budget_exhausted.remove(&labels);
+        self.upstream_ejections.remove(&labels);
         self.upstream_duration
             .remove(&UpstreamNameLabels { upstream: name });
     }
@@ -1238,6 +1257,7 @@ struct UpstreamInner {
     body_errors: Counter,
     retries: Counter,
     budget_exhausted: Counter,
+    ejections: Counter,
 }
 
 impl fmt::Debug for UpstreamMetrics {
@@ -1273,6 +1293,11 @@ impl UpstreamMetrics {
     /// refused a retry.
     pub fn retry_budget_exhausted(&self) {
         self.inner.budget_exhausted.inc();
+    }
+
+    /// counter gatehouse_upstream_ejections_total{upstream}: outlier detection ejected a target.
+    pub fn ejection(&self) {
+        self.inner.ejections.inc();
     }
 }
 
