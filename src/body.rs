@@ -27,6 +27,9 @@ pub enum RequestBody {
     Http2(Incoming),
     /// No body: a request the gateway makes itself (a background cache refresh).
     Empty,
+    /// A body read whole and kept, so a retry can send it again; each attempt sends a clone
+    /// (of the same shared bytes). `None` once sent.
+    Kept(Option<Bytes>),
 }
 
 impl Body for RequestBody {
@@ -41,6 +44,11 @@ impl Body for RequestBody {
             RequestBody::Http1(body) => Pin::new(body).poll_frame(cx),
             RequestBody::Http2(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
             RequestBody::Empty => Poll::Ready(None),
+            RequestBody::Kept(kept) => Poll::Ready(
+                kept.take()
+                    .filter(|b| !b.is_empty())
+                    .map(|b| Ok(Frame::data(b))),
+            ),
         }
     }
 
@@ -49,6 +57,7 @@ impl Body for RequestBody {
             RequestBody::Http1(body) => body.is_end_stream(),
             RequestBody::Http2(body) => body.is_end_stream(),
             RequestBody::Empty => true,
+            RequestBody::Kept(kept) => kept.as_ref().is_none_or(Bytes::is_empty),
         }
     }
 
@@ -57,6 +66,9 @@ impl Body for RequestBody {
             RequestBody::Http1(body) => body.size_hint(),
             RequestBody::Http2(body) => body.size_hint(),
             RequestBody::Empty => SizeHint::with_exact(0),
+            RequestBody::Kept(kept) => {
+                SizeHint::with_exact(kept.as_ref().map_or(0, |b| b.len() as u64))
+            }
         }
     }
 }
@@ -187,7 +199,7 @@ pub const DRAIN_MAX_TIME: Duration = Duration::from_secs(2);
 /// HTTP/2 stream's rest is read here, in the background.
 pub fn drain(body: RequestBody) {
     let body = match body {
-        RequestBody::Http1(_) | RequestBody::Empty => return,
+        RequestBody::Http1(_) | RequestBody::Empty | RequestBody::Kept(_) => return,
         RequestBody::Http2(body) => body,
     };
     if body.is_end_stream() {

@@ -80,6 +80,12 @@ pub struct Registries {
         ),
         std::sync::Arc<crate::upstream::outlier::Outliers>,
     >,
+    /// Retry budgets by upstream name: a reload that keeps an upstream's budget settings keeps
+    /// what it has spent, so reloading cannot reset a budget that an outage used up.
+    pub retry_budgets: Registry<
+        crate::upstream::retry::BudgetSettings,
+        std::sync::Arc<crate::upstream::retry::RetryBudget>,
+    >,
     /// Fetched `jwks_url` key sets and their refreshers, by provider name.
     pub jwks: Registry<
         crate::auth::jwks::RemoteJwksSettings,
@@ -133,6 +139,7 @@ impl Default for Registries {
             health: Registry::default(),
             in_flight: Registry::default(),
             outliers: Registry::default(),
+            retry_budgets: Registry::default(),
             jwks: Registry::default(),
             metrics: crate::observability::metrics::Metrics::new(),
             rate_limits: Default::default(),
@@ -150,6 +157,7 @@ impl Registries {
         self.health.retain_in(&live.checked_upstreams);
         self.in_flight.retain_in(&live.upstreams);
         self.outliers.retain_in(&live.upstreams);
+        self.retry_budgets.retain_in(&live.retrying_upstreams);
         self.jwks.retain_in(&live.fetching_providers);
         if !live.redis {
             self.redis.retain_in(&HashSet::new());
@@ -262,6 +270,8 @@ pub struct LiveNames<'a> {
     pub checked_upstreams: HashSet<&'a str>,
     /// (upstream, target URL) of every health-checked target.
     pub checked_targets: HashSet<(&'a str, &'a str)>,
+    /// The upstreams among them that retry.
+    pub retrying_upstreams: HashSet<&'a str>,
     /// `jwt.providers` names.
     pub providers: HashSet<&'a str>,
     /// The providers among them that fetch their keys from a `jwks_url`.
@@ -290,6 +300,12 @@ impl<'a> LiveNames<'a> {
                 .iter()
                 .filter(|u| u.health.is_some())
                 .flat_map(|u| u.targets.iter().map(|t| (&*u.name, &*t.url)))
+                .collect(),
+            retrying_upstreams: snapshot
+                .upstreams
+                .iter()
+                .filter(|u| u.retry.is_some())
+                .map(|u| &*u.name)
                 .collect(),
             providers: providers.iter().map(|(name, _)| name.as_str()).collect(),
             fetching_providers: providers

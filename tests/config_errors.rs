@@ -317,7 +317,6 @@ fn sections_not_supported_yet_are_refused_at_their_key() {
         r("consecutive_failures 0", upstream_with("    outlier_detection:\n      consecutive_failures: 0\n"), (5, 29), "`consecutive_failures` must be at least 1"),
         r("ejection_time 0", upstream_with("    outlier_detection:\n      ejection_time: 0s\n"), (5, 22), "`ejection_time` must be greater than zero"),
         r("max_ejected_percent 101", upstream_with("    outlier_detection:\n      max_ejected_percent: 101\n"), (5, 28), "`max_ejected_percent` must be 1 to 100"),
-        in_upstream("retry", "    retry:\n      attempts: 2\n"),
         in_upstream("discovery", "    discovery:\n      dns: orders.internal:4003\n"),
         in_upstream("tls", "    tls:\n      insecure_skip_verify: true\n"),
         // For these the value, not the key, is what is refused.
@@ -327,6 +326,52 @@ fn sections_not_supported_yet_are_refused_at_their_key() {
         r("bad cookie name", upstream_with("    balance: hash\n    hash_on: 'cookie:a;b'\n"), (5, 14), "invalid `hash_on`"),
         r("h2", upstream_with("    protocol: h2\n"), (4, 15), "only protocol http1 is supported"),
     ]);
+}
+
+/// `retry` values are refused where they are written, with what to write instead.
+#[rustfmt::skip]
+#[test]
+fn retry_settings_are_checked_where_they_are_written() {
+    let retry = |what, text: &str, at, says| r(what, upstream_with(&format!("    retry:\n{text}")), at, says);
+    check(vec![
+        retry("attempts 0", "      attempts: 0\n", (5, 17), "`attempts` (extra tries after the first) must be 1 to 10"),
+        retry("attempts 11", "      attempts: 11\n", (5, 17), "must be 1 to 10"),
+        retry("backoff 0", "      backoff: 0s\n", (5, 16), "`backoff` must be greater than zero"),
+        retry("max_backoff 0", "      max_backoff: 0s\n", (5, 20), "`max_backoff` must be greater than zero"),
+        retry("max_backoff below backoff", "      backoff: 100ms\n      max_backoff: 50ms\n", (6, 20), "`max_backoff` (50ms) must be at least `backoff` (100ms)"),
+        retry("max_backoff below the default backoff", "      max_backoff: 10ms\n", (5, 20), "must be at least `backoff` (25ms)"),
+        retry("backoff above the default max", "      backoff: 1s\n", (5, 16), "`backoff` (1s) is above the default `max_backoff` (250ms); set `max_backoff` too"),
+        retry("on empty", "      on: []\n", (5, 7), "`on` is empty, so nothing would be retried").also("connect_error, 502, 503, 504"),
+        retry("on 404", "      on: [connect_error, 404]\n", (5, 27), "status 404 says the request itself is wrong").also("only 408 and 429"),
+        retry("on 200", "      on: [200]\n", (5, 12), "status 200 is not a failure"),
+        retry("on 600", "      on: [600]\n", (5, 12), "600 is not an HTTP status"),
+        retry("on 5xx", "      on: [5xx]\n", (5, 12), "invalid retry condition `5xx`: write connect_error, timeout, or a status code"),
+        retry("on twice", "      on: [503, 503]\n", (5, 17), "`503` is listed twice in `on`"),
+        retry("methods empty", "      methods: []\n", (5, 7), "`methods` is empty").also("GET, HEAD, OPTIONS, PUT, DELETE"),
+        retry("methods CONNECT", "      methods: [GET, CONNECT]\n", (5, 22), "CONNECT cannot be retried"),
+        retry("methods twice", "      methods: [GET, get]\n", (5, 22), "`get` is listed twice in `methods`"),
+        retry("bad method", "      methods: ['G T']\n", (5, 17), "invalid method `G T`"),
+        retry("budget percent", "      budget:\n        percent: 101\n", (6, 18), "`percent` must be 0 to 100"),
+        retry("budget window short", "      budget:\n        window: 500ms\n", (6, 17), "`window` must be 1s to 1h"),
+        retry("budget window long", "      budget:\n        window: 2h\n", (6, 17), "`window` must be 1s to 1h"),
+        retry("budget of nothing", "      budget: {percent: 0, min_retries: 0}\n", (5, 7), "allows no retry at all"),
+        retry("unknown key", "      attemps: 3\n", (5, 7), "did you mean `attempts`"),
+    ]);
+    let snapshot = loads(&[("gateway.yaml", GATEWAY), ("routes/r.yaml", &upstream_with("    retry:\n      attempts: 3\n      backoff: 10ms\n      max_backoff: 1s\n      on: [connect_error, timeout, 429, 500]\n      methods: [get, POST]\n      budget: {percent: 50, min_retries: 0, window: 30s}\n"))]);
+    let upstream = &snapshot.upstreams[0];
+    let policy = upstream.retry.as_ref().expect("retry is built");
+    use gatehouse::upstream::retry::{BudgetSettings, RetryOn};
+    use std::time::Duration;
+    assert_eq!(policy.attempts, 3);
+    assert_eq!((policy.backoff, policy.max_backoff), (Duration::from_millis(10), Duration::from_secs(1)));
+    assert_eq!(&*policy.on, [RetryOn::ConnectError, RetryOn::Timeout, RetryOn::Status(429), RetryOn::Status(500)]);
+    assert_eq!(&*policy.methods, [http::Method::GET, http::Method::POST]);
+    let budget = BudgetSettings { percent: 50, min_retries: 0, window: Duration::from_secs(30) };
+    assert_eq!(policy.budget, budget);
+    assert_eq!(upstream.retry_budget.as_ref().expect("a budget with retry").settings(), budget);
+    // Without `retry`, neither.
+    let plain = loads(&[("gateway.yaml", GATEWAY), ("routes/r.yaml", &upstream_with(""))]);
+    assert!(plain.upstreams[0].retry.is_none() && plain.upstreams[0].retry_budget.is_none());
 }
 
 /// JWT providers, auth, authorize and cors are checked at load with their positions: a policy
@@ -537,7 +582,8 @@ fn a_key_left_empty_is_an_error_not_an_absent_key() {
         in_route("rate_limit", "    rate_limit:\n", "`rate_limit` has no value"),
         in_route("cache", "    cache:\n", "`cache` is empty").also("`ttl`, `vary`, `per_user`, `stale_if_error`"),
         in_route("compress", "    compress:\n", "`compress` has no value"),
-        unsupported(r("retry", upstream_with("    retry:\n"), (4, 5), "`retry`")),
+        r("retry", upstream_with("    retry:\n"), (4, 5), "`retry` is empty; write its settings, or remove `retry`").also("`attempts`, `backoff`, `max_backoff`, `on`, `methods`, `budget`"),
+        r("retry.budget", upstream_with("    retry:\n      budget: {}\n"), (5, 7), "`budget` is empty").also("`percent`, `min_retries`, `window`"),
         r("circuit_breaker", upstream_with("    circuit_breaker: {}\n"), (4, 5), "`circuit_breaker` is empty").also("`max_requests`"),
         r("health_check", upstream_with("    health_check:\n"), (4, 5), "`health_check` is empty; write its settings, or remove `health_check`").also("`path`, `interval`, `timeout`, `healthy_threshold`, `unhealthy_threshold`"),
         r("health_check {}", upstream_with("    health_check: {}\n"), (4, 5), "`health_check` is empty"),

@@ -35,6 +35,7 @@ use crate::upstream::balance::{
 };
 use crate::upstream::outlier::{OutlierSettings, Outliers};
 use crate::upstream::pool::{Pool, PoolSettings};
+use crate::upstream::retry::RetryBudget;
 use crate::upstream::{connect_address, parse_target, Target, Upstream};
 use crate::upstream::{Bulkhead, HashOn};
 
@@ -406,15 +407,15 @@ fn build_upstream(
     registries: &Registries,
     e: &mut Errors,
 ) -> Option<Upstream> {
-    e.unsupported(&[
-        ("discovery", &s.discovery),
-        ("tls", &s.tls),
-        ("retry", &s.retry),
-    ]);
+    e.unsupported(&[("discovery", &s.discovery), ("tls", &s.tls)]);
     let health = s
         .health_check
         .as_ref()
         .and_then(|h| super::health::build_health_check(h, e));
+    let retry = s
+        .retry
+        .as_ref()
+        .and_then(|r| super::retry::build_retry(r, e));
     let max_requests = s.circuit_breaker.as_ref().and_then(|cb| {
         let cb = &cb.value;
         e.unsupported(&[
@@ -543,8 +544,18 @@ fn build_upstream(
         .pools
         .get_or_make(&name.value, &pool, || Pool::new(pool.clone()));
     let health = health.map(|settings| registries.health_checker(&name.value, &targets, settings));
+    // Kept over reloads while its settings stay, so a reload does not hand out a fresh budget.
+    let retry_budget = retry.as_ref().map(|policy| {
+        registries
+            .retry_budgets
+            .get_or_make(&name.value, &policy.budget, || {
+                Arc::new(RetryBudget::new(policy.budget))
+            })
+    });
     Some(Upstream {
         name: name.value.as_str().into(),
+        retry,
+        retry_budget,
         bulkhead: max_requests.map(|max| {
             Bulkhead::new(
                 max,

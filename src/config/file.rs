@@ -349,8 +349,8 @@ pub struct UpstreamSection {
     pub circuit_breaker: Option<AtKey<CircuitBreakerSection>>,
     /// Passive ejection of failing targets.
     pub outlier_detection: Option<AtKey<OutlierSection>>,
-    /// Not supported yet.
-    pub retry: Unsupported,
+    /// Trying failed attempts again, on other targets.
+    pub retry: Option<AtKey<RetrySection>>,
     #[serde(default, rename = "$damaged")]
     /// Fields that had an error.
     pub damaged: Damaged,
@@ -405,6 +405,36 @@ pub struct OutlierSection {
     pub ejection_time: Option<Spanned<ConfigDuration>>,
     /// The largest share of targets out at once, in percent (default 50).
     pub max_ejected_percent: Option<Spanned<u32>>,
+}
+
+/// Upstream `retry:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySection {
+    /// Extra tries after the first (default 2).
+    pub attempts: Option<Spanned<u32>>,
+    /// The wait before the first retry, doubled for each after (default 25ms).
+    pub backoff: Option<Spanned<ConfigDuration>>,
+    /// The longest wait (default 250ms).
+    pub max_backoff: Option<Spanned<ConfigDuration>>,
+    /// Outcomes retried: `connect_error`, `timeout`, status codes.
+    pub on: Option<AtKey<Vec<Spanned<String>>>>,
+    /// Methods retried (default the idempotent ones).
+    pub methods: Option<AtKey<Vec<Spanned<String>>>>,
+    /// How many retries the upstream may take (on by default).
+    pub budget: Option<AtKey<RetryBudgetSection>>,
+}
+
+/// Upstream `retry.budget:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryBudgetSection {
+    /// Retries as a share of requests, in percent (default 20).
+    pub percent: Option<Spanned<u32>>,
+    /// Retries allowed however few requests there were (default 3).
+    pub min_retries: Option<Spanned<u32>>,
+    /// How far back requests and retries are counted (default 10s).
+    pub window: Option<Spanned<ConfigDuration>>,
 }
 
 /// A target: a plain URL, or a URL with a weight.

@@ -11,6 +11,7 @@ pub mod identity;
 pub mod interpolate;
 mod ratelimit;
 mod redis;
+mod retry;
 mod shadow;
 pub mod snapshot;
 pub mod units;

@@ -41,6 +41,11 @@ pub mod names {
     pub const UPSTREAM_DURATION_SECONDS: &str = "gatehouse_upstream_duration_seconds";
     /// Counter of upstream response bodies that broke off after their headers, by upstream.
     pub const UPSTREAM_BODY_ERRORS_TOTAL: &str = "gatehouse_upstream_body_errors_total";
+    /// Counter of retries sent to an upstream (attempts after a request's first), by upstream.
+    pub const UPSTREAM_RETRIES_TOTAL: &str = "gatehouse_upstream_retries_total";
+    /// Counter of retries the upstream's retry budget refused, by upstream.
+    pub const UPSTREAM_RETRY_BUDGET_EXHAUSTED_TOTAL: &str =
+        "gatehouse_upstream_retry_budget_exhausted_total";
     /// Counter of targets ejected by outlier detection, by upstream.
     pub const UPSTREAM_EJECTIONS_TOTAL: &str = "gatehouse_upstream_ejections_total";
     /// Gauge of client connections currently open.
@@ -369,6 +374,8 @@ pub struct Metrics {
     upstream_body_errors: Family<UpstreamNameLabels, TotalCounter>,
     target_healthy: Family<TargetLabels, Gauge>,
     health_checks: Family<ProbeLabels, TotalCounter>,
+    upstream_retries: Family<UpstreamNameLabels, TotalCounter>,
+    upstream_retry_budget_exhausted: Family<UpstreamNameLabels, TotalCounter>,
     upstream_ejections: Family<UpstreamNameLabels, TotalCounter>,
     open_connections: Gauge,
     requests_in_flight: Gauge,
@@ -457,6 +464,18 @@ impl Metrics {
             names::HEALTH_CHECKS_TOTAL,
             "Active health probes of upstream targets, by result",
             health_checks.clone(),
+        );
+        let upstream_retries = Family::<UpstreamNameLabels, TotalCounter>::default();
+        registry.register(
+            names::UPSTREAM_RETRIES_TOTAL,
+            "Retries sent to an upstream (attempts after a request's first)",
+            upstream_retries.clone(),
+        );
+        let upstream_retry_budget_exhausted = Family::<UpstreamNameLabels, TotalCounter>::default();
+        registry.register(
+            names::UPSTREAM_RETRY_BUDGET_EXHAUSTED_TOTAL,
+            "Retries not sent because the upstream's retry budget was spent",
+            upstream_retry_budget_exhausted.clone(),
         );
         let upstream_ejections = Family::<UpstreamNameLabels, TotalCounter>::default();
         registry.register(
@@ -641,6 +660,8 @@ impl Metrics {
             upstream_body_errors,
             target_healthy,
             health_checks,
+            upstream_retries,
+            upstream_retry_budget_exhausted,
             upstream_ejections,
             open_connections,
             requests_in_flight,
@@ -723,6 +744,15 @@ impl Metrics {
             })
             .0
             .clone();
+        let labels = UpstreamNameLabels {
+            upstream: name.clone(),
+        };
+        let retries = self.upstream_retries.get_or_create(&labels).0.clone();
+        let budget_exhausted = self
+            .upstream_retry_budget_exhausted
+            .get_or_create(&labels)
+            .0
+            .clone();
         let ejections = self
             .upstream_ejections
             .get_or_create(&UpstreamNameLabels {
@@ -739,6 +769,8 @@ impl Metrics {
                 outcomes,
                 duration,
                 body_errors,
+                retries,
+                budget_exhausted,
                 ejections,
             }),
         }
@@ -1043,12 +1075,13 @@ impl Metrics {
                 outcome,
             });
         }
-        self.upstream_body_errors.remove(&UpstreamNameLabels {
+        let labels = UpstreamNameLabels {
             upstream: name.clone(),
-        });
-        self.upstream_ejections.remove(&UpstreamNameLabels {
-            upstream: name.clone(),
-        });
+        };
+        self.upstream_body_errors.remove(&labels);
+        self.upstream_retries.remove(&labels);
+        self.upstream_retry_budget_exhausted.remove(&labels);
+        self.upstream_ejections.remove(&labels);
         self.upstream_duration
             .remove(&UpstreamNameLabels { upstream: name });
     }
@@ -1295,6 +1328,8 @@ struct UpstreamInner {
     outcomes: [Counter; OUTCOMES.len()],
     duration: LatencyHistogram,
     body_errors: Counter,
+    retries: Counter,
+    budget_exhausted: Counter,
     ejections: Counter,
 }
 
@@ -1320,6 +1355,17 @@ impl UpstreamMetrics {
     /// Counter gatehouse_upstream_body_errors_total{upstream}: a response body broke off.
     pub fn body_error(&self) {
         self.inner.body_errors.inc();
+    }
+
+    /// Counter gatehouse_upstream_retries_total{upstream}: a retry is being sent.
+    pub fn retried(&self) {
+        self.inner.retries.inc();
+    }
+
+    /// Counter gatehouse_upstream_retry_budget_exhausted_total{upstream}: the retry budget
+    /// refused a retry.
+    pub fn retry_budget_exhausted(&self) {
+        self.inner.budget_exhausted.inc();
     }
 
     /// counter gatehouse_upstream_ejections_total{upstream}: outlier detection ejected a target.
@@ -1467,6 +1513,9 @@ mod tests {
         up.record(UpstreamOutcome::Response, ms(2));
         up.record(UpstreamOutcome::Response, ms(700));
         up.body_error();
+        up.retried();
+        up.retried();
+        up.retry_budget_exhausted();
         up.record(UpstreamOutcome::Timeout, ms(30_000));
         up.record(UpstreamOutcome::ConnectError, ms(1));
 
@@ -1505,6 +1554,8 @@ mod tests {
             r#"gatehouse_upstream_requests_total{upstream="pool-1",outcome="connect_error"} 1"#,
             r#"gatehouse_upstream_requests_total{upstream="pool-1",outcome="error"} 0"#,
             r#"gatehouse_upstream_body_errors_total{upstream="pool-1"} 1"#,
+            r#"gatehouse_upstream_retries_total{upstream="pool-1"} 2"#,
+            r#"gatehouse_upstream_retry_budget_exhausted_total{upstream="pool-1"} 1"#,
             r#"gatehouse_upstream_duration_seconds_count{upstream="pool-1"} 2"#,
             r#"gatehouse_upstream_duration_seconds_bucket{le="0.5",upstream="pool-1"} 1"#,
             r#"gatehouse_upstream_duration_seconds_bucket{le="1.0",upstream="pool-1"} 2"#,

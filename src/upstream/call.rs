@@ -3,18 +3,32 @@
 //! outcome once. That one classification feeds the metrics, outlier detection and the log line,
 //! and becomes the [`UpstreamError`] the request path maps to a status. The request path only
 //! shapes the request before and the response after.
+//!
+//! With `retry`, the same classification decides whether to try again: a retryable outcome,
+//! for a method that is retried, with the body kept, attempts and retry budget left, and time
+//! left before the call's deadline, goes to another target after a jittered backoff, with the
+//! same headers (and so the same `X-Request-Id`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::{Method, Request, Response, StatusCode};
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
+use http_body_util::BodyExt as _;
 
 use super::balance::InFlight;
 use super::pool::{ReadTimeout, SendError, UpstreamBody};
+use super::retry::{RetryOn, RetryPolicy};
 use super::{Admitted, Upstream};
-use crate::body::{caused_by, BodyTooLarge, LimitedBody};
+use crate::body::{caused_by, BodyTooLarge, LimitedBody, RequestBody};
 use crate::http1::inbound::ClientBodyError;
 use crate::observability::metrics::UpstreamOutcome;
+
+/// The largest request body (by its Content-Length) kept in memory so that a retry can send it
+/// again. A larger body, or one without a Content-Length (chunked), streams to the first target
+/// only, and that request is not retried.
+pub const MAX_KEPT_BODY: u64 = 64 * 1024;
 
 /// What a call needs besides the request.
 #[derive(Debug, Clone, Copy)]
@@ -112,6 +126,18 @@ enum Outcome {
 }
 
 impl Outcome {
+    /// What `retry.on` calls this outcome, when it can name it.
+    fn retry_on(self) -> Option<RetryOn> {
+        match self {
+            Outcome::Answer(status) => Some(RetryOn::Status(status.as_u16())),
+            Outcome::Error(UpstreamErrorKind::Connect) => Some(RetryOn::ConnectError),
+            Outcome::Error(UpstreamErrorKind::Timeout) => Some(RetryOn::Timeout),
+            // A broken exchange may have been acted on, and the pool already sends it again on
+            // a fresh connection when a kept-alive one turns out closed before any answer.
+            Outcome::Error(_) => None,
+        }
+    }
+
     /// Whether this counts against the target for outlier detection: connect errors, timeouts,
     /// broken exchanges and 5xx answers.
     fn target_failed(self) -> bool {
@@ -196,35 +222,135 @@ impl Upstream {
                 }
             },
         };
-        let Some((target, in_flight)) = self.pick(settings.hash_key, |_| true) else {
-            request.into_body().drain_rest();
-            let kind = if self.none_healthy() {
-                UpstreamErrorKind::NoHealthy
-            } else {
-                UpstreamErrorKind::NoTarget
-            };
-            return Err(UpstreamError::new(self, kind, &method, None));
-        };
         let started = Instant::now();
-        let attempt = self.attempt(target, request, settings).await;
-        let elapsed = started.elapsed();
-        let outcome = match &attempt {
-            Ok(response) => Outcome::Answer(response.status()),
-            Err(kind) => Outcome::Error(*kind),
-        };
-        self.feed(target, outcome, elapsed);
-        match attempt {
-            Ok(response) => Ok(Answered {
-                response,
-                target: Arc::clone(&self.targets[target].url),
-                elapsed,
-                marks: CallMarks {
-                    in_flight,
-                    admitted,
-                },
-            }),
-            Err(kind) => Err(UpstreamError::new(self, kind, &method, Some(target))),
+        let deadline = started
+            .checked_add(settings.timeout)
+            .unwrap_or(started + FAR_FUTURE);
+        if let Some(budget) = &self.retry_budget {
+            budget.note_request(started);
         }
+        // Retried requests are sent from kept parts, rebuilt for every attempt; others once.
+        let policy = self
+            .retry
+            .as_ref()
+            .filter(|p| p.retries_method(&method) && can_keep(request.body()));
+        let (mut once, kept) = match policy {
+            None => (Some(request), None),
+            Some(policy) => {
+                let (parts, body) = request.into_parts();
+                let deadline = tokio::time::Instant::from_std(deadline);
+                let body = match tokio::time::timeout_at(deadline, read_whole(body)).await {
+                    Ok(Ok(body)) => body,
+                    Ok(Err(kind)) => return Err(UpstreamError::new(self, kind, &method, None)),
+                    Err(_) => {
+                        let kind = UpstreamErrorKind::Timeout;
+                        return Err(UpstreamError::new(self, kind, &method, None));
+                    }
+                };
+                let kept = Kept {
+                    uri: parts.uri,
+                    version: parts.version,
+                    headers: parts.headers,
+                    body,
+                };
+                (None, Some((policy, kept)))
+            }
+        };
+        let mut tried: Vec<usize> = Vec::new();
+        let mut retries = 0u32;
+        loop {
+            let request = match (once.take(), &kept) {
+                (Some(request), _) => request,
+                (None, Some((_, kept))) => kept.request(&method),
+                (None, None) => unreachable!("a request sent once is not sent again"),
+            };
+            // Another target where one is left; the same one when every target was tried.
+            let picked = self
+                .pick(settings.hash_key, |i| !tried.contains(&i))
+                .or_else(|| {
+                    self.pick(settings.hash_key, |_| true)
+                        .filter(|_| !tried.is_empty())
+                });
+            let Some((target, in_flight)) = picked else {
+                request.into_body().drain_rest();
+                let kind = if self.none_healthy() {
+                    UpstreamErrorKind::NoHealthy
+                } else {
+                    UpstreamErrorKind::NoTarget
+                };
+                return Err(UpstreamError::new(self, kind, &method, None));
+            };
+            let attempt_started = Instant::now();
+            let remaining = deadline.saturating_duration_since(attempt_started);
+            let timeout = match &kept {
+                // A timed-out attempt leaves time for the retries still possible after it.
+                Some((policy, _)) if policy.retries_on(RetryOn::Timeout) => {
+                    remaining / (policy.attempts - retries + 1)
+                }
+                _ => remaining,
+            };
+            let attempt = self.attempt(target, request, settings, timeout).await;
+            let elapsed = attempt_started.elapsed();
+            let outcome = match &attempt {
+                Ok(response) => Outcome::Answer(response.status()),
+                Err(kind) => Outcome::Error(*kind),
+            };
+            self.feed(target, outcome, elapsed);
+            if let Some((policy, _)) = &kept {
+                let retry = retries + 1;
+                let wanted = retries < policy.attempts
+                    && outcome.retry_on().is_some_and(|on| policy.retries_on(on));
+                if let Some(wait) = wanted
+                    .then(|| self.retry_wait(policy, retry, deadline))
+                    .flatten()
+                {
+                    tracing::debug!(
+                        upstream = %self.name,
+                        target = %self.targets[target].url,
+                        retry,
+                        outcome = ?outcome,
+                        wait_ms = wait.as_millis() as u64,
+                        "retrying the request"
+                    );
+                    drop((attempt, in_flight));
+                    tried.push(target);
+                    tokio::time::sleep(wait).await;
+                    self.metrics.retried();
+                    retries = retry;
+                    continue;
+                }
+            }
+            return match attempt {
+                Ok(response) => Ok(Answered {
+                    response,
+                    target: Arc::clone(&self.targets[target].url),
+                    elapsed,
+                    marks: CallMarks {
+                        in_flight,
+                        admitted,
+                    },
+                }),
+                Err(kind) => Err(UpstreamError::new(self, kind, &method, Some(target))),
+            };
+        }
+    }
+
+    /// The wait before retry number `retry`, if the retry may be made: it must start before
+    /// `deadline`, and the budget must allow it (spent here; a refusal is counted).
+    fn retry_wait(&self, policy: &RetryPolicy, retry: u32, deadline: Instant) -> Option<Duration> {
+        let wait = policy.jittered_backoff(retry);
+        let now = Instant::now();
+        if now.checked_add(wait).is_none_or(|start| start >= deadline) {
+            return None;
+        }
+        if let Some(budget) = &self.retry_budget {
+            if !budget.try_spend(now) {
+                self.metrics.retry_budget_exhausted();
+                tracing::debug!(upstream = %self.name, "retry budget spent; not retrying");
+                return None;
+            }
+        }
+        Some(wait)
     }
 
     /// Feeds one attempt's outcome to everything that learns from it.
@@ -248,6 +374,7 @@ impl Upstream {
         target: usize,
         mut request: Request<LimitedBody>,
         settings: CallSettings<'_>,
+        timeout: Duration,
     ) -> Result<Response<UpstreamBody>, UpstreamErrorKind> {
         let url = &self.targets[target].url;
         if settings.target_host {
@@ -256,9 +383,9 @@ impl Upstream {
         }
         let started = Instant::now();
         let sent = self.pool.send(target, request, settings.read_timeout);
-        let mut response = match tokio::time::timeout(settings.timeout, sent).await {
+        let mut response = match tokio::time::timeout(timeout, sent).await {
             Err(_) => {
-                tracing::warn!(upstream = %self.name, target = %url, timeout = ?settings.timeout, "upstream timed out");
+                tracing::warn!(upstream = %self.name, target = %url, ?timeout, "upstream timed out");
                 return Err(UpstreamErrorKind::Timeout);
             }
             Ok(Err(error)) => return Err(self.classify_send_error(url, &error, started)),
@@ -317,6 +444,71 @@ impl Upstream {
             "upstream response body failed"
         );
     }
+}
+
+/// Where a call's deadline is put when its timeout is too long to add to a clock reading.
+const FAR_FUTURE: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// What a retried request is sent from, again for each attempt.
+struct Kept {
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+    body: Option<Bytes>,
+}
+
+impl Kept {
+    fn request(&self, method: &Method) -> Request<LimitedBody> {
+        // Read whole already and within the route's limit: no limit to apply again.
+        let body = LimitedBody::new(RequestBody::Kept(self.body.clone()), u64::MAX);
+        let mut request = Request::new(body);
+        *request.method_mut() = method.clone();
+        *request.uri_mut() = self.uri.clone();
+        *request.version_mut() = self.version;
+        *request.headers_mut() = self.headers.clone();
+        request
+    }
+}
+
+/// Whether `body` can be kept for a retry: none at all, or a Content-Length of at most
+/// [`MAX_KEPT_BODY`].
+fn can_keep(body: &LimitedBody) -> bool {
+    body.is_end_stream()
+        || body
+            .size_hint()
+            .exact()
+            .is_some_and(|length| length <= MAX_KEPT_BODY)
+}
+
+/// Reads all of a body [`can_keep`] accepted; `None` for an empty one.
+async fn read_whole(mut body: LimitedBody) -> Result<Option<Bytes>, UpstreamErrorKind> {
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut length = 0u64;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|error| {
+            if caused_by::<BodyTooLarge>(&*error) {
+                UpstreamErrorKind::BodyTooLarge
+            } else {
+                UpstreamErrorKind::ClientBody
+            }
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        length = length.saturating_add(data.len() as u64);
+        // The framing layer holds a body to its Content-Length; this only guards the memory.
+        if length > MAX_KEPT_BODY {
+            return Err(UpstreamErrorKind::ClientBody);
+        }
+        if !data.is_empty() {
+            chunks.push(data);
+        }
+    }
+    Ok(match chunks.len() {
+        0 => None,
+        1 => chunks.pop(),
+        _ => Some(chunks.concat().into()),
+    })
 }
 
 /// An error and its causes on one line, for logs. Many errors already end their message with

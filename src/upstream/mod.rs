@@ -7,6 +7,7 @@ pub mod h1;
 pub mod health;
 pub mod outlier;
 pub mod pool;
+pub mod retry;
 pub mod window;
 
 use crate::observability::metrics::UpstreamMetrics;
@@ -36,6 +37,10 @@ pub struct Upstream {
     pub outliers: Option<Arc<outlier::Outliers>>,
     /// `health_check`: targets out of rotation while their probes fail; kept across reloads.
     pub health: Option<Arc<health::HealthChecker>>,
+    /// `retry`: which failed attempts are tried again, and how.
+    pub retry: Option<retry::RetryPolicy>,
+    /// The retry budget, with `retry`; kept across reloads while its settings do not change.
+    pub retry_budget: Option<Arc<retry::RetryBudget>>,
     /// Time allowed until response headers arrive (routes may override).
     pub timeout: Duration,
     /// Time allowed between two reads of the response body (routes may override).
