@@ -41,6 +41,10 @@ pub mod names {
     pub const UPSTREAM_DURATION_SECONDS: &str = "gatehouse_upstream_duration_seconds";
     /// Counter of upstream response bodies that broke off after their headers, by upstream.
     pub const UPSTREAM_BODY_ERRORS_TOTAL: &str = "gatehouse_upstream_body_errors_total";
+    /// Gauge of an upstream's circuit breaker state: 0 closed, 1 open, 2 half-open.
+    pub const CIRCUIT_STATE: &str = "gatehouse_circuit_state";
+    /// Counter of circuit breaker state changes, by upstream and the state entered.
+    pub const CIRCUIT_TRANSITIONS_TOTAL: &str = "gatehouse_circuit_transitions_total";
     /// Gauge of client connections currently open.
     pub const OPEN_CONNECTIONS: &str = "gatehouse_open_connections";
     /// Gauge of requests currently being handled.
@@ -120,6 +124,9 @@ const OUTCOMES: [&str; 5] = [
     "error",
     "overloaded",
 ];
+
+/// Circuit states as the `to` label names them, indexed by their gauge value.
+pub const CIRCUIT_STATES: [&str; 3] = ["closed", "open", "half_open"];
 
 /// Result label values of rate-limit decisions.
 const DECISION_RESULTS: [&str; 2] = ["allowed", "limited"];
@@ -210,6 +217,12 @@ struct UpstreamLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct UpstreamNameLabels {
     upstream: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CircuitTransitionLabels {
+    upstream: Arc<str>,
+    to: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -345,6 +358,8 @@ pub struct Metrics {
     upstream_requests: Family<UpstreamLabels, TotalCounter>,
     upstream_duration: Family<UpstreamNameLabels, LatencyHistogram>,
     upstream_body_errors: Family<UpstreamNameLabels, TotalCounter>,
+    circuit_state: Family<UpstreamNameLabels, Gauge>,
+    circuit_transitions: Family<CircuitTransitionLabels, TotalCounter>,
     open_connections: Gauge,
     requests_in_flight: Gauge,
     auth_failures: Family<AuthFailureLabels, TotalCounter>,
@@ -420,6 +435,18 @@ impl Metrics {
             names::UPSTREAM_BODY_ERRORS_TOTAL,
             "Upstream response bodies that broke off after their headers (cut short, malformed, or read_timeout)",
             upstream_body_errors.clone(),
+        );
+        let circuit_state = Family::<UpstreamNameLabels, Gauge>::default();
+        registry.register(
+            names::CIRCUIT_STATE,
+            "State of an upstream's circuit breaker: 0 closed, 1 open, 2 half_open",
+            circuit_state.clone(),
+        );
+        let circuit_transitions = Family::<CircuitTransitionLabels, TotalCounter>::default();
+        registry.register(
+            names::CIRCUIT_TRANSITIONS_TOTAL,
+            "Circuit breaker state changes, by the state entered",
+            circuit_transitions.clone(),
         );
 
         let open_connections = Gauge::default();
@@ -596,6 +623,8 @@ impl Metrics {
             upstream_requests,
             upstream_duration,
             upstream_body_errors,
+            circuit_state,
+            circuit_transitions,
             open_connections,
             requests_in_flight,
             auth_failures,
@@ -688,6 +717,39 @@ impl Metrics {
                 body_errors,
             }),
         }
+    }
+
+    /// Handles for one upstream's circuit breaker; called when a breaker is made (config load).
+    /// Every `to` series starts at zero, so alerts on `increase()` work from the first opening.
+    pub fn circuit(&self, upstream: &str) -> CircuitMetrics {
+        let name: Arc<str> = Arc::from(upstream);
+        let transitions = CIRCUIT_STATES.map(|to| {
+            self.circuit_transitions
+                .get_or_create(&CircuitTransitionLabels {
+                    upstream: name.clone(),
+                    to,
+                })
+                .0
+                .clone()
+        });
+        let state = self
+            .circuit_state
+            .get_or_create(&UpstreamNameLabels { upstream: name })
+            .clone();
+        CircuitMetrics { state, transitions }
+    }
+
+    /// Drops an upstream's circuit series, when the upstream or its breaker is gone.
+    pub fn forget_circuit(&self, upstream: &str) {
+        let name: Arc<str> = Arc::from(upstream);
+        for to in CIRCUIT_STATES {
+            self.circuit_transitions.remove(&CircuitTransitionLabels {
+                upstream: name.clone(),
+                to,
+            });
+        }
+        self.circuit_state
+            .remove(&UpstreamNameLabels { upstream: name });
     }
 
     /// A request refused by auth or authorize; `reason` is the error code sent to the client.
@@ -945,6 +1007,7 @@ impl Metrics {
 
     /// Drops an upstream removed by a reload, so its series stop being exported.
     pub fn forget_upstream(&self, upstream: &str) {
+        self.forget_circuit(upstream);
         let name: Arc<str> = Arc::from(upstream);
         for outcome in OUTCOMES {
             self.upstream_requests.remove(&UpstreamLabels {
@@ -1225,6 +1288,31 @@ impl UpstreamMetrics {
     /// Counter gatehouse_upstream_body_errors_total{upstream}: a response body broke off.
     pub fn body_error(&self) {
         self.inner.body_errors.inc();
+    }
+}
+
+/// One circuit breaker's gauge and transition counters; the default counts into series nobody
+/// exports (unit tests, breakers built outside a gateway).
+#[derive(Clone, Debug, Default)]
+pub struct CircuitMetrics {
+    state: Gauge,
+    transitions: [Counter; CIRCUIT_STATES.len()],
+}
+
+impl CircuitMetrics {
+    /// Gauge gatehouse_circuit_state{upstream} to `state` (an index of [`CIRCUIT_STATES`]),
+    /// without counting a transition: a new breaker starts closed.
+    pub fn set_state(&self, state: usize) {
+        self.state.set(i64::try_from(state).unwrap_or(0));
+    }
+
+    /// The breaker entered `state`: the gauge, and counter
+    /// gatehouse_circuit_transitions_total{upstream,to}.
+    pub fn transition(&self, state: usize) {
+        self.set_state(state);
+        if let Some(counter) = self.transitions.get(state) {
+            counter.inc();
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Upstreams: named groups of targets, how one is chosen, and the pooled client that calls it.
 
 pub mod balance;
+pub mod breaker;
 pub mod exchange;
 pub mod h1;
 pub mod outlier;
