@@ -1,5 +1,5 @@
-//! State that outlives a config snapshot: connection pools, fetched JWKS, rate-limit buckets,
-//! and later breakers and health. A reload asks the registry for each object by name and settings; an
+//! State that outlives a config snapshot: connection pools, circuit breakers, fetched JWKS,
+//! rate-limit buckets, and later health. A reload asks the registry for each object by name and settings; an
 //! unchanged object gets its existing state back, a changed or new one starts fresh, and state
 //! for names no longer configured is dropped once the new snapshot is live.
 
@@ -66,6 +66,11 @@ pub struct Registries {
     /// Upstream connection pools by upstream name.
     pub pools:
         Registry<crate::upstream::pool::PoolSettings, std::sync::Arc<crate::upstream::pool::Pool>>,
+    /// Circuit breakers by upstream name.
+    pub breakers: Registry<
+        crate::upstream::breaker::BreakerSettings,
+        std::sync::Arc<crate::upstream::breaker::Breaker>,
+    >,
     /// Fetched `jwks_url` key sets and their refreshers, by provider name.
     pub jwks: Registry<
         crate::auth::jwks::RemoteJwksSettings,
@@ -110,6 +115,7 @@ impl Default for Registries {
     fn default() -> Self {
         Registries {
             pools: Registry::default(),
+            breakers: Registry::default(),
             jwks: Registry::default(),
             metrics: crate::observability::metrics::Metrics::new(),
             rate_limits: Default::default(),
@@ -124,6 +130,7 @@ impl Registries {
     /// Drops state for objects the live snapshot no longer has.
     pub fn retain_for(&self, live: &LiveNames<'_>) {
         self.pools.retain_in(&live.upstreams);
+        self.breakers.retain_in(&live.breakers);
         self.jwks.retain_in(&live.fetching_providers);
         if !live.redis {
             self.redis.retain_in(&HashSet::new());
@@ -180,6 +187,22 @@ impl Registries {
         }
     }
 
+    /// The circuit breaker of upstream `name`: the one made before, with its state, when its
+    /// settings did not change.
+    pub fn breaker(
+        &self,
+        name: &str,
+        settings: crate::upstream::breaker::BreakerSettings,
+    ) -> std::sync::Arc<crate::upstream::breaker::Breaker> {
+        self.breakers.get_or_make(name, &settings, || {
+            std::sync::Arc::new(crate::upstream::breaker::Breaker::new(
+                settings.clone(),
+                name.into(),
+                self.metrics.circuit(name),
+            ))
+        })
+    }
+
     /// The Redis connections for `settings`: the ones made before when they did not change.
     pub fn redis_clients(
         &self,
@@ -218,6 +241,8 @@ pub struct LiveNames<'a> {
     pub routes: HashSet<&'a str>,
     /// Upstream names.
     pub upstreams: HashSet<&'a str>,
+    /// The upstreams among them with a circuit breaker.
+    pub breakers: HashSet<&'a str>,
     /// `jwt.providers` names.
     pub providers: HashSet<&'a str>,
     /// The providers among them that fetch their keys from a `jwks_url`.
@@ -235,6 +260,12 @@ impl<'a> LiveNames<'a> {
         LiveNames {
             routes: snapshot.router.routes().iter().map(|r| &*r.name).collect(),
             upstreams: snapshot.upstreams.iter().map(|u| &*u.name).collect(),
+            breakers: snapshot
+                .upstreams
+                .iter()
+                .filter(|u| u.breaker.is_some())
+                .map(|u| &*u.name)
+                .collect(),
             providers: providers.iter().map(|(name, _)| name.as_str()).collect(),
             fetching_providers: providers
                 .iter()
@@ -269,5 +300,24 @@ mod tests {
         assert_eq!(registry.len(), 1);
         let fresh = registry.get_or_make("a", &2, || "fourth".into());
         assert_eq!(&*fresh, "fourth");
+    }
+
+    #[test]
+    fn a_breaker_is_kept_while_its_settings_are() {
+        use crate::upstream::breaker::BreakerSettings;
+        let registries = Registries::default();
+        let settings = BreakerSettings::default();
+        let first = registries.breaker("orders", settings.clone());
+        assert!(Arc::ptr_eq(
+            &first,
+            &registries.breaker("orders", settings.clone())
+        ));
+        let other = registries.breaker("billing", settings.clone());
+        assert!(!Arc::ptr_eq(&first, &other));
+        let changed = BreakerSettings {
+            failure_ratio: 0.25,
+            ..settings
+        };
+        assert!(!Arc::ptr_eq(&first, &registries.breaker("orders", changed)));
     }
 }

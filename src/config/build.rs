@@ -412,27 +412,11 @@ fn build_upstream(
         ("health_check", &s.health_check),
         ("retry", &s.retry),
     ]);
-    let max_requests = s.circuit_breaker.as_ref().and_then(|cb| {
-        let cb = &cb.value;
-        e.unsupported(&[
-            ("circuit_breaker.failure_ratio", &cb.failure_ratio),
-            ("circuit_breaker.min_requests", &cb.min_requests),
-            (
-                "circuit_breaker.consecutive_failures",
-                &cb.consecutive_failures,
-            ),
-            ("circuit_breaker.window", &cb.window),
-            ("circuit_breaker.open_for", &cb.open_for),
-            ("circuit_breaker.half_open_requests", &cb.half_open_requests),
-            ("circuit_breaker.failure_statuses", &cb.failure_statuses),
-        ]);
-        let max = cb.max_requests.as_ref()?;
-        if max.value == 0 {
-            e.at(max.mark, "`max_requests` must be at least 1");
-            return None;
-        }
-        Some(max.value)
-    });
+    let circuit = s
+        .circuit_breaker
+        .as_ref()
+        .map(|cb| super::breaker::build_circuit_breaker(&cb.value, e))
+        .unwrap_or_default();
     let outliers = s.outlier_detection.as_ref().and_then(|o| {
         let o = &o.value;
         let before = e.list.len();
@@ -541,7 +525,10 @@ fn build_upstream(
         .get_or_make(&name.value, &pool, || Pool::new(pool.clone()));
     Some(Upstream {
         name: name.value.as_str().into(),
-        bulkhead: max_requests.map(Bulkhead::new),
+        bulkhead: circuit.max_requests.map(Bulkhead::new),
+        breaker: circuit
+            .breaker
+            .map(|settings| registries.breaker(&name.value, settings)),
         hash_on,
         outliers: outliers.map(|settings| Outliers::new(settings, targets.len())),
         balancer: {

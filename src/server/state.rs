@@ -41,6 +41,9 @@ impl GatewayState {
         for upstream in old.upstreams.difference(&live.upstreams) {
             self.metrics.forget_upstream(upstream);
         }
+        for upstream in old.breakers.difference(&live.breakers) {
+            self.metrics.forget_circuit(upstream);
+        }
         for provider in old.fetching_providers.difference(&live.fetching_providers) {
             self.metrics.forget_jwks(provider);
         }

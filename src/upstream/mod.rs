@@ -29,6 +29,9 @@ pub struct Upstream {
     pub balancer: Balancer,
     /// `circuit_breaker.max_requests`: requests in flight at most.
     pub bulkhead: Option<Bulkhead>,
+    /// The circuit breaker (`circuit_breaker:` keys besides `max_requests`), kept across
+    /// reloads while its settings do not change.
+    pub breaker: Option<Arc<breaker::Breaker>>,
     /// `hash_on`, with `balance: hash`: what a request's key is.
     pub hash_on: Option<HashOn>,
     /// `outlier_detection`: targets ejected after runs of failures.
