@@ -71,6 +71,17 @@ pub struct Registries {
         crate::upstream::breaker::BreakerSettings,
         std::sync::Arc<crate::upstream::breaker::Breaker>,
     >,
+    /// Requests in flight per upstream name (`circuit_breaker.max_requests`): requests admitted
+    /// before a reload still count after it.
+    pub in_flight: Registry<(), std::sync::Arc<std::sync::atomic::AtomicUsize>>,
+    /// Outlier detection state per upstream name, while its targets and settings stay the same.
+    pub outliers: Registry<
+        (
+            Vec<std::sync::Arc<str>>,
+            crate::upstream::outlier::OutlierSettings,
+        ),
+        std::sync::Arc<crate::upstream::outlier::Outliers>,
+    >,
     /// Fetched `jwks_url` key sets and their refreshers, by provider name.
     pub jwks: Registry<
         crate::auth::jwks::RemoteJwksSettings,
@@ -116,6 +127,8 @@ impl Default for Registries {
         Registries {
             pools: Registry::default(),
             breakers: Registry::default(),
+            in_flight: Registry::default(),
+            outliers: Registry::default(),
             jwks: Registry::default(),
             metrics: crate::observability::metrics::Metrics::new(),
             rate_limits: Default::default(),
@@ -131,6 +144,8 @@ impl Registries {
     pub fn retain_for(&self, live: &LiveNames<'_>) {
         self.pools.retain_in(&live.upstreams);
         self.breakers.retain_in(&live.breakers);
+        self.in_flight.retain_in(&live.upstreams);
+        self.outliers.retain_in(&live.upstreams);
         self.jwks.retain_in(&live.fetching_providers);
         if !live.redis {
             self.redis.retain_in(&HashSet::new());

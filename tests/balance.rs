@@ -191,3 +191,74 @@ async fn a_target_failing_in_a_row_is_ejected_but_never_all() {
     }
     assert_eq!(good.count("/lb"), 32, "the last target in is never ejected");
 }
+
+/// Outlier state lives beside the upstream, not in one config snapshot: a reload that leaves
+/// the upstream unchanged keeps its ejections; one that changes its targets starts afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ejections_survive_a_reload_of_an_unchanged_upstream() {
+    let (bad, good, other) = (
+        Origin::start().await,
+        Origin::start().await,
+        Origin::start().await,
+    );
+    bad.set("/lb", Answer::status(503, "down", &[]));
+    good.set("/lb", Answer::ok("up", &[]));
+    other.set("/lb", Answer::ok("up", &[]));
+    let yaml = |targets: &str, extra_route: &str| {
+        format!(
+            "{}upstreams:\n  o:\n    targets: [{targets}]\n\
+             \x20   outlier_detection: {{consecutive_failures: 2, ejection_time: 60s, max_ejected_percent: 50}}\n\
+             routes:\n  - name: r\n    match: {{path: /lb}}\n    upstream: o\n{extra_route}",
+            server_yaml(""),
+        )
+    };
+    let two = format!("{}, {}", bad.url(), good.url());
+    let gw = TestGateway::start(&yaml(&two, "")).await;
+    let client = client();
+    let get = || {
+        let request = Request::get(gw.url("/lb"))
+            .body(Full::<Bytes>::default())
+            .unwrap();
+        send(&client, request)
+    };
+    for _ in 0..6 {
+        get().await;
+    }
+    assert_eq!(bad.count("/lb"), 2, "ejected after its second failure");
+
+    // Another route added: the upstream is the same, its ejection stays.
+    let extra = "  - name: s\n    match: {path: /s}\n    respond: {status: 204}\n";
+    std::fs::write(gw.path("gateway.yaml"), yaml(&two, extra)).unwrap();
+    let _ = gw.handle.reload().await;
+    common::eventually("the reload is live", || async {
+        common::get(&gw.url("/s")).await.status == 204
+    })
+    .await;
+    for _ in 0..6 {
+        assert_eq!(get().await.status, 200);
+    }
+    assert_eq!(bad.count("/lb"), 2, "still ejected after the reload");
+    let ready = common::get(&gw.url("/readyz")).await.json();
+    assert_eq!(
+        ready["upstreams"]["o"]["ejected"],
+        serde_json::json!([bad.url()]),
+        "{ready}"
+    );
+
+    // A target added: new outlier state, so the failing target is tried again.
+    let three = format!("{two}, {}", other.url());
+    std::fs::write(gw.path("gateway.yaml"), yaml(&three, extra)).unwrap();
+    let _ = gw.handle.reload().await;
+    common::eventually("the changed upstream takes requests", || async {
+        get().await;
+        other.count("/lb") > 0
+    })
+    .await;
+    for _ in 0..6 {
+        get().await;
+    }
+    assert!(
+        bad.count("/lb") > 2,
+        "a changed upstream starts with every target in"
+    );
+}

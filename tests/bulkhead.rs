@@ -70,3 +70,54 @@ async fn requests_beyond_max_requests_get_503_at_once() {
     .await;
     assert_eq!(overloaded, 1.0);
 }
+
+/// Requests admitted before a reload still count against `max_requests` after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn requests_in_flight_still_count_after_a_reload() {
+    let origin = Origin::start().await;
+    origin.set(
+        "/slow",
+        Answer::ok("slow", &[]).after(Duration::from_millis(1500)),
+    );
+    origin.set("/fast", Answer::ok("fast", &[]));
+    let yaml = |extra_route: &str| {
+        format!(
+            "{}upstreams:\n  o:\n    targets: [{}]\n    circuit_breaker: {{max_requests: 1}}\n\
+             routes:\n  - name: r\n    match: {{path: /}}\n    upstream: o\n{extra_route}",
+            server_yaml(""),
+            origin.url()
+        )
+    };
+    let gw = TestGateway::start(&yaml("")).await;
+    let client = client();
+    let get = |path: &str| {
+        let request = Request::get(gw.url(path))
+            .body(Full::<Bytes>::default())
+            .unwrap();
+        send(&client, request)
+    };
+    let slow = get("/slow");
+    let reloaded_then_refused = async {
+        common::eventually("the slow request reached the origin", || async {
+            origin.count("/slow") == 1
+        })
+        .await;
+        let extra = "  - name: s\n    match: {path: /s}\n    respond: {status: 204}\n";
+        std::fs::write(gw.path("gateway.yaml"), yaml(extra)).unwrap();
+        let _ = gw.handle.reload().await;
+        assert_eq!(get("/s").await.status, 204, "the reload is live");
+        get("/fast").await
+    };
+    let (slow, refused) = futures_util::future::join(slow, reloaded_then_refused).await;
+    assert_eq!(slow.status, 200);
+    assert_eq!(
+        refused.status, 503,
+        "the slot taken before the reload is still taken"
+    );
+    assert_eq!(refused.json()["error"], "upstream_overloaded");
+    assert_eq!(
+        get("/fast").await.status,
+        200,
+        "and free once its answer is done"
+    );
+}

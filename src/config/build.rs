@@ -525,12 +525,26 @@ fn build_upstream(
         .get_or_make(&name.value, &pool, || Pool::new(pool.clone()));
     Some(Upstream {
         name: name.value.as_str().into(),
-        bulkhead: circuit.max_requests.map(Bulkhead::new),
+        bulkhead: circuit.max_requests.map(|max| {
+            Bulkhead::new(
+                max,
+                registries
+                    .in_flight
+                    .get_or_make(&name.value, &(), Default::default),
+            )
+        }),
         breaker: circuit
             .breaker
             .map(|settings| registries.breaker(&name.value, settings)),
         hash_on,
-        outliers: outliers.map(|settings| Outliers::new(settings, targets.len())),
+        outliers: outliers.map(|settings| {
+            let urls: Vec<Arc<str>> = targets.iter().map(|t| Arc::clone(&t.url)).collect();
+            registries
+                .outliers
+                .get_or_make(&name.value, &(urls, settings), || {
+                    Arc::new(Outliers::new(settings, targets.len()))
+                })
+        }),
         balancer: {
             let weights: Vec<u32> = targets.iter().map(|t| t.weight).collect();
             match s.balance.as_ref().map(|b| b.value) {

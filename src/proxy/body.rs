@@ -9,9 +9,9 @@ use http_body::{Body, Frame, SizeHint};
 
 use crate::body::BoxError;
 use crate::compress::Compressing;
-use crate::upstream::balance::InFlight;
+use crate::upstream::call::CallMarks;
 use crate::upstream::pool::UpstreamBody;
-use crate::upstream::{Admitted, Upstream};
+use crate::upstream::Upstream;
 
 /// The body of every response the gateway sends.
 #[derive(Debug, Default)]
@@ -52,33 +52,18 @@ pub struct Relayed {
     /// Count the request in flight at its target (`least_requests`) and at its upstream
     /// (`max_requests`) until the body is done; boxed, and only when either applies, so the
     /// common body stays small.
-    _in_flight: Option<Box<(Option<InFlight>, Option<Admitted>)>>,
+    _marks: Option<Box<CallMarks>>,
 }
 
 impl Relayed {
     /// Relays `body` from `upstream`, holding the in-flight marks until it is dropped.
-    pub fn new(
-        body: UpstreamBody,
-        upstream: Arc<Upstream>,
-        in_flight: (Option<InFlight>, Option<Admitted>),
-    ) -> Self {
-        let held = (in_flight.0.is_some() || in_flight.1.is_some()).then(|| Box::new(in_flight));
+    pub fn new(body: UpstreamBody, upstream: Arc<Upstream>, marks: CallMarks) -> Self {
         Relayed {
             body,
             upstream,
-            _in_flight: held,
+            _marks: (!marks.is_empty()).then(|| Box::new(marks)),
         }
     }
-}
-
-/// Counts and logs a broken upstream body.
-pub fn note_body_error(upstream: &Upstream, error: &(dyn std::error::Error + 'static)) {
-    upstream.metrics.body_error();
-    tracing::warn!(
-        upstream = %upstream.name,
-        error = %super::forward::error_chain(error),
-        "upstream response body failed"
-    );
 }
 
 impl Body for ResponseBody {
@@ -95,7 +80,7 @@ impl Body for ResponseBody {
             ResponseBody::Upstream(relayed) => {
                 let polled = Pin::new(&mut relayed.body).poll_frame(cx);
                 if let Poll::Ready(Some(Err(error))) = &polled {
-                    note_body_error(&relayed.upstream, &**error);
+                    relayed.upstream.note_body_error(&**error);
                 }
                 polled
             }

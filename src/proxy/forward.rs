@@ -1,29 +1,25 @@
 //! Forwarding a request to an upstream target and streaming the answer back.
 
+use http_body::Body as _;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::Instant;
-
-use http_body::Body as _;
 
 use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::uri::{PathAndQuery, Uri};
 use http::{Request, Response, Version};
 
-use super::body::{note_body_error, Relayed, ResponseBody};
+use super::body::{Relayed, ResponseBody};
 use super::ctx::RequestCtx;
 use super::headers::{client_ip, remove_hop_by_hop, remove_present, set_forwarding_headers, Hop};
 use super::pipeline::Gateway;
 use crate::auth::{apply_identity, strip_identity_headers};
-use crate::body::{caused_by, drain, BodyTooLarge, LimitedBody, RequestBody};
+use crate::body::{drain, LimitedBody, RequestBody};
 use crate::error::GatewayError;
-use crate::http1::inbound::ClientBodyError;
 use crate::observability::access_log::UPSTREAM_BODY_ERROR;
-use crate::observability::metrics::UpstreamOutcome;
 use crate::observability::request_id::X_REQUEST_ID;
 use crate::routing::route::ProxyAction;
-use crate::upstream::pool::{ReadTimeout, SendError};
+use crate::upstream::call::{CallSettings, UpstreamError, UpstreamErrorKind};
 use crate::upstream::{cookie_value, HashOn};
 
 /// The upstream phase of a proxied route: sends the request to a target of the route's upstream
@@ -43,37 +39,15 @@ pub async fn forward(
         drain(body);
         return Err(GatewayError::BodyTooLarge { limit });
     }
-    let admitted = match &upstream.bulkhead {
+    // Owned, since the headers go on with the request; only `balance: hash` has a key.
+    let hash_key: Option<Vec<u8>> = match &upstream.hash_on {
         None => None,
-        Some(bulkhead) => match bulkhead.admit() {
-            Some(admitted) => Some(admitted),
-            None => {
-                drain(body);
-                upstream
-                    .metrics
-                    .record(UpstreamOutcome::Overloaded, std::time::Duration::ZERO);
-                return Err(GatewayError::UpstreamOverloaded {
-                    upstream: upstream.name.clone(),
-                });
-            }
-        },
-    };
-    let address;
-    let hash_key = match &upstream.hash_on {
-        None => None,
-        Some(HashOn::Header(name)) => ctx.head.headers.get(name).map(|v| v.as_bytes()),
-        Some(HashOn::Cookie(name)) => cookie_value(&ctx.head.headers, name),
+        Some(HashOn::Header(name)) => ctx.head.headers.get(name).map(|v| v.as_bytes().to_vec()),
+        Some(HashOn::Cookie(name)) => cookie_value(&ctx.head.headers, name).map(<[u8]>::to_vec),
         Some(HashOn::Ip) => {
             let ip = client_ip(conn.peer.ip(), &ctx.head.headers, &server.trusted_proxies);
-            address = ip.to_string();
-            Some(address.as_bytes())
+            Some(ip.to_string().into_bytes())
         }
-    };
-    let Some((target_index, target, in_flight)) = upstream.pick(hash_key) else {
-        drain(body);
-        return Err(GatewayError::NoTarget {
-            upstream: upstream.name.clone(),
-        });
     };
 
     let uri = &ctx.head.uri;
@@ -113,9 +87,13 @@ pub async fn forward(
             version: ctx.head.version,
         },
     );
-    match (action.preserve_host, client_host) {
-        (true, Some(host)) => headers.insert(header::HOST, host),
-        _ => headers.insert(header::HOST, target.host_header.clone()),
+    // Otherwise the call sets the Host of the target it picks.
+    let target_host = match (action.preserve_host, client_host) {
+        (true, Some(host)) => {
+            headers.insert(header::HOST, host);
+            false
+        }
+        _ => true,
     };
     headers.insert(X_REQUEST_ID, ctx.request_id.clone());
     strip_identity_headers(&mut headers, &gateway.snapshot.identity_headers);
@@ -124,7 +102,6 @@ pub async fn forward(
     }
     route.request_headers.apply(&mut headers);
 
-    ctx.record.upstream_target = Some(Arc::clone(&target.url));
     let mut body = LimitedBody::new(body, limit);
     if ctx.access_log && !body.is_end_stream() {
         let bytes_in = Arc::new(AtomicU64::new(0));
@@ -137,84 +114,52 @@ pub async fn forward(
     *request.version_mut() = Version::HTTP_11;
     *request.headers_mut() = headers;
 
-    let started = Instant::now();
-    let sent = upstream
-        .pool
-        .send(target_index, request, action.read_timeout);
-    let result = tokio::time::timeout(action.timeout, sent).await;
-    let elapsed = started.elapsed();
-    ctx.timings.upstream = Some(elapsed);
-    let response = match result {
-        Err(_) => {
-            upstream.metrics.record(UpstreamOutcome::Timeout, elapsed);
-            upstream.note_outcome(target_index, true);
-            tracing::warn!(upstream = %upstream.name, target = %target.url, timeout = ?action.timeout, "upstream timed out");
-            return Err(GatewayError::UpstreamTimeout {
-                upstream: upstream.name.clone(),
-            });
-        }
-        Ok(Err(error)) => {
-            if caused_by::<BodyTooLarge>(&error) {
-                upstream.metrics.record(UpstreamOutcome::Error, elapsed);
-                return Err(GatewayError::BodyTooLarge { limit });
-            }
-            if caused_by::<ClientBodyError>(&error) {
-                // The client's fault (a broken chunked body, a body cut short), not the
-                // upstream's; the connection closes after this answer.
-                upstream.metrics.record(UpstreamOutcome::Error, elapsed);
-                tracing::debug!(upstream = %upstream.name, error = %error_chain(&error), "request body failed");
-                return Err(GatewayError::BadRequest(
-                    "malformed or incomplete request body",
-                ));
-            }
-            tracing::warn!(
-                upstream = %upstream.name,
-                target = %target.url,
-                error = %error_chain(&error),
-                elapsed_ms = elapsed.as_millis() as u64,
-                "upstream request failed"
-            );
-            upstream.note_outcome(target_index, true);
-            return Err(if matches!(error, SendError::Connect { .. }) {
-                upstream
-                    .metrics
-                    .record(UpstreamOutcome::ConnectError, elapsed);
-                GatewayError::UpstreamConnect {
-                    upstream: upstream.name.clone(),
-                }
-            } else {
-                upstream.metrics.record(UpstreamOutcome::Error, elapsed);
-                GatewayError::UpstreamFailed {
-                    upstream: upstream.name.clone(),
-                }
-            });
-        }
-        Ok(Ok(response)) => {
-            upstream.metrics.record(UpstreamOutcome::Response, elapsed);
-            upstream.note_outcome(target_index, response.status().is_server_error());
-            response
-        }
+    let settings = CallSettings {
+        timeout: action.timeout,
+        read_timeout: action.read_timeout,
+        hash_key: hash_key.as_deref(),
+        target_host,
     };
-    let (mut parts, mut body) = response.into_parts();
-    // The head waits for the first body bytes (bounded by read_timeout), so a body that breaks
-    // before any of it was relayed is answered with an error status instead of a good head
-    // and a cut. A body that is already buffered (the usual small answer) costs no wait.
-    if let Err(error) = body.wait_for_data().await {
-        note_body_error(upstream, &*error);
-        ctx.record.error = Some(UPSTREAM_BODY_ERROR);
-        let name = upstream.name.clone();
-        return Err(if caused_by::<ReadTimeout>(&*error) {
-            GatewayError::UpstreamTimeout { upstream: name }
-        } else {
-            GatewayError::UpstreamFailed { upstream: name }
-        });
-    }
+    let answered = upstream.call(request, settings).await;
+    let answered = answered.map_err(|error| {
+        ctx.record.upstream_target = error.target.clone();
+        if matches!(
+            error.kind,
+            UpstreamErrorKind::BodyFailed | UpstreamErrorKind::BodyTimeout
+        ) {
+            ctx.record.error = Some(UPSTREAM_BODY_ERROR);
+        }
+        upstream_error(error, limit)
+    })?;
+    ctx.timings.upstream = Some(answered.elapsed);
+    ctx.record.upstream_target = Some(answered.target);
+    let (mut parts, body) = answered.response.into_parts();
     remove_hop_by_hop(&mut parts.headers);
     // The client gets our HTTP version, not the upstream's (an HTTP/1.0 upstream would
     // otherwise turn the client's keep-alive connection into a one-shot).
     parts.version = Version::default();
-    let body = Relayed::new(body, Arc::clone(upstream), (in_flight, admitted));
+    let body = Relayed::new(body, Arc::clone(upstream), answered.marks);
     Ok(Response::from_parts(parts, ResponseBody::Upstream(body)))
+}
+
+/// The one mapping of a failed upstream call to the gateway's answer.
+fn upstream_error(error: UpstreamError, limit: u64) -> GatewayError {
+    let upstream = error.upstream;
+    match error.kind {
+        UpstreamErrorKind::Overloaded => GatewayError::UpstreamOverloaded { upstream },
+        UpstreamErrorKind::NoTarget => GatewayError::NoTarget { upstream },
+        UpstreamErrorKind::Connect => GatewayError::UpstreamConnect { upstream },
+        UpstreamErrorKind::Timeout | UpstreamErrorKind::BodyTimeout => {
+            GatewayError::UpstreamTimeout { upstream }
+        }
+        UpstreamErrorKind::Failed | UpstreamErrorKind::BodyFailed => {
+            GatewayError::UpstreamFailed { upstream }
+        }
+        UpstreamErrorKind::BodyTooLarge => GatewayError::BodyTooLarge { limit },
+        UpstreamErrorKind::ClientBody => {
+            GatewayError::BadRequest("malformed or incomplete request body")
+        }
+    }
 }
 
 /// The request's Content-Length, when it has a valid one.
@@ -226,20 +171,4 @@ fn declared_length(parts: &Parts) -> Option<u64> {
         .ok()?
         .parse()
         .ok()
-}
-
-/// An error and its causes on one line, for logs. Many errors already end their message with
-/// their cause's (`connect to 10.0.0.1:80: Connection refused`); such a cause is not repeated.
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.ends_with(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }

@@ -2,6 +2,7 @@
 
 pub mod balance;
 pub mod breaker;
+pub mod call;
 pub mod exchange;
 pub mod h1;
 pub mod outlier;
@@ -34,8 +35,8 @@ pub struct Upstream {
     pub breaker: Option<Arc<breaker::Breaker>>,
     /// `hash_on`, with `balance: hash`: what a request's key is.
     pub hash_on: Option<HashOn>,
-    /// `outlier_detection`: targets ejected after runs of failures.
-    pub outliers: Option<outlier::Outliers>,
+    /// `outlier_detection`: targets ejected after runs of failures (kept across reloads).
+    pub outliers: Option<Arc<outlier::Outliers>>,
     /// Time allowed until response headers arrive (routes may override).
     pub timeout: Duration,
     /// Time allowed between two reads of the response body (routes may override).
@@ -74,7 +75,8 @@ pub fn cookie_value<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<&'h 
 
 /// At most `max` requests in flight to one upstream (Envoy's sense of a circuit breaker): a
 /// slow backend cannot hold every client connection of the gateway. Counted across workers
-/// from the moment a request is admitted until its answer's body is done.
+/// from the moment a request is admitted until its answer's body is done, in a count the
+/// upstream keeps across reloads (requests admitted before a reload still count after it).
 #[derive(Debug)]
 pub struct Bulkhead {
     max: usize,
@@ -92,11 +94,11 @@ impl Drop for Admitted {
 }
 
 impl Bulkhead {
-    /// Room for `max` requests in flight.
-    pub fn new(max: u32) -> Self {
+    /// Room for `max` requests in flight, counted in `in_flight`.
+    pub fn new(max: u32, in_flight: Arc<AtomicUsize>) -> Self {
         Bulkhead {
             max: usize::try_from(max).unwrap_or(usize::MAX),
-            in_flight: Arc::default(),
+            in_flight,
         }
     }
 
@@ -128,24 +130,21 @@ pub struct Target {
 }
 
 impl Upstream {
-    /// The target for the next request (with `key`, its `hash_on` value), with its index and, under `least_requests`, the mark
-    /// that counts the request in flight there (hold it until the answer's body is done).
-    pub fn pick(&self, key: Option<&[u8]>) -> Option<(usize, &Target, Option<InFlight>)> {
-        let picked = match &self.outliers {
-            None => self.balancer.pick(key, |_| true),
-            // Ejected targets are passed over; should every one be out, all serve again.
+    /// The index of the target for the next request among those `allowed` accepts (with
+    /// `key`, its `hash_on` value) and, under `least_requests`, the mark that counts the
+    /// request in flight there (hold it until the answer's body is done).
+    pub fn pick(
+        &self,
+        key: Option<&[u8]>,
+        allowed: impl Fn(usize) -> bool,
+    ) -> Option<(usize, Option<InFlight>)> {
+        match &self.outliers {
+            None => self.balancer.pick(key, allowed),
+            // Ejected targets are passed over; should every allowed one be out, they serve again.
             Some(outliers) => self
                 .balancer
-                .pick(key, |i| outliers.is_in(i))
-                .or_else(|| self.balancer.pick(key, |_| true)),
-        };
-        picked.map(|(i, in_flight)| (i, &self.targets[i], in_flight))
-    }
-
-    /// Notes for outlier detection how a request to `target` went.
-    pub fn note_outcome(&self, target: usize, failed: bool) {
-        if let Some(outliers) = &self.outliers {
-            outliers.record(target, failed, &self.name);
+                .pick(key, |i| allowed(i) && outliers.is_in(i))
+                .or_else(|| self.balancer.pick(key, &allowed)),
         }
     }
 }

@@ -13,9 +13,10 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Method, Request, Response};
+use http::{Request, Response};
 use http_body::Body;
 
+use super::call::is_idempotent;
 use super::exchange::{exchange, Connection, ExchangeError, Failed, Upload};
 use super::h1::{encode_request_head, RequestFraming};
 use crate::body::LimitedBody;
@@ -236,13 +237,6 @@ impl Pool {
             tokio::spawn(sweep(pool));
         });
     }
-}
-
-fn is_idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-    )
 }
 
 /// Drops expired idle connections and those the upstream closed, until the pool is gone.

@@ -1,0 +1,332 @@
+//! One call to an upstream, owned in one place: admit it, pick a target (passing over ejected
+//! ones), send under the deadline, wait for the answer's first body bytes, and classify the
+//! outcome once. That one classification feeds the metrics, outlier detection and the log line,
+//! and becomes the [`UpstreamError`] the request path maps to a status. The request path only
+//! shapes the request before and the response after.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{Method, Request, Response, StatusCode};
+
+use super::balance::InFlight;
+use super::pool::{ReadTimeout, SendError, UpstreamBody};
+use super::{Admitted, Upstream};
+use crate::body::{caused_by, BodyTooLarge, LimitedBody};
+use crate::http1::inbound::ClientBodyError;
+use crate::observability::metrics::UpstreamOutcome;
+
+/// What a call needs besides the request.
+#[derive(Debug, Clone, Copy)]
+pub struct CallSettings<'a> {
+    /// Time allowed until response headers arrive (the route's, else the upstream's).
+    pub timeout: Duration,
+    /// Time allowed between two reads of the response body.
+    pub read_timeout: Duration,
+    /// The request's `hash_on` value, for `balance: hash`.
+    pub hash_key: Option<&'a [u8]>,
+    /// Whether the request's `Host` is the picked target's (else it was set already).
+    pub target_host: bool,
+}
+
+/// A response whose head and first body bytes (or end) arrived.
+#[derive(Debug)]
+pub struct Answered {
+    /// The upstream's response; its body streams on.
+    pub response: Response<UpstreamBody>,
+    /// The target that answered, as configured.
+    pub target: Arc<str>,
+    /// Time from sending to the response head.
+    pub elapsed: Duration,
+    /// Marks that count the request in flight until the body is done.
+    pub marks: CallMarks,
+}
+
+/// The in-flight marks of one call (`least_requests` per target, `max_requests` per upstream);
+/// the request counts until they are dropped with the response body.
+#[derive(Debug, Default)]
+pub struct CallMarks {
+    /// Counted at the target, under `least_requests`.
+    pub in_flight: Option<InFlight>,
+    /// Counted at the upstream, under `circuit_breaker.max_requests`.
+    pub admitted: Option<Admitted>,
+}
+
+impl CallMarks {
+    /// Whether any mark is held (most calls hold none).
+    pub fn is_empty(&self) -> bool {
+        self.in_flight.is_none() && self.admitted.is_none()
+    }
+}
+
+/// Why a call to an upstream gave no usable answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamErrorKind {
+    /// `circuit_breaker.max_requests` were already in flight; nothing was sent.
+    Overloaded,
+    /// The upstream has no target to send to.
+    NoTarget,
+    /// No connection could be made.
+    Connect,
+    /// No response head within the timeout.
+    Timeout,
+    /// The exchange broke before a response head.
+    Failed,
+    /// The response body broke before its first byte reached anyone.
+    BodyFailed,
+    /// The response body stayed silent for `read_timeout` before its first byte.
+    BodyTimeout,
+    /// The client's body passed the route's `max_request_body`.
+    BodyTooLarge,
+    /// The client's body was malformed or cut short: the client's fault.
+    ClientBody,
+}
+
+/// A call that failed: what went wrong, whether another attempt could be made, and whether
+/// the upstream may have seen the request.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("upstream {upstream}: {kind:?}")]
+pub struct UpstreamError {
+    /// What went wrong.
+    pub kind: UpstreamErrorKind,
+    /// Whether trying again (on another target) is safe and could help: the request was
+    /// never sent, or its method is idempotent and the failure was the upstream's.
+    pub retryable: bool,
+    /// Whether the upstream may have seen the request (and acted on it).
+    pub sent: bool,
+    /// The upstream's name.
+    pub upstream: Arc<str>,
+    /// The target tried last, when one was picked.
+    pub target: Option<Arc<str>>,
+}
+
+/// How one attempt went, classified once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// A response head arrived (and its body's first bytes, or its end).
+    Answer(StatusCode),
+    /// An error of the upstream's or of the client's.
+    Error(UpstreamErrorKind),
+}
+
+impl Outcome {
+    /// Whether this counts against the target for outlier detection: connect errors, timeouts,
+    /// broken exchanges and 5xx answers.
+    fn target_failed(self) -> bool {
+        match self {
+            Outcome::Answer(status) => status.is_server_error(),
+            Outcome::Error(kind) => matches!(
+                kind,
+                UpstreamErrorKind::Connect
+                    | UpstreamErrorKind::Timeout
+                    | UpstreamErrorKind::Failed
+                    | UpstreamErrorKind::BodyFailed
+                    | UpstreamErrorKind::BodyTimeout
+            ),
+        }
+    }
+
+    /// The outcome label of `gatehouse_upstream_requests_total`.
+    fn metric(self) -> UpstreamOutcome {
+        match self {
+            Outcome::Answer(_)
+            | Outcome::Error(UpstreamErrorKind::BodyFailed | UpstreamErrorKind::BodyTimeout) => {
+                UpstreamOutcome::Response
+            }
+            Outcome::Error(UpstreamErrorKind::Connect) => UpstreamOutcome::ConnectError,
+            Outcome::Error(UpstreamErrorKind::Timeout) => UpstreamOutcome::Timeout,
+            Outcome::Error(UpstreamErrorKind::Overloaded) => UpstreamOutcome::Overloaded,
+            Outcome::Error(_) => UpstreamOutcome::Error,
+        }
+    }
+}
+
+impl UpstreamError {
+    fn new(
+        upstream: &Upstream,
+        kind: UpstreamErrorKind,
+        method: &Method,
+        target: Option<usize>,
+    ) -> Self {
+        use UpstreamErrorKind::*;
+        let sent = !matches!(kind, Overloaded | NoTarget | Connect);
+        let upstreams_fault = matches!(kind, Connect | Timeout | Failed | BodyFailed | BodyTimeout);
+        UpstreamError {
+            kind,
+            retryable: upstreams_fault && (!sent || is_idempotent(method)),
+            sent,
+            upstream: Arc::clone(&upstream.name),
+            target: target.map(|i| Arc::clone(&upstream.targets[i].url)),
+        }
+    }
+}
+
+/// Methods a retry cannot make do something twice (RFC 9110 9.2.2).
+pub fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+impl Upstream {
+    /// Calls this upstream with `request` (origin-form target, headers as they should arrive).
+    pub async fn call(
+        &self,
+        request: Request<LimitedBody>,
+        settings: CallSettings<'_>,
+    ) -> Result<Answered, UpstreamError> {
+        let method = request.method().clone();
+        let admitted = match &self.bulkhead {
+            None => None,
+            Some(bulkhead) => match bulkhead.admit() {
+                Some(admitted) => Some(admitted),
+                None => {
+                    request.into_body().drain_rest();
+                    let outcome = Outcome::Error(UpstreamErrorKind::Overloaded);
+                    self.metrics.record(outcome.metric(), Duration::ZERO);
+                    return Err(UpstreamError::new(
+                        self,
+                        UpstreamErrorKind::Overloaded,
+                        &method,
+                        None,
+                    ));
+                }
+            },
+        };
+        let Some((target, in_flight)) = self.pick(settings.hash_key, |_| true) else {
+            request.into_body().drain_rest();
+            return Err(UpstreamError::new(
+                self,
+                UpstreamErrorKind::NoTarget,
+                &method,
+                None,
+            ));
+        };
+        let started = Instant::now();
+        let attempt = self.attempt(target, request, settings).await;
+        let elapsed = started.elapsed();
+        let outcome = match &attempt {
+            Ok(response) => Outcome::Answer(response.status()),
+            Err(kind) => Outcome::Error(*kind),
+        };
+        self.feed(target, outcome, elapsed);
+        match attempt {
+            Ok(response) => Ok(Answered {
+                response,
+                target: Arc::clone(&self.targets[target].url),
+                elapsed,
+                marks: CallMarks {
+                    in_flight,
+                    admitted,
+                },
+            }),
+            Err(kind) => Err(UpstreamError::new(self, kind, &method, Some(target))),
+        }
+    }
+
+    /// Feeds one attempt's outcome to everything that learns from it.
+    fn feed(&self, target: usize, outcome: Outcome, elapsed: Duration) {
+        self.metrics.record(outcome.metric(), elapsed);
+        let clients_fault = matches!(
+            outcome,
+            Outcome::Error(UpstreamErrorKind::BodyTooLarge | UpstreamErrorKind::ClientBody)
+        );
+        if let (Some(outliers), false) = (&self.outliers, clients_fault) {
+            outliers.record(target, outcome.target_failed(), &self.name);
+        }
+    }
+
+    /// One attempt at `target`: the response once its head and first body bytes arrived, or
+    /// what went wrong (logged here, once).
+    async fn attempt(
+        &self,
+        target: usize,
+        mut request: Request<LimitedBody>,
+        settings: CallSettings<'_>,
+    ) -> Result<Response<UpstreamBody>, UpstreamErrorKind> {
+        let url = &self.targets[target].url;
+        if settings.target_host {
+            let host = self.targets[target].host_header.clone();
+            request.headers_mut().insert(http::header::HOST, host);
+        }
+        let started = Instant::now();
+        let sent = self.pool.send(target, request, settings.read_timeout);
+        let mut response = match tokio::time::timeout(settings.timeout, sent).await {
+            Err(_) => {
+                tracing::warn!(upstream = %self.name, target = %url, timeout = ?settings.timeout, "upstream timed out");
+                return Err(UpstreamErrorKind::Timeout);
+            }
+            Ok(Err(error)) => return Err(self.classify_send_error(url, &error, started)),
+            Ok(Ok(response)) => response,
+        };
+        // The head waits for the first body bytes (bounded by read_timeout), so a body that
+        // breaks before any of it was relayed is answered with an error status instead of a
+        // good head and a cut. A body that is already buffered (the usual small answer) costs
+        // no wait.
+        if let Err(error) = response.body_mut().wait_for_data().await {
+            self.note_body_error(&*error);
+            return Err(if caused_by::<ReadTimeout>(&*error) {
+                UpstreamErrorKind::BodyTimeout
+            } else {
+                UpstreamErrorKind::BodyFailed
+            });
+        }
+        Ok(response)
+    }
+
+    fn classify_send_error(
+        &self,
+        url: &str,
+        error: &SendError,
+        started: Instant,
+    ) -> UpstreamErrorKind {
+        if caused_by::<BodyTooLarge>(error) {
+            return UpstreamErrorKind::BodyTooLarge;
+        }
+        if caused_by::<ClientBodyError>(error) {
+            // The client's fault (a broken chunked body, a body cut short), not the
+            // upstream's; the connection closes after this answer.
+            tracing::debug!(upstream = %self.name, error = %error_chain(error), "request body failed");
+            return UpstreamErrorKind::ClientBody;
+        }
+        tracing::warn!(
+            upstream = %self.name,
+            target = %url,
+            error = %error_chain(error),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "upstream request failed"
+        );
+        if matches!(error, SendError::Connect { .. }) {
+            UpstreamErrorKind::Connect
+        } else {
+            UpstreamErrorKind::Failed
+        }
+    }
+
+    /// Counts and logs a broken response body.
+    pub fn note_body_error(&self, error: &(dyn std::error::Error + 'static)) {
+        self.metrics.body_error();
+        tracing::warn!(
+            upstream = %self.name,
+            error = %error_chain(error),
+            "upstream response body failed"
+        );
+    }
+}
+
+/// An error and its causes on one line, for logs. Many errors already end their message with
+/// their cause's (`connect to 10.0.0.1:80: Connection refused`); such a cause is not repeated.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
