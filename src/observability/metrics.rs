@@ -117,12 +117,13 @@ const METHODS: [&str; 10] = [
 const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
 
 /// Outcome label values, indexed by [`UpstreamOutcome`].
-const OUTCOMES: [&str; 5] = [
+const OUTCOMES: [&str; 6] = [
     "response",
     "connect_error",
     "timeout",
     "error",
     "overloaded",
+    "circuit_open",
 ];
 
 /// Circuit states as the `to` label names them, indexed by their gauge value.
@@ -183,6 +184,8 @@ pub enum UpstreamOutcome {
     Error,
     /// Not sent: `circuit_breaker.max_requests` were already in flight.
     Overloaded,
+    /// Not sent: the upstream's circuit breaker is open.
+    CircuitOpen,
 }
 
 /// How a configuration reload ended.

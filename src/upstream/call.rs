@@ -1,6 +1,7 @@
 //! One call to an upstream, owned in one place: admit it, pick a target (passing over ejected
 //! ones), send under the deadline, wait for the answer's first body bytes, and classify the
-//! outcome once. That one classification feeds the metrics, outlier detection and the log line,
+//! outcome once. That one classification feeds the metrics, the circuit breaker, outlier
+//! detection and the log line,
 //! and becomes the [`UpstreamError`] the request path maps to a status. The request path only
 //! shapes the request before and the response after.
 
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 use http::{Method, Request, Response, StatusCode};
 
 use super::balance::InFlight;
+use super::breaker::BreakerPermit;
 use super::pool::{ReadTimeout, SendError, UpstreamBody};
 use super::{Admitted, Upstream};
 use crate::body::{caused_by, BodyTooLarge, LimitedBody};
@@ -64,6 +66,11 @@ impl CallMarks {
 pub enum UpstreamErrorKind {
     /// `circuit_breaker.max_requests` were already in flight; nothing was sent.
     Overloaded,
+    /// The upstream's circuit breaker is open; nothing was sent.
+    CircuitOpen {
+        /// Until the breaker lets a trial call through.
+        retry_after: Duration,
+    },
     /// The upstream has no target to send to.
     NoTarget,
     /// No connection could be made.
@@ -126,6 +133,17 @@ impl Outcome {
         }
     }
 
+    /// Whether this counts against the upstream for its circuit breaker: connect errors,
+    /// timeouts, exchanges that broke before an answer, and the breaker's `failure_statuses`;
+    /// `None` for the client's own faults, which say nothing about the upstream.
+    fn upstream_failed(self, is_failure_status: impl Fn(StatusCode) -> bool) -> Option<bool> {
+        match self {
+            Outcome::Answer(status) => Some(is_failure_status(status)),
+            Outcome::Error(UpstreamErrorKind::BodyTooLarge | UpstreamErrorKind::ClientBody) => None,
+            Outcome::Error(_) => Some(true),
+        }
+    }
+
     /// The outcome label of `gatehouse_upstream_requests_total`.
     fn metric(self) -> UpstreamOutcome {
         match self {
@@ -136,6 +154,7 @@ impl Outcome {
             Outcome::Error(UpstreamErrorKind::Connect) => UpstreamOutcome::ConnectError,
             Outcome::Error(UpstreamErrorKind::Timeout) => UpstreamOutcome::Timeout,
             Outcome::Error(UpstreamErrorKind::Overloaded) => UpstreamOutcome::Overloaded,
+            Outcome::Error(UpstreamErrorKind::CircuitOpen { .. }) => UpstreamOutcome::CircuitOpen,
             Outcome::Error(_) => UpstreamOutcome::Error,
         }
     }
@@ -149,7 +168,7 @@ impl UpstreamError {
         target: Option<usize>,
     ) -> Self {
         use UpstreamErrorKind::*;
-        let sent = !matches!(kind, Overloaded | NoTarget | Connect);
+        let sent = !matches!(kind, Overloaded | CircuitOpen { .. } | NoTarget | Connect);
         let upstreams_fault = matches!(kind, Connect | Timeout | Failed | BodyFailed | BodyTimeout);
         UpstreamError {
             kind,
@@ -194,6 +213,22 @@ impl Upstream {
                 }
             },
         };
+        // After the bulkhead, so a request it refuses never takes a half-open trial slot.
+        let permit = match &self.breaker {
+            None => None,
+            Some(breaker) => match breaker.admit() {
+                Ok(permit) => Some(permit),
+                Err(open) => {
+                    request.into_body().drain_rest();
+                    let kind = UpstreamErrorKind::CircuitOpen {
+                        retry_after: open.retry_after,
+                    };
+                    self.metrics
+                        .record(Outcome::Error(kind).metric(), Duration::ZERO);
+                    return Err(UpstreamError::new(self, kind, &method, None));
+                }
+            },
+        };
         let Some((target, in_flight)) = self.pick(settings.hash_key, |_| true) else {
             request.into_body().drain_rest();
             return Err(UpstreamError::new(
@@ -210,7 +245,7 @@ impl Upstream {
             Ok(response) => Outcome::Answer(response.status()),
             Err(kind) => Outcome::Error(*kind),
         };
-        self.feed(target, outcome, elapsed);
+        self.feed(target, outcome, elapsed, permit);
         match attempt {
             Ok(response) => Ok(Answered {
                 response,
@@ -226,8 +261,21 @@ impl Upstream {
     }
 
     /// Feeds one attempt's outcome to everything that learns from it.
-    fn feed(&self, target: usize, outcome: Outcome, elapsed: Duration) {
+    fn feed(
+        &self,
+        target: usize,
+        outcome: Outcome,
+        elapsed: Duration,
+        permit: Option<BreakerPermit>,
+    ) {
         self.metrics.record(outcome.metric(), elapsed);
+        if let (Some(permit), Some(breaker)) = (permit, &self.breaker) {
+            // A client's fault drops the permit unfinished: no result, and a half-open trial
+            // slot goes to the next request.
+            if let Some(failed) = outcome.upstream_failed(|s| breaker.is_failure_status(s)) {
+                permit.finish(failed);
+            }
+        }
         let clients_fault = matches!(
             outcome,
             Outcome::Error(UpstreamErrorKind::BodyTooLarge | UpstreamErrorKind::ClientBody)
@@ -329,4 +377,37 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_breaker_learns_from_the_upstreams_faults_only() {
+        let statuses = |s: StatusCode| s == StatusCode::BAD_GATEWAY;
+        let failed = |outcome: Outcome| outcome.upstream_failed(statuses);
+        assert_eq!(failed(Outcome::Answer(StatusCode::BAD_GATEWAY)), Some(true));
+        assert_eq!(
+            failed(Outcome::Answer(StatusCode::INTERNAL_SERVER_ERROR)),
+            Some(false),
+            "a status not in failure_statuses"
+        );
+        assert_eq!(failed(Outcome::Answer(StatusCode::OK)), Some(false));
+        for kind in [
+            UpstreamErrorKind::Connect,
+            UpstreamErrorKind::Timeout,
+            UpstreamErrorKind::Failed,
+            UpstreamErrorKind::BodyFailed,
+            UpstreamErrorKind::BodyTimeout,
+        ] {
+            assert_eq!(failed(Outcome::Error(kind)), Some(true), "{kind:?}");
+        }
+        for kind in [
+            UpstreamErrorKind::BodyTooLarge,
+            UpstreamErrorKind::ClientBody,
+        ] {
+            assert_eq!(failed(Outcome::Error(kind)), None, "{kind:?}");
+        }
+    }
 }
