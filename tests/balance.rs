@@ -1,5 +1,6 @@
-//! `balance: least_requests` and `balance: random` against real origins: a slow target gets
-//! less under least_requests, and random follows the weights.
+//! Balancing against real origins: weighted round robin is exact over a cycle, a slow target
+//! gets less under least_requests, random follows the weights, hash keeps keys on their
+//! target, and outlier detection ejects failing targets.
 
 mod common;
 
@@ -51,6 +52,32 @@ async fn least_requests_sends_less_to_a_slow_target() {
     // Round robin would send 20 to each; here a request goes to the slow target only when it
     // had no more in flight than the fast one.
     assert!(to_slow <= 12, "slow {to_slow}, fast {to_fast}");
+}
+
+/// The default balancer, smooth weighted round robin: every cycle of sum(weights) requests
+/// gives each target exactly its weight, interleaved rather than in runs.
+#[tokio::test]
+async fn weighted_round_robin_is_exact_over_each_cycle() {
+    let (a, b, c) = (
+        Origin::start().await,
+        Origin::start().await,
+        Origin::start().await,
+    );
+    for origin in [&a, &b, &c] {
+        origin.set("/lb", Answer::ok("x", &[]));
+    }
+    let gw = gateway("round_robin", &[(&a, 3), (&b, 1), (&c, 2)]).await;
+    let client = client();
+    for cycle in 1..=5 {
+        for _ in 0..6 {
+            let request = Request::get(gw.url("/lb"))
+                .body(Full::<Bytes>::default())
+                .unwrap();
+            assert_eq!(send(&client, request).await.status, 200);
+        }
+        let counts = [a.count("/lb"), b.count("/lb"), c.count("/lb")];
+        assert_eq!(counts, [3 * cycle, cycle, 2 * cycle], "after cycle {cycle}");
+    }
 }
 
 #[tokio::test]
@@ -180,6 +207,8 @@ async fn a_target_failing_in_a_row_is_ejected_but_never_all() {
         serde_json::json!([bad.url()]),
         "{ready}"
     );
+    let ejections = common::metric(&gw, "gatehouse_upstream_ejections_total{upstream=\"o\"}").await;
+    assert_eq!(ejections, 1.0);
 
     // Both failing: one may be out (50% of 2), the other keeps taking requests.
     good.set("/lb", Answer::status(503, "down", &[]));

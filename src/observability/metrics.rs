@@ -45,6 +45,8 @@ pub mod names {
     pub const CIRCUIT_STATE: &str = "gatehouse_circuit_state";
     /// Counter of circuit breaker state changes, by upstream and the state entered.
     pub const CIRCUIT_TRANSITIONS_TOTAL: &str = "gatehouse_circuit_transitions_total";
+    /// Counter of targets ejected by outlier detection, by upstream.
+    pub const UPSTREAM_EJECTIONS_TOTAL: &str = "gatehouse_upstream_ejections_total";
     /// Gauge of client connections currently open.
     pub const OPEN_CONNECTIONS: &str = "gatehouse_open_connections";
     /// Gauge of requests currently being handled.
@@ -363,6 +365,7 @@ pub struct Metrics {
     upstream_body_errors: Family<UpstreamNameLabels, TotalCounter>,
     circuit_state: Family<UpstreamNameLabels, Gauge>,
     circuit_transitions: Family<CircuitTransitionLabels, TotalCounter>,
+    upstream_ejections: Family<UpstreamNameLabels, TotalCounter>,
     open_connections: Gauge,
     requests_in_flight: Gauge,
     auth_failures: Family<AuthFailureLabels, TotalCounter>,
@@ -450,6 +453,12 @@ impl Metrics {
             names::CIRCUIT_TRANSITIONS_TOTAL,
             "Circuit breaker state changes, by the state entered",
             circuit_transitions.clone(),
+        );
+        let upstream_ejections = Family::<UpstreamNameLabels, TotalCounter>::default();
+        registry.register(
+            names::UPSTREAM_EJECTIONS_TOTAL,
+            "Targets ejected by outlier detection after consecutive failures",
+            upstream_ejections.clone(),
         );
 
         let open_connections = Gauge::default();
@@ -628,6 +637,7 @@ impl Metrics {
             upstream_body_errors,
             circuit_state,
             circuit_transitions,
+            upstream_ejections,
             open_connections,
             requests_in_flight,
             auth_failures,
@@ -709,6 +719,13 @@ impl Metrics {
             })
             .0
             .clone();
+        let ejections = self
+            .upstream_ejections
+            .get_or_create(&UpstreamNameLabels {
+                upstream: name.clone(),
+            })
+            .0
+            .clone();
         let duration = self
             .upstream_duration
             .get_or_create(&UpstreamNameLabels { upstream: name })
@@ -718,6 +735,7 @@ impl Metrics {
                 outcomes,
                 duration,
                 body_errors,
+                ejections,
             }),
         }
     }
@@ -1267,6 +1285,7 @@ struct UpstreamInner {
     outcomes: [Counter; OUTCOMES.len()],
     duration: LatencyHistogram,
     body_errors: Counter,
+    ejections: Counter,
 }
 
 impl fmt::Debug for UpstreamMetrics {
@@ -1291,6 +1310,11 @@ impl UpstreamMetrics {
     /// Counter gatehouse_upstream_body_errors_total{upstream}: a response body broke off.
     pub fn body_error(&self) {
         self.inner.body_errors.inc();
+    }
+
+    /// counter gatehouse_upstream_ejections_total{upstream}: outlier detection ejected a target.
+    pub fn ejection(&self) {
+        self.inner.ejections.inc();
     }
 }
 

@@ -281,7 +281,9 @@ impl Upstream {
             Outcome::Error(UpstreamErrorKind::BodyTooLarge | UpstreamErrorKind::ClientBody)
         );
         if let (Some(outliers), false) = (&self.outliers, clients_fault) {
-            outliers.record(target, outcome.target_failed(), &self.name);
+            if outliers.record(target, outcome.target_failed(), &self.name) {
+                self.metrics.ejection();
+            }
         }
     }
 

@@ -58,25 +58,25 @@ impl Outliers {
     }
 
     /// Notes how a request to `target` went; ejects it when that completes a run of failures
-    /// and the share of targets out allows.
-    pub fn record(&self, target: usize, failed: bool, upstream: &str) {
+    /// and the share of targets out allows, and then says so.
+    pub fn record(&self, target: usize, failed: bool, upstream: &str) -> bool {
         let state = &self.targets[target];
         if !failed {
             state.consecutive.store(0, Ordering::Relaxed);
-            return;
+            return false;
         }
         let run = state
             .consecutive
             .fetch_add(1, Ordering::Relaxed)
             .saturating_add(1);
         if run < self.settings.consecutive_failures || !self.is_in(target) {
-            return;
+            return false;
         }
         let now = self.now_ms();
         let out = (0..self.targets.len()).filter(|&i| !self.is_in(i)).count();
         let allowed = self.targets.len() * usize::from(self.settings.max_ejected_percent) / 100;
         if out + 1 > allowed {
-            return;
+            return false;
         }
         let times = state
             .ejections
@@ -94,6 +94,7 @@ impl Outliers {
             ejected_for = ?length,
             "upstream target ejected after consecutive failures"
         );
+        true
     }
 }
 
@@ -119,8 +120,9 @@ mod tests {
         o.record(0, true, "u");
         o.record(0, true, "u");
         assert!(o.is_in(0), "a success resets the run");
-        o.record(0, true, "u");
+        assert!(o.record(0, true, "u"), "ejected now");
         assert!(!o.is_in(0), "threshold");
+        assert!(!o.record(0, true, "u"), "already out");
         assert!(o.is_in(1));
     }
 
