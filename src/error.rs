@@ -102,6 +102,12 @@ pub enum GatewayError {
         /// Upstream name.
         upstream: std::sync::Arc<str>,
     },
+    /// Every target of the upstream failed its active health checks (503).
+    #[error("no target of upstream {upstream} passes its health checks")]
+    NoHealthyUpstream {
+        /// Upstream name.
+        upstream: std::sync::Arc<str>,
+    },
 }
 
 /// What a 401 says, by reason class; never anything from the token itself.
@@ -147,6 +153,9 @@ impl GatewayError {
                 (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout")
             }
             GatewayError::NoTarget { .. } => (StatusCode::SERVICE_UNAVAILABLE, "no_target"),
+            GatewayError::NoHealthyUpstream { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "no_healthy_upstream")
+            }
             GatewayError::NotCached => (StatusCode::GATEWAY_TIMEOUT, "not_cached"),
             GatewayError::UpstreamOverloaded { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "upstream_overloaded")
@@ -192,6 +201,7 @@ impl GatewayError {
                 }
             }
             GatewayError::NoTarget { .. }
+            | GatewayError::NoHealthyUpstream { .. }
             | GatewayError::RateLimitStoreUnavailable
             | GatewayError::UpstreamOverloaded { .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -291,7 +301,18 @@ mod tests {
                 503,
                 "circuit_open",
             ),
-            (GatewayError::NoTarget { upstream: up }, 503, "no_target"),
+            (
+                GatewayError::NoTarget {
+                    upstream: up.clone(),
+                },
+                503,
+                "no_target",
+            ),
+            (
+                GatewayError::NoHealthyUpstream { upstream: up },
+                503,
+                "no_healthy_upstream",
+            ),
             (
                 GatewayError::RateLimited { retry_after: 6 },
                 429,
@@ -335,5 +356,10 @@ mod tests {
             .to_response(&id);
             assert_eq!(response.headers()["retry-after"], header, "{millis} ms");
         }
+        let response = GatewayError::NoHealthyUpstream {
+            upstream: "orders".into(),
+        }
+        .to_response(&id);
+        assert_eq!(response.headers()["retry-after"], "1");
     }
 }

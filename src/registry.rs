@@ -71,6 +71,9 @@ pub struct Registries {
         crate::upstream::breaker::BreakerSettings,
         std::sync::Arc<crate::upstream::breaker::Breaker>,
     >,
+    /// Active health checkers (their targets' state and probing task) by upstream name, made
+    /// from the targets' URLs and the `health_check` settings.
+    pub health: Registry<HealthKey, std::sync::Arc<crate::upstream::health::HealthChecker>>,
     /// Requests in flight per upstream name (`circuit_breaker.max_requests`): requests admitted
     /// before a reload still count after it.
     pub in_flight: Registry<(), std::sync::Arc<std::sync::atomic::AtomicUsize>>,
@@ -109,6 +112,12 @@ pub struct Registries {
     >,
 }
 
+/// What a health checker is made from: the targets it probes, in order, and its settings.
+pub type HealthKey = (
+    Vec<std::sync::Arc<str>>,
+    crate::upstream::health::HealthSettings,
+);
+
 /// What a cache store is made from: a change makes a new, empty one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheStoreSettings {
@@ -127,6 +136,7 @@ impl Default for Registries {
         Registries {
             pools: Registry::default(),
             breakers: Registry::default(),
+            health: Registry::default(),
             in_flight: Registry::default(),
             outliers: Registry::default(),
             jwks: Registry::default(),
@@ -144,6 +154,7 @@ impl Registries {
     pub fn retain_for(&self, live: &LiveNames<'_>) {
         self.pools.retain_in(&live.upstreams);
         self.breakers.retain_in(&live.breakers);
+        self.health.retain_in(&live.checked_upstreams);
         self.in_flight.retain_in(&live.upstreams);
         self.outliers.retain_in(&live.upstreams);
         self.jwks.retain_in(&live.fetching_providers);
@@ -218,6 +229,20 @@ impl Registries {
         })
     }
 
+    /// The health checker of upstream `name` over `targets`: the one made before (with its
+    /// state and running task) when neither the targets nor the settings changed.
+    pub fn health_checker(
+        &self,
+        name: &str,
+        targets: &[crate::upstream::Target],
+        settings: crate::upstream::health::HealthSettings,
+    ) -> std::sync::Arc<crate::upstream::health::HealthChecker> {
+        let key: HealthKey = (targets.iter().map(|t| t.url.clone()).collect(), settings);
+        self.health.get_or_make(name, &key, || {
+            crate::upstream::health::HealthChecker::new(name, targets, key.1.clone(), &self.metrics)
+        })
+    }
+
     /// The Redis connections for `settings`: the ones made before when they did not change.
     pub fn redis_clients(
         &self,
@@ -258,6 +283,10 @@ pub struct LiveNames<'a> {
     pub upstreams: HashSet<&'a str>,
     /// The upstreams among them with a circuit breaker.
     pub breakers: HashSet<&'a str>,
+    /// The upstreams among them with active health checks.
+    pub checked_upstreams: HashSet<&'a str>,
+    /// (upstream, target URL) of every health-checked target.
+    pub checked_targets: HashSet<(&'a str, &'a str)>,
     /// `jwt.providers` names.
     pub providers: HashSet<&'a str>,
     /// The providers among them that fetch their keys from a `jwks_url`.
@@ -280,6 +309,18 @@ impl<'a> LiveNames<'a> {
                 .iter()
                 .filter(|u| u.breaker.is_some())
                 .map(|u| &*u.name)
+                .collect(),
+            checked_upstreams: snapshot
+                .upstreams
+                .iter()
+                .filter(|u| u.health.is_some())
+                .map(|u| &*u.name)
+                .collect(),
+            checked_targets: snapshot
+                .upstreams
+                .iter()
+                .filter(|u| u.health.is_some())
+                .flat_map(|u| u.targets.iter().map(|t| (&*u.name, &*t.url)))
                 .collect(),
             providers: providers.iter().map(|(name, _)| name.as_str()).collect(),
             fetching_providers: providers

@@ -312,7 +312,6 @@ fn sections_not_supported_yet_are_refused_at_their_key() {
     check(vec![
         top("tracing", "tracing:\n  service_name: gatehouse\n"),
         refused(g("server.tls", gateway("  tls:\n    listen: 0.0.0.0:8443\n"), (3, 3), "")),
-        in_upstream("health_check", "    health_check:\n      path: /health\n"),
         r("max_requests 0", upstream_with("    circuit_breaker:\n      max_requests: 0\n"), (5, 21), "`max_requests` must be at least 1"),
         r("consecutive_failures 0", upstream_with("    outlier_detection:\n      consecutive_failures: 0\n"), (5, 29), "`consecutive_failures` must be at least 1"),
         r("ejection_time 0", upstream_with("    outlier_detection:\n      ejection_time: 0s\n"), (5, 22), "`ejection_time` must be greater than zero"),
@@ -637,6 +636,8 @@ fn a_key_left_empty_is_an_error_not_an_absent_key() {
         in_route("compress", "    compress:\n", "`compress` has no value"),
         unsupported(r("retry", upstream_with("    retry:\n"), (4, 5), "`retry`")),
         r("circuit_breaker", upstream_with("    circuit_breaker: {}\n"), (4, 5), "`circuit_breaker` is empty").also("`max_requests`"),
+        r("health_check", upstream_with("    health_check:\n"), (4, 5), "`health_check` is empty; write its settings, or remove `health_check`").also("`path`, `interval`, `timeout`, `healthy_threshold`, `unhealthy_threshold`"),
+        r("health_check {}", upstream_with("    health_check: {}\n"), (4, 5), "`health_check` is empty"),
         unsupported(r("upstream tls", upstream_with("    tls:\n      # ca_file: ca.pem\n"), (4, 5), "`tls`")),
         unsupported(g("server tls", gateway("  tls:\n"), (3, 3), "`server.tls`")),
         r("targets", upstream("    targets:\n"), (3, 5), "`targets` has no value").lacks("no targets"),
@@ -649,6 +650,62 @@ fn a_key_left_empty_is_an_error_not_an_absent_key() {
     ]);
     // A file may hold no upstreams or routes yet.
     loads(&[("gateway.yaml", GATEWAY), ("routes/r.yaml", "upstreams:\nroutes: []\n")]);
+}
+
+/// `health_check` values are checked where they are written.
+#[rustfmt::skip]
+#[test]
+fn health_check_settings_are_checked() {
+    let hc = |what, text: &str, at, says| r(what, upstream_with(&format!("    health_check:\n{text}")), at, says);
+    check(vec![
+        hc("relative path", "      path: health\n", (5, 13), "health check `path` `health` must start with `/`"),
+        hc("absolute URL", "      path: http://x/health\n", (5, 13), "must start with `/`"),
+        hc("space in path", "      path: '/a b'\n", (5, 13), "use visible ASCII without `#`"),
+        hc("fragment", "      path: '/a#b'\n", (5, 13), "use visible ASCII without `#`"),
+        hc("interval 0", "      interval: 0s\n", (5, 17), "`interval` must be greater than zero"),
+        hc("timeout 0", "      timeout: 0s\n", (5, 16), "`timeout` must be greater than zero"),
+        hc("timeout over interval", "      interval: 2s\n      timeout: 3s\n", (6, 16), "health check `timeout` (3s) must not exceed `interval` (2s)"),
+        hc("interval under the default timeout", "      interval: 500ms\n", (5, 17), "shorter than the default `timeout` (1s)"),
+        hc("healthy_threshold 0", "      healthy_threshold: 0\n", (5, 26), "`healthy_threshold` must be 1 to 100"),
+        hc("unhealthy_threshold 101", "      unhealthy_threshold: 101\n", (5, 28), "`unhealthy_threshold` must be 1 to 100"),
+        hc("unknown key", "      port: 8081\n", (5, 7), "unknown field `port`"),
+    ]);
+}
+
+#[test]
+fn health_check_defaults_and_values_reach_the_upstream() {
+    let load = |text: &str| {
+        let yaml = upstream_with(text);
+        let snapshot = loads(&[("gateway.yaml", GATEWAY), ("routes/r.yaml", &yaml)]);
+        let upstream = &snapshot.upstreams[0];
+        upstream.health.as_ref().map(|h| h.settings().clone())
+    };
+    assert_eq!(load(""), None);
+    let defaults = load("    health_check:\n      path: /health\n").unwrap();
+    assert_eq!(
+        defaults,
+        gatehouse::upstream::health::HealthSettings::default()
+    );
+    assert_eq!(&*defaults.path, "/health");
+    assert_eq!(defaults.interval, std::time::Duration::from_secs(5));
+    assert_eq!(defaults.timeout, std::time::Duration::from_secs(1));
+    assert_eq!(
+        (defaults.healthy_threshold, defaults.unhealthy_threshold),
+        (2, 3)
+    );
+    let set = load(
+        "    health_check:\n      path: /status?deep=1\n      interval: 2s\n      timeout: 2s\n      healthy_threshold: 1\n      unhealthy_threshold: 100\n",
+    )
+    .unwrap();
+    assert_eq!(&*set.path, "/status?deep=1");
+    assert_eq!(
+        (set.interval, set.timeout),
+        (
+            std::time::Duration::from_secs(2),
+            std::time::Duration::from_secs(2)
+        )
+    );
+    assert_eq!((set.healthy_threshold, set.unhealthy_threshold), (1, 100));
 }
 
 #[rustfmt::skip]

@@ -409,9 +409,12 @@ fn build_upstream(
     e.unsupported(&[
         ("discovery", &s.discovery),
         ("tls", &s.tls),
-        ("health_check", &s.health_check),
         ("retry", &s.retry),
     ]);
+    let health = s
+        .health_check
+        .as_ref()
+        .and_then(|h| super::health::build_health_check(h, e));
     let circuit = s
         .circuit_breaker
         .as_ref()
@@ -523,6 +526,7 @@ fn build_upstream(
     let pool = registries
         .pools
         .get_or_make(&name.value, &pool, || Pool::new(pool.clone()));
+    let health = health.map(|settings| registries.health_checker(&name.value, &targets, settings));
     Some(Upstream {
         name: name.value.as_str().into(),
         bulkhead: circuit.max_requests.map(|max| {
@@ -545,6 +549,7 @@ fn build_upstream(
                     Arc::new(Outliers::new(settings, targets.len()))
                 })
         }),
+        health,
         balancer: {
             let weights: Vec<u32> = targets.iter().map(|t| t.weight).collect();
             match s.balance.as_ref().map(|b| b.value) {

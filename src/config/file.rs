@@ -343,8 +343,8 @@ pub struct UpstreamSection {
     pub tls: Unsupported,
     /// With `balance: hash`: `header:NAME`, `ip` or `cookie:NAME`.
     pub hash_on: Option<Spanned<String>>,
-    /// Not supported yet.
-    pub health_check: Unsupported,
+    /// Active health checks of the targets.
+    pub health_check: Option<AtKey<HealthCheckSection>>,
     /// Limits on calls to this upstream.
     pub circuit_breaker: Option<AtKey<CircuitBreakerSection>>,
     /// Passive ejection of failing targets.
@@ -380,6 +380,22 @@ pub struct CircuitBreakerSection {
     #[serde(default, rename = "$damaged")]
     /// Fields that had an error.
     pub damaged: Damaged,
+}
+
+/// Upstream `health_check:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckSection {
+    /// Request target of probes (default /health).
+    pub path: Option<Spanned<String>>,
+    /// Time between probe rounds (default 5s).
+    pub interval: Option<Spanned<ConfigDuration>>,
+    /// Time allowed for one probe, at most `interval` (default 1s).
+    pub timeout: Option<Spanned<ConfigDuration>>,
+    /// Successes in a row that bring a target back (default 2).
+    pub healthy_threshold: Option<Spanned<u32>>,
+    /// Failures in a row that take a target out (default 3).
+    pub unhealthy_threshold: Option<Spanned<u32>>,
 }
 
 /// Upstream `outlier_detection:`.

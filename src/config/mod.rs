@@ -7,6 +7,7 @@ pub mod build;
 mod cache;
 pub mod errors;
 pub mod file;
+mod health;
 pub mod identity;
 pub mod interpolate;
 mod ratelimit;

@@ -98,6 +98,10 @@ pub mod names {
     pub const COMPRESSION_IN_BYTES_TOTAL: &str = "gatehouse_compression_in_bytes_total";
     /// Counter of compressed body bytes that came out of it, by route and encoding.
     pub const COMPRESSION_OUT_BYTES_TOTAL: &str = "gatehouse_compression_out_bytes_total";
+    /// Gauge, 1 while an upstream target passes its active health checks, by upstream and target.
+    pub const UPSTREAM_TARGET_HEALTHY: &str = "gatehouse_upstream_target_healthy";
+    /// Counter of active health probes, by upstream, target and result (`ok`, `failed`).
+    pub const HEALTH_CHECKS_TOTAL: &str = "gatehouse_health_checks_total";
 }
 
 /// Route label for requests no configured route answered, so they are still counted without
@@ -130,6 +134,9 @@ const OUTCOMES: [&str; 6] = [
 
 /// Circuit states as the `to` label names them, indexed by their gauge value.
 pub const CIRCUIT_STATES: [&str; 3] = ["closed", "open", "half_open"];
+
+/// Result label values of health probes, indexed by whether the probe failed.
+const PROBE_RESULTS: [&str; 2] = ["ok", "failed"];
 
 /// Result label values of rate-limit decisions.
 const DECISION_RESULTS: [&str; 2] = ["allowed", "limited"];
@@ -228,6 +235,19 @@ struct UpstreamNameLabels {
 struct CircuitTransitionLabels {
     upstream: Arc<str>,
     to: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetLabels {
+    upstream: Arc<str>,
+    target: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProbeLabels {
+    upstream: Arc<str>,
+    target: Arc<str>,
+    result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -365,6 +385,8 @@ pub struct Metrics {
     upstream_body_errors: Family<UpstreamNameLabels, TotalCounter>,
     circuit_state: Family<UpstreamNameLabels, Gauge>,
     circuit_transitions: Family<CircuitTransitionLabels, TotalCounter>,
+    target_healthy: Family<TargetLabels, Gauge>,
+    health_checks: Family<ProbeLabels, TotalCounter>,
     upstream_ejections: Family<UpstreamNameLabels, TotalCounter>,
     open_connections: Gauge,
     requests_in_flight: Gauge,
@@ -453,6 +475,18 @@ impl Metrics {
             names::CIRCUIT_TRANSITIONS_TOTAL,
             "Circuit breaker state changes, by the state entered",
             circuit_transitions.clone(),
+        );
+        let target_healthy = Family::<TargetLabels, Gauge>::default();
+        registry.register(
+            names::UPSTREAM_TARGET_HEALTHY,
+            "1 while an upstream target passes its active health checks, 0 while it is out",
+            target_healthy.clone(),
+        );
+        let health_checks = Family::<ProbeLabels, TotalCounter>::default();
+        registry.register(
+            names::HEALTH_CHECKS_TOTAL,
+            "Active health probes of upstream targets, by result",
+            health_checks.clone(),
         );
         let upstream_ejections = Family::<UpstreamNameLabels, TotalCounter>::default();
         registry.register(
@@ -637,6 +671,8 @@ impl Metrics {
             upstream_body_errors,
             circuit_state,
             circuit_transitions,
+            target_healthy,
+            health_checks,
             upstream_ejections,
             open_connections,
             requests_in_flight,
@@ -771,6 +807,43 @@ impl Metrics {
         }
         self.circuit_state
             .remove(&UpstreamNameLabels { upstream: name });
+    }
+
+    /// Handles for the active health checks of one upstream target; called at config load.
+    /// Both results start at zero so `rate()` and alerts work before the first failure.
+    pub fn target_health(&self, upstream: &str, target: &str) -> TargetHealthMetrics {
+        let (upstream, target): (Arc<str>, Arc<str>) = (Arc::from(upstream), Arc::from(target));
+        let probes = PROBE_RESULTS.map(|result| {
+            self.health_checks
+                .get_or_create(&ProbeLabels {
+                    upstream: upstream.clone(),
+                    target: target.clone(),
+                    result,
+                })
+                .0
+                .clone()
+        });
+        let healthy = self
+            .target_healthy
+            .get_or_create(&TargetLabels { upstream, target })
+            .clone();
+        TargetHealthMetrics {
+            inner: Arc::new(TargetHealthInner { probes, healthy }),
+        }
+    }
+
+    /// Drops the health series of a target no live config checks any more.
+    pub fn forget_target_health(&self, upstream: &str, target: &str) {
+        let (upstream, target): (Arc<str>, Arc<str>) = (Arc::from(upstream), Arc::from(target));
+        for result in PROBE_RESULTS {
+            self.health_checks.remove(&ProbeLabels {
+                upstream: upstream.clone(),
+                target: target.clone(),
+                result,
+            });
+        }
+        self.target_healthy
+            .remove(&TargetLabels { upstream, target });
     }
 
     /// A request refused by auth or authorize; `reason` is the error code sent to the client.
@@ -1037,6 +1110,9 @@ impl Metrics {
             });
         }
         self.upstream_body_errors.remove(&UpstreamNameLabels {
+            upstream: name.clone(),
+        });
+        self.upstream_ejections.remove(&UpstreamNameLabels {
             upstream: name.clone(),
         });
         self.upstream_duration
@@ -1340,6 +1416,36 @@ impl CircuitMetrics {
         if let Some(counter) = self.transitions.get(state) {
             counter.inc();
         }
+    }
+}
+
+/// One upstream target's health-check handles: probe results and whether it is in rotation.
+#[derive(Clone)]
+pub struct TargetHealthMetrics {
+    inner: Arc<TargetHealthInner>,
+}
+
+struct TargetHealthInner {
+    probes: [Counter; PROBE_RESULTS.len()],
+    healthy: Gauge,
+}
+
+impl fmt::Debug for TargetHealthMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TargetHealthMetrics")
+            .finish_non_exhaustive()
+    }
+}
+
+impl TargetHealthMetrics {
+    /// One probe ended: counter gatehouse_health_checks_total{upstream,target,result}.
+    pub fn probed(&self, ok: bool) {
+        self.inner.probes[usize::from(!ok)].inc();
+    }
+
+    /// Gauge gatehouse_upstream_target_healthy{upstream,target}: 1 in rotation, 0 out.
+    pub fn set_healthy(&self, healthy: bool) {
+        self.inner.healthy.set(i64::from(healthy));
     }
 }
 

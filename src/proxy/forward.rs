@@ -152,6 +152,7 @@ fn upstream_error(error: UpstreamError, limit: u64) -> GatewayError {
             retry_after,
         },
         UpstreamErrorKind::NoTarget => GatewayError::NoTarget { upstream },
+        UpstreamErrorKind::NoHealthy => GatewayError::NoHealthyUpstream { upstream },
         UpstreamErrorKind::Connect => GatewayError::UpstreamConnect { upstream },
         UpstreamErrorKind::Timeout | UpstreamErrorKind::BodyTimeout => {
             GatewayError::UpstreamTimeout { upstream }

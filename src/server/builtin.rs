@@ -46,11 +46,18 @@ fn readyz(state: &GatewayState) -> Response<ResponseBody> {
             let targets: Vec<&str> = u.targets.iter().map(|t| &*t.url).collect();
             let mut status = serde_json::json!({
                 "targets": targets,
-                // No health checks are configured, so targets are assumed up; the pool shows
-                // which ones the gateway currently holds connections to.
-                "health": "unchecked",
+                // Without health checks targets are assumed up; the pool shows which ones the
+                // gateway currently holds connections to.
+                "health": if u.health.is_some() { "checked" } else { "unchecked" },
                 "idle_connections": u.pool.idle_count(),
             });
+            if u.health.is_some() {
+                let unhealthy: Vec<&str> = (0..u.targets.len())
+                    .filter(|&i| !u.is_healthy(i))
+                    .map(|i| &*u.targets[i].url)
+                    .collect();
+                status["unhealthy"] = serde_json::json!(unhealthy);
+            }
             if let Some(outliers) = &u.outliers {
                 let ejected: Vec<&str> = (0..u.targets.len())
                     .filter(|&i| !outliers.is_in(i))

@@ -80,6 +80,8 @@ impl Gateway {
         snapshot.version = 1;
         // Keys from jwks_url before the first request, when the IdP answers in time.
         config::identity::start_jwks_refresh(&snapshot.providers).await;
+        // Probes run on this (control) runtime, off the request workers.
+        crate::upstream::health::start_all(&snapshot.upstreams);
         let listen = snapshot.server.listen;
         let worker_count = snapshot
             .server

@@ -111,6 +111,8 @@ pub async fn reload(state: &Arc<GatewayState>, trigger: &'static str) -> ReloadO
     // New or changed jwks_url providers fetch before they go live; unchanged ones kept their
     // keys and their running refresher through the registry.
     config::identity::start_jwks_refresh(&new.providers).await;
+    // New or changed health checks start probing; kept ones are running with their state.
+    crate::upstream::health::start_all(&new.upstreams);
     let version = new.version;
     let new = Arc::new(new);
     state.snapshot.store(Arc::clone(&new));

@@ -44,6 +44,9 @@ impl GatewayState {
         for upstream in old.breakers.difference(&live.breakers) {
             self.metrics.forget_circuit(upstream);
         }
+        for (upstream, target) in old.checked_targets.difference(&live.checked_targets) {
+            self.metrics.forget_target_health(upstream, target);
+        }
         for provider in old.fetching_providers.difference(&live.fetching_providers) {
             self.metrics.forget_jwks(provider);
         }

@@ -73,6 +73,8 @@ pub enum UpstreamErrorKind {
     },
     /// The upstream has no target to send to.
     NoTarget,
+    /// Every target failed its active health checks; nothing was sent.
+    NoHealthy,
     /// No connection could be made.
     Connect,
     /// No response head within the timeout.
@@ -168,7 +170,10 @@ impl UpstreamError {
         target: Option<usize>,
     ) -> Self {
         use UpstreamErrorKind::*;
-        let sent = !matches!(kind, Overloaded | CircuitOpen { .. } | NoTarget | Connect);
+        let sent = !matches!(
+            kind,
+            Overloaded | CircuitOpen { .. } | NoTarget | NoHealthy | Connect
+        );
         let upstreams_fault = matches!(kind, Connect | Timeout | Failed | BodyFailed | BodyTimeout);
         UpstreamError {
             kind,
@@ -231,12 +236,12 @@ impl Upstream {
         };
         let Some((target, in_flight)) = self.pick(settings.hash_key, |_| true) else {
             request.into_body().drain_rest();
-            return Err(UpstreamError::new(
-                self,
-                UpstreamErrorKind::NoTarget,
-                &method,
-                None,
-            ));
+            let kind = if self.none_healthy() {
+                UpstreamErrorKind::NoHealthy
+            } else {
+                UpstreamErrorKind::NoTarget
+            };
+            return Err(UpstreamError::new(self, kind, &method, None));
         };
         let started = Instant::now();
         let attempt = self.attempt(target, request, settings).await;

@@ -5,6 +5,7 @@ pub mod breaker;
 pub mod call;
 pub mod exchange;
 pub mod h1;
+pub mod health;
 pub mod outlier;
 pub mod pool;
 pub mod window;
@@ -37,6 +38,8 @@ pub struct Upstream {
     pub hash_on: Option<HashOn>,
     /// `outlier_detection`: targets ejected after runs of failures (kept across reloads).
     pub outliers: Option<Arc<outlier::Outliers>>,
+    /// `health_check`: targets out of rotation while their probes fail; kept across reloads.
+    pub health: Option<Arc<health::HealthChecker>>,
     /// Time allowed until response headers arrive (routes may override).
     pub timeout: Duration,
     /// Time allowed between two reads of the response body (routes may override).
@@ -130,22 +133,38 @@ pub struct Target {
 }
 
 impl Upstream {
-    /// The index of the target for the next request among those `allowed` accepts (with
-    /// `key`, its `hash_on` value) and, under `least_requests`, the mark that counts the
+    /// The index of the target for the next request among the healthy ones `allowed` accepts
+    /// (with `key`, its `hash_on` value) and, under `least_requests`, the mark that counts the
     /// request in flight there (hold it until the answer's body is done).
+    ///
+    /// Unhealthy targets are never picked, not even when all are: the active check is the
+    /// operator's own definition of healthy, and sending to targets it marked dead would turn a
+    /// clear 503 into slow timeouts.
     pub fn pick(
         &self,
         key: Option<&[u8]>,
         allowed: impl Fn(usize) -> bool,
     ) -> Option<(usize, Option<InFlight>)> {
+        let allowed = |i: usize| allowed(i) && self.is_healthy(i);
         match &self.outliers {
             None => self.balancer.pick(key, allowed),
-            // Ejected targets are passed over; should every allowed one be out, they serve again.
+            // Ejected targets are passed over; should every allowed one be out, they serve
+            // again (healthy ones only: `allowed` still applies).
             Some(outliers) => self
                 .balancer
                 .pick(key, |i| allowed(i) && outliers.is_in(i))
-                .or_else(|| self.balancer.pick(key, &allowed)),
+                .or_else(|| self.balancer.pick(key, allowed)),
         }
+    }
+
+    /// Whether target `index` passes its active health checks (always, without them).
+    pub fn is_healthy(&self, index: usize) -> bool {
+        self.health.as_ref().is_none_or(|h| h.is_healthy(index))
+    }
+
+    /// Whether active health checks have taken every target out.
+    pub fn none_healthy(&self) -> bool {
+        self.health.is_some() && !(0..self.targets.len()).any(|i| self.is_healthy(i))
     }
 }
 
