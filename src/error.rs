@@ -70,6 +70,14 @@ pub enum GatewayError {
         /// Upstream name.
         upstream: std::sync::Arc<str>,
     },
+    /// The upstream's circuit breaker is open: the call was refused without being made (503).
+    #[error("upstream {upstream} is failing; its circuit breaker is open")]
+    CircuitOpen {
+        /// Upstream name.
+        upstream: std::sync::Arc<str>,
+        /// Until the breaker lets a trial call through.
+        retry_after: std::time::Duration,
+    },
     /// `Cache-Control: only-if-cached` and nothing stored could answer (504, RFC 9111 5.2.1.7).
     #[error("only-if-cached: no stored response can answer this request")]
     NotCached,
@@ -152,6 +160,7 @@ impl GatewayError {
             GatewayError::UpstreamOverloaded { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "upstream_overloaded")
             }
+            GatewayError::CircuitOpen { .. } => (StatusCode::SERVICE_UNAVAILABLE, "circuit_open"),
             GatewayError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             GatewayError::RateLimitStoreUnavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -199,6 +208,14 @@ impl GatewayError {
             }
             GatewayError::RateLimited { retry_after } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+            }
+            GatewayError::CircuitOpen { retry_after, .. } => {
+                // Whole seconds, rounded up so a client retrying on time finds a trial slot;
+                // at least 1, since 0 would invite an immediate retry storm.
+                let seconds = u64::try_from(retry_after.as_nanos().div_ceil(1_000_000_000))
+                    .unwrap_or(u64::MAX)
+                    .max(1);
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
             }
             // RFC 6750: no error code when the request carried no token at all.
             GatewayError::Unauthenticated(crate::auth::jwt::AuthFailure::Missing) => {
@@ -277,6 +294,14 @@ mod tests {
                 "upstream_timeout",
             ),
             (
+                GatewayError::CircuitOpen {
+                    upstream: up.clone(),
+                    retry_after: std::time::Duration::from_secs(3),
+                },
+                503,
+                "circuit_open",
+            ),
+            (
                 GatewayError::NoTarget {
                     upstream: up.clone(),
                 },
@@ -317,6 +342,20 @@ mod tests {
         assert_eq!(response.headers()["allow"], "GET, HEAD");
         let response = GatewayError::RateLimited { retry_after: 6 }.to_response(&id);
         assert_eq!(response.headers()["retry-after"], "6");
+        for (millis, header) in [
+            (0, "1"),
+            (1, "1"),
+            (1_000, "1"),
+            (1_001, "2"),
+            (29_500, "30"),
+        ] {
+            let response = GatewayError::CircuitOpen {
+                upstream: "orders".into(),
+                retry_after: std::time::Duration::from_millis(millis),
+            }
+            .to_response(&id);
+            assert_eq!(response.headers()["retry-after"], header, "{millis} ms");
+        }
         let response = GatewayError::NoHealthyUpstream {
             upstream: "orders".into(),
         }

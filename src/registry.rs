@@ -1,5 +1,5 @@
-//! State that outlives a config snapshot: connection pools, fetched JWKS, rate-limit buckets,
-//! and later breakers and health. A reload asks the registry for each object by name and settings; an
+//! State that outlives a config snapshot: connection pools, circuit breakers, fetched JWKS,
+//! rate-limit buckets, and later health. A reload asks the registry for each object by name and settings; an
 //! unchanged object gets its existing state back, a changed or new one starts fresh, and state
 //! for names no longer configured is dropped once the new snapshot is live.
 
@@ -66,6 +66,11 @@ pub struct Registries {
     /// Upstream connection pools by upstream name.
     pub pools:
         Registry<crate::upstream::pool::PoolSettings, std::sync::Arc<crate::upstream::pool::Pool>>,
+    /// Circuit breakers by upstream name.
+    pub breakers: Registry<
+        crate::upstream::breaker::BreakerSettings,
+        std::sync::Arc<crate::upstream::breaker::Breaker>,
+    >,
     /// Active health checkers (their targets' state and probing task) by upstream name, made
     /// from the targets' URLs and the `health_check` settings.
     pub health: Registry<HealthKey, std::sync::Arc<crate::upstream::health::HealthChecker>>,
@@ -136,6 +141,7 @@ impl Default for Registries {
     fn default() -> Self {
         Registries {
             pools: Registry::default(),
+            breakers: Registry::default(),
             health: Registry::default(),
             in_flight: Registry::default(),
             outliers: Registry::default(),
@@ -154,6 +160,7 @@ impl Registries {
     /// Drops state for objects the live snapshot no longer has.
     pub fn retain_for(&self, live: &LiveNames<'_>) {
         self.pools.retain_in(&live.upstreams);
+        self.breakers.retain_in(&live.breakers);
         self.health.retain_in(&live.checked_upstreams);
         self.in_flight.retain_in(&live.upstreams);
         self.outliers.retain_in(&live.upstreams);
@@ -214,6 +221,22 @@ impl Registries {
         }
     }
 
+    /// The circuit breaker of upstream `name`: the one made before, with its state, when its
+    /// settings did not change.
+    pub fn breaker(
+        &self,
+        name: &str,
+        settings: crate::upstream::breaker::BreakerSettings,
+    ) -> std::sync::Arc<crate::upstream::breaker::Breaker> {
+        self.breakers.get_or_make(name, &settings, || {
+            std::sync::Arc::new(crate::upstream::breaker::Breaker::new(
+                settings.clone(),
+                name.into(),
+                self.metrics.circuit(name),
+            ))
+        })
+    }
+
     /// The health checker of upstream `name` over `targets`: the one made before (with its
     /// state and running task) when neither the targets nor the settings changed.
     pub fn health_checker(
@@ -266,6 +289,8 @@ pub struct LiveNames<'a> {
     pub routes: HashSet<&'a str>,
     /// Upstream names.
     pub upstreams: HashSet<&'a str>,
+    /// The upstreams among them with a circuit breaker.
+    pub breakers: HashSet<&'a str>,
     /// The upstreams among them with active health checks.
     pub checked_upstreams: HashSet<&'a str>,
     /// (upstream, target URL) of every health-checked target.
@@ -289,6 +314,12 @@ impl<'a> LiveNames<'a> {
         LiveNames {
             routes: snapshot.router.routes().iter().map(|r| &*r.name).collect(),
             upstreams: snapshot.upstreams.iter().map(|u| &*u.name).collect(),
+            breakers: snapshot
+                .upstreams
+                .iter()
+                .filter(|u| u.breaker.is_some())
+                .map(|u| &*u.name)
+                .collect(),
             checked_upstreams: snapshot
                 .upstreams
                 .iter()
@@ -341,5 +372,24 @@ mod tests {
         assert_eq!(registry.len(), 1);
         let fresh = registry.get_or_make("a", &2, || "fourth".into());
         assert_eq!(&*fresh, "fourth");
+    }
+
+    #[test]
+    fn a_breaker_is_kept_while_its_settings_are() {
+        use crate::upstream::breaker::BreakerSettings;
+        let registries = Registries::default();
+        let settings = BreakerSettings::default();
+        let first = registries.breaker("orders", settings.clone());
+        assert!(Arc::ptr_eq(
+            &first,
+            &registries.breaker("orders", settings.clone())
+        ));
+        let other = registries.breaker("billing", settings.clone());
+        assert!(!Arc::ptr_eq(&first, &other));
+        let changed = BreakerSettings {
+            failure_ratio: 0.25,
+            ..settings
+        };
+        assert!(!Arc::ptr_eq(&first, &registries.breaker("orders", changed)));
     }
 }

@@ -312,7 +312,6 @@ fn sections_not_supported_yet_are_refused_at_their_key() {
     check(vec![
         top("tracing", "tracing:\n  service_name: gatehouse\n"),
         refused(g("server.tls", gateway("  tls:\n    listen: 0.0.0.0:8443\n"), (3, 3), "")),
-        refused(r("circuit_breaker.window", upstream_with("    circuit_breaker:\n      window: 10s\n"), (5, 7), "")),
         r("max_requests 0", upstream_with("    circuit_breaker:\n      max_requests: 0\n"), (5, 21), "`max_requests` must be at least 1"),
         r("consecutive_failures 0", upstream_with("    outlier_detection:\n      consecutive_failures: 0\n"), (5, 29), "`consecutive_failures` must be at least 1"),
         r("ejection_time 0", upstream_with("    outlier_detection:\n      ejection_time: 0s\n"), (5, 22), "`ejection_time` must be greater than zero"),
@@ -494,6 +493,104 @@ routes:
 /// The config must load; returns the snapshot or fails listing the errors.
 fn loads(files: &[(&str, &str)]) -> Snapshot {
     load_files(files, &[]).unwrap_or_else(|e| panic!("should load: {e:#?}"))
+}
+
+/// Upstream `circuit_breaker:` with the breaker's keys: each bad value at its position.
+#[rustfmt::skip]
+#[test]
+fn circuit_breaker_values_are_checked_where_written() {
+    let cb = |keys: &str| upstream_with(&format!("    circuit_breaker:\n{keys}"));
+    check(vec![
+        r("ratio 0", cb("      failure_ratio: 0\n"), (5, 22), "`failure_ratio` must be greater than 0 and at most 1"),
+        r("ratio below 0", cb("      failure_ratio: -0.5\n"), (5, 22), "`failure_ratio` must be greater than 0"),
+        r("ratio over 1", cb("      failure_ratio: 1.01\n"), (5, 22), "`failure_ratio` must be greater than 0 and at most 1"),
+        r("ratio NaN", cb("      failure_ratio: NaN\n"), (5, 22), "`failure_ratio` must be greater than 0"),
+        r("ratio word", cb("      failure_ratio: half\n"), (5, 22), "expected a number"),
+        r("min_requests 0", cb("      min_requests: 0\n"), (5, 21), "`min_requests` must be at least 1"),
+        r("consecutive_failures 0", cb("      consecutive_failures: 0\n"), (5, 29), "`consecutive_failures` must be at least 1"),
+        r("half_open_requests 0", cb("      half_open_requests: 0\n"), (5, 27), "`half_open_requests` must be 1 to 10000"),
+        r("half_open_requests 10001", cb("      half_open_requests: 10001\n"), (5, 27), "`half_open_requests` must be 1 to 10000"),
+        r("window 0", cb("      window: 0s\n"), (5, 15), "`window` must be greater than zero"),
+        r("window 9ms", cb("      window: 9ms\n"), (5, 15), "`window` must be at least 10ms"),
+        r("open_for 0", cb("      open_for: 0ms\n"), (5, 17), "`open_for` must be greater than zero"),
+        r("statuses empty", cb("      failure_statuses: []\n"), (5, 25), "`failure_statuses` is empty"),
+        r("status 399", cb("      failure_statuses: [502, 399]\n"), (5, 31), "`failure_statuses`: 399 is not a 4xx or 5xx status"),
+        r("status 600", cb("      failure_statuses: [600]\n"), (5, 26), "`failure_statuses`: 600 is not a 4xx or 5xx status"),
+        r("status twice", cb("      failure_statuses: [502, 503, 502]\n"), (5, 36), "`failure_statuses` lists 502 twice"),
+        r("status word", cb("      failure_statuses: [bad]\n"), (5, 26), "expected a non-negative integer"),
+        r("max_requests 0 with a breaker", cb("      max_requests: 0\n      open_for: 1s\n"), (5, 21), "`max_requests` must be at least 1"),
+    ]);
+}
+
+/// The breaker is on when `circuit_breaker` has a key besides `max_requests`; keys left out
+/// take CONFIG.md's defaults, and the boundary values load.
+#[test]
+fn circuit_breaker_settings_and_defaults() {
+    use gatehouse::upstream::breaker::BreakerSettings;
+    use std::time::Duration;
+    let breaker = |keys: &str| {
+        let text = upstream_with(&format!("    circuit_breaker:\n{keys}"));
+        let snapshot = loads(&[("gateway.yaml", GATEWAY), ("routes/r.yaml", &text)]);
+        let upstream = &snapshot.upstreams[0];
+        (
+            upstream.breaker.as_ref().map(|b| b.settings().clone()),
+            upstream.bulkhead.is_some(),
+        )
+    };
+    assert_eq!(
+        breaker("      max_requests: 10\n"),
+        (None, true),
+        "the bulkhead alone"
+    );
+    assert_eq!(
+        breaker("      open_for: 5s\n"),
+        (
+            Some(BreakerSettings {
+                open_for: Duration::from_secs(5),
+                ..BreakerSettings::default()
+            }),
+            false
+        )
+    );
+    let defaults = BreakerSettings::default();
+    assert_eq!(
+        (
+            defaults.failure_ratio,
+            defaults.min_requests,
+            defaults.consecutive_failures,
+            defaults.window,
+            defaults.open_for,
+            defaults.half_open_requests,
+            &*defaults.failure_statuses,
+        ),
+        (
+            0.5,
+            20,
+            5,
+            Duration::from_secs(10),
+            Duration::from_secs(30),
+            3,
+            &[502, 503, 504][..]
+        )
+    );
+    let all = "      max_requests: 7\n      failure_ratio: 1\n      min_requests: 1\n      \
+               consecutive_failures: 1\n      window: 10ms\n      open_for: 1ms\n      \
+               half_open_requests: 10000\n      failure_statuses: [599, 400, 500]\n";
+    assert_eq!(
+        breaker(all),
+        (
+            Some(BreakerSettings {
+                failure_ratio: 1.0,
+                min_requests: 1,
+                consecutive_failures: 1,
+                window: Duration::from_millis(10),
+                open_for: Duration::from_millis(1),
+                half_open_requests: 10_000,
+                failure_statuses: Box::new([400, 500, 599]),
+            }),
+            true
+        )
+    );
 }
 
 /// `compress` is off unless set to true.

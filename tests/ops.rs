@@ -461,7 +461,7 @@ async fn the_readme_metrics_table_lists_every_exported_family() {
     let config = format!(
         "{}jwt:\n  providers:\n    default:\n      algorithms: [HS256]\n      secret: ${{JWT_SECRET}}\n\
          \x20   idp:\n      algorithms: [ES256]\n      jwks_url: {}/jwks\n\
-         upstreams:\n  u:\n    targets: [{}]\n    health_check: {{path: /health}}\n\
+         upstreams:\n  u:\n    targets: [{}]\n    health_check: {{path: /health}}\n    circuit_breaker: {{open_for: 30s}}\n\
          routes:\n  - name: api\n    match: {{path: /api}}\n    upstream: u\n    compress: true\n\
          \x20   cache: {{ttl: 30s}}\n\
          \x20 - name: private\n    match: {{path: /private}}\n    upstream: u\n    auth: {{jwt: default}}\n\

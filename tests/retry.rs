@@ -311,3 +311,41 @@ fn the_budget_survives_a_reload_of_unchanged_settings() {
     registries.retain_for(&LiveNames::of(&fourth));
     assert_eq!(registries.retry_budgets.len(), 0);
 }
+
+/// Every attempt is a call the circuit breaker admits and learns from: once the failures of a
+/// request's own attempts open it, the retries stop with the last answer instead of going on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retries_stop_when_the_attempts_open_the_circuit() {
+    let (a, b) = (Origin::start().await, Origin::start().await);
+    a.set("/r", Answer::status(503, "down a", &[]));
+    b.set("/r", Answer::status(503, "down b", &[]));
+    let yaml = format!(
+        "{}upstreams:\n  o:\n    targets: [{}, {}]\n\
+         \x20   retry: {{attempts: 5, backoff: 1ms, max_backoff: 2ms, budget: {{percent: 100, min_retries: 10}}}}\n\
+         \x20   circuit_breaker: {{consecutive_failures: 2, open_for: 60s}}\n\
+         routes:\n  - name: r\n    match: {{path: /}}\n    upstream: o\n",
+        server_yaml(""),
+        a.url(),
+        b.url()
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let client = client();
+    let got = send(&client, request("GET", &gw.url("/r"), Bytes::new())).await;
+    assert_eq!(got.status, 503);
+    assert!(
+        got.text().starts_with("down"),
+        "the last attempt's answer: {}",
+        got.text()
+    );
+    assert_eq!(
+        a.count("/r") + b.count("/r"),
+        2,
+        "two attempts opened the circuit"
+    );
+    assert_eq!(retries(&gw).await, 1.0);
+    // The next request is refused at once.
+    let refused = send(&client, request("GET", &gw.url("/r"), Bytes::new())).await;
+    assert_eq!(refused.status, 503);
+    assert_eq!(refused.json()["error"], "circuit_open");
+    assert_eq!(a.count("/r") + b.count("/r"), 2);
+}

@@ -416,27 +416,11 @@ fn build_upstream(
         .retry
         .as_ref()
         .and_then(|r| super::retry::build_retry(r, e));
-    let max_requests = s.circuit_breaker.as_ref().and_then(|cb| {
-        let cb = &cb.value;
-        e.unsupported(&[
-            ("circuit_breaker.failure_ratio", &cb.failure_ratio),
-            ("circuit_breaker.min_requests", &cb.min_requests),
-            (
-                "circuit_breaker.consecutive_failures",
-                &cb.consecutive_failures,
-            ),
-            ("circuit_breaker.window", &cb.window),
-            ("circuit_breaker.open_for", &cb.open_for),
-            ("circuit_breaker.half_open_requests", &cb.half_open_requests),
-            ("circuit_breaker.failure_statuses", &cb.failure_statuses),
-        ]);
-        let max = cb.max_requests.as_ref()?;
-        if max.value == 0 {
-            e.at(max.mark, "`max_requests` must be at least 1");
-            return None;
-        }
-        Some(max.value)
-    });
+    let circuit = s
+        .circuit_breaker
+        .as_ref()
+        .map(|cb| super::breaker::build_circuit_breaker(&cb.value, e))
+        .unwrap_or_default();
     let outliers = s.outlier_detection.as_ref().and_then(|o| {
         let o = &o.value;
         let before = e.list.len();
@@ -556,7 +540,7 @@ fn build_upstream(
         name: name.value.as_str().into(),
         retry,
         retry_budget,
-        bulkhead: max_requests.map(|max| {
+        bulkhead: circuit.max_requests.map(|max| {
             Bulkhead::new(
                 max,
                 registries
@@ -564,6 +548,9 @@ fn build_upstream(
                     .get_or_make(&name.value, &(), Default::default),
             )
         }),
+        breaker: circuit
+            .breaker
+            .map(|settings| registries.breaker(&name.value, settings)),
         hash_on,
         outliers: outliers.map(|settings| {
             let urls: Vec<Arc<str>> = targets.iter().map(|t| Arc::clone(&t.url)).collect();

@@ -356,27 +356,30 @@ pub struct UpstreamSection {
     pub damaged: Damaged,
 }
 
-/// Upstream `circuit_breaker:`. Only the concurrency limit is enforced so far; the breaker's
-/// own keys are refused rather than accepted and ignored.
+/// Upstream `circuit_breaker:`: the concurrency limit, and the breaker, which is on when any
+/// key besides `max_requests` is written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CircuitBreakerSection {
     /// Requests in flight to the upstream at most; more get 503 at once.
     pub max_requests: Option<Spanned<u32>>,
-    /// Not supported yet.
-    pub failure_ratio: Unsupported,
-    /// Not supported yet.
-    pub min_requests: Unsupported,
-    /// Not supported yet.
-    pub consecutive_failures: Unsupported,
-    /// Not supported yet.
-    pub window: Unsupported,
-    /// Not supported yet.
-    pub open_for: Unsupported,
-    /// Not supported yet.
-    pub half_open_requests: Unsupported,
-    /// Not supported yet.
-    pub failure_statuses: Unsupported,
+    /// Open when this share of the calls in `window` failed (default 0.5)...
+    pub failure_ratio: Option<Spanned<f64>>,
+    /// ...and at least this many were made (default 20).
+    pub min_requests: Option<Spanned<u32>>,
+    /// Or open after this many failures in a row (default 5).
+    pub consecutive_failures: Option<Spanned<u32>>,
+    /// How far back the ratio looks (default 10s).
+    pub window: Option<Spanned<ConfigDuration>>,
+    /// How long the breaker stays open before trial calls (default 30s).
+    pub open_for: Option<Spanned<ConfigDuration>>,
+    /// Trial calls while half-open (default 3).
+    pub half_open_requests: Option<Spanned<u32>>,
+    /// Statuses that count as failures (default [502, 503, 504]).
+    pub failure_statuses: Option<Spanned<Vec<Spanned<u16>>>>,
+    #[serde(default, rename = "$damaged")]
+    /// Fields that had an error.
+    pub damaged: Damaged,
 }
 
 /// Upstream `health_check:`.

@@ -2,6 +2,7 @@
 //! (`build`). `load` reads gateway.yaml and every routes file and returns a snapshot or every
 //! error found, each with file, line and column.
 
+mod breaker;
 pub mod build;
 mod cache;
 pub mod errors;

@@ -46,6 +46,10 @@ pub mod names {
     /// Counter of retries the upstream's retry budget refused, by upstream.
     pub const UPSTREAM_RETRY_BUDGET_EXHAUSTED_TOTAL: &str =
         "gatehouse_upstream_retry_budget_exhausted_total";
+    /// Gauge of an upstream's circuit breaker state: 0 closed, 1 open, 2 half-open.
+    pub const CIRCUIT_STATE: &str = "gatehouse_circuit_state";
+    /// Counter of circuit breaker state changes, by upstream and the state entered.
+    pub const CIRCUIT_TRANSITIONS_TOTAL: &str = "gatehouse_circuit_transitions_total";
     /// Counter of targets ejected by outlier detection, by upstream.
     pub const UPSTREAM_EJECTIONS_TOTAL: &str = "gatehouse_upstream_ejections_total";
     /// Gauge of client connections currently open.
@@ -124,13 +128,17 @@ const METHODS: [&str; 10] = [
 const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
 
 /// Outcome label values, indexed by [`UpstreamOutcome`].
-const OUTCOMES: [&str; 5] = [
+const OUTCOMES: [&str; 6] = [
     "response",
     "connect_error",
     "timeout",
     "error",
     "overloaded",
+    "circuit_open",
 ];
+
+/// Circuit states as the `to` label names them, indexed by their gauge value.
+pub const CIRCUIT_STATES: [&str; 3] = ["closed", "open", "half_open"];
 
 /// Result label values of health probes, indexed by whether the probe failed.
 const PROBE_RESULTS: [&str; 2] = ["ok", "failed"];
@@ -190,6 +198,8 @@ pub enum UpstreamOutcome {
     Error,
     /// Not sent: `circuit_breaker.max_requests` were already in flight.
     Overloaded,
+    /// Not sent: the upstream's circuit breaker is open.
+    CircuitOpen,
 }
 
 /// How a configuration reload ended.
@@ -224,6 +234,12 @@ struct UpstreamLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct UpstreamNameLabels {
     upstream: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CircuitTransitionLabels {
+    upstream: Arc<str>,
+    to: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -372,6 +388,8 @@ pub struct Metrics {
     upstream_requests: Family<UpstreamLabels, TotalCounter>,
     upstream_duration: Family<UpstreamNameLabels, LatencyHistogram>,
     upstream_body_errors: Family<UpstreamNameLabels, TotalCounter>,
+    circuit_state: Family<UpstreamNameLabels, Gauge>,
+    circuit_transitions: Family<CircuitTransitionLabels, TotalCounter>,
     target_healthy: Family<TargetLabels, Gauge>,
     health_checks: Family<ProbeLabels, TotalCounter>,
     upstream_retries: Family<UpstreamNameLabels, TotalCounter>,
@@ -452,6 +470,18 @@ impl Metrics {
             names::UPSTREAM_BODY_ERRORS_TOTAL,
             "Upstream response bodies that broke off after their headers (cut short, malformed, or read_timeout)",
             upstream_body_errors.clone(),
+        );
+        let circuit_state = Family::<UpstreamNameLabels, Gauge>::default();
+        registry.register(
+            names::CIRCUIT_STATE,
+            "State of an upstream's circuit breaker: 0 closed, 1 open, 2 half_open",
+            circuit_state.clone(),
+        );
+        let circuit_transitions = Family::<CircuitTransitionLabels, TotalCounter>::default();
+        registry.register(
+            names::CIRCUIT_TRANSITIONS_TOTAL,
+            "Circuit breaker state changes, by the state entered",
+            circuit_transitions.clone(),
         );
         let target_healthy = Family::<TargetLabels, Gauge>::default();
         registry.register(
@@ -658,6 +688,8 @@ impl Metrics {
             upstream_requests,
             upstream_duration,
             upstream_body_errors,
+            circuit_state,
+            circuit_transitions,
             target_healthy,
             health_checks,
             upstream_retries,
@@ -774,6 +806,39 @@ impl Metrics {
                 ejections,
             }),
         }
+    }
+
+    /// Handles for one upstream's circuit breaker; called when a breaker is made (config load).
+    /// Every `to` series starts at zero, so alerts on `increase()` work from the first opening.
+    pub fn circuit(&self, upstream: &str) -> CircuitMetrics {
+        let name: Arc<str> = Arc::from(upstream);
+        let transitions = CIRCUIT_STATES.map(|to| {
+            self.circuit_transitions
+                .get_or_create(&CircuitTransitionLabels {
+                    upstream: name.clone(),
+                    to,
+                })
+                .0
+                .clone()
+        });
+        let state = self
+            .circuit_state
+            .get_or_create(&UpstreamNameLabels { upstream: name })
+            .clone();
+        CircuitMetrics { state, transitions }
+    }
+
+    /// Drops an upstream's circuit series, when the upstream or its breaker is gone.
+    pub fn forget_circuit(&self, upstream: &str) {
+        let name: Arc<str> = Arc::from(upstream);
+        for to in CIRCUIT_STATES {
+            self.circuit_transitions.remove(&CircuitTransitionLabels {
+                upstream: name.clone(),
+                to,
+            });
+        }
+        self.circuit_state
+            .remove(&UpstreamNameLabels { upstream: name });
     }
 
     /// Handles for the active health checks of one upstream target; called at config load.
@@ -1068,6 +1133,7 @@ impl Metrics {
 
     /// Drops an upstream removed by a reload, so its series stop being exported.
     pub fn forget_upstream(&self, upstream: &str) {
+        self.forget_circuit(upstream);
         let name: Arc<str> = Arc::from(upstream);
         for outcome in OUTCOMES {
             self.upstream_requests.remove(&UpstreamLabels {
@@ -1371,6 +1437,31 @@ impl UpstreamMetrics {
     /// counter gatehouse_upstream_ejections_total{upstream}: outlier detection ejected a target.
     pub fn ejection(&self) {
         self.inner.ejections.inc();
+    }
+}
+
+/// One circuit breaker's gauge and transition counters; the default counts into series nobody
+/// exports (unit tests, breakers built outside a gateway).
+#[derive(Clone, Debug, Default)]
+pub struct CircuitMetrics {
+    state: Gauge,
+    transitions: [Counter; CIRCUIT_STATES.len()],
+}
+
+impl CircuitMetrics {
+    /// Gauge gatehouse_circuit_state{upstream} to `state` (an index of [`CIRCUIT_STATES`]),
+    /// without counting a transition: a new breaker starts closed.
+    pub fn set_state(&self, state: usize) {
+        self.state.set(i64::try_from(state).unwrap_or(0));
+    }
+
+    /// The breaker entered `state`: the gauge, and counter
+    /// gatehouse_circuit_transitions_total{upstream,to}.
+    pub fn transition(&self, state: usize) {
+        self.set_state(state);
+        if let Some(counter) = self.transitions.get(state) {
+            counter.inc();
+        }
     }
 }
 

@@ -147,6 +147,10 @@ fn upstream_error(error: UpstreamError, limit: u64) -> GatewayError {
     let upstream = error.upstream;
     match error.kind {
         UpstreamErrorKind::Overloaded => GatewayError::UpstreamOverloaded { upstream },
+        UpstreamErrorKind::CircuitOpen { retry_after } => GatewayError::CircuitOpen {
+            upstream,
+            retry_after,
+        },
         UpstreamErrorKind::NoTarget => GatewayError::NoTarget { upstream },
         UpstreamErrorKind::NoHealthy => GatewayError::NoHealthyUpstream { upstream },
         UpstreamErrorKind::Connect => GatewayError::UpstreamConnect { upstream },

@@ -41,6 +41,9 @@ impl GatewayState {
         for upstream in old.upstreams.difference(&live.upstreams) {
             self.metrics.forget_upstream(upstream);
         }
+        for upstream in old.breakers.difference(&live.breakers) {
+            self.metrics.forget_circuit(upstream);
+        }
         for (upstream, target) in old.checked_targets.difference(&live.checked_targets) {
             self.metrics.forget_target_health(upstream, target);
         }

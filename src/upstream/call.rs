@@ -1,6 +1,7 @@
 //! One call to an upstream, owned in one place: admit it, pick a target (passing over ejected
 //! ones), send under the deadline, wait for the answer's first body bytes, and classify the
-//! outcome once. That one classification feeds the metrics, outlier detection and the log line,
+//! outcome once. That one classification feeds the metrics, the circuit breaker, outlier
+//! detection and the log line,
 //! and becomes the [`UpstreamError`] the request path maps to a status. The request path only
 //! shapes the request before and the response after.
 //!
@@ -18,6 +19,7 @@ use http_body::Body as _;
 use http_body_util::BodyExt as _;
 
 use super::balance::InFlight;
+use super::breaker::BreakerPermit;
 use super::pool::{ReadTimeout, SendError, UpstreamBody};
 use super::retry::{RetryOn, RetryPolicy};
 use super::{Admitted, Upstream};
@@ -78,6 +80,11 @@ impl CallMarks {
 pub enum UpstreamErrorKind {
     /// `circuit_breaker.max_requests` were already in flight; nothing was sent.
     Overloaded,
+    /// The upstream's circuit breaker is open; nothing was sent.
+    CircuitOpen {
+        /// Until the breaker lets a trial call through.
+        retry_after: Duration,
+    },
     /// The upstream has no target to send to.
     NoTarget,
     /// Every target failed its active health checks; nothing was sent.
@@ -154,6 +161,17 @@ impl Outcome {
         }
     }
 
+    /// Whether this counts against the upstream for its circuit breaker: connect errors,
+    /// timeouts, exchanges that broke before an answer, and the breaker's `failure_statuses`;
+    /// `None` for the client's own faults, which say nothing about the upstream.
+    fn upstream_failed(self, is_failure_status: impl Fn(StatusCode) -> bool) -> Option<bool> {
+        match self {
+            Outcome::Answer(status) => Some(is_failure_status(status)),
+            Outcome::Error(UpstreamErrorKind::BodyTooLarge | UpstreamErrorKind::ClientBody) => None,
+            Outcome::Error(_) => Some(true),
+        }
+    }
+
     /// The outcome label of `gatehouse_upstream_requests_total`.
     fn metric(self) -> UpstreamOutcome {
         match self {
@@ -164,6 +182,7 @@ impl Outcome {
             Outcome::Error(UpstreamErrorKind::Connect) => UpstreamOutcome::ConnectError,
             Outcome::Error(UpstreamErrorKind::Timeout) => UpstreamOutcome::Timeout,
             Outcome::Error(UpstreamErrorKind::Overloaded) => UpstreamOutcome::Overloaded,
+            Outcome::Error(UpstreamErrorKind::CircuitOpen { .. }) => UpstreamOutcome::CircuitOpen,
             Outcome::Error(_) => UpstreamOutcome::Error,
         }
     }
@@ -177,7 +196,10 @@ impl UpstreamError {
         target: Option<usize>,
     ) -> Self {
         use UpstreamErrorKind::*;
-        let sent = !matches!(kind, Overloaded | NoTarget | NoHealthy | Connect);
+        let sent = !matches!(
+            kind,
+            Overloaded | CircuitOpen { .. } | NoTarget | NoHealthy | Connect
+        );
         let upstreams_fault = matches!(kind, Connect | Timeout | Failed | BodyFailed | BodyTimeout);
         UpstreamError {
             kind,
@@ -219,6 +241,22 @@ impl Upstream {
                         &method,
                         None,
                     ));
+                }
+            },
+        };
+        // After the bulkhead, so a request it refuses never takes a half-open trial slot.
+        let mut permit = match &self.breaker {
+            None => None,
+            Some(breaker) => match breaker.admit() {
+                Ok(permit) => Some(permit),
+                Err(open) => {
+                    request.into_body().drain_rest();
+                    let kind = UpstreamErrorKind::CircuitOpen {
+                        retry_after: open.retry_after,
+                    };
+                    self.metrics
+                        .record(Outcome::Error(kind).metric(), Duration::ZERO);
+                    return Err(UpstreamError::new(self, kind, &method, None));
                 }
             },
         };
@@ -295,15 +333,24 @@ impl Upstream {
                 Ok(response) => Outcome::Answer(response.status()),
                 Err(kind) => Outcome::Error(*kind),
             };
-            self.feed(target, outcome, elapsed);
+            self.feed(target, outcome, elapsed, permit.take());
             if let Some((policy, _)) = &kept {
                 let retry = retries + 1;
                 let wanted = retries < policy.attempts
                     && outcome.retry_on().is_some_and(|on| policy.retries_on(on));
-                if let Some(wait) = wanted
+                // Each attempt is a call the breaker admits and learns from; one it refuses
+                // ends the retries with this attempt's answer.
+                let next_permit = match (&self.breaker, wanted) {
+                    (_, false) => None,
+                    (None, true) => Some(None),
+                    (Some(breaker), true) => breaker.admit().ok().map(Some),
+                };
+                if let Some(wait) = next_permit
+                    .is_some()
                     .then(|| self.retry_wait(policy, retry, deadline))
                     .flatten()
                 {
+                    permit = next_permit.flatten();
                     tracing::debug!(
                         upstream = %self.name,
                         target = %self.targets[target].url,
@@ -354,8 +401,21 @@ impl Upstream {
     }
 
     /// Feeds one attempt's outcome to everything that learns from it.
-    fn feed(&self, target: usize, outcome: Outcome, elapsed: Duration) {
+    fn feed(
+        &self,
+        target: usize,
+        outcome: Outcome,
+        elapsed: Duration,
+        permit: Option<BreakerPermit>,
+    ) {
         self.metrics.record(outcome.metric(), elapsed);
+        if let (Some(permit), Some(breaker)) = (permit, &self.breaker) {
+            // A client's fault drops the permit unfinished: no result, and a half-open trial
+            // slot goes to the next request.
+            if let Some(failed) = outcome.upstream_failed(|s| breaker.is_failure_status(s)) {
+                permit.finish(failed);
+            }
+        }
         let clients_fault = matches!(
             outcome,
             Outcome::Error(UpstreamErrorKind::BodyTooLarge | UpstreamErrorKind::ClientBody)
@@ -525,4 +585,37 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_breaker_learns_from_the_upstreams_faults_only() {
+        let statuses = |s: StatusCode| s == StatusCode::BAD_GATEWAY;
+        let failed = |outcome: Outcome| outcome.upstream_failed(statuses);
+        assert_eq!(failed(Outcome::Answer(StatusCode::BAD_GATEWAY)), Some(true));
+        assert_eq!(
+            failed(Outcome::Answer(StatusCode::INTERNAL_SERVER_ERROR)),
+            Some(false),
+            "a status not in failure_statuses"
+        );
+        assert_eq!(failed(Outcome::Answer(StatusCode::OK)), Some(false));
+        for kind in [
+            UpstreamErrorKind::Connect,
+            UpstreamErrorKind::Timeout,
+            UpstreamErrorKind::Failed,
+            UpstreamErrorKind::BodyFailed,
+            UpstreamErrorKind::BodyTimeout,
+        ] {
+            assert_eq!(failed(Outcome::Error(kind)), Some(true), "{kind:?}");
+        }
+        for kind in [
+            UpstreamErrorKind::BodyTooLarge,
+            UpstreamErrorKind::ClientBody,
+        ] {
+            assert_eq!(failed(Outcome::Error(kind)), None, "{kind:?}");
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! Upstreams: named groups of targets, how one is chosen, and the pooled client that calls it.
 
 pub mod balance;
+pub mod breaker;
 pub mod call;
 pub mod exchange;
 pub mod h1;
@@ -31,6 +32,9 @@ pub struct Upstream {
     pub balancer: Balancer,
     /// `circuit_breaker.max_requests`: requests in flight at most.
     pub bulkhead: Option<Bulkhead>,
+    /// The circuit breaker (`circuit_breaker:` keys besides `max_requests`), kept across
+    /// reloads while its settings do not change.
+    pub breaker: Option<Arc<breaker::Breaker>>,
     /// `hash_on`, with `balance: hash`: what a request's key is.
     pub hash_on: Option<HashOn>,
     /// `outlier_detection`: targets ejected after runs of failures (kept across reloads).
