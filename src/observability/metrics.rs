@@ -1084,6 +1084,9 @@ impl Metrics {
         self.upstream_body_errors.remove(&UpstreamNameLabels {
             upstream: name.clone(),
         });
+        self.upstream_ejections.remove(&UpstreamNameLabels {
+            upstream: name.clone(),
+        });
         self.upstream_duration
             .remove(&UpstreamNameLabels { upstream: name });
     }
