@@ -344,7 +344,7 @@ fn retry_settings_are_checked_where_they_are_written() {
         retry("on 404", "      on: [connect_error, 404]\n", (5, 27), "status 404 says the request itself is wrong").also("only 408 and 429"),
         retry("on 200", "      on: [200]\n", (5, 12), "status 200 is not a failure"),
         retry("on 600", "      on: [600]\n", (5, 12), "600 is not an HTTP status"),
-        retry("on 5xx", "      on: [5xx]\n", (5, 12), "invalid retry condition `5xx`: write connect_error, timeout, or a status code"),
+        retry("on 5xx", "      on: [5xx]\n", (5, 12), "invalid retry condition `5xx`: write connect_error, timeout, reset, or a status code"),
         retry("on twice", "      on: [503, 503]\n", (5, 17), "`503` is listed twice in `on`"),
         retry("methods empty", "      methods: []\n", (5, 7), "`methods` is empty").also("GET, HEAD, OPTIONS, PUT, DELETE"),
         retry("methods CONNECT", "      methods: [GET, CONNECT]\n", (5, 22), "CONNECT cannot be retried"),

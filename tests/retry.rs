@@ -349,3 +349,83 @@ async fn retries_stop_when_the_attempts_open_the_circuit() {
     assert_eq!(refused.json()["error"], "circuit_open");
     assert_eq!(a.count("/r") + b.count("/r"), 2);
 }
+
+/// A target that reads each request and closes the connection without answering; counts them.
+async fn hanging_up() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = Arc::clone(&seen);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let counter = Arc::clone(&counter);
+            tokio::spawn(async move {
+                use tokio::io::AsyncReadExt;
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            });
+        }
+    });
+    (url, seen)
+}
+
+/// `reset` (a connection that broke after the request was sent, before any answer) is retried
+/// only when listed in `on`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_connection_closed_before_the_answer_is_retried_only_with_reset() {
+    let good = Origin::start().await;
+    good.set("/r", Answer::ok("up", &[]));
+    let (hanging, seen) = hanging_up().await;
+    let targets = [hanging, good.url()];
+    let client = client();
+
+    let plain = gateway(&targets, "{backoff: 1ms, budget: {percent: 100}}", "").await;
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(
+            send(&client, request("GET", &plain.url("/r"), Bytes::new()))
+                .await
+                .status
+                .as_u16(),
+        );
+    }
+    statuses.sort();
+    assert_eq!(statuses, [200, 200, 502, 502], "not retried by default");
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 2);
+
+    let with_reset = gateway(
+        &targets,
+        "{backoff: 1ms, on: [connect_error, reset, 503], budget: {percent: 100}}",
+        "",
+    )
+    .await;
+    for _ in 0..4 {
+        let got = send(&client, request("GET", &with_reset.url("/r"), Bytes::new())).await;
+        assert_eq!(got.status, 200, "{}", got.text());
+    }
+    assert_eq!(
+        seen.load(std::sync::atomic::Ordering::SeqCst),
+        4,
+        "two more reached it, then were retried"
+    );
+    // A POST is still not retried unless listed in `methods`: of two in a row, round robin
+    // sends one to each target, and the one that reached the hanging target fails.
+    let mut statuses = Vec::new();
+    for _ in 0..2 {
+        let post = request("POST", &with_reset.url("/r"), Bytes::from_static(b"x"));
+        statuses.push(send(&client, post).await.status.as_u16());
+    }
+    statuses.sort();
+    assert_eq!(statuses, [200, 502]);
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 5);
+}

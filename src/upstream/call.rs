@@ -139,8 +139,8 @@ impl Outcome {
             Outcome::Answer(status) => Some(RetryOn::Status(status.as_u16())),
             Outcome::Error(UpstreamErrorKind::Connect) => Some(RetryOn::ConnectError),
             Outcome::Error(UpstreamErrorKind::Timeout) => Some(RetryOn::Timeout),
-            // A broken exchange may have been acted on, and the pool already sends it again on
-            // a fresh connection when a kept-alive one turns out closed before any answer.
+            Outcome::Error(UpstreamErrorKind::Failed) => Some(RetryOn::Reset),
+            // A body that broke after its head: the upstream answered, so it acted.
             Outcome::Error(_) => None,
         }
     }

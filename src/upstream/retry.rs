@@ -32,6 +32,9 @@ pub enum RetryOn {
     ConnectError,
     /// No response headers within the timeout.
     Timeout,
+    /// The connection broke after the request was sent and before a response head (reset,
+    /// closed, or a malformed head): opt-in, since the upstream may have acted on it.
+    Reset,
     /// The upstream answered with this status.
     Status(u16),
 }
@@ -52,12 +55,13 @@ impl RetryOn {
         match text.trim() {
             "connect_error" => return Ok(RetryOn::ConnectError),
             "timeout" => return Ok(RetryOn::Timeout),
+            "reset" => return Ok(RetryOn::Reset),
             _ => {}
         }
         let Ok(code) = text.trim().parse::<u16>() else {
             return Err(format!(
-                "invalid retry condition `{text}`: write connect_error, timeout, or a status \
-                 code (408, 429, 500 to 599)"
+                "invalid retry condition `{text}`: write connect_error, timeout, reset, or a \
+                 status code (408, 429, 500 to 599)"
             ));
         };
         match code {
@@ -405,6 +409,7 @@ mod tests {
     fn conditions_parse_to_failures_only() {
         assert_eq!(RetryOn::parse("connect_error"), Ok(RetryOn::ConnectError));
         assert_eq!(RetryOn::parse("timeout"), Ok(RetryOn::Timeout));
+        assert_eq!(RetryOn::parse("reset"), Ok(RetryOn::Reset));
         for code in [408, 429, 500, 503, 599] {
             assert_eq!(RetryOn::parse(&code.to_string()), Ok(RetryOn::Status(code)));
         }
