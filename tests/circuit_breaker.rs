@@ -60,6 +60,8 @@ async fn opens_after_consecutive_failures_and_then_fails_fast() {
     // The third failure in a row is relayed, and opens the breaker.
     assert_eq!(get(&gw.url("/x")).await.text(), "down");
     assert_eq!(metric(&gw, STATE).await, 1.0);
+    let ready = get(&gw.url("/readyz")).await.json();
+    assert_eq!(ready["upstreams"]["o"]["circuit"], "open", "{ready}");
     for _ in 0..3 {
         let refused = get(&gw.url("/x")).await;
         assert!(is_circuit_open(&refused), "{refused:?}");

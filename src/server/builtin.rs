@@ -58,6 +58,9 @@ fn readyz(state: &GatewayState) -> Response<ResponseBody> {
                     .collect();
                 status["unhealthy"] = serde_json::json!(unhealthy);
             }
+            if let Some(breaker) = &u.breaker {
+                status["circuit"] = serde_json::json!(breaker.state().as_str());
+            }
             if let Some(outliers) = &u.outliers {
                 let ejected: Vec<&str> = (0..u.targets.len())
                     .filter(|&i| !outliers.is_in(i))
