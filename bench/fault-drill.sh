@@ -48,6 +48,8 @@ CMDLINE+="bench/fault-drill.sh"
 
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'fault-drill: error: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=bench/lib/common.sh
+source "$BENCH_DIR/lib/common.sh"
 
 case ${1:-} in
     "") ;;
@@ -55,7 +57,6 @@ case ${1:-} in
     *) die "unknown argument '$1' (settings come from the environment; see --help)" ;;
 esac
 
-is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
 if ! is_uint "$DURATION" || ((DURATION == 0)); then die "DURATION must be a positive integer, got '$DURATION'"; fi
 if ! is_uint "$CONNS" || ((CONNS == 0)); then die "CONNS must be a positive integer, got '$CONNS'"; fi
 if ! is_uint "$KILL_AFTER" || ((KILL_AFTER >= DURATION)); then
@@ -70,86 +71,19 @@ command -v python3 >/dev/null || die "python3 not found"
 # ---------------------------------------------------------------- processes and cleanup
 
 TMP=$(mktemp -d -t gatehouse-fault.XXXXXX)
-GROUPS_STARTED=() # process-group ids (= leader pids) of every server started
 WRK_PID=""
 
-group_alive() { # PGID -> 0 while any non-zombie process of the group exists
-    local p
-    for p in $(pgrep -g "$1" 2>/dev/null); do
-        [[ $(ps -o stat= -p "$p" 2>/dev/null) == Z* ]] || return 0
-    done
-    return 1
-}
-
 cleanup() {
-    local rc=$? pid i
+    local rc=$?
     trap - EXIT INT TERM
-    if [[ -n $WRK_PID ]]; then kill "$WRK_PID" 2>/dev/null || true; fi
-    for pid in "${GROUPS_STARTED[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
-    for pid in "${GROUPS_STARTED[@]}"; do
-        for ((i = 0; i < 50; i++)); do group_alive "$pid" || break; sleep 0.1; done
-        if group_alive "$pid"; then
-            log "process group $pid did not stop on SIGTERM; sending SIGKILL"
-            kill -KILL -- "-$pid" 2>/dev/null || true
-        fi
-    done
-    wait 2>/dev/null || true
-    if ((rc != 0 && rc != 2)); then
-        local f
-        for f in "$TMP"/*.log "$TMP"/*/*.log; do
-            [[ -s $f ]] || continue
-            printf -- '--- last lines of %s\n' "${f#"$TMP"/}" >&2
-            tail -n 20 "$f" >&2
-        done
-    fi
+    stop_started $WRK_PID
+    if ((rc != 0 && rc != 2)); then tail_logs "$TMP"/*.log "$TMP"/*/*.log; fi
     if [[ $KEEP_TMP == 1 ]]; then log "temp dir kept: $TMP"; else rm -rf "$TMP"; fi
     exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-# start_server NAME DIR CMD... : runs CMD in its own session/process group, output to
-# DIR/NAME.log; sets SERVER_PID.
-start_server() {
-    local name=$1 dir=$2
-    shift 2
-    setsid "$@" >"$dir/$name.log" 2>&1 </dev/null &
-    SERVER_PID=$!
-    GROUPS_STARTED+=("$SERVER_PID")
-}
-
-free_ports() { # N -> N distinct currently free loopback ports
-    python3 - "$1" <<'PY'
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-PY
-}
-
-render() { # TEMPLATE OUT KEY=VALUE... : replaces @KEY@ with VALUE
-    local tmpl=$1 out=$2 kv text
-    shift 2
-    text=$(<"$tmpl")
-    for kv in "$@"; do text=${text//@${kv%%=*}@/${kv#*=}}; done
-    [[ $text != *@[A-Z_]*@* ]] || die "unfilled placeholder in $tmpl"
-    printf '%s\n' "$text" >"$out"
-}
-
-wait_http() { # NAME PID URL : waits up to 10 s until URL answers 200, dying if PID exits
-    local i code
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$2" 2>/dev/null || die "$1 exited during startup (see its log below)"
-        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$3" 2>/dev/null || true)
-        [[ $code == 200 ]] && return 0
-        sleep 0.1
-    done
-    die "$1 did not answer 200 on $3 within 10 s (last status: ${code:-none})"
-}
 
 USER_DIRECTIVE=""
 if ((EUID == 0)); then USER_DIRECTIVE="user root;"; fi
@@ -164,8 +98,8 @@ start_origin() {
     "$NGINX" -t -q -p "$dir" -c "$dir/origin.conf" >"$dir/check.log" 2>&1 ||
         { cat "$dir/check.log" >&2; die "nginx rejected $name's config"; }
     log "starting origin $name (nginx, 1 worker) on 127.0.0.1:$port"
-    start_server "$name" "$dir" "$NGINX" -p "$dir" -c "$dir/origin.conf"
-    wait_http "$name" "$SERVER_PID" "http://127.0.0.1:$port/"
+    LOG_DIR=$dir start_server "$name" "$NGINX" -p "$dir" -c "$dir/origin.conf"
+    wait_http "$name" "$SERVER_PID" "http://127.0.0.1:$port/" 200
 }
 
 metric() { # NAME_AND_LABELS -> its value in gatehouse's /metrics (0 when absent)
@@ -181,13 +115,7 @@ field() { # LINE KEY -> value of KEY=value in a FAULT line
 
 # ---------------------------------------------------------------- the drill
 
-if [[ $NO_BUILD == 1 ]]; then
-    log "NO_BUILD=1: using the existing $GATEHOUSE_BIN"
-else
-    log "cargo build --release (may wait on the cargo lock if another build runs)"
-    (cd "$REPO_DIR" && cargo build --release) || die "cargo build --release failed"
-fi
-[[ -x $GATEHOUSE_BIN ]] || die "no gatehouse binary at $GATEHOUSE_BIN"
+build
 
 read -r PORT_A PORT_B PORT_GW <<<"$(free_ports 3)"
 start_origin target-a "$PORT_A"
@@ -196,15 +124,11 @@ start_origin target-b "$PORT_B"
 
 render "$BENCH_DIR/gatehouse-fault.yaml.tmpl" "$TMP/gatehouse.yaml" "PORT=$PORT_GW" \
     "TARGET_A_PORT=$PORT_A" "TARGET_B_PORT=$PORT_B"
-if [[ -n ${GATEHOUSE_WORKERS:-} ]]; then
-    sed -i "s/^server:\$/server:\n  workers: $GATEHOUSE_WORKERS/" "$TMP/gatehouse.yaml"
-fi
-"$GATEHOUSE_BIN" check -c "$TMP/gatehouse.yaml" >"$TMP/gatehouse-check.log" 2>&1 ||
-    { cat "$TMP/gatehouse-check.log" >&2; die "gatehouse check rejected the generated config"; }
+set_workers "$TMP/gatehouse.yaml"
 log "starting gatehouse on 127.0.0.1:$PORT_GW"
-start_server gatehouse "$TMP" "$GATEHOUSE_BIN" run -c "$TMP/gatehouse.yaml"
+run_gatehouse "$TMP/gatehouse.yaml"
 GATEWAY_URL="http://127.0.0.1:$PORT_GW"
-wait_http gatehouse "$SERVER_PID" "$GATEWAY_URL/"
+wait_http gatehouse "$SERVER_PID" "$GATEWAY_URL/" 200
 # Both targets answer before the load starts (round robin: two requests reach both).
 for _ in 1 2 3 4; do curl -s -o /dev/null --max-time 2 "$GATEWAY_URL/" || die "gatehouse did not answer"; done
 

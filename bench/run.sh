@@ -110,6 +110,8 @@ for arg in "$@"; do CMDLINE+=" $(printf '%q' "$arg")"; done
 
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'bench: error: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=bench/lib/common.sh
+source "$BENCH_DIR/lib/common.sh"
 
 usage() {
     awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}"
@@ -121,7 +123,6 @@ case $MODE in
     *) usage >&2; die "unknown mode '$MODE' (expected nothing, 'stream', 'reload', 'auth', 'ratelimit', 'cache', 'instr' or 'idle')" ;;
 esac
 
-is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
 if ! is_uint "$REPS" || ((REPS == 0)); then die "REPS must be a positive integer, got '$REPS'"; fi
 if ! is_uint "$DURATION" || ((DURATION == 0)); then die "DURATION must be a positive integer, got '$DURATION'"; fi
 if ! is_uint "$STREAM_REPS" || ((STREAM_REPS == 0)); then die "STREAM_REPS must be a positive integer, got '$STREAM_REPS'"; fi
@@ -165,40 +166,15 @@ fi
 
 TMP=$(mktemp -d -t gatehouse-bench.XXXXXX)
 mkdir -p "$TMP/nginx-tmp"
-GROUPS_STARTED=() # process-group ids (= leader pids) of every server we started
 SAMPLERS=()       # pids of background RSS samplers
 REWRITER_PID=""   # reload mode: pid of the background routes-file rewriter
 CACHE_DIR=""      # cache mode: nginx's proxy_cache_path, on a tmpfs outside TMP
 
-group_alive() { # PGID -> 0 while any non-zombie process of the group exists
-    local p
-    for p in $(pgrep -g "$1" 2>/dev/null); do
-        [[ $(ps -o stat= -p "$p" 2>/dev/null) == Z* ]] || return 0
-    done
-    return 1
-}
-
 cleanup() {
-    local rc=$? pid i
+    local rc=$?
     trap - EXIT INT TERM
-    for pid in "${SAMPLERS[@]}" $REWRITER_PID; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${GROUPS_STARTED[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
-    for pid in "${GROUPS_STARTED[@]}"; do
-        for ((i = 0; i < 50; i++)); do group_alive "$pid" || break; sleep 0.1; done
-        if group_alive "$pid"; then
-            log "process group $pid did not stop on SIGTERM; sending SIGKILL"
-            kill -KILL -- "-$pid" 2>/dev/null || true
-        fi
-    done
-    wait 2>/dev/null || true
-    if ((rc != 0)); then
-        local f
-        for f in "$TMP"/*.log; do
-            [[ -s $f ]] || continue
-            printf -- '--- last lines of %s\n' "${f##*/}" >&2
-            tail -n 20 "$f" >&2
-        done
-    fi
+    stop_started "${SAMPLERS[@]}" $REWRITER_PID
+    if ((rc != 0)); then tail_logs "$TMP"/*.log; fi
     if [[ $KEEP_TMP == 1 ]]; then
         log "temp dir kept: $TMP${CACHE_DIR:+ (and $CACHE_DIR)}"
     else
@@ -209,75 +185,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-# start_server NAME CMD... : runs CMD in its own session/process group (so it does not get the
-# terminal's Ctrl-C directly and cleanup can stop it with its children); sets SERVER_PID.
-# LAUNCHER (an array, normally empty) goes in front of CMD, e.g. valgrind in instr mode.
-LAUNCHER=()
-start_server() {
-    local name=$1
-    shift
-    setsid ${LAUNCHER[@]+"${LAUNCHER[@]}"} "$@" >"$TMP/$name.log" 2>&1 </dev/null &
-    SERVER_PID=$!
-    GROUPS_STARTED+=("$SERVER_PID")
-}
-
-# free_ports N : prints N distinct currently free loopback ports.
-free_ports() {
-    python3 - "$1" <<'PY'
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-PY
-}
-
-# await_up NAME PID SECONDS WHAT PROBE... : runs the command PROBE... every 0.1 s until it
-# succeeds, dying if PID exits or SECONDS pass ("NAME did not answer WHAT"; a probe may leave a
-# detail for that message in PROBE_NOTE); then checks that setsid made PID its own
-# process-group leader (no fork), so stopping the group stops the server.
-await_up() {
-    local name=$1 pid=$2 secs=$3 what=$4 i
-    shift 4
-    PROBE_NOTE=""
-    for ((i = 0; i < secs * 10; i++)); do
-        kill -0 "$pid" 2>/dev/null || die "$name exited during startup (see $name.log below)"
-        if "$@"; then
-            [[ $(ps -o pgid= -p "$pid" | tr -d ' ') == "$pid" ]] ||
-                die "$name (pid $pid) is not a process-group leader"
-            return 0
-        fi
-        sleep 0.1
-    done
-    die "$name did not answer $what within $secs s${PROBE_NOTE:+ ($PROBE_NOTE)}"
-}
-
-# http_answers URL EXPECTED_CODE|any : whether URL answers with that status (PROBE_NOTE: the
-# status it gave).
-http_answers() {
-    local code
-    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$1" 2>/dev/null || true)
-    PROBE_NOTE="last status: ${code:-none}"
-    [[ $code != 000 && -n $code ]] && [[ $2 == any || $code == "$2" ]]
-}
-
-# wait_http NAME PID URL EXPECTED_CODE|any [SECONDS] : waits (default 10 s) until URL answers.
-wait_http() {
-    await_up "$1" "$2" "${5:-10}" "$4 on $3" http_answers "$3" "$4"
-}
-
-# render TEMPLATE OUT KEY=VALUE... : replaces @KEY@ with VALUE.
-render() {
-    local tmpl=$1 out=$2 kv text
-    shift 2
-    text=$(<"$tmpl")
-    for kv in "$@"; do text=${text//@${kv%%=*}@/${kv#*=}}; done
-    [[ $text != *@[A-Z_]*@* ]] || die "unfilled placeholder in $tmpl"
-    printf '%s\n' "$text" >"$out"
-}
 
 USER_DIRECTIVE=""
 if ((EUID == 0)); then USER_DIRECTIVE="user root;"; fi
@@ -371,16 +278,6 @@ stop_samplers() {
 
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 
-build() {
-    if [[ $NO_BUILD == 1 ]]; then
-        log "NO_BUILD=1: using the existing $GATEHOUSE_BIN"
-    else
-        log "cargo build --release (may wait on the cargo lock if another build runs)"
-        (cd "$REPO_DIR" && cargo build --release) || die "cargo build --release failed"
-    fi
-    [[ -x $GATEHOUSE_BIN ]] || die "no gatehouse binary at $GATEHOUSE_BIN"
-}
-
 # start_gatehouse TEMPLATE PORT [KEY=VALUE...] ; sets SERVER_PID. GH_NAME (default gatehouse)
 # names its config and log files, so two instances do not share (and hot-reload) one config.
 start_gatehouse() {
@@ -391,21 +288,8 @@ start_gatehouse() {
     run_gatehouse "$TMP/$name.yaml"
 }
 
-set_workers() { # CONFIG : adds server.workers when GATEHOUSE_WORKERS is set
-    [[ -z ${GATEHOUSE_WORKERS:-} ]] && return 0
-    [[ $GATEHOUSE_WORKERS =~ ^[0-9]+$ ]] || die "GATEHOUSE_WORKERS must be a number"
-    sed -i "s/^server:\$/server:\n  workers: $GATEHOUSE_WORKERS/" "$1"
-    grep -q "^  workers: $GATEHOUSE_WORKERS\$" "$1" || die "could not set workers in $1"
-}
-
 workers_text() { # -> how many worker threads gatehouse runs
     if [[ -n ${GATEHOUSE_WORKERS:-} ]]; then echo "server.workers: $GATEHOUSE_WORKERS"; else echo "server.workers unset: one per core ($(nproc))"; fi
-}
-
-run_gatehouse() { # CONFIG : checks CONFIG (with its routes_dir) and starts gatehouse on it; sets SERVER_PID
-    "$GATEHOUSE_BIN" check -c "$1" >"$TMP/gatehouse-check.log" 2>&1 ||
-        { cat "$TMP/gatehouse-check.log" >&2; die "gatehouse check rejected the generated config"; }
-    start_server "${GH_NAME:-gatehouse}" "$GATEHOUSE_BIN" run -c "$1"
 }
 
 describe_build() {
