@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod background;
 pub mod body;
 pub mod cache;
 pub mod compress;

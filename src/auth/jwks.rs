@@ -16,15 +16,16 @@
 //! unchanged, so a reload neither loses the keys nor starts a second task. The task holds only a
 //! `Weak` and ends when the last snapshot using it is gone.
 
-use std::sync::{Arc, Mutex, Once, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::jwks_fetch::{Fetcher, JwksUrl, FETCH_TIMEOUT};
 use super::jwt::JwksKeys;
+use crate::background::{BackgroundTask, StopSignal};
 use crate::observability::metrics::JwksMetrics;
 
 /// Refresh interval when neither `jwks_refresh` nor a `max-age` says otherwise.
@@ -59,12 +60,9 @@ pub struct RemoteJwks {
     keys: Arc<JwksKeys>,
     fetcher: Fetcher,
     metrics: JwksMetrics,
-    started: Once,
-    /// Never sent on: dropping `RemoteJwks` drops it, which wakes and ends the task even while
-    /// it sleeps until a refresh due in hours.
-    _stop: oneshot::Sender<()>,
-    /// The task's end of `_stop`, taken when it starts.
-    stopped: Mutex<Option<oneshot::Receiver<()>>>,
+    /// The refresher; dropping `RemoteJwks` ends it, even while it sleeps until a refresh due
+    /// in hours.
+    task: BackgroundTask,
     /// Becomes true once the first fetch attempt has finished, successful or not.
     first_attempt: watch::Sender<bool>,
     /// Why keys were skipped in the last fetch, so the same reasons are not logged every time.
@@ -94,16 +92,13 @@ impl RemoteJwks {
         metrics: JwksMetrics,
         fetcher: Fetcher,
     ) -> Arc<RemoteJwks> {
-        let (stop_tx, stop_rx) = oneshot::channel();
         Arc::new(RemoteJwks {
             name: name.to_string(),
             keys: Arc::new(JwksKeys::empty(&settings.algorithms)),
             settings,
             fetcher,
             metrics,
-            started: Once::new(),
-            _stop: stop_tx,
-            stopped: Mutex::new(Some(stop_rx)),
+            task: BackgroundTask::default(),
             first_attempt: watch::Sender::new(false),
             last_skipped: Mutex::new(Vec::new()),
         })
@@ -122,21 +117,9 @@ impl RemoteJwks {
     /// Starts the refresher task, which fetches at once; later calls do nothing. Needs a Tokio
     /// runtime. Called when a snapshot goes live, never by `check` or `explain`.
     pub fn start(self: &Arc<Self>) {
-        self.started.call_once(|| {
-            let stopped = self
-                .stopped
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take();
-            let Some(stopped) = stopped else {
-                return;
-            };
+        self.task.start(|stopped| {
             self.metrics.set_keys(self.keys.len());
-            tokio::spawn(refresh_loop(
-                Arc::downgrade(self),
-                Arc::clone(&self.keys),
-                stopped,
-            ));
+            refresh_loop(Arc::downgrade(self), Arc::clone(&self.keys), stopped)
         });
     }
 
@@ -226,11 +209,7 @@ impl RemoteJwks {
 
 /// The refresher: waits for the next scheduled time or an unknown-kid notification (rate
 /// limited), fetches, and repeats until the `RemoteJwks` is gone.
-async fn refresh_loop(
-    remote: Weak<RemoteJwks>,
-    keys: Arc<JwksKeys>,
-    mut stopped: oneshot::Receiver<()>,
-) {
+async fn refresh_loop(remote: Weak<RemoteJwks>, keys: Arc<JwksKeys>, mut stopped: StopSignal) {
     let mut next = Instant::now();
     let mut failures = 0u32;
     let mut last_unknown_fetch: Option<Instant> = None;

@@ -20,17 +20,17 @@
 //! with no buffer of hyper's own in between.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::Method;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::sync::oneshot;
 
 use super::h1::{encode_request_head, parse_response_head, ProtocolError, RequestFraming};
 use super::{connect_address, Target};
+use crate::background::{BackgroundTask, StopSignal};
 use crate::observability::metrics::{Metrics, TargetHealthMetrics};
 
 /// `path` when not configured.
@@ -182,11 +182,8 @@ struct Shared {
 /// The active health checks of one upstream: its targets' state and the task that probes them.
 pub struct HealthChecker {
     shared: Arc<Shared>,
-    started: Once,
-    /// Never sent on: dropping the checker drops it, which wakes and ends the task.
-    _stop: oneshot::Sender<()>,
-    /// The task's end of `_stop`, taken when it starts.
-    stopped: Mutex<Option<oneshot::Receiver<()>>>,
+    /// The probing task; dropping the checker ends it.
+    task: BackgroundTask,
 }
 
 impl std::fmt::Debug for HealthChecker {
@@ -231,16 +228,13 @@ impl HealthChecker {
                 }
             })
             .collect();
-        let (stop_tx, stop_rx) = oneshot::channel();
         Arc::new(HealthChecker {
             shared: Arc::new(Shared {
                 upstream: name.into(),
                 settings,
                 targets,
             }),
-            started: Once::new(),
-            _stop: stop_tx,
-            stopped: Mutex::new(Some(stop_rx)),
+            task: BackgroundTask::default(),
         })
     }
 
@@ -260,21 +254,13 @@ impl HealthChecker {
     /// Starts the probing task on the current Tokio runtime; later calls do nothing. Called
     /// when a snapshot goes live, never by `check` or `explain`.
     pub fn start(self: &Arc<Self>) {
-        self.started.call_once(|| {
-            let stopped = self
-                .stopped
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take();
-            let Some(stopped) = stopped else {
-                return;
-            };
+        self.task.start(|stopped| {
             for target in self.shared.targets.iter() {
                 target
                     .metrics
                     .set_healthy(target.state.healthy.load(Ordering::Relaxed));
             }
-            tokio::spawn(probe_loop(Arc::clone(&self.shared), stopped));
+            probe_loop(Arc::clone(&self.shared), stopped)
         });
     }
 
@@ -300,7 +286,7 @@ fn first_delay(interval: Duration) -> Duration {
 }
 
 /// Probes every target each `interval` until `stopped` fires (the checker was dropped).
-async fn probe_loop(shared: Arc<Shared>, mut stopped: oneshot::Receiver<()>) {
+async fn probe_loop(shared: Arc<Shared>, mut stopped: StopSignal) {
     let settings = &shared.settings;
     let mut ticks = tokio::time::interval_at(
         tokio::time::Instant::now() + first_delay(settings.interval),
