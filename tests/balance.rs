@@ -8,9 +8,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::origin::{Answer, Origin};
-use common::{client, send, server_yaml, TestGateway};
+use common::{client, send, server_yaml, Got, TestGateway};
 use http::Request;
 use http_body_util::Full;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
 async fn gateway(balance: &str, targets: &[(&Origin, u32)]) -> TestGateway {
     let list: Vec<String> = targets
@@ -26,6 +30,14 @@ async fn gateway(balance: &str, targets: &[(&Origin, u32)]) -> TestGateway {
     TestGateway::start(&yaml).await
 }
 
+/// One GET of `/lb` through the gateway, on `client`'s pooled connections.
+async fn get_lb(client: &HttpClient, gw: &TestGateway) -> Got {
+    let request = Request::get(gw.url("/lb"))
+        .body(Full::<Bytes>::default())
+        .unwrap();
+    send(client, request).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn least_requests_sends_less_to_a_slow_target() {
     let (slow, fast) = (Origin::start().await, Origin::start().await);
@@ -36,14 +48,11 @@ async fn least_requests_sends_less_to_a_slow_target() {
     fast.set("/lb", Answer::ok("fast", &[]));
     let gw = gateway("least_requests", &[(&slow, 1), (&fast, 1)]).await;
     // 8 clients, 5 requests each, one after another.
-    let clients = (0..8).map(|_| {
-        let url = gw.url("/lb");
-        async move {
-            let client = client();
-            for _ in 0..5 {
-                let request = Request::get(&url).body(Full::<Bytes>::default()).unwrap();
-                assert_eq!(send(&client, request).await.status, 200);
-            }
+    let gw = &gw;
+    let clients = (0..8).map(|_| async move {
+        let client = client();
+        for _ in 0..5 {
+            assert_eq!(get_lb(&client, gw).await.status, 200);
         }
     });
     futures_util::future::join_all(clients).await;
@@ -70,10 +79,7 @@ async fn weighted_round_robin_is_exact_over_each_cycle() {
     let client = client();
     for cycle in 1..=5 {
         for _ in 0..6 {
-            let request = Request::get(gw.url("/lb"))
-                .body(Full::<Bytes>::default())
-                .unwrap();
-            assert_eq!(send(&client, request).await.status, 200);
+            assert_eq!(get_lb(&client, &gw).await.status, 200);
         }
         let counts = [a.count("/lb"), b.count("/lb"), c.count("/lb")];
         assert_eq!(counts, [3 * cycle, cycle, 2 * cycle], "after cycle {cycle}");
@@ -93,10 +99,7 @@ async fn random_follows_the_weights() {
     let gw = gateway("random", &[(&a, 1), (&b, 1), (&c, 2)]).await;
     let client = client();
     for _ in 0..400 {
-        let request = Request::get(gw.url("/lb"))
-            .body(Full::<Bytes>::default())
-            .unwrap();
-        assert_eq!(send(&client, request).await.status, 200);
+        assert_eq!(get_lb(&client, &gw).await.status, 200);
     }
     let counts = [a.count("/lb"), b.count("/lb"), c.count("/lb")];
     // Expected 100, 100, 200 (standard deviations ~9, ~9, ~10): these bands are 5 or more away.
@@ -192,10 +195,7 @@ async fn a_target_failing_in_a_row_is_ejected_but_never_all() {
     let client = client();
     let mut statuses = Vec::new();
     for _ in 0..24 {
-        let request = Request::get(gw.url("/lb"))
-            .body(Full::<Bytes>::default())
-            .unwrap();
-        statuses.push(send(&client, request).await.status.as_u16());
+        statuses.push(get_lb(&client, &gw).await.status.as_u16());
     }
     // Round robin gives the failing target every other request until its second failure.
     assert_eq!(bad.count("/lb"), 2, "{statuses:?}");
@@ -213,10 +213,7 @@ async fn a_target_failing_in_a_row_is_ejected_but_never_all() {
     // Both failing: one may be out (50% of 2), the other keeps taking requests.
     good.set("/lb", Answer::status(503, "down", &[]));
     for _ in 0..10 {
-        let request = Request::get(gw.url("/lb"))
-            .body(Full::<Bytes>::default())
-            .unwrap();
-        assert_eq!(send(&client, request).await.status, 503);
+        assert_eq!(get_lb(&client, &gw).await.status, 503);
     }
     assert_eq!(good.count("/lb"), 32, "the last target in is never ejected");
 }
@@ -244,12 +241,7 @@ async fn ejections_survive_a_reload_of_an_unchanged_upstream() {
     let two = format!("{}, {}", bad.url(), good.url());
     let gw = TestGateway::start(&yaml(&two, "")).await;
     let client = client();
-    let get = || {
-        let request = Request::get(gw.url("/lb"))
-            .body(Full::<Bytes>::default())
-            .unwrap();
-        send(&client, request)
-    };
+    let get = || get_lb(&client, &gw);
     for _ in 0..6 {
         get().await;
     }
