@@ -7,9 +7,23 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::origin::{Answer, Origin};
-use common::{client, send, server_yaml, TestGateway};
+use common::{client, send, server_yaml, Got, TestGateway};
 use http::Request;
 use http_body_util::Full;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+
+/// One GET of `path` through the gateway, on `client`'s pooled connections.
+async fn send_get(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    gw: &TestGateway,
+    path: &str,
+) -> Got {
+    let request = Request::get(gw.url(path))
+        .body(Full::<Bytes>::default())
+        .unwrap();
+    send(client, request).await
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn requests_beyond_max_requests_get_503_at_once() {
@@ -27,12 +41,7 @@ async fn requests_beyond_max_requests_get_503_at_once() {
     );
     let gw = TestGateway::start(&yaml).await;
     let client = client();
-    let get = |path: &str| {
-        let request = Request::get(gw.url(path))
-            .body(Full::<Bytes>::default())
-            .unwrap();
-        send(&client, request)
-    };
+    let get = |path| send_get(&client, &gw, path);
     // Two slow requests take both slots; a third is answered while they are still in flight.
     let slow = async {
         let answers = futures_util::future::join(get("/slow"), get("/slow")).await;
@@ -90,12 +99,7 @@ async fn requests_in_flight_still_count_after_a_reload() {
     };
     let gw = TestGateway::start(&yaml("")).await;
     let client = client();
-    let get = |path: &str| {
-        let request = Request::get(gw.url(path))
-            .body(Full::<Bytes>::default())
-            .unwrap();
-        send(&client, request)
-    };
+    let get = |path| send_get(&client, &gw, path);
     let slow = get("/slow");
     let reloaded_then_refused = async {
         common::eventually("the slow request reached the origin", || async {
