@@ -81,12 +81,7 @@ cleanup() {
     if [[ $KEEP_TMP == 1 ]]; then log "temp dir kept: $TMP"; else rm -rf "$TMP"; fi
     exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-USER_DIRECTIVE=""
-if ((EUID == 0)); then USER_DIRECTIVE="user root;"; fi
+on_exit cleanup
 
 # start_origin NAME PORT : an nginx origin in a directory of its own (the template names its
 # pid and temp files after the directory); sets SERVER_PID.

@@ -182,12 +182,7 @@ cleanup() {
     fi
     exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-USER_DIRECTIVE=""
-if ((EUID == 0)); then USER_DIRECTIVE="user root;"; fi
+on_exit cleanup
 
 # start_nginx NAME TEMPLATE PORT [KEY=VALUE...] ; sets SERVER_PID. NGINX_GLOBAL, when set,
 # adds main-context directives (nginx -g).

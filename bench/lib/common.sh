@@ -33,6 +33,13 @@ stop_started() {
     wait 2>/dev/null || true
 }
 
+# on_exit FUNCTION : runs FUNCTION on exit, failure, Ctrl-C (status 130) or SIGTERM (143).
+on_exit() {
+    trap "$1" EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+}
+
 # tail_logs FILE... : the last 20 lines of each non-empty FILE on stderr, named relative to TMP
 # (an unmatched glob is passed over).
 tail_logs() {
@@ -107,6 +114,11 @@ wait_http() {
 }
 
 # ---------------------------------------------------------------- configs and the binary
+
+# Started as root, nginx's workers would switch to nobody and lose the temp dir; the templates'
+# @USER_DIRECTIVE@ keeps them root.
+USER_DIRECTIVE=""
+if ((EUID == 0)); then USER_DIRECTIVE="user root;"; fi
 
 # render TEMPLATE OUT KEY=VALUE... : replaces @KEY@ with VALUE.
 render() {
