@@ -30,6 +30,19 @@ async fn gateway(balance: &str, targets: &[(&Origin, u32)]) -> TestGateway {
     TestGateway::start(&yaml).await
 }
 
+/// Three origins answering `/lb` with 200.
+async fn three_origins() -> [Origin; 3] {
+    let origins = [
+        Origin::start().await,
+        Origin::start().await,
+        Origin::start().await,
+    ];
+    for origin in &origins {
+        origin.set("/lb", Answer::ok("x", &[]));
+    }
+    origins
+}
+
 /// One GET of `/lb` through the gateway, on `client`'s pooled connections.
 async fn get_lb(client: &HttpClient, gw: &TestGateway) -> Got {
     let request = Request::get(gw.url("/lb"))
@@ -67,14 +80,7 @@ async fn least_requests_sends_less_to_a_slow_target() {
 /// gives each target exactly its weight, interleaved rather than in runs.
 #[tokio::test]
 async fn weighted_round_robin_is_exact_over_each_cycle() {
-    let (a, b, c) = (
-        Origin::start().await,
-        Origin::start().await,
-        Origin::start().await,
-    );
-    for origin in [&a, &b, &c] {
-        origin.set("/lb", Answer::ok("x", &[]));
-    }
+    let [a, b, c] = three_origins().await;
     let gw = gateway("round_robin", &[(&a, 3), (&b, 1), (&c, 2)]).await;
     let client = client();
     for cycle in 1..=5 {
@@ -88,14 +94,7 @@ async fn weighted_round_robin_is_exact_over_each_cycle() {
 
 #[tokio::test]
 async fn random_follows_the_weights() {
-    let (a, b, c) = (
-        Origin::start().await,
-        Origin::start().await,
-        Origin::start().await,
-    );
-    for origin in [&a, &b, &c] {
-        origin.set("/lb", Answer::ok("x", &[]));
-    }
+    let [a, b, c] = three_origins().await;
     let gw = gateway("random", &[(&a, 1), (&b, 1), (&c, 2)]).await;
     let client = client();
     for _ in 0..400 {
@@ -135,14 +134,7 @@ async fn served_by(gw: &TestGateway, origins: &[&Origin], users: &[String]) -> V
 
 #[tokio::test]
 async fn hash_keeps_each_key_on_one_target_and_moves_few_when_one_goes() {
-    let origins = [
-        Origin::start().await,
-        Origin::start().await,
-        Origin::start().await,
-    ];
-    for origin in &origins {
-        origin.set("/lb", Answer::ok("x", &[]));
-    }
+    let origins = three_origins().await;
     let all: Vec<&Origin> = origins.iter().collect();
     let yaml = |targets: &[&Origin]| {
         let list: Vec<String> = targets.iter().map(|o| o.url()).collect();
