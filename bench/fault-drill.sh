@@ -99,7 +99,7 @@ start_origin() {
 
 metric() { # NAME_AND_LABELS -> its value in gatehouse's /metrics (0 when absent)
     curl -s --max-time 2 "$GATEWAY_URL/metrics" |
-        awk -v s="$1" 'index($0, s " ") == 1 { print $2; found = 1; exit } END { if (!found) print 0 }'
+        awk -v s="$1" '!found && index($0, s " ") == 1 { print $2; found = 1 } END { if (!found) print 0 }'
 }
 
 field() { # LINE KEY -> value of KEY=value in a FAULT line
