@@ -1,9 +1,8 @@
 //! One call to an upstream, owned in one place: admit it, pick a target (passing over ejected
 //! ones), send under the deadline, wait for the answer's first body bytes, and classify the
 //! outcome once. That one classification feeds the metrics, the circuit breaker, outlier
-//! detection and the log line,
-//! and becomes the [`UpstreamError`] the request path maps to a status. The request path only
-//! shapes the request before and the response after.
+//! detection and the log line, and becomes the [`UpstreamError`] the request path maps to a
+//! status. The request path only shapes the request before and the response after.
 //!
 //! With `retry`, the same classification decides whether to try again: a retryable outcome,
 //! for a method that is retried, with the body kept, attempts and retry budget left, and time
