@@ -231,6 +231,93 @@ impl GatewayError {
         }
         response
     }
+
+    /// The gRPC status code for this error (the gRPC spec's mapping of HTTP statuses, made
+    /// more exact where the gateway knows why: a deadline, a size limit, a rate limit).
+    pub fn grpc_status(&self) -> u8 {
+        use GatewayError::*;
+        const DEADLINE_EXCEEDED: u8 = 4;
+        const PERMISSION_DENIED: u8 = 7;
+        const RESOURCE_EXHAUSTED: u8 = 8;
+        const UNIMPLEMENTED: u8 = 12;
+        const INTERNAL: u8 = 13;
+        const UNAVAILABLE: u8 = 14;
+        const UNAUTHENTICATED: u8 = 16;
+        match self {
+            InvalidPath(_) | BadRequest(_) => INTERNAL,
+            VersionNotSupported | NoRoute | MethodNotAllowed { .. } => UNIMPLEMENTED,
+            BodyTooLarge { .. } | HeadersTooLarge { .. } | HeaderNameTooLong { .. } => {
+                RESOURCE_EXHAUSTED
+            }
+            RateLimited { .. } => RESOURCE_EXHAUSTED,
+            UpstreamTimeout { .. } => DEADLINE_EXCEEDED,
+            UpstreamConnect { .. }
+            | UpstreamFailed { .. }
+            | UpstreamOverloaded { .. }
+            | CircuitOpen { .. }
+            | NotCached
+            | RateLimitStoreUnavailable
+            | NoTarget { .. }
+            | NoHealthyUpstream { .. } => UNAVAILABLE,
+            Unauthenticated(_) => UNAUTHENTICATED,
+            Forbidden(_) => PERMISSION_DENIED,
+        }
+    }
+
+    /// The answer to a gRPC request: a trailers-only response (HTTP 200, no body, `grpc-status`
+    /// and `grpc-message` in the headers) that gRPC clients read as the call's status, with the
+    /// headers the JSON form would carry (Retry-After, WWW-Authenticate, ...).
+    pub fn to_grpc_response(&self, request_id: &HeaderValue) -> Response<ResponseBody> {
+        let mut response = self.to_response(request_id);
+        *response.body_mut() = ResponseBody::Empty;
+        *response.status_mut() = StatusCode::OK;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert(
+            GRPC_STATUS,
+            HeaderValue::from(u16::from(self.grpc_status())),
+        );
+        if let Ok(message) = HeaderValue::try_from(grpc_percent_encode(&self.to_string())) {
+            headers.insert(GRPC_MESSAGE, message);
+        }
+        response
+    }
+}
+
+/// `grpc-status`: the status of a gRPC call.
+pub const GRPC_STATUS: header::HeaderName = header::HeaderName::from_static("grpc-status");
+/// `grpc-message`: the status message of a gRPC call, percent-encoded.
+pub const GRPC_MESSAGE: header::HeaderName = header::HeaderName::from_static("grpc-message");
+
+/// Whether a request is a gRPC call (`content-type: application/grpc` or `application/grpc+…`;
+/// gRPC-Web is another protocol and is answered in JSON).
+pub fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .map(HeaderValue::as_bytes)
+        .is_some_and(|ct| {
+            let ct = ct.to_ascii_lowercase();
+            ct == b"application/grpc"
+                || ct.starts_with(b"application/grpc+")
+                || ct.starts_with(b"application/grpc;")
+        })
+}
+
+/// Percent-encodes a `grpc-message` as the gRPC spec asks: bytes outside printable ASCII, and
+/// `%`, become `%XX`.
+fn grpc_percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for &b in text.as_bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -361,5 +448,54 @@ mod tests {
         }
         .to_response(&id);
         assert_eq!(response.headers()["retry-after"], "1");
+    }
+
+    #[test]
+    fn grpc_statuses_follow_the_grpc_mapping_and_messages_are_percent_encoded() {
+        let up: std::sync::Arc<str> = "u".into();
+        for (error, status) in [
+            (GatewayError::NoRoute, 12),
+            (GatewayError::BadRequest("x"), 13),
+            (GatewayError::BodyTooLarge { limit: 1 }, 8),
+            (GatewayError::RateLimited { retry_after: 1 }, 8),
+            (
+                GatewayError::UpstreamTimeout {
+                    upstream: up.clone(),
+                },
+                4,
+            ),
+            (
+                GatewayError::UpstreamConnect {
+                    upstream: up.clone(),
+                },
+                14,
+            ),
+            (GatewayError::NoHealthyUpstream { upstream: up }, 14),
+            (
+                GatewayError::Unauthenticated(crate::auth::jwt::AuthFailure::Missing),
+                16,
+            ),
+        ] {
+            assert_eq!(error.grpc_status(), status, "{error}");
+            let response = error.to_grpc_response(&HeaderValue::from_static("id"));
+            assert_eq!(response.status(), StatusCode::OK);
+            assert_eq!(response.headers()[GRPC_STATUS], status.to_string().as_str());
+            assert!(matches!(response.body(), ResponseBody::Empty));
+        }
+        assert_eq!(grpc_percent_encode("a 100% é\n"), "a 100%25 %C3%A9%0A");
+        assert_eq!(grpc_percent_encode("tab\there"), "tab%09here");
+        let mut headers = http::HeaderMap::new();
+        for (ct, grpc) in [
+            ("application/grpc", true),
+            ("application/grpc+proto", true),
+            ("Application/GRPC", true),
+            ("application/grpc-web", false),
+            ("application/grpc-web+proto", false),
+            ("application/json", false),
+        ] {
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+            assert_eq!(is_grpc(&headers), grpc, "{ct}");
+        }
+        assert!(!is_grpc(&http::HeaderMap::new()));
     }
 }

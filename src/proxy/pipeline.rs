@@ -38,7 +38,7 @@ use super::request_filter::request_filter;
 use super::response_filter::{response_filter, Source};
 use crate::body::{drain, RequestBody};
 use crate::config::Snapshot;
-use crate::error::GatewayError;
+use crate::error::{is_grpc, GatewayError};
 use crate::http1::request::MAX_HEADER_NAME;
 use crate::observability::access_log::RequestRecord;
 use crate::observability::metrics::Metrics;
@@ -228,6 +228,8 @@ pub async fn handle(
             return (response, record, access_log);
         }
     };
+    // Read now: forwarding takes the request's headers.
+    let grpc = is_grpc(&ctx.head.headers);
     let (mut response, source) = match phases(&mut ctx, body, &gateway).await {
         Ok(response) => (response, Source::Route),
         Err(Stop::Respond(status, headers)) => {
@@ -235,6 +237,9 @@ pub async fn handle(
             *response.status_mut() = status;
             *response.headers_mut() = headers;
             (response, Source::Gateway)
+        }
+        Err(Stop::Fail(error)) if grpc => {
+            (error.to_grpc_response(&ctx.request_id), Source::Gateway)
         }
         Err(Stop::Fail(error)) => (error.to_response(&ctx.request_id), Source::Gateway),
     };
@@ -358,7 +363,11 @@ fn unrouted(
     error: GatewayError,
     arrival: Arrival,
 ) -> (Response<ResponseBody>, RequestRecord) {
-    let mut response = error.to_response(&arrival.request_id);
+    let mut response = if is_grpc(&head.headers) {
+        error.to_grpc_response(&arrival.request_id)
+    } else {
+        error.to_response(&arrival.request_id)
+    };
     response
         .headers_mut()
         .insert(X_REQUEST_ID, arrival.request_id.clone());
