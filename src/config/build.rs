@@ -36,6 +36,7 @@ use crate::upstream::balance::{
 use crate::upstream::outlier::{OutlierSettings, Outliers};
 use crate::upstream::pool::{Pool, PoolSettings};
 use crate::upstream::retry::RetryBudget;
+use crate::upstream::stream::ConnectTarget;
 use crate::upstream::{connect_address, parse_target, Target, Upstream};
 use crate::upstream::{Bulkhead, HashOn};
 
@@ -521,8 +522,12 @@ fn build_upstream(
         connect_timeout,
         targets: targets
             .iter()
-            .map(|t| connect_address(&t.authority))
+            .map(|t| ConnectTarget {
+                address: connect_address(&t.authority),
+                tls_name: None,
+            })
             .collect(),
+        tls: None,
     };
     let pool = registries
         .pools

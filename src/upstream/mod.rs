@@ -9,6 +9,7 @@ pub mod health;
 pub mod outlier;
 pub mod pool;
 pub mod retry;
+pub mod stream;
 pub mod window;
 
 use crate::observability::metrics::UpstreamMetrics;
