@@ -468,3 +468,42 @@ async fn health_checks_of_https_targets_go_through_tls() {
     let got = get(&gw.url("/")).await;
     assert_eq!(got.status.as_u16(), 200, "{}", got.text());
 }
+
+#[tokio::test]
+async fn a_reload_after_the_ca_file_changed_makes_a_new_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("test ca");
+    let origin = Origin::start(&ca.leaf(&["localhost"]), None, AfterFirst::Nothing).await;
+    let ca_file = write(dir.path(), "ca.pem", &ca.pem());
+    let yaml = config(
+        &format!("https://localhost:{}", origin.addr.port()),
+        &[format!("ca_file: {}", ca_file.display())],
+        "workers: 1",
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let c = client();
+    assert_eq!(fetch(&c, &gw, "/").await.status.as_u16(), 200);
+    let reload = |mark: &'static str| {
+        let before = gw.handle.snapshot();
+        std::fs::write(gw.path("gateway.yaml"), format!("{yaml}# {mark}\n")).unwrap();
+        let gw = &gw;
+        async move {
+            eventually("the reload applied", || async {
+                !Arc::ptr_eq(&before, &gw.handle.snapshot())
+            })
+            .await;
+            Arc::clone(&before.upstreams[0].pool)
+        }
+    };
+    // The same files: the pool and its TLS connection stay.
+    let pool = reload("same").await;
+    assert!(Arc::ptr_eq(&pool, &gw.handle.snapshot().upstreams[0].pool));
+    // The CA file now holds another CA: the new pool's client does not trust the origin, and
+    // the connection made under the old one is not reused.
+    write(dir.path(), "ca.pem", &Ca::new("other ca").pem());
+    let pool = reload("other ca").await;
+    assert!(!Arc::ptr_eq(&pool, &gw.handle.snapshot().upstreams[0].pool));
+    let got = fetch(&c, &gw, "/").await;
+    assert_eq!(got.status.as_u16(), 502, "{}", got.text());
+    assert_eq!(origin.handshakes(), 1);
+}
