@@ -17,7 +17,6 @@ use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair}
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 /// A test certificate authority.
@@ -127,7 +126,12 @@ impl Origin {
         };
         let config = builder.with_single_cert(leaf.chain(), leaf.key()).unwrap();
         let acceptor = TlsAcceptor::from(Arc::new(config));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        // A small receive buffer, so a large upload fills the gateway's socket while the origin
+        // reads it slowly (see `read_request`).
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(16 << 10).unwrap();
+        socket.bind(([127, 0, 0, 1], 0).into()).unwrap();
+        let listener = socket.listen(64).unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Seen::default());
         let shared = Arc::clone(&seen);
@@ -150,15 +154,17 @@ impl Origin {
                         .unwrap()
                         .push(session.peer_certificates().is_some());
                     let mut first = n == 0;
-                    while read_head(&mut tls).await {
-                        let body = format!("conn{n}");
-                        let answer = format!(
-                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
-                            body.len()
-                        );
-                        if tls.write_all(answer.as_bytes()).await.is_err()
-                            || tls.flush().await.is_err()
-                        {
+                    while let Some((path, received)) = read_request(&mut tls).await {
+                        let body = match path.as_str() {
+                            "/big" => vec![b'x'; BIG],
+                            "/upload" => format!("conn{n} {}", fnv(&received)).into_bytes(),
+                            _ => format!("conn{n}").into_bytes(),
+                        };
+                        let mut answer =
+                            format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len())
+                                .into_bytes();
+                        answer.extend_from_slice(&body);
+                        if tls.write_all(&answer).await.is_err() || tls.flush().await.is_err() {
                             return;
                         }
                         match (std::mem::take(&mut first), then) {
@@ -204,17 +210,41 @@ enum AfterFirst {
     KeyUpdate,
 }
 
-/// Reads one request head (the gateway's requests here have no body); false at the end.
-async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> bool {
+/// A body large enough to take many TLS records and reads: 1 MiB.
+const BIG: usize = 1 << 20;
+
+/// Reads one request: its path, and its Content-Length body (the gateway sends bodies of a
+/// known length here). `None` at the end.
+async fn read_request<S: AsyncRead + Unpin>(stream: &mut S) -> Option<(String, Vec<u8>)> {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
         match stream.read(&mut byte).await {
             Ok(1) => head.push(byte[0]),
-            _ => return false,
+            _ => return None,
         }
     }
-    true
+    let head = String::from_utf8(head).unwrap();
+    let path = head.split(' ').nth(1).unwrap().to_string();
+    let length = head
+        .to_ascii_lowercase()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("content-length: ")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    if length > BIG {
+        // A slow reader: the gateway's writes keep meeting a full socket.
+        for chunk in body.chunks_mut(64 << 10) {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            stream.read_exact(chunk).await.ok()?;
+        }
+    } else {
+        stream.read_exact(&mut body).await.ok()?;
+    }
+    Some((path, body))
 }
 
 /// Writes `text` to `name` in `dir`; the absolute path.
@@ -274,6 +304,33 @@ async fn a_target_signed_by_the_ca_file_is_trusted_and_its_connection_reused() {
         *origin.seen.sni.lock().unwrap(),
         vec![Some("localhost".to_string())]
     );
+}
+
+#[tokio::test]
+async fn large_bodies_cross_a_tls_connection_both_ways() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("test ca");
+    let origin = Origin::start(&ca.leaf(&["localhost"]), None, AfterFirst::Nothing).await;
+    let ca_file = write(dir.path(), "ca.pem", &ca.pem());
+    let gw = gateway(
+        &format!("https://localhost:{}", origin.addr.port()),
+        &[format!("ca_file: {}", ca_file.display())],
+    )
+    .await;
+    let c = client();
+    let got = fetch(&c, &gw, "/big").await;
+    assert_eq!(got.status.as_u16(), 200);
+    assert!(got.body.len() == BIG && got.body.iter().all(|&b| b == b'x'));
+    let upload = pattern(0, 8 * BIG);
+    let got = send(
+        &c,
+        Request::post(gw.url("/upload"))
+            .body(Full::new(Bytes::from(upload.clone())))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(got.text(), format!("conn0 {}", fnv(&upload)));
+    assert_eq!(origin.handshakes(), 1);
 }
 
 #[tokio::test]
