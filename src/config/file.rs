@@ -331,7 +331,7 @@ pub struct UpstreamSection {
     pub balance: Option<Spanned<Balance>>,
     /// How gatehouse talks to the targets.
     pub protocol: Option<Spanned<Protocol>>,
-    /// Time allowed to open a TCP connection to a target.
+    /// Time allowed to open a connection to a target (the TLS handshake included).
     pub connect_timeout: Option<Spanned<ConfigDuration>>,
     /// Time allowed until response headers arrive.
     pub timeout: Option<Spanned<ConfigDuration>>,

@@ -36,7 +36,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(5);
 /// The settings a pool is made from; a reload that keeps them keeps the pool's connections.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolSettings {
-    /// Time allowed to establish a TCP connection.
+    /// Time allowed to establish a connection: TCP, and the TLS handshake for `https://`.
     pub connect_timeout: Duration,
     /// Where to connect for each target, in order.
     pub targets: Vec<ConnectTarget>,
