@@ -257,7 +257,7 @@ fn invalid_matchers_headers_addresses_and_targets() {
         r("bad header value", header_value, (8, 34), "invalid header value"),
         g("listen not IP:port", "server:\n  listen: localhost:80\n", (2, 11), "invalid listen address `localhost:80`"),
         g("bad trusted proxy", gateway("  trusted_proxies: [10.0.0.0/33]\n"), (3, 21), "invalid trusted proxy `10.0.0.0/33`"),
-        r("https target", targets("[https://127.0.0.1:1]"), (3, 15), "https targets are not supported yet"),
+        r("ftp target", targets("[ftp://127.0.0.1:1]"), (3, 15), "unsupported scheme `ftp`; use http:// or https://"),
         r("target with a path", targets("[http://127.0.0.1:1/api]"), (3, 15), "has a path or query"),
         r("target without scheme", targets("[127.0.0.1:1]"), (3, 15), "needs a scheme"),
         r("weight 0", weight_0, (4, 9), "weight must be between 1 and 10000"),
@@ -317,7 +317,6 @@ fn sections_not_supported_yet_are_refused_at_their_key() {
         r("ejection_time 0", upstream_with("    outlier_detection:\n      ejection_time: 0s\n"), (5, 22), "`ejection_time` must be greater than zero"),
         r("max_ejected_percent 101", upstream_with("    outlier_detection:\n      max_ejected_percent: 101\n"), (5, 28), "`max_ejected_percent` must be 1 to 100"),
         in_upstream("discovery", "    discovery:\n      dns: orders.internal:4003\n"),
-        in_upstream("tls", "    tls:\n      insecure_skip_verify: true\n"),
         // For these the value, not the key, is what is refused.
         r("hash without hash_on", upstream_with("    balance: hash\n"), (4, 14), "`balance: hash` needs `hash_on`"),
         r("hash_on without hash", upstream_with("    hash_on: ip\n"), (4, 14), "`hash_on` applies with `balance: hash` only"),
@@ -325,6 +324,61 @@ fn sections_not_supported_yet_are_refused_at_their_key() {
         r("bad cookie name", upstream_with("    balance: hash\n    hash_on: 'cookie:a;b'\n"), (5, 14), "invalid `hash_on`"),
         r("h2", upstream_with("    protocol: h2\n"), (4, 15), "only protocol http1 is supported"),
     ]);
+}
+
+/// Upstream `tls:` files and settings are checked at load, each error where it is written; the
+/// certificates are made by the test.
+#[rustfmt::skip]
+#[test]
+fn upstream_tls_files_and_settings_are_checked() {
+    let ca = rcgen::generate_simple_self_signed(vec!["ca".into()]).unwrap();
+    let client = rcgen::generate_simple_self_signed(vec!["gateway".into()]).unwrap();
+    let other = rcgen::generate_simple_self_signed(vec!["other".into()]).unwrap();
+    let files = [
+        ("ca.pem", ca.cert.pem()),
+        ("empty.pem", "no certificate here\n".to_string()),
+        ("gw.crt", client.cert.pem()),
+        ("gw.key", client.signing_key.serialize_pem()),
+        ("other.key", other.signing_key.serialize_pem()),
+    ];
+    // `tls:` at 4:5, its keys from line 5 at column 7.
+    let https = |what, tls: &str, at, says| {
+        let mut case = r(what, upstream(&format!("    targets: [https://127.0.0.1:1]\n    tls:\n{tls}")), at, says);
+        case.files.extend(files.iter().cloned());
+        case
+    };
+    check(vec![
+        https("missing ca_file", "      ca_file: missing.pem\n", (5, 16), "cannot read ca_file `missing.pem`"),
+        https("ca_file without certificates", "      ca_file: empty.pem\n", (5, 16), "ca_file `empty.pem` holds no PEM certificate"),
+        https("ca_file and insecure_skip_verify", "      ca_file: ca.pem\n      insecure_skip_verify: true\n", (5, 16), "`ca_file` has no effect with `insecure_skip_verify: true`"),
+        https("cert_file without key_file", "      cert_file: gw.crt\n", (5, 18), "`cert_file` needs `key_file`"),
+        https("key_file without cert_file", "      key_file: gw.key\n", (5, 17), "`key_file` needs `cert_file`"),
+        https("key of another certificate", "      cert_file: gw.crt\n      key_file: other.key\n", (5, 18), "key_file `other.key` does not match cert_file `gw.crt`"),
+        https("missing cert_file", "      cert_file: missing.crt\n      key_file: gw.key\n", (5, 18), "cannot read `missing.crt`"),
+        https("bad server_name", "      server_name: 'not a name'\n", (5, 20), "`not a name` is not a valid server name"),
+        https("unknown key", "      ca_fle: ca.pem\n", (5, 7), "unknown field `ca_fle`"),
+        r("tls with http targets only", upstream_with("    tls:\n      server_name: a.internal\n"), (4, 5), "`tls` applies to https:// targets"),
+    ]);
+    // A complete section loads; insecure_skip_verify loads with a warning where it is written.
+    let mut ok: Vec<(&str, String)> = files.to_vec();
+    ok.push(("gateway.yaml", GATEWAY.to_string()));
+    ok.push(("routes/r.yaml", upstream("    targets: [https://127.0.0.1:1]\n    tls:\n      ca_file: ca.pem\n      server_name: a.internal\n      cert_file: gw.crt\n      key_file: gw.key\n")));
+    let as_refs = |files: &[(&'static str, String)]| files.iter().map(|(n, t)| (*n, t.clone())).collect::<Vec<_>>();
+    let load = |files: &[(&'static str, String)]| {
+        let files = as_refs(files);
+        let files: Vec<(&str, &str)> = files.iter().map(|(n, t)| (*n, t.as_str())).collect();
+        loads(&files)
+    };
+    assert!(load(&ok).warnings.is_empty());
+    ok.pop();
+    ok.push(("routes/r.yaml", upstream("    targets: [https://127.0.0.1:1]\n    tls:\n      insecure_skip_verify: true\n")));
+    let warnings: Vec<String> = load(&ok)
+        .warnings
+        .iter()
+        .map(|w| { let m = w.mark.unwrap(); format!("{}:{}: {}", m.line, m.column, w.message) })
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].starts_with("5:29: ") && warnings[0].contains("upstream `a`: insecure_skip_verify is true"), "{warnings:?}");
 }
 
 /// `retry` values are refused where they are written, with what to write instead.
@@ -426,7 +480,7 @@ fn an_invalid_upstream_is_reported_once() {
     let used = |settings: &str| format!("{}routes:\n  - name: r\n    match: {{path: /x}}\n    upstream: a\n", upstream(settings));
     let with_a_target = |setting: &str| used(&format!("    targets: [http://127.0.0.1:1]\n{setting}"));
     check(vec![
-        r("https target", used("    targets: [https://127.0.0.1:1]\n"), (3, 15), "https targets are not supported yet"),
+        r("ftp target", used("    targets: [ftp://127.0.0.1:1]\n"), (3, 15), "unsupported scheme `ftp`"),
         r("unknown field", with_a_target("    tiemout: 5s\n"), (4, 5), "unknown field `tiemout`"),
         r("zero timeout", with_a_target("    timeout: 0s\n"), (4, 14), "must be greater than zero"),
     ]);
@@ -684,7 +738,7 @@ fn a_key_left_empty_is_an_error_not_an_absent_key() {
         r("circuit_breaker", upstream_with("    circuit_breaker: {}\n"), (4, 5), "`circuit_breaker` is empty").also("`max_requests`"),
         r("health_check", upstream_with("    health_check:\n"), (4, 5), "`health_check` is empty; write its settings, or remove `health_check`").also("`path`, `interval`, `timeout`, `healthy_threshold`, `unhealthy_threshold`"),
         r("health_check {}", upstream_with("    health_check: {}\n"), (4, 5), "`health_check` is empty"),
-        unsupported(r("upstream tls", upstream_with("    tls:\n      # ca_file: ca.pem\n"), (4, 5), "`tls`")),
+        r("upstream tls", upstream_with("    tls:\n      # ca_file: ca.pem\n"), (4, 5), "`tls` is empty").also("`ca_file`, `server_name`, `insecure_skip_verify`, `cert_file`, `key_file`"),
         unsupported(g("server tls", gateway("  tls:\n"), (3, 3), "`server.tls`")),
         r("targets", upstream("    targets:\n"), (3, 5), "`targets` has no value").lacks("no targets"),
         r("match", format!("{UPSTREAM_A}routes:\n  - name: r\n    match: {{}}\n    upstream: a\n"), (6, 5), "`match` is empty"),

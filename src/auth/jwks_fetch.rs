@@ -22,11 +22,12 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, RootCertStore};
+use rustls::RootCertStore;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsConnector;
 
 use crate::net::connect_any;
+use crate::tls::client;
 
 /// Time allowed for a whole fetch: resolving, connecting, TLS, and reading the full response.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -172,17 +173,11 @@ impl fmt::Debug for Fetcher {
 }
 
 impl Default for Fetcher {
-    /// Trusts the Mozilla root programme (compiled in): the same roots wherever the gateway
-    /// runs, including slim container images that ship no CA bundle.
+    /// Trusts the Mozilla root programme (compiled in).
     fn default() -> Self {
         static DEFAULT: OnceLock<Fetcher> = OnceLock::new();
         DEFAULT
-            .get_or_init(|| {
-                let roots = RootCertStore {
-                    roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-                };
-                Fetcher::with_roots(roots)
-            })
+            .get_or_init(|| Fetcher::with_roots(client::webpki_roots()))
             .clone()
     }
 }
@@ -190,14 +185,8 @@ impl Default for Fetcher {
 impl Fetcher {
     /// A fetcher trusting exactly `roots` for `https://` URLs.
     pub fn with_roots(roots: RootCertStore) -> Fetcher {
-        // ring rather than the default aws-lc-rs: no cmake/C toolchain in the build.
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("ring supports the default TLS versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let config = client::client_config(client::Trust::Roots(roots), None, &[b"http/1.1"])
+            .expect("ring supports the default TLS versions");
         Fetcher {
             tls: TlsConnector::from(Arc::new(config)),
         }

@@ -19,6 +19,7 @@ use super::file::{
 use super::identity;
 use super::shadow;
 use super::snapshot::{LogFormat, LoggingSettings, ServerSettings, Snapshot};
+use super::upstream_tls;
 use crate::cache::settings::CacheSettings;
 use crate::header_rules::{refused_in_rules, HeaderRules, RuleTarget};
 use crate::observability::metrics::Metrics;
@@ -33,9 +34,11 @@ use crate::trusted_proxies::TrustedProxies;
 use crate::upstream::balance::{
     Balancer, LeastRequests, Rendezvous, SmoothWeighted, WeightedRandom,
 };
+use crate::upstream::health::HealthSettings;
 use crate::upstream::outlier::{OutlierSettings, Outliers};
 use crate::upstream::pool::{Pool, PoolSettings};
 use crate::upstream::retry::RetryBudget;
+use crate::upstream::stream::ConnectTarget;
 use crate::upstream::{connect_address, parse_target, Target, Upstream};
 use crate::upstream::{Bulkhead, HashOn};
 
@@ -148,7 +151,15 @@ pub fn build(
         redis_store,
     );
 
-    let upstreams = build_upstreams(files, registries, &mut errors);
+    let upstreams = build_upstreams(
+        files,
+        registries,
+        &mut errors,
+        &mut upstream_tls::Side {
+            warnings: &mut warnings,
+            content_hash: &mut content_hash,
+        },
+    );
     let by_name: HashMap<&str, &Arc<Upstream>> = upstreams.iter().map(|u| (&*u.name, u)).collect();
     let invalid_upstreams: HashSet<&str> = files
         .iter()
@@ -369,7 +380,12 @@ fn build_upstreams(
     files: &[SourceFile],
     registries: &Registries,
     errors: &mut Vec<ConfigError>,
+    side: &mut upstream_tls::Side,
 ) -> Vec<Arc<Upstream>> {
+    let base = files
+        .first()
+        .and_then(|f| f.path.parent())
+        .unwrap_or(Path::new("."));
     let mut seen: HashMap<String, (PathBuf, Mark)> = HashMap::new();
     let mut upstreams = Vec::new();
     for file in files {
@@ -393,7 +409,7 @@ fn build_upstreams(
                 continue;
             }
             seen.insert(name.value.clone(), (file.path.clone(), name.mark));
-            if let Some(upstream) = build_upstream(name, section, registries, &mut e) {
+            if let Some(upstream) = build_upstream(name, section, registries, base, &mut e, side) {
                 upstreams.push(Arc::new(upstream));
             }
         }
@@ -405,9 +421,11 @@ fn build_upstream(
     name: &Spanned<String>,
     s: &UpstreamSection,
     registries: &Registries,
+    base: &Path,
     e: &mut Errors,
+    side: &mut upstream_tls::Side,
 ) -> Option<Upstream> {
-    e.unsupported(&[("discovery", &s.discovery), ("tls", &s.tls)]);
+    e.unsupported(&[("discovery", &s.discovery)]);
     let health = s
         .health_check
         .as_ref()
@@ -517,12 +535,36 @@ fn build_upstream(
     if targets.len() != s.targets.len() {
         return None;
     }
+    let https = targets.iter().any(|t| t.scheme == http::uri::Scheme::HTTPS);
+    let tls = upstream_tls::build_upstream_tls(&name.value, s.tls.as_ref(), https, base, e, side);
+    if https && tls.is_none() {
+        return None;
+    }
+    let mut connect_targets = Vec::with_capacity(targets.len());
+    for (target, spec) in targets.iter().zip(&s.targets) {
+        let tls_name = match (&tls, target.scheme == http::uri::Scheme::HTTPS) {
+            (Some(tls), true) => match tls.server_name_for(target.authority.host()) {
+                Ok(name) => Some(name),
+                Err(message) => {
+                    e.at(spec.mark, message);
+                    return None;
+                }
+            },
+            _ => None,
+        };
+        connect_targets.push(ConnectTarget {
+            address: connect_address(&target.scheme, &target.authority),
+            tls_name,
+        });
+    }
+    let health = health.map(|settings| HealthSettings {
+        tls: tls.clone(),
+        ..settings
+    });
     let pool = PoolSettings {
         connect_timeout,
-        targets: targets
-            .iter()
-            .map(|t| connect_address(&t.authority))
-            .collect(),
+        targets: connect_targets,
+        tls,
     };
     let pool = registries
         .pools

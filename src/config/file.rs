@@ -331,7 +331,7 @@ pub struct UpstreamSection {
     pub balance: Option<Spanned<Balance>>,
     /// How gatehouse talks to the targets.
     pub protocol: Option<Spanned<Protocol>>,
-    /// Time allowed to open a TCP connection to a target.
+    /// Time allowed to open a connection to a target (the TLS handshake included).
     pub connect_timeout: Option<Spanned<ConfigDuration>>,
     /// Time allowed until response headers arrive.
     pub timeout: Option<Spanned<ConfigDuration>>,
@@ -339,8 +339,8 @@ pub struct UpstreamSection {
     pub read_timeout: Option<Spanned<ConfigDuration>>,
     /// Not supported yet.
     pub discovery: Unsupported,
-    /// Not supported yet.
-    pub tls: Unsupported,
+    /// The TLS client for `https://` targets.
+    pub tls: Option<AtKey<UpstreamTlsSection>>,
     /// With `balance: hash`: `header:NAME`, `ip` or `cookie:NAME`.
     pub hash_on: Option<Spanned<String>>,
     /// Active health checks of the targets.
@@ -354,6 +354,22 @@ pub struct UpstreamSection {
     #[serde(default, rename = "$damaged")]
     /// Fields that had an error.
     pub damaged: Damaged,
+}
+
+/// Upstream `tls:`: how `https://` targets are verified, and the client certificate.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsSection {
+    /// PEM roots to trust instead of the built-in Mozilla roots.
+    pub ca_file: Option<Spanned<String>>,
+    /// SNI and verification name instead of each target's host.
+    pub server_name: Option<Spanned<String>>,
+    /// Accept any server certificate (logged as a warning at every load).
+    pub insecure_skip_verify: Option<Spanned<bool>>,
+    /// PEM client certificate chain, for upstreams that require mTLS.
+    pub cert_file: Option<Spanned<String>>,
+    /// PEM key of `cert_file`.
+    pub key_file: Option<Spanned<String>>,
 }
 
 /// Upstream `circuit_breaker:`: the concurrency limit, and the breaker, which is on when any

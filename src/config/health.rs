@@ -62,6 +62,7 @@ pub(super) fn build_health_check(
         timeout,
         healthy_threshold,
         unhealthy_threshold,
+        tls: None,
     })
 }
 

@@ -16,6 +16,7 @@ mod retry;
 mod shadow;
 pub mod snapshot;
 pub mod units;
+mod upstream_tls;
 
 use std::path::{Path, PathBuf};
 

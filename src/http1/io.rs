@@ -11,7 +11,7 @@ use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http_body::Body;
-use tokio::io::Interest;
+use tokio::io::{AsyncRead, Interest};
 use tokio::net::TcpStream;
 
 use super::chunked::chunk_size_line;
@@ -32,6 +32,32 @@ pub fn poll_write_vectored(
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             result => return Poll::Ready(result),
         }
+    }
+}
+
+/// Where a [`BodySender`] writes: a socket, or a stream that may hold written bytes back (TLS
+/// records being built) until flushed.
+pub trait PollWrite {
+    /// Writes what the stream takes of `bufs` now, or waits until it can take something.
+    fn poll_write_vectored(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>>;
+
+    /// Sends what the stream holds back; a socket holds nothing.
+    fn poll_flush(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl PollWrite for &TcpStream {
+    fn poll_write_vectored(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        poll_write_vectored(self, cx, bufs)
     }
 }
 
@@ -109,17 +135,39 @@ impl ReadSize {
         if buf.capacity() == 0 {
             ready!(stream.poll_read_ready(cx))?;
         }
+        let room = self.make_room(buf);
+        let n = ready!(poll_read_buf(stream, cx, buf, 0))?;
+        self.adapt(room, n);
+        Poll::Ready(Ok(n))
+    }
+
+    /// [`ReadSize::poll_fill`] from a stream that has no readiness to wait for before the
+    /// buffer is made (a TLS stream: bytes on the socket may not be application data).
+    pub fn poll_fill_from<R: AsyncRead + Unpin>(
+        &mut self,
+        stream: &mut R,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+    ) -> Poll<io::Result<usize>> {
+        let room = self.make_room(buf);
+        let n = ready!(tokio_util::io::poll_read_buf(Pin::new(stream), cx, buf))?;
+        self.adapt(room, n);
+        Poll::Ready(Ok(n))
+    }
+
+    fn make_room(&self, buf: &mut BytesMut) -> usize {
         if buf.capacity() - buf.len() < self.0 / 4 {
             buf.reserve(self.0);
         }
-        let room = buf.capacity() - buf.len();
-        let n = ready!(poll_read_buf(stream, cx, buf, 0))?;
+        buf.capacity() - buf.len()
+    }
+
+    fn adapt(&mut self, room: usize, n: usize) {
         if n == room {
             self.0 = (self.0 * 2).min(MAX_READ_CHUNK);
         } else if n < self.0 / 8 {
             self.0 = READ_CHUNK;
         }
-        Poll::Ready(Ok(n))
     }
 }
 
@@ -193,7 +241,7 @@ where
     /// Writes what it can; `Ready(Ok)` once the head and the whole body are written.
     pub fn poll_send(
         &mut self,
-        stream: &TcpStream,
+        mut stream: impl PollWrite,
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), SendError>> {
         loop {
@@ -241,6 +289,7 @@ where
                 }
             }
             if self.nothing_queued() {
+                ready!(stream.poll_flush(cx))?;
                 return match (&self.body, self.broken.take()) {
                     (_, Some(e)) => Poll::Ready(Err(SendError::Body(e))),
                     (None, None) => Poll::Ready(Ok(())),
@@ -256,13 +305,14 @@ where
                     *slice = IoSlice::new(bytes);
                     count += 1;
                 }
-                ready!(poll_write_vectored(stream, cx, &slices[..count]))?
+                ready!(stream.poll_write_vectored(cx, &slices[..count]))?
             };
             if written == 0 {
                 return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into()));
             }
             self.advance(written);
             if body_pending && self.nothing_queued() {
+                ready!(stream.poll_flush(cx))?;
                 return Poll::Pending;
             }
         }

@@ -14,8 +14,6 @@
 pub mod clients;
 pub mod conn;
 
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 pub use clients::RedisClients;
@@ -61,78 +59,7 @@ impl std::fmt::Debug for RedisSettings {
     }
 }
 
-/// `redis.ca_file`, read and checked at config load: its path and PEM content. Settings compare
-/// by content too, so a reload after the file changed makes new connections that trust the new
-/// certificates.
-#[derive(Clone, PartialEq, Eq)]
-pub struct CaFile {
-    /// Where it was read from, for messages.
-    pub path: PathBuf,
-    /// The PEM text: one or more `CERTIFICATE` blocks.
-    pub pem: Arc<[u8]>,
-}
-
-impl std::fmt::Debug for CaFile {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CaFile")
-            .field("path", &self.path)
-            .field("bytes", &self.pem.len())
-            .finish()
-    }
-}
-
-/// Why a CA file cannot be trusted.
-#[derive(Debug, thiserror::Error)]
-pub enum CaFileError {
-    /// It could not be read.
-    #[error("cannot read ca_file `{path}`: {error}")]
-    Unreadable {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        error: std::io::Error,
-    },
-    /// It holds no `CERTIFICATE` block.
-    #[error("ca_file `{0}` holds no PEM certificate")]
-    Empty(PathBuf),
-    /// A block is not valid PEM, or not a certificate a trust anchor can be made of.
-    #[error("ca_file `{path}` has an invalid certificate: {error}")]
-    Invalid {
-        /// The file.
-        path: PathBuf,
-        /// What the parser said.
-        error: String,
-    },
-}
-
-impl CaFile {
-    /// Reads `path` and checks that every certificate in it can be trusted, as the TLS client
-    /// will when it connects (an error there would only show as a store that never connects).
-    pub fn read(path: PathBuf) -> Result<CaFile, CaFileError> {
-        use rustls::pki_types::pem::PemObject;
-        use rustls::pki_types::CertificateDer;
-        let pem = match std::fs::read(&path) {
-            Ok(pem) => pem,
-            Err(error) => return Err(CaFileError::Unreadable { path, error }),
-        };
-        let invalid = |path: &PathBuf, error: String| CaFileError::Invalid {
-            path: path.clone(),
-            error,
-        };
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(&pem) {
-            let cert = cert.map_err(|e| invalid(&path, e.to_string()))?;
-            roots.add(cert).map_err(|e| invalid(&path, e.to_string()))?;
-        }
-        if roots.is_empty() {
-            return Err(CaFileError::Empty(path));
-        }
-        Ok(CaFile {
-            path,
-            pem: pem.into(),
-        })
-    }
-}
+pub use crate::tls::client::{CaFile, CaFileError};
 
 /// The first pause before reconnecting; it doubles up to `reconnect_max_backoff`.
 pub const INITIAL_BACKOFF: Duration = Duration::from_millis(100);

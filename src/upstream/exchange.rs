@@ -14,18 +14,18 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http::Response;
 use http_body::{Body, Frame, SizeHint};
-use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
 use super::h1::{parse_response_head, BodyDecoder, BodyFraming, ProtocolError, MAX_HEAD_BYTES};
 use super::pool::Pool;
+use super::stream::UpstreamStream;
 use crate::body::{BoxError, LimitedBody};
 use crate::http1::chunked::Decoded;
 use crate::http1::io::{BodySender, ReadSize, SendError};
 
 /// An open HTTP/1.1 connection to one target.
 pub struct Connection {
-    stream: TcpStream,
+    stream: UpstreamStream,
     read_buf: BytesMut,
     /// How much room the next read gets (adapts to how much the upstream sends at once).
     read_size: ReadSize,
@@ -35,7 +35,7 @@ pub struct Connection {
 
 impl Connection {
     /// A fresh connection over `stream`, belonging to idle list `slot`.
-    pub(super) fn new(stream: TcpStream, slot: usize) -> Self {
+    pub(super) fn new(stream: UpstreamStream, slot: usize) -> Self {
         Connection {
             stream,
             read_buf: BytesMut::new(),
@@ -44,16 +44,14 @@ impl Connection {
         }
     }
 
-    /// Whether an idle connection is still open: the upstream has neither closed it nor sent
-    /// anything unasked. Costs no system call while the socket has nothing to read.
-    pub(super) fn is_open(&self) -> bool {
-        let mut probe = [0u8; 1];
-        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    /// Whether an idle connection is still open (see [`UpstreamStream::is_open`]).
+    pub(super) fn is_open(&mut self) -> bool {
+        self.stream.is_open()
     }
 
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        self.read_size
-            .poll_fill(&self.stream, cx, &mut self.read_buf)
+        self.stream
+            .poll_fill(&mut self.read_size, cx, &mut self.read_buf)
     }
 
     /// Gives the read buffer back before the connection idles in the pool (only a clean
@@ -105,7 +103,7 @@ impl Upload {
     /// Writes what it can; `Ready(Ok)` once the whole request is written.
     fn poll_send(
         &mut self,
-        stream: &TcpStream,
+        stream: &mut UpstreamStream,
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), ExchangeError>> {
         self.0.poll_send(stream, cx).map_err(|e| match e {
@@ -148,7 +146,7 @@ pub(super) async fn exchange(
     let mut answered = false;
     let head = poll_fn(|cx| {
         if write_error.is_none() && !upload.is_done() {
-            match upload.poll_send(&connection.stream, cx) {
+            match upload.poll_send(&mut connection.stream, cx) {
                 Poll::Ready(Err(e)) => {
                     if let ExchangeError::RequestBody(_) = e {
                         return Poll::Ready(Err(e));
@@ -354,7 +352,7 @@ impl Body for UpstreamBody {
             return Poll::Ready(None);
         };
         if let Some(upload) = this.upload.as_mut() {
-            match upload.poll_send(&connection.stream, cx) {
+            match upload.poll_send(&mut connection.stream, cx) {
                 Poll::Ready(Ok(())) => this.upload = None,
                 // The upstream stopped reading the request; its answer may still be whole.
                 Poll::Ready(Err(ExchangeError::Io(_))) => {

@@ -29,6 +29,7 @@ use http::Method;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use super::h1::{encode_request_head, parse_response_head, ProtocolError, RequestFraming};
+use super::stream::{connect, ConnectTarget, UpstreamTls};
 use super::{connect_address, Target};
 use crate::background::{BackgroundTask, StopSignal};
 use crate::observability::metrics::{Metrics, TargetHealthMetrics};
@@ -66,6 +67,8 @@ pub struct HealthSettings {
     pub healthy_threshold: u32,
     /// Failures in a row that take a healthy target out.
     pub unhealthy_threshold: u32,
+    /// The upstream's TLS client, which probes of `https://` targets go through as requests do.
+    pub tls: Option<Arc<UpstreamTls>>,
 }
 
 impl Default for HealthSettings {
@@ -76,6 +79,7 @@ impl Default for HealthSettings {
             timeout: DEFAULT_TIMEOUT,
             healthy_threshold: DEFAULT_HEALTHY_THRESHOLD,
             unhealthy_threshold: DEFAULT_UNHEALTHY_THRESHOLD,
+            tls: None,
         }
     }
 }
@@ -163,8 +167,8 @@ impl TargetHealth {
 #[derive(Debug)]
 struct ProbeTarget {
     url: Arc<str>,
-    /// `host:port` to connect to.
-    address: String,
+    /// Where to connect, and for `https://` the TLS server name.
+    connect: ConnectTarget,
     /// The whole request, head only.
     request: Box<[u8]>,
     state: TargetHealth,
@@ -221,7 +225,15 @@ impl HealthChecker {
                 );
                 ProbeTarget {
                     url: Arc::clone(&t.url),
-                    address: connect_address(&t.authority),
+                    connect: ConnectTarget {
+                        address: connect_address(&t.scheme, &t.authority),
+                        // The name was checked when the config was built.
+                        tls_name: settings
+                            .tls
+                            .as_ref()
+                            .filter(|_| t.scheme == http::uri::Scheme::HTTPS)
+                            .and_then(|tls| tls.server_name_for(t.authority.host()).ok()),
+                    },
                     request: request.into(),
                     state: TargetHealth::new(),
                     metrics: metrics.target_health(name, &t.url),
@@ -367,14 +379,15 @@ enum ProbeFailure {
 /// One probe of `target`: connect, send, read the head, all within `timeout`.
 async fn probe(target: &ProbeTarget, settings: &HealthSettings) -> Result<(), ProbeFailure> {
     let exchange = async {
-        let mut stream = crate::net::connect_any(target.address.as_str())
+        let mut stream = connect(&target.connect, settings.tls.as_deref())
             .await
-            .map_err(ProbeFailure::Connect)?;
-        let _ = stream.set_nodelay(true);
+            .map_err(|e| ProbeFailure::Connect(e.into()))?;
         stream
             .write_all(&target.request)
             .await
             .map_err(ProbeFailure::Io)?;
+        // A TLS stream may hold the request's records back until flushed.
+        stream.flush().await.map_err(ProbeFailure::Io)?;
         let status = read_status(&mut stream, MAX_PROBE_HEAD_BYTES).await?;
         if (200..400).contains(&status) {
             Ok(())

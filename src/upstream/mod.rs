@@ -9,6 +9,7 @@ pub mod health;
 pub mod outlier;
 pub mod pool;
 pub mod retry;
+pub mod stream;
 pub mod window;
 
 use crate::observability::metrics::UpstreamMetrics;
@@ -127,9 +128,9 @@ impl Bulkhead {
 pub struct Target {
     /// As configured, for logs and `explain`.
     pub url: Arc<str>,
-    /// `http`.
+    /// `http` or `https`.
     pub scheme: Scheme,
-    /// `host:port` as configured (the port defaults to 80).
+    /// `host:port` as configured (the port defaults to 80, or 443 for `https`).
     pub authority: Authority,
     /// The authority as a Host header value, for routes with `preserve_host: false`.
     pub host_header: http::HeaderValue,
@@ -173,30 +174,29 @@ impl Upstream {
     }
 }
 
-/// Where to connect for a target's authority: `host:port`, port 80 when the URL names none.
-pub fn connect_address(authority: &Authority) -> String {
+/// Where to connect for a target's authority: `host:port`, port 80 (`http`) or 443 (`https`)
+/// when the URL names none.
+pub fn connect_address(scheme: &Scheme, authority: &Authority) -> String {
+    let default = if *scheme == Scheme::HTTPS { 443 } else { 80 };
     format!(
         "{}:{}",
         authority.host(),
-        authority.port_u16().unwrap_or(80)
+        authority.port_u16().unwrap_or(default)
     )
 }
 
-/// Parses a target URL: `http://host:port` with no path, query or credentials.
+/// Parses a target URL: `http://host:port` or `https://host:port` with no path, query or
+/// credentials.
 pub fn parse_target(url: &str) -> Result<(Scheme, Authority), String> {
     let uri: http::Uri = url
         .parse()
         .map_err(|e| format!("invalid target URL `{url}`: {e}"))?;
     let scheme = match uri.scheme_str() {
         Some("http") => Scheme::HTTP,
-        Some("https") => {
-            return Err(format!(
-                "target `{url}`: https targets are not supported yet (upstream TLS); use http://"
-            ))
-        }
+        Some("https") => Scheme::HTTPS,
         Some(other) => {
             return Err(format!(
-                "target `{url}`: unsupported scheme `{other}`; use http://"
+                "target `{url}`: unsupported scheme `{other}`; use http:// or https://"
             ))
         }
         None => return Err(format!("target `{url}` needs a scheme, e.g. http://{url}")),
@@ -233,7 +233,6 @@ mod tests {
             "backend"
         );
         for (bad, expect) in [
-            ("https://x:1", "not supported yet"),
             ("ftp://x", "unsupported scheme"),
             ("127.0.0.1:80", "needs a scheme"),
             ("http://x:1/api", "has a path"),
@@ -253,9 +252,12 @@ mod tests {
             ("http://backend:8080/", "backend:8080"),
             ("http://[::1]", "[::1]:80"),
             ("http://[::1]:81", "[::1]:81"),
+            ("https://backend", "backend:443"),
+            ("https://backend:8443", "backend:8443"),
+            ("https://[::1]", "[::1]:443"),
         ] {
-            let (_, authority) = parse_target(url).unwrap();
-            assert_eq!(connect_address(&authority), address, "{url}");
+            let (scheme, authority) = parse_target(url).unwrap();
+            assert_eq!(connect_address(&scheme, &authority), address, "{url}");
         }
     }
 

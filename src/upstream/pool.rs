@@ -19,8 +19,8 @@ use http_body::Body;
 use super::call::is_idempotent;
 use super::exchange::{exchange, Connection, ExchangeError, Failed, Upload};
 use super::h1::{encode_request_head, RequestFraming};
+use super::stream::{connect, ConnectTarget, UpstreamTls};
 use crate::body::LimitedBody;
-use crate::net::connect_any;
 use crate::per_worker::PerWorker;
 
 pub use super::exchange::{ReadTimeout, UpstreamBody};
@@ -36,10 +36,12 @@ const SWEEP_EVERY: Duration = Duration::from_secs(5);
 /// The settings a pool is made from; a reload that keeps them keeps the pool's connections.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolSettings {
-    /// Time allowed to establish a TCP connection.
+    /// Time allowed to establish a connection: TCP, and the TLS handshake for `https://`.
     pub connect_timeout: Duration,
-    /// `host:port` to connect to for each target, in order (the port always given).
-    pub targets: Vec<String>,
+    /// Where to connect for each target, in order.
+    pub targets: Vec<ConnectTarget>,
+    /// The TLS client for `https://` targets; part of the settings, so a change makes a new pool.
+    pub tls: Option<Arc<UpstreamTls>>,
 }
 
 /// One upstream's connections, per target.
@@ -78,7 +80,7 @@ impl std::fmt::Debug for Idle {
 /// Why an upstream request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
-    /// No TCP connection could be made.
+    /// No TCP connection (or, for `https://`, no TLS session) could be made.
     #[error("connect to {target}: {source}")]
     Connect {
         /// `host:port`.
@@ -165,7 +167,7 @@ impl Pool {
     /// An idle connection that is still open, most recently used first.
     fn checkout(&self, target: usize) -> Option<Connection> {
         let mut list = self.list(self.home(target)).lock();
-        while let Some(idle) = list.pop() {
+        while let Some(mut idle) = list.pop() {
             if idle.since.elapsed() < IDLE_TIMEOUT && idle.conn.is_open() {
                 return Some(idle.conn);
             }
@@ -175,19 +177,18 @@ impl Pool {
 
     async fn connect(self: &Arc<Self>, target: usize) -> Result<Connection, SendError> {
         self.start_sweeper();
-        let authority = &self.settings.targets[target];
+        let connect_target = &self.settings.targets[target];
         let connect_error = |source| SendError::Connect {
-            target: authority.clone(),
+            target: connect_target.address.clone(),
             source,
         };
         let stream = tokio::time::timeout(
             self.settings.connect_timeout,
-            connect_any(authority.as_str()),
+            connect(connect_target, self.settings.tls.as_deref()),
         )
         .await
         .map_err(|_| connect_error(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")))?
-        .map_err(connect_error)?;
-        let _ = stream.set_nodelay(true);
+        .map_err(|e| connect_error(e.into()))?;
         Ok(Connection::new(stream, self.home(target)))
     }
 
@@ -250,7 +251,7 @@ async fn sweep(pool: Weak<Pool>) {
         };
         for list in pool.all_lists() {
             let mut list = list.lock();
-            list.retain(|idle| idle.since.elapsed() < IDLE_TIMEOUT && idle.conn.is_open());
+            list.retain_mut(|idle| idle.since.elapsed() < IDLE_TIMEOUT && idle.conn.is_open());
         }
     }
 }

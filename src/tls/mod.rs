@@ -1,0 +1,3 @@
+//! TLS: the configuration of the gateway's TLS clients (HTTPS upstreams, JWKS fetches).
+
+pub mod client;
