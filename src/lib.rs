@@ -27,6 +27,7 @@ pub mod routing;
 pub mod server;
 #[cfg(test)]
 mod test_support;
+pub mod tls;
 pub mod trusted_proxies;
 pub mod upstream;
 
