@@ -103,17 +103,23 @@ impl fmt::Debug for LoadedCertificate {
 impl LoadedCertificate {
     /// Reads and checks one certificate and key pair.
     pub fn load(files: &CertificateFiles) -> Result<Self, CertificateError> {
-        let cert_pem = read(&files.cert)?;
-        let key_pem = read(&files.key)?;
-        let chain = parse_chain(&files.cert, &cert_pem)?;
-        let key =
-            PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| CertificateError::BadKey {
-                path: files.key.clone(),
-                detail: match e {
-                    rustls::pki_types::pem::Error::NoItemsFound => None,
-                    other => Some(other.to_string()),
-                },
-            })?;
+        Self::from_pem(files, &read_pem(&files.cert)?, &read_pem(&files.key)?)
+    }
+
+    /// Checks one certificate and key pair read from `files`.
+    pub fn from_pem(
+        files: &CertificateFiles,
+        cert_pem: &[u8],
+        key_pem: &[u8],
+    ) -> Result<Self, CertificateError> {
+        let chain = parse_chain(&files.cert, cert_pem)?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| CertificateError::BadKey {
+            path: files.key.clone(),
+            detail: match e {
+                rustls::pki_types::pem::Error::NoItemsFound => None,
+                other => Some(other.to_string()),
+            },
+        })?;
         let signing =
             provider::sign::any_supported_type(&key).map_err(|e| CertificateError::BadKey {
                 path: files.key.clone(),
@@ -167,7 +173,8 @@ impl LoadedCertificate {
     }
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, CertificateError> {
+/// The content of a PEM file.
+pub fn read_pem(path: &Path) -> Result<Vec<u8>, CertificateError> {
     std::fs::read(path).map_err(|source| CertificateError::Read {
         path: path.to_path_buf(),
         source,
@@ -255,6 +262,37 @@ impl ResolvesServerCert for CertificateResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let index = self.pick(hello.server_name());
         Some(Arc::clone(&self.certificates[index].key))
+    }
+}
+
+/// `server.tls` as loaded: where to listen and the TLS configuration new handshakes use.
+#[derive(Debug, Clone)]
+pub struct TlsListener {
+    /// `server.tls.listen`.
+    pub listen: std::net::SocketAddr,
+    /// The rustls configuration, with `resolver` inside.
+    pub config: Arc<ServerConfig>,
+    /// The certificates, for the expiry metric.
+    pub resolver: Arc<CertificateResolver>,
+    /// Every certificate and key file, for the file watcher.
+    pub files: Vec<PathBuf>,
+}
+
+impl TlsListener {
+    /// Builds the listener's settings from loaded certificates (the first is the default);
+    /// `None` when there are none.
+    pub fn new(
+        listen: std::net::SocketAddr,
+        certificates: Vec<LoadedCertificate>,
+        files: Vec<PathBuf>,
+    ) -> Option<Self> {
+        let resolver = Arc::new(CertificateResolver::new(certificates)?);
+        Some(TlsListener {
+            listen,
+            config: server_config(Arc::clone(&resolver)),
+            resolver,
+            files,
+        })
     }
 }
 
