@@ -142,6 +142,18 @@ fn keep_restart_only_settings(old: &Snapshot, mut new: Snapshot) -> Snapshot {
         needs_restart.push("server.listen");
         new.server.listen = old.server.listen;
     }
+    // New certificates apply to the next handshakes; the HTTPS listener itself stays as started.
+    match (&old.server.tls, &mut new.server.tls) {
+        (Some(old_tls), Some(new_tls)) if new_tls.listen != old_tls.listen => {
+            needs_restart.push("server.tls.listen");
+            new_tls.listen = old_tls.listen;
+        }
+        (Some(_), Some(_)) | (None, None) => {}
+        (old_tls, new_tls) => {
+            needs_restart.push("server.tls");
+            *new_tls = old_tls.clone();
+        }
+    }
     if new.server.workers != old.server.workers {
         needs_restart.push("server.workers");
         new.server.workers = old.server.workers;
