@@ -32,13 +32,21 @@ struct Made {
 }
 
 fn make(names: &[&str]) -> Made {
-    let made =
-        rcgen::generate_simple_self_signed(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+    make_until(names, (2035, 1, 1))
+}
+
+/// [`make`] with notAfter at midnight UTC of `(year, month, day)`.
+fn make_until(names: &[&str], not_after: (i32, u8, u8)) -> Made {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params =
+        rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
             .unwrap();
+    params.not_after = rcgen::date_time_ymd(not_after.0, not_after.1, not_after.2);
+    let cert = params.self_signed(&key).unwrap();
     Made {
-        cert_pem: made.cert.pem(),
-        key_pem: made.signing_key.serialize_pem(),
-        der: made.cert.der().clone(),
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        der: cert.der().clone(),
     }
 }
 
@@ -52,15 +60,28 @@ fn write(dir: &Path, file: &str, made: &Made) {
 struct TlsGateway {
     handle: GatewayHandle,
     /// The config folder, with the certificate files.
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl TlsGateway {
     async fn start(certs: &[(&str, &Made)], up: &EchoUpstream, server_extra: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut entries = String::new();
         for (file, made) in certs {
             write(dir.path(), file, made);
+        }
+        let stems: Vec<&str> = certs.iter().map(|(file, _)| *file).collect();
+        Self::start_in(dir, &stems, up, server_extra).await
+    }
+
+    /// Starts with the certificates `dir/{stem}.crt` and keys `dir/{stem}.key` already there.
+    async fn start_in(
+        dir: tempfile::TempDir,
+        stems: &[&str],
+        up: &EchoUpstream,
+        server_extra: &str,
+    ) -> Self {
+        let mut entries = String::new();
+        for file in stems {
             entries.push_str(&format!(
                 "      - cert: {file}.crt\n        key: {file}.key\n"
             ));
@@ -77,11 +98,22 @@ impl TlsGateway {
             watch: true,
         };
         let handle = Gateway::start(options).await.expect("gateway starts");
-        TlsGateway { handle, _dir: dir }
+        TlsGateway { handle, dir }
     }
 
     fn addr(&self) -> SocketAddr {
         self.handle.tls_addr().expect("an HTTPS listener")
+    }
+
+    /// The value of `gatehouse_tls_certificate_expiry_seconds{name="<name>"}`, if exported.
+    async fn expiry(&self, name: &str) -> Option<i64> {
+        let text = common::get(&format!("http://{}/metrics", self.handle.local_addr()))
+            .await
+            .text();
+        let series = format!("gatehouse_tls_certificate_expiry_seconds{{name=\"{name}\"}} ");
+        text.lines()
+            .find_map(|line| line.strip_prefix(&series))
+            .map(|v| v.trim().parse().unwrap())
     }
 }
 
@@ -342,4 +374,99 @@ async fn a_client_that_never_finishes_its_handshake_is_cut_after_request_header_
         "{:?}",
         started.elapsed()
     );
+}
+
+/// An HTTP/1.1 connection kept open across a certificate change.
+struct KeptConnection {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    served: CertificateDer<'static>,
+}
+
+impl KeptConnection {
+    async fn open(addr: SocketAddr) -> Self {
+        let stream = connect(addr, Some("a.test"), client_config(BOTH, &[]))
+            .await
+            .unwrap();
+        let served = stream.get_ref().1.peer_certificates().unwrap()[0]
+            .clone()
+            .into_owned();
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        KeptConnection { sender, served }
+    }
+
+    async fn get(&mut self, path: &str) -> Echo {
+        within(self.sender.ready()).await.unwrap();
+        let sender = &mut self.sender;
+        send_echo(&mut |r| sender.send_request(r), path).await
+    }
+}
+
+#[tokio::test]
+async fn a_kubernetes_secret_swap_is_served_to_new_connections_while_old_ones_keep_working() {
+    // A Secret volume: tls.crt -> ..data/tls.crt, ..data -> ..<timestamp>/.
+    let up = EchoUpstream::start("up").await;
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    std::fs::create_dir(&certs).unwrap();
+    let version = |name: &str, made: &Made| {
+        std::fs::create_dir(certs.join(name)).unwrap();
+        write(&certs.join(name), "tls", made);
+    };
+    let (old, new) = (
+        make_until(&["a.test"], (2031, 5, 17)),
+        make_until(&["a.test"], (2032, 6, 1)),
+    );
+    version("..2026_01", &old);
+    std::os::unix::fs::symlink("..2026_01", certs.join("..data")).unwrap();
+    for file in ["tls.crt", "tls.key"] {
+        std::os::unix::fs::symlink(format!("..data/{file}"), certs.join(file)).unwrap();
+    }
+    let gw = TlsGateway::start_in(dir, &["certs/tls"], &up, "").await;
+    let addr = gw.addr();
+    assert_eq!(gw.expiry("a.test").await, Some(1_936_742_400));
+    let mut kept = KeptConnection::open(addr).await;
+    assert_eq!(kept.served, old.der);
+    assert_eq!(kept.get("/before").await.target, "/before");
+
+    // What the kubelet does: new folder, new symlink, rename it over ..data.
+    version("..2026_02", &new);
+    std::os::unix::fs::symlink("..2026_02", certs.join("..data_tmp")).unwrap();
+    std::fs::rename(certs.join("..data_tmp"), certs.join("..data")).unwrap();
+    std::fs::remove_dir_all(certs.join("..2026_01")).unwrap();
+    common::eventually("the new certificate is served", || async {
+        served(addr, Some("a.test")).await == new.der
+    })
+    .await;
+    assert_eq!(gw.expiry("a.test").await, Some(1_969_660_800));
+    // The connection made before the swap still serves requests.
+    assert_eq!(kept.get("/after").await.target, "/after");
+    drop(gw.dir);
+}
+
+#[tokio::test]
+async fn a_broken_pair_keeps_the_running_certificate_until_a_good_one_arrives() {
+    let up = EchoUpstream::start("up").await;
+    let (old, other, new) = (make(&["a.test"]), make(&["b.test"]), make(&["a.test"]));
+    let gw = TlsGateway::start(&[("a", &old)], &up, "").await;
+    let addr = gw.addr();
+    // The key of another certificate: the reload is refused and the old pair stays in use.
+    std::fs::write(gw.dir.path().join("a.key"), &other.key_pem).unwrap();
+    match gw.handle.reload().await {
+        gatehouse::server::reload::ReloadOutcome::Rejected(errors) => {
+            let text = errors.to_string();
+            assert!(text.contains("does not match the certificate"), "{text}");
+        }
+        outcome => panic!("expected a rejected reload, got {outcome:?}"),
+    }
+    assert_eq!(served(addr, Some("a.test")).await, old.der);
+    // A good pair written in place (files in the config folder) is picked up by the watcher.
+    std::fs::write(gw.dir.path().join("a.crt"), &new.cert_pem).unwrap();
+    std::fs::write(gw.dir.path().join("a.key"), &new.key_pem).unwrap();
+    common::eventually("the new certificate is served", || async {
+        served(addr, Some("a.test")).await == new.der
+    })
+    .await;
 }

@@ -106,6 +106,9 @@ impl Gateway {
 
         let metrics = Arc::clone(&registries.metrics);
         metrics.set_config_version(snapshot.version);
+        if let Some(tls) = &snapshot.server.tls {
+            metrics.set_tls_certificates(tls.expiries());
+        }
         snapshot.log_warnings();
         let state = Arc::new(GatewayState {
             snapshot: ArcSwap::from_pointee(snapshot),

@@ -296,6 +296,16 @@ impl TlsListener {
     }
 }
 
+impl TlsListener {
+    /// Each certificate's metric name and notAfter (Unix time), in config order.
+    pub fn expiries(&self) -> impl Iterator<Item = (&str, i64)> {
+        self.resolver
+            .certificates()
+            .iter()
+            .map(|c| (c.label.as_str(), c.not_after))
+    }
+}
+
 /// A server configuration over `resolver`: TLS 1.2 and 1.3 with rustls' default suites for the
 /// ring provider, ALPN `h2` then `http/1.1`.
 pub fn server_config(resolver: Arc<CertificateResolver>) -> Arc<ServerConfig> {
