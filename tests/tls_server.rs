@@ -470,3 +470,71 @@ async fn a_broken_pair_keeps_the_running_certificate_until_a_good_one_arrives() 
     })
     .await;
 }
+
+#[tokio::test]
+async fn rsa_keys_in_pkcs1_and_ec_keys_in_sec1_are_served() {
+    let up = EchoUpstream::start("up").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path();
+    // openssl writes the keys (rcgen with ring cannot make RSA keys); rcgen signs with them.
+    common::openssl(
+        path,
+        &[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+            "rsa8.pem",
+        ],
+    );
+    common::openssl(
+        path,
+        &["rsa", "-in", "rsa8.pem", "-traditional", "-out", "rsa.key"],
+    );
+    common::openssl(
+        path,
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            "ec.key",
+        ],
+    );
+    // A certificate for `name` signed with the PKCS#8 key in `pkcs8`, written to `file`.
+    let self_signed = |pkcs8: &str, name: &str, file: &str| {
+        let pem = std::fs::read_to_string(path.join(pkcs8)).unwrap();
+        let key = rcgen::KeyPair::from_pem(&pem).unwrap();
+        let cert = rcgen::CertificateParams::new(vec![name.to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        std::fs::write(path.join(file), cert.pem()).unwrap();
+        cert.der().clone()
+    };
+    common::openssl(
+        path,
+        &[
+            "pkcs8", "-topk8", "-nocrypt", "-in", "ec.key", "-out", "ec8.pem",
+        ],
+    );
+    let rsa = self_signed("rsa8.pem", "rsa.test", "rsa.crt");
+    let ec = self_signed("ec8.pem", "ec.test", "ec.crt");
+    let rsa_key = std::fs::read_to_string(path.join("rsa.key")).unwrap();
+    let ec_key = std::fs::read_to_string(path.join("ec.key")).unwrap();
+    assert!(
+        rsa_key.starts_with("-----BEGIN RSA PRIVATE KEY-----"),
+        "PKCS#1: {rsa_key}"
+    );
+    assert!(
+        ec_key.starts_with("-----BEGIN EC PRIVATE KEY-----"),
+        "SEC1: {ec_key}"
+    );
+    let gw = TlsGateway::start_in(dir, &["rsa", "ec"], &up, "").await;
+    assert_eq!(served(gw.addr(), Some("rsa.test")).await, rsa);
+    assert_eq!(served(gw.addr(), Some("ec.test")).await, ec);
+}
