@@ -538,3 +538,61 @@ async fn rsa_keys_in_pkcs1_and_ec_keys_in_sec1_are_served() {
     assert_eq!(served(gw.addr(), Some("rsa.test")).await, rsa);
     assert_eq!(served(gw.addr(), Some("ec.test")).await, ec);
 }
+
+#[tokio::test]
+async fn an_idle_https_connection_waits_for_idle_timeout_not_request_header_timeout() {
+    let up = EchoUpstream::start("up").await;
+    let a = make(&["a.test"]);
+    let extra = "  request_header_timeout: 200ms\n  idle_timeout: 30s\n";
+    let gw = TlsGateway::start(&[("a", &a)], &up, extra).await;
+    let mut kept = KeptConnection::open(gw.addr()).await;
+    assert_eq!(kept.get("/first").await.target, "/first");
+    // Idle for several times the head timeout: the connection is still usable.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(kept.get("/second").await.target, "/second");
+}
+
+#[tokio::test]
+async fn a_request_head_over_https_must_arrive_within_request_header_timeout() {
+    let up = EchoUpstream::start("up").await;
+    let a = make(&["a.test"]);
+    let extra = "  request_header_timeout: 300ms\n  idle_timeout: 30s\n";
+    let gw = TlsGateway::start(&[("a", &a)], &up, extra).await;
+    for first in [true, false] {
+        let mut stream = connect(gw.addr(), Some("a.test"), client_config(BOTH, &[]))
+            .await
+            .unwrap();
+        if !first {
+            // One full request and response, then a slow second head.
+            stream
+                .write_all(b"GET /x HTTP/1.1\r\nHost: a.test\r\n\r\n")
+                .await
+                .unwrap();
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !String::from_utf8_lossy(&seen).contains("\"server\"") {
+                let n = within(stream.read(&mut buf)).await.unwrap();
+                assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&seen));
+                seen.extend_from_slice(&buf[..n]);
+            }
+            // Idle for longer than the head timeout first: that is not head time.
+            tokio::time::sleep(Duration::from_millis(600)).await;
+        }
+        stream
+            .write_all(b"GET /y HTTP/1.1\r\nHost: a")
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 4096];
+        let read = within(stream.read(&mut buf)).await;
+        assert!(
+            matches!(read, Ok(0) | Err(_)),
+            "first: {first}, read: {read:?}"
+        );
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(250),
+            "first: {first}, closed after {waited:?}"
+        );
+    }
+}

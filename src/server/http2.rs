@@ -107,7 +107,13 @@ pub(super) async fn serve_hyper<T>(
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let settings = Http2Settings::from_server(&state.snapshot.load().server);
-    let activity = Activity::new();
+    let activity = match protocol {
+        Protocol::Http2 => Activity::new(),
+        // hyper's own head timer also runs while a keep-alive connection waits for its next
+        // request, which would cut idle connections at request_header_timeout: the watchdog
+        // times heads instead, from their first byte.
+        Protocol::Http1 => Activity::with_head_timeout(limits.header_timeout),
+    };
     let peer = conn.peer;
     let io = TokioIo::new(TrackedIo::new(
         io.stream,
@@ -162,7 +168,7 @@ pub(super) async fn serve_hyper<T>(
             let mut builder = http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout)
+                .header_read_timeout(None)
                 // hyper's floor is 8 KiB; above it, a head over the limit gets hyper's 431.
                 .max_buf_size(limits.max_head.max(8 << 10));
             let conn = builder.serve_connection(io, service);
@@ -196,7 +202,12 @@ impl Watch {
         } = self;
         tokio::pin!(conn);
 
-        let watchdog = tokio::time::sleep(idle_timeout);
+        // The first look: after idle_timeout, or for HTTP/1.1 when its first head is due.
+        let first_look = match activity.verdict(idle_timeout) {
+            Verdict::Wait(after) => after,
+            Verdict::Idle | Verdict::SlowHead => std::time::Duration::ZERO,
+        };
+        let watchdog = tokio::time::sleep(first_look);
         tokio::pin!(watchdog);
         let side = SideWake::new();
         let mut draining = false;
@@ -232,6 +243,10 @@ impl Watch {
                     Verdict::Idle => {
                         graceful(conn.as_mut());
                         draining = true;
+                    }
+                    Verdict::SlowHead => {
+                        tracing::debug!(%peer, "request head not received in time");
+                        return;
                     }
                 },
                 Event::Phase(changed) => {
