@@ -596,3 +596,35 @@ async fn a_request_head_over_https_must_arrive_within_request_header_timeout() {
         );
     }
 }
+
+#[tokio::test]
+async fn shutdown_closes_idle_https_connections_and_drains() {
+    let up = EchoUpstream::start("up").await;
+    let a = make(&["a.test"]);
+    let gw = TlsGateway::start(&[("a", &a)], &up, "  idle_timeout: 60s\n").await;
+    let addr = gw.addr();
+    let mut h1 = KeptConnection::open(addr).await;
+    assert_eq!(h1.get("/x").await.target, "/x");
+    let h2 = connect(addr, Some("a.test"), client_config(BOTH, &[b"h2"]))
+        .await
+        .unwrap();
+    let (_sender, conn) = hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(
+        TokioExecutor::new(),
+        TokioIo::new(h2),
+    )
+    .await
+    .unwrap();
+    let h2_task = tokio::spawn(conn);
+    common::eventually("both connections counted", || async {
+        gw.handle.open_connections() == 2
+    })
+    .await;
+    let outcome = within(gw.handle.shutdown(Some(DEADLINE))).await;
+    assert_eq!(outcome, gatehouse::server::ShutdownOutcome::Drained);
+    // The HTTP/2 connection was sent GOAWAY and ended.
+    within(h2_task).await.unwrap().unwrap();
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "the HTTPS listener is closed"
+    );
+}
