@@ -175,10 +175,37 @@ fn readme_examples() -> Vec<Example> {
     examples
 }
 
-/// What a reader is told to provide: `JWT_SECRET` (an HS secret, at least 32 bytes) and the
-/// key file each `public_key_file` names.
+/// What a reader is told to provide: `JWT_SECRET` (an HS secret, at least 32 bytes), the
+/// key file each `public_key_file` names, and each `server.tls` certificate and its key.
 fn provide_what_the_example_needs(dir: &Path, example: &Example) {
     for (_, text) in &example.files {
+        let value = |line: &str, key: &str| {
+            let rest = line.trim().strip_prefix(key)?;
+            Some(
+                rest.split('#')
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string(),
+            )
+        };
+        let mut cert = None;
+        for line in text.lines() {
+            if let Some(file) = value(line, "- cert:") {
+                cert = Some(file);
+            } else if let (Some(key), Some(cert)) = (value(line, "key:"), cert.take()) {
+                let made = rcgen::generate_simple_self_signed(vec!["example.test".to_string()])
+                    .expect("a certificate");
+                for (file, pem) in [
+                    (cert, made.cert.pem()),
+                    (key, made.signing_key.serialize_pem()),
+                ] {
+                    let path = dir.join(file);
+                    std::fs::create_dir_all(path.parent().expect("has a parent")).expect("mkdir");
+                    std::fs::write(path, pem).expect("write");
+                }
+            }
+        }
         for line in text.lines() {
             let Some(file) = line.trim().strip_prefix("public_key_file:") else {
                 continue;

@@ -311,7 +311,6 @@ fn sections_not_supported_yet_are_refused_at_their_key() {
     let in_upstream = |what, text: &str| refused(r(what, upstream_with(text), (4, 5), ""));
     check(vec![
         top("tracing", "tracing:\n  service_name: gatehouse\n"),
-        refused(g("server.tls", gateway("  tls:\n    listen: 0.0.0.0:8443\n"), (3, 3), "")),
         r("max_requests 0", upstream_with("    circuit_breaker:\n      max_requests: 0\n"), (5, 21), "`max_requests` must be at least 1"),
         r("consecutive_failures 0", upstream_with("    outlier_detection:\n      consecutive_failures: 0\n"), (5, 29), "`consecutive_failures` must be at least 1"),
         r("ejection_time 0", upstream_with("    outlier_detection:\n      ejection_time: 0s\n"), (5, 22), "`ejection_time` must be greater than zero"),
@@ -721,7 +720,6 @@ fn log_format_is_carried_into_the_snapshot() {
 fn a_key_left_empty_is_an_error_not_an_absent_key() {
     let in_route = |what, text: &str, says| r(what, route(&format!("    upstream: a\n{text}")), (8, 5), says);
     let provider = |body: &str| gateway(&format!("jwt:\n  providers:\n    default:\n      algorithms: [HS256]\n      secret: abcdefghijklmnopqrstuvwxyz0123456789\n{body}"));
-    let unsupported = |case: Case| case.also("is not supported yet");
     check(vec![
         in_route("auth with a comment", "    auth:\n      # jwt: default\n", "`auth` is empty; write its settings, or remove `auth`").also("`jwt`, `optional`, `forward_token`"),
         in_route("auth {}", "    auth: {}\n", "`auth` is empty"),
@@ -739,7 +737,7 @@ fn a_key_left_empty_is_an_error_not_an_absent_key() {
         r("health_check", upstream_with("    health_check:\n"), (4, 5), "`health_check` is empty; write its settings, or remove `health_check`").also("`path`, `interval`, `timeout`, `healthy_threshold`, `unhealthy_threshold`"),
         r("health_check {}", upstream_with("    health_check: {}\n"), (4, 5), "`health_check` is empty"),
         r("upstream tls", upstream_with("    tls:\n      # ca_file: ca.pem\n"), (4, 5), "`tls` is empty").also("`ca_file`, `server_name`, `insecure_skip_verify`, `cert_file`, `key_file`"),
-        unsupported(g("server tls", gateway("  tls:\n"), (3, 3), "`server.tls`")),
+        g("server tls", gateway("  tls:\n"), (3, 3), "`tls` is empty; write its settings, or remove `tls`"),
         r("targets", upstream("    targets:\n"), (3, 5), "`targets` has no value").lacks("no targets"),
         r("match", format!("{UPSTREAM_A}routes:\n  - name: r\n    match: {{}}\n    upstream: a\n"), (6, 5), "`match` is empty"),
         g("issuer", provider("      issuer:\n"), (8, 7), "`issuer` has no value"),
@@ -995,4 +993,69 @@ fn an_empty_list_is_not_a_way_to_switch_a_check_off() {
         authorize("scopes", "scopes: []", (10, 17), "`scopes: []` requires nothing"),
     ]);
     loads(&[("gateway.yaml", &with_provider("      audience: [api]\n")), ("routes/r.yaml", &rule("roles: [admin]"))]);
+}
+
+/// A certificate for `name` and its key, as PEM.
+fn certificate(name: &str) -> (String, String) {
+    let made = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
+    (made.cert.pem(), made.signing_key.serialize_pem())
+}
+
+/// The certificates entry of [`tls_gateway`], for cases that write the rest themselves.
+const CERTS: &str = "    certificates:\n      - cert: certs/a.crt\n        key: certs/a.key\n";
+
+/// gateway.yaml with `server.tls` (key at 3:3): `listen` at 4:13, and one certificates entry
+/// whose `cert` value is at 6:15 and `key` value at 7:14.
+fn tls_gateway(cert: &str, key: &str) -> String {
+    gateway(&format!(
+        "  tls:\n    listen: 127.0.0.1:0\n    certificates:\n      - cert: {cert}\n        key: {key}\n"
+    ))
+}
+
+/// `server.tls`: files that cannot be read or used, and a key of another certificate, are
+/// reported at the entry's `cert` or `key`, naming the files.
+#[rustfmt::skip]
+#[test]
+fn tls_settings_and_files_are_checked_where_they_are_written() {
+    let (a_cert, a_key) = certificate("a.test");
+    let (_, b_key) = certificate("b.test");
+    let with = |what, files: &[(&'static str, &str)], cert: &str, key: &str, at, says| {
+        let mut case = g(what, tls_gateway(cert, key), at, says);
+        case.files.extend(files.iter().map(|(n, t)| (*n, t.to_string())));
+        case
+    };
+    let with_text = |what, files: &[(&'static str, &str)], text: String, at, says| {
+        let mut case = g(what, text, at, says);
+        case.files.extend(files.iter().map(|(n, t)| (*n, t.to_string())));
+        case
+    };
+    let pair = [("certs/a.crt", a_cert.as_str()), ("certs/a.key", a_key.as_str())];
+    let all = [pair[0], pair[1], ("certs/b.key", b_key.as_str()), ("certs/junk.pem", "not PEM\n")];
+    check(vec![
+        with("missing cert", &pair, "certs/none.crt", "certs/a.key", (6, 15), "cannot read `certs/none.crt`"),
+        with("missing key", &pair, "certs/a.crt", "certs/none.key", (7, 14), "cannot read `certs/none.key`"),
+        with("cert not PEM", &all, "certs/junk.pem", "certs/a.key", (6, 15), "`certs/junk.pem` holds no PEM certificate"),
+        with("key not PEM", &all, "certs/a.crt", "certs/junk.pem", (7, 14), "`certs/junk.pem` holds no usable PEM private key"),
+        with("certificate as key", &all, "certs/a.crt", "certs/a.crt", (7, 14), "holds no usable PEM private key"),
+        with("mismatched key", &all, "certs/a.crt", "certs/b.key", (6, 15), "the key in `certs/b.key` does not match the certificate in `certs/a.crt`"),
+        g("empty certificates", gateway("  tls:\n    listen: 127.0.0.1:0\n    certificates: []\n"), (5, 19), "`certificates` is empty"),
+        g("no certificates", gateway("  tls:\n    listen: 127.0.0.1:0\n"), (3, 3), "`tls` needs `certificates`"),
+        with_text("no listen", &pair, gateway(&format!("  tls:\n{CERTS}")), (3, 3), "`tls` needs `listen`"),
+        with_text("same port as server.listen", &pair, format!("server:\n  listen: 127.0.0.1:8443\n  tls:\n    listen: 127.0.0.1:8443\n{CERTS}"), (4, 13), "server.tls.listen must differ from server.listen"),
+        with_text("client_ca", &pair, format!("{}    client_ca: certs/a.crt\n", tls_gateway("certs/a.crt", "certs/a.key")), (8, 5), "`server.tls.client_ca` is not supported yet"),
+        with_text("client_auth", &pair, format!("{}    client_auth: required\n", tls_gateway("certs/a.crt", "certs/a.key")), (8, 5), "`server.tls.client_auth` is not supported yet"),
+    ]);
+}
+
+#[test]
+fn tls_loads_with_its_certificates() {
+    let (a_cert, a_key) = certificate("a.test");
+    let snapshot = loads(&[
+        ("gateway.yaml", &tls_gateway("certs/a.crt", "certs/a.key")),
+        ("certs/a.crt", &a_cert),
+        ("certs/a.key", &a_key),
+    ]);
+    let tls = snapshot.server.tls.expect("server.tls is loaded");
+    assert_eq!(tls.resolver.certificates()[0].names, ["a.test"]);
+    assert_eq!(tls.files.len(), 2);
 }

@@ -458,6 +458,15 @@ fn exposed_families(text: &str) -> Vec<(String, String)> {
 #[tokio::test]
 async fn the_readme_metrics_table_lists_every_exported_family() {
     let upstream = EchoUpstream::start("u").await;
+    // An HTTPS listener, for the certificate expiry family.
+    let certs = tempfile::tempdir().unwrap();
+    let made = rcgen::generate_simple_self_signed(vec!["a.test".to_string()]).unwrap();
+    std::fs::write(certs.path().join("a.crt"), made.cert.pem()).unwrap();
+    std::fs::write(certs.path().join("a.key"), made.signing_key.serialize_pem()).unwrap();
+    let tls = format!(
+        "tls:\n  listen: 127.0.0.1:0\n  certificates:\n    - cert: {0}/a.crt\n      key: {0}/a.key\n",
+        certs.path().display()
+    );
     let config = format!(
         "{}jwt:\n  providers:\n    default:\n      algorithms: [HS256]\n      secret: ${{JWT_SECRET}}\n\
          \x20   idp:\n      algorithms: [ES256]\n      jwks_url: {}/jwks\n\
@@ -467,7 +476,7 @@ async fn the_readme_metrics_table_lists_every_exported_family() {
          \x20 - name: private\n    match: {{path: /private}}\n    upstream: u\n    auth: {{jwt: default}}\n\
          \x20 - name: limited\n    match: {{path: /limited}}\n    upstream: u\n\
          \x20   rate_limit: [{{by: ip, limit: 100, per: 1m}}]\n",
-        server_yaml(""),
+        server_yaml(&tls),
         upstream.url(),
         upstream.url(),
     );

@@ -105,7 +105,7 @@ pub fn build(
         list: &mut errors,
         file: &gateway.path,
     };
-    let server = build_server(&gateway.parsed, &mut e);
+    let mut server = build_server(&gateway.parsed, &mut e);
     let admin_listen = gateway.parsed.admin.as_ref().and_then(|admin| {
         let addr = parse_listen(&admin.listen, &mut e)?;
         // Port 0 asks for any free port, so two of them never clash.
@@ -120,6 +120,16 @@ pub fn build(
     let logging = build_logging(&gateway.parsed, &mut e);
     let base = gateway.path.parent().unwrap_or(Path::new("."));
     let providers = identity::build_providers(&gateway.parsed, base, registries, &mut e);
+    if let Some(tls) = gateway.parsed.server.as_ref().and_then(|s| s.tls.as_ref()) {
+        let others = [
+            server.as_ref().map(|s| ("server.listen", s.listen)),
+            admin_listen.map(|a| ("admin.listen", a)),
+        ];
+        let built = super::tls::build_tls(tls, base, &others, &mut content_hash, &mut e);
+        if let Some(server) = server.as_mut() {
+            server.tls = built;
+        }
+    }
     for (section, mark) in &gateway.parsed.unsupported {
         e.at(*mark, not_supported(section));
     }
@@ -213,7 +223,7 @@ pub fn build(
     }
 }
 
-fn parse_listen(value: &Spanned<String>, e: &mut Errors) -> Option<SocketAddr> {
+pub(super) fn parse_listen(value: &Spanned<String>, e: &mut Errors) -> Option<SocketAddr> {
     match value.trim().parse::<SocketAddr>() {
         Ok(addr) => Some(addr),
         Err(_) => {
@@ -232,7 +242,6 @@ fn parse_listen(value: &Spanned<String>, e: &mut Errors) -> Option<SocketAddr> {
 fn build_server(file: &ParsedFile, e: &mut Errors) -> Option<ServerSettings> {
     let default = Default::default();
     let s = file.server.as_ref().unwrap_or(&default);
-    e.unsupported(&[("server.tls", &s.tls)]);
     // Every setting is checked even when one fails, so one run reports every mistake.
     let listen = match &s.listen {
         Some(listen) => parse_listen(listen, e),
@@ -282,6 +291,8 @@ fn build_server(file: &ParsedFile, e: &mut Errors) -> Option<ServerSettings> {
         trusted_proxies: TrustedProxies(trusted),
         max_concurrent_streams,
         security_headers: s.security_headers.unwrap_or(false),
+        // Set by `build`, which knows the config's folder and hashes the files.
+        tls: None,
     })
 }
 

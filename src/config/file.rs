@@ -268,8 +268,8 @@ fn is_empty(node: &Node) -> bool {
 pub struct ServerSection {
     /// `host:port` to accept HTTP/1.1 and h2c on.
     pub listen: Option<Spanned<String>>,
-    /// HTTPS listener (not supported yet).
-    pub tls: Unsupported,
+    /// The HTTPS listener.
+    pub tls: Option<AtKey<TlsSection>>,
     /// Larger request bodies get 413.
     pub max_request_body: Option<ConfigSize>,
     /// Larger request heads get 431.
@@ -288,6 +288,33 @@ pub struct ServerSection {
     pub security_headers: Option<bool>,
     /// Threads serving requests; default: one per CPU core.
     pub workers: Option<Spanned<u32>>,
+}
+
+/// `server.tls:` — the HTTPS listener and its certificates.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// `host:port` to accept TLS on.
+    pub listen: Option<Spanned<String>>,
+    /// Certificate and key pairs, chosen by SNI; the first is the default.
+    pub certificates: Option<Spanned<Vec<CertificateSection>>>,
+    /// Not supported yet.
+    pub client_ca: Unsupported,
+    /// Not supported yet.
+    pub client_auth: Unsupported,
+    #[serde(default, rename = "$damaged")]
+    /// Fields that had an error.
+    pub damaged: Damaged,
+}
+
+/// One `server.tls.certificates` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateSection {
+    /// PEM certificate chain, leaf first.
+    pub cert: Spanned<String>,
+    /// PEM private key.
+    pub key: Spanned<String>,
 }
 
 /// `admin:` — a separate listener for the built-in endpoints.

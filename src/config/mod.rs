@@ -15,6 +15,7 @@ mod redis;
 mod retry;
 mod shadow;
 pub mod snapshot;
+mod tls;
 pub mod units;
 mod upstream_tls;
 

@@ -83,6 +83,8 @@ pub struct ServerSettings {
     pub max_concurrent_streams: u32,
     /// Default for routes' `security_headers`.
     pub security_headers: bool,
+    /// `server.tls`: the HTTPS listener, its certificates loaded.
+    pub tls: Option<crate::tls::server::TlsListener>,
 }
 
 /// `logging:` with defaults applied.

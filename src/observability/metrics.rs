@@ -113,6 +113,8 @@ pub mod names {
     pub const UPSTREAM_TARGET_HEALTHY: &str = "gatehouse_upstream_target_healthy";
     /// Counter of active health probes, by upstream, target and result (`ok`, `failed`).
     pub const HEALTH_CHECKS_TOTAL: &str = "gatehouse_health_checks_total";
+    /// Gauge of the Unix time at which a `server.tls` certificate expires (notAfter), by name.
+    pub const TLS_CERTIFICATE_EXPIRY_SECONDS: &str = "gatehouse_tls_certificate_expiry_seconds";
 }
 
 /// Route label for requests no configured route answered, so they are still counted without
@@ -299,6 +301,11 @@ struct StoreErrorLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ProviderLabels {
     provider: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CertificateLabels {
+    name: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -511,6 +518,7 @@ pub struct Metrics {
     auth_failures: Family<AuthFailureLabels, TotalCounter>,
     jwks_refreshes: Family<JwksRefreshLabels, TotalCounter>,
     jwks_keys: Family<ProviderLabels, Gauge>,
+    tls_certificate_expiry: Family<CertificateLabels, Gauge>,
     jwt_cache_hits: Family<ProviderLabels, TotalCounter>,
     jwt_cache_misses: Family<ProviderLabels, TotalCounter>,
     config_reloads: [Counter; 3],
@@ -656,6 +664,12 @@ impl Metrics {
             names::JWKS_KEYS,
             "Usable verification keys a jwks_url provider holds",
             jwks_keys.clone(),
+        );
+        let tls_certificate_expiry = Family::<CertificateLabels, Gauge>::default();
+        registry.register(
+            names::TLS_CERTIFICATE_EXPIRY_SECONDS,
+            "Unix time at which a server.tls certificate expires (notAfter), by its first SAN or file name",
+            tls_certificate_expiry.clone(),
         );
         let jwt_cache_hits = Family::<ProviderLabels, TotalCounter>::default();
         registry.register(
@@ -811,6 +825,7 @@ impl Metrics {
             auth_failures,
             jwks_refreshes,
             jwks_keys,
+            tls_certificate_expiry,
             jwt_cache_hits,
             jwt_cache_misses,
             config_reloads,
@@ -1020,6 +1035,19 @@ impl Metrics {
             .clone();
         JwksMetrics {
             inner: Arc::new(JwksInner { results, keys }),
+        }
+    }
+
+    /// Sets the expiry of the HTTPS listener's certificates to `certificates` (name, notAfter
+    /// as Unix time), dropping the series of certificates no longer served.
+    pub fn set_tls_certificates<'a>(&self, certificates: impl IntoIterator<Item = (&'a str, i64)>) {
+        self.tls_certificate_expiry.clear();
+        for (name, not_after) in certificates {
+            self.tls_certificate_expiry
+                .get_or_create(&CertificateLabels {
+                    name: name.to_owned(),
+                })
+                .set(not_after);
         }
     }
 

@@ -1,5 +1,7 @@
-//! Serving an HTTP/2 client connection (prior knowledge, h2c) with hyper's HTTP/2 server, with
-//! the gateway's own slow-start and idle timeouts around it.
+//! Serving a client connection with hyper's servers: HTTP/2 (prior knowledge, h2c, or chosen
+//! by ALPN over TLS), and HTTP/1.1 over TLS, with the gateway's own slow-start and idle
+//! timeouts around them. (Plain HTTP/1.x has its own server, `server::http1`, which works on
+//! the socket's readiness and cannot run over a TLS stream.)
 //!
 //! hyper's keep-alive settings close idle connections by pings, not by time without requests;
 //! like nginx, an HTTP/2 connection here closes gracefully (GOAWAY) after `idle_timeout` without a
@@ -11,22 +13,26 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Instant;
 
+use bytes::Bytes;
 use http::{header, Method, Request, Response};
 use http_body::Body as _;
 use hyper::body::Incoming;
-use hyper::server::conn::http2;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
 use super::connection::{Activity, TrackedBody, TrackedIo, Verdict};
-use super::http1::Http2Handoff;
+use super::http1::{Http2Handoff, Limits};
 use super::listener::{dispatch, Phase, Role};
 use super::side_wake::SideWake;
+use super::state::GatewayState;
 use crate::body::RequestBody;
 use crate::config::snapshot::ServerSettings;
 use crate::observability::access_log::Completion;
 use crate::proxy::body::ResponseBody;
+use crate::proxy::pipeline::ConnInfo;
 
 /// The HTTP/2 settings of a connection, read from the config when it starts.
 #[derive(Debug, Clone, Copy)]
@@ -56,17 +62,64 @@ impl Http2Settings {
 pub(super) async fn serve_http2(handoff: Http2Handoff) {
     let Http2Handoff {
         stream,
-        read: already_read,
+        read,
         conn,
         role,
         state,
-        mut phase,
+        phase,
         limits,
     } = handoff;
+    let io = Io {
+        stream,
+        already_read: read,
+    };
+    serve_hyper(io, Protocol::Http2, conn, role, state, phase, limits).await;
+}
+
+/// Which of hyper's servers serves a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Protocol {
+    /// HTTP/1.1 (over TLS).
+    Http1,
+    /// HTTP/2.
+    Http2,
+}
+
+/// A client's stream and what was already read from it.
+pub(super) struct Io<T> {
+    /// The stream.
+    pub stream: T,
+    /// Bytes read from it before (to tell its protocol).
+    pub already_read: Bytes,
+}
+
+/// Serves a connection with hyper's server for `protocol` until it closes, idles out, or the
+/// phase ends it.
+pub(super) async fn serve_hyper<T>(
+    io: Io<T>,
+    protocol: Protocol,
+    conn: ConnInfo,
+    role: Role,
+    state: Arc<GatewayState>,
+    phase: watch::Receiver<Phase>,
+    limits: Limits,
+) where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let settings = Http2Settings::from_server(&state.snapshot.load().server);
-    let activity = Activity::new();
+    let activity = match protocol {
+        Protocol::Http2 => Activity::new(),
+        // hyper's own head timer also runs while a keep-alive connection waits for its next
+        // request, which would cut idle connections at request_header_timeout: the watchdog
+        // times heads instead, from their first byte.
+        Protocol::Http1 => Activity::with_head_timeout(limits.header_timeout),
+    };
     let peer = conn.peer;
-    let io = TokioIo::new(TrackedIo::new(stream, already_read, Arc::clone(&activity)));
+    let io = TokioIo::new(TrackedIo::new(
+        io.stream,
+        io.already_read,
+        Arc::clone(&activity),
+    ));
     let conn_info = Arc::new(conn);
     let service_activity = Arc::clone(&activity);
     let service = service_fn(move |request: Request<Incoming>| {
@@ -94,68 +147,124 @@ pub(super) async fn serve_http2(handoff: Http2Handoff) {
             Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, guard, completion)))
         }
     });
-    let mut builder = http2::Builder::new(crate::observability::panics::ContainedExecutor);
-    builder
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(settings.max_concurrent_streams)
-        .max_header_list_size(settings.max_header_list_size);
-    let idle_timeout = limits.idle_timeout;
-    let conn = builder.serve_connection(io, service);
-    tokio::pin!(conn);
+    let watch = Watch {
+        activity,
+        idle_timeout: limits.idle_timeout,
+        phase,
+        role,
+        peer,
+    };
+    match protocol {
+        Protocol::Http2 => {
+            let mut builder = http2::Builder::new(crate::observability::panics::ContainedExecutor);
+            builder
+                .timer(TokioTimer::new())
+                .max_concurrent_streams(settings.max_concurrent_streams)
+                .max_header_list_size(settings.max_header_list_size);
+            let conn = builder.serve_connection(io, service);
+            watch.drive(conn, |c| c.graceful_shutdown()).await;
+        }
+        Protocol::Http1 => {
+            let mut builder = http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(None)
+                // hyper's floor is 8 KiB; above it, a head over the limit gets hyper's 431.
+                .max_buf_size(limits.max_head.max(8 << 10));
+            let conn = builder.serve_connection(io, service);
+            watch.drive(conn, |c| c.graceful_shutdown()).await;
+        }
+    }
+}
 
-    let watchdog = tokio::time::sleep(idle_timeout);
-    tokio::pin!(watchdog);
-    let side = SideWake::new();
-    let mut draining = false;
-    loop {
-        let event = {
-            let changed = phase.changed();
-            tokio::pin!(changed);
-            side.rearm();
-            std::future::poll_fn(|cx| {
-                if let Poll::Ready(result) = conn.as_mut().poll(cx) {
-                    return Poll::Ready(Event::Closed(result));
-                }
-                side.poll_if_woken(cx, |side_cx| {
-                    if !draining && watchdog.as_mut().poll(side_cx).is_ready() {
-                        return Poll::Ready(Event::Watchdog);
-                    }
-                    changed.as_mut().poll(side_cx).map(Event::Phase)
-                })
-            })
-            .await
+/// What watches a hyper connection: its idle clock and the gateway's phase.
+struct Watch {
+    activity: Arc<Activity>,
+    idle_timeout: std::time::Duration,
+    phase: watch::Receiver<Phase>,
+    role: Role,
+    peer: std::net::SocketAddr,
+}
+
+impl Watch {
+    /// Polls `conn` until it is done; `graceful` asks it to finish its requests and close.
+    async fn drive<C, E>(self, conn: C, graceful: impl Fn(std::pin::Pin<&mut C>))
+    where
+        C: Future<Output = Result<(), E>>,
+        E: std::fmt::Display,
+    {
+        let Watch {
+            activity,
+            idle_timeout,
+            mut phase,
+            role,
+            peer,
+        } = self;
+        tokio::pin!(conn);
+
+        // The first look: after idle_timeout, or for HTTP/1.1 when its first head is due.
+        let first_look = match activity.verdict(idle_timeout) {
+            Verdict::Wait(after) => after,
+            Verdict::Idle | Verdict::SlowHead => std::time::Duration::ZERO,
         };
-        match event {
-            Event::Closed(result) => {
-                if let Err(e) = result {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+        let watchdog = tokio::time::sleep(first_look);
+        tokio::pin!(watchdog);
+        let side = SideWake::new();
+        let mut draining = false;
+        loop {
+            let event = {
+                let changed = phase.changed();
+                tokio::pin!(changed);
+                side.rearm();
+                std::future::poll_fn(|cx| {
+                    if let Poll::Ready(result) = conn.as_mut().poll(cx) {
+                        return Poll::Ready(Event::Closed(result));
+                    }
+                    side.poll_if_woken(cx, |side_cx| {
+                        if !draining && watchdog.as_mut().poll(side_cx).is_ready() {
+                            return Poll::Ready(Event::Watchdog);
+                        }
+                        changed.as_mut().poll(side_cx).map(Event::Phase)
+                    })
+                })
+                .await
+            };
+            match event {
+                Event::Closed(result) => {
+                    if let Err(e) = result {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                    return;
                 }
-                return;
-            }
-            Event::Watchdog => match activity.verdict(idle_timeout) {
-                Verdict::Wait(after) => {
-                    watchdog.as_mut().reset(tokio::time::Instant::now() + after)
-                }
-                Verdict::Idle => {
-                    conn.as_mut().graceful_shutdown();
-                    draining = true;
-                }
-            },
-            Event::Phase(changed) => {
-                let now = if changed.is_ok() {
-                    *phase.borrow_and_update()
-                } else {
-                    Phase::Terminate
-                };
-                match now {
-                    Phase::Running => {}
-                    Phase::Draining if role == Role::Admin => {}
-                    Phase::Draining if !draining => {
-                        conn.as_mut().graceful_shutdown();
+                Event::Watchdog => match activity.verdict(idle_timeout) {
+                    Verdict::Wait(after) => {
+                        watchdog.as_mut().reset(tokio::time::Instant::now() + after)
+                    }
+                    Verdict::Idle => {
+                        graceful(conn.as_mut());
                         draining = true;
                     }
-                    Phase::Draining => {}
-                    Phase::Terminate => return,
+                    Verdict::SlowHead => {
+                        tracing::debug!(%peer, "request head not received in time");
+                        return;
+                    }
+                },
+                Event::Phase(changed) => {
+                    let now = if changed.is_ok() {
+                        *phase.borrow_and_update()
+                    } else {
+                        Phase::Terminate
+                    };
+                    match now {
+                        Phase::Running => {}
+                        Phase::Draining if role == Role::Admin => {}
+                        Phase::Draining if !draining => {
+                            graceful(conn.as_mut());
+                            draining = true;
+                        }
+                        Phase::Draining => {}
+                        Phase::Terminate => return,
+                    }
                 }
             }
         }

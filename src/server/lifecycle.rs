@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::listener::{accept_loop, OpenConnections, Phase, Placement, Role};
+use super::listener::{accept_loop, OpenConnections, Phase, Placement, Role, Transport};
 use super::reload::{self, ReloadOutcome};
 use super::state::GatewayState;
 use super::workers::{self, Workers};
@@ -98,9 +98,17 @@ impl Gateway {
             source,
         })?;
         let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
+        let https = match snapshot.server.tls.as_ref().map(|tls| tls.listen) {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
+        let tls_addr = https.as_ref().and_then(|l| l.local_addr().ok());
 
         let metrics = Arc::clone(&registries.metrics);
         metrics.set_config_version(snapshot.version);
+        if let Some(tls) = &snapshot.server.tls {
+            metrics.set_tls_certificates(tls.expiries());
+        }
         snapshot.log_warnings();
         let state = Arc::new(GatewayState {
             snapshot: ArcSwap::from_pointee(snapshot),
@@ -127,24 +135,41 @@ impl Gateway {
         let open = Arc::new(OpenConnections::default());
         let (workers, worker_threads) =
             Workers::spawn(worker_count, &state, &phase_rx, &open).map_err(StartError::Workers)?;
+        let workers = Arc::new(workers);
         let mut tasks = vec![tokio::spawn(accept_loop(
             main,
             Role::Main,
+            Transport::Plain,
             Arc::clone(&state),
             phase_rx.clone(),
             Arc::clone(&open),
-            Placement::Workers(workers),
+            Placement::Workers(Arc::clone(&workers)),
         ))];
+        if let Some(https) = https {
+            tasks.push(tokio::spawn(accept_loop(
+                https,
+                Role::Main,
+                Transport::Tls,
+                Arc::clone(&state),
+                phase_rx.clone(),
+                Arc::clone(&open),
+                Placement::Workers(workers),
+            )));
+        }
         if let Some(admin) = admin {
             tasks.push(tokio::spawn(accept_loop(
                 admin,
                 Role::Admin,
+                Transport::Plain,
                 Arc::clone(&state),
                 phase_rx,
                 // Admin connections stay up through the drain, so shutdown does not wait on them.
                 Arc::new(OpenConnections::default()),
                 Placement::Here,
             )));
+        }
+        if let Some(tls) = tls_addr {
+            tracing::info!(listen = %tls, "gatehouse listening for HTTPS");
         }
         // The admin field is left out, not logged as `None`, when there is no admin listener.
         match admin_addr {
@@ -164,6 +189,7 @@ impl Gateway {
             state,
             local_addr,
             admin_addr,
+            tls_addr,
             phase: phase_tx,
             open,
             tasks,
@@ -198,6 +224,7 @@ pub struct GatewayHandle {
     state: Arc<GatewayState>,
     local_addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
+    tls_addr: Option<SocketAddr>,
     phase: watch::Sender<Phase>,
     open: Arc<OpenConnections>,
     tasks: Vec<JoinHandle<()>>,
@@ -224,6 +251,11 @@ impl GatewayHandle {
     /// The address of the admin listener, when configured.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin_addr
+    }
+
+    /// The address of the HTTPS listener (`server.tls.listen`), when configured.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
     }
 
     /// The shared state (config snapshot, registries).

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
+use futures_util::future::Either;
 use http::{Request, Response};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
@@ -15,6 +16,7 @@ use tokio::sync::{watch, Notify};
 use super::builtin;
 use super::http1::{ClientConnection, Http2Handoff};
 use super::http2::serve_http2;
+use super::https::serve_tls;
 use super::state::GatewayState;
 use super::workers::Workers;
 use crate::body::RequestBody;
@@ -32,6 +34,15 @@ pub enum Role {
     Main,
     /// `admin.listen`: only the built-in endpoints.
     Admin,
+}
+
+/// What a listener's connections speak under HTTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Plain TCP: HTTP/1.x, or HTTP/2 with prior knowledge.
+    Plain,
+    /// TLS (`server.tls`): HTTP/2 or HTTP/1.1 as ALPN chooses.
+    Tls,
 }
 
 /// Where the process is in its life; connections watch it.
@@ -90,8 +101,8 @@ impl Drop for ConnectionGuard {
 pub enum Placement {
     /// On the runtime that accepted them (the admin listener: a few probes and scrapes).
     Here,
-    /// On the least busy worker thread (the main listener).
-    Workers(Workers),
+    /// On the least busy worker thread (the main and HTTPS listeners).
+    Workers(Arc<Workers>),
 }
 
 /// Accepts connections until the phase leaves `Running` (the admin listener: until `Terminate`,
@@ -99,6 +110,7 @@ pub enum Placement {
 pub async fn accept_loop(
     listener: TcpListener,
     role: Role,
+    transport: Transport,
     state: Arc<GatewayState>,
     phase: watch::Receiver<Phase>,
     open: Arc<OpenConnections>,
@@ -113,9 +125,9 @@ pub async fn accept_loop(
                     match &placement {
                         Placement::Here => {
                             let (state, phase) = (Arc::clone(&state), phase.clone());
-                            tokio::spawn(serve_counted(stream, peer, role, state, phase, guard));
+                            tokio::spawn(serve_counted(stream, peer, role, transport, state, phase, guard));
                         }
-                        Placement::Workers(workers) => workers.assign(stream, peer, guard),
+                        Placement::Workers(workers) => workers.assign(stream, peer, transport, guard),
                     }
                 }
                 Err(e) => {
@@ -148,14 +160,23 @@ pub(super) fn serve_counted<G: Send + 'static>(
     stream: TcpStream,
     peer: SocketAddr,
     role: Role,
+    transport: Transport,
     state: Arc<GatewayState>,
     phase: watch::Receiver<Phase>,
     guard: G,
 ) -> impl Future<Output = ()> + Send + 'static {
     state.metrics.connection_opened();
+    let metrics = Arc::clone(&state.metrics);
+    let serving = match transport {
+        Transport::Plain => {
+            Either::Left(ClientConnection::accept(stream, peer, role, state, phase).serve())
+        }
+        // Boxed: the TLS session's state would otherwise size every plain connection's task.
+        Transport::Tls => Either::Right(Box::pin(serve_tls(stream, peer, state, phase))),
+    };
     Counted {
-        metrics: Arc::clone(&state.metrics),
-        serving: ClientConnection::accept(stream, peer, role, state, phase).serve(),
+        metrics,
+        serving,
         http2: None,
         guard: Some(guard),
     }
@@ -247,7 +268,7 @@ mod tests {
     use super::*;
 
     /// The size of the future a function returns, without calling it.
-    fn future_size<A, B, C, D, E, G, F>(_: impl Fn(A, B, C, D, E, G) -> F) -> usize {
+    fn future_size<A, B, C, D, E, G, H, F>(_: impl Fn(A, B, C, D, E, G, H) -> F) -> usize {
         std::mem::size_of::<F>()
     }
 

@@ -4,6 +4,7 @@ pub mod builtin;
 pub mod connection;
 mod http1;
 mod http2;
+mod https;
 pub mod lifecycle;
 pub mod listener;
 pub mod reload;

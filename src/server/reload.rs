@@ -121,6 +121,9 @@ pub async fn reload(state: &Arc<GatewayState>, trigger: &'static str) -> ReloadO
     state.forget_removed(&old, &live);
     state.metrics.config_reloaded(ReloadResult::Success);
     state.metrics.set_config_version(version);
+    state
+        .metrics
+        .set_tls_certificates(new.server.tls.iter().flat_map(|tls| tls.expiries()));
     tracing::info!(
         trigger,
         version,
@@ -141,6 +144,18 @@ fn keep_restart_only_settings(old: &Snapshot, mut new: Snapshot) -> Snapshot {
     if new.server.listen != old.server.listen {
         needs_restart.push("server.listen");
         new.server.listen = old.server.listen;
+    }
+    // New certificates apply to the next handshakes; the HTTPS listener itself stays as started.
+    match (&old.server.tls, &mut new.server.tls) {
+        (Some(old_tls), Some(new_tls)) if new_tls.listen != old_tls.listen => {
+            needs_restart.push("server.tls.listen");
+            new_tls.listen = old_tls.listen;
+        }
+        (Some(_), Some(_)) | (None, None) => {}
+        (old_tls, new_tls) => {
+            needs_restart.push("server.tls");
+            *new_tls = old_tls.clone();
+        }
     }
     if new.server.workers != old.server.workers {
         needs_restart.push("server.workers");
@@ -170,7 +185,7 @@ fn keep_restart_only_settings(old: &Snapshot, mut new: Snapshot) -> Snapshot {
 /// Watches the config files and reloads on change until the returned guard is dropped.
 pub fn watch(state: Arc<GatewayState>) -> notify::Result<WatchGuard> {
     let (events_tx, events_rx) = mpsc::unbounded_channel();
-    let filter = EventFilter::new(&state.config_path);
+    let filter = EventFilter::new(&state.config_path, Arc::clone(&state));
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         match event {
             Ok(event) if filter.is_relevant(&event) => {
@@ -242,7 +257,18 @@ fn watch_dirs(
         })
         .unwrap_or(Path::new("."))
         .to_path_buf();
-    for dir in [config_dir, snapshot.routes_dir.clone()] {
+    // Certificate folders too: a Kubernetes Secret's files are symlinks through `..data`, which
+    // the swap replaces while the files' own names see no event.
+    let tls_dirs = snapshot
+        .server
+        .tls
+        .iter()
+        .flat_map(|tls| tls.files.iter())
+        .filter_map(|file| file.parent().map(Path::to_path_buf));
+    for dir in [config_dir, snapshot.routes_dir.clone()]
+        .into_iter()
+        .chain(tls_dirs)
+    {
         // Events name paths under the folder as it was watched; canonical folders make them
         // comparable with `EventFilter::config_dir`.
         let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
@@ -263,19 +289,34 @@ fn watch_dirs(
 struct EventFilter {
     gateway_file: Option<std::ffi::OsString>,
     config_dir: PathBuf,
+    /// For the names of the certificate files in force.
+    state: Arc<GatewayState>,
 }
 
 impl EventFilter {
-    fn new(config_path: &Path) -> Self {
+    fn new(config_path: &Path, state: Arc<GatewayState>) -> Self {
         EventFilter {
             gateway_file: config_path.file_name().map(|n| n.to_os_string()),
             config_dir: absolute_parent(config_path),
+            state,
         }
     }
 
-    /// In the config folder only gateway.yaml and Kubernetes' `..data` entries matter (other
-    /// files there may change all the time); in `routes_dir` everything does, and a reload of
-    /// identical content is cheap and skipped by its hash.
+    /// Whether `name` is the name of a certificate or key file of `server.tls`.
+    fn is_tls_file(&self, name: &std::ffi::OsStr) -> bool {
+        let snapshot = self.state.snapshot.load();
+        snapshot
+            .server
+            .tls
+            .iter()
+            .flat_map(|tls| tls.files.iter())
+            .any(|file| file.file_name() == Some(name))
+    }
+
+    /// In the config folder only gateway.yaml, the certificate files and Kubernetes' `..data`
+    /// entries matter (other files there may change all the time); in `routes_dir` and the
+    /// certificates' folders everything does, and a reload of identical content is cheap and
+    /// skipped by its hash.
     fn is_relevant(&self, event: &notify::Event) -> bool {
         if event.kind.is_access() {
             return false;
@@ -292,6 +333,7 @@ impl EventFilter {
                 || name.to_string_lossy().starts_with("..")
                 || name.to_string_lossy().ends_with(".yaml")
                 || name.to_string_lossy().ends_with(".yml")
+                || self.is_tls_file(name)
         })
     }
 }

@@ -24,7 +24,7 @@ use std::thread::JoinHandle;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
-use super::listener::{serve_counted, ConnectionGuard, OpenConnections, Phase, Role};
+use super::listener::{serve_counted, ConnectionGuard, OpenConnections, Phase, Role, Transport};
 use super::state::GatewayState;
 use crate::per_worker;
 
@@ -48,6 +48,7 @@ pub struct Workers {
 struct Assigned {
     stream: std::net::TcpStream,
     peer: SocketAddr,
+    transport: Transport,
     guard: ConnectionGuard,
     load: LoadGuard,
 }
@@ -105,7 +106,13 @@ impl Workers {
     }
 
     /// Hands a new connection to the worker with the fewest open connections.
-    pub(super) fn assign(&self, stream: TcpStream, peer: SocketAddr, guard: ConnectionGuard) {
+    pub(super) fn assign(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        transport: Transport,
+        guard: ConnectionGuard,
+    ) {
         let worker = least_busy(&self.load, self.next.fetch_add(1, Ordering::Relaxed));
         // The socket leaves this runtime's reactor and joins the worker's.
         let stream = match stream.into_std() {
@@ -123,6 +130,7 @@ impl Workers {
         let assigned = Assigned {
             stream,
             peer,
+            transport,
             guard,
             load,
         };
@@ -151,6 +159,7 @@ async fn serve(
     while let Some(Assigned {
         stream,
         peer,
+        transport,
         guard,
         load,
     }) = assigned.recv().await
@@ -167,6 +176,7 @@ async fn serve(
             stream,
             peer,
             Role::Main,
+            transport,
             state,
             phase,
             (guard, load),

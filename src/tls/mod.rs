@@ -1,3 +1,5 @@
-//! TLS: the configuration of the gateway's TLS clients (HTTPS upstreams, JWKS fetches).
+//! TLS: the gateway's listeners (server) and its TLS clients (HTTPS upstreams, JWKS
+//! fetches), with rustls and the ring provider.
 
 pub mod client;
+pub mod server;

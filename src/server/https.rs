@@ -1,0 +1,64 @@
+//! Serving a connection of the HTTPS listener: the TLS handshake, on the worker that serves the
+//! connection, then HTTP/2 or HTTP/1.1 as ALPN chose.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use super::http1::{Http2Handoff, Limits};
+use super::http2::{serve_hyper, Io, Protocol};
+use super::listener::{Phase, Role};
+use super::state::GatewayState;
+use crate::proxy::pipeline::ConnInfo;
+
+/// Shakes hands with the TLS configuration in force now (a reload's new certificates apply to
+/// the next handshake; this connection keeps the ones it started with), then serves HTTP.
+/// The handshake must finish within `request_header_timeout`, like a request head.
+pub(super) async fn serve_tls(
+    stream: TcpStream,
+    peer: SocketAddr,
+    state: Arc<GatewayState>,
+    phase: watch::Receiver<Phase>,
+) -> Option<Http2Handoff> {
+    let _ = stream.set_nodelay(true);
+    let (config, limits) = {
+        let snapshot = state.snapshot.load();
+        let server = &snapshot.server;
+        // A reload that removes `server.tls` keeps the running listener's settings (it needs a
+        // restart), so this is only missing if the listener outlived its config.
+        let config = Arc::clone(&server.tls.as_ref()?.config);
+        let limits = Limits {
+            header_timeout: server.request_header_timeout,
+            idle_timeout: server.idle_timeout,
+            max_head: usize::try_from(server.max_header_bytes).unwrap_or(usize::MAX),
+        };
+        (config, limits)
+    };
+    let handshake = TlsAcceptor::from(config).accept(stream);
+    let stream = match tokio::time::timeout(limits.header_timeout, handshake).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return None;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            return None;
+        }
+    };
+    let protocol = match stream.get_ref().1.alpn_protocol() {
+        Some(b"h2") => Protocol::Http2,
+        _ => Protocol::Http1,
+    };
+    let io = Io {
+        stream,
+        already_read: Bytes::new(),
+    };
+    let conn = ConnInfo::new(peer, "https");
+    serve_hyper(io, protocol, conn, Role::Main, state, phase, limits).await;
+    None
+}

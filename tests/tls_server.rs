@@ -1,0 +1,672 @@
+//! The HTTPS listener (`server.tls`): certificates chosen by SNI, TLS 1.2 and 1.3 only, HTTP/2
+//! and HTTP/1.1 by ALPN, `X-Forwarded-Proto: https` upstream, and certificates replaced while
+//! the gateway runs. Certificates are made by the test with rcgen; clients are tokio-rustls.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{within, Echo, EchoUpstream, DEADLINE};
+use gatehouse::config::MapEnv;
+use gatehouse::{Gateway, GatewayHandle, StartOptions};
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+/// A certificate for `names` and its key, as PEM, and the certificate as DER.
+struct Made {
+    cert_pem: String,
+    key_pem: String,
+    der: CertificateDer<'static>,
+}
+
+fn make(names: &[&str]) -> Made {
+    make_until(names, (2035, 1, 1))
+}
+
+/// [`make`] with notAfter at midnight UTC of `(year, month, day)`.
+fn make_until(names: &[&str], not_after: (i32, u8, u8)) -> Made {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params =
+        rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .unwrap();
+    params.not_after = rcgen::date_time_ymd(not_after.0, not_after.1, not_after.2);
+    let cert = params.self_signed(&key).unwrap();
+    Made {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        der: cert.der().clone(),
+    }
+}
+
+/// Writes `made` as `dir/{file}.crt` and `dir/{file}.key`.
+fn write(dir: &Path, file: &str, made: &Made) {
+    std::fs::write(dir.join(format!("{file}.crt")), &made.cert_pem).unwrap();
+    std::fs::write(dir.join(format!("{file}.key")), &made.key_pem).unwrap();
+}
+
+/// A gateway with an HTTPS listener serving `files` (by name, in order) in front of `up`.
+struct TlsGateway {
+    handle: GatewayHandle,
+    /// The config folder, with the certificate files.
+    dir: tempfile::TempDir,
+}
+
+impl TlsGateway {
+    async fn start(certs: &[(&str, &Made)], up: &EchoUpstream, server_extra: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        for (file, made) in certs {
+            write(dir.path(), file, made);
+        }
+        let stems: Vec<&str> = certs.iter().map(|(file, _)| *file).collect();
+        Self::start_in(dir, &stems, up, server_extra).await
+    }
+
+    /// Starts with the certificates `dir/{stem}.crt` and keys `dir/{stem}.key` already there.
+    async fn start_in(
+        dir: tempfile::TempDir,
+        stems: &[&str],
+        up: &EchoUpstream,
+        server_extra: &str,
+    ) -> Self {
+        let mut entries = String::new();
+        for file in stems {
+            entries.push_str(&format!(
+                "      - cert: {file}.crt\n        key: {file}.key\n"
+            ));
+        }
+        let yaml = format!(
+            "server:\n  listen: 127.0.0.1:0\n{server_extra}  tls:\n    listen: 127.0.0.1:0\n    certificates:\n{entries}\
+             upstreams:\n  up:\n    targets: [{}]\nroutes:\n  - name: r\n    match: {{path: /}}\n    upstream: up\n",
+            up.url()
+        );
+        std::fs::write(dir.path().join("gateway.yaml"), yaml).unwrap();
+        let options = StartOptions {
+            config_path: dir.path().join("gateway.yaml"),
+            env: Arc::new(MapEnv(Default::default())),
+            watch: true,
+        };
+        let handle = Gateway::start(options).await.expect("gateway starts");
+        TlsGateway { handle, dir }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.handle.tls_addr().expect("an HTTPS listener")
+    }
+
+    /// The value of `gatehouse_tls_certificate_expiry_seconds{name="<name>"}`, if exported.
+    async fn expiry(&self, name: &str) -> Option<i64> {
+        let text = common::get(&format!("http://{}/metrics", self.handle.local_addr()))
+            .await
+            .text();
+        let series = format!("gatehouse_tls_certificate_expiry_seconds{{name=\"{name}\"}} ");
+        text.lines()
+            .find_map(|line| line.strip_prefix(&series))
+            .map(|v| v.trim().parse().unwrap())
+    }
+}
+
+/// Accepts any server certificate: the tests look at which one was sent, not whether it is
+/// trusted.
+#[derive(Debug)]
+struct AcceptAny;
+
+impl ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algorithms = rustls::crypto::ring::default_provider().signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algorithms = rustls::crypto::ring::default_provider().signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// A client config offering `versions` and `alpn`.
+fn client_config(
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    alpn: &[&[u8]],
+) -> Arc<rustls::ClientConfig> {
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(versions)
+    .unwrap()
+    .dangerous()
+    .with_custom_certificate_verifier(Arc::new(AcceptAny))
+    .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(config)
+}
+
+const BOTH: &[&rustls::SupportedProtocolVersion] =
+    &[&rustls::version::TLS13, &rustls::version::TLS12];
+
+/// Connects to `addr` with SNI `sni` (none for `None`: rustls sends no SNI for an IP address).
+async fn connect(
+    addr: SocketAddr,
+    sni: Option<&str>,
+    config: Arc<rustls::ClientConfig>,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let name = match sni {
+        Some(name) => ServerName::try_from(name.to_string()).unwrap(),
+        None => ServerName::IpAddress(addr.ip().into()),
+    };
+    let tcp = TcpStream::connect(addr).await?;
+    within(TlsConnector::from(config).connect(name, tcp)).await
+}
+
+/// The leaf certificate the server presented for `sni`.
+async fn served(addr: SocketAddr, sni: Option<&str>) -> CertificateDer<'static> {
+    let stream = connect(addr, sni, client_config(BOTH, &[])).await.unwrap();
+    stream.get_ref().1.peer_certificates().unwrap()[0]
+        .clone()
+        .into_owned()
+}
+
+/// GET `path` over HTTP/1.1 on `stream`; what the echo upstream saw.
+async fn get_http1(stream: TlsStream<TcpStream>, path: &str) -> Echo {
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    let task = tokio::spawn(conn);
+    let echo = send_echo(&mut |r| sender.send_request(r), path).await;
+    drop(sender);
+    let _ = task.await;
+    echo
+}
+
+async fn send_echo<F, Fut>(send: &mut F, path: &str) -> Echo
+where
+    F: FnMut(Request<Full<Bytes>>) -> Fut,
+    Fut: std::future::Future<Output = hyper::Result<http::Response<hyper::body::Incoming>>>,
+{
+    let request = Request::get(path)
+        .header("host", "a.test")
+        .body(Full::default())
+        .unwrap();
+    let response = within(send(request)).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body = within(response.into_body().collect())
+        .await
+        .unwrap()
+        .to_bytes();
+    serde_json::from_slice(&body).unwrap_or_else(|e| panic!("not an echo ({e}): {body:?}"))
+}
+
+#[tokio::test]
+async fn sni_picks_the_certificate_and_no_sni_or_an_unknown_name_gets_the_first() {
+    let up = EchoUpstream::start("up").await;
+    let (a, b, c) = (
+        make(&["a.test"]),
+        make(&["*.b.test"]),
+        make(&["exact.b.test"]),
+    );
+    let gw = TlsGateway::start(&[("a", &a), ("b", &b), ("c", &c)], &up, "").await;
+    let addr = gw.addr();
+    assert_eq!(served(addr, Some("a.test")).await, a.der);
+    assert_eq!(served(addr, Some("shop.b.test")).await, b.der);
+    assert_eq!(
+        served(addr, Some("exact.b.test")).await,
+        c.der,
+        "exact beats wildcard"
+    );
+    assert_eq!(served(addr, Some("other.test")).await, a.der);
+    assert_eq!(served(addr, None).await, a.der);
+}
+
+#[tokio::test]
+async fn tls_1_2_and_1_3_are_served_and_1_1_is_refused_with_an_alert() {
+    let up = EchoUpstream::start("up").await;
+    let a = make(&["a.test"]);
+    let gw = TlsGateway::start(&[("a", &a)], &up, "").await;
+    let addr = gw.addr();
+    for (only, expected) in [
+        (&rustls::version::TLS12, rustls::ProtocolVersion::TLSv1_2),
+        (&rustls::version::TLS13, rustls::ProtocolVersion::TLSv1_3),
+    ] {
+        let stream = connect(addr, Some("a.test"), client_config(&[only], &[]))
+            .await
+            .unwrap();
+        assert_eq!(stream.get_ref().1.protocol_version(), Some(expected));
+    }
+    // rustls clients cannot speak TLS 1.1, so this is a TLS 1.1 ClientHello written out: legacy
+    // version 3.2 and no supported_versions extension, but suites, groups and signature schemes
+    // the server has, so only the version can make it refuse.
+    let mut hello = vec![0x03, 0x02];
+    hello.extend_from_slice(&[7; 32]); // random
+    hello.push(0); // session id
+                   // ECDHE-ECDSA-AES128-GCM-SHA256, ECDHE-RSA-AES128-GCM-SHA256, ECDHE-ECDSA-AES128-CBC-SHA
+    hello.extend_from_slice(&[0, 6, 0xc0, 0x2b, 0xc0, 0x2f, 0xc0, 0x09]);
+    hello.extend_from_slice(&[1, 0]); // compression: null
+    let extensions: &[u8] = &[
+        0x00, 0x0a, 0, 4, 0, 2, 0x00, 0x17, // supported_groups: secp256r1
+        0x00, 0x0b, 0, 2, 1, 0, // ec_point_formats: uncompressed
+        0x00, 0x0d, 0, 4, 0, 2, 0x04, 0x03, // signature_algorithms: ecdsa_secp256r1_sha256
+    ];
+    hello.extend_from_slice(&[0, extensions.len() as u8]);
+    hello.extend_from_slice(extensions);
+    let mut handshake = vec![1, 0, 0, hello.len() as u8];
+    handshake.extend_from_slice(&hello);
+    let mut record = vec![0x16, 0x03, 0x02, 0, handshake.len() as u8];
+    record.extend_from_slice(&handshake);
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(&record).await.unwrap();
+    let mut answer = Vec::new();
+    within(tcp.read_to_end(&mut answer)).await.unwrap();
+    // One alert record: fatal (2), protocol_version (70); then the server closed.
+    assert!(answer.len() >= 7, "answer: {answer:?}");
+    assert_eq!(answer[0], 0x15, "an alert record: {answer:?}");
+    assert_eq!(
+        &answer[5..7],
+        &[2, 70],
+        "a fatal protocol_version alert: {answer:?}"
+    );
+}
+
+#[tokio::test]
+async fn http1_over_tls_forwards_x_forwarded_proto_https() {
+    let up = EchoUpstream::start("up").await;
+    let a = make(&["a.test"]);
+    let gw = TlsGateway::start(&[("a", &a)], &up, "").await;
+    let config = client_config(BOTH, &[b"http/1.1"]);
+    let stream = connect(gw.addr(), Some("a.test"), config).await.unwrap();
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let echo = get_http1(stream, "/one").await;
+    assert_eq!(echo.header("x-forwarded-proto"), Some("https"));
+    // Without ALPN the client speaks HTTP/1.1 too.
+    let stream = connect(gw.addr(), Some("a.test"), client_config(BOTH, &[]))
+        .await
+        .unwrap();
+    assert_eq!(stream.get_ref().1.alpn_protocol(), None);
+    let echo = get_http1(stream, "/two").await;
+    assert_eq!(echo.target, "/two");
+    assert_eq!(echo.header("x-forwarded-proto"), Some("https"));
+    // The plain listener still says http.
+    let plain = common::get(&format!("http://{}/three", gw.handle.local_addr())).await;
+    assert_eq!(plain.echo().header("x-forwarded-proto"), Some("http"));
+}
+
+#[tokio::test]
+async fn h2_is_chosen_by_alpn() {
+    let up = EchoUpstream::start("up").await;
+    let a = make(&["a.test"]);
+    let gw = TlsGateway::start(&[("a", &a)], &up, "").await;
+    let config = client_config(BOTH, &[b"h2", b"http/1.1"]);
+    let stream = connect(gw.addr(), Some("a.test"), config).await.unwrap();
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    let task = tokio::spawn(conn);
+    // Two requests on the one connection; each is an HTTP/2 stream.
+    for path in ["/h2/one", "/h2/two"] {
+        let request = Request::get(format!("https://a.test{path}"))
+            .body(Full::<Bytes>::default())
+            .unwrap();
+        let response = within(sender.send_request(request)).await.unwrap();
+        assert_eq!(response.version(), http::Version::HTTP_2);
+        assert_eq!(response.status(), 200);
+        let body = within(response.into_body().collect())
+            .await
+            .unwrap()
+            .to_bytes();
+        let echo: Echo = serde_json::from_slice(&body).unwrap();
+        assert_eq!(echo.target, path);
+        assert_eq!(echo.header("x-forwarded-proto"), Some("https"));
+    }
+    drop(sender);
+    let _ = within(task).await;
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_handshake_is_cut_after_request_header_timeout() {
+    let up = EchoUpstream::start("up").await;
+    let a = make(&["a.test"]);
+    let gw = TlsGateway::start(&[("a", &a)], &up, "  request_header_timeout: 300ms\n").await;
+    let mut tcp = TcpStream::connect(gw.addr()).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(DEADLINE, tcp.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "closed: {read:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// An HTTP/1.1 connection kept open across a certificate change.
+struct KeptConnection {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    served: CertificateDer<'static>,
+}
+
+impl KeptConnection {
+    async fn open(addr: SocketAddr) -> Self {
+        let stream = connect(addr, Some("a.test"), client_config(BOTH, &[]))
+            .await
+            .unwrap();
+        let served = stream.get_ref().1.peer_certificates().unwrap()[0]
+            .clone()
+            .into_owned();
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        KeptConnection { sender, served }
+    }
+
+    async fn get(&mut self, path: &str) -> Echo {
+        within(self.sender.ready()).await.unwrap();
+        let sender = &mut self.sender;
+        send_echo(&mut |r| sender.send_request(r), path).await
+    }
+}
+
+#[tokio::test]
+async fn a_kubernetes_secret_swap_is_served_to_new_connections_while_old_ones_keep_working() {
+    // A Secret volume: tls.crt -> ..data/tls.crt, ..data -> ..<timestamp>/.
+    let up = EchoUpstream::start("up").await;
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    std::fs::create_dir(&certs).unwrap();
+    let version = |name: &str, made: &Made| {
+        std::fs::create_dir(certs.join(name)).unwrap();
+        write(&certs.join(name), "tls", made);
+    };
+    let (old, new) = (
+        make_until(&["a.test"], (2031, 5, 17)),
+        make_until(&["a.test"], (2032, 6, 1)),
+    );
+    version("..2026_01", &old);
+    std::os::unix::fs::symlink("..2026_01", certs.join("..data")).unwrap();
+    for file in ["tls.crt", "tls.key"] {
+        std::os::unix::fs::symlink(format!("..data/{file}"), certs.join(file)).unwrap();
+    }
+    let gw = TlsGateway::start_in(dir, &["certs/tls"], &up, "").await;
+    let addr = gw.addr();
+    assert_eq!(gw.expiry("a.test").await, Some(1_936_742_400));
+    let mut kept = KeptConnection::open(addr).await;
+    assert_eq!(kept.served, old.der);
+    assert_eq!(kept.get("/before").await.target, "/before");
+
+    // What the kubelet does: new folder, new symlink, rename it over ..data.
+    version("..2026_02", &new);
+    std::os::unix::fs::symlink("..2026_02", certs.join("..data_tmp")).unwrap();
+    std::fs::rename(certs.join("..data_tmp"), certs.join("..data")).unwrap();
+    std::fs::remove_dir_all(certs.join("..2026_01")).unwrap();
+    common::eventually("the new certificate is served", || async {
+        served(addr, Some("a.test")).await == new.der
+    })
+    .await;
+    assert_eq!(gw.expiry("a.test").await, Some(1_969_660_800));
+    // The connection made before the swap still serves requests.
+    assert_eq!(kept.get("/after").await.target, "/after");
+    drop(gw.dir);
+}
+
+#[tokio::test]
+async fn a_broken_pair_keeps_the_running_certificate_until_a_good_one_arrives() {
+    let up = EchoUpstream::start("up").await;
+    let (old, other, new) = (make(&["a.test"]), make(&["b.test"]), make(&["a.test"]));
+    let gw = TlsGateway::start(&[("a", &old)], &up, "").await;
+    let addr = gw.addr();
+    // The key of another certificate: the reload is refused and the old pair stays in use.
+    std::fs::write(gw.dir.path().join("a.key"), &other.key_pem).unwrap();
+    match gw.handle.reload().await {
+        gatehouse::server::reload::ReloadOutcome::Rejected(errors) => {
+            let text = errors.to_string();
+            assert!(text.contains("does not match the certificate"), "{text}");
+        }
+        outcome => panic!("expected a rejected reload, got {outcome:?}"),
+    }
+    assert_eq!(served(addr, Some("a.test")).await, old.der);
+    // A good pair written in place (files in the config folder) is picked up by the watcher.
+    std::fs::write(gw.dir.path().join("a.crt"), &new.cert_pem).unwrap();
+    std::fs::write(gw.dir.path().join("a.key"), &new.key_pem).unwrap();
+    common::eventually("the new certificate is served", || async {
+        served(addr, Some("a.test")).await == new.der
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn rsa_keys_in_pkcs1_and_ec_keys_in_sec1_are_served() {
+    let up = EchoUpstream::start("up").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path();
+    // openssl writes the keys (rcgen with ring cannot make RSA keys); rcgen signs with them.
+    common::openssl(
+        path,
+        &[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+            "rsa8.pem",
+        ],
+    );
+    common::openssl(
+        path,
+        &["rsa", "-in", "rsa8.pem", "-traditional", "-out", "rsa.key"],
+    );
+    common::openssl(
+        path,
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            "ec.key",
+        ],
+    );
+    // A certificate for `name` signed with the PKCS#8 key in `pkcs8`, written to `file`.
+    let self_signed = |pkcs8: &str, name: &str, file: &str| {
+        let pem = std::fs::read_to_string(path.join(pkcs8)).unwrap();
+        let key = rcgen::KeyPair::from_pem(&pem).unwrap();
+        let cert = rcgen::CertificateParams::new(vec![name.to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        std::fs::write(path.join(file), cert.pem()).unwrap();
+        cert.der().clone()
+    };
+    common::openssl(
+        path,
+        &[
+            "pkcs8", "-topk8", "-nocrypt", "-in", "ec.key", "-out", "ec8.pem",
+        ],
+    );
+    let rsa = self_signed("rsa8.pem", "rsa.test", "rsa.crt");
+    let ec = self_signed("ec8.pem", "ec.test", "ec.crt");
+    let rsa_key = std::fs::read_to_string(path.join("rsa.key")).unwrap();
+    let ec_key = std::fs::read_to_string(path.join("ec.key")).unwrap();
+    assert!(
+        rsa_key.starts_with("-----BEGIN RSA PRIVATE KEY-----"),
+        "PKCS#1: {rsa_key}"
+    );
+    assert!(
+        ec_key.starts_with("-----BEGIN EC PRIVATE KEY-----"),
+        "SEC1: {ec_key}"
+    );
+    let gw = TlsGateway::start_in(dir, &["rsa", "ec"], &up, "").await;
+    assert_eq!(served(gw.addr(), Some("rsa.test")).await, rsa);
+    assert_eq!(served(gw.addr(), Some("ec.test")).await, ec);
+}
+
+#[tokio::test]
+async fn an_idle_https_connection_waits_for_idle_timeout_not_request_header_timeout() {
+    let up = EchoUpstream::start("up").await;
+    let a = make(&["a.test"]);
+    let extra = "  request_header_timeout: 200ms\n  idle_timeout: 30s\n";
+    let gw = TlsGateway::start(&[("a", &a)], &up, extra).await;
+    let mut kept = KeptConnection::open(gw.addr()).await;
+    assert_eq!(kept.get("/first").await.target, "/first");
+    // Idle for several times the head timeout: the connection is still usable.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(kept.get("/second").await.target, "/second");
+}
+
+#[tokio::test]
+async fn a_request_head_over_https_must_arrive_within_request_header_timeout() {
+    let up = EchoUpstream::start("up").await;
+    let a = make(&["a.test"]);
+    let extra = "  request_header_timeout: 300ms\n  idle_timeout: 30s\n";
+    let gw = TlsGateway::start(&[("a", &a)], &up, extra).await;
+    for first in [true, false] {
+        let mut stream = connect(gw.addr(), Some("a.test"), client_config(BOTH, &[]))
+            .await
+            .unwrap();
+        if !first {
+            // One full request and response, then a slow second head.
+            stream
+                .write_all(b"GET /x HTTP/1.1\r\nHost: a.test\r\n\r\n")
+                .await
+                .unwrap();
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !String::from_utf8_lossy(&seen).contains("\"server\"") {
+                let n = within(stream.read(&mut buf)).await.unwrap();
+                assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&seen));
+                seen.extend_from_slice(&buf[..n]);
+            }
+            // Idle for longer than the head timeout first: that is not head time.
+            tokio::time::sleep(Duration::from_millis(600)).await;
+        }
+        stream
+            .write_all(b"GET /y HTTP/1.1\r\nHost: a")
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 4096];
+        let read = within(stream.read(&mut buf)).await;
+        assert!(
+            matches!(read, Ok(0) | Err(_)),
+            "first: {first}, read: {read:?}"
+        );
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(250),
+            "first: {first}, closed after {waited:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn shutdown_closes_idle_https_connections_and_drains() {
+    let up = EchoUpstream::start("up").await;
+    let a = make(&["a.test"]);
+    let gw = TlsGateway::start(&[("a", &a)], &up, "  idle_timeout: 60s\n").await;
+    let addr = gw.addr();
+    let mut h1 = KeptConnection::open(addr).await;
+    assert_eq!(h1.get("/x").await.target, "/x");
+    let h2 = connect(addr, Some("a.test"), client_config(BOTH, &[b"h2"]))
+        .await
+        .unwrap();
+    let (_sender, conn) = hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(
+        TokioExecutor::new(),
+        TokioIo::new(h2),
+    )
+    .await
+    .unwrap();
+    let h2_task = tokio::spawn(conn);
+    common::eventually("both connections counted", || async {
+        gw.handle.open_connections() == 2
+    })
+    .await;
+    let outcome = within(gw.handle.shutdown(Some(DEADLINE))).await;
+    assert_eq!(outcome, gatehouse::server::ShutdownOutcome::Drained);
+    // The HTTP/2 connection was sent GOAWAY and ended.
+    within(h2_task).await.unwrap().unwrap();
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "the HTTPS listener is closed"
+    );
+}
+
+#[tokio::test]
+async fn a_reload_that_moves_or_removes_the_https_listener_keeps_the_running_one() {
+    let up = EchoUpstream::start("up").await;
+    let (old, new) = (make(&["a.test"]), make(&["a.test"]));
+    let gw = TlsGateway::start(&[("a", &old)], &up, "").await;
+    let addr = gw.addr();
+    let yaml_path = gw.dir.path().join("gateway.yaml");
+    let yaml = std::fs::read_to_string(&yaml_path).unwrap();
+    // A new listen address and a new certificate: the certificate applies, the address waits
+    // for a restart.
+    write(gw.dir.path(), "a", &new);
+    let moved = yaml.replacen("    listen: 127.0.0.1:0\n", "    listen: 127.0.0.1:1\n", 1);
+    std::fs::write(&yaml_path, &moved).unwrap();
+    let outcome = gw.handle.reload().await;
+    // Applied, or Unchanged when the file watcher was first.
+    assert!(
+        !matches!(
+            outcome,
+            gatehouse::server::reload::ReloadOutcome::Rejected(_)
+        ),
+        "{outcome:?}"
+    );
+    let tls = gw.handle.snapshot().server.tls.clone().unwrap();
+    assert_eq!(tls.listen.port(), 0, "the running address is kept");
+    assert_eq!(served(addr, Some("a.test")).await, new.der);
+    // Without `tls` the running listener and its certificates stay too.
+    let start = moved.find("  tls:\n").unwrap();
+    let end = moved.find("upstreams:").unwrap();
+    std::fs::write(&yaml_path, format!("{}{}", &moved[..start], &moved[end..])).unwrap();
+    let outcome = gw.handle.reload().await;
+    // Applied, or Unchanged when the file watcher was first.
+    assert!(
+        !matches!(
+            outcome,
+            gatehouse::server::reload::ReloadOutcome::Rejected(_)
+        ),
+        "{outcome:?}"
+    );
+    assert!(gw.handle.snapshot().server.tls.is_some());
+    assert_eq!(served(addr, Some("a.test")).await, new.der);
+}
