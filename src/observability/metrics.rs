@@ -10,11 +10,6 @@
 //! every observation, so latencies go into `LatencyHistogram`, a fixed-bucket histogram made
 //! of atomics.
 //!
-//! What the request path writes (counters, histograms, the in-flight and connection gauges) is
-//! kept per worker: each worker thread adds to cells only it writes, and a scrape sums them (see
-//! `Counter`). One shared atomic per series would have both cores pass its cache line back
-//! and forth on every request.
-//!
 //! The output is the classic Prometheus text format (served as [`CONTENT_TYPE`]): the crate's
 //! own `Counter` follows the OpenMetrics naming (`# TYPE foo counter` over `foo_total` samples),
 //! which the classic parser reads as a counter without metadata, so counters go through
@@ -22,18 +17,17 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{Method, StatusCode};
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
-
-use crate::per_worker::PerWorker;
 
 /// Exposed metric names, as they appear in the scrape output and in queries.
 pub mod names {
@@ -318,91 +312,6 @@ struct BuildLabels {
     version: &'static str,
 }
 
-/// A counter kept per worker: a worker adds to its own cell, alone on its cache lines, and
-/// reading sums every cell.
-///
-/// It stands in for the crate's `Counter` (same `inc`, `inc_by` and `get`), which is one atomic
-/// that every worker would write. Cost of a series: one 128-byte cell per worker plus one for
-/// threads outside the workers, made at its first write (cells are counted as [`PerWorker`]
-/// counts slots); a series never written has none.
-#[derive(Clone, Default)]
-struct Counter(Arc<PerWorker<AtomicU64>>);
-
-impl Counter {
-    fn inc(&self) {
-        self.inc_by(1);
-    }
-
-    fn inc_by(&self, n: u64) {
-        self.0
-            .get_or_init(|| AtomicU64::new(0))
-            .fetch_add(n, Ordering::Relaxed);
-    }
-
-    /// The sum over workers; wraps like a single atomic would.
-    fn get(&self) -> u64 {
-        self.0.iter().fold(0, |sum, cell| {
-            sum.wrapping_add(cell.load(Ordering::Relaxed))
-        })
-    }
-}
-
-impl fmt::Debug for Counter {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Counter").field(&self.get()).finish()
-    }
-}
-
-/// A gauge that only moves in steps (a request starts, a connection closes), kept per worker
-/// like [`Counter`] and at the same cost.
-///
-/// A cell holds one worker's net steps, which go negative when something counted up on one
-/// thread is counted down on another; the sum over cells is still the gauge's value.
-#[derive(Clone, Default)]
-struct WorkerGauge(Arc<PerWorker<AtomicI64>>);
-
-impl WorkerGauge {
-    fn add(&self, step: i64) {
-        self.0
-            .get_or_init(|| AtomicI64::new(0))
-            .fetch_add(step, Ordering::Relaxed);
-    }
-
-    fn inc(&self) {
-        self.add(1);
-    }
-
-    fn dec(&self) {
-        self.add(-1);
-    }
-
-    fn get(&self) -> i64 {
-        self.0.iter().fold(0, |sum, cell| {
-            sum.wrapping_add(cell.load(Ordering::Relaxed))
-        })
-    }
-}
-
-impl fmt::Debug for WorkerGauge {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("WorkerGauge").field(&self.get()).finish()
-    }
-}
-
-impl TypedMetric for WorkerGauge {
-    const TYPE: MetricType = MetricType::Gauge;
-}
-
-impl EncodeMetric for WorkerGauge {
-    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), fmt::Error> {
-        encoder.encode_gauge(&self.get())
-    }
-
-    fn metric_type(&self) -> MetricType {
-        MetricType::Gauge
-    }
-}
-
 /// A counter whose metadata carries the full `_total` name, as the classic text format expects;
 /// the sample is written under that same name.
 #[derive(Clone, Debug, Default)]
@@ -424,18 +333,14 @@ impl EncodeMetric for TotalCounter {
     }
 }
 
-/// A classic histogram with fixed buckets whose observations are two relaxed atomic adds into
-/// the observing worker's own cells (per worker for the reason given at [`Counter`]).
+/// A classic histogram with fixed buckets whose observations are two relaxed atomic adds.
 ///
 /// The count is derived from the buckets when encoding, so `_count` and the `+Inf` bucket always
 /// agree even when a scrape races with observations; `_sum` may lag by the racing observations,
 /// which no query relies on.
-///
-/// Cost of a series: one 256-byte set of cells (the buckets and the sum) per worker plus one,
-/// made at its first observation.
 #[derive(Clone, Debug, Default)]
 struct LatencyHistogram {
-    cells: Arc<PerWorker<HistogramCells>>,
+    cells: Arc<HistogramCells>,
 }
 
 #[derive(Debug, Default)]
@@ -450,23 +355,8 @@ impl LatencyHistogram {
     fn observe(&self, duration: Duration) {
         let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
         let bucket = BUCKET_BOUNDS_NANOS.partition_point(|&bound| bound < nanos);
-        let cells = self.cells.get_or_init(HistogramCells::default);
-        cells.buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        cells.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
-    }
-
-    /// Per-bucket counts and the sum in nanoseconds, over all workers; both wrap like a single
-    /// atomic would.
-    fn totals(&self) -> ([u64; BUCKETS], u64) {
-        let mut buckets = [0u64; BUCKETS];
-        let mut sum_nanos = 0u64;
-        for cells in self.cells.iter() {
-            for (total, bucket) in buckets.iter_mut().zip(&cells.buckets) {
-                *total = total.wrapping_add(bucket.load(Ordering::Relaxed));
-            }
-            sum_nanos = sum_nanos.wrapping_add(cells.sum_nanos.load(Ordering::Relaxed));
-        }
-        (buckets, sum_nanos)
+        self.cells.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.cells.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
 }
 
@@ -476,17 +366,16 @@ impl TypedMetric for LatencyHistogram {
 
 impl EncodeMetric for LatencyHistogram {
     fn encode(&self, mut encoder: MetricEncoder) -> Result<(), fmt::Error> {
-        let (totals, sum_nanos) = self.totals();
         let mut buckets = [(f64::INFINITY, 0u64); BUCKETS];
         let mut count = 0u64;
         for (i, (bound, n)) in buckets.iter_mut().enumerate() {
             if let Some(&nanos) = BUCKET_BOUNDS_NANOS.get(i) {
                 *bound = nanos as f64 / 1e9;
             }
-            *n = totals[i];
-            count = count.wrapping_add(*n);
+            *n = self.cells.buckets[i].load(Ordering::Relaxed);
+            count += *n;
         }
-        let sum = sum_nanos as f64 / 1e9;
+        let sum = self.cells.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
         encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
     }
 
@@ -513,8 +402,8 @@ pub struct Metrics {
     upstream_retries: Family<UpstreamNameLabels, TotalCounter>,
     upstream_retry_budget_exhausted: Family<UpstreamNameLabels, TotalCounter>,
     upstream_ejections: Family<UpstreamNameLabels, TotalCounter>,
-    open_connections: WorkerGauge,
-    requests_in_flight: WorkerGauge,
+    open_connections: Gauge,
+    requests_in_flight: Gauge,
     auth_failures: Family<AuthFailureLabels, TotalCounter>,
     jwks_refreshes: Family<JwksRefreshLabels, TotalCounter>,
     jwks_keys: Family<ProviderLabels, Gauge>,
@@ -633,13 +522,13 @@ impl Metrics {
             upstream_ejections.clone(),
         );
 
-        let open_connections = WorkerGauge::default();
+        let open_connections = Gauge::default();
         registry.register(
             names::OPEN_CONNECTIONS,
             "Client connections currently open",
             open_connections.clone(),
         );
-        let requests_in_flight = WorkerGauge::default();
+        let requests_in_flight = Gauge::default();
         registry.register(
             names::REQUESTS_IN_FLIGHT,
             "Requests currently being handled",
@@ -1897,167 +1786,15 @@ mod tests {
         h.observe(Duration::from_nanos(500_001));
         h.observe(Duration::from_secs(31));
         h.observe(Duration::MAX);
-        let (counts, _) = h.totals();
+        let counts: Vec<u64> = h
+            .cells
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
         assert_eq!(counts[0], 1);
         assert_eq!(counts[1], 1);
         assert_eq!(counts[BUCKETS - 1], 2);
-    }
-
-    /// Runs `body` at once on threads marked as workers `indices`, returning what each returned.
-    fn on_workers<R: Send>(indices: &[usize], body: impl Fn(usize) -> R + Sync) -> Vec<R> {
-        let barrier = std::sync::Barrier::new(indices.len());
-        let (body, barrier) = (&body, &barrier);
-        std::thread::scope(|scope| {
-            let threads: Vec<_> = indices
-                .iter()
-                .map(|&index| {
-                    scope.spawn(move || {
-                        crate::per_worker::enter_worker(index);
-                        barrier.wait();
-                        body(index)
-                    })
-                })
-                .collect();
-            threads.into_iter().map(|t| t.join().unwrap()).collect()
-        })
-    }
-
-    fn address<T>(cell: &T) -> usize {
-        std::ptr::from_ref(cell) as usize
-    }
-
-    #[test]
-    fn each_worker_writes_cache_lines_of_its_own() {
-        crate::per_worker::expect_workers(2);
-        let counter = Counter::default();
-        let gauge = WorkerGauge::default();
-        let histogram = LatencyHistogram::default();
-        let cells = on_workers(&[0, 1], |_| {
-            counter.inc();
-            gauge.inc();
-            histogram.observe(ms(1));
-            [
-                address(counter.0.get().unwrap()),
-                address(gauge.0.get().unwrap()),
-                address(histogram.cells.get().unwrap()),
-            ]
-        });
-        for (i, (kind, size)) in [("counter", 8), ("gauge", 8), ("histogram", 17 * 8)]
-            .into_iter()
-            .enumerate()
-        {
-            let (a, b) = (cells[0][i], cells[1][i]);
-            assert_eq!(a % 128, 0, "worker 0's {kind} cell starts mid-line");
-            assert_eq!(b % 128, 0, "worker 1's {kind} cell starts mid-line");
-            assert!(
-                a.abs_diff(b) >= size.max(128),
-                "workers 0 and 1 share a {kind} cache line: {a:#x} {b:#x}"
-            );
-        }
-        assert_eq!(counter.get(), 2);
-        assert_eq!(gauge.get(), 2);
-    }
-
-    #[test]
-    fn counts_from_every_worker_sum_exactly() {
-        const EACH: u64 = 5_000;
-        crate::per_worker::expect_workers(4);
-        let metrics = Metrics::new();
-        let route = metrics.route("r");
-        let upstream = metrics.upstream("u");
-        let cache = metrics.cache_results("r");
-        // Workers 0-3, one far beyond the counted slots (it shares a slot), and threads outside
-        // the workers (the test's own and a plain one).
-        let workers = [0, 1, 2, 3, 1_000];
-        let record = |worker: usize| {
-            for i in 0..EACH {
-                metrics.request_started();
-                metrics.connection_opened();
-                route.record(&Method::GET, StatusCode::OK, ms(worker as u64 % 7 + i % 3));
-                upstream.record(UpstreamOutcome::Response, Duration::from_micros(i % 900));
-                cache.record(CacheResult::Hit);
-            }
-        };
-        on_workers(&workers, record);
-        record(usize::MAX);
-        std::thread::scope(|scope| scope.spawn(|| record(usize::MAX - 1)).join().unwrap());
-        let threads = workers.len() as u64 + 2;
-        let total = threads * EACH;
-
-        let out = metrics.encode();
-        assert_line(&out, &format!("gatehouse_requests_in_flight {total}"));
-        assert_line(&out, &format!("gatehouse_open_connections {total}"));
-        assert_line(
-            &out,
-            &format!(r#"gatehouse_requests_total{{route="r",method="GET",status="2xx"}} {total}"#),
-        );
-        assert_line(
-            &out,
-            &format!(
-                r#"gatehouse_upstream_requests_total{{upstream="u",outcome="response"}} {total}"#
-            ),
-        );
-        assert_line(
-            &out,
-            &format!(r#"gatehouse_cache_results_total{{route="r",result="hit"}} {total}"#),
-        );
-
-        // What each histogram must hold, worked out the long way.
-        let mut route_buckets = [0u64; BUCKETS];
-        let mut route_nanos = 0u64;
-        let mut upstream_buckets = [0u64; BUCKETS];
-        let mut upstream_nanos = 0u64;
-        for worker in workers.into_iter().chain([usize::MAX, usize::MAX - 1]) {
-            for i in 0..EACH {
-                let nanos = (worker as u64 % 7 + i % 3) * 1_000_000;
-                route_buckets[BUCKET_BOUNDS_NANOS.partition_point(|&b| b < nanos)] += 1;
-                route_nanos += nanos;
-                let nanos = (i % 900) * 1_000;
-                upstream_buckets[BUCKET_BOUNDS_NANOS.partition_point(|&b| b < nanos)] += 1;
-                upstream_nanos += nanos;
-            }
-        }
-        assert_eq!(route.inner.duration.totals(), (route_buckets, route_nanos));
-        assert_eq!(
-            upstream.inner.duration.totals(),
-            (upstream_buckets, upstream_nanos)
-        );
-        let histogram = r#"gatehouse_request_duration_seconds"#;
-        assert_line(&out, &format!(r#"{histogram}_count{{route="r"}} {total}"#));
-        assert_eq!(
-            sample(&out, &format!(r#"{histogram}_sum{{route="r"}}"#)),
-            route_nanos as f64 / 1e9
-        );
-        let mut cumulative = 0;
-        for (i, n) in route_buckets.iter().enumerate() {
-            cumulative += n;
-            let le = BUCKET_BOUNDS_NANOS
-                .get(i)
-                .map_or("+Inf".to_owned(), |&b| format!("{:?}", b as f64 / 1e9));
-            assert_line(
-                &out,
-                &format!(r#"{histogram}_bucket{{le="{le}",route="r"}} {cumulative}"#),
-            );
-        }
-
-        // Requests end on other threads than they started on; the gauges still net out.
-        let shifted = [1, 2, 3, 0, 7];
-        let finish = |_| {
-            for _ in 0..EACH {
-                metrics.request_finished();
-                metrics.connection_closed();
-            }
-        };
-        on_workers(&shifted, finish);
-        assert_line(
-            &metrics.encode(),
-            &format!("gatehouse_requests_in_flight {}", 2 * EACH),
-        );
-        finish(0);
-        finish(0);
-        let out = metrics.encode();
-        assert_line(&out, "gatehouse_requests_in_flight 0");
-        assert_line(&out, "gatehouse_open_connections 0");
     }
 
     #[test]
