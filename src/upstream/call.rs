@@ -132,6 +132,14 @@ enum Outcome {
 }
 
 impl Outcome {
+    /// How an attempt ended.
+    fn of(attempt: &Result<Response<UpstreamBody>, UpstreamErrorKind>) -> Self {
+        match attempt {
+            Ok(response) => Outcome::Answer(response.status()),
+            Err(kind) => Outcome::Error(*kind),
+        }
+    }
+
     /// What `retry.on` calls this outcome, when it can name it.
     fn retry_on(self) -> Option<RetryOn> {
         match self {
@@ -266,41 +274,53 @@ impl Upstream {
         if let Some(budget) = &self.retry_budget {
             budget.note_request(started);
         }
-        // Retried requests are sent from kept parts, rebuilt for every attempt; others once.
-        let policy = self
+        // A request that is not retried is sent as it is, once: the common case, kept free of
+        // the retry loop's state.
+        let Some(policy) = self
             .retry
             .as_ref()
-            .filter(|p| p.retries_method(&method) && can_keep(request.body()));
-        let (mut once, kept) = match policy {
-            None => (Some(request), None),
-            Some(policy) => {
-                let (parts, body) = request.into_parts();
-                let deadline = tokio::time::Instant::from_std(deadline);
-                let body = match tokio::time::timeout_at(deadline, read_whole(body)).await {
-                    Ok(Ok(body)) => body,
-                    Ok(Err(kind)) => return Err(UpstreamError::new(self, kind, &method, None)),
-                    Err(_) => {
-                        let kind = UpstreamErrorKind::Timeout;
-                        return Err(UpstreamError::new(self, kind, &method, None));
-                    }
-                };
-                let kept = Kept {
-                    uri: parts.uri,
-                    version: parts.version,
-                    headers: parts.headers,
-                    body,
-                };
-                (None, Some((policy, kept)))
+            .filter(|p| p.retries_method(&method) && can_keep(request.body()))
+        else {
+            let Some((target, in_flight)) = self.pick(settings.hash_key, |_| true) else {
+                request.into_body().drain_rest();
+                return Err(self.no_target(&method));
+            };
+            let attempt = self
+                .attempt(target, request, settings, settings.timeout)
+                .await;
+            let elapsed = started.elapsed();
+            self.feed(target, Outcome::of(&attempt), elapsed, permit);
+            let marks = CallMarks {
+                in_flight,
+                admitted,
+            };
+            return self.answered(attempt, target, elapsed, marks, &method);
+        };
+        // Retried requests are sent from kept parts, rebuilt for every attempt.
+        let (parts, body) = request.into_parts();
+        let body = match tokio::time::timeout_at(
+            tokio::time::Instant::from_std(deadline),
+            read_whole(body),
+        )
+        .await
+        {
+            Ok(Ok(body)) => body,
+            Ok(Err(kind)) => return Err(UpstreamError::new(self, kind, &method, None)),
+            Err(_) => {
+                let kind = UpstreamErrorKind::Timeout;
+                return Err(UpstreamError::new(self, kind, &method, None));
             }
+        };
+        let kept = Kept {
+            uri: parts.uri,
+            version: parts.version,
+            headers: parts.headers,
+            body,
         };
         let mut tried: Vec<usize> = Vec::new();
         let mut retries = 0u32;
         loop {
-            let request = match (once.take(), &kept) {
-                (Some(request), _) => request,
-                (None, Some((_, kept))) => kept.request(&method),
-                (None, None) => unreachable!("a request sent once is not sent again"),
-            };
+            let request = kept.request(&method);
             // Another target where one is left; the same one when every target was tried.
             let picked = self
                 .pick(settings.hash_key, |i| !tried.contains(&i))
@@ -310,74 +330,86 @@ impl Upstream {
                 });
             let Some((target, in_flight)) = picked else {
                 request.into_body().drain_rest();
-                let kind = if self.none_healthy() {
-                    UpstreamErrorKind::NoHealthy
-                } else {
-                    UpstreamErrorKind::NoTarget
-                };
-                return Err(UpstreamError::new(self, kind, &method, None));
+                return Err(self.no_target(&method));
             };
             let attempt_started = Instant::now();
             let remaining = deadline.saturating_duration_since(attempt_started);
-            let timeout = match &kept {
-                // A timed-out attempt leaves time for the retries still possible after it.
-                Some((policy, _)) if policy.retries_on(RetryOn::Timeout) => {
-                    remaining / (policy.attempts - retries + 1)
-                }
-                _ => remaining,
+            // A timed-out attempt leaves time for the retries still possible after it.
+            let timeout = if policy.retries_on(RetryOn::Timeout) {
+                remaining / (policy.attempts - retries + 1)
+            } else {
+                remaining
             };
             let attempt = self.attempt(target, request, settings, timeout).await;
             let elapsed = attempt_started.elapsed();
-            let outcome = match &attempt {
-                Ok(response) => Outcome::Answer(response.status()),
-                Err(kind) => Outcome::Error(*kind),
-            };
+            let outcome = Outcome::of(&attempt);
             self.feed(target, outcome, elapsed, permit.take());
-            if let Some((policy, _)) = &kept {
-                let retry = retries + 1;
-                let wanted = retries < policy.attempts
-                    && outcome.retry_on().is_some_and(|on| policy.retries_on(on));
-                // Each attempt is a call the breaker admits and learns from; one it refuses
-                // ends the retries with this attempt's answer.
-                let next_permit = match (&self.breaker, wanted) {
-                    (_, false) => None,
-                    (None, true) => Some(None),
-                    (Some(breaker), true) => breaker.admit().ok().map(Some),
-                };
-                if let Some(wait) = next_permit
-                    .is_some()
-                    .then(|| self.retry_wait(policy, retry, deadline))
-                    .flatten()
-                {
-                    permit = next_permit.flatten();
-                    tracing::debug!(
-                        upstream = %self.name,
-                        target = %self.targets[target].url,
-                        retry,
-                        outcome = ?outcome,
-                        wait_ms = wait.as_millis() as u64,
-                        "retrying the request"
-                    );
-                    drop((attempt, in_flight));
-                    tried.push(target);
-                    tokio::time::sleep(wait).await;
-                    self.metrics.retried();
-                    retries = retry;
-                    continue;
-                }
-            }
-            return match attempt {
-                Ok(response) => Ok(Answered {
-                    response,
-                    target: Arc::clone(&self.targets[target].url),
-                    elapsed,
-                    marks: CallMarks {
-                        in_flight,
-                        admitted,
-                    },
-                }),
-                Err(kind) => Err(UpstreamError::new(self, kind, &method, Some(target))),
+            let retry = retries + 1;
+            let wanted = retries < policy.attempts
+                && outcome.retry_on().is_some_and(|on| policy.retries_on(on));
+            // Each attempt is a call the breaker admits and learns from; one it refuses ends
+            // the retries with this attempt's answer.
+            let next_permit = match (&self.breaker, wanted) {
+                (_, false) => None,
+                (None, true) => Some(None),
+                (Some(breaker), true) => breaker.admit().ok().map(Some),
             };
+            if let Some(wait) = next_permit
+                .is_some()
+                .then(|| self.retry_wait(policy, retry, deadline))
+                .flatten()
+            {
+                permit = next_permit.flatten();
+                tracing::debug!(
+                    upstream = %self.name,
+                    target = %self.targets[target].url,
+                    retry,
+                    outcome = ?outcome,
+                    wait_ms = wait.as_millis() as u64,
+                    "retrying the request"
+                );
+                drop((attempt, in_flight));
+                tried.push(target);
+                tokio::time::sleep(wait).await;
+                self.metrics.retried();
+                retries = retry;
+                continue;
+            }
+            let marks = CallMarks {
+                in_flight,
+                admitted,
+            };
+            return self.answered(attempt, target, elapsed, marks, &method);
+        }
+    }
+
+    /// The error when no target can be picked: none healthy, or none at all.
+    fn no_target(&self, method: &Method) -> UpstreamError {
+        let kind = if self.none_healthy() {
+            UpstreamErrorKind::NoHealthy
+        } else {
+            UpstreamErrorKind::NoTarget
+        };
+        UpstreamError::new(self, kind, method, None)
+    }
+
+    /// The call's result from its last attempt.
+    fn answered(
+        &self,
+        attempt: Result<Response<UpstreamBody>, UpstreamErrorKind>,
+        target: usize,
+        elapsed: Duration,
+        marks: CallMarks,
+        method: &Method,
+    ) -> Result<Answered, UpstreamError> {
+        match attempt {
+            Ok(response) => Ok(Answered {
+                response,
+                target: Arc::clone(&self.targets[target].url),
+                elapsed,
+                marks,
+            }),
+            Err(kind) => Err(UpstreamError::new(self, kind, method, Some(target))),
         }
     }
 
