@@ -299,10 +299,11 @@ pub fn is_grpc(headers: &http::HeaderMap) -> bool {
         .get(header::CONTENT_TYPE)
         .map(HeaderValue::as_bytes)
         .is_some_and(|ct| {
-            let ct = ct.to_ascii_lowercase();
-            ct == b"application/grpc"
-                || ct.starts_with(b"application/grpc+")
-                || ct.starts_with(b"application/grpc;")
+            // Compared in place: this runs for every request that has a content type.
+            const GRPC: &[u8] = b"application/grpc";
+            ct.len() >= GRPC.len()
+                && ct[..GRPC.len()].eq_ignore_ascii_case(GRPC)
+                && matches!(ct.get(GRPC.len()), None | Some(b'+' | b';'))
         })
 }
 
