@@ -10,44 +10,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{within, Echo, EchoUpstream, DEADLINE};
+use common::{self_signed_until, within, Echo, EchoUpstream, SelfSigned as Made, DEADLINE};
 use gatehouse::config::MapEnv;
+use gatehouse::tls::client;
 use gatehouse::{Gateway, GatewayHandle, StartOptions};
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-/// A certificate for `names` and its key, as PEM, and the certificate as DER.
-struct Made {
-    cert_pem: String,
-    key_pem: String,
-    der: CertificateDer<'static>,
-}
-
+/// A self-signed certificate for `names`, valid until 2035.
 fn make(names: &[&str]) -> Made {
-    make_until(names, (2035, 1, 1))
-}
-
-/// [`make`] with notAfter at midnight UTC of `(year, month, day)`.
-fn make_until(names: &[&str], not_after: (i32, u8, u8)) -> Made {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params =
-        rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-            .unwrap();
-    params.not_after = rcgen::date_time_ymd(not_after.0, not_after.1, not_after.2);
-    let cert = params.self_signed(&key).unwrap();
-    Made {
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-        der: cert.der().clone(),
-    }
+    self_signed_until(names, (2035, 1, 1))
 }
 
 /// Writes `made` as `dir/{file}.crt` and `dir/{file}.key`.
@@ -64,6 +42,15 @@ struct TlsGateway {
 }
 
 impl TlsGateway {
+    /// An echo upstream and a gateway serving one certificate for `a.test` (as `a`) in front of
+    /// it.
+    async fn for_a_test(server_extra: &str) -> (EchoUpstream, TlsGateway) {
+        let up = EchoUpstream::start("up").await;
+        let a = make(&["a.test"]);
+        let gw = TlsGateway::start(&[("a", &a)], &up, server_extra).await;
+        (up, gw)
+    }
+
     async fn start(certs: &[(&str, &Made)], up: &EchoUpstream, server_extra: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         for (file, made) in certs {
@@ -117,65 +104,15 @@ impl TlsGateway {
     }
 }
 
-/// Accepts any server certificate: the tests look at which one was sent, not whether it is
-/// trusted.
-#[derive(Debug)]
-struct AcceptAny;
-
-impl ServerCertVerifier for AcceptAny {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let algorithms = rustls::crypto::ring::default_provider().signature_verification_algorithms;
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let algorithms = rustls::crypto::ring::default_provider().signature_verification_algorithms;
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        rustls::crypto::ring::default_provider()
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-/// A client config offering `versions` and `alpn`.
+/// A client config offering `versions` and `alpn`, accepting any server certificate: the
+/// tests look at which one was sent, not whether it is trusted.
 fn client_config(
     versions: &[&'static rustls::SupportedProtocolVersion],
     alpn: &[&[u8]],
 ) -> Arc<rustls::ClientConfig> {
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(versions)
-    .unwrap()
-    .dangerous()
-    .with_custom_certificate_verifier(Arc::new(AcceptAny))
-    .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    Arc::new(config)
+    Arc::new(
+        client::client_config_with_versions(versions, client::Trust::Anything, None, alpn).unwrap(),
+    )
 }
 
 const BOTH: &[&rustls::SupportedProtocolVersion] =
@@ -201,6 +138,20 @@ async fn served(addr: SocketAddr, sni: Option<&str>) -> CertificateDer<'static> 
     stream.get_ref().1.peer_certificates().unwrap()[0]
         .clone()
         .into_owned()
+}
+
+/// An HTTP/2 client on `stream`, and the task driving its connection.
+async fn http2(
+    stream: TlsStream<TcpStream>,
+) -> (
+    hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+) {
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    (sender, tokio::spawn(conn))
 }
 
 /// GET `path` over HTTP/1.1 on `stream`; what the echo upstream saw.
@@ -256,9 +207,7 @@ async fn sni_picks_the_certificate_and_no_sni_or_an_unknown_name_gets_the_first(
 
 #[tokio::test]
 async fn tls_1_2_and_1_3_are_served_and_1_1_is_refused_with_an_alert() {
-    let up = EchoUpstream::start("up").await;
-    let a = make(&["a.test"]);
-    let gw = TlsGateway::start(&[("a", &a)], &up, "").await;
+    let (_up, gw) = TlsGateway::for_a_test("").await;
     let addr = gw.addr();
     for (only, expected) in [
         (&rustls::version::TLS12, rustls::ProtocolVersion::TLSv1_2),
@@ -305,9 +254,7 @@ async fn tls_1_2_and_1_3_are_served_and_1_1_is_refused_with_an_alert() {
 
 #[tokio::test]
 async fn http1_over_tls_forwards_x_forwarded_proto_https() {
-    let up = EchoUpstream::start("up").await;
-    let a = make(&["a.test"]);
-    let gw = TlsGateway::start(&[("a", &a)], &up, "").await;
+    let (_up, gw) = TlsGateway::for_a_test("").await;
     let config = client_config(BOTH, &[b"http/1.1"]);
     let stream = connect(gw.addr(), Some("a.test"), config).await.unwrap();
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
@@ -328,17 +275,11 @@ async fn http1_over_tls_forwards_x_forwarded_proto_https() {
 
 #[tokio::test]
 async fn h2_is_chosen_by_alpn() {
-    let up = EchoUpstream::start("up").await;
-    let a = make(&["a.test"]);
-    let gw = TlsGateway::start(&[("a", &a)], &up, "").await;
+    let (_up, gw) = TlsGateway::for_a_test("").await;
     let config = client_config(BOTH, &[b"h2", b"http/1.1"]);
     let stream = connect(gw.addr(), Some("a.test"), config).await.unwrap();
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    let task = tokio::spawn(conn);
+    let (mut sender, task) = http2(stream).await;
     // Two requests on the one connection; each is an HTTP/2 stream.
     for path in ["/h2/one", "/h2/two"] {
         let request = Request::get(format!("https://a.test{path}"))
@@ -361,9 +302,7 @@ async fn h2_is_chosen_by_alpn() {
 
 #[tokio::test]
 async fn a_client_that_never_finishes_its_handshake_is_cut_after_request_header_timeout() {
-    let up = EchoUpstream::start("up").await;
-    let a = make(&["a.test"]);
-    let gw = TlsGateway::start(&[("a", &a)], &up, "  request_header_timeout: 300ms\n").await;
+    let (_up, gw) = TlsGateway::for_a_test("  request_header_timeout: 300ms\n").await;
     let mut tcp = TcpStream::connect(gw.addr()).await.unwrap();
     let started = std::time::Instant::now();
     let mut buf = [0u8; 64];
@@ -416,8 +355,8 @@ async fn a_kubernetes_secret_swap_is_served_to_new_connections_while_old_ones_ke
         write(&certs.join(name), "tls", made);
     };
     let (old, new) = (
-        make_until(&["a.test"], (2031, 5, 17)),
-        make_until(&["a.test"], (2032, 6, 1)),
+        self_signed_until(&["a.test"], (2031, 5, 17)),
+        self_signed_until(&["a.test"], (2032, 6, 1)),
     );
     version("..2026_01", &old);
     std::os::unix::fs::symlink("..2026_01", certs.join("..data")).unwrap();
@@ -477,18 +416,7 @@ async fn rsa_keys_in_pkcs1_and_ec_keys_in_sec1_are_served() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path();
     // openssl writes the keys (rcgen with ring cannot make RSA keys); rcgen signs with them.
-    common::openssl(
-        path,
-        &[
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out",
-            "rsa8.pem",
-        ],
-    );
+    common::rsa_private_key(path, "rsa8.pem");
     common::openssl(
         path,
         &["rsa", "-in", "rsa8.pem", "-traditional", "-out", "rsa.key"],
@@ -541,10 +469,8 @@ async fn rsa_keys_in_pkcs1_and_ec_keys_in_sec1_are_served() {
 
 #[tokio::test]
 async fn an_idle_https_connection_waits_for_idle_timeout_not_request_header_timeout() {
-    let up = EchoUpstream::start("up").await;
-    let a = make(&["a.test"]);
     let extra = "  request_header_timeout: 200ms\n  idle_timeout: 30s\n";
-    let gw = TlsGateway::start(&[("a", &a)], &up, extra).await;
+    let (_up, gw) = TlsGateway::for_a_test(extra).await;
     let mut kept = KeptConnection::open(gw.addr()).await;
     assert_eq!(kept.get("/first").await.target, "/first");
     // Idle for several times the head timeout: the connection is still usable.
@@ -554,10 +480,8 @@ async fn an_idle_https_connection_waits_for_idle_timeout_not_request_header_time
 
 #[tokio::test]
 async fn a_request_head_over_https_must_arrive_within_request_header_timeout() {
-    let up = EchoUpstream::start("up").await;
-    let a = make(&["a.test"]);
     let extra = "  request_header_timeout: 300ms\n  idle_timeout: 30s\n";
-    let gw = TlsGateway::start(&[("a", &a)], &up, extra).await;
+    let (_up, gw) = TlsGateway::for_a_test(extra).await;
     for first in [true, false] {
         let mut stream = connect(gw.addr(), Some("a.test"), client_config(BOTH, &[]))
             .await
@@ -599,22 +523,14 @@ async fn a_request_head_over_https_must_arrive_within_request_header_timeout() {
 
 #[tokio::test]
 async fn shutdown_closes_idle_https_connections_and_drains() {
-    let up = EchoUpstream::start("up").await;
-    let a = make(&["a.test"]);
-    let gw = TlsGateway::start(&[("a", &a)], &up, "  idle_timeout: 60s\n").await;
+    let (_up, gw) = TlsGateway::for_a_test("  idle_timeout: 60s\n").await;
     let addr = gw.addr();
     let mut h1 = KeptConnection::open(addr).await;
     assert_eq!(h1.get("/x").await.target, "/x");
     let h2 = connect(addr, Some("a.test"), client_config(BOTH, &[b"h2"]))
         .await
         .unwrap();
-    let (_sender, conn) = hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(
-        TokioExecutor::new(),
-        TokioIo::new(h2),
-    )
-    .await
-    .unwrap();
-    let h2_task = tokio::spawn(conn);
+    let (_sender, h2_task) = http2(h2).await;
     common::eventually("both connections counted", || async {
         gw.handle.open_connections() == 2
     })
@@ -626,6 +542,19 @@ async fn shutdown_closes_idle_https_connections_and_drains() {
     assert!(
         TcpStream::connect(addr).await.is_err(),
         "the HTTPS listener is closed"
+    );
+}
+
+/// Reloads `gw` and asserts the reload was not refused: applied, or unchanged when the file
+/// watcher was first.
+async fn reload_not_rejected(gw: &TlsGateway) {
+    let outcome = gw.handle.reload().await;
+    assert!(
+        !matches!(
+            outcome,
+            gatehouse::server::reload::ReloadOutcome::Rejected(_)
+        ),
+        "{outcome:?}"
     );
 }
 
@@ -642,15 +571,7 @@ async fn a_reload_that_moves_or_removes_the_https_listener_keeps_the_running_one
     write(gw.dir.path(), "a", &new);
     let moved = yaml.replacen("    listen: 127.0.0.1:0\n", "    listen: 127.0.0.1:1\n", 1);
     std::fs::write(&yaml_path, &moved).unwrap();
-    let outcome = gw.handle.reload().await;
-    // Applied, or Unchanged when the file watcher was first.
-    assert!(
-        !matches!(
-            outcome,
-            gatehouse::server::reload::ReloadOutcome::Rejected(_)
-        ),
-        "{outcome:?}"
-    );
+    reload_not_rejected(&gw).await;
     let tls = gw.handle.snapshot().server.tls.clone().unwrap();
     assert_eq!(tls.listen.port(), 0, "the running address is kept");
     assert_eq!(served(addr, Some("a.test")).await, new.der);
@@ -658,15 +579,7 @@ async fn a_reload_that_moves_or_removes_the_https_listener_keeps_the_running_one
     let start = moved.find("  tls:\n").unwrap();
     let end = moved.find("upstreams:").unwrap();
     std::fs::write(&yaml_path, format!("{}{}", &moved[..start], &moved[end..])).unwrap();
-    let outcome = gw.handle.reload().await;
-    // Applied, or Unchanged when the file watcher was first.
-    assert!(
-        !matches!(
-            outcome,
-            gatehouse::server::reload::ReloadOutcome::Rejected(_)
-        ),
-        "{outcome:?}"
-    );
+    reload_not_rejected(&gw).await;
     assert!(gw.handle.snapshot().server.tls.is_some());
     assert_eq!(served(addr, Some("a.test")).await, new.der);
 }

@@ -281,17 +281,53 @@ async fn fetch(c: &Client<HttpConnector, Full<Bytes>>, gw: &TestGateway, path: &
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 
+/// An origin whose CA the gateway can trust: the CA, written to `ca.pem` in a temporary
+/// directory, and the origin serving a certificate the test chose.
+struct Trusted {
+    dir: tempfile::TempDir,
+    ca_file: PathBuf,
+    origin: Origin,
+}
+
+impl Trusted {
+    /// `ca` written to `ca.pem`, and an origin serving `leaf` (see `Origin::start`).
+    async fn with(ca: &Ca, leaf: &Leaf, client_ca: Option<&Ca>, then: AfterFirst) -> Trusted {
+        let dir = tempfile::tempdir().unwrap();
+        let origin = Origin::start(leaf, client_ca, then).await;
+        let ca_file = write(dir.path(), "ca.pem", &ca.pem());
+        Trusted {
+            dir,
+            ca_file,
+            origin,
+        }
+    }
+
+    /// A fresh CA and an origin serving its certificate for `localhost`.
+    async fn start(then: AfterFirst) -> Trusted {
+        let ca = Ca::new("test ca");
+        Trusted::with(&ca, &ca.leaf(&["localhost"]), None, then).await
+    }
+
+    /// The `tls:` line that trusts the CA.
+    fn ca_line(&self) -> String {
+        format!("ca_file: {}", self.ca_file.display())
+    }
+
+    /// The origin as an `https://localhost:PORT` target.
+    fn localhost(&self) -> String {
+        format!("https://localhost:{}", self.origin.addr.port())
+    }
+
+    /// A one-worker gateway reaching the origin at `localhost` and trusting the CA.
+    async fn gateway(&self) -> TestGateway {
+        gateway(&self.localhost(), &[self.ca_line()]).await
+    }
+}
+
 #[tokio::test]
 async fn a_target_signed_by_the_ca_file_is_trusted_and_its_connection_reused() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new("test ca");
-    let origin = Origin::start(&ca.leaf(&["localhost"]), None, AfterFirst::Nothing).await;
-    let ca_file = write(dir.path(), "ca.pem", &ca.pem());
-    let gw = gateway(
-        &format!("https://localhost:{}", origin.addr.port()),
-        &[format!("ca_file: {}", ca_file.display())],
-    )
-    .await;
+    let t = Trusted::start(AfterFirst::Nothing).await;
+    let gw = t.gateway().await;
     let c = client();
     for _ in 0..3 {
         let got = fetch(&c, &gw, "/").await;
@@ -299,24 +335,17 @@ async fn a_target_signed_by_the_ca_file_is_trusted_and_its_connection_reused() {
     }
     // One TLS connection carried all three requests, although the origin sends TLS 1.3
     // session tickets after the handshake (records that are not application data).
-    assert_eq!(origin.handshakes(), 1);
+    assert_eq!(t.origin.handshakes(), 1);
     assert_eq!(
-        *origin.seen.sni.lock().unwrap(),
+        *t.origin.seen.sni.lock().unwrap(),
         vec![Some("localhost".to_string())]
     );
 }
 
 #[tokio::test]
 async fn large_bodies_cross_a_tls_connection_both_ways() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new("test ca");
-    let origin = Origin::start(&ca.leaf(&["localhost"]), None, AfterFirst::Nothing).await;
-    let ca_file = write(dir.path(), "ca.pem", &ca.pem());
-    let gw = gateway(
-        &format!("https://localhost:{}", origin.addr.port()),
-        &[format!("ca_file: {}", ca_file.display())],
-    )
-    .await;
+    let t = Trusted::start(AfterFirst::Nothing).await;
+    let gw = t.gateway().await;
     let c = client();
     let got = fetch(&c, &gw, "/big").await;
     assert_eq!(got.status.as_u16(), 200);
@@ -330,22 +359,20 @@ async fn large_bodies_cross_a_tls_connection_both_ways() {
     )
     .await;
     assert_eq!(got.text(), format!("conn0 {}", fnv(&upload)));
-    assert_eq!(origin.handshakes(), 1);
+    assert_eq!(t.origin.handshakes(), 1);
 }
 
 #[tokio::test]
 async fn a_target_signed_by_an_unknown_ca_fails_with_502_and_a_log_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new("test ca");
     let other = Ca::new("other ca");
-    let origin = Origin::start(&other.leaf(&["localhost"]), None, AfterFirst::Nothing).await;
-    let ca_file = write(dir.path(), "ca.pem", &ca.pem());
-    let yaml = config(
-        &format!("https://localhost:{}", origin.addr.port()),
-        &[format!("ca_file: {}", ca_file.display())],
-        "",
+    let t = Trusted::with(
+        &Ca::new("test ca"),
+        &other.leaf(&["localhost"]),
+        None,
+        AfterFirst::Nothing,
     )
-    .replace("127.0.0.1:0", "127.0.0.1:PORT")
+    .await;
+    let yaml = config(&t.localhost(), &[t.ca_line()], "").replace("127.0.0.1:0", "127.0.0.1:PORT")
         + "logging:\n  format: json\n";
     let gw = GatehouseProcess::start(&yaml, &[]).await;
     let got = get(&gw.url("/")).await;
@@ -369,33 +396,34 @@ async fn a_target_signed_by_an_unknown_ca_fails_with_502_and_a_log_line() {
 
 #[tokio::test]
 async fn server_name_is_sent_in_sni_and_verified() {
-    let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new("test ca");
-    let origin = Origin::start(&ca.leaf(&["origin.internal"]), None, AfterFirst::Nothing).await;
-    let ca_file = write(dir.path(), "ca.pem", &ca.pem());
-    let target = format!("https://{}", origin.addr);
+    let t = Trusted::with(
+        &ca,
+        &ca.leaf(&["origin.internal"]),
+        None,
+        AfterFirst::Nothing,
+    )
+    .await;
+    let target = format!("https://{}", t.origin.addr);
     // The target's host (an IP address) is not in the certificate.
-    let gw = gateway(&target, &[format!("ca_file: {}", ca_file.display())]).await;
+    let gw = gateway(&target, &[t.ca_line()]).await;
     assert_eq!(get(&gw.url("/")).await.status.as_u16(), 502);
     let gw = gateway(
         &target,
-        &[
-            format!("ca_file: {}", ca_file.display()),
-            "server_name: origin.internal".into(),
-        ],
+        &[t.ca_line(), "server_name: origin.internal".into()],
     )
     .await;
     let got = get(&gw.url("/")).await;
     assert_eq!(got.status.as_u16(), 200, "{}", got.text());
     assert!(
-        origin
+        t.origin
             .seen
             .sni
             .lock()
             .unwrap()
             .contains(&Some("origin.internal".to_string())),
         "{:?}",
-        origin.seen.sni.lock().unwrap()
+        t.origin.seen.sni.lock().unwrap()
     );
 }
 
@@ -417,19 +445,12 @@ async fn insecure_skip_verify_accepts_an_unknown_ca() {
 
 #[tokio::test]
 async fn an_idle_tls_connection_the_origin_closed_is_not_reused() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new("test ca");
-    let origin = Origin::start(&ca.leaf(&["localhost"]), None, AfterFirst::Close).await;
-    let ca_file = write(dir.path(), "ca.pem", &ca.pem());
-    let gw = gateway(
-        &format!("https://localhost:{}", origin.addr.port()),
-        &[format!("ca_file: {}", ca_file.display())],
-    )
-    .await;
+    let t = Trusted::start(AfterFirst::Close).await;
+    let gw = t.gateway().await;
     let c = client();
     assert_eq!(fetch(&c, &gw, "/").await.text(), "conn0");
     eventually("the origin closed connection 0", || async {
-        origin.seen.closed.load(Ordering::SeqCst) == 1
+        t.origin.seen.closed.load(Ordering::SeqCst) == 1
     })
     .await;
     // A POST is never retried: sent on the closed connection, it would fail.
@@ -441,56 +462,47 @@ async fn an_idle_tls_connection_the_origin_closed_is_not_reused() {
     )
     .await;
     assert_eq!((got.status.as_u16(), got.text().as_str()), (200, "conn1"));
-    assert_eq!(origin.handshakes(), 2);
+    assert_eq!(t.origin.handshakes(), 2);
 }
 
 #[tokio::test]
 async fn tls_records_on_an_idle_connection_that_carry_no_data_leave_it_usable() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new("test ca");
-    let origin = Origin::start(&ca.leaf(&["localhost"]), None, AfterFirst::KeyUpdate).await;
-    let ca_file = write(dir.path(), "ca.pem", &ca.pem());
-    let gw = gateway(
-        &format!("https://localhost:{}", origin.addr.port()),
-        &[format!("ca_file: {}", ca_file.display())],
-    )
-    .await;
+    let t = Trusted::start(AfterFirst::KeyUpdate).await;
+    let gw = t.gateway().await;
     let c = client();
     assert_eq!(fetch(&c, &gw, "/").await.text(), "conn0");
-    origin.seen.update_keys.notify_one();
+    t.origin.seen.update_keys.notify_one();
     eventually("the origin updated its keys", || async {
-        origin.seen.key_updates.load(Ordering::SeqCst) == 1
+        t.origin.seen.key_updates.load(Ordering::SeqCst) == 1
     })
     .await;
     // Sweeper-independent: the check at checkout reads the KeyUpdate record, which is no
     // reason to drop the connection (a raw socket read would have taken a byte of it).
     let got = fetch(&c, &gw, "/").await;
     assert_eq!((got.status.as_u16(), got.text().as_str()), (200, "conn0"));
-    assert_eq!(origin.handshakes(), 1);
+    assert_eq!(t.origin.handshakes(), 1);
 }
 
 #[tokio::test]
 async fn a_client_certificate_is_presented_when_configured() {
-    let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new("test ca");
     let clients = Ca::new("client ca");
-    let origin = Origin::start(
+    let t = Trusted::with(
+        &ca,
         &ca.leaf(&["localhost"]),
         Some(&clients),
         AfterFirst::Nothing,
     )
     .await;
-    let ca_file = write(dir.path(), "ca.pem", &ca.pem());
     let identity = clients.leaf(&["gateway"]);
-    let cert_file = write(dir.path(), "gw.crt", &identity.cert_pem);
-    let key_file = write(dir.path(), "gw.key", &identity.key_pem);
-    let target = format!("https://localhost:{}", origin.addr.port());
-    let without = gateway(&target, &[format!("ca_file: {}", ca_file.display())]).await;
+    let cert_file = write(t.dir.path(), "gw.crt", &identity.cert_pem);
+    let key_file = write(t.dir.path(), "gw.key", &identity.key_pem);
+    let without = t.gateway().await;
     assert_eq!(get(&without.url("/")).await.status.as_u16(), 502);
     let gw = gateway(
-        &target,
+        &t.localhost(),
         &[
-            format!("ca_file: {}", ca_file.display()),
+            t.ca_line(),
             format!("cert_file: {}", cert_file.display()),
             format!("key_file: {}", key_file.display()),
         ],
@@ -498,20 +510,13 @@ async fn a_client_certificate_is_presented_when_configured() {
     .await;
     let got = get(&gw.url("/")).await;
     assert_eq!(got.status.as_u16(), 200, "{}", got.text());
-    assert_eq!(*origin.seen.client_certs.lock().unwrap(), vec![true]);
+    assert_eq!(*t.origin.seen.client_certs.lock().unwrap(), vec![true]);
 }
 
 #[tokio::test]
 async fn health_checks_of_https_targets_go_through_tls() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new("test ca");
-    let origin = Origin::start(&ca.leaf(&["localhost"]), None, AfterFirst::Nothing).await;
-    let ca_file = write(dir.path(), "ca.pem", &ca.pem());
-    let yaml = config(
-        &format!("https://localhost:{}", origin.addr.port()),
-        &[format!("ca_file: {}", ca_file.display())],
-        "workers: 1",
-    );
+    let t = Trusted::start(AfterFirst::Nothing).await;
+    let yaml = config(&t.localhost(), &[t.ca_line()], "workers: 1");
     let yaml = yaml.replace(
         "    timeout: 5s\n",
         "    timeout: 5s\n    health_check:\n      path: /health\n      interval: 200ms\n      timeout: 200ms\n      unhealthy_threshold: 2\n",
@@ -519,7 +524,7 @@ async fn health_checks_of_https_targets_go_through_tls() {
     let gw = TestGateway::start(&yaml).await;
     // A probe in plain HTTP would fail its handshake and take the only target out (503).
     eventually("probes completed TLS handshakes", || async {
-        origin.handshakes() >= 2
+        t.origin.handshakes() >= 2
     })
     .await;
     let got = get(&gw.url("/")).await;
@@ -528,15 +533,8 @@ async fn health_checks_of_https_targets_go_through_tls() {
 
 #[tokio::test]
 async fn a_reload_after_the_ca_file_changed_makes_a_new_pool() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new("test ca");
-    let origin = Origin::start(&ca.leaf(&["localhost"]), None, AfterFirst::Nothing).await;
-    let ca_file = write(dir.path(), "ca.pem", &ca.pem());
-    let yaml = config(
-        &format!("https://localhost:{}", origin.addr.port()),
-        &[format!("ca_file: {}", ca_file.display())],
-        "workers: 1",
-    );
+    let t = Trusted::start(AfterFirst::Nothing).await;
+    let yaml = config(&t.localhost(), &[t.ca_line()], "workers: 1");
     let gw = TestGateway::start(&yaml).await;
     let c = client();
     assert_eq!(fetch(&c, &gw, "/").await.status.as_u16(), 200);
@@ -557,10 +555,10 @@ async fn a_reload_after_the_ca_file_changed_makes_a_new_pool() {
     assert!(Arc::ptr_eq(&pool, &gw.handle.snapshot().upstreams[0].pool));
     // The CA file now holds another CA: the new pool's client does not trust the origin, and
     // the connection made under the old one is not reused.
-    write(dir.path(), "ca.pem", &Ca::new("other ca").pem());
+    write(t.dir.path(), "ca.pem", &Ca::new("other ca").pem());
     let pool = reload("other ca").await;
     assert!(!Arc::ptr_eq(&pool, &gw.handle.snapshot().upstreams[0].pool));
     let got = fetch(&c, &gw, "/").await;
     assert_eq!(got.status.as_u16(), 502, "{}", got.text());
-    assert_eq!(origin.handshakes(), 1);
+    assert_eq!(t.origin.handshakes(), 1);
 }

@@ -270,6 +270,17 @@ pub async fn lookup(
             key, asked, None, directory, flight, now, may_store,
         ));
     };
+    // The entry answers: counted under `result`.
+    let reply = |result: CacheResult| {
+        ctx.route.cache_results.record(result);
+        answer(
+            &entry,
+            asks.then_some(&ctx.head.headers),
+            method,
+            age,
+            result,
+        )
+    };
     match usable {
         Some(Usable::Fresh) | Some(Usable::StaleAccepted) => {
             let result = if usable == Some(Usable::Fresh) {
@@ -277,26 +288,10 @@ pub async fn lookup(
             } else {
                 CacheResult::Stale
             };
-            ctx.route.cache_results.record(result);
-            let response = answer(
-                &entry,
-                asks.then_some(&ctx.head.headers),
-                method,
-                age,
-                result,
-            );
-            Looked::Answered(Box::new(Ok(response)))
+            Looked::Answered(Box::new(Ok(reply(result))))
         }
         Some(Usable::StaleWhileRevalidate) if !only_if_cached => {
-            let result = CacheResult::Stale;
-            ctx.route.cache_results.record(result);
-            let response = answer(
-                &entry,
-                asks.then_some(&ctx.head.headers),
-                method,
-                age,
-                result,
-            );
+            let response = reply(CacheResult::Stale);
             // One refresh per key at a time: a request that finds one running leaves it be.
             let refresh = match runtime.coalescer.join(&variant.flight_key(&key).into()) {
                 Role::Leader(guard) => guard,

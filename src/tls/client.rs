@@ -11,7 +11,9 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{
+    ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme, SupportedProtocolVersion,
+};
 
 /// The crypto provider of every TLS client: ring rather than the default aws-lc-rs, which
 /// needs cmake and a C toolchain in the build.
@@ -44,9 +46,20 @@ pub fn client_config(
     identity: Option<&ClientIdentity>,
     alpn: &[&[u8]],
 ) -> Result<ClientConfig, rustls::Error> {
+    client_config_with_versions(rustls::DEFAULT_VERSIONS, trust, identity, alpn)
+}
+
+/// [`client_config`] offering only `versions`: the upstream client uses rustls's safe
+/// defaults, while tests of the HTTPS listener pin one version to see it negotiated.
+pub fn client_config_with_versions(
+    versions: &[&'static SupportedProtocolVersion],
+    trust: Trust,
+    identity: Option<&ClientIdentity>,
+    alpn: &[&[u8]],
+) -> Result<ClientConfig, rustls::Error> {
     let provider = provider();
     let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
-        .with_safe_default_protocol_versions()?;
+        .with_protocol_versions(versions)?;
     let builder = match trust {
         Trust::Roots(roots) => builder.with_root_certificates(roots),
         Trust::Anything => builder

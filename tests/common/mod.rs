@@ -838,8 +838,8 @@ pub fn openssl(dir: &Path, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// Writes a new RSA-2048 private key to `dir/private` and its PEM public key to `dir/public`.
-pub fn rsa_key_pair(dir: &Path, private: &str, public: &str) {
+/// Writes a new RSA-2048 private key (PKCS#8 PEM) to `dir/private`.
+pub fn rsa_private_key(dir: &Path, private: &str) {
     openssl(
         dir,
         &[
@@ -852,7 +852,35 @@ pub fn rsa_key_pair(dir: &Path, private: &str, public: &str) {
             private,
         ],
     );
+}
+
+/// Writes a new RSA-2048 private key to `dir/private` and its PEM public key to `dir/public`.
+pub fn rsa_key_pair(dir: &Path, private: &str, public: &str) {
+    rsa_private_key(dir, private);
     openssl(dir, &["pkey", "-in", private, "-pubout", "-out", public]);
+}
+
+/// A self-signed certificate and its key, as PEM, and the certificate as DER.
+pub struct SelfSigned {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub der: rustls::pki_types::CertificateDer<'static>,
+}
+
+/// A new key and a self-signed certificate for `names`, valid until midnight UTC of
+/// `(year, month, day)`.
+pub fn self_signed_until(names: &[&str], not_after: (i32, u8, u8)) -> SelfSigned {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params =
+        rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .unwrap();
+    params.not_after = rcgen::date_time_ymd(not_after.0, not_after.1, not_after.2);
+    let cert = params.self_signed(&key).unwrap();
+    SelfSigned {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        der: cert.der().clone(),
+    }
 }
 
 /// Unpadded base64url, as JWS and JWK use.
