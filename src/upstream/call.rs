@@ -104,18 +104,13 @@ pub enum UpstreamErrorKind {
     ClientBody,
 }
 
-/// A call that failed: what went wrong, whether another attempt could be made, and whether
-/// the upstream may have seen the request.
+/// A call that failed: what went wrong (which also says whether the upstream may have seen the
+/// request: the kinds documented "nothing was sent" never reached it), where, and at which target.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("upstream {upstream}: {kind:?}")]
 pub struct UpstreamError {
     /// What went wrong.
     pub kind: UpstreamErrorKind,
-    /// Whether trying again (on another target) is safe and could help: the request was
-    /// never sent, or its method is idempotent and the failure was the upstream's.
-    pub retryable: bool,
-    /// Whether the upstream may have seen the request (and acted on it).
-    pub sent: bool,
     /// The upstream's name.
     pub upstream: Arc<str>,
     /// The target tried last, when one was picked.
@@ -196,22 +191,9 @@ impl Outcome {
 }
 
 impl UpstreamError {
-    fn new(
-        upstream: &Upstream,
-        kind: UpstreamErrorKind,
-        method: &Method,
-        target: Option<usize>,
-    ) -> Self {
-        use UpstreamErrorKind::*;
-        let sent = !matches!(
-            kind,
-            Overloaded | CircuitOpen { .. } | NoTarget | NoHealthy | Connect
-        );
-        let upstreams_fault = matches!(kind, Connect | Timeout | Failed | BodyFailed | BodyTimeout);
+    fn new(upstream: &Upstream, kind: UpstreamErrorKind, target: Option<usize>) -> Self {
         UpstreamError {
             kind,
-            retryable: upstreams_fault && (!sent || is_idempotent(method)),
-            sent,
             upstream: Arc::clone(&upstream.name),
             target: target.map(|i| Arc::clone(&upstream.targets[i].url)),
         }
@@ -245,7 +227,6 @@ impl Upstream {
                     return Err(UpstreamError::new(
                         self,
                         UpstreamErrorKind::Overloaded,
-                        &method,
                         None,
                     ));
                 }
@@ -263,7 +244,7 @@ impl Upstream {
                     };
                     self.metrics
                         .record(Outcome::Error(kind).metric(), Duration::ZERO);
-                    return Err(UpstreamError::new(self, kind, &method, None));
+                    return Err(UpstreamError::new(self, kind, None));
                 }
             },
         };
@@ -283,7 +264,7 @@ impl Upstream {
         else {
             let Some((target, in_flight)) = self.pick(settings.hash_key, |_| true) else {
                 request.into_body().drain_rest();
-                return Err(self.no_target(&method));
+                return Err(self.no_target());
             };
             let attempt = self
                 .attempt(target, request, settings, settings.timeout)
@@ -294,7 +275,7 @@ impl Upstream {
                 in_flight,
                 admitted,
             };
-            return self.answered(attempt, target, elapsed, marks, &method);
+            return self.answered(attempt, target, elapsed, marks);
         };
         // Retried requests are sent from kept parts, rebuilt for every attempt.
         let (parts, body) = request.into_parts();
@@ -305,10 +286,10 @@ impl Upstream {
         .await
         {
             Ok(Ok(body)) => body,
-            Ok(Err(kind)) => return Err(UpstreamError::new(self, kind, &method, None)),
+            Ok(Err(kind)) => return Err(UpstreamError::new(self, kind, None)),
             Err(_) => {
                 let kind = UpstreamErrorKind::Timeout;
-                return Err(UpstreamError::new(self, kind, &method, None));
+                return Err(UpstreamError::new(self, kind, None));
             }
         };
         let kept = Kept {
@@ -330,7 +311,7 @@ impl Upstream {
                 });
             let Some((target, in_flight)) = picked else {
                 request.into_body().drain_rest();
-                return Err(self.no_target(&method));
+                return Err(self.no_target());
             };
             let attempt_started = Instant::now();
             let remaining = deadline.saturating_duration_since(attempt_started);
@@ -379,18 +360,18 @@ impl Upstream {
                 in_flight,
                 admitted,
             };
-            return self.answered(attempt, target, elapsed, marks, &method);
+            return self.answered(attempt, target, elapsed, marks);
         }
     }
 
     /// The error when no target can be picked: none healthy, or none at all.
-    fn no_target(&self, method: &Method) -> UpstreamError {
+    fn no_target(&self) -> UpstreamError {
         let kind = if self.none_healthy() {
             UpstreamErrorKind::NoHealthy
         } else {
             UpstreamErrorKind::NoTarget
         };
-        UpstreamError::new(self, kind, method, None)
+        UpstreamError::new(self, kind, None)
     }
 
     /// The call's result from its last attempt.
@@ -400,7 +381,6 @@ impl Upstream {
         target: usize,
         elapsed: Duration,
         marks: CallMarks,
-        method: &Method,
     ) -> Result<Answered, UpstreamError> {
         match attempt {
             Ok(response) => Ok(Answered {
@@ -409,7 +389,7 @@ impl Upstream {
                 elapsed,
                 marks,
             }),
-            Err(kind) => Err(UpstreamError::new(self, kind, method, Some(target))),
+            Err(kind) => Err(UpstreamError::new(self, kind, Some(target))),
         }
     }
 
