@@ -363,16 +363,9 @@ async fn hanging_up() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
             };
             let counter = Arc::clone(&counter);
             tokio::spawn(async move {
-                use tokio::io::AsyncReadExt;
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
+                if common::read_request_head(&mut stream).await.is_some() {
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 }
-                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             });
         }
     });

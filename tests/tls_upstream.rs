@@ -216,15 +216,7 @@ const BIG: usize = 1 << 20;
 /// Reads one request: its path, and its Content-Length body (the gateway sends bodies of a
 /// known length here). `None` at the end.
 async fn read_request<S: AsyncRead + Unpin>(stream: &mut S) -> Option<(String, Vec<u8>)> {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match stream.read(&mut byte).await {
-            Ok(1) => head.push(byte[0]),
-            _ => return None,
-        }
-    }
-    let head = String::from_utf8(head).unwrap();
+    let head = common::read_request_head(stream).await?;
     let path = head.split(' ').nth(1).unwrap().to_string();
     let length = head
         .to_ascii_lowercase()

@@ -56,7 +56,7 @@ impl Scripted {
     /// gateway closes the connection.
     async fn answering(answer: &'static [u8]) -> Self {
         Self::start(move |_, mut stream| async move {
-            while read_head(&mut stream).await.is_some() {
+            while read_request_head(&mut stream).await.is_some() {
                 if stream.write_all(answer).await.is_err() {
                     return;
                 }
@@ -96,23 +96,10 @@ impl Drop for Scripted {
     }
 }
 
-/// Reads one request head; `None` when the gateway closed the connection first.
-async fn read_head(stream: &mut TcpStream) -> Option<String> {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match stream.read(&mut byte).await {
-            Ok(1) => head.push(byte[0]),
-            _ => return None,
-        }
-    }
-    Some(String::from_utf8(head).unwrap())
-}
-
 /// Reads one request: its head, and its body as sent (Content-Length bytes, or the chunked
 /// encoding up to its last chunk, with no trailers). `None` when the gateway closed first.
 async fn read_request(stream: &mut TcpStream) -> Option<(String, Vec<u8>)> {
-    let head = read_head(stream).await?;
+    let head = read_request_head(stream).await?;
     let lower = head.to_ascii_lowercase();
     let mut body = Vec::new();
     if let Some(len) = lower
@@ -155,7 +142,7 @@ async fn request(client: &Client, gw: &TestGateway, method: &str, path: &str, bo
 #[tokio::test]
 async fn chunked_answers_arrive_whole_and_the_connection_is_reused() {
     let up = Scripted::start(|_, mut stream| async move {
-        while read_head(&mut stream).await.is_some() {
+        while read_request_head(&mut stream).await.is_some() {
             let pieces: [&[u8]; 7] = [
                 b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Up: 1\r\n\r\n",
                 b"5\r\nhel",
@@ -189,7 +176,7 @@ async fn chunked_answers_arrive_whole_and_the_connection_is_reused() {
 #[tokio::test]
 async fn answers_without_a_length_end_at_close_and_their_connection_is_not_reused() {
     let up = Scripted::start(|n, mut stream| async move {
-        if read_head(&mut stream).await.is_some() {
+        if read_request_head(&mut stream).await.is_some() {
             let body = format!("until close {n}");
             let _ = write_pieces(&mut stream, &[b"HTTP/1.1 200 OK\r\n\r\n", body.as_bytes()]).await;
         }
@@ -251,7 +238,7 @@ async fn interim_answers_are_skipped_and_bodiless_answers_keep_the_connection() 
 #[tokio::test]
 async fn broken_answers_are_502_and_never_reach_the_client() {
     let up = Scripted::start(|_, mut stream| async move {
-        let Some(head) = read_head(&mut stream).await else {
+        let Some(head) = read_request_head(&mut stream).await else {
             return;
         };
         let big = format!("HTTP/1.1 200 OK\r\nX-Big: {}\r\n\r\n", "a".repeat(70 << 10));
@@ -282,7 +269,7 @@ async fn broken_answers_are_502_and_never_reach_the_client() {
 #[tokio::test]
 async fn a_body_cut_short_by_the_upstream_is_cut_short_for_the_client() {
     let up = Scripted::start(|_, mut stream| async move {
-        if read_head(&mut stream).await.is_some() {
+        if read_request_head(&mut stream).await.is_some() {
             let _ = stream
                 .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort")
                 .await;
@@ -314,13 +301,13 @@ const BODY_ERRORS: &str = "gatehouse_upstream_body_errors_total{upstream=\"up\"}
 async fn closing_after_one_answer() -> Scripted {
     Scripted::start(|n, mut stream| async move {
         let answer: &[u8] = if n == 0 { b"one" } else { b"two" };
-        while read_head(&mut stream).await.is_some() {
+        while read_request_head(&mut stream).await.is_some() {
             let head = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n";
             if write_pieces(&mut stream, &[head, answer]).await.is_err() {
                 return;
             }
             if n == 0 {
-                let _ = read_head(&mut stream).await;
+                let _ = read_request_head(&mut stream).await;
                 return;
             }
         }
@@ -384,7 +371,7 @@ async fn other_requests_are_not_retried_on_a_closed_reused_connection() {
 #[tokio::test]
 async fn an_answer_sent_before_the_body_was_read_reaches_the_client() {
     let up = Scripted::start(|_, mut stream| async move {
-        if read_head(&mut stream).await.is_some() {
+        if read_request_head(&mut stream).await.is_some() {
             let _ = stream
                 .write_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbig!")
                 .await;
@@ -507,7 +494,9 @@ async fn raw_request(gw: &TestGateway, request: &str) -> TcpStream {
 
 /// Reads a response head, lower-cased, within the deadline.
 async fn read_response_head(stream: &mut TcpStream) -> String {
-    let head = within(read_head(stream)).await.expect("a response head");
+    let head = within(read_request_head(stream))
+        .await
+        .expect("a response head");
     head.to_ascii_lowercase()
 }
 
@@ -517,7 +506,7 @@ async fn stalling(head: &'static str, body: &'static str, closed: Arc<AtomicBool
     Scripted::start(move |_, mut stream| {
         let closed = Arc::clone(&closed);
         async move {
-            if read_head(&mut stream).await.is_none() {
+            if read_request_head(&mut stream).await.is_none() {
                 return;
             }
             let _ = write_pieces(&mut stream, &[head.as_bytes(), body.as_bytes()]).await;
@@ -602,7 +591,7 @@ async fn an_upstream_silent_before_its_first_body_byte_gets_504_after_the_route_
 #[tokio::test]
 async fn a_body_broken_before_its_first_byte_is_a_502_and_counted() {
     let up = Scripted::start(|_, mut stream| async move {
-        let Some(head) = read_head(&mut stream).await else {
+        let Some(head) = read_request_head(&mut stream).await else {
             return;
         };
         let answer: &[u8] = if head.starts_with("GET /bad-chunk ") {
@@ -644,7 +633,7 @@ async fn http10_answers_with_transfer_encoding_are_read_chunked_and_not_reused()
 #[tokio::test]
 async fn identical_content_lengths_reach_the_client_as_one() {
     let up = Scripted::start(|_, mut stream| async move {
-        while let Some(head) = read_head(&mut stream).await {
+        while let Some(head) = read_request_head(&mut stream).await {
             let answer = "HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\nContent-Length: 5\r\n\r\n";
             let body = if head.starts_with("HEAD ") {
                 ""
@@ -684,7 +673,7 @@ async fn identical_content_lengths_reach_the_client_as_one() {
 #[tokio::test]
 async fn transfer_codings_other_than_one_chunked_are_502() {
     let up = Scripted::start(|_, mut stream| async move {
-        let Some(head) = read_head(&mut stream).await else {
+        let Some(head) = read_request_head(&mut stream).await else {
             return;
         };
         let coding = match head.split(' ').nth(1).unwrap() {
@@ -743,7 +732,7 @@ async fn an_interim_answer_then_a_close_on_a_reused_connection_is_not_sent_again
     let up = Scripted::start(move |n, mut stream| {
         let count = Arc::clone(&count);
         async move {
-            while read_head(&mut stream).await.is_some() {
+            while read_request_head(&mut stream).await.is_some() {
                 let seen = count.fetch_add(1, Ordering::SeqCst);
                 if n == 0 && seen == 1 {
                     // The second request on the first connection: an interim answer, then gone.
@@ -833,7 +822,7 @@ async fn access_line(gw: &GatehouseProcess, path: &str) -> serde_json::Value {
 #[tokio::test]
 async fn a_broken_upstream_body_is_logged_with_its_reason() {
     let up = Scripted::start(|_, mut stream| async move {
-        let Some(head) = read_head(&mut stream).await else {
+        let Some(head) = read_request_head(&mut stream).await else {
             return;
         };
         let answer: &[u8] = if head.starts_with("GET /late ") {

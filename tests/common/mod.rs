@@ -373,6 +373,21 @@ pub async fn send(
     }
 }
 
+/// Reads one request head from a raw connection, byte by byte so nothing after it is taken;
+/// `None` when the connection ends first.
+pub async fn read_request_head<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte).await {
+            Ok(1) => head.push(byte[0]),
+            _ => return None,
+        }
+    }
+    Some(String::from_utf8(head).expect("a UTF-8 request head"))
+}
+
 /// GET `url` with a fresh client.
 pub async fn get(url: &str) -> Got {
     send(&client(), Request::get(url).body(Full::default()).unwrap()).await
