@@ -488,6 +488,14 @@ async fn the_readme_metrics_table_lists_every_exported_family() {
     assert_eq!(get(&gw.url("/private")).await.status, 401);
     assert_eq!(get(&gw.url("/nowhere")).await.status, 404);
     assert_eq!(get(&gw.url("/limited")).await.status, 200);
+    // An upgrade the echo upstream does not take (gatehouse_upgrades_total).
+    let upgrade =
+        "GET /api/ws HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n";
+    let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stream, upgrade.as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(common::read_response(&mut stream).await.0, 200);
     gw.handle.reload().await;
     let text = get(&gw.url("/metrics")).await.text();
     let families = exposed_families(&text);

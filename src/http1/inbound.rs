@@ -133,6 +133,12 @@ impl Inbound {
         Ok((inbound.stream, state.buf.freeze()))
     }
 
+    /// Takes what was read past the last head and not consumed: after a protocol switch, the
+    /// first bytes of the new protocol.
+    pub fn take_buffered(&self) -> Bytes {
+        self.lock().buf.split().freeze()
+    }
+
     fn lock(&self) -> MutexGuard<'_, ReadState> {
         // The state stays consistent at every point a panic could leave it.
         self.state.lock().unwrap_or_else(|p| p.into_inner())

@@ -108,6 +108,16 @@ impl Completion {
     }
 }
 
+impl Completion {
+    /// The request became a tunnel that carried these bytes (request side, response side) and
+    /// has ended, cleanly or not; dropped after this, the line's duration is the tunnel's too.
+    pub fn tunnelled(&mut self, bytes_in: u64, bytes_out: u64, clean: bool) {
+        self.record.bytes_in = Some(Arc::new(AtomicU64::new(bytes_in)));
+        self.bytes_out = bytes_out;
+        self.completed = clean;
+    }
+}
+
 impl Drop for Completion {
     fn drop(&mut self) {
         let duration = self.started.elapsed();

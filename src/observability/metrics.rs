@@ -109,7 +109,23 @@ pub mod names {
     pub const HEALTH_CHECKS_TOTAL: &str = "gatehouse_health_checks_total";
     /// Gauge of the Unix time at which a `server.tls` certificate expires (notAfter), by name.
     pub const TLS_CERTIFICATE_EXPIRY_SECONDS: &str = "gatehouse_tls_certificate_expiry_seconds";
+    /// Counter of requests that asked to upgrade (WebSocket and the like), by route, protocol
+    /// (`websocket`, `other`) and outcome (`switched`, `refused`, `failed`).
+    pub const UPGRADES_TOTAL: &str = "gatehouse_upgrades_total";
+    /// Gauge of upgraded connections (tunnels) currently open.
+    pub const TUNNELS_OPEN: &str = "gatehouse_tunnels_open";
+    /// Counter of bytes carried by tunnels, by direction, added as each tunnel ends.
+    pub const TUNNEL_BYTES_TOTAL: &str = "gatehouse_tunnel_bytes_total";
 }
+
+/// The `protocol` label of [`names::UPGRADES_TOTAL`]: a fixed set, as the client names the
+/// protocol.
+pub const UPGRADE_PROTOCOLS: [&str; 2] = ["websocket", "other"];
+/// The `outcome` label of [`names::UPGRADES_TOTAL`]: the upstream switched (`101`), answered
+/// otherwise, or gave no answer.
+pub const UPGRADE_OUTCOMES: [&str; 3] = ["switched", "refused", "failed"];
+/// The `direction` label of [`names::TUNNEL_BYTES_TOTAL`].
+const TUNNEL_DIRECTIONS: [&str; 2] = ["client_to_upstream", "upstream_to_client"];
 
 /// Route label for requests no configured route answered, so they are still counted without
 /// putting the path into a label. A configured route with this name would share its series.
@@ -276,6 +292,18 @@ struct DecisionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpgradeLabels {
+    route: Arc<str>,
+    protocol: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TunnelBytesLabels {
+    direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EncodingLabels {
     route: Arc<str>,
     encoding: &'static str,
@@ -426,6 +454,9 @@ pub struct Metrics {
     compressed_responses: Family<EncodingLabels, TotalCounter>,
     compression_in_bytes: Family<EncodingLabels, TotalCounter>,
     compression_out_bytes: Family<EncodingLabels, TotalCounter>,
+    upgrades: Family<UpgradeLabels, TotalCounter>,
+    tunnels_open: Gauge,
+    tunnel_bytes: Family<TunnelBytesLabels, TotalCounter>,
     /// Live route handles, so every `route()` call for a name shares one lazily filled counter
     /// table and `forget_route` can stop old handles from recreating series it removed.
     routes: Mutex<HashMap<Arc<str>, Arc<RouteInner>>>,
@@ -683,6 +714,29 @@ impl Metrics {
             compression_out_bytes.clone(),
         );
 
+        let upgrades = Family::<UpgradeLabels, TotalCounter>::default();
+        registry.register(
+            names::UPGRADES_TOTAL,
+            "Requests that asked to upgrade the connection (WebSocket and the like), by protocol and outcome (switched, refused, failed)",
+            upgrades.clone(),
+        );
+        let tunnels_open = Gauge::default();
+        registry.register(
+            names::TUNNELS_OPEN,
+            "Upgraded connections currently tunnelled between a client and an upstream",
+            tunnels_open.clone(),
+        );
+        let tunnel_bytes = Family::<TunnelBytesLabels, TotalCounter>::default();
+        // Two series, there from the start: a rate is defined before the first tunnel.
+        for direction in TUNNEL_DIRECTIONS {
+            drop(tunnel_bytes.get_or_create(&TunnelBytesLabels { direction }));
+        }
+        registry.register(
+            names::TUNNEL_BYTES_TOTAL,
+            "Bytes carried by tunnels, by direction; added when each tunnel closes",
+            tunnel_bytes.clone(),
+        );
+
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
             .get_or_create(&BuildLabels {
@@ -733,6 +787,9 @@ impl Metrics {
             compressed_responses,
             compression_in_bytes,
             compression_out_bytes,
+            upgrades,
+            tunnels_open,
+            tunnel_bytes,
             routes: Mutex::new(HashMap::new()),
         })
     }
@@ -1156,7 +1213,45 @@ impl Metrics {
             self.compression_in_bytes.remove(&labels);
             self.compression_out_bytes.remove(&labels);
         }
+        for protocol in UPGRADE_PROTOCOLS {
+            for outcome in UPGRADE_OUTCOMES {
+                self.upgrades.remove(&UpgradeLabels {
+                    route: name.clone(),
+                    protocol,
+                    outcome,
+                });
+            }
+        }
         self.request_duration.remove(&RouteLabels { route: name });
+    }
+
+    /// Counts one request that asked to upgrade; `protocol` and `outcome` come from
+    /// [`UPGRADE_PROTOCOLS`] and [`UPGRADE_OUTCOMES`]. Upgrades are rare next to requests, so
+    /// the family is looked up here rather than through a handle kept per route.
+    pub fn upgrade(&self, route: &str, protocol: &'static str, outcome: &'static str) {
+        self.upgrades
+            .get_or_create(&UpgradeLabels {
+                route: Arc::from(route),
+                protocol,
+                outcome,
+            })
+            .0
+            .inc();
+    }
+
+    /// Handles for one tunnel.
+    pub fn tunnel(&self) -> TunnelMetrics {
+        let [to_upstream, to_client] = TUNNEL_DIRECTIONS.map(|direction| {
+            self.tunnel_bytes
+                .get_or_create(&TunnelBytesLabels { direction })
+                .0
+                .clone()
+        });
+        TunnelMetrics {
+            open: self.tunnels_open.clone(),
+            to_upstream,
+            to_client,
+        }
     }
 
     /// Drops an upstream removed by a reload, so its series stop being exported.
@@ -1271,6 +1366,38 @@ impl RouteInner {
                 .0
                 .clone()
         })
+    }
+}
+
+/// One tunnel's handles: the open gauge and the byte counters.
+#[derive(Clone, Debug)]
+pub struct TunnelMetrics {
+    open: Gauge,
+    to_upstream: Counter,
+    to_client: Counter,
+}
+
+impl TunnelMetrics {
+    /// Gauge gatehouse_tunnels_open, up until the returned guard is dropped.
+    pub fn opened(&self) -> TunnelOpen {
+        self.open.inc();
+        TunnelOpen(self.open.clone())
+    }
+
+    /// Counter gatehouse_tunnel_bytes_total{direction}.
+    pub fn bytes(&self, to_upstream: u64, to_client: u64) {
+        self.to_upstream.inc_by(to_upstream);
+        self.to_client.inc_by(to_client);
+    }
+}
+
+/// Counts a tunnel in gatehouse_tunnels_open while it lives.
+#[derive(Debug)]
+pub struct TunnelOpen(Gauge);
+
+impl Drop for TunnelOpen {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

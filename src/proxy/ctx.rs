@@ -46,6 +46,8 @@ pub struct RequestCtx<'s> {
     pub cache_result: Option<crate::observability::metrics::CacheResult>,
     /// What the log line says beyond the facts above, filled in as the phases learn it.
     pub record: RequestRecord,
+    /// The request's valid offer to switch protocols (`Connection: upgrade` + `Upgrade`).
+    pub upgrade: Option<super::upgrade::UpgradeRequest>,
     path: Text,
     host: Option<Text>,
     /// The Host field, kept for `host` once the headers went upstream; only when the host came
@@ -144,6 +146,7 @@ impl<'s> RequestCtx<'s> {
             accepts: None,
             cache_result: None,
             record: RequestRecord::default(),
+            upgrade: None,
             path: located.path,
             host: located.host,
             host_field: located.host_field,

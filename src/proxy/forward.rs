@@ -13,6 +13,7 @@ use super::body::{Relayed, ResponseBody};
 use super::ctx::RequestCtx;
 use super::headers::{client_ip, remove_hop_by_hop, remove_present, set_forwarding_headers, Hop};
 use super::pipeline::Gateway;
+use super::upgrade::switched;
 use crate::auth::{apply_identity, strip_identity_headers};
 use crate::body::{drain, LimitedBody, RequestBody};
 use crate::error::GatewayError;
@@ -20,6 +21,7 @@ use crate::observability::access_log::UPSTREAM_BODY_ERROR;
 use crate::observability::request_id::X_REQUEST_ID;
 use crate::routing::route::ProxyAction;
 use crate::upstream::call::{CallSettings, UpstreamError, UpstreamErrorKind};
+use crate::upstream::upgrade::{UpgradeRequested, UpgradeSlot};
 use crate::upstream::{cookie_value, HashOn};
 
 /// The upstream phase of a proxied route: sends the request to a target of the route's upstream
@@ -75,6 +77,9 @@ pub async fn forward(
         None => headers.get(header::HOST).cloned(),
     };
     remove_hop_by_hop(&mut headers);
+    if let Some(upgrade) = &ctx.upgrade {
+        switched(&mut headers, upgrade.protocols.clone());
+    }
     // The body is streamed; the upstream need not be asked to confirm it wants it.
     remove_present(&mut headers, &[header::EXPECT]);
     set_forwarding_headers(
@@ -113,6 +118,9 @@ pub async fn forward(
     *request.uri_mut() = uri;
     *request.version_mut() = Version::HTTP_11;
     *request.headers_mut() = headers;
+    if ctx.upgrade.is_some() {
+        request.extensions_mut().insert(UpgradeRequested);
+    }
 
     let settings = CallSettings {
         timeout: action.timeout,
@@ -122,6 +130,11 @@ pub async fn forward(
     };
     let answered = upstream.call(request, settings).await;
     let answered = answered.map_err(|error| {
+        if let Some(upgrade) = &ctx.upgrade {
+            gateway
+                .metrics
+                .upgrade(&route.name, upgrade.label, "failed");
+        }
         ctx.record.upstream_target = error.target.clone();
         if matches!(
             error.kind,
@@ -134,7 +147,24 @@ pub async fn forward(
     ctx.timings.upstream = Some(answered.elapsed);
     ctx.record.upstream_target = Some(answered.target);
     let (mut parts, body) = answered.response.into_parts();
+    // Only a 101 to an upgrade gets here with an upstream connection to tunnel.
+    let switched_to = parts
+        .extensions
+        .get::<UpgradeSlot>()
+        .and(parts.headers.get(header::UPGRADE).cloned());
     remove_hop_by_hop(&mut parts.headers);
+    if let Some(upgrade) = &ctx.upgrade {
+        let outcome = if switched_to.is_some() {
+            "switched"
+        } else {
+            "refused"
+        };
+        gateway.metrics.upgrade(&route.name, upgrade.label, outcome);
+    }
+    if let Some(protocol) = switched_to {
+        switched(&mut parts.headers, protocol);
+        parts.extensions.insert(gateway.metrics.tunnel());
+    }
     // The client gets our HTTP version, not the upstream's (an HTTP/1.0 upstream would
     // otherwise turn the client's keep-alive connection into a one-shot).
     parts.version = Version::default();

@@ -8,3 +8,4 @@ pub mod headers;
 pub mod pipeline;
 pub mod request_filter;
 pub mod response_filter;
+pub mod upgrade;

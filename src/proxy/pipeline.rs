@@ -218,10 +218,15 @@ pub async fn handle(
     };
     let limit = snapshot.server.max_header_bytes;
     let located = admit_head(&head, limit)
-        .and_then(|()| route_request(snapshot, &head))
-        .map(|routed| Located::new(routed, &head));
+        .and_then(|()| super::upgrade::requested(&head))
+        .and_then(|upgrade| Ok((route_request(snapshot, &head)?, upgrade)))
+        .map(|(routed, upgrade)| (Located::new(routed, &head), upgrade));
     let mut ctx = match located {
-        Ok(located) => RequestCtx::new(head, located, arrival),
+        Ok((located, upgrade)) => {
+            let mut ctx = RequestCtx::new(head, located, arrival);
+            ctx.upgrade = upgrade;
+            ctx
+        }
         Err(error) => {
             drain(body);
             let (response, record) = unrouted(&head, error, arrival);
@@ -261,9 +266,11 @@ async fn phases(
         ctx.accepts = crate::compress::negotiate(&ctx.head.headers);
     }
     let route = ctx.route;
+    // An upgrade's answer is a connection, not something to store.
     let cache = route
         .cache
         .as_deref()
+        .filter(|_| ctx.upgrade.is_none())
         .zip(gateway.snapshot.cache_runtime.as_ref());
     let Some((policy, runtime)) = cache else {
         return upstream(ctx, body, gateway).await.map_err(Stop::Fail);

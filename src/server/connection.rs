@@ -141,7 +141,8 @@ impl Drop for RequestGuard {
 #[derive(Debug)]
 pub struct TrackedBody<B> {
     inner: B,
-    completion: Completion,
+    /// `None` for a `101` head, whose accounting goes on with its tunnel.
+    completion: Option<Completion>,
     _guard: RequestGuard,
 }
 
@@ -155,7 +156,16 @@ impl<B> TrackedBody<B> {
         completion.completed = inner.is_end_stream();
         TrackedBody {
             inner,
-            completion,
+            completion: Some(completion),
+            _guard: guard,
+        }
+    }
+
+    /// Wraps `inner` holding only `guard`: the request is accounted for elsewhere.
+    pub fn without_completion(inner: B, guard: RequestGuard) -> Self {
+        TrackedBody {
+            inner,
+            completion: None,
             _guard: guard,
         }
     }
@@ -171,17 +181,20 @@ impl<B: Body<Data = Bytes> + Unpin> Body for TrackedBody<B> {
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        let Some(completion) = this.completion.as_mut() else {
+            return polled;
+        };
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
-                    this.completion.bytes_out += data.len() as u64;
+                    completion.bytes_out += data.len() as u64;
                 }
                 if this.inner.is_end_stream() {
-                    this.completion.completed = true;
+                    completion.completed = true;
                 }
             }
-            Poll::Ready(None) => this.completion.completed = true,
-            Poll::Ready(Some(Err(_))) => this.completion.body_failed(),
+            Poll::Ready(None) => completion.completed = true,
+            Poll::Ready(Some(Err(_))) => completion.body_failed(),
             Poll::Pending => {}
         }
         polled

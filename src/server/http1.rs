@@ -27,6 +27,7 @@ use tokio::sync::watch;
 use super::listener::{dispatch, Phase, Role};
 use super::side_wake::SideWake;
 use super::state::GatewayState;
+use super::upgrade::Switch;
 use crate::body::{RequestBody, DRAIN_MAX_BYTES, DRAIN_MAX_TIME};
 use crate::error::GatewayError;
 use crate::http1::inbound::{BodyLeft, HeadReadError, Inbound};
@@ -37,6 +38,7 @@ use crate::observability::access_log::{Completion, RequestRecord};
 use crate::observability::request_id::{request_id, X_REQUEST_ID};
 use crate::proxy::body::ResponseBody;
 use crate::proxy::pipeline::ConnInfo;
+use crate::proxy::upgrade::take_tunnel;
 
 /// What one connection is served with, read from the config when it was accepted.
 #[derive(Debug, Clone, Copy)]
@@ -468,7 +470,7 @@ async fn serve_request(
     let version = parts.version;
     let body = inbound.start_body(framing, expect_continue);
     let request = Request::from_parts(parts, RequestBody::Http1(body));
-    let (response, record, access_log) = dispatch(state, role, conn, request, started).await;
+    let (mut response, record, access_log) = dispatch(state, role, conn, request, started).await;
     let completion = Completion::new(
         started,
         method.clone(),
@@ -477,6 +479,21 @@ async fn serve_request(
         (&state.metrics, &state.unrouted),
         access_log,
     );
+    if let Some((upstream, metrics)) = take_tunnel(&mut response) {
+        // The connection is the tunnel's now, and closes with it.
+        let (parts, body) = response.into_parts();
+        let switch = Switch {
+            upstream,
+            metrics,
+            completion,
+            body,
+            idle_timeout: state.snapshot.load().server.idle_timeout,
+        };
+        let head = Response::from_parts(parts, ResponseBody::Empty);
+        // Boxed: the tunnel's state would otherwise make every request's allocation larger.
+        Box::pin(super::upgrade::serve_http1(inbound, head, switch)).await;
+        return false;
+    }
 
     // When the connection will close after this answer, the answer says so.
     let mut close = !keep_alive || close_after.load(Ordering::Relaxed) || inbound.ends_connection();

@@ -19,7 +19,9 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use std::sync::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
@@ -28,11 +30,13 @@ use super::http1::{Http2Handoff, Limits};
 use super::listener::{dispatch, Phase, Role};
 use super::side_wake::SideWake;
 use super::state::GatewayState;
+use super::upgrade::Switch;
 use crate::body::RequestBody;
 use crate::config::snapshot::ServerSettings;
 use crate::observability::access_log::Completion;
 use crate::proxy::body::ResponseBody;
 use crate::proxy::pipeline::ConnInfo;
+use crate::proxy::upgrade::take_tunnel;
 
 /// The HTTP/2 settings of a connection, read from the config when it starts.
 #[derive(Debug, Clone, Copy)]
@@ -122,11 +126,17 @@ pub(super) async fn serve_hyper<T>(
     ));
     let conn_info = Arc::new(conn);
     let service_activity = Arc::clone(&activity);
-    let service = service_fn(move |request: Request<Incoming>| {
+    // An HTTP/1.1 upgrade that got its 101: tunnelled once hyper hands the connection over.
+    let switched: Arc<Mutex<Option<(OnUpgrade, Switch)>>> = Arc::default();
+    let service_switched = Arc::clone(&switched);
+    let tunnel_phase = phase.clone();
+    let service = service_fn(move |mut request: Request<Incoming>| {
+        let on_upgrade = (protocol == Protocol::Http1).then(|| hyper::upgrade::on(&mut request));
         let request = request.map(RequestBody::Http2);
         let state = Arc::clone(&state);
         let conn_info = Arc::clone(&conn_info);
         let guard = service_activity.request_started();
+        let switched = Arc::clone(&service_switched);
         async move {
             let started = Instant::now();
             state.metrics.request_started();
@@ -144,6 +154,21 @@ pub(super) async fn serve_hyper<T>(
                 (&state.metrics, &state.unrouted),
                 access_log,
             );
+            if let (Some(on_upgrade), Some((upstream, metrics))) =
+                (on_upgrade, take_tunnel(&mut response))
+            {
+                let (parts, body) = response.into_parts();
+                let switch = Switch {
+                    upstream,
+                    metrics,
+                    completion,
+                    body,
+                    idle_timeout: limits.idle_timeout,
+                };
+                *switched.lock().unwrap_or_else(|p| p.into_inner()) = Some((on_upgrade, switch));
+                let head = TrackedBody::without_completion(ResponseBody::Empty, guard);
+                return Ok(Response::from_parts(parts, head));
+            }
             Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, guard, completion)))
         }
     });
@@ -171,8 +196,12 @@ pub(super) async fn serve_hyper<T>(
                 .header_read_timeout(None)
                 // hyper's floor is 8 KiB; above it, a head over the limit gets hyper's 431.
                 .max_buf_size(limits.max_head.max(8 << 10));
-            let conn = builder.serve_connection(io, service);
+            let conn = builder.serve_connection(io, service).with_upgrades();
             watch.drive(conn, |c| c.graceful_shutdown()).await;
+            let switch = switched.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some((on_upgrade, switch)) = switch {
+                super::upgrade::serve_hyper(on_upgrade, switch, tunnel_phase).await;
+            }
         }
     }
 }

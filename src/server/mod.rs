@@ -10,6 +10,8 @@ pub mod listener;
 pub mod reload;
 mod side_wake;
 pub mod state;
+mod tunnel;
+mod upgrade;
 pub mod workers;
 
 pub use lifecycle::{Gateway, GatewayHandle, ShutdownOutcome, StartError, StartOptions};

@@ -21,6 +21,7 @@ use super::balance::InFlight;
 use super::breaker::BreakerPermit;
 use super::pool::{ReadTimeout, SendError, UpstreamBody};
 use super::retry::{RetryOn, RetryPolicy};
+use super::upgrade::UpgradeRequested;
 use super::{Admitted, Upstream};
 use crate::body::{caused_by, BodyTooLarge, LimitedBody, RequestBody};
 use crate::http1::inbound::ClientBodyError;
@@ -216,6 +217,8 @@ impl Upstream {
         settings: CallSettings<'_>,
     ) -> Result<Answered, UpstreamError> {
         let method = request.method().clone();
+        // Once sent, an upgrade may have switched the upstream's side already: never again.
+        let upgrade = request.extensions().get::<UpgradeRequested>().is_some();
         let admitted = match &self.bulkhead {
             None => None,
             Some(bulkhead) => match bulkhead.admit() {
@@ -260,7 +263,7 @@ impl Upstream {
         let Some(policy) = self
             .retry
             .as_ref()
-            .filter(|p| p.retries_method(&method) && can_keep(request.body()))
+            .filter(|p| !upgrade && p.retries_method(&method) && can_keep(request.body()))
         else {
             let Some((target, in_flight)) = self.pick(settings.hash_key, |_| true) else {
                 request.into_body().drain_rest();

@@ -16,9 +16,13 @@ use http::Response;
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::Sleep;
 
-use super::h1::{parse_response_head, BodyDecoder, BodyFraming, ProtocolError, MAX_HEAD_BYTES};
+use super::h1::{
+    parse_response_head, parse_upgrade_response_head, BodyDecoder, BodyFraming, ProtocolError,
+    MAX_HEAD_BYTES,
+};
 use super::pool::Pool;
 use super::stream::UpstreamStream;
+use super::upgrade::{UpgradeSlot, Upgraded};
 use crate::body::{BoxError, LimitedBody};
 use crate::http1::chunked::Decoded;
 use crate::http1::io::{BodySender, ReadSize, SendError};
@@ -133,11 +137,14 @@ pub(super) struct Failed {
 }
 
 /// Sends the request and waits for the response head. The body of the returned response reads
-/// the rest from the connection.
+/// the rest from the connection. With `upgrade` (the request asked to switch protocols) a `101`
+/// hands the connection over in the response's [`UpgradeSlot`], and any other answer leaves
+/// the connection unpooled after its body.
 pub(super) async fn exchange(
     mut connection: Connection,
     mut upload: Upload,
     method: &http::Method,
+    upgrade: bool,
     read_timeout: Duration,
     pool: Weak<Pool>,
 ) -> Result<Response<UpstreamBody>, Failed> {
@@ -161,7 +168,12 @@ pub(super) async fn exchange(
         loop {
             // Nothing to parse until the upstream has sent something.
             if !connection.read_buf.is_empty() {
-                if let Some(head) = parse_response_head(&mut connection.read_buf, method)? {
+                let parsed = if upgrade {
+                    parse_upgrade_response_head(&mut connection.read_buf, method)?
+                } else {
+                    parse_response_head(&mut connection.read_buf, method)?
+                };
+                if let Some(head) = parsed {
                     return Poll::Ready(Ok(head));
                 }
                 if connection.read_buf.len() >= MAX_HEAD_BYTES {
@@ -201,12 +213,23 @@ pub(super) async fn exchange(
             });
         }
     };
+    let switched = upgrade && head.status == http::StatusCode::SWITCHING_PROTOCOLS;
+    let (connection, slot) = if switched {
+        let Connection {
+            stream, read_buf, ..
+        } = connection;
+        let read = read_buf.freeze();
+        (None, Some(UpgradeSlot::new(Upgraded { stream, read })))
+    } else {
+        (Some(connection), None)
+    };
     let bodiless = head.framing == BodyFraming::Empty;
     let mut response = Response::new(UpstreamBody {
-        connection: Some(connection),
+        connection,
         upload: (!upload.is_done()).then(|| Box::new(upload)),
         decoder: BodyDecoder::new(head.framing),
-        keep_alive: head.keep_alive,
+        // A connection that was asked to upgrade is not reused, whatever the answer.
+        keep_alive: head.keep_alive && !upgrade,
         bodiless,
         first: None,
         read_timeout,
@@ -217,6 +240,9 @@ pub(super) async fn exchange(
     *response.status_mut() = head.status;
     *response.version_mut() = head.version;
     *response.headers_mut() = head.headers;
+    if let Some(slot) = slot {
+        response.extensions_mut().insert(slot);
+    }
     let body = response.body_mut();
     if body.is_end_stream() {
         body.finish();

@@ -197,16 +197,35 @@ pub struct ResponseHead {
 }
 
 /// Parses a response head from the front of `buf`. `Ok(None)` means more bytes are needed;
-/// on success the head's bytes are removed from `buf`. Interim (1xx) responses are skipped.
+/// on success the head's bytes are removed from `buf`. Interim (1xx) responses are skipped; a
+/// `101` is refused, as the request asked for no upgrade.
 pub fn parse_response_head(
     buf: &mut BytesMut,
     request_method: &Method,
+) -> Result<Option<ResponseHead>, ProtocolError> {
+    parse_head(buf, request_method, false)
+}
+
+/// [`parse_response_head`] for a request that asked to upgrade: a `101` is the answer (with no
+/// body; the bytes after it are the new protocol's), and it must name the protocol switched
+/// to in `Upgrade` (RFC 9110 §15.2.2).
+pub fn parse_upgrade_response_head(
+    buf: &mut BytesMut,
+    request_method: &Method,
+) -> Result<Option<ResponseHead>, ProtocolError> {
+    parse_head(buf, request_method, true)
+}
+
+fn parse_head(
+    buf: &mut BytesMut,
+    request_method: &Method,
+    upgrade: bool,
 ) -> Result<Option<ResponseHead>, ProtocolError> {
     loop {
         let Some((len, status, version, spans)) = parse_spans(buf)? else {
             return Ok(None);
         };
-        if (100..200).contains(&status) {
+        if (100..200).contains(&status) && !(upgrade && status == 101) {
             if status == 101 {
                 return Err(ProtocolError::UnexpectedUpgrade);
             }
@@ -250,6 +269,19 @@ pub fn parse_response_head(
         }
         if let (false, false, Some(n)) = (ambiguous, relay_length, facts.length) {
             headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            if !headers.contains_key(http::header::UPGRADE) {
+                return Err(ProtocolError::Head("101 without Upgrade".into()));
+            }
+            // Whatever it said of framing, nothing after the head is a body.
+            return Ok(Some(ResponseHead {
+                status,
+                version,
+                headers,
+                framing: BodyFraming::Empty,
+                keep_alive: false,
+            }));
         }
         return Ok(Some(ResponseHead {
             status,

@@ -10,6 +10,7 @@ pub mod outlier;
 pub mod pool;
 pub mod retry;
 pub mod stream;
+pub mod upgrade;
 pub mod window;
 
 use crate::observability::metrics::UpstreamMetrics;

@@ -20,6 +20,7 @@ use super::call::is_idempotent;
 use super::exchange::{exchange, Connection, ExchangeError, Failed, Upload};
 use super::h1::{encode_request_head, RequestFraming};
 use super::stream::{connect, ConnectTarget, UpstreamTls};
+use super::upgrade::UpgradeRequested;
 use crate::body::LimitedBody;
 use crate::per_worker::PerWorker;
 
@@ -118,6 +119,7 @@ impl Pool {
         read_timeout: Duration,
     ) -> Result<Response<UpstreamBody>, SendError> {
         let (parts, body) = request.into_parts();
+        let upgrade = parts.extensions.get::<UpgradeRequested>().is_some();
         let framing = RequestFraming::for_body(&parts.method, body.size_hint().exact());
         let chunked = framing == RequestFraming::Chunked;
         let request_target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
@@ -145,7 +147,15 @@ impl Pool {
                 None => (self.connect(target).await?, false),
             };
             let pool = Arc::downgrade(self);
-            let failed = match exchange(connection, upload, &parts.method, read_timeout, pool).await
+            let failed = match exchange(
+                connection,
+                upload,
+                &parts.method,
+                upgrade,
+                read_timeout,
+                pool,
+            )
+            .await
             {
                 Ok(response) => return Ok(response),
                 Err(failed) => failed,

@@ -615,3 +615,35 @@ fn mutated_and_hostile_answers_never_panic_spin_or_buffer_without_bound() {
         }
     }
 }
+
+#[test]
+fn a_101_to_an_upgrade_is_the_answer_and_leaves_what_follows() {
+    let mut buf = BytesMut::from(
+        &b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+           Content-Length: 5\r\n\r\n\x81\x02hi"[..],
+    );
+    let head = parse_upgrade_response_head(&mut buf, &Method::GET)
+        .unwrap()
+        .unwrap();
+    assert_eq!(head.status, StatusCode::SWITCHING_PROTOCOLS);
+    assert_eq!(head.headers["upgrade"], "websocket");
+    assert_eq!(head.framing, BodyFraming::Empty);
+    assert!(!head.keep_alive);
+    assert_eq!(
+        &buf[..],
+        b"\x81\x02hi",
+        "the new protocol's bytes stay unread"
+    );
+
+    let mut without = BytesMut::from(&b"HTTP/1.1 101 Switching Protocols\r\n\r\n"[..]);
+    assert!(matches!(
+        parse_upgrade_response_head(&mut without, &Method::GET),
+        Err(ProtocolError::Head(_))
+    ));
+    // Other interim answers are still skipped; other answers are ordinary ones.
+    let mut other = BytesMut::from(&b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 403 No\r\n\r\n"[..]);
+    let head = parse_upgrade_response_head(&mut other, &Method::GET)
+        .unwrap()
+        .unwrap();
+    assert_eq!(head.status, StatusCode::FORBIDDEN);
+}
