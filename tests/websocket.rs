@@ -32,6 +32,11 @@ struct WsEcho {
 
 impl WsEcho {
     async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// An echo server speaking TLS with `acceptor`'s certificate when there is one.
+    async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let heads = Arc::new(Mutex::new(Vec::new()));
@@ -43,30 +48,14 @@ impl WsEcho {
                     continue;
                 };
                 let (seen, done) = (Arc::clone(&seen), Arc::clone(&done));
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    // The error type is tungstenite's own.
-                    #[allow(clippy::result_large_err)]
-                    let record = |request: &http::Request<()>, response| {
-                        seen.lock().unwrap().push(request.headers().clone());
-                        Ok(response)
-                    };
-                    let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, record).await
-                    else {
-                        return;
-                    };
-                    while let Some(Ok(message)) = ws.next().await {
-                        match message {
-                            Message::Text(_) | Message::Binary(_) => {
-                                let echoed = ws.send(message).await;
-                                if echoed.is_err() {
-                                    return;
-                                }
+                    match tls {
+                        None => echo_websocket(stream, seen, done).await,
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                echo_websocket(stream, seen, done).await;
                             }
-                            // tungstenite answers the close itself; the session is over.
-                            Message::Close(_) => {
-                                done.fetch_add(1, Ordering::SeqCst);
-                            }
-                            _ => {}
                         }
                     }
                 });
@@ -82,6 +71,38 @@ impl WsEcho {
 
     fn upgrades(&self) -> usize {
         self.heads.lock().unwrap().len()
+    }
+}
+
+/// Accepts a WebSocket on `stream` (noting its head in `seen`) and echoes its messages; a
+/// close handshake is counted in `done`.
+async fn echo_websocket<S>(stream: S, seen: Arc<Mutex<Vec<HeaderMap>>>, done: Arc<AtomicUsize>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    // The error type is tungstenite's own.
+    #[allow(clippy::result_large_err)]
+    let record = |request: &http::Request<()>, response| {
+        seen.lock().unwrap().push(request.headers().clone());
+        Ok(response)
+    };
+    let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, record).await else {
+        return;
+    };
+    while let Some(Ok(message)) = ws.next().await {
+        match message {
+            Message::Text(_) | Message::Binary(_) => {
+                let echoed = ws.send(message).await;
+                if echoed.is_err() {
+                    return;
+                }
+            }
+            // tungstenite answers the close itself; the session is over.
+            Message::Close(_) => {
+                done.fetch_add(1, Ordering::SeqCst);
+            }
+            _ => {}
+        }
     }
 }
 
@@ -610,4 +631,63 @@ async fn the_access_log_line_of_a_tunnel_is_written_when_it_ends() {
         duration >= held.as_secs_f64() * 1000.0 * 0.9,
         "{line}, held {held:?}"
     );
+}
+
+#[tokio::test]
+async fn a_websocket_reaches_an_https_upstream() {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let key = rustls::pki_types::PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![certified.cert.der().clone()], key.into())
+    .unwrap();
+    let upstream =
+        WsEcho::start_with(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))).await;
+    let yaml = format!(
+        "{}upstreams:\n  up:\n    targets: [https://localhost:{}]\n    tls:\n      insecure_skip_verify: true\n\
+         routes:\n  - name: ws\n    match: {{path: /}}\n    upstream: up\n",
+        server_yaml(""),
+        upstream.addr.port()
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let mut ws = connect(gw.addr, "/", None).await;
+    echo_session(&mut ws).await;
+    drop(ws);
+    common::eventually("the upstream saw the close handshake", || async {
+        upstream.closed.load(Ordering::SeqCst) == 1
+    })
+    .await;
+}
+
+/// An upstream that answers every request with 502.
+fn bad_gateway(_head: &str) -> Vec<u8> {
+    b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n".to_vec()
+}
+
+#[tokio::test]
+async fn an_upgrade_is_never_retried() {
+    let upstream = RawUpstream::start(bad_gateway).await;
+    let yaml = format!(
+        "{}upstreams:\n  up:\n    targets: [http://{}]\n    retry: {{attempts: 2, backoff: 1ms, on: [502]}}\n\
+         routes:\n  - name: ws\n    match: {{path: /}}\n    upstream: up\n",
+        server_yaml(""),
+        upstream.addr
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let mut stream = TcpStream::connect(gw.addr).await.unwrap();
+    let upgrade = "GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n";
+    stream.write_all(upgrade.as_bytes()).await.unwrap();
+    assert_eq!(read_response(&mut stream).await.0, 502);
+    assert_eq!(upstream.requests.load(Ordering::SeqCst), 1);
+    // A plain GET on the same route is retried: the retry settings are in force.
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(read_response(&mut stream).await.0, 502);
+    assert_eq!(upstream.requests.load(Ordering::SeqCst), 4);
 }
