@@ -535,6 +535,28 @@ mod tls {
             upstream.closed.load(Ordering::SeqCst) == 1
         })
         .await;
+
+        // HTTP/2 by ALPN, and the WebSocket over an extended CONNECT.
+        let h2 = client::client_config_with_versions(
+            &[&rustls::version::TLS13],
+            client::Trust::Anything,
+            None,
+            &[b"h2"],
+        )
+        .unwrap();
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let tls = TlsConnector::from(Arc::new(h2))
+            .connect(ServerName::try_from("a.test").unwrap(), tcp)
+            .await
+            .unwrap();
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let (mut ws, send) = h2_websocket(tls, "https://a.test/chat").await;
+        echo_session(&mut ws).await;
+        drop((ws, send));
+        common::eventually("the upstream saw the second close handshake", || async {
+            upstream.closed.load(Ordering::SeqCst) == 2
+        })
+        .await;
     }
 }
 
@@ -690,4 +712,140 @@ async fn an_upgrade_is_never_retried() {
         .unwrap();
     assert_eq!(read_response(&mut stream).await.0, 502);
     assert_eq!(upstream.requests.load(Ordering::SeqCst), 4);
+}
+
+/// A WebSocket over HTTP/2 (RFC 8441) on `io`, opened with an extended CONNECT to `url`; the
+/// connection's handle comes along, to keep the connection open.
+async fn h2_websocket<S>(
+    io: S,
+    url: &str,
+) -> (
+    WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>,
+    hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use http_body_util::Empty;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    // Its answer comes after the server's SETTINGS, which must allow extended CONNECT.
+    let first = http::Request::get(url.replace("/chat", "/health"))
+        .body(Empty::new())
+        .unwrap();
+    within(send.send_request(first)).await.unwrap();
+    let mut request = http::Request::builder()
+        .method(http::Method::CONNECT)
+        .uri(url)
+        .header("sec-websocket-version", "13")
+        .body(Empty::new())
+        .unwrap();
+    request
+        .extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    let mut response = within(send.send_request(request)).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let upgraded = within(hyper::upgrade::on(&mut response)).await.unwrap();
+    let ws = WebSocketStream::from_raw_socket(
+        TokioIo::new(upgraded),
+        tokio_tungstenite::tungstenite::protocol::Role::Client,
+        None,
+    )
+    .await;
+    (ws, send)
+}
+
+#[tokio::test]
+async fn a_websocket_over_http2_reaches_an_http1_upstream() {
+    let upstream = WsEcho::start().await;
+    let gw = gateway(upstream.addr, "").await;
+    let tcp = TcpStream::connect(gw.addr).await.unwrap();
+    let (mut ws, send) = h2_websocket(tcp, &format!("http://{}/chat", gw.addr)).await;
+    echo_session(&mut ws).await;
+    drop((ws, send));
+    let heads = upstream.heads.lock().unwrap().clone();
+    assert_eq!(heads.len(), 1);
+    assert_eq!(heads[0].get("upgrade").unwrap(), "websocket");
+    assert_eq!(heads[0].get("sec-websocket-version").unwrap(), "13");
+    common::eventually("the upstream saw the close handshake", || async {
+        upstream.closed.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let switched =
+        "gatehouse_upgrades_total{route=\"ws\",protocol=\"websocket\",outcome=\"switched\"}";
+    assert_eq!(metric(&gw, switched).await, Some(1.0));
+}
+
+#[tokio::test]
+async fn an_http2_websocket_goes_through_the_request_filter() {
+    let upstream = WsEcho::start().await;
+    let gw = gateway(upstream.addr, "").await;
+    let tcp = TcpStream::connect(gw.addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let empty = http_body_util::Empty::<bytes::Bytes>::new;
+    let first = http::Request::get(format!("http://{}/health", gw.addr))
+        .body(empty())
+        .unwrap();
+    within(send.send_request(first)).await.unwrap();
+    let mut request = http::Request::builder()
+        .method(http::Method::CONNECT)
+        .uri(format!("http://{}/private", gw.addr))
+        .header("sec-websocket-version", "13")
+        .body(empty())
+        .unwrap();
+    request
+        .extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    let response = within(send.send_request(request)).await.unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(upstream.upgrades(), 0);
+}
+
+/// An upstream that switches with a `Sec-WebSocket-Accept` that answers no key.
+fn switch_with_a_wrong_accept(_head: &str) -> Vec<u8> {
+    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+      Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
+        .to_vec()
+}
+
+#[tokio::test]
+async fn an_http2_websocket_whose_upstream_accept_is_wrong_gets_502() {
+    let upstream = RawUpstream::start(switch_with_a_wrong_accept).await;
+    let gw = gateway(upstream.addr, "").await;
+    let tcp = TcpStream::connect(gw.addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let empty = http_body_util::Empty::<bytes::Bytes>::new;
+    let first = http::Request::get(format!("http://{}/health", gw.addr))
+        .body(empty())
+        .unwrap();
+    within(send.send_request(first)).await.unwrap();
+    let mut request = http::Request::builder()
+        .method(http::Method::CONNECT)
+        .uri(format!("http://{}/chat", gw.addr))
+        .header("sec-websocket-version", "13")
+        .body(empty())
+        .unwrap();
+    request
+        .extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    let response = within(send.send_request(request)).await.unwrap();
+    assert_eq!(response.status(), 502);
+    let failed = "gatehouse_upgrades_total{route=\"ws\",protocol=\"websocket\",outcome=\"failed\"}";
+    assert_eq!(metric(&gw, failed).await, Some(1.0));
 }

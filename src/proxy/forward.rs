@@ -13,7 +13,7 @@ use super::body::{Relayed, ResponseBody};
 use super::ctx::RequestCtx;
 use super::headers::{client_ip, remove_hop_by_hop, remove_present, set_forwarding_headers, Hop};
 use super::pipeline::Gateway;
-use super::upgrade::switched;
+use super::upgrade::{answer_switch, ask_upstream};
 use crate::auth::{apply_identity, strip_identity_headers};
 use crate::body::{drain, LimitedBody, RequestBody};
 use crate::error::GatewayError;
@@ -78,7 +78,7 @@ pub async fn forward(
     };
     remove_hop_by_hop(&mut headers);
     if let Some(upgrade) = &ctx.upgrade {
-        switched(&mut headers, upgrade.protocols.clone());
+        ask_upstream(&mut headers, upgrade);
     }
     // The body is streamed; the upstream need not be asked to confirm it wants it.
     remove_present(&mut headers, &[header::EXPECT]);
@@ -154,16 +154,25 @@ pub async fn forward(
         .and(parts.headers.get(header::UPGRADE).cloned());
     remove_hop_by_hop(&mut parts.headers);
     if let Some(upgrade) = &ctx.upgrade {
-        let outcome = if switched_to.is_some() {
-            "switched"
-        } else {
-            "refused"
+        let outcome = match switched_to {
+            None => "refused",
+            Some(protocol) => {
+                let answer =
+                    answer_switch(upgrade, &mut parts.status, &mut parts.headers, protocol);
+                if let Err(error) = answer {
+                    gateway
+                        .metrics
+                        .upgrade(&route.name, upgrade.label, "failed");
+                    tracing::warn!(upstream = %upstream.name, %error, "upgrade not tunnelled");
+                    return Err(GatewayError::UpstreamFailed {
+                        upstream: Arc::clone(&upstream.name),
+                    });
+                }
+                parts.extensions.insert(gateway.metrics.tunnel());
+                "switched"
+            }
         };
         gateway.metrics.upgrade(&route.name, upgrade.label, outcome);
-    }
-    if let Some(protocol) = switched_to {
-        switched(&mut parts.headers, protocol);
-        parts.extensions.insert(gateway.metrics.tunnel());
     }
     // The client gets our HTTP version, not the upstream's (an HTTP/1.0 upstream would
     // otherwise turn the client's keep-alive connection into a one-shot).

@@ -203,7 +203,7 @@ pub async fn handle(
     request: Request<RequestBody>,
     received: Instant,
 ) -> (Response<ResponseBody>, RequestRecord, bool) {
-    let (head, body) = request.into_parts();
+    let (mut head, body) = request.into_parts();
     crate::observability::panics::debug_failpoint(head.uri.path());
     let snapshot = gateway.snapshot;
     let access_log = snapshot.logging.access_log;
@@ -218,7 +218,7 @@ pub async fn handle(
     };
     let limit = snapshot.server.max_header_bytes;
     let located = admit_head(&head, limit)
-        .and_then(|()| super::upgrade::requested(&head))
+        .and_then(|()| super::upgrade::requested(&mut head))
         .and_then(|upgrade| Ok((route_request(snapshot, &head)?, upgrade)))
         .map(|(routed, upgrade)| (Located::new(routed, &head), upgrade));
     let mut ctx = match located {

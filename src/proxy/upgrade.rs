@@ -8,8 +8,15 @@
 //! tokens; anything else is a 400. An offer of `h2c` is ignored (served as a plain request):
 //! after that switch every later request on the connection would reach the upstream without
 //! passing the gateway's checks.
+//!
+//! Over HTTP/2 the same offer is an extended CONNECT (RFC 8441): `CONNECT` with a `:protocol`
+//! pseudo-header and no body. It is served as the HTTP/1.1 `GET` with `Upgrade: <protocol>` it
+//! stands for (routing, checks and the upstream see a `GET`); for `websocket` the gateway makes
+//! the `Sec-WebSocket-Key` an HTTP/1.1 upstream needs and checks the `Sec-WebSocket-Accept` it
+//! answers, and the upstream's `101` reaches the client as the `200` that opens the stream.
 
-use http::header::{self, HeaderMap, HeaderValue};
+use base64::Engine as _;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Method, Response, Version};
 
@@ -25,11 +32,76 @@ pub struct UpgradeRequest {
     pub protocols: HeaderValue,
     /// The `protocol` label of `gatehouse_upgrades_total`.
     pub label: &'static str,
+    /// An HTTP/2 extended CONNECT: the switch is answered `200`, without `Connection` fields.
+    pub over_h2: bool,
+    /// The `Sec-WebSocket-Key` the gateway sent for an HTTP/2 WebSocket, whose accept value the
+    /// upstream's `101` must carry.
+    pub key: Option<HeaderValue>,
+}
+
+const SEC_WEBSOCKET_KEY: HeaderName = HeaderName::from_static("sec-websocket-key");
+const SEC_WEBSOCKET_ACCEPT: HeaderName = HeaderName::from_static("sec-websocket-accept");
+
+/// The label of a protocol `name` (`websocket`, `other`).
+fn label_of(name: &str) -> &'static str {
+    if name.eq_ignore_ascii_case("websocket") {
+        "websocket"
+    } else {
+        "other"
+    }
+}
+
+/// An HTTP/2 extended CONNECT's offer; the request becomes the `GET` it stands for.
+fn extended_connect(
+    parts: &mut Parts,
+    protocol: &str,
+) -> Result<Option<UpgradeRequest>, GatewayError> {
+    if !is_token(protocol) || protocol.eq_ignore_ascii_case("h2c") {
+        return Err(GatewayError::BadRequest("invalid :protocol"));
+    }
+    parts.method = Method::GET;
+    parts.headers.remove(SEC_WEBSOCKET_KEY);
+    let label = label_of(protocol);
+    let key = (label == "websocket").then(new_key);
+    Ok(Some(UpgradeRequest {
+        protocols: HeaderValue::from_str(protocol)
+            .map_err(|_| GatewayError::BadRequest("invalid :protocol"))?,
+        label,
+        over_h2: true,
+        key,
+    }))
+}
+
+/// A fresh `Sec-WebSocket-Key`: 16 random bytes in base64 (RFC 6455 §4.1).
+fn new_key() -> HeaderValue {
+    let mut nonce = [0u8; 16];
+    // The system's generator does not fail on the platforms the gateway runs on; a key from a
+    // weaker source would still only be a nonce.
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce).is_err() {
+        nonce = fastrand::u128(..).to_le_bytes();
+    }
+    let text = base64::engine::general_purpose::STANDARD.encode(nonce);
+    HeaderValue::from_str(&text).expect("base64 is a valid header value")
+}
+
+/// The `Sec-WebSocket-Accept` that answers `key` (RFC 6455 §4.2.2).
+fn accept_for(key: &HeaderValue) -> String {
+    const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    let mut context = ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
+    context.update(key.as_bytes());
+    context.update(GUID);
+    base64::engine::general_purpose::STANDARD.encode(context.finish())
 }
 
 /// The request's upgrade offer: `None` when it makes none, an error when it makes one that
-/// cannot be honoured.
-pub fn requested(parts: &Parts) -> Result<Option<UpgradeRequest>, GatewayError> {
+/// cannot be honoured. An HTTP/2 extended CONNECT becomes a `GET` here.
+pub fn requested(parts: &mut Parts) -> Result<Option<UpgradeRequest>, GatewayError> {
+    if parts.version == Version::HTTP_2 && parts.method == Method::CONNECT {
+        if let Some(protocol) = parts.extensions.get::<hyper::ext::Protocol>() {
+            let protocol = protocol.as_str().to_owned();
+            return extended_connect(parts, &protocol);
+        }
+    }
     let headers = &parts.headers;
     if !headers.contains_key(header::UPGRADE) || !has_token(headers, header::CONNECTION, "upgrade")
     {
@@ -73,15 +145,16 @@ pub fn requested(parts: &Parts) -> Result<Option<UpgradeRequest>, GatewayError> 
             "an Upgrade request cannot have a body",
         ));
     }
-    let websocket = protocols.iter().any(|p| {
-        let name = p.split('/').next().unwrap_or(p);
-        name.eq_ignore_ascii_case("websocket")
-    });
+    let websocket = protocols
+        .iter()
+        .any(|p| label_of(p.split('/').next().unwrap_or(p)) == "websocket");
     let protocols = HeaderValue::from_str(&protocols.join(", "))
         .map_err(|_| GatewayError::BadRequest("invalid Upgrade field"))?;
     Ok(Some(UpgradeRequest {
         protocols,
         label: if websocket { "websocket" } else { "other" },
+        over_h2: false,
+        key: None,
     }))
 }
 
@@ -110,20 +183,55 @@ fn is_token(text: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
-/// Marks a `101` answer as an upgrade: `Connection: upgrade` and the upstream's `Upgrade`
-/// (both were dropped as hop-by-hop with the rest), and the tunnel's metrics beside the
-/// upstream connection in its extensions.
+/// The fields that ask an HTTP/1.1 upstream to switch: `Connection: upgrade` and `Upgrade`
+/// (both were dropped as hop-by-hop with the rest), and the `Sec-WebSocket-Key` the gateway
+/// made for an HTTP/2 WebSocket.
+pub fn ask_upstream(headers: &mut HeaderMap, upgrade: &UpgradeRequest) {
+    switched(headers, upgrade.protocols.clone());
+    if let Some(key) = &upgrade.key {
+        headers.insert(SEC_WEBSOCKET_KEY, key.clone());
+    }
+}
+
+/// Marks a `101` answer as an upgrade: `Connection: upgrade` and the upstream's `Upgrade`.
 pub fn switched(headers: &mut HeaderMap, upgrade: HeaderValue) {
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(header::UPGRADE, upgrade);
 }
 
+/// An upstream's `101` to an HTTP/2 WebSocket whose `Sec-WebSocket-Accept` does not answer the
+/// key the gateway sent: it is not a WebSocket server, or not one that read this request.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the upstream's Sec-WebSocket-Accept does not answer the key sent")]
+pub struct WrongAccept;
+
+/// The answer an upgraded request's client gets for the upstream's `101` (its fields less the
+/// hop-by-hop ones, `Upgrade` given as `protocol`): the `101` itself over HTTP/1.1; over HTTP/2
+/// the `200` that opens the stream, once the upstream's `Sec-WebSocket-Accept` matched the key
+/// (`Err`: it did not).
+pub fn answer_switch(
+    upgrade: &UpgradeRequest,
+    status: &mut http::StatusCode,
+    headers: &mut HeaderMap,
+    protocol: HeaderValue,
+) -> Result<(), WrongAccept> {
+    if !upgrade.over_h2 {
+        switched(headers, protocol);
+        return Ok(());
+    }
+    if let Some(key) = &upgrade.key {
+        let accepted = headers.remove(SEC_WEBSOCKET_ACCEPT);
+        if accepted.is_none_or(|a| a.as_bytes() != accept_for(key).as_bytes()) {
+            return Err(WrongAccept);
+        }
+    }
+    *status = http::StatusCode::OK;
+    Ok(())
+}
+
 /// The upstream connection a `101` answer handed over, with the metrics of its tunnel; `None`
 /// for any other answer (or when it was taken already).
 pub fn take_tunnel(response: &mut Response<ResponseBody>) -> Option<(Upgraded, TunnelMetrics)> {
-    if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
-        return None;
-    }
     let extensions = response.extensions_mut();
     let upgraded = extensions.remove::<UpgradeSlot>()?.take()?;
     let metrics = extensions.remove::<TunnelMetrics>()?;
@@ -146,7 +254,7 @@ mod tests {
     }
 
     fn ws(fields: &[(&str, &str)]) -> Result<Option<UpgradeRequest>, GatewayError> {
-        requested(&parts(Version::HTTP_11, Method::GET, fields))
+        requested(&mut parts(Version::HTTP_11, Method::GET, fields))
     }
 
     #[test]
@@ -195,8 +303,8 @@ mod tests {
     #[test]
     fn http10_other_methods_and_bodies_are_refused() {
         let fields = [("connection", "upgrade"), ("upgrade", "websocket")];
-        assert!(requested(&parts(Version::HTTP_10, Method::GET, &fields)).is_err());
-        assert!(requested(&parts(Version::HTTP_11, Method::POST, &fields)).is_err());
+        assert!(requested(&mut parts(Version::HTTP_10, Method::GET, &fields)).is_err());
+        assert!(requested(&mut parts(Version::HTTP_11, Method::POST, &fields)).is_err());
         let with = |extra: (&'static str, &'static str)| {
             let mut all = fields.to_vec();
             all.push(extra);
@@ -205,5 +313,52 @@ mod tests {
         assert!(with(("content-length", "1")).is_err());
         assert!(with(("transfer-encoding", "chunked")).is_err());
         assert!(with(("content-length", "0")).unwrap().is_some());
+    }
+}
+
+#[cfg(test)]
+mod h2_tests {
+    use super::*;
+
+    #[test]
+    fn the_accept_value_is_rfc_6455s() {
+        // RFC 6455 §1.3's example.
+        let key = HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ==");
+        assert_eq!(accept_for(&key), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(new_key().len(), 24);
+        assert_ne!(new_key(), new_key());
+    }
+
+    #[test]
+    fn an_extended_connect_becomes_a_get_with_a_key() {
+        let mut parts = http::Request::builder()
+            .method(Method::CONNECT)
+            .uri("https://a.test/chat")
+            .version(Version::HTTP_2)
+            .header("sec-websocket-key", "from-the-client")
+            .extension(hyper::ext::Protocol::from_static("websocket"))
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        let offer = requested(&mut parts).unwrap().unwrap();
+        assert_eq!(parts.method, Method::GET);
+        assert!(offer.over_h2);
+        assert_eq!(offer.protocols, "websocket");
+        let key = offer.key.clone().unwrap();
+        assert!(parts.headers.get("sec-websocket-key").is_none());
+
+        let mut status = http::StatusCode::SWITCHING_PROTOCOLS;
+        let mut headers = HeaderMap::new();
+        let accept = HeaderValue::from_str(&accept_for(&key)).unwrap();
+        headers.insert(SEC_WEBSOCKET_ACCEPT, accept);
+        let protocol = HeaderValue::from_static("websocket");
+        assert!(answer_switch(&offer, &mut status, &mut headers, protocol.clone()).is_ok());
+        assert_eq!(status, http::StatusCode::OK);
+        assert!(headers.is_empty(), "{headers:?}");
+
+        let mut wrong = HeaderMap::new();
+        wrong.insert(SEC_WEBSOCKET_ACCEPT, HeaderValue::from_static("nope"));
+        assert!(answer_switch(&offer, &mut status, &mut wrong, protocol).is_err());
     }
 }

@@ -488,6 +488,7 @@ async fn serve_request(
             completion,
             body,
             idle_timeout: state.snapshot.load().server.idle_timeout,
+            guard: None,
         };
         let head = Response::from_parts(parts, ResponseBody::Empty);
         // Boxed: the tunnel's state would otherwise make every request's allocation larger.

@@ -129,9 +129,18 @@ pub(super) async fn serve_hyper<T>(
     // An HTTP/1.1 upgrade that got its 101: tunnelled once hyper hands the connection over.
     let switched: Arc<Mutex<Option<(OnUpgrade, Switch)>>> = Arc::default();
     let service_switched = Arc::clone(&switched);
+    let after_phase = phase.clone();
     let tunnel_phase = phase.clone();
     let service = service_fn(move |mut request: Request<Incoming>| {
-        let on_upgrade = (protocol == Protocol::Http1).then(|| hyper::upgrade::on(&mut request));
+        let on_upgrade = match protocol {
+            Protocol::Http1 => Some(hyper::upgrade::on(&mut request)),
+            // RFC 8441: only a CONNECT with `:protocol` becomes a tunnel.
+            Protocol::Http2 => (request.method() == Method::CONNECT
+                && request.extensions().get::<hyper::ext::Protocol>().is_some())
+            .then(|| hyper::upgrade::on(&mut request)),
+        };
+        let activity = Arc::clone(&service_activity);
+        let tunnel_phase = tunnel_phase.clone();
         let request = request.map(RequestBody::Http2);
         let state = Arc::clone(&state);
         let conn_info = Arc::clone(&conn_info);
@@ -158,14 +167,27 @@ pub(super) async fn serve_hyper<T>(
                 (on_upgrade, take_tunnel(&mut response))
             {
                 let (parts, body) = response.into_parts();
-                let switch = Switch {
+                let mut switch = Switch {
                     upstream,
                     metrics,
                     completion,
                     body,
                     idle_timeout: limits.idle_timeout,
+                    guard: None,
                 };
-                *switched.lock().unwrap_or_else(|p| p.into_inner()) = Some((on_upgrade, switch));
+                if protocol == Protocol::Http1 {
+                    // The connection is the tunnel's once hyper is done with it.
+                    *switched.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some((on_upgrade, switch));
+                } else {
+                    // One stream of the connection is the tunnel; the others go on.
+                    switch.guard = Some(activity.request_started());
+                    tokio::spawn(super::upgrade::serve_hyper(
+                        on_upgrade,
+                        switch,
+                        tunnel_phase,
+                    ));
+                }
                 let head = TrackedBody::without_completion(ResponseBody::Empty, guard);
                 return Ok(Response::from_parts(parts, head));
             }
@@ -185,6 +207,7 @@ pub(super) async fn serve_hyper<T>(
             builder
                 .timer(TokioTimer::new())
                 .max_concurrent_streams(settings.max_concurrent_streams)
+                .enable_connect_protocol()
                 .max_header_list_size(settings.max_header_list_size);
             let conn = builder.serve_connection(io, service);
             watch.drive(conn, |c| c.graceful_shutdown()).await;
@@ -200,7 +223,7 @@ pub(super) async fn serve_hyper<T>(
             watch.drive(conn, |c| c.graceful_shutdown()).await;
             let switch = switched.lock().unwrap_or_else(|p| p.into_inner()).take();
             if let Some((on_upgrade, switch)) = switch {
-                super::upgrade::serve_hyper(on_upgrade, switch, tunnel_phase).await;
+                super::upgrade::serve_hyper(on_upgrade, switch, after_phase).await;
             }
         }
     }

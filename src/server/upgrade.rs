@@ -16,6 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use super::connection::RequestGuard;
 use super::listener::Phase;
 use super::tunnel::{self, Carried, End};
 use crate::http1::inbound::Inbound;
@@ -37,6 +38,9 @@ pub(super) struct Switch {
     pub body: ResponseBody,
     /// `server.idle_timeout`.
     pub idle_timeout: Duration,
+    /// Over HTTP/2, the tunnel is a request in flight on its connection (which must not idle
+    /// out under it).
+    pub guard: Option<RequestGuard>,
 }
 
 impl Switch {
@@ -52,6 +56,7 @@ impl Switch {
             mut completion,
             body,
             idle_timeout,
+            guard,
         } = self;
         let open = metrics.opened();
         let carried = tunnel::run(
@@ -64,7 +69,7 @@ impl Switch {
         .await;
         drop(open);
         finish(&metrics, &mut completion, &carried);
-        drop(body);
+        drop((body, guard));
     }
 }
 
@@ -114,8 +119,9 @@ fn encode_101_head(headers: &HeaderMap) -> Vec<u8> {
     head
 }
 
-/// hyper's HTTP/1.1 server's hook: once hyper wrote the `101` and handed the connection over,
-/// tunnels it; a `Terminate` of the gateway (the end of `shutdown_grace`) closes it.
+/// hyper's servers' hook: once hyper wrote the `101` (HTTP/1.1) or the `200` (an HTTP/2
+/// extended CONNECT) and handed the connection or stream over, tunnels it; a `Terminate` of
+/// the gateway (the end of `shutdown_grace`) closes it.
 pub(super) async fn serve_hyper(
     on_upgrade: hyper::upgrade::OnUpgrade,
     switch: Switch,
