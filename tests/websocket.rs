@@ -778,6 +778,12 @@ async fn a_websocket_over_http2_reaches_an_http1_upstream() {
     let switched =
         "gatehouse_upgrades_total{route=\"ws\",protocol=\"websocket\",outcome=\"switched\"}";
     assert_eq!(metric(&gw, switched).await, Some(1.0));
+    // Counted with its own method once the tunnel ended.
+    let counted = "gatehouse_requests_total{route=\"ws\",method=\"CONNECT\",status=\"2xx\"}";
+    common::eventually("the request is counted as a CONNECT", || async {
+        metric(&gw, counted).await == Some(1.0)
+    })
+    .await;
 }
 
 #[tokio::test]
