@@ -3,6 +3,9 @@
 //! timeouts around them. (Plain HTTP/1.x has its own server, `server::http1`, which works on
 //! the socket's readiness and cannot run over a TLS stream.)
 //!
+//! An HTTP/1.1 upgrade's `101` and an HTTP/2 extended CONNECT's `200` (RFC 8441) hand the
+//! connection or the stream to a tunnel ([`super::upgrade`]).
+//!
 //! hyper's keep-alive settings close idle connections by pings, not by time without requests;
 //! like nginx, an HTTP/2 connection here closes gracefully (GOAWAY) after `idle_timeout` without a
 //! request. Its first bytes had to arrive within `request_header_timeout` to be recognised.
@@ -180,13 +183,14 @@ pub(super) async fn serve_hyper<T>(
                     *switched.lock().unwrap_or_else(|p| p.into_inner()) =
                         Some((on_upgrade, switch));
                 } else {
-                    // One stream of the connection is the tunnel; the others go on.
+                    // One stream of the connection is the tunnel; the others go on. Spawned
+                    // like hyper's own stream tasks, so a panic in it is contained.
                     switch.guard = Some(activity.request_started());
-                    tokio::spawn(super::upgrade::serve_hyper(
-                        on_upgrade,
-                        switch,
-                        tunnel_phase,
-                    ));
+                    let tunnel = super::upgrade::serve_hyper(on_upgrade, switch, tunnel_phase);
+                    hyper::rt::Executor::execute(
+                        &crate::observability::panics::ContainedExecutor,
+                        tunnel,
+                    );
                 }
                 let head = TrackedBody::without_completion(ResponseBody::Empty, guard);
                 return Ok(Response::from_parts(parts, head));
