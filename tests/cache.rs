@@ -93,7 +93,9 @@ async fn rfc9111_4_a_fresh_response_is_served_from_the_cache() {
         for name in ["age", "x-cache", "x-request-id"] {
             assert_eq!(hit.headers.get_all(name).iter().count(), 1, "{name}");
         }
-        let id = hit.header("x-request-id").expect("per-request headers still added");
+        let id = hit
+            .header("x-request-id")
+            .expect("per-request headers still added");
         assert_eq!(id.len(), 32, "a generated request id: {id:?}");
         assert!(ids.insert(id.to_owned()), "a new id per hit");
     }
