@@ -54,11 +54,16 @@ pub(super) async fn serve_tls(
         Some(b"h2") => Protocol::Http2,
         _ => Protocol::Http1,
     };
+    let Ok(client_cert) = crate::tls::client_auth::peer_identity(stream.get_ref().1) else {
+        tracing::debug!(%peer, "client certificate verified but unreadable; closing");
+        return None;
+    };
     let io = Io {
         stream,
         already_read: Bytes::new(),
     };
-    let conn = ConnInfo::new(peer, "https");
+    let mut conn = ConnInfo::new(peer, "https");
+    conn.client_cert = client_cert;
     serve_hyper(io, protocol, conn, Role::Main, state, phase, limits).await;
     None
 }
