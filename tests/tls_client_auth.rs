@@ -469,3 +469,35 @@ fn client_auth_config_errors_name_the_place() {
         },
     ]);
 }
+
+#[test]
+fn explain_shows_that_a_certificate_rule_refuses_a_request_without_one() {
+    let ca = Ca::new("clients");
+    let server = self_signed_until(&["a.test"], (2035, 1, 1));
+    let gateway = format!(
+        "server:\n  listen: 127.0.0.1:0\n  tls:\n    listen: 127.0.0.1:0\n    certificates:\n\
+         \x20     - cert: a.crt\n        key: a.key\n    client_ca: ca.pem\n    client_auth: optional\n\
+         upstreams:\n  up:\n    targets: [http://127.0.0.1:1]\n{ROUTES}"
+    );
+    let snapshot = common::load_files(
+        &[
+            ("gateway.yaml", &gateway),
+            ("a.crt", &server.cert_pem),
+            ("a.key", &server.key_pem),
+            ("ca.pem", &ca.pem),
+        ],
+        &[],
+    )
+    .expect("loads");
+    let out = gatehouse::explain::explain(&snapshot, "GET", "http://a.test/billing", &[]).unwrap();
+    assert!(
+        out.contains("authorize:  denied by rule 1: client_certificate_required"),
+        "{out}"
+    );
+    assert!(
+        out.contains("result:     401 client_certificate_required"),
+        "{out}"
+    );
+    let out = gatehouse::explain::explain(&snapshot, "GET", "http://a.test/open", &[]).unwrap();
+    assert!(!out.contains("authorize:"), "{out}");
+}
