@@ -28,8 +28,7 @@ pub(super) async fn serve_tls(
     let (config, limits) = {
         let snapshot = state.snapshot.load();
         let server = &snapshot.server;
-        // A reload that removes `server.tls` keeps the running listener's settings (it needs a
-        // restart), so this is only missing if the listener outlived its config.
+        // Missing only for a connection accepted just before a reload removed `server.tls`.
         let config = Arc::clone(&server.tls.as_ref()?.config);
         let limits = Limits {
             header_timeout: server.request_header_timeout,
