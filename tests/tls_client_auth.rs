@@ -462,6 +462,21 @@ fn client_auth_config_errors_name_the_place() {
             says: "claim `tenant` comes from a token",
         },
         ConfigCase {
+            name: "unknown certificate claim without client_ca",
+            files: files(
+                tls("") + "    authorize:\n      - claims: {client_cert.serial: x}\n",
+                &ca.pem,
+            ),
+            at: ("gateway.yaml", 16, 18),
+            says: "unknown client certificate claim `client_cert.serial`",
+        },
+        ConfigCase {
+            name: "bare client_cert claim",
+            files: route("claims: {client_cert: x}"),
+            at: ("gateway.yaml", 18, 18),
+            says: "`client_cert` needs a field: one of client_cert.subject",
+        },
+        ConfigCase {
             name: "certificate claim without client_ca",
             files: files(no_ca_route, &ca.pem),
             at: ("gateway.yaml", 16, 18),

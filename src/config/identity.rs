@@ -370,6 +370,7 @@ pub(super) fn build_route_policy(
             for (claim, value) in rule.claims.iter().flat_map(|m| &m.0) {
                 let Some(field) = claim.value.strip_prefix(client_cert::PREFIX) else {
                     if claim.value == "client_cert" {
+                        any_cert_claims = true;
                         e.at(
                             claim.mark,
                             format!("`client_cert` needs a field: one of {}", CertField::NAMES),
@@ -390,8 +391,6 @@ pub(super) fn build_route_policy(
                 };
                 any_cert_claims = true;
                 match CertField::parse(field) {
-                    // The text as written: a CN of `123` or `true` is a name, not a number.
-                    Some(field) => cert_claims.push(CertClaim::new(field, &value.value)),
                     None => e.at(
                         claim.mark,
                         format!(
@@ -400,15 +399,15 @@ pub(super) fn build_route_policy(
                             CertField::NAMES
                         ),
                     ),
-                }
-                if !client_ca {
-                    e.at(
+                    Some(_) if !client_ca => e.at(
                         claim.mark,
                         format!(
                             "claim `{}` needs `server.tls.client_ca` in gateway.yaml: without it no client presents a certificate",
                             claim.value
                         ),
-                    );
+                    ),
+                    // The text as written: a CN of `123` or `true` is a name, not a number.
+                    Some(field) => cert_claims.push(CertClaim::new(field, &value.value)),
                 }
             }
             // An empty list would quietly drop the requirement (and let anonymous callers
