@@ -335,6 +335,40 @@ async fn authorize_rules_match_the_common_name_and_the_sans() {
 }
 
 #[tokio::test]
+async fn http2_connections_carry_the_client_certificate_too() {
+    let ca = Ca::new("clients");
+    let gw = MtlsGateway::start(&ca.pem, "optional").await;
+    let good = ca.billing().identity(gw.dir.path(), "good");
+    for (identity, want) in [(Some(&good), 200), (None, 401)] {
+        let config = client::client_config(client::Trust::Anything, identity, &[b"h2"]).unwrap();
+        let tcp = TcpStream::connect(gw.addr()).await.unwrap();
+        let name = ServerName::try_from("a.test").unwrap();
+        let stream = within(TlsConnector::from(Arc::new(config)).connect(name, tcp))
+            .await
+            .unwrap();
+        assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        let task = tokio::spawn(conn);
+        // Two streams on the one connection: the identity is the connection's, read once.
+        for _ in 0..2 {
+            let request = Request::get("https://a.test/billing")
+                .body(Full::<Bytes>::default())
+                .unwrap();
+            let response = within(sender.send_request(request)).await.unwrap();
+            assert_eq!(response.version(), http::Version::HTTP_2);
+            assert_eq!(response.status().as_u16(), want);
+        }
+        drop(sender);
+        let _ = within(task).await;
+    }
+}
+
+#[tokio::test]
 async fn a_replaced_ca_file_applies_to_new_handshakes_and_a_broken_one_keeps_the_old() {
     let (old, new) = (Ca::new("old clients"), Ca::new("new clients"));
     let gw = MtlsGateway::start(&old.pem, "required").await;
