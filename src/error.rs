@@ -84,7 +84,8 @@ pub enum GatewayError {
     /// No valid bearer token (401).
     #[error("{}", unauthenticated_message(*.0))]
     Unauthenticated(crate::auth::jwt::AuthFailure),
-    /// The caller lacks what the route's `authorize` rules require (403).
+    /// The caller lacks what the route's `authorize` rules require (403; 401 when the rule
+    /// needs a token or client certificate the request did not bring).
     #[error("{}", .0.message())]
     Forbidden(crate::auth::rbac::Denial),
     /// A rate limit of the route refused the request (429).
@@ -167,7 +168,7 @@ impl GatewayError {
                 "rate_limit_store_unavailable",
             ),
             GatewayError::Unauthenticated(failure) => (StatusCode::UNAUTHORIZED, failure.code()),
-            GatewayError::Forbidden(denial) => (StatusCode::FORBIDDEN, denial.code()),
+            GatewayError::Forbidden(denial) => (denial.status(), denial.code()),
         }
     }
 
@@ -217,8 +218,10 @@ impl GatewayError {
                     .max(1);
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
             }
-            // RFC 6750: no error code when the request carried no token at all.
-            GatewayError::Unauthenticated(crate::auth::jwt::AuthFailure::Missing) => {
+            // RFC 6750: no error code when the request carried no token at all. A missing
+            // client certificate gets no challenge: no HTTP scheme asks for one.
+            GatewayError::Unauthenticated(crate::auth::jwt::AuthFailure::Missing)
+            | GatewayError::Forbidden(crate::auth::rbac::Denial::Unauthenticated) => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             GatewayError::Unauthenticated(_) => {
@@ -260,6 +263,7 @@ impl GatewayError {
             | NoTarget { .. }
             | NoHealthyUpstream { .. } => UNAVAILABLE,
             Unauthenticated(_) => UNAUTHENTICATED,
+            Forbidden(denial) if denial.status() == StatusCode::UNAUTHORIZED => UNAUTHENTICATED,
             Forbidden(_) => PERMISSION_DENIED,
         }
     }
@@ -324,6 +328,7 @@ fn grpc_percent_encode(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::rbac::Denial;
     use http_body_util::BodyExt;
 
     #[tokio::test]
@@ -411,6 +416,21 @@ mod tests {
                 503,
                 "rate_limit_store_unavailable",
             ),
+            (
+                GatewayError::Forbidden(Denial::MissingRole),
+                403,
+                "missing_role",
+            ),
+            (
+                GatewayError::Forbidden(Denial::Unauthenticated),
+                401,
+                "unauthenticated",
+            ),
+            (
+                GatewayError::Forbidden(Denial::NoClientCertificate),
+                401,
+                "client_certificate_required",
+            ),
         ];
         let id = HeaderValue::from_static("req-1");
         for (error, status, code) in cases {
@@ -430,6 +450,11 @@ mod tests {
         assert_eq!(response.headers()["allow"], "GET, HEAD");
         let response = GatewayError::RateLimited { retry_after: 6 }.to_response(&id);
         assert_eq!(response.headers()["retry-after"], "6");
+        // A rule that needs a token challenges for one; no HTTP scheme asks for a certificate.
+        let response = GatewayError::Forbidden(Denial::Unauthenticated).to_response(&id);
+        assert_eq!(response.headers()["www-authenticate"], "Bearer");
+        let response = GatewayError::Forbidden(Denial::NoClientCertificate).to_response(&id);
+        assert!(!response.headers().contains_key("www-authenticate"));
         for (millis, header) in [
             (0, "1"),
             (1, "1"),

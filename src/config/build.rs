@@ -700,6 +700,12 @@ fn build_routes(
         invalid: invalid_upstreams,
     } = upstreams;
     let upstream_names: Vec<&str> = upstreams.keys().copied().collect();
+    let client_ca = files[0]
+        .parsed
+        .server
+        .as_ref()
+        .and_then(|s| s.tls.as_ref())
+        .is_some_and(|tls| tls.value.client_ca.is_some() || tls.value.damaged.has("client_ca"));
     for file in files {
         let mut e = Errors {
             list: errors,
@@ -732,6 +738,7 @@ fn build_routes(
                 providers,
                 declared_providers: &files[0].parsed.declared_providers,
                 cache,
+                client_ca,
             };
             if let Some(route) = build_route(section, &ctx, &mut e) {
                 routes.push(Arc::new(route));
@@ -752,11 +759,14 @@ struct RouteContext<'a> {
     providers: &'a identity::Providers,
     declared_providers: &'a [String],
     cache: &'a CacheSettings,
+    /// Whether gateway.yaml sets `server.tls.client_ca`.
+    client_ca: bool,
 }
 
 fn build_route(s: &RouteSection, ctx: &RouteContext, e: &mut Errors) -> Option<Route> {
     let before = e.list.len();
-    let policy = identity::build_route_policy(s, ctx.providers, ctx.declared_providers, e);
+    let policy =
+        identity::build_route_policy(s, ctx.providers, ctx.declared_providers, ctx.client_ca, e);
     let cache = s.cache.as_ref().and_then(|section| {
         let facts = super::cache::RouteFacts {
             responds: s.respond.is_some(),

@@ -56,6 +56,7 @@ impl ConnInfo {
             peer,
             peer_ip: HeaderValue::try_from(ip).expect("an IP address is a valid header value"),
             scheme,
+            client_cert: None,
         }
     }
 }
@@ -69,6 +70,8 @@ pub struct ConnInfo {
     pub peer_ip: HeaderValue,
     /// `http` or `https`.
     pub scheme: &'static str,
+    /// The client certificate `server.tls.client_ca` verified, read once at the handshake.
+    pub client_cert: Option<Arc<crate::auth::client_cert::ClientCert>>,
 }
 
 /// The route chosen for a request and the normalised path it was chosen on.

@@ -28,8 +28,7 @@ pub(super) async fn serve_tls(
     let (config, limits) = {
         let snapshot = state.snapshot.load();
         let server = &snapshot.server;
-        // A reload that removes `server.tls` keeps the running listener's settings (it needs a
-        // restart), so this is only missing if the listener outlived its config.
+        // Missing only for a connection accepted just before a reload removed `server.tls`.
         let config = Arc::clone(&server.tls.as_ref()?.config);
         let limits = Limits {
             header_timeout: server.request_header_timeout,
@@ -54,11 +53,16 @@ pub(super) async fn serve_tls(
         Some(b"h2") => Protocol::Http2,
         _ => Protocol::Http1,
     };
+    let Ok(client_cert) = crate::tls::client_auth::peer_identity(stream.get_ref().1) else {
+        tracing::debug!(%peer, "client certificate verified but unreadable; closing");
+        return None;
+    };
     let io = Io {
         stream,
         already_read: Bytes::new(),
     };
-    let conn = ConnInfo::new(peer, "https");
+    let mut conn = ConnInfo::new(peer, "https");
+    conn.client_cert = client_cert;
     serve_hyper(io, protocol, conn, Role::Main, state, phase, limits).await;
     None
 }
