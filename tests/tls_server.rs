@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::captured_log::CapturedLog;
 use common::{self_signed_until, within, Echo, EchoUpstream, SelfSigned as Made, DEADLINE};
 use gatehouse::config::MapEnv;
 use gatehouse::tls::client;
@@ -67,6 +68,21 @@ impl TlsGateway {
         up: &EchoUpstream,
         server_extra: &str,
     ) -> Self {
+        let rest = format!(
+            "upstreams:\n  up:\n    targets: [{}]\nroutes:\n  - name: r\n    match: {{path: /}}\n    upstream: up\n",
+            up.url()
+        );
+        Self::start_with(dir, stems, server_extra, &rest).await
+    }
+
+    /// Starts with the certificates `dir/{stem}.crt` and keys `dir/{stem}.key` already there,
+    /// and `rest` (upstreams and routes) after the server section.
+    async fn start_with(
+        dir: tempfile::TempDir,
+        stems: &[&str],
+        server_extra: &str,
+        rest: &str,
+    ) -> Self {
         let mut entries = String::new();
         for file in stems {
             entries.push_str(&format!(
@@ -74,9 +90,7 @@ impl TlsGateway {
             ));
         }
         let yaml = format!(
-            "server:\n  listen: 127.0.0.1:0\n{server_extra}  tls:\n    listen: 127.0.0.1:0\n    certificates:\n{entries}\
-             upstreams:\n  up:\n    targets: [{}]\nroutes:\n  - name: r\n    match: {{path: /}}\n    upstream: up\n",
-            up.url()
+            "server:\n  listen: 127.0.0.1:0\n{server_extra}  tls:\n    listen: 127.0.0.1:0\n    certificates:\n{entries}{rest}"
         );
         std::fs::write(dir.path().join("gateway.yaml"), yaml).unwrap();
         let options = StartOptions {
@@ -582,4 +596,66 @@ async fn a_reload_that_moves_or_removes_the_https_listener_keeps_the_running_one
     reload_not_rejected(&gw).await;
     assert!(gw.handle.snapshot().server.tls.is_some());
     assert_eq!(served(addr, Some("a.test")).await, new.der);
+}
+
+/// A whole response: its head and its body.
+type Whole = http::Response<Bytes>;
+
+async fn collect(response: http::Response<hyper::body::Incoming>) -> Whole {
+    let (parts, body) = response.into_parts();
+    let body = within(body.collect()).await.unwrap().to_bytes();
+    http::Response::from_parts(parts, body)
+}
+
+/// Sends `request` over HTTP/1.1 on a new TLS connection to `addr` with SNI `sni`.
+async fn fetch_http1(addr: SocketAddr, sni: Option<&str>, request: Request<Full<Bytes>>) -> Whole {
+    let stream = connect(addr, sni, client_config(BOTH, &[b"http/1.1"]))
+        .await
+        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    let task = tokio::spawn(conn);
+    let response = collect(within(sender.send_request(request)).await.unwrap()).await;
+    drop(sender);
+    let _ = task.await;
+    response
+}
+
+/// Sends `request` (with an absolute URI) over HTTP/2 on a new TLS connection to `addr`.
+async fn fetch_h2(addr: SocketAddr, request: Request<Full<Bytes>>) -> Whole {
+    let config = client_config(BOTH, &[b"h2"]);
+    let stream = connect(addr, Some("a.test"), config).await.unwrap();
+    let (mut sender, task) = http2(stream).await;
+    let response = collect(within(sender.send_request(request)).await.unwrap()).await;
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    drop(sender);
+    let _ = within(task).await;
+    response
+}
+
+/// GET `uri` with `x-request-id: id`.
+fn get_with_id(uri: &str, id: &str) -> Request<Full<Bytes>> {
+    Request::get(uri)
+        .header("host", "a.test")
+        .header("x-request-id", id)
+        .body(Full::default())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_access_log_says_which_requests_came_over_tls_and_with_which_sni_name() {
+    let log = CapturedLog::install();
+    let (_up, gw) = TlsGateway::for_a_test("").await;
+    let addr = gw.addr();
+    fetch_http1(addr, Some("a.test"), get_with_id("/l", "tls-h1-sni")).await;
+    fetch_http1(addr, None, get_with_id("/l", "tls-h1-no-sni")).await;
+    fetch_h2(addr, get_with_id("https://a.test/l", "tls-h2-sni")).await;
+    let plain = format!("http://{}/l", gw.handle.local_addr());
+    common::send(&common::client(), get_with_id(&plain, "plain-h1")).await;
+    assert_eq!(log.line("tls-h1-sni").await["tls"], "a.test");
+    assert_eq!(log.line("tls-h1-no-sni").await["tls"], "");
+    assert_eq!(log.line("tls-h2-sni").await["tls"], "a.test");
+    let line = log.line("plain-h1").await;
+    assert!(line.get("tls").is_none(), "{line}");
 }

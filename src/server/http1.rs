@@ -36,7 +36,7 @@ use crate::http1::response::{encode_response_head, Persistence, ResponseFraming}
 use crate::observability::access_log::{Completion, RequestRecord};
 use crate::observability::request_id::{request_id, X_REQUEST_ID};
 use crate::proxy::body::ResponseBody;
-use crate::proxy::pipeline::ConnInfo;
+use crate::proxy::pipeline::{note_tls, ConnInfo};
 
 /// What one connection is served with, read from the config when it was accepted.
 #[derive(Debug, Clone, Copy)]
@@ -400,6 +400,7 @@ async fn refuse(inbound: &Inbound, conn: &ConnInfo, state: &GatewayState, error:
         record.raw_path = inbound.refused_path();
         record.request_id = Some(id);
     }
+    note_tls(&mut record, conn, access_log);
     // The head was refused, so its method (if it had one) is not to be trusted: counted as
     // OTHER in the metrics rather than as some real method.
     let unparsed = Method::from_bytes(b"-").expect("`-` is a valid method token");

@@ -13,7 +13,21 @@ use super::http1::{Http2Handoff, Limits};
 use super::http2::{serve_hyper, Io, Protocol};
 use super::listener::{Phase, Role};
 use super::state::GatewayState;
-use crate::proxy::pipeline::ConnInfo;
+use crate::proxy::pipeline::{ConnInfo, TlsInfo};
+
+/// What the handshake settled: the listener offers only `h2` and `http/1.1`, so the agreed
+/// protocol is one of those static names (an unknown one would be ignored, as no ALPN).
+fn tls_info(tls: &rustls::ServerConnection) -> TlsInfo {
+    let alpn = match tls.alpn_protocol() {
+        Some(b"h2") => Some("h2"),
+        Some(b"http/1.1") => Some("http/1.1"),
+        _ => None,
+    };
+    TlsInfo {
+        alpn,
+        sni: tls.server_name().map(Arc::from),
+    }
+}
 
 /// Shakes hands with the TLS configuration in force now (a reload's new certificates apply to
 /// the next handshake; this connection keeps the ones it started with), then serves HTTP.
@@ -50,15 +64,17 @@ pub(super) async fn serve_tls(
             return None;
         }
     };
-    let protocol = match stream.get_ref().1.alpn_protocol() {
-        Some(b"h2") => Protocol::Http2,
+    let tls = tls_info(stream.get_ref().1);
+    let protocol = match tls.alpn {
+        Some("h2") => Protocol::Http2,
         _ => Protocol::Http1,
     };
     let io = Io {
         stream,
         already_read: Bytes::new(),
     };
-    let conn = ConnInfo::new(peer, "https");
+    let mut conn = ConnInfo::new(peer, "https");
+    conn.tls = Some(tls);
     serve_hyper(io, protocol, conn, Role::Main, state, phase, limits).await;
     None
 }
