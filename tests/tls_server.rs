@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::captured_log::CapturedLog;
+use common::origin::{Answer, Origin};
 use common::{self_signed_until, within, Echo, EchoUpstream, SelfSigned as Made, DEADLINE};
 use gatehouse::config::MapEnv;
 use gatehouse::tls::client;
@@ -658,4 +659,51 @@ async fn the_access_log_says_which_requests_came_over_tls_and_with_which_sni_nam
     assert_eq!(log.line("tls-h2-sni").await["tls"], "a.test");
     let line = log.line("plain-h1").await;
     assert!(line.get("tls").is_none(), "{line}");
+}
+
+#[tokio::test]
+async fn hsts_goes_on_answers_over_tls_only_unless_the_upstream_set_it_or_the_route_is_off() {
+    let origin = Origin::start().await;
+    origin.set("/app", Answer::ok("app", &[]));
+    origin.set("/off", Answer::ok("off", &[]));
+    let own = "max-age=60; includeSubDomains";
+    origin.set(
+        "/own",
+        Answer::ok("own", &[("strict-transport-security", own)]),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a", &make(&["a.test"]));
+    let rest = format!(
+        "upstreams:\n  up:\n    targets: [{}]\nroutes:\n  \
+         - name: off\n    match: {{path: /off}}\n    upstream: up\n    security_headers: false\n  \
+         - name: app\n    match: {{path: /}}\n    upstream: up\n",
+        origin.url()
+    );
+    let gw = TlsGateway::start_with(dir, &["a"], "  security_headers: true\n", &rest).await;
+    let addr = gw.addr();
+    let hsts = |r: &Whole| {
+        r.headers()
+            .get("strict-transport-security")
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+    let over_h1 = fetch_http1(addr, Some("a.test"), get_with_id("/app", "h1")).await;
+    assert_eq!(over_h1.status(), 200);
+    assert_eq!(hsts(&over_h1).as_deref(), Some("max-age=31536000"));
+    assert_eq!(over_h1.headers()["x-content-type-options"], "nosniff");
+    let over_h2 = fetch_h2(addr, get_with_id("https://a.test/app", "h2")).await;
+    assert_eq!(hsts(&over_h2).as_deref(), Some("max-age=31536000"));
+    // The same route on the plain listener of the same gateway: the other security headers,
+    // never HSTS (RFC 6797 §7.2).
+    let plain = common::get(&format!("http://{}/app", gw.handle.local_addr())).await;
+    assert_eq!(plain.status, 200);
+    assert_eq!(plain.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(plain.header("strict-transport-security"), None);
+    // The upstream's own value wins.
+    let upstream_set = fetch_http1(addr, Some("a.test"), get_with_id("/own", "own")).await;
+    assert_eq!(hsts(&upstream_set).as_deref(), Some(own));
+    // A route with `security_headers: false` gets none of them.
+    let off = fetch_http1(addr, Some("a.test"), get_with_id("/off", "off")).await;
+    assert_eq!(off.status(), 200);
+    assert_eq!(hsts(&off), None);
+    assert!(!off.headers().contains_key("x-content-type-options"));
 }

@@ -261,7 +261,7 @@ pub async fn handle(
         }
         Err(Stop::Fail(error)) => (error.to_response(&ctx.request_id), Source::Gateway),
     };
-    response_filter(&ctx, source, &mut response);
+    response_filter(&ctx, source, gateway.conn.is_tls(), &mut response);
     let mut record = ctx.into_record();
     note_tls(&mut record, gateway.conn, access_log);
     (response, record, access_log)
