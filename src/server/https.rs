@@ -1,5 +1,5 @@
 //! Serving a connection of the HTTPS listener: the TLS handshake, on the worker that serves the
-//! connection, then HTTP/2 or HTTP/1.1 as ALPN chose.
+//! connection, then HTTP/2 (hyper's server) or HTTP/1.x (the gateway's own) as ALPN chose.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,10 +9,11 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use super::http1::{Http2Handoff, Limits};
-use super::http2::{serve_hyper, Io, Protocol};
+use super::http1::{ClientConnection, Http2Handoff, Limits};
+use super::http2::{serve_hyper, Io};
 use super::listener::{Phase, Role};
 use super::state::GatewayState;
+use crate::http1::transport::{TlsTransport, Transport};
 use crate::proxy::pipeline::{ConnInfo, TlsInfo};
 
 /// What the handshake settled: the listener offers only `h2` and `http/1.1`, so the agreed
@@ -65,16 +66,22 @@ pub(super) async fn serve_tls(
         }
     };
     let tls = tls_info(stream.get_ref().1);
-    let protocol = match tls.alpn {
-        Some("h2") => Protocol::Http2,
-        _ => Protocol::Http1,
-    };
-    let io = Io {
-        stream,
-        already_read: Bytes::new(),
-    };
+    let h2 = tls.alpn == Some("h2");
     let mut conn = ConnInfo::new(peer, "https");
     conn.tls = Some(tls);
-    serve_hyper(io, protocol, conn, Role::Main, state, phase, limits).await;
-    None
+    if h2 {
+        let io = Io {
+            stream,
+            already_read: Bytes::new(),
+        };
+        serve_hyper(io, conn, Role::Main, state, phase, limits).await;
+        return None;
+    }
+    // HTTP/1.x gets the gateway's own server, as on the plain listener: the session leaves
+    // tokio-rustls (which holds no bytes of its own) and is driven over the socket directly.
+    let (tcp, session) = stream.into_inner();
+    let transport = Transport::Tls(Box::new(TlsTransport::new(tcp, session)));
+    ClientConnection::over_tls(transport, conn, state, phase, limits)
+        .serve()
+        .await
 }
