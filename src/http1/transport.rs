@@ -9,7 +9,7 @@
 //! across an await): the reader and the writer run in the connection's task, so it is never
 //! contended, and lock order is always the read state's lock first, then this one.
 
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, BufRead, IoSlice, Read, Write};
 use std::sync::{Mutex, MutexGuard};
 use std::task::{ready, Context, Poll};
 
@@ -143,7 +143,7 @@ impl TlsTransport {
         }
     }
 
-    /// Reads the plaintext rustls holds into `buf` (made at least `room` bytes first);
+    /// Copies the plaintext rustls holds into `buf`, at most `room` bytes (at least one);
     /// `WouldBlock` when it holds none. The end of the stream is `Ok(0)`, whether the client
     /// sent `close_notify` or only closed the socket: requests are delimited by their own
     /// framing, so a cut one is noticed as cut either way.
@@ -152,19 +152,28 @@ impl TlsTransport {
         buf: &mut BytesMut,
         room: usize,
     ) -> io::Result<usize> {
-        let len = buf.len();
-        let room = room.max(buf.capacity() - len).max(1);
-        buf.resize(len + room, 0);
-        let result = conn.reader().read(&mut buf[len..]);
-        let n = match &result {
-            Ok(n) => *n,
-            Err(_) => 0,
-        };
-        buf.truncate(len + n);
-        match result {
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
-            result => result,
+        let room = room.max(1);
+        let mut reader = conn.reader();
+        let mut n = 0;
+        while n < room {
+            // Borrowed rather than read into the buffer's spare room, which would have to be
+            // zeroed first.
+            let chunk = match reader.fill_buf() {
+                Ok(chunk) => chunk,
+                // What ends the plaintext is said by the next call, after these bytes.
+                Err(_) if n > 0 => break,
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+                Err(e) => return Err(e),
+            };
+            if chunk.is_empty() {
+                break; // close_notify
+            }
+            let take = chunk.len().min(room - n);
+            buf.extend_from_slice(&chunk[..take]);
+            reader.consume(take);
+            n += take;
         }
+        Ok(n)
     }
 
     fn poll_read_buf(
