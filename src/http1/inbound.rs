@@ -132,17 +132,16 @@ impl Inbound {
     /// connection to another protocol); `Err` gives the connection back if a body still holds
     /// it, or if it is TLS (whose protocol ALPN chose before any byte was read).
     pub fn into_parts(self: Arc<Self>) -> Result<(TcpStream, Bytes), Arc<Self>> {
-        if self.transport.is_tls() {
-            return Err(self);
-        }
-        let inbound = Arc::try_unwrap(self)?;
-        let state = inbound
-            .state
-            .into_inner()
-            .unwrap_or_else(|p| p.into_inner());
-        match inbound.transport {
-            Transport::Plain(stream) => Ok((stream, state.buf.freeze())),
-            Transport::Tls(_) => unreachable!("checked above"),
+        let Inbound { transport, state } = Arc::try_unwrap(self)?;
+        match transport {
+            Transport::Plain(stream) => {
+                let state = state.into_inner().unwrap_or_else(|p| p.into_inner());
+                Ok((stream, state.buf.freeze()))
+            }
+            tls => Err(Arc::new(Inbound {
+                transport: tls,
+                state,
+            })),
         }
     }
 
