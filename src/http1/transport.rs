@@ -6,8 +6,8 @@
 //! over the same `&TcpStream`: records are read with `read_tls` when the socket is readable and
 //! decrypted by `process_new_packets`; plaintext is written into rustls and its records out with
 //! `write_tls`. The session sits behind a `std::sync::Mutex`, taken only inside one poll (never
-//! across an await): the reader and the writer run in the connection's task, so it is never
-//! contended, and lock order is always the read state's lock first, then this one.
+//! across an await): the reader and the writer normally run in the connection's task, so it is
+//! not contended, and the lock order is always the read state's lock first, then this one.
 
 use std::io::{self, BufRead, IoSlice, Read, Write};
 use std::sync::{Mutex, MutexGuard};
