@@ -1,7 +1,6 @@
-//! Serving a client connection with hyper's servers: HTTP/2 (prior knowledge, h2c, or chosen
-//! by ALPN over TLS), and HTTP/1.1 over TLS, with the gateway's own slow-start and idle
-//! timeouts around them. (Plain HTTP/1.x has its own server, `server::http1`, which works on
-//! the socket's readiness and cannot run over a TLS stream.)
+//! Serving a client connection with hyper's HTTP/2 server (prior knowledge, h2c, or chosen by
+//! ALPN over TLS), with the gateway's own idle timeout around it. (HTTP/1.x, plain or over TLS,
+//! has the gateway's own server, `server::http1`.)
 //!
 //! hyper's keep-alive settings close idle connections by pings, not by time without requests;
 //! like nginx, an HTTP/2 connection here closes gracefully (GOAWAY) after `idle_timeout` without a
@@ -17,7 +16,7 @@ use bytes::Bytes;
 use http::{header, Method, Request, Response};
 use http_body::Body as _;
 use hyper::body::Incoming;
-use hyper::server::conn::{http1, http2};
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -73,16 +72,7 @@ pub(super) async fn serve_http2(handoff: Http2Handoff) {
         stream,
         already_read: read,
     };
-    serve_hyper(io, Protocol::Http2, conn, role, state, phase, limits).await;
-}
-
-/// Which of hyper's servers serves a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Protocol {
-    /// HTTP/1.1 (over TLS).
-    Http1,
-    /// HTTP/2.
-    Http2,
+    serve_hyper(io, conn, role, state, phase, limits).await;
 }
 
 /// A client's stream and what was already read from it.
@@ -93,11 +83,10 @@ pub(super) struct Io<T> {
     pub already_read: Bytes,
 }
 
-/// Serves a connection with hyper's server for `protocol` until it closes, idles out, or the
-/// phase ends it.
+/// Serves a connection with hyper's HTTP/2 server until it closes, idles out, or the phase
+/// ends it.
 pub(super) async fn serve_hyper<T>(
     io: Io<T>,
-    protocol: Protocol,
     conn: ConnInfo,
     role: Role,
     state: Arc<GatewayState>,
@@ -107,13 +96,7 @@ pub(super) async fn serve_hyper<T>(
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let settings = Http2Settings::from_server(&state.snapshot.load().server);
-    let activity = match protocol {
-        Protocol::Http2 => Activity::new(),
-        // hyper's own head timer also runs while a keep-alive connection waits for its next
-        // request, which would cut idle connections at request_header_timeout: the watchdog
-        // times heads instead, from their first byte.
-        Protocol::Http1 => Activity::with_head_timeout(limits.header_timeout),
-    };
+    let activity = Activity::new();
     let peer = conn.peer;
     let io = TokioIo::new(TrackedIo::new(
         io.stream,
@@ -154,27 +137,13 @@ pub(super) async fn serve_hyper<T>(
         role,
         peer,
     };
-    match protocol {
-        Protocol::Http2 => {
-            let mut builder = http2::Builder::new(crate::observability::panics::ContainedExecutor);
-            builder
-                .timer(TokioTimer::new())
-                .max_concurrent_streams(settings.max_concurrent_streams)
-                .max_header_list_size(settings.max_header_list_size);
-            let conn = builder.serve_connection(io, service);
-            watch.drive(conn, |c| c.graceful_shutdown()).await;
-        }
-        Protocol::Http1 => {
-            let mut builder = http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(None)
-                // hyper's floor is 8 KiB; above it, a head over the limit gets hyper's 431.
-                .max_buf_size(limits.max_head.max(8 << 10));
-            let conn = builder.serve_connection(io, service);
-            watch.drive(conn, |c| c.graceful_shutdown()).await;
-        }
-    }
+    let mut builder = http2::Builder::new(crate::observability::panics::ContainedExecutor);
+    builder
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(settings.max_concurrent_streams)
+        .max_header_list_size(settings.max_header_list_size);
+    let conn = builder.serve_connection(io, service);
+    watch.drive(conn, |c| c.graceful_shutdown()).await;
 }
 
 /// What watches a hyper connection: its idle clock and the gateway's phase.
@@ -202,10 +171,9 @@ impl Watch {
         } = self;
         tokio::pin!(conn);
 
-        // The first look: after idle_timeout, or for HTTP/1.1 when its first head is due.
         let first_look = match activity.verdict(idle_timeout) {
             Verdict::Wait(after) => after,
-            Verdict::Idle | Verdict::SlowHead => std::time::Duration::ZERO,
+            Verdict::Idle => std::time::Duration::ZERO,
         };
         let watchdog = tokio::time::sleep(first_look);
         tokio::pin!(watchdog);
@@ -244,10 +212,6 @@ impl Watch {
                         graceful(conn.as_mut());
                         draining = true;
                     }
-                    Verdict::SlowHead => {
-                        tracing::debug!(%peer, "request head not received in time");
-                        return;
-                    }
                 },
                 Event::Phase(changed) => {
                     let now = if changed.is_ok() {
@@ -275,7 +239,7 @@ impl Watch {
 enum Event<E> {
     /// The connection is done (closed, failed, or shut down).
     Closed(Result<(), E>),
-    /// The slow-header / idle watchdog fired.
+    /// The idle watchdog fired.
     Watchdog,
     /// The gateway's phase changed (or its sender is gone).
     Phase(Result<(), watch::error::RecvError>),
