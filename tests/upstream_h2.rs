@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use futures_util::stream::{BoxStream, StreamExt};
 use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
@@ -25,14 +26,17 @@ use tokio::sync::{Barrier, Notify};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
-type OutBody =
-    StreamBody<futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>>;
+type OutBody = StreamBody<BoxStream<'static, Result<Frame<Bytes>, Infallible>>>;
 
 /// A body of these frames.
 fn frames(frames: Vec<Frame<Bytes>>) -> OutBody {
-    StreamBody::new(futures_util::stream::iter(
-        frames.into_iter().map(Ok).collect::<Vec<_>>(),
-    ))
+    StreamBody::new(futures_util::stream::iter(frames.into_iter().map(Ok)).boxed())
+}
+
+/// A body of these frames that then never ends.
+fn stalling(frames: Vec<Frame<Bytes>>) -> OutBody {
+    let stream = futures_util::stream::iter(frames.into_iter().map(Ok));
+    StreamBody::new(stream.chain(futures_util::stream::pending()).boxed())
 }
 
 /// An HTTP/2-only origin (hyper's server), counting the connections it accepted.
@@ -41,6 +45,8 @@ fn frames(frames: Vec<Frame<Bytes>>) -> OutBody {
 ///   the request trailer `x-checksum`) and ends with the trailer `x-origin: done`.
 /// - `/wait`: answers once `barrier` has as many waiters as it was made for.
 /// - `/goaway`: answers, then closes its connection gracefully (GOAWAY).
+/// - `/slow`: answers after 5 s.
+/// - `/silent`: sends its head, then nothing; `/stall`: its head and a chunk, then nothing.
 /// - anything else: `origin NAME`.
 struct H2Origin {
     addr: SocketAddr,
@@ -181,6 +187,12 @@ async fn handle(
             state.barrier.wait().await;
             Response::new(frames(vec![Frame::data(Bytes::from_static(b"waited"))]))
         }
+        "/slow" => {
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            Response::new(frames(vec![Frame::data(Bytes::from_static(b"late"))]))
+        }
+        "/silent" => Response::new(stalling(vec![])),
+        "/stall" => Response::new(stalling(vec![Frame::data(Bytes::from_static(b"first"))])),
         "/goaway" => {
             goaway.notify_one();
             Response::new(frames(vec![Frame::data(Bytes::from_static(b"going away"))]))
@@ -224,6 +236,28 @@ async fn h2c_upstream_gets_requests_from_http1_and_http2_clients_on_one_connecti
         origin.url("http")
     );
     let gw = gateway(&upstreams, &["a"]).await;
+
+    // Many requests at once, from both kinds of client, as the first ones: the origin only
+    // answers when all are in flight together, and they share the one connection the first of
+    // them made (the others waited for it rather than opening their own).
+    let h2 = h2c_client();
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..CONCURRENT {
+        let url = gw.url("/a/wait");
+        let client = if i % 2 == 0 { h2.clone() } else { client() };
+        calls.spawn(async move {
+            let got = send(&client, Request::get(url).body(Full::default()).unwrap()).await;
+            (got.status.as_u16(), got.text())
+        });
+    }
+    while let Some(done) = calls.join_next().await {
+        assert_eq!(done.unwrap(), (200, "waited".to_string()));
+    }
+    assert_eq!(
+        origin.accepted(),
+        1,
+        "every request multiplexed on one connection"
+    );
 
     // From HTTP/1.1: the body goes up as HTTP/2, the Host as :authority; the answer's
     // trailers cannot go on to an HTTP/1.1 client and are dropped, the body arrives whole.
@@ -271,27 +305,7 @@ async fn h2c_upstream_gets_requests_from_http1_and_http2_clients_on_one_connecti
         "te: trailers goes on to an h2 upstream"
     );
     assert_eq!(json["body_len"], 5);
-
-    // Many requests at once, from both kinds of client: the origin only answers when all are
-    // in flight together, and they all share the one connection.
-    let h2 = h2c_client();
-    let mut calls = tokio::task::JoinSet::new();
-    for i in 0..CONCURRENT {
-        let url = gw.url("/a/wait");
-        let client = if i % 2 == 0 { h2.clone() } else { client() };
-        calls.spawn(async move {
-            let got = send(&client, Request::get(url).body(Full::default()).unwrap()).await;
-            (got.status.as_u16(), got.text())
-        });
-    }
-    while let Some(done) = calls.join_next().await {
-        assert_eq!(done.unwrap(), (200, "waited".to_string()));
-    }
-    assert_eq!(
-        origin.accepted(),
-        1,
-        "every request multiplexed on one connection"
-    );
+    assert_eq!(origin.accepted(), 1);
 }
 
 #[tokio::test]
@@ -423,6 +437,41 @@ async fn a_killed_upstream_is_a_502_and_retries_and_the_breaker_still_apply() {
         assert_eq!((got.status.as_u16(), got.text()), (200, "origin b".into()));
     }
     assert_eq!(b.served.load(Ordering::SeqCst) - served_before, 6);
+}
+
+#[tokio::test]
+async fn timeout_and_read_timeout_bound_h2_calls() {
+    let origin = H2Origin::start("a", None, 1).await;
+    let upstreams = format!(
+        "  a:\n    targets: [{}]\n    protocol: h2c\n    timeout: 300ms\n    read_timeout: 300ms\n",
+        origin.url("http")
+    );
+    let gw = gateway(&upstreams, &["a"]).await;
+    // No head within `timeout`.
+    let got = get(&gw.url("/a/slow")).await;
+    assert_eq!(got.status, 504);
+    assert_eq!(got.json()["error"], "upstream_timeout");
+    // A head, then no body byte within `read_timeout`: still answered with an error status.
+    let got = get(&gw.url("/a/silent")).await;
+    assert_eq!(got.status, 504);
+    // A head and a chunk, then silence: the body is cut after `read_timeout`.
+    let response = within(
+        h2c_client().request(
+            Request::get(gw.url("/a/stall"))
+                .body(Full::default())
+                .unwrap(),
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        within(response.into_body().collect()).await.is_err(),
+        "the body is cut"
+    );
+    // Each was one stream: the connection carries on.
+    assert_eq!(get(&gw.url("/a/x")).await.text(), "origin a");
+    assert_eq!(origin.accepted(), 1);
 }
 
 /// A CA and a server certificate for `localhost` signed by it, as PEM, and a TLS acceptor
