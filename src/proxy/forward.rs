@@ -205,3 +205,26 @@ fn declared_length(parts: &Parts) -> Option<u64> {
         .parse()
         .ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn te_trailers_is_found_among_other_codings() {
+        let te = |values: &[&str]| {
+            let mut headers = http::HeaderMap::new();
+            for v in values {
+                headers.append(header::TE, HeaderValue::from_str(v).unwrap());
+            }
+            accepts_trailers(&headers)
+        };
+        assert!(te(&["trailers"]));
+        assert!(te(&["Trailers"]));
+        assert!(te(&["gzip;q=0.5, trailers"]));
+        assert!(te(&["gzip", " trailers "]));
+        assert!(!te(&[]));
+        assert!(!te(&["gzip, deflate;q=0.3"]));
+        assert!(!te(&["trailersx"]));
+    }
+}
