@@ -507,7 +507,8 @@ fn h2_upstream(origin: &H2Origin) -> String {
     )
 }
 
-async fn tls_gateway(upstreams: &str, ca_pem: &str) -> TestGateway {
+/// A gateway for `upstreams` with `ca_pem` in a file of its own folder (kept with it).
+async fn tls_gateway(upstreams: &str, ca_pem: &str) -> (TestGateway, tempfile::TempDir) {
     let yaml = format!(
         "{}upstreams:\n{upstreams}routes:\n  - name: a\n    match: {{path: /a}}\n    upstream: a\n    strip_prefix: /a\n",
         server_yaml("workers: 1")
@@ -516,16 +517,14 @@ async fn tls_gateway(upstreams: &str, ca_pem: &str) -> TestGateway {
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, ca_pem).unwrap();
     let yaml = yaml.replace("ca_file: ca.pem", &format!("ca_file: {}", ca.display()));
-    let gw = TestGateway::start(&yaml).await;
-    std::mem::forget(dir);
-    gw
+    (TestGateway::start(&yaml).await, dir)
 }
 
 #[tokio::test]
 async fn h2_upstream_over_tls_is_reached_by_alpn() {
     let (ca_pem, acceptor) = tls_origin(&[b"h2"]);
     let origin = H2Origin::start("tls", Some(acceptor), 1).await;
-    let gw = tls_gateway(&h2_upstream(&origin), &ca_pem).await;
+    let (gw, _ca) = tls_gateway(&h2_upstream(&origin), &ca_pem).await;
     let response = within(
         h2c_client().request(
             Request::post(gw.url("/a/echo"))
@@ -557,17 +556,36 @@ async fn an_h2_upstream_that_does_not_agree_on_h2_is_a_connect_error() {
     // The origin offers only http/1.1 by ALPN: the handshake cannot agree on h2.
     let (ca_pem, acceptor) = tls_origin(&[b"http/1.1"]);
     let origin = H2Origin::start("tls", Some(acceptor), 1).await;
-    let gw = tls_gateway(&h2_upstream(&origin), &ca_pem).await;
+    let (gw, _ca) = tls_gateway(&h2_upstream(&origin), &ca_pem).await;
     let got = get(&gw.url("/a/x")).await;
     assert_eq!(got.status, 502, "{}", got.text());
     assert_eq!(got.json()["error"], "upstream_unreachable");
-    // A server without ALPN at all (it accepts anything) is refused by the gateway itself.
+    // A server without ALPN (it would take anything) is refused by the gateway itself, which
+    // says why in its log.
     let (ca_pem, acceptor) = tls_origin(&[]);
     let origin = H2Origin::start("tls", Some(acceptor), 1).await;
-    let gw = tls_gateway(&h2_upstream(&origin), &ca_pem).await;
-    let got = get(&gw.url("/a/x")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, ca_pem).unwrap();
+    let yaml = format!(
+        "server:\n  listen: 127.0.0.1:PORT\nlogging:\n  format: json\nupstreams:\n{}\
+         routes:\n  - name: a\n    match: {{path: /}}\n    upstream: a\n",
+        h2_upstream(&origin).replace("ca_file: ca.pem", &format!("ca_file: {}", ca.display()))
+    );
+    let gw = GatehouseProcess::start(&yaml, &[]).await;
+    let got = get(&gw.url("/x")).await;
     assert_eq!(got.status, 502, "{}", got.text());
+    assert_eq!(got.json()["error"], "upstream_unreachable");
     assert_eq!(origin.served.load(Ordering::SeqCst), 0);
+    eventually("the refused protocol is logged", || async {
+        gw.log_lines().iter().any(|l| {
+            l["message"] == "upstream request failed"
+                && l["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("did not agree on HTTP/2 by ALPN"))
+        })
+    })
+    .await;
 }
 
 #[test]
