@@ -474,6 +474,50 @@ async fn timeout_and_read_timeout_bound_h2_calls() {
     assert_eq!(origin.accepted(), 1);
 }
 
+#[tokio::test]
+async fn a_reload_keeps_the_h2_connections_while_their_settings_stay() {
+    let origin = H2Origin::start("a", None, 1).await;
+    let upstream = |extra: &str| {
+        format!(
+            "  a:\n    targets: [{}]\n    protocol: h2c\n{extra}",
+            origin.url("http")
+        )
+    };
+    let gw = gateway(&upstream(""), &["a"]).await;
+    assert_eq!(get(&gw.url("/a/x")).await.status, 200);
+    let client_before = gw.handle.snapshot().upstreams[0].h2.clone().unwrap();
+    let yaml = |extra: &str| {
+        format!(
+            "{}upstreams:\n{}routes:\n  - name: a\n    match: {{path: /a}}\n    upstream: a\n    strip_prefix: /a\n\
+             \x20 - name: b\n    match: {{path: /b}}\n    upstream: a\n    strip_prefix: /b\n",
+            server_yaml("workers: 1"),
+            upstream(extra)
+        )
+    };
+
+    // Another route, the upstream as it was: the same client and connection.
+    std::fs::write(gw.path("gateway.yaml"), yaml("")).unwrap();
+    gw.handle.reload().await;
+    eventually("the reload applied", || async {
+        get(&gw.url("/b/x")).await.status == 200
+    })
+    .await;
+    let client_after = gw.handle.snapshot().upstreams[0].h2.clone().unwrap();
+    assert!(Arc::ptr_eq(&client_before, &client_after));
+    assert_eq!(get(&gw.url("/b/x")).await.text(), "origin a");
+    assert_eq!(origin.accepted(), 1);
+
+    // A changed connect_timeout makes a new client, and so a new connection.
+    std::fs::write(gw.path("gateway.yaml"), yaml("    connect_timeout: 3s\n")).unwrap();
+    gw.handle.reload().await;
+    eventually("the reload applied", || async {
+        gw.handle.snapshot().upstreams[0].connect_timeout == std::time::Duration::from_secs(3)
+    })
+    .await;
+    assert_eq!(get(&gw.url("/b/x")).await.text(), "origin a");
+    assert_eq!(origin.accepted(), 2);
+}
+
 /// A CA and a server certificate for `localhost` signed by it, as PEM, and a TLS acceptor
 /// offering `alpn`.
 fn tls_origin(alpn: &[&[u8]]) -> (String, TlsAcceptor) {
