@@ -8,6 +8,7 @@
 //! on the old one finish there. Concurrent requests that find no connection wait for the one
 //! being made rather than each opening their own.
 
+use std::future::Future as _;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -173,11 +174,6 @@ impl H2Client {
                 }
             }
         }
-    }
-
-    /// How many connections this client has opened (for tests and logs).
-    pub fn connections_opened(&self) -> u64 {
-        self.opened.load(Ordering::Relaxed)
     }
 
     /// This worker's connection to `target`, made if there is none that takes requests, or if
@@ -366,7 +362,6 @@ impl H2Body {
             Some(_) => {}
         }
         self.progressed = false;
-        use std::future::Future as _;
         self.timer.as_mut().expect("set above").as_mut().poll(cx)
     }
 }
