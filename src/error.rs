@@ -109,6 +109,13 @@ pub enum GatewayError {
         /// Upstream name.
         upstream: std::sync::Arc<str>,
     },
+    /// A gRPC call on a route whose upstream speaks HTTP/1.1, which cannot carry gRPC's
+    /// trailers (501): the upstream needs `protocol: h2` or `h2c`.
+    #[error("upstream {upstream} is HTTP/1.1 and cannot carry gRPC; it needs protocol h2 or h2c")]
+    GrpcNeedsHttp2 {
+        /// Upstream name.
+        upstream: std::sync::Arc<str>,
+    },
 }
 
 /// What a 401 says, by reason class; never anything from the token itself.
@@ -158,6 +165,9 @@ impl GatewayError {
                 (StatusCode::SERVICE_UNAVAILABLE, "no_healthy_upstream")
             }
             GatewayError::NotCached => (StatusCode::GATEWAY_TIMEOUT, "not_cached"),
+            GatewayError::GrpcNeedsHttp2 { .. } => {
+                (StatusCode::NOT_IMPLEMENTED, "grpc_needs_http2")
+            }
             GatewayError::UpstreamOverloaded { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "upstream_overloaded")
             }
@@ -248,7 +258,9 @@ impl GatewayError {
         const UNAUTHENTICATED: u8 = 16;
         match self {
             InvalidPath(_) | BadRequest(_) => INTERNAL,
-            VersionNotSupported | NoRoute | MethodNotAllowed { .. } => UNIMPLEMENTED,
+            VersionNotSupported | NoRoute | MethodNotAllowed { .. } | GrpcNeedsHttp2 { .. } => {
+                UNIMPLEMENTED
+            }
             BodyTooLarge { .. } | HeadersTooLarge { .. } | HeaderNameTooLong { .. } => {
                 RESOURCE_EXHAUSTED
             }
@@ -431,6 +443,13 @@ mod tests {
                 401,
                 "client_certificate_required",
             ),
+            (
+                GatewayError::GrpcNeedsHttp2 {
+                    upstream: "u".into(),
+                },
+                501,
+                "grpc_needs_http2",
+            ),
         ];
         let id = HeaderValue::from_static("req-1");
         for (error, status, code) in cases {
@@ -481,6 +500,12 @@ mod tests {
         let up: std::sync::Arc<str> = "u".into();
         for (error, status) in [
             (GatewayError::NoRoute, 12),
+            (
+                GatewayError::GrpcNeedsHttp2 {
+                    upstream: up.clone(),
+                },
+                12,
+            ),
             (GatewayError::BadRequest("x"), 13),
             (GatewayError::BodyTooLarge { limit: 1 }, 8),
             (GatewayError::RateLimited { retry_after: 1 }, 8),

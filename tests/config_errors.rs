@@ -321,7 +321,6 @@ fn sections_not_supported_yet_are_refused_at_their_key() {
         r("hash_on without hash", upstream_with("    hash_on: ip\n"), (4, 14), "`hash_on` applies with `balance: hash` only"),
         r("bad hash_on", upstream_with("    balance: hash\n    hash_on: query:x\n"), (5, 14), "invalid `hash_on` `query:x`"),
         r("bad cookie name", upstream_with("    balance: hash\n    hash_on: 'cookie:a;b'\n"), (5, 14), "invalid `hash_on`"),
-        r("h2", upstream_with("    protocol: h2\n"), (4, 15), "only protocol http1 is supported"),
     ]);
 }
 
