@@ -84,7 +84,8 @@ pub enum GatewayError {
     /// No valid bearer token (401).
     #[error("{}", unauthenticated_message(*.0))]
     Unauthenticated(crate::auth::jwt::AuthFailure),
-    /// The caller lacks what the route's `authorize` rules require (403).
+    /// The caller lacks what the route's `authorize` rules require (403; 401 when the rule
+    /// needs a token or client certificate the request did not bring).
     #[error("{}", .0.message())]
     Forbidden(crate::auth::rbac::Denial),
     /// A rate limit of the route refused the request (429).
@@ -105,6 +106,19 @@ pub enum GatewayError {
     /// Every target of the upstream failed its active health checks (503).
     #[error("no target of upstream {upstream} passes its health checks")]
     NoHealthyUpstream {
+        /// Upstream name.
+        upstream: std::sync::Arc<str>,
+    },
+    /// A gRPC call on a route whose upstream speaks HTTP/1.1, which cannot carry gRPC's
+    /// trailers (501): the upstream needs `protocol: h2` or `h2c`.
+    #[error("upstream {upstream} is HTTP/1.1 and cannot carry gRPC; it needs protocol h2 or h2c")]
+    GrpcNeedsHttp2 {
+        /// Upstream name.
+        upstream: std::sync::Arc<str>,
+    },
+    /// An upgrade (WebSocket) to an upstream that speaks HTTP/2, which has no Upgrade (501).
+    #[error("upstream {upstream} is HTTP/2 and cannot carry an upgrade; it needs protocol http1")]
+    UpgradeNeedsHttp1 {
         /// Upstream name.
         upstream: std::sync::Arc<str>,
     },
@@ -157,6 +171,12 @@ impl GatewayError {
                 (StatusCode::SERVICE_UNAVAILABLE, "no_healthy_upstream")
             }
             GatewayError::NotCached => (StatusCode::GATEWAY_TIMEOUT, "not_cached"),
+            GatewayError::GrpcNeedsHttp2 { .. } => {
+                (StatusCode::NOT_IMPLEMENTED, "grpc_needs_http2")
+            }
+            GatewayError::UpgradeNeedsHttp1 { .. } => {
+                (StatusCode::NOT_IMPLEMENTED, "upgrade_needs_http1")
+            }
             GatewayError::UpstreamOverloaded { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "upstream_overloaded")
             }
@@ -167,7 +187,7 @@ impl GatewayError {
                 "rate_limit_store_unavailable",
             ),
             GatewayError::Unauthenticated(failure) => (StatusCode::UNAUTHORIZED, failure.code()),
-            GatewayError::Forbidden(denial) => (StatusCode::FORBIDDEN, denial.code()),
+            GatewayError::Forbidden(denial) => (denial.status(), denial.code()),
         }
     }
 
@@ -217,8 +237,10 @@ impl GatewayError {
                     .max(1);
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
             }
-            // RFC 6750: no error code when the request carried no token at all.
-            GatewayError::Unauthenticated(crate::auth::jwt::AuthFailure::Missing) => {
+            // RFC 6750: no error code when the request carried no token at all. A missing
+            // client certificate gets no challenge: no HTTP scheme asks for one.
+            GatewayError::Unauthenticated(crate::auth::jwt::AuthFailure::Missing)
+            | GatewayError::Forbidden(crate::auth::rbac::Denial::Unauthenticated) => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             GatewayError::Unauthenticated(_) => {
@@ -245,7 +267,11 @@ impl GatewayError {
         const UNAUTHENTICATED: u8 = 16;
         match self {
             InvalidPath(_) | BadRequest(_) => INTERNAL,
-            VersionNotSupported | NoRoute | MethodNotAllowed { .. } => UNIMPLEMENTED,
+            VersionNotSupported
+            | NoRoute
+            | MethodNotAllowed { .. }
+            | GrpcNeedsHttp2 { .. }
+            | UpgradeNeedsHttp1 { .. } => UNIMPLEMENTED,
             BodyTooLarge { .. } | HeadersTooLarge { .. } | HeaderNameTooLong { .. } => {
                 RESOURCE_EXHAUSTED
             }
@@ -260,6 +286,7 @@ impl GatewayError {
             | NoTarget { .. }
             | NoHealthyUpstream { .. } => UNAVAILABLE,
             Unauthenticated(_) => UNAUTHENTICATED,
+            Forbidden(denial) if denial.status() == StatusCode::UNAUTHORIZED => UNAUTHENTICATED,
             Forbidden(_) => PERMISSION_DENIED,
         }
     }
@@ -324,6 +351,7 @@ fn grpc_percent_encode(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::rbac::Denial;
     use http_body_util::BodyExt;
 
     #[tokio::test]
@@ -411,6 +439,35 @@ mod tests {
                 503,
                 "rate_limit_store_unavailable",
             ),
+            (
+                GatewayError::Forbidden(Denial::MissingRole),
+                403,
+                "missing_role",
+            ),
+            (
+                GatewayError::Forbidden(Denial::Unauthenticated),
+                401,
+                "unauthenticated",
+            ),
+            (
+                GatewayError::Forbidden(Denial::NoClientCertificate),
+                401,
+                "client_certificate_required",
+            ),
+            (
+                GatewayError::GrpcNeedsHttp2 {
+                    upstream: "u".into(),
+                },
+                501,
+                "grpc_needs_http2",
+            ),
+            (
+                GatewayError::UpgradeNeedsHttp1 {
+                    upstream: "u".into(),
+                },
+                501,
+                "upgrade_needs_http1",
+            ),
         ];
         let id = HeaderValue::from_static("req-1");
         for (error, status, code) in cases {
@@ -430,6 +487,11 @@ mod tests {
         assert_eq!(response.headers()["allow"], "GET, HEAD");
         let response = GatewayError::RateLimited { retry_after: 6 }.to_response(&id);
         assert_eq!(response.headers()["retry-after"], "6");
+        // A rule that needs a token challenges for one; no HTTP scheme asks for a certificate.
+        let response = GatewayError::Forbidden(Denial::Unauthenticated).to_response(&id);
+        assert_eq!(response.headers()["www-authenticate"], "Bearer");
+        let response = GatewayError::Forbidden(Denial::NoClientCertificate).to_response(&id);
+        assert!(!response.headers().contains_key("www-authenticate"));
         for (millis, header) in [
             (0, "1"),
             (1, "1"),
@@ -456,6 +518,12 @@ mod tests {
         let up: std::sync::Arc<str> = "u".into();
         for (error, status) in [
             (GatewayError::NoRoute, 12),
+            (
+                GatewayError::GrpcNeedsHttp2 {
+                    upstream: up.clone(),
+                },
+                12,
+            ),
             (GatewayError::BadRequest("x"), 13),
             (GatewayError::BodyTooLarge { limit: 1 }, 8),
             (GatewayError::RateLimited { retry_after: 1 }, 8),

@@ -414,7 +414,11 @@ fn explain_policy(
             "cors:       Access-Control-Allow-Origin added for allowed origins"
         );
     }
-    let auth = policy.auth.as_ref()?;
+    let Some(auth) = policy.auth.as_ref() else {
+        // Rules without `auth` read only the client certificate, which an explained request
+        // (no connection) never has.
+        return authorize_lines(policy, parts, rbac::Caller::default(), out);
+    };
     let provider = &auth.provider;
     let mode = if auth.optional {
         "optional"
@@ -480,15 +484,25 @@ fn explain_policy(
             return Some(format!("401 {}", failure.code()));
         }
     };
+    let caller = rbac::Caller {
+        claims: claims.as_ref().map(|c| &c.0),
+        roles_claim: Some(&provider.roles_claim),
+        cert: None,
+    };
+    authorize_lines(policy, parts, caller, out)
+}
+
+/// Adds the authorize line; returns the answer when the rules refuse the request.
+fn authorize_lines(
+    policy: &RoutePolicy,
+    parts: &http::request::Parts,
+    caller: rbac::Caller<'_>,
+    out: &mut String,
+) -> Option<String> {
     if policy.authorize.is_empty() {
         return None;
     }
-    match rbac::authorize(
-        &policy.authorize,
-        &parts.method,
-        claims.as_ref().map(|c| &c.0),
-        &provider.roles_claim,
-    ) {
+    match rbac::authorize(&policy.authorize, &parts.method, caller) {
         Ok(rule) => {
             let _ = writeln!(out, "authorize:  allowed by rule {}", rule + 1);
             None
@@ -498,7 +512,7 @@ fn explain_policy(
                 format!("rule {}", r + 1)
             });
             let _ = writeln!(out, "authorize:  denied by {which}: {}", denial.code());
-            Some(format!("403 {}", denial.code()))
+            Some(format!("{} {}", denial.status().as_u16(), denial.code()))
         }
     }
 }

@@ -66,6 +66,9 @@ pub struct Registries {
     /// Upstream connection pools by upstream name.
     pub pools:
         Registry<crate::upstream::pool::PoolSettings, std::sync::Arc<crate::upstream::pool::Pool>>,
+    /// HTTP/2 upstream clients (`protocol: h2`/`h2c`) by upstream name.
+    pub h2_clients:
+        Registry<crate::upstream::h2::H2Settings, std::sync::Arc<crate::upstream::h2::H2Client>>,
     /// Circuit breakers by upstream name.
     pub breakers: Registry<
         crate::upstream::breaker::BreakerSettings,
@@ -141,6 +144,7 @@ impl Default for Registries {
     fn default() -> Self {
         Registries {
             pools: Registry::default(),
+            h2_clients: Registry::default(),
             breakers: Registry::default(),
             health: Registry::default(),
             in_flight: Registry::default(),
@@ -160,6 +164,7 @@ impl Registries {
     /// Drops state for objects the live snapshot no longer has.
     pub fn retain_for(&self, live: &LiveNames<'_>) {
         self.pools.retain_in(&live.upstreams);
+        self.h2_clients.retain_in(&live.upstreams);
         self.breakers.retain_in(&live.breakers);
         self.health.retain_in(&live.checked_upstreams);
         self.in_flight.retain_in(&live.upstreams);

@@ -80,6 +80,7 @@ async fn rfc9111_4_a_fresh_response_is_served_from_the_cache() {
     let first = get(&gw, "/c/a", &[]).await;
     assert_eq!((first.status.as_u16(), x_cache(&first)), (200, "MISS"));
     assert_eq!(first.text(), "answer 1");
+    let mut ids = std::collections::HashSet::new();
     for _ in 0..3 {
         let hit = get(&gw, "/c/a", &[]).await;
         assert_eq!((hit.status.as_u16(), x_cache(&hit)), (200, "HIT"));
@@ -87,13 +88,22 @@ async fn rfc9111_4_a_fresh_response_is_served_from_the_cache() {
         assert_eq!(hit.header("x-up"), Some("1"), "stored headers kept");
         let age: u64 = hit.header("age").expect("Age on a hit").parse().unwrap();
         assert!(age <= 60, "{age}");
-        assert!(
-            hit.header("x-request-id").is_some(),
-            "per-request headers still added"
-        );
+        // Each of the fields the gateway sets on an answer from the cache is there once, with
+        // this request's value.
+        for name in ["age", "x-cache", "x-request-id"] {
+            assert_eq!(hit.headers.get_all(name).iter().count(), 1, "{name}");
+        }
+        let id = hit
+            .header("x-request-id")
+            .expect("per-request headers still added");
+        assert_eq!(id.len(), 32, "a generated request id: {id:?}");
+        assert!(ids.insert(id.to_owned()), "a new id per hit");
     }
+    let echoed = get(&gw, "/c/a", &[("x-request-id", "client-chosen-7")]).await;
+    assert_eq!(x_cache(&echoed), "HIT");
+    assert_eq!(echoed.header("x-request-id"), Some("client-chosen-7"));
     assert_eq!(origin.count("/c/a"), 1);
-    assert_eq!(results(&gw, "c", "hit").await, 3.0);
+    assert_eq!(results(&gw, "c", "hit").await, 4.0);
     assert_eq!(results(&gw, "c", "miss").await, 1.0);
     assert!(common::metric(&gw, "gatehouse_cache_entries{store=\"memory\"}").await >= 1.0);
     // Another URL, another entry; the query is part of the key.

@@ -176,7 +176,8 @@ fn readme_examples() -> Vec<Example> {
 }
 
 /// What a reader is told to provide: `JWT_SECRET` (an HS secret, at least 32 bytes), the
-/// key file each `public_key_file` names, and each `server.tls` certificate and its key.
+/// key file each `public_key_file` names, each `server.tls` certificate and its key, and the
+/// `client_ca` file.
 fn provide_what_the_example_needs(dir: &Path, example: &Example) {
     for (_, text) in &example.files {
         let value = |line: &str, key: &str| {
@@ -205,6 +206,13 @@ fn provide_what_the_example_needs(dir: &Path, example: &Example) {
                     std::fs::write(path, pem).expect("write");
                 }
             }
+        }
+        for file in text.lines().filter_map(|line| value(line, "client_ca:")) {
+            let made = rcgen::generate_simple_self_signed(vec!["clients.example.test".to_string()])
+                .expect("a certificate");
+            let path = dir.join(file);
+            std::fs::create_dir_all(path.parent().expect("has a parent")).expect("mkdir");
+            std::fs::write(path, made.cert.pem()).expect("write");
         }
         for line in text.lines() {
             let Some(file) = line.trim().strip_prefix("public_key_file:") else {

@@ -321,7 +321,6 @@ fn sections_not_supported_yet_are_refused_at_their_key() {
         r("hash_on without hash", upstream_with("    hash_on: ip\n"), (4, 14), "`hash_on` applies with `balance: hash` only"),
         r("bad hash_on", upstream_with("    balance: hash\n    hash_on: query:x\n"), (5, 14), "invalid `hash_on` `query:x`"),
         r("bad cookie name", upstream_with("    balance: hash\n    hash_on: 'cookie:a;b'\n"), (5, 14), "invalid `hash_on`"),
-        r("h2", upstream_with("    protocol: h2\n"), (4, 15), "only protocol http1 is supported"),
     ]);
 }
 
@@ -1042,8 +1041,8 @@ fn tls_settings_and_files_are_checked_where_they_are_written() {
         g("no certificates", gateway("  tls:\n    listen: 127.0.0.1:0\n"), (3, 3), "`tls` needs `certificates`"),
         with_text("no listen", &pair, gateway(&format!("  tls:\n{CERTS}")), (3, 3), "`tls` needs `listen`"),
         with_text("same port as server.listen", &pair, format!("server:\n  listen: 127.0.0.1:8443\n  tls:\n    listen: 127.0.0.1:8443\n{CERTS}"), (4, 13), "server.tls.listen must differ from server.listen"),
-        with_text("client_ca", &pair, format!("{}    client_ca: certs/a.crt\n", tls_gateway("certs/a.crt", "certs/a.key")), (8, 5), "`server.tls.client_ca` is not supported yet"),
-        with_text("client_auth", &pair, format!("{}    client_auth: required\n", tls_gateway("certs/a.crt", "certs/a.key")), (8, 5), "`server.tls.client_auth` is not supported yet"),
+        with_text("client_ca", &pair, format!("{}    client_ca: certs/a.crt\n", tls_gateway("certs/a.crt", "certs/a.key")), (8, 16), "`client_ca` needs `client_auth: optional` or `client_auth: required`"),
+        with_text("client_auth", &pair, format!("{}    client_auth: required\n", tls_gateway("certs/a.crt", "certs/a.key")), (8, 18), "`client_auth` needs `client_ca`"),
     ]);
 }
 

@@ -22,7 +22,7 @@ fn grpc_call(url: &str) -> Request<Full<Bytes>> {
 async fn gateway_errors_reach_grpc_clients_as_grpc_statuses() {
     let refusing = RefusingPort::new();
     let yaml = format!(
-        "{}upstreams:\n  down:\n    targets: [http://127.0.0.1:{}]\n\
+        "{}upstreams:\n  down:\n    targets: [http://127.0.0.1:{}]\n    protocol: h2c\n\
          routes:\n\
          \x20 - name: down\n    match: {{path: /svc.Down/}}\n    upstream: down\n\
          \x20 - name: limited\n    match: {{path: /svc.Limited/}}\n    respond: {{status: 200}}\n\

@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::captured_log::CapturedLog;
+use common::origin::{Answer, Origin};
 use common::{self_signed_until, within, Echo, EchoUpstream, SelfSigned as Made, DEADLINE};
 use gatehouse::config::MapEnv;
 use gatehouse::tls::client;
@@ -67,6 +69,21 @@ impl TlsGateway {
         up: &EchoUpstream,
         server_extra: &str,
     ) -> Self {
+        let rest = format!(
+            "upstreams:\n  up:\n    targets: [{}]\nroutes:\n  - name: r\n    match: {{path: /}}\n    upstream: up\n",
+            up.url()
+        );
+        Self::start_with(dir, stems, server_extra, &rest).await
+    }
+
+    /// Starts with the certificates `dir/{stem}.crt` and keys `dir/{stem}.key` already there,
+    /// and `rest` (upstreams and routes) after the server section.
+    async fn start_with(
+        dir: tempfile::TempDir,
+        stems: &[&str],
+        server_extra: &str,
+        rest: &str,
+    ) -> Self {
         let mut entries = String::new();
         for file in stems {
             entries.push_str(&format!(
@@ -74,9 +91,7 @@ impl TlsGateway {
             ));
         }
         let yaml = format!(
-            "server:\n  listen: 127.0.0.1:0\n{server_extra}  tls:\n    listen: 127.0.0.1:0\n    certificates:\n{entries}\
-             upstreams:\n  up:\n    targets: [{}]\nroutes:\n  - name: r\n    match: {{path: /}}\n    upstream: up\n",
-            up.url()
+            "server:\n  listen: 127.0.0.1:0\n{server_extra}  tls:\n    listen: 127.0.0.1:0\n    certificates:\n{entries}{rest}"
         );
         std::fs::write(dir.path().join("gateway.yaml"), yaml).unwrap();
         let options = StartOptions {
@@ -559,27 +574,370 @@ async fn reload_not_rejected(gw: &TlsGateway) {
 }
 
 #[tokio::test]
-async fn a_reload_that_moves_or_removes_the_https_listener_keeps_the_running_one() {
+async fn a_reload_that_moves_the_https_listener_serves_the_new_certificate_there() {
     let up = EchoUpstream::start("up").await;
     let (old, new) = (make(&["a.test"]), make(&["a.test"]));
     let gw = TlsGateway::start(&[("a", &old)], &up, "").await;
     let addr = gw.addr();
     let yaml_path = gw.dir.path().join("gateway.yaml");
     let yaml = std::fs::read_to_string(&yaml_path).unwrap();
-    // A new listen address and a new certificate: the certificate applies, the address waits
-    // for a restart.
+    // A new listen address and a new certificate in one reload (tests/tls_listener_reload.rs
+    // has the listener's moves on their own).
     write(gw.dir.path(), "a", &new);
-    let moved = yaml.replacen("    listen: 127.0.0.1:0\n", "    listen: 127.0.0.1:1\n", 1);
+    let port = common::free_port();
+    let moved = yaml.replacen(
+        "    listen: 127.0.0.1:0\n",
+        &format!("    listen: 127.0.0.1:{port}\n"),
+        1,
+    );
     std::fs::write(&yaml_path, &moved).unwrap();
     reload_not_rejected(&gw).await;
-    let tls = gw.handle.snapshot().server.tls.clone().unwrap();
-    assert_eq!(tls.listen.port(), 0, "the running address is kept");
-    assert_eq!(served(addr, Some("a.test")).await, new.der);
-    // Without `tls` the running listener and its certificates stay too.
-    let start = moved.find("  tls:\n").unwrap();
-    let end = moved.find("upstreams:").unwrap();
-    std::fs::write(&yaml_path, format!("{}{}", &moved[..start], &moved[end..])).unwrap();
-    reload_not_rejected(&gw).await;
-    assert!(gw.handle.snapshot().server.tls.is_some());
-    assert_eq!(served(addr, Some("a.test")).await, new.der);
+    let moved_addr = gw.addr();
+    assert_ne!(moved_addr, addr);
+    assert_eq!(moved_addr.port(), port);
+    assert_eq!(served(moved_addr, Some("a.test")).await, new.der);
+}
+
+/// A whole response: its head and its body.
+type Whole = http::Response<Bytes>;
+
+async fn collect(response: http::Response<hyper::body::Incoming>) -> Whole {
+    let (parts, body) = response.into_parts();
+    let body = within(body.collect()).await.unwrap().to_bytes();
+    http::Response::from_parts(parts, body)
+}
+
+/// Sends `request` over HTTP/1.1 on a new TLS connection to `addr` with SNI `sni`.
+async fn fetch_http1(addr: SocketAddr, sni: Option<&str>, request: Request<Full<Bytes>>) -> Whole {
+    let stream = connect(addr, sni, client_config(BOTH, &[b"http/1.1"]))
+        .await
+        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    let task = tokio::spawn(conn);
+    let response = collect(within(sender.send_request(request)).await.unwrap()).await;
+    drop(sender);
+    let _ = task.await;
+    response
+}
+
+/// Sends `request` (with an absolute URI) over HTTP/2 on a new TLS connection to `addr`.
+async fn fetch_h2(addr: SocketAddr, request: Request<Full<Bytes>>) -> Whole {
+    let config = client_config(BOTH, &[b"h2"]);
+    let stream = connect(addr, Some("a.test"), config).await.unwrap();
+    let (mut sender, task) = http2(stream).await;
+    let response = collect(within(sender.send_request(request)).await.unwrap()).await;
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    drop(sender);
+    let _ = within(task).await;
+    response
+}
+
+/// GET `uri` with `x-request-id: id`.
+fn get_with_id(uri: &str, id: &str) -> Request<Full<Bytes>> {
+    Request::get(uri)
+        .header("host", "a.test")
+        .header("x-request-id", id)
+        .body(Full::default())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_access_log_says_which_requests_came_over_tls_and_with_which_sni_name() {
+    let log = CapturedLog::install();
+    let (_up, gw) = TlsGateway::for_a_test("").await;
+    let addr = gw.addr();
+    fetch_http1(addr, Some("a.test"), get_with_id("/l", "tls-h1-sni")).await;
+    fetch_http1(addr, None, get_with_id("/l", "tls-h1-no-sni")).await;
+    fetch_h2(addr, get_with_id("https://a.test/l", "tls-h2-sni")).await;
+    let plain = format!("http://{}/l", gw.handle.local_addr());
+    common::send(&common::client(), get_with_id(&plain, "plain-h1")).await;
+    assert_eq!(log.line("tls-h1-sni").await["tls"], "a.test");
+    assert_eq!(log.line("tls-h1-no-sni").await["tls"], "");
+    assert_eq!(log.line("tls-h2-sni").await["tls"], "a.test");
+    let line = log.line("plain-h1").await;
+    assert!(line.get("tls").is_none(), "{line}");
+}
+
+#[tokio::test]
+async fn hsts_goes_on_answers_over_tls_only_unless_the_upstream_set_it_or_the_route_is_off() {
+    let origin = Origin::start().await;
+    origin.set("/app", Answer::ok("app", &[]));
+    origin.set("/off", Answer::ok("off", &[]));
+    let own = "max-age=60; includeSubDomains";
+    origin.set(
+        "/own",
+        Answer::ok("own", &[("strict-transport-security", own)]),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a", &make(&["a.test"]));
+    let rest = format!(
+        "upstreams:\n  up:\n    targets: [{}]\nroutes:\n  \
+         - name: off\n    match: {{path: /off}}\n    upstream: up\n    security_headers: false\n  \
+         - name: app\n    match: {{path: /}}\n    upstream: up\n",
+        origin.url()
+    );
+    let gw = TlsGateway::start_with(dir, &["a"], "  security_headers: true\n", &rest).await;
+    let addr = gw.addr();
+    let hsts = |r: &Whole| {
+        r.headers()
+            .get("strict-transport-security")
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+    let over_h1 = fetch_http1(addr, Some("a.test"), get_with_id("/app", "h1")).await;
+    assert_eq!(over_h1.status(), 200);
+    assert_eq!(hsts(&over_h1).as_deref(), Some("max-age=31536000"));
+    assert_eq!(over_h1.headers()["x-content-type-options"], "nosniff");
+    let over_h2 = fetch_h2(addr, get_with_id("https://a.test/app", "h2")).await;
+    assert_eq!(hsts(&over_h2).as_deref(), Some("max-age=31536000"));
+    // The same route on the plain listener of the same gateway: the other security headers,
+    // never HSTS (RFC 6797 §7.2).
+    let plain = common::get(&format!("http://{}/app", gw.handle.local_addr())).await;
+    assert_eq!(plain.status, 200);
+    assert_eq!(plain.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(plain.header("strict-transport-security"), None);
+    // The upstream's own value wins.
+    let upstream_set = fetch_http1(addr, Some("a.test"), get_with_id("/own", "own")).await;
+    assert_eq!(hsts(&upstream_set).as_deref(), Some(own));
+    // A route with `security_headers: false` gets none of them.
+    let off = fetch_http1(addr, Some("a.test"), get_with_id("/off", "off")).await;
+    assert_eq!(off.status(), 200);
+    assert_eq!(hsts(&off), None);
+    assert!(!off.headers().contains_key("x-content-type-options"));
+}
+
+/// A raw HTTP/1.1 client connection over TLS (ALPN `http/1.1`), for bytes a library client
+/// would not send.
+async fn raw_tls(gw: &TlsGateway) -> TlsStream<TcpStream> {
+    let config = client_config(BOTH, &[b"http/1.1"]);
+    connect(gw.addr(), Some("a.test"), config).await.unwrap()
+}
+
+/// The head of a raw response as text, lower-cased.
+fn head_of(stream_bytes: &[u8]) -> String {
+    let end = stream_bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(stream_bytes.len(), |at| at + 4);
+    String::from_utf8_lossy(&stream_bytes[..end]).to_ascii_lowercase()
+}
+
+#[tokio::test]
+async fn http1_over_tls_refuses_broken_framing_like_the_plain_listener() {
+    let (up, gw) = TlsGateway::for_a_test("").await;
+    let cases: [(&str, &[u8], u16, &str); 4] = [
+        (
+            "a chunk size that is not hex",
+            b"POST /x HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+            400,
+            "bad_request",
+        ),
+        (
+            "Transfer-Encoding with Content-Length",
+            b"POST /x HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
+            400,
+            "bad_request",
+        ),
+        (
+            "two Host fields",
+            b"GET /x HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n",
+            400,
+            "bad_request",
+        ),
+        (
+            "HTTP/2.0 in a request line",
+            b"GET /x HTTP/2.0\r\nHost: a.test\r\n\r\n",
+            505,
+            "http_version_not_supported",
+        ),
+    ];
+    for (what, request, status, error) in cases {
+        let mut stream = raw_tls(&gw).await;
+        stream.write_all(request).await.unwrap();
+        let (got, body) = common::read_response(&mut stream).await;
+        assert_eq!(got, status, "{what}");
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["error"], error, "{what}: {json}");
+        common::wait_for_close(&mut stream).await;
+    }
+    // The broken chunk is only seen once its request went upstream (as on the plain
+    // listener: the upstream connection is then not reused); the others never left.
+    assert!(up.requests() <= 1, "{}", up.requests());
+}
+
+#[tokio::test]
+async fn http1_over_tls_answers_431_to_a_field_name_over_1_kib() {
+    let (up, gw) = TlsGateway::for_a_test("").await;
+    for (len, status) in [(1023, 200), (1024, 200), (1025, 431)] {
+        let mut stream = raw_tls(&gw).await;
+        let name = "x".repeat(len);
+        let request = format!("GET /n HTTP/1.1\r\nHost: a.test\r\n{name}: v\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let (got, body) = common::read_response(&mut stream).await;
+        assert_eq!(got, status, "{len}-byte name");
+        if status == 431 {
+            let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(json["error"], "headers_too_large");
+            common::wait_for_close(&mut stream).await;
+        }
+    }
+    assert_eq!(up.requests(), 2);
+}
+
+#[tokio::test]
+async fn http1_over_tls_keeps_the_connection_for_several_and_pipelined_requests() {
+    let (up, gw) = TlsGateway::for_a_test("").await;
+    let mut stream = raw_tls(&gw).await;
+    for i in 0..3 {
+        let request = format!("GET /k/{i} HTTP/1.1\r\nHost: a.test\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let (status, body) = common::read_response(&mut stream).await;
+        assert_eq!(status, 200);
+        let echo: Echo = serde_json::from_slice(&body).unwrap();
+        assert_eq!(echo.target, format!("/k/{i}"));
+        assert_eq!(echo.header("x-forwarded-proto"), Some("https"));
+    }
+    // Two at once, and a body announced with Expect: 100-continue, whose interim answer must
+    // leave the TLS session at once (the client waits for it before sending the body).
+    stream
+        .write_all(
+            b"GET /p/1 HTTP/1.1\r\nHost: a.test\r\n\r\nGET /p/2 HTTP/1.1\r\nHost: a.test\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    for i in 1..=2 {
+        let (status, body) = common::read_response(&mut stream).await;
+        assert_eq!(status, 200);
+        let echo: Echo = serde_json::from_slice(&body).unwrap();
+        assert_eq!(echo.target, format!("/p/{i}"));
+    }
+    stream
+        .write_all(b"POST /c HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        .await
+        .unwrap();
+    let mut interim = vec![0u8; 25];
+    within(stream.read_exact(&mut interim)).await.unwrap();
+    assert_eq!(&interim[..], b"HTTP/1.1 100 Continue\r\n\r\n");
+    stream.write_all(b"hello").await.unwrap();
+    let (status, body) = common::read_response(&mut stream).await;
+    assert_eq!(status, 200);
+    let echo: Echo = serde_json::from_slice(&body).unwrap();
+    assert_eq!(echo.body_len, 5);
+    assert_eq!(up.requests(), 6, "one connection carried them all");
+}
+
+#[tokio::test]
+async fn http1_over_tls_streams_large_bodies_both_ways_unchanged() {
+    let (_up, gw) = TlsGateway::for_a_test("  max_request_body: 64MiB\n").await;
+    let mut stream = raw_tls(&gw).await;
+    // 6 MiB up, once with a length and once chunked in uneven pieces.
+    let size = 6 << 20;
+    let body = common::pattern(0, size);
+    let head = format!("POST /up HTTP/1.1\r\nHost: a.test\r\nContent-Length: {size}\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let (writer, reader) = (&body[..], &mut stream);
+    // The gateway may answer only once the whole body is through, so write while reading.
+    let (mut rd, mut wr) = tokio::io::split(reader);
+    let (written, (status, answer)) = tokio::join!(
+        async {
+            wr.write_all(writer).await.unwrap();
+            wr
+        },
+        common::read_response(&mut rd)
+    );
+    let stream = rd.unsplit(written);
+    assert_eq!(status, 200);
+    let echo: Echo = serde_json::from_slice(&answer).unwrap();
+    assert_eq!(echo.body_len, size as u64);
+    assert_eq!(echo.body_fnv, common::fnv(&body));
+
+    let mut chunked =
+        b"POST /up HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for piece in body.chunks(100_003) {
+        chunked.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        chunked.extend_from_slice(piece);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let (written, (status, answer)) = tokio::join!(
+        async {
+            wr.write_all(&chunked).await.unwrap();
+            wr
+        },
+        common::read_response(&mut rd)
+    );
+    let mut stream = rd.unsplit(written);
+    assert_eq!(status, 200);
+    let echo: Echo = serde_json::from_slice(&answer).unwrap();
+    assert_eq!(echo.body_len, size as u64);
+    assert_eq!(echo.body_fnv, common::fnv(&body));
+
+    // 9 MiB down, on the same connection.
+    let size = 9 << 20;
+    let request = format!("GET /bytes/{size} HTTP/1.1\r\nHost: a.test\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let (status, got) = common::read_response(&mut stream).await;
+    assert_eq!(status, 200);
+    assert_eq!(got.len(), size);
+    assert_eq!(common::fnv(&got), common::fnv(&common::pattern(0, size)));
+}
+
+#[tokio::test]
+async fn a_tls_client_that_says_close_notify_gets_a_clean_end() {
+    let (_up, gw) = TlsGateway::for_a_test("  idle_timeout: 60s\n").await;
+    // After a request: the client's close_notify ends the connection, with the gateway's own
+    // close_notify (a read sees a clean end of stream, not a truncation).
+    let mut stream = raw_tls(&gw).await;
+    stream
+        .write_all(b"GET /x HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        .await
+        .unwrap();
+    let (status, _) = common::read_response(&mut stream).await;
+    assert_eq!(status, 200);
+    stream.shutdown().await.unwrap();
+    let waited = common::wait_for_close(&mut stream).await;
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
+    // Before any request.
+    let mut stream = raw_tls(&gw).await;
+    stream.shutdown().await.unwrap();
+    common::wait_for_close(&mut stream).await;
+    common::eventually("both connections closed", || async {
+        gw.handle.open_connections() == 0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_tls_client_asking_for_connection_close_gets_close_notify_after_the_answer() {
+    let (_up, gw) = TlsGateway::for_a_test("").await;
+    let mut stream = raw_tls(&gw).await;
+    stream
+        .write_all(b"GET /x HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut all = Vec::new();
+    // read_to_end fails on a close without close_notify.
+    within(stream.read_to_end(&mut all)).await.unwrap();
+    let head = head_of(&all);
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+}
+
+#[tokio::test]
+async fn an_http2_preface_on_an_http1_tls_connection_gets_goaway() {
+    let (up, gw) = TlsGateway::for_a_test("").await;
+    let mut stream = raw_tls(&gw).await;
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    let mut all = Vec::new();
+    let _ = within(stream.read_to_end(&mut all)).await;
+    // An empty SETTINGS frame, then GOAWAY(PROTOCOL_ERROR).
+    assert_eq!(&all[..9], &[0, 0, 0, 4, 0, 0, 0, 0, 0], "{all:?}");
+    assert_eq!(all[12], 7, "GOAWAY: {all:?}");
+    assert_eq!(&all[all.len() - 4..], &[0, 0, 0, 1], "{all:?}");
+    assert_eq!(up.requests(), 0);
 }

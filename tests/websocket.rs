@@ -460,6 +460,33 @@ async fn malformed_upgrades_are_refused_with_400() {
     assert_eq!(upstream.upgrades(), 0);
 }
 
+/// HTTP/2 has no Upgrade: an upgrade to an HTTP/2 upstream is refused before anything is sent.
+#[tokio::test]
+async fn an_upgrade_to_an_http2_upstream_is_refused_with_501() {
+    // An h2c listener that only counts connections: none may arrive.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let h2c = listener.local_addr().unwrap();
+    let yaml = format!(
+        "{}upstreams:\n  up:\n    targets: [http://{h2c}]\n    protocol: h2c\n\
+         routes:\n  - name: ws\n    match: {{path: /}}\n    upstream: up\n",
+        server_yaml("")
+    );
+    let gw = TestGateway::start_with(&yaml, &[], &[]).await;
+    let mut stream = TcpStream::connect(gw.addr).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        .await
+        .unwrap();
+    let (status, body) = read_response(&mut stream).await;
+    assert_eq!(status, 501, "{}", String::from_utf8_lossy(&body));
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(json["error"], "upgrade_needs_http1", "{json}");
+    // A connection would have been made before the answer: it would wait in the backlog now,
+    // and the first accept (tried before the zero timeout is looked at) would take it.
+    let accepted = tokio::time::timeout(Duration::ZERO, listener.accept()).await;
+    assert!(accepted.is_err(), "the HTTP/2 upstream was contacted");
+}
+
 #[tokio::test]
 async fn shutdown_closes_open_tunnels_at_the_end_of_the_grace() {
     let upstream = WsEcho::start().await;

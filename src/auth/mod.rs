@@ -1,5 +1,6 @@
 //! Identity at the edge: JWT verification, RBAC, CORS, and the headers made from identity.
 
+pub mod client_cert;
 pub mod cors;
 pub mod jwks;
 pub mod jwks_fetch;
@@ -69,19 +70,31 @@ pub struct Identity {
 pub enum PolicyDenial {
     /// No valid token (401).
     Unauthenticated(AuthFailure),
-    /// A valid caller without the rights the rules require (403).
+    /// A caller without what the rules require: 403, or 401 when a credential is missing
+    /// ([`rbac::Denial::status`]).
     Forbidden(rbac::Denial),
 }
 
 impl RoutePolicy {
-    /// Verifies the token and applies the RBAC rules: the identity to forward, or why not.
+    /// Verifies the token and applies the RBAC rules, with `cert` the connection's verified
+    /// client certificate: the identity to forward, or why not.
     pub fn check(
         &self,
         method: &Method,
         headers: &HeaderMap,
+        cert: Option<&client_cert::ClientCert>,
         now: SystemTime,
     ) -> Result<Option<Identity>, PolicyDenial> {
         let Some(auth) = &self.auth else {
+            // Without `auth`, rules can only ask for a client certificate (checked at load).
+            if !self.authorize.is_empty() {
+                let caller = rbac::Caller {
+                    cert,
+                    ..rbac::Caller::default()
+                };
+                rbac::authorize(&self.authorize, method, caller)
+                    .map_err(|(denial, _)| PolicyDenial::Forbidden(denial))?;
+            }
             return Ok(None);
         };
         let claims = match jwt::bearer_token(headers) {
@@ -96,13 +109,13 @@ impl RoutePolicy {
             Err(failure) => return Err(PolicyDenial::Unauthenticated(failure)),
         };
         if !self.authorize.is_empty() {
-            rbac::authorize(
-                &self.authorize,
-                method,
-                claims.as_ref().map(|c| &c.0),
-                &auth.provider.roles_claim,
-            )
-            .map_err(|(denial, _)| PolicyDenial::Forbidden(denial))?;
+            let caller = rbac::Caller {
+                claims: claims.as_ref().map(|c| &c.0),
+                roles_claim: Some(&auth.provider.roles_claim),
+                cert,
+            };
+            rbac::authorize(&self.authorize, method, caller)
+                .map_err(|(denial, _)| PolicyDenial::Forbidden(denial))?;
         }
         Ok(Some(Identity { claims }))
     }

@@ -1,10 +1,13 @@
-//! Route `authorize:` rules: role, scope and claim checks against verified JWT claims.
+//! Route `authorize:` rules: role, scope and claim checks against verified JWT claims, and
+//! `client_cert.*` checks against the connection's verified client certificate.
 //!
 //! Rules are plain data built once at config load; [`authorize`] only walks them and borrows
 //! from the claims map, so the per-request decision never allocates.
 
 use http::{Method, StatusCode};
 use serde_json::{Map, Number, Value};
+
+use super::client_cert::{CertClaim, ClientCert};
 
 /// One entry of a route's `authorize:` list.
 #[derive(Debug, Clone, PartialEq)]
@@ -17,6 +20,9 @@ pub struct AuthorizeRule {
     pub scopes: Vec<String>,
     /// Claims that must equal these values exactly; keys may be dotted paths.
     pub claims: Vec<(String, Value)>,
+    /// `client_cert.*` claims: read from the client certificate only, never from the token, so
+    /// a token cannot stand in for a certificate.
+    pub cert_claims: Vec<CertClaim>,
 }
 
 impl AuthorizeRule {
@@ -31,6 +37,11 @@ impl AuthorizeRule {
     /// Whether the rule asks anything of the caller; one that asks nothing admits anonymous
     /// requests on optional-auth routes.
     pub fn has_requirements(&self) -> bool {
+        self.needs_token() || !self.cert_claims.is_empty()
+    }
+
+    /// Whether the rule reads the verified token (roles, scopes or token claims).
+    pub fn needs_token(&self) -> bool {
         !self.roles.is_empty() || !self.scopes.is_empty() || !self.claims.is_empty()
     }
 
@@ -108,6 +119,9 @@ pub enum Denial {
     MissingScope,
     /// A required claim is absent or has another value.
     ClaimMismatch,
+    /// The deciding rule has `client_cert.*` claims and the connection has no verified client
+    /// certificate.
+    NoClientCertificate,
 }
 
 impl Denial {
@@ -119,6 +133,7 @@ impl Denial {
             Denial::MissingRole => "missing_role",
             Denial::MissingScope => "missing_scope",
             Denial::ClaimMismatch => "claim_mismatch",
+            Denial::NoClientCertificate => "client_certificate_required",
         }
     }
 
@@ -131,26 +146,42 @@ impl Denial {
             Denial::MissingRole => "a required role is missing",
             Denial::MissingScope => "a required scope is missing",
             Denial::ClaimMismatch => "a required claim does not match",
+            Denial::NoClientCertificate => {
+                "a client certificate is required: connect over HTTPS presenting one"
+            }
         }
     }
 
-    /// 401 only when a token would help; every other denial is final for this identity.
+    /// 401 only when a credential (a token, a client certificate) would help; every other
+    /// denial is final for this identity.
     pub fn status(&self) -> StatusCode {
         match self {
-            Denial::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Denial::Unauthenticated | Denial::NoClientCertificate => StatusCode::UNAUTHORIZED,
             _ => StatusCode::FORBIDDEN,
         }
     }
 }
 
-/// Decides: Ok(index of the deciding rule) or Err((Denial, Option<rule index>)). `claims` is
-/// None for an anonymous request (optional auth): a matching rule with any requirement denies
-/// with Unauthenticated; a matching rule with no requirements allows.
+/// Who is asking: the verified token's claims and the connection's verified client
+/// certificate, either of which may be absent.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Caller<'a> {
+    /// The token's claims; `None` for an anonymous request (optional auth, or no `auth`).
+    pub claims: Option<&'a Map<String, Value>>,
+    /// Where the token's provider puts roles; `None` on a route without `auth`.
+    pub roles_claim: Option<&'a RolesClaim>,
+    /// The client certificate; `None` on plain HTTP or TLS without one.
+    pub cert: Option<&'a ClientCert>,
+}
+
+/// Decides: Ok(index of the deciding rule) or Err((Denial, Option<rule index>)). A matching rule
+/// that reads the token denies an anonymous caller with Unauthenticated, one with
+/// `client_cert.*` claims denies a caller without a certificate with NoClientCertificate; a
+/// matching rule with no requirements allows.
 pub fn authorize(
     rules: &[AuthorizeRule],
     method: &Method,
-    claims: Option<&Map<String, Value>>,
-    roles_claim: &RolesClaim,
+    caller: Caller<'_>,
 ) -> Result<usize, (Denial, Option<usize>)> {
     let Some(index) = rules.iter().position(|r| r.matches_method(method)) else {
         return Err((Denial::NoRule, None));
@@ -158,12 +189,19 @@ pub fn authorize(
     let rule = &rules[index];
     let deny = |denial| Err((denial, Some(index)));
 
-    let Some(claims) = claims else {
-        return if rule.has_requirements() {
-            deny(Denial::Unauthenticated)
-        } else {
-            Ok(index)
+    if !rule.cert_claims.is_empty() {
+        let Some(cert) = caller.cert else {
+            return deny(Denial::NoClientCertificate);
         };
+        if !rule.cert_claims.iter().all(|c| c.matches(cert)) {
+            return deny(Denial::ClaimMismatch);
+        }
+    }
+    if !rule.needs_token() {
+        return Ok(index);
+    }
+    let (Some(claims), Some(roles_claim)) = (caller.claims, caller.roles_claim) else {
+        return deny(Denial::Unauthenticated);
     };
 
     if !rule.roles.is_empty() {
@@ -276,6 +314,7 @@ mod tests {
                 roles: vec!["reader".into(), "admin".into()],
                 scopes: vec![],
                 claims: vec![],
+                cert_claims: vec![],
             },
             AuthorizeRule {
                 methods: Some(vec![
@@ -291,6 +330,7 @@ mod tests {
                     ("org.level".into(), json!(3)),
                     ("email_verified".into(), json!(true)),
                 ],
+                cert_claims: vec![],
             },
         ]
     }
@@ -302,14 +342,21 @@ mod tests {
         }
     }
 
+    fn caller<'a>(claims: Option<&'a Map<String, Value>>, rc: &'a RolesClaim) -> Caller<'a> {
+        Caller {
+            claims,
+            roles_claim: Some(rc),
+            cert: None,
+        }
+    }
+
     type Decision = Result<usize, (Denial, Option<usize>)>;
 
     fn decide(method: Method, claims: Value) -> Decision {
         authorize(
             &rules(),
             &method,
-            Some(&map(claims)),
-            &RolesClaim::parse("roles"),
+            caller(Some(&map(claims)), &RolesClaim::parse("roles")),
         )
     }
 
@@ -453,16 +500,22 @@ mod tests {
     fn dotted_roles_claim() {
         let rc = RolesClaim::parse("realm_access.roles");
         let claims = map(json!({"realm_access": {"roles": ["offline", "reader"]}}));
-        assert_eq!(authorize(&rules(), &Method::GET, Some(&claims), &rc), Ok(0));
+        assert_eq!(
+            authorize(&rules(), &Method::GET, caller(Some(&claims), &rc)),
+            Ok(0)
+        );
         let claims = map(json!({"roles": ["reader"]}));
         assert_eq!(
-            authorize(&rules(), &Method::GET, Some(&claims), &rc),
+            authorize(&rules(), &Method::GET, caller(Some(&claims), &rc)),
             Err((Denial::MissingRole, Some(0)))
         );
         // namespaced claim names that contain dots are found literally
         let rc = RolesClaim::parse("https://example.com/roles");
         let claims = map(json!({"https://example.com/roles": ["reader"]}));
-        assert_eq!(authorize(&rules(), &Method::GET, Some(&claims), &rc), Ok(0));
+        assert_eq!(
+            authorize(&rules(), &Method::GET, caller(Some(&claims), &rc)),
+            Ok(0)
+        );
     }
 
     #[test]
@@ -471,7 +524,7 @@ mod tests {
         for roles in [json!("reader"), json!("offline  reader"), json!("admin")] {
             let claims = map(json!({ "roles": roles }));
             assert_eq!(
-                authorize(&rules(), &Method::GET, Some(&claims), &rc),
+                authorize(&rules(), &Method::GET, caller(Some(&claims), &rc)),
                 Ok(0),
                 "{roles}"
             );
@@ -479,7 +532,7 @@ mod tests {
         // no substring matches
         let claims = map(json!({"roles": "readers"}));
         assert_eq!(
-            authorize(&rules(), &Method::GET, Some(&claims), &rc),
+            authorize(&rules(), &Method::GET, caller(Some(&claims), &rc)),
             Err((Denial::MissingRole, Some(0)))
         );
     }
@@ -496,11 +549,11 @@ mod tests {
     fn anonymous() {
         let rc = RolesClaim::parse("roles");
         assert_eq!(
-            authorize(&rules(), &Method::GET, None, &rc),
+            authorize(&rules(), &Method::GET, caller(None, &rc)),
             Err((Denial::Unauthenticated, Some(0)))
         );
         assert_eq!(
-            authorize(&rules(), &Method::TRACE, None, &rc),
+            authorize(&rules(), &Method::TRACE, caller(None, &rc)),
             Err((Denial::NoRule, None))
         );
 
@@ -512,12 +565,13 @@ mod tests {
                 roles: vec![],
                 scopes: vec![],
                 claims: vec![],
+                cert_claims: vec![],
             },
         );
-        assert_eq!(authorize(&open, &Method::GET, None, &rc), Ok(0));
+        assert_eq!(authorize(&open, &Method::GET, caller(None, &rc)), Ok(0));
         // the first matching rule decides: HEAD falls through to the role rule
         assert_eq!(
-            authorize(&open, &Method::HEAD, None, &rc),
+            authorize(&open, &Method::HEAD, caller(None, &rc)),
             Err((Denial::Unauthenticated, Some(1)))
         );
 
@@ -527,12 +581,83 @@ mod tests {
             roles: vec![],
             scopes: vec![],
             claims: vec![],
+            cert_claims: vec![],
         }];
         let m = Method::from_bytes(b"PROPFIND").unwrap();
-        assert_eq!(authorize(&catch_all, &m, None, &rc), Ok(0));
+        assert_eq!(authorize(&catch_all, &m, caller(None, &rc)), Ok(0));
         assert_eq!(
-            authorize(&[], &Method::GET, None, &rc),
+            authorize(&[], &Method::GET, caller(None, &rc)),
             Err((Denial::NoRule, None))
+        );
+    }
+
+    #[test]
+    fn client_cert_claims_come_from_the_certificate_only() {
+        use crate::auth::client_cert::{CertField, ClientCert};
+        let rule = vec![AuthorizeRule {
+            methods: None,
+            roles: vec![],
+            scopes: vec![],
+            claims: vec![],
+            cert_claims: vec![CertClaim::new(CertField::Cn, "billing")],
+        }];
+        let billing = ClientCert {
+            cn: Some("billing".into()),
+            ..ClientCert::default()
+        };
+        let other = ClientCert {
+            cn: Some("orders".into()),
+            ..ClientCert::default()
+        };
+        let with = |claims, cert| Caller {
+            claims,
+            roles_claim: None,
+            cert,
+        };
+        assert_eq!(
+            authorize(&rule, &Method::GET, with(None, Some(&billing))),
+            Ok(0)
+        );
+        assert_eq!(
+            authorize(&rule, &Method::GET, with(None, Some(&other))),
+            Err((Denial::ClaimMismatch, Some(0)))
+        );
+        // A token saying the same thing is no certificate.
+        let forged = map(json!({"client_cert": {"cn": "billing"}, "client_cert.cn": "billing"}));
+        assert_eq!(
+            authorize(&rule, &Method::GET, with(Some(&forged), None)),
+            Err((Denial::NoClientCertificate, Some(0)))
+        );
+        assert_eq!(
+            Denial::NoClientCertificate.status(),
+            StatusCode::UNAUTHORIZED
+        );
+
+        // Both at once: the certificate and the token's roles must each hold.
+        let both = vec![AuthorizeRule {
+            roles: vec!["admin".into()],
+            ..rule[0].clone()
+        }];
+        let rc = RolesClaim::parse("roles");
+        let admin = map(json!({"roles": ["admin"]}));
+        let full = Caller {
+            claims: Some(&admin),
+            roles_claim: Some(&rc),
+            cert: Some(&billing),
+        };
+        assert_eq!(authorize(&both, &Method::GET, full), Ok(0));
+        let no_token = Caller {
+            claims: None,
+            ..full
+        };
+        assert_eq!(
+            authorize(&both, &Method::GET, no_token),
+            Err((Denial::Unauthenticated, Some(0)))
+        );
+        let no_cert = Caller { cert: None, ..full };
+        assert_eq!(
+            authorize(&both, &Method::GET, no_cert),
+            Err((Denial::NoClientCertificate, Some(0)))
         );
     }
 
@@ -543,13 +668,17 @@ mod tests {
             roles: vec![],
             scopes: vec![],
             claims: vec![("uid".into(), json!(9_007_199_254_740_993u64))],
+            cert_claims: vec![],
         }];
         let rc = RolesClaim::parse("roles");
         let ok = map(json!({"uid": 9_007_199_254_740_993u64}));
         let near = map(json!({"uid": 9_007_199_254_740_992u64}));
-        assert_eq!(authorize(&rule, &Method::GET, Some(&ok), &rc), Ok(0));
         assert_eq!(
-            authorize(&rule, &Method::GET, Some(&near), &rc),
+            authorize(&rule, &Method::GET, caller(Some(&ok), &rc)),
+            Ok(0)
+        );
+        assert_eq!(
+            authorize(&rule, &Method::GET, caller(Some(&near), &rc)),
             Err((Denial::ClaimMismatch, Some(0)))
         );
     }
@@ -557,6 +686,7 @@ mod tests {
     #[test]
     fn denial_texts_carry_no_claim_values() {
         let all = [
+            Denial::NoClientCertificate,
             Denial::NoRule,
             Denial::Unauthenticated,
             Denial::MissingRole,
@@ -585,6 +715,7 @@ mod tests {
             roles: vec![],
             scopes: vec![],
             claims: vec![],
+            cert_claims: vec![],
         };
         assert!(base.validate().is_ok());
         assert!(rules().iter().all(|r| r.validate().is_ok()));

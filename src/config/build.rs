@@ -34,11 +34,12 @@ use crate::trusted_proxies::TrustedProxies;
 use crate::upstream::balance::{
     Balancer, LeastRequests, Rendezvous, SmoothWeighted, WeightedRandom,
 };
+use crate::upstream::h2::{H2Client, H2Settings};
 use crate::upstream::health::HealthSettings;
 use crate::upstream::outlier::{OutlierSettings, Outliers};
 use crate::upstream::pool::{Pool, PoolSettings};
 use crate::upstream::retry::RetryBudget;
-use crate::upstream::stream::ConnectTarget;
+use crate::upstream::stream::{ConnectTarget, UpstreamTls};
 use crate::upstream::{connect_address, parse_target, Target, Upstream};
 use crate::upstream::{Bulkhead, HashOn};
 
@@ -495,14 +496,7 @@ fn build_upstream(
         (None, false) => None,
         (Some(on), true) => parse_hash_on(&on.value).map_err(|m| e.at(on.mark, m)).ok(),
     };
-    if let Some(protocol) = &s.protocol {
-        if protocol.value != Protocol::Http1 {
-            e.at(
-                protocol.mark,
-                "only protocol http1 is supported yet (h2 and h2c upstreams are not)",
-            );
-        }
-    }
+    let protocol = s.protocol.as_ref().map_or(Protocol::Http1, |p| p.value);
     if s.targets.is_empty() {
         if s.damaged.has("targets") {
             // Its value was refused, and that error says so.
@@ -528,6 +522,9 @@ fn build_upstream(
             continue;
         }
         match parse_target(&target.value.url) {
+            Ok((scheme, _)) if !protocol_fits(protocol, &scheme) => {
+                e.at(target.mark, protocol_mismatch(protocol, &target.value.url));
+            }
             Ok((scheme, authority)) => targets.push(Target {
                 url: target.value.url.as_str().into(),
                 host_header: http::HeaderValue::from_str(authority.as_str())
@@ -572,6 +569,28 @@ fn build_upstream(
         tls: tls.clone(),
         ..settings
     });
+    let h2 = match protocol {
+        Protocol::Http1 => None,
+        Protocol::H2 | Protocol::H2c => {
+            let tls = match tls.as_deref().map(UpstreamTls::for_h2).transpose() {
+                Ok(tls) => tls.map(Arc::new),
+                Err(message) => {
+                    e.at(name.mark, message);
+                    return None;
+                }
+            };
+            let settings = H2Settings {
+                connect_timeout,
+                targets: connect_targets.clone(),
+                tls,
+            };
+            Some(
+                registries
+                    .h2_clients
+                    .get_or_make(&name.value, &settings, || H2Client::new(settings.clone())),
+            )
+        }
+    };
     let pool = PoolSettings {
         connect_timeout,
         targets: connect_targets,
@@ -633,8 +652,33 @@ fn build_upstream(
         read_timeout,
         connect_timeout,
         pool,
+        h2,
         metrics: registries.metrics.upstream(&name.value),
     })
+}
+
+/// Whether a target's scheme is the one its upstream's `protocol` runs over: `h2` is HTTP/2
+/// over TLS, `h2c` cleartext HTTP/2; HTTP/1.1 runs over either.
+fn protocol_fits(protocol: Protocol, scheme: &http::uri::Scheme) -> bool {
+    match protocol {
+        Protocol::Http1 => true,
+        Protocol::H2 => *scheme == http::uri::Scheme::HTTPS,
+        Protocol::H2c => *scheme == http::uri::Scheme::HTTP,
+    }
+}
+
+/// The error for a target whose scheme does not fit the upstream's `protocol`.
+fn protocol_mismatch(protocol: Protocol, url: &str) -> String {
+    match protocol {
+        Protocol::H2c => format!(
+            "`protocol: h2c` is cleartext HTTP/2 with prior knowledge: target `{url}` must be \
+             http:// (use `protocol: h2` for HTTP/2 over TLS)"
+        ),
+        _ => format!(
+            "`protocol: h2` is HTTP/2 over TLS: target `{url}` must be https:// \
+             (use `protocol: h2c` for cleartext HTTP/2)"
+        ),
+    }
 }
 
 /// A configured duration that must not be zero; `None` when absent (or zero, reported).
@@ -700,6 +744,12 @@ fn build_routes(
         invalid: invalid_upstreams,
     } = upstreams;
     let upstream_names: Vec<&str> = upstreams.keys().copied().collect();
+    let client_ca = files[0]
+        .parsed
+        .server
+        .as_ref()
+        .and_then(|s| s.tls.as_ref())
+        .is_some_and(|tls| tls.value.client_ca.is_some() || tls.value.damaged.has("client_ca"));
     for file in files {
         let mut e = Errors {
             list: errors,
@@ -732,6 +782,7 @@ fn build_routes(
                 providers,
                 declared_providers: &files[0].parsed.declared_providers,
                 cache,
+                client_ca,
             };
             if let Some(route) = build_route(section, &ctx, &mut e) {
                 routes.push(Arc::new(route));
@@ -752,11 +803,14 @@ struct RouteContext<'a> {
     providers: &'a identity::Providers,
     declared_providers: &'a [String],
     cache: &'a CacheSettings,
+    /// Whether gateway.yaml sets `server.tls.client_ca`.
+    client_ca: bool,
 }
 
 fn build_route(s: &RouteSection, ctx: &RouteContext, e: &mut Errors) -> Option<Route> {
     let before = e.list.len();
-    let policy = identity::build_route_policy(s, ctx.providers, ctx.declared_providers, e);
+    let policy =
+        identity::build_route_policy(s, ctx.providers, ctx.declared_providers, ctx.client_ca, e);
     let cache = s.cache.as_ref().and_then(|section| {
         let facts = super::cache::RouteFacts {
             responds: s.respond.is_some(),

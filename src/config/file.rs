@@ -298,13 +298,23 @@ pub struct TlsSection {
     pub listen: Option<Spanned<String>>,
     /// Certificate and key pairs, chosen by SNI; the first is the default.
     pub certificates: Option<Spanned<Vec<CertificateSection>>>,
-    /// Not supported yet.
-    pub client_ca: Unsupported,
-    /// Not supported yet.
-    pub client_auth: Unsupported,
+    /// PEM file of the CAs whose client certificates are accepted (mTLS).
+    pub client_ca: Option<Spanned<String>>,
+    /// Whether clients must present a certificate: `optional` or `required`.
+    pub client_auth: Option<Spanned<ClientAuthChoice>>,
     #[serde(default, rename = "$damaged")]
     /// Fields that had an error.
     pub damaged: Damaged,
+}
+
+/// `server.tls.client_auth` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuthChoice {
+    /// Clients without a certificate are served; a bad certificate fails the handshake.
+    Optional,
+    /// Every client presents a certificate the CA issued.
+    Required,
 }
 
 /// One `server.tls.certificates` entry.

@@ -10,6 +10,7 @@ use http::header::{self, HeaderName};
 use super::build::Errors;
 use super::file::{did_you_mean, ParsedFile, ProviderSection, RouteSection, Spanned};
 use super::units::format_duration;
+use crate::auth::client_cert::{self, CertClaim, CertField};
 use crate::auth::cors::{CorsPolicy, CorsSettings};
 use crate::auth::jwks::{RemoteJwks, RemoteJwksSettings, REFRESH_RANGE};
 use crate::auth::jwks_fetch::{JwksUrl, FETCH_TIMEOUT};
@@ -308,10 +309,13 @@ pub(super) fn identity_headers(providers: &Providers) -> Vec<HeaderName> {
 /// A route's `auth`, `authorize` and `cors`.
 /// `declared` holds every provider name written in gateway.yaml, valid or not: a route naming
 /// one that failed its own checks gets no second error saying it does not exist.
+/// `client_ca` says whether gateway.yaml sets `server.tls.client_ca`, without which no request
+/// has a client certificate.
 pub(super) fn build_route_policy(
     s: &RouteSection,
     providers: &Providers,
     declared: &[String],
+    client_ca: bool,
     e: &mut Errors,
 ) -> RoutePolicy {
     let auth = s.auth.as_ref().and_then(|auth| {
@@ -343,15 +347,14 @@ pub(super) fn build_route_policy(
     });
     let mut authorize = Vec::new();
     if let Some(rules) = &s.authorize {
-        if s.auth.is_none() && !s.damaged.has("auth") {
-            e.at(
-                rules.mark,
-                "`authorize` needs `auth` on the same route: roles and scopes come from a verified token",
-            );
-        }
         if rules.value.is_empty() {
             e.at(rules.mark, "`authorize` needs at least one rule");
         }
+        let no_auth = s.auth.is_none() && !s.damaged.has("auth");
+        let mut any_cert_claims = false;
+        // What a rule reads from a token, reported only when the rules also use a client
+        // certificate; otherwise the whole `authorize` is in the wrong place, said once below.
+        let mut token_uses = Vec::new();
         for rule in &rules.value {
             let methods = rule.methods.as_ref().and_then(|list| {
                 match MethodSet::parse(list.iter().map(|m| m.value.as_str())) {
@@ -362,12 +365,51 @@ pub(super) fn build_route_policy(
                     }
                 }
             });
-            let claims = rule
-                .claims
-                .iter()
-                .flat_map(|m| &m.0)
-                .map(|(claim, value)| (claim.value.clone(), claim_value(&value.value)))
-                .collect();
+            let mut claims = Vec::new();
+            let mut cert_claims = Vec::new();
+            for (claim, value) in rule.claims.iter().flat_map(|m| &m.0) {
+                let Some(field) = claim.value.strip_prefix(client_cert::PREFIX) else {
+                    if claim.value == "client_cert" {
+                        any_cert_claims = true;
+                        e.at(
+                            claim.mark,
+                            format!("`client_cert` needs a field: one of {}", CertField::NAMES),
+                        );
+                        continue;
+                    }
+                    if no_auth {
+                        token_uses.push((
+                            claim.mark,
+                            format!(
+                                "claim `{}` comes from a token: it needs `auth` on the same route",
+                                claim.value
+                            ),
+                        ));
+                    }
+                    claims.push((claim.value.clone(), claim_value(&value.value)));
+                    continue;
+                };
+                any_cert_claims = true;
+                match CertField::parse(field) {
+                    None => e.at(
+                        claim.mark,
+                        format!(
+                            "unknown client certificate claim `{}` (expected one of {})",
+                            claim.value,
+                            CertField::NAMES
+                        ),
+                    ),
+                    Some(_) if !client_ca => e.at(
+                        claim.mark,
+                        format!(
+                            "claim `{}` needs `server.tls.client_ca` in gateway.yaml: without it no client presents a certificate",
+                            claim.value
+                        ),
+                    ),
+                    // The text as written: a CN of `123` or `true` is a name, not a number.
+                    Some(field) => cert_claims.push(CertClaim::new(field, &value.value)),
+                }
+            }
             // An empty list would quietly drop the requirement (and let anonymous callers
             // through on optional-auth routes): it is a mistake, not a way to say "none".
             for (key, list) in [("roles", &rule.roles), ("scopes", &rule.scopes)] {
@@ -378,6 +420,12 @@ pub(super) fn build_route_policy(
                             "`{key}: []` requires nothing; list at least one, or remove `{key}`"
                         ),
                     );
+                }
+                if let Some(list) = list.as_ref().filter(|_| no_auth) {
+                    token_uses.push((
+                        list.mark,
+                        format!("`{key}` come from a token: they need `auth` on the same route"),
+                    ));
                 }
             }
             authorize.push(AuthorizeRule {
@@ -393,7 +441,21 @@ pub(super) fn build_route_policy(
                     .map(|l| l.value.clone())
                     .unwrap_or_default(),
                 claims,
+                cert_claims,
             });
+        }
+        // Without `auth`, only `client_cert.*` claims can be asked for; a rule list that asks
+        // for none of them has nothing to decide on.
+        if no_auth && !any_cert_claims {
+            e.at(
+                rules.mark,
+                "`authorize` needs `auth` on the same route: roles and scopes come from a verified token \
+                 (without `auth`, rules can only use `client_cert.*` claims)",
+            );
+        } else {
+            for (mark, message) in token_uses {
+                e.at(mark, message);
+            }
         }
     }
     let cors = s.cors.as_ref().and_then(|cors| {

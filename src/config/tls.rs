@@ -4,8 +4,10 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use super::build::{parse_listen, Errors};
-use super::file::{AtKey, TlsSection};
+use super::file::{AtKey, ClientAuthChoice, TlsSection};
 use super::ContentHash;
+use crate::tls::client::CaFile;
+use crate::tls::client_auth::{ClientAuth, ClientAuthMode};
 use crate::tls::server::{read_pem, CertificateFiles, LoadedCertificate, TlsListener};
 
 /// Builds `server.tls`; certificate paths are relative to `base`. `others` are the other
@@ -20,10 +22,6 @@ pub(super) fn build_tls(
 ) -> Option<TlsListener> {
     let s = &section.value;
     let before = e.list.len();
-    e.unsupported(&[
-        ("server.tls.client_ca", &s.client_ca),
-        ("server.tls.client_auth", &s.client_auth),
-    ]);
     let listen = match &s.listen {
         Some(listen) => parse_listen(listen, e).inspect(|addr| {
             for (name, other) in others.iter().flatten() {
@@ -85,8 +83,57 @@ pub(super) fn build_tls(
             "`tls` needs `certificates`: a list of `cert` and `key` files",
         ),
     }
+    let client_auth = build_client_auth(section, base, hash, e);
+    if let Some(client_auth) = &client_auth {
+        files.push(client_auth.ca.path.clone());
+    }
     if e.list.len() != before {
         return None;
     }
-    TlsListener::new(listen?, loaded, files)
+    TlsListener::new(listen?, loaded, files, client_auth)
+}
+
+/// `client_ca` and `client_auth` come together: a CA without a mode, or a mode without a CA,
+/// is a half-configured check.
+fn build_client_auth(
+    section: &AtKey<TlsSection>,
+    base: &Path,
+    hash: &mut ContentHash,
+    e: &mut Errors,
+) -> Option<ClientAuth> {
+    let s = &section.value;
+    match (&s.client_ca, &s.client_auth) {
+        (None, None) => None,
+        (Some(ca), None) => {
+            if !s.damaged.has("client_auth") {
+                e.at(
+                    ca.mark,
+                    "`client_ca` needs `client_auth: optional` or `client_auth: required`",
+                );
+            }
+            None
+        }
+        (None, Some(mode)) => {
+            if !s.damaged.has("client_ca") {
+                e.at(
+                    mode.mark,
+                    "`client_auth` needs `client_ca`: the PEM file of the CAs that issue client certificates",
+                );
+            }
+            None
+        }
+        (Some(ca), Some(mode)) => {
+            let mode = match mode.value {
+                ClientAuthChoice::Optional => ClientAuthMode::Optional,
+                ClientAuthChoice::Required => ClientAuthMode::Required,
+            };
+            let path = base.join(&ca.value);
+            let read = CaFile::read(path).and_then(|file| {
+                hash.add_bytes(&file.path, &file.pem);
+                ClientAuth::new(mode, file)
+            });
+            read.map_err(|err| e.at(ca.mark, format!("client_ca: {err}")))
+                .ok()
+        }
+    }
 }

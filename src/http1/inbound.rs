@@ -20,8 +20,9 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::net::TcpStream;
 
 use super::chunked::{take_bytes, ChunkedDecoder, ChunkedError, Decoded};
-use super::io::{poll_read_buf, try_read_buf, ReadSize};
+use super::io::{PollWrite, ReadSize};
 use super::request::{parse_request_head, raw_target_path, HeadError, RequestHead};
+use super::transport::Transport;
 use super::RequestFraming;
 use crate::body::{BoxError, DRAIN_MAX_BYTES};
 
@@ -37,7 +38,7 @@ const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 /// A client connection's socket and read state.
 #[derive(Debug)]
 pub struct Inbound {
-    stream: TcpStream,
+    transport: Transport,
     state: Mutex<ReadState>,
 }
 
@@ -103,10 +104,15 @@ pub enum ClientBodyError {
 }
 
 impl Inbound {
-    /// The read side of a newly accepted connection, holding no buffer yet.
+    /// The read side of a newly accepted plain connection, holding no buffer yet.
     pub fn new(stream: TcpStream) -> Arc<Self> {
+        Self::over(Transport::Plain(stream))
+    }
+
+    /// The read side of a connection carried on `transport`, holding no buffer yet.
+    pub fn over(transport: Transport) -> Arc<Self> {
         Arc::new(Inbound {
-            stream,
+            transport,
             state: Mutex::new(ReadState {
                 buf: BytesMut::new(),
                 request: 0,
@@ -117,20 +123,26 @@ impl Inbound {
         })
     }
 
-    /// The socket, for writing responses.
-    pub fn stream(&self) -> &TcpStream {
-        &self.stream
+    /// The connection, for writing responses.
+    pub fn transport(&self) -> &Transport {
+        &self.transport
     }
 
-    /// Takes the socket and whatever was read from it but not consumed (for handing the
-    /// connection to another protocol); `Err` gives the connection back if a body still holds it.
+    /// Takes the plain socket and whatever was read from it but not consumed (for handing the
+    /// connection to another protocol); `Err` gives the connection back if a body still holds
+    /// it, or if it is TLS (whose protocol ALPN chose before any byte was read).
     pub fn into_parts(self: Arc<Self>) -> Result<(TcpStream, Bytes), Arc<Self>> {
-        let inbound = Arc::try_unwrap(self)?;
-        let state = inbound
-            .state
-            .into_inner()
-            .unwrap_or_else(|p| p.into_inner());
-        Ok((inbound.stream, state.buf.freeze()))
+        let Inbound { transport, state } = Arc::try_unwrap(self)?;
+        match transport {
+            Transport::Plain(stream) => {
+                let state = state.into_inner().unwrap_or_else(|p| p.into_inner());
+                Ok((stream, state.buf.freeze()))
+            }
+            tls => Err(Arc::new(Inbound {
+                transport: tls,
+                state,
+            })),
+        }
     }
 
     /// Takes what was read past the last head and not consumed: after a protocol switch, the
@@ -183,7 +195,7 @@ impl Inbound {
                     return Poll::Ready(Ok(Some(head)));
                 }
             }
-            match ready!(state.poll_read_head(&self.stream, cx, limit)) {
+            match ready!(state.poll_read_head(&self.transport, cx, limit)) {
                 Ok(0) if state.buf.is_empty() => return Poll::Ready(Ok(None)),
                 Ok(0) => return Poll::Ready(Err(HeadReadError::Closed(None))),
                 Ok(_) => {}
@@ -195,7 +207,7 @@ impl Inbound {
     /// Only reads: waits until the socket has bytes and buffers them (for telling protocols
     /// apart before any head is parsed). `Ok(0)` is the end of the stream.
     pub fn poll_read_some(&self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        self.lock().poll_read_head(&self.stream, cx, HEAD_READ)
+        self.lock().poll_read_head(&self.transport, cx, HEAD_READ)
     }
 
     /// Starts serving a request whose head said `framing`: its body reads from this connection
@@ -267,7 +279,7 @@ impl Inbound {
         let mut state = self.lock();
         state.continue_left = 0;
         loop {
-            match ready!(state.poll_body(&self.stream, cx)) {
+            match ready!(state.poll_body(&self.transport, cx)) {
                 None => return Poll::Ready(Ok(true)),
                 Some(Ok(data)) => match budget.checked_sub(data.len() as u64) {
                     Some(left) => *budget = left,
@@ -283,12 +295,9 @@ impl Inbound {
     pub fn poll_discard(&self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         let mut state = self.lock();
         state.buf.clear();
-        let n = ready!(poll_read_buf(
-            &self.stream,
-            cx,
-            &mut state.buf,
-            DISCARD_READ
-        ))?;
+        let n = ready!(self
+            .transport
+            .poll_read_buf(cx, &mut state.buf, DISCARD_READ))?;
         state.buf.clear();
         Poll::Ready(Ok(n))
     }
@@ -321,7 +330,7 @@ impl ReadState {
     /// readable, so a connection waiting for its next request holds none.
     fn poll_read_head(
         &mut self,
-        stream: &TcpStream,
+        stream: &Transport,
         cx: &mut Context<'_>,
         limit: usize,
     ) -> Poll<io::Result<usize>> {
@@ -329,7 +338,7 @@ impl ReadState {
             loop {
                 ready!(stream.poll_read_ready(cx))?;
                 self.buf.reserve(HEAD_READ);
-                match try_read_buf(stream, &mut self.buf) {
+                match stream.try_read_buf(&mut self.buf) {
                     // Readiness was stale: give the buffer back before waiting again.
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.buf = BytesMut::new(),
                     result => return Poll::Ready(result),
@@ -339,13 +348,13 @@ impl ReadState {
         let room = HEAD_READ
             .max(self.buf.len())
             .min(limit.saturating_sub(self.buf.len()).max(1));
-        poll_read_buf(stream, cx, &mut self.buf, room)
+        stream.poll_read_buf(cx, &mut self.buf, room)
     }
 
     /// The next piece of the body: data, its end (`None`), or why it failed.
     fn poll_body(
         &mut self,
-        stream: &TcpStream,
+        stream: &Transport,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Bytes, ClientBodyError>>> {
         loop {
@@ -383,7 +392,7 @@ impl ReadState {
                 self.body = BodyState::Failed;
                 return Poll::Ready(Some(Err(e.into())));
             }
-            match ready!(self.read_size.poll_fill(stream, cx, &mut self.buf)) {
+            match ready!(stream.poll_fill(&mut self.read_size, cx, &mut self.buf)) {
                 Ok(0) => {
                     self.body = BodyState::Failed;
                     return Poll::Ready(Some(Err(ClientBodyError::CutShort)));
@@ -400,19 +409,23 @@ impl ReadState {
     /// Writes what is left of a due `100 Continue`.
     fn poll_send_continue(
         &mut self,
-        stream: &TcpStream,
+        mut stream: &Transport,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<()>> {
+        if self.continue_left == 0 {
+            return Poll::Ready(Ok(()));
+        }
         while self.continue_left > 0 {
             let unsent = &CONTINUE[CONTINUE.len() - self.continue_left..];
             let slice = [io::IoSlice::new(unsent)];
-            let n = ready!(super::io::poll_write_vectored(stream, cx, &slice))?;
+            let n = ready!(stream.poll_write_vectored(cx, &slice))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             self.continue_left -= n;
         }
-        Poll::Ready(Ok(()))
+        // Under TLS the answer may still sit in a record not yet sent; the client waits for it.
+        stream.poll_flush(cx)
     }
 }
 
@@ -437,7 +450,7 @@ impl Body for ClientBody {
             return Poll::Ready(Some(Err(ClientBodyError::Stale.into())));
         }
         state
-            .poll_body(&this.inbound.stream, cx)
+            .poll_body(&this.inbound.transport, cx)
             .map(|next| next.map(|piece| piece.map(Frame::data).map_err(Into::into)))
     }
 

@@ -155,14 +155,14 @@ impl ReadSize {
         Poll::Ready(Ok(n))
     }
 
-    fn make_room(&self, buf: &mut BytesMut) -> usize {
+    pub(crate) fn make_room(&self, buf: &mut BytesMut) -> usize {
         if buf.capacity() - buf.len() < self.0 / 4 {
             buf.reserve(self.0);
         }
         buf.capacity() - buf.len()
     }
 
-    fn adapt(&mut self, room: usize, n: usize) {
+    pub(crate) fn adapt(&mut self, room: usize, n: usize) {
         if n == room {
             self.0 = (self.0 * 2).min(MAX_READ_CHUNK);
         } else if n < self.0 / 8 {

@@ -7,6 +7,7 @@ pub mod inbound;
 pub mod io;
 pub mod request;
 pub mod response;
+pub mod transport;
 
 use http::header::{self, HeaderMap, HeaderName};
 use http::Method;

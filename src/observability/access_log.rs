@@ -38,6 +38,9 @@ pub struct RequestRecord {
     pub bytes_in: Option<Arc<AtomicU64>>,
     /// Why the response failed, when the gateway knows (`upstream_body_error`).
     pub error: Option<&'static str>,
+    /// On a TLS connection, the server name the client sent in SNI (empty without one); only
+    /// filled when access logs are on.
+    pub tls: Option<Arc<str>>,
 }
 
 impl RequestRecord {
@@ -145,6 +148,7 @@ impl Drop for Completion {
             upstream_ms = r.upstream_duration.map(|d| d.as_secs_f64() * 1000.0),
             completed = self.completed,
             error = r.error,
+            tls = r.tls.as_deref(),
             "request"
         );
     }

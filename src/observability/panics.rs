@@ -80,7 +80,12 @@ where
     F::Output: Send + 'static,
 {
     fn execute(&self, future: F) {
-        tokio::spawn(Contained { future });
+        // hyper hands over each HTTP/2 stream's future, the whole request pipeline inline
+        // (kilobytes). tokio moves a task's future into its cell and writes its stage back
+        // over it when done, each a copy of that size; boxed, those copies are of a pointer.
+        tokio::spawn(Contained {
+            future: Box::pin(future),
+        });
     }
 }
 

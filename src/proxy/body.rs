@@ -9,8 +9,8 @@ use http_body::{Body, Frame, SizeHint};
 
 use crate::body::BoxError;
 use crate::compress::Compressing;
+use crate::upstream::answer::AnswerBody;
 use crate::upstream::call::CallMarks;
-use crate::upstream::pool::UpstreamBody;
 use crate::upstream::Upstream;
 
 /// The body of every response the gateway sends.
@@ -21,7 +21,7 @@ pub enum ResponseBody {
     Empty,
     /// A body known in full (gateway errors, `respond` routes).
     Full(Option<Bytes>),
-    /// An upstream's body, streamed through.
+    /// An upstream's body, streamed through (over HTTP/2, with its trailers).
     Upstream(Relayed),
     /// An upstream's body, streamed through and kept for the cache.
     Filling(Box<crate::cache::fill::Filling<ResponseBody>>),
@@ -47,7 +47,7 @@ impl ResponseBody {
 /// closes.
 #[derive(Debug)]
 pub struct Relayed {
-    body: UpstreamBody,
+    body: AnswerBody,
     upstream: Arc<Upstream>,
     /// Count the request in flight at its target (`least_requests`) and at its upstream
     /// (`max_requests`) until the body is done; boxed, and only when either applies, so the
@@ -57,7 +57,7 @@ pub struct Relayed {
 
 impl Relayed {
     /// Relays `body` from `upstream`, holding the in-flight marks until it is dropped.
-    pub fn new(body: UpstreamBody, upstream: Arc<Upstream>, marks: CallMarks) -> Self {
+    pub fn new(body: AnswerBody, upstream: Arc<Upstream>, marks: CallMarks) -> Self {
         Relayed {
             body,
             upstream,

@@ -16,7 +16,7 @@ use super::pipeline::Gateway;
 use super::upgrade::{answer_switch, ask_upstream};
 use crate::auth::{apply_identity, strip_identity_headers};
 use crate::body::{drain, LimitedBody, RequestBody};
-use crate::error::GatewayError;
+use crate::error::{is_grpc, GatewayError};
 use crate::observability::access_log::UPSTREAM_BODY_ERROR;
 use crate::observability::request_id::X_REQUEST_ID;
 use crate::routing::route::ProxyAction;
@@ -40,6 +40,24 @@ pub async fn forward(
     if declared_length(&ctx.head).is_some_and(|len| len > limit) {
         drain(body);
         return Err(GatewayError::BodyTooLarge { limit });
+    }
+    // gRPC's status travels in trailers, which the HTTP/1.1 client does not carry: a call sent
+    // there would come back without its status. Refused plainly instead.
+    if !upstream.speaks_h2() && is_grpc(&ctx.head.headers) {
+        drain(body);
+        tracing::debug!(upstream = %upstream.name, "gRPC call refused: the upstream is HTTP/1.1");
+        return Err(GatewayError::GrpcNeedsHttp2 {
+            upstream: Arc::clone(&upstream.name),
+        });
+    }
+    // HTTP/2 has no Upgrade (RFC 9113 8.2.2), and the gateway does not send extended CONNECT
+    // upstream: a tunnel needs an HTTP/1.1 upstream.
+    if upstream.speaks_h2() && ctx.upgrade.is_some() {
+        drain(body);
+        tracing::debug!(upstream = %upstream.name, "upgrade refused: the upstream is HTTP/2");
+        return Err(GatewayError::UpgradeNeedsHttp1 {
+            upstream: Arc::clone(&upstream.name),
+        });
     }
     // Owned, since the headers go on with the request; only `balance: hash` has a key.
     let hash_key: Option<Vec<u8>> = match &upstream.hash_on {
@@ -76,7 +94,13 @@ pub async fn forward(
         Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
         None => headers.get(header::HOST).cloned(),
     };
+    // `te: trailers` is the one TE an HTTP/2 request may carry (RFC 9113 8.2.2), and gRPC
+    // servers require it: kept for HTTP/2 upstreams when the client sent it.
+    let te_trailers = upstream.speaks_h2() && accepts_trailers(&headers);
     remove_hop_by_hop(&mut headers);
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     if let Some(upgrade) = &ctx.upgrade {
         ask_upstream(&mut headers, upgrade);
     }
@@ -206,6 +230,19 @@ fn upstream_error(error: UpstreamError, limit: u64) -> GatewayError {
     }
 }
 
+/// Whether a request's `TE` fields name `trailers`.
+fn accepts_trailers(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| {
+            let token = token.split(';').next().unwrap_or("").trim();
+            token.eq_ignore_ascii_case("trailers")
+        })
+}
+
 /// The request's Content-Length, when it has a valid one.
 fn declared_length(parts: &Parts) -> Option<u64> {
     parts
@@ -215,4 +252,27 @@ fn declared_length(parts: &Parts) -> Option<u64> {
         .ok()?
         .parse()
         .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn te_trailers_is_found_among_other_codings() {
+        let te = |values: &[&str]| {
+            let mut headers = http::HeaderMap::new();
+            for v in values {
+                headers.append(header::TE, HeaderValue::from_str(v).unwrap());
+            }
+            accepts_trailers(&headers)
+        };
+        assert!(te(&["trailers"]));
+        assert!(te(&["Trailers"]));
+        assert!(te(&["gzip;q=0.5, trailers"]));
+        assert!(te(&["gzip", " trailers "]));
+        assert!(!te(&[]));
+        assert!(!te(&["gzip, deflate;q=0.3"]));
+        assert!(!te(&["trailersx"]));
+    }
 }

@@ -170,8 +170,16 @@ fn append_via(headers: &mut HeaderMap, version: Version) {
     }
 }
 
-/// Adds browser security headers the upstream did not set itself.
-pub fn add_security_headers(headers: &mut HeaderMap) {
+/// `Strict-Transport-Security` as the gateway sends it: one year, the usual value once HTTPS
+/// is known to work. Without `includeSubDomains`: the gateway knows the names it serves, not
+/// every name below them, and a sibling host still on plain HTTP would become unreachable for
+/// a year. Without `preload`, which is a promise only the domain's owner can make. An operator
+/// who wants either sets the field with the route's `response_headers`, which comes first.
+const HSTS: &str = "max-age=31536000";
+
+/// Adds browser security headers the upstream did not set itself; `tls`: the request came over
+/// TLS, so HSTS is added too (RFC 6797 §7.2: never over insecure transport).
+pub fn add_security_headers(headers: &mut HeaderMap, tls: bool) {
     const DEFAULTS: [(HeaderName, &str); 3] = [
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::X_FRAME_OPTIONS, "SAMEORIGIN"),
@@ -181,6 +189,12 @@ pub fn add_security_headers(headers: &mut HeaderMap) {
         if !headers.contains_key(&name) {
             headers.insert(name, HeaderValue::from_static(value));
         }
+    }
+    if tls && !headers.contains_key(header::STRICT_TRANSPORT_SECURITY) {
+        headers.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static(HSTS),
+        );
     }
 }
 
@@ -308,10 +322,16 @@ mod tests {
             ("x-frame-options", "DENY"),
         ]);
         rules.apply(&mut h);
-        add_security_headers(&mut h);
+        add_security_headers(&mut h, false);
         assert!(!h.contains_key("server"));
         assert_eq!(h["x-gateway"], "gatehouse");
         assert_eq!(h["x-frame-options"], "DENY");
         assert_eq!(h["x-content-type-options"], "nosniff");
+        assert!(!h.contains_key("strict-transport-security"));
+        add_security_headers(&mut h, true);
+        assert_eq!(h["strict-transport-security"], "max-age=31536000");
+        let mut own = map(&[("strict-transport-security", "max-age=60")]);
+        add_security_headers(&mut own, true);
+        assert_eq!(own["strict-transport-security"], "max-age=60");
     }
 }

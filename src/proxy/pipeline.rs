@@ -56,8 +56,24 @@ impl ConnInfo {
             peer,
             peer_ip: HeaderValue::try_from(ip).expect("an IP address is a valid header value"),
             scheme,
+            tls: None,
+            client_cert: None,
         }
     }
+
+    /// Whether the connection is TLS (so its answers may carry HSTS).
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+}
+
+/// What the TLS handshake of a connection settled.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// The ALPN protocol agreed (`h2` or `http/1.1`); `None` when the client offered none.
+    pub alpn: Option<&'static str>,
+    /// The server name the client sent in SNI; `None` when it sent none (as for an IP address).
+    pub sni: Option<Arc<str>>,
 }
 
 /// What the gateway knows about the connection a request arrived on.
@@ -69,6 +85,10 @@ pub struct ConnInfo {
     pub peer_ip: HeaderValue,
     /// `http` or `https`.
     pub scheme: &'static str,
+    /// The handshake's outcome, on a TLS connection.
+    pub tls: Option<TlsInfo>,
+    /// The client certificate `server.tls.client_ca` verified, read once at the handshake.
+    pub client_cert: Option<Arc<crate::auth::client_cert::ClientCert>>,
 }
 
 /// The route chosen for a request and the normalised path it was chosen on.
@@ -229,7 +249,8 @@ pub async fn handle(
         }
         Err(error) => {
             drain(body);
-            let (response, record) = unrouted(&head, error, arrival);
+            let (response, mut record) = unrouted(&head, error, arrival);
+            note_tls(&mut record, gateway.conn, access_log);
             return (response, record, access_log);
         }
     };
@@ -248,8 +269,17 @@ pub async fn handle(
         }
         Err(Stop::Fail(error)) => (error.to_response(&ctx.request_id), Source::Gateway),
     };
-    response_filter(&ctx, source, &mut response);
-    (response, ctx.into_record(), access_log)
+    response_filter(&ctx, source, gateway.conn.is_tls(), &mut response);
+    let mut record = ctx.into_record();
+    note_tls(&mut record, gateway.conn, access_log);
+    (response, record, access_log)
+}
+
+/// Notes for the log line that the request came over TLS, and with which SNI name.
+pub fn note_tls(record: &mut RequestRecord, conn: &ConnInfo, access_log: bool) {
+    if let (true, Some(tls)) = (access_log, &conn.tls) {
+        record.tls = Some(tls.sni.clone().unwrap_or_else(|| Arc::from("")));
+    }
 }
 
 /// The phases between routing and the response filter; `Ok` is the route's own answer.

@@ -42,12 +42,16 @@ fn cors(ctx: &mut RequestCtx<'_>) -> Flow {
     Ok(())
 }
 
-/// Auth: who is calling (the token), and whether the route lets them (roles, scopes).
+/// Auth: who is calling (the token, the client certificate), and whether the route lets them
+/// (roles, scopes, claims).
 fn auth(ctx: &mut RequestCtx<'_>, gateway: &Gateway<'_>) -> Flow {
     let route = ctx.route;
-    let checked = route
-        .policy
-        .check(&ctx.head.method, &ctx.head.headers, SystemTime::now());
+    let checked = route.policy.check(
+        &ctx.head.method,
+        &ctx.head.headers,
+        gateway.conn.client_cert.as_deref(),
+        SystemTime::now(),
+    );
     match checked {
         Ok(identity) => {
             ctx.identity = identity;

@@ -18,14 +18,16 @@ pub enum Source {
     Gateway,
 }
 
-/// Adds the route's response headers to the answer, in order; compression goes last.
+/// Adds the route's response headers to the answer, in order; compression goes last. `tls`:
+/// the request came over TLS.
 pub fn response_filter(
     ctx: &RequestCtx<'_>,
     source: Source,
+    tls: bool,
     response: &mut Response<ResponseBody>,
 ) {
     if source == Source::Route {
-        header_rules(ctx, response.headers_mut());
+        header_rules(ctx, tls, response.headers_mut());
     }
     cors(ctx, response.headers_mut());
     rate_limit(ctx, response.headers_mut());
@@ -40,11 +42,11 @@ pub fn response_filter(
     }
 }
 
-/// The route's `response_headers`, then its security headers.
-fn header_rules(ctx: &RequestCtx<'_>, headers: &mut HeaderMap) {
+/// The route's `response_headers`, then its security headers (HSTS only over TLS).
+fn header_rules(ctx: &RequestCtx<'_>, tls: bool, headers: &mut HeaderMap) {
     ctx.route.response_headers.apply(headers);
     if ctx.route.security_headers {
-        add_security_headers(headers);
+        add_security_headers(headers, tls);
     }
 }
 
@@ -96,14 +98,28 @@ mod tests {
 ";
 
     /// The headers `source`'s answer leaves the filter with, for a request whose CORS facts are
-    /// `cors`.
+    /// `cors`, over plain HTTP.
     fn filtered(source: Source, cors: CorsFacts) -> HeaderMap {
+        filtered_over(source, cors, false)
+    }
+
+    fn filtered_over(source: Source, cors: CorsFacts, tls: bool) -> HeaderMap {
         let snapshot = snapshot_of(ROUTES);
         let mut ctx = ctx_after_upstream(&snapshot, get("/x", None), false);
         ctx.cors = cors;
         let mut response = Response::new(ResponseBody::Empty);
-        response_filter(&ctx, source, &mut response);
+        response_filter(&ctx, source, tls, &mut response);
         response.into_parts().0.headers
+    }
+
+    #[test]
+    fn hsts_goes_on_the_routes_own_answers_over_tls_only() {
+        let own = filtered_over(Source::Route, actual(), true);
+        assert_eq!(own[header::STRICT_TRANSPORT_SECURITY], "max-age=31536000");
+        let plain = filtered_over(Source::Route, actual(), false);
+        assert!(!plain.contains_key(header::STRICT_TRANSPORT_SECURITY));
+        let gateway = filtered_over(Source::Gateway, actual(), true);
+        assert!(!gateway.contains_key(header::STRICT_TRANSPORT_SECURITY));
     }
 
     fn actual() -> CorsFacts {

@@ -4,8 +4,9 @@
 //! hyper has no notion of "idle for so long without a request"; like nginx, the gateway closes an
 //! HTTP/2 connection without requests for `idle_timeout` (from the end of the last response).
 //! `request_header_timeout` bounds the wait for its first bytes, which say it is HTTP/2
-//! (`server::http1`); after that HTTP/2 has frames, not heads, and its streams are bounded by h2's
-//! own limits. HTTP/1.x connections keep their clocks in their own loop.
+//! (`server::http1`), or for its TLS handshake; after that HTTP/2 has frames, not heads, and its
+//! streams are bounded by h2's own limits. HTTP/1.x connections keep their clocks in their own
+//! loop.
 
 use std::io;
 use std::pin::Pin;
@@ -31,11 +32,6 @@ fn now_ms() -> u64 {
 pub struct Activity {
     in_flight: AtomicU32,
     last_active: AtomicU64,
-    /// `request_header_timeout` in ms for HTTP/1.1 served by hyper, whose own head timer also
-    /// runs while a keep-alive connection waits; 0 for HTTP/2, which has frames, not heads.
-    head_timeout_ms: u64,
-    /// When the first byte of a request head not yet answered was read; 0 when none was.
-    head_started: AtomicU64,
 }
 
 /// What the watchdog should do now.
@@ -45,8 +41,6 @@ pub enum Verdict {
     Wait(Duration),
     /// No request for longer than `idle_timeout`.
     Idle,
-    /// A request head has been arriving for longer than `request_header_timeout`.
-    SlowHead,
 }
 
 impl Activity {
@@ -55,72 +49,30 @@ impl Activity {
         Arc::new(Activity {
             in_flight: AtomicU32::new(0),
             last_active: AtomicU64::new(now_ms()),
-            head_timeout_ms: 0,
-            head_started: AtomicU64::new(0),
-        })
-    }
-
-    /// A new HTTP/1.1 connection whose request heads must arrive within `head_timeout` of
-    /// their first byte (the first one: of now).
-    pub fn with_head_timeout(head_timeout: Duration) -> Arc<Self> {
-        let now = now_ms();
-        Arc::new(Activity {
-            in_flight: AtomicU32::new(0),
-            last_active: AtomicU64::new(now),
-            head_timeout_ms: u64::try_from(head_timeout.as_millis())
-                .unwrap_or(u64::MAX)
-                .max(1),
-            head_started: AtomicU64::new(now),
         })
     }
 
     fn on_read(&self) {
-        let now = now_ms();
-        self.last_active.store(now, Ordering::Relaxed);
-        // Bytes while no request is in flight start the next head.
-        if self.head_timeout_ms != 0 && self.in_flight.load(Ordering::Relaxed) == 0 {
-            let _ =
-                self.head_started
-                    .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
-        }
+        self.last_active.store(now_ms(), Ordering::Relaxed);
     }
 
     /// A request started; the guard ends it when its response body is done.
     pub fn request_started(self: &Arc<Self>) -> RequestGuard {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.head_started.store(0, Ordering::Relaxed);
         RequestGuard(Arc::clone(self))
     }
 
-    /// Decides whether the connection has been idle, or sending a head, for too long.
+    /// Decides whether the connection has been idle for too long.
     pub fn verdict(&self, idle_timeout: Duration) -> Verdict {
         if self.in_flight.load(Ordering::Relaxed) > 0 {
             return Verdict::Wait(idle_timeout);
         }
         let now = now_ms();
-        if self.head_timeout_ms != 0 {
-            let started = self.head_started.load(Ordering::Relaxed);
-            if started != 0 {
-                let deadline = started.saturating_add(self.head_timeout_ms);
-                return if now >= deadline {
-                    Verdict::SlowHead
-                } else {
-                    Verdict::Wait(Duration::from_millis(deadline - now))
-                };
-            }
-        }
         let deadline = self.last_active.load(Ordering::Relaxed) + idle_timeout.as_millis() as u64;
         if now >= deadline {
             Verdict::Idle
         } else {
-            // A head that starts while waiting is noticed within one head timeout, and then
-            // timed from its first byte.
-            let left = deadline - now;
-            let next = match self.head_timeout_ms {
-                0 => left,
-                head => left.min(head),
-            };
-            Verdict::Wait(Duration::from_millis(next))
+            Verdict::Wait(Duration::from_millis(deadline - now))
         }
     }
 }
@@ -299,32 +251,5 @@ mod tests {
         assert_eq!(a.verdict(Duration::ZERO), Verdict::Idle);
         a.on_read();
         assert!(matches!(a.verdict(idle), Verdict::Wait(_)));
-    }
-
-    #[test]
-    fn a_head_is_timed_from_its_first_byte_and_not_while_a_request_runs() {
-        let idle = Duration::from_secs(60);
-        // The shortest head timeout is 1 ms.
-        let a = Activity::with_head_timeout(Duration::ZERO);
-        let past = |a: &Activity| {
-            std::thread::sleep(Duration::from_millis(3));
-            a.verdict(idle)
-        };
-        // The first head's clock runs from the start.
-        assert_eq!(past(&a), Verdict::SlowHead);
-        let guard = a.request_started();
-        a.on_read(); // body bytes
-        assert!(matches!(a.verdict(idle), Verdict::Wait(_)));
-        drop(guard);
-        // Waiting for the next request is idle time, not head time.
-        assert!(matches!(a.verdict(idle), Verdict::Wait(_)));
-        a.on_read();
-        assert_eq!(past(&a), Verdict::SlowHead);
-
-        let b = Activity::with_head_timeout(Duration::from_secs(10));
-        drop(b.request_started());
-        // Idle: the watchdog looks again within one head timeout.
-        assert!(matches!(b.verdict(idle), Verdict::Wait(d) if d <= Duration::from_secs(10)));
-        assert_eq!(b.verdict(Duration::ZERO), Verdict::Idle);
     }
 }

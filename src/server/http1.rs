@@ -1,5 +1,5 @@
-//! Serving an HTTP/1.x client connection with the gateway's own loop over the sans-I/O pieces
-//! in [`crate::http1`], instead of hyper's server connection.
+//! Serving an HTTP/1.x client connection (plain, or TLS after its handshake) with the gateway's
+//! own loop over the sans-I/O pieces in [`crate::http1`], instead of hyper's server connection.
 //!
 //! hyper keeps an 8 KiB write buffer and a 16 KiB read buffer (plus its connection state) for as
 //! long as a connection is open, which made every idle keep-alive connection cost ~36 KiB. Here
@@ -11,6 +11,7 @@
 //! accept for the first one), `idle_timeout` from the end of the last response.
 
 use std::future::{poll_fn, Future};
+use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,13 +32,14 @@ use super::upgrade::Switch;
 use crate::body::{RequestBody, DRAIN_MAX_BYTES, DRAIN_MAX_TIME};
 use crate::error::GatewayError;
 use crate::http1::inbound::{BodyLeft, HeadReadError, Inbound};
-use crate::http1::io::{BodySender, SendError};
+use crate::http1::io::{BodySender, PollWrite, SendError};
 use crate::http1::request::{HeadError, RequestHead, MAX_HEADER_NAME};
 use crate::http1::response::{encode_response_head, Persistence, ResponseFraming};
+use crate::http1::transport::Transport;
 use crate::observability::access_log::{Completion, RequestRecord};
 use crate::observability::request_id::{request_id, X_REQUEST_ID};
 use crate::proxy::body::ResponseBody;
-use crate::proxy::pipeline::ConnInfo;
+use crate::proxy::pipeline::{note_tls, ConnInfo};
 use crate::proxy::upgrade::take_tunnel;
 
 /// What one connection is served with, read from the config when it was accepted.
@@ -125,6 +127,24 @@ impl ClientConnection {
         }
     }
 
+    /// A TLS connection whose handshake is done, on the main listener, served like a plain one.
+    pub(super) fn over_tls(
+        transport: Transport,
+        conn: ConnInfo,
+        state: Arc<GatewayState>,
+        phase: watch::Receiver<Phase>,
+        limits: Limits,
+    ) -> Self {
+        ClientConnection {
+            inbound: Inbound::over(transport),
+            conn,
+            role: Role::Main,
+            state,
+            phase,
+            limits,
+        }
+    }
+
     /// Serves requests until the client closes the connection, a timeout or an error ends it,
     /// or the gateway's phase says to stop. A connection that opens with the HTTP/2 preface is
     /// handed back for HTTP/2.
@@ -186,10 +206,18 @@ impl ClientConnection {
             self.inbound.release_buffer();
         };
         drop(phase);
+        let tls = self.inbound.transport().is_tls();
         match end {
-            Stop::Quietly => None,
-            Stop::Http2 => self.into_http2(),
-            Stop::BadPreface => {
+            Stop::Quietly => {
+                if tls {
+                    close_notify_now(&self.inbound);
+                }
+                None
+            }
+            Stop::Http2 if !tls => self.into_http2(),
+            // Over TLS, HTTP/2 is chosen by ALPN (RFC 9113 §3.3), never by a preface sent on a
+            // connection that agreed on HTTP/1.1 (or on nothing).
+            Stop::Http2 | Stop::BadPreface => {
                 Box::pin(refuse_http2(&self.inbound)).await;
                 None
             }
@@ -402,6 +430,7 @@ async fn refuse(inbound: &Inbound, conn: &ConnInfo, state: &GatewayState, error:
         record.raw_path = inbound.refused_path();
         record.request_id = Some(id);
     }
+    note_tls(&mut record, conn, access_log);
     // The head was refused, so its method (if it had one) is not to be trusted: counted as
     // OTHER in the metrics rather than as some real method.
     let unparsed = Method::from_bytes(b"-").expect("`-` is a valid method token");
@@ -425,21 +454,28 @@ async fn refuse(inbound: &Inbound, conn: &ConnInfo, state: &GatewayState, error:
     linger_close(inbound).await;
 }
 
+/// Says `close_notify` to a TLS client whose connection ends without an answer (it closed, or
+/// a timeout ran out), if the socket takes it now: the client then sees a clean end rather than
+/// a truncation. Nothing is waited for.
+fn close_notify_now(inbound: &Inbound) {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let _ = inbound.transport().poll_shutdown_write(&mut cx);
+}
+
 /// Answers an invalid HTTP/2 preface with GOAWAY(PROTOCOL_ERROR) and closes the connection.
 async fn refuse_http2(inbound: &Inbound) {
-    let stream = inbound.stream();
+    let mut stream = inbound.transport();
     let mut left = H2_PREFACE_REFUSED;
-    let write = async {
+    let write = poll_fn(|cx| {
         while !left.is_empty() {
-            stream.writable().await?;
-            match stream.try_write(left) {
-                Ok(n) => left = &left[n..],
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
+            let n = ready!(stream.poll_write_vectored(cx, &[IoSlice::new(left)]))?;
+            if n == 0 {
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
             }
+            left = &left[n..];
         }
-        Ok::<_, std::io::Error>(())
-    };
+        stream.poll_flush(cx)
+    });
     match tokio::time::timeout(LINGER_TIME, write).await {
         Ok(Ok(())) => {}
         Ok(Err(error)) => tracing::debug!(%error, "GOAWAY for an invalid HTTP/2 preface not sent"),
@@ -563,7 +599,7 @@ impl Sending {
     /// Writes the head and body; what that achieved.
     async fn send(&mut self, inbound: &Inbound) -> Sent {
         let sender = &mut self.sender;
-        let result = poll_fn(|cx| sender.poll_send(inbound.stream(), cx)).await;
+        let result = poll_fn(|cx| sender.poll_send(inbound.transport(), cx)).await;
         if let Err(error) = &result {
             tracing::debug!(%error, "response not sent in full");
         }
@@ -670,8 +706,12 @@ const LINGER_TIME: Duration = Duration::from_secs(5);
 /// sending side is shut, then what the client still sends is read and discarded until it
 /// closes too, for at most [`LINGER_TIME`] (nginx's lingering close).
 async fn linger_close(inbound: &Inbound) {
-    let socket = socket2::SockRef::from(inbound.stream());
-    if socket.shutdown(std::net::Shutdown::Write).is_err() {
+    // Under TLS `close_notify` goes first, and may have to wait for room in the socket.
+    let shutdown = poll_fn(|cx| inbound.transport().poll_shutdown_write(cx));
+    if !matches!(
+        tokio::time::timeout(LINGER_TIME, shutdown).await,
+        Ok(Ok(()))
+    ) {
         return;
     }
     // Until the client closes: a close with unread bytes makes the kernel reset the connection,

@@ -1,10 +1,9 @@
-//! Serving a client connection with hyper's servers: HTTP/2 (prior knowledge, h2c, or chosen
-//! by ALPN over TLS), and HTTP/1.1 over TLS, with the gateway's own slow-start and idle
-//! timeouts around them. (Plain HTTP/1.x has its own server, `server::http1`, which works on
-//! the socket's readiness and cannot run over a TLS stream.)
+//! Serving a client connection with hyper's HTTP/2 server (prior knowledge, h2c, or chosen by
+//! ALPN over TLS), with the gateway's own idle timeout around it. (HTTP/1.x, plain or over TLS,
+//! has the gateway's own server, `server::http1`.)
 //!
-//! An HTTP/1.1 upgrade's `101` and an HTTP/2 extended CONNECT's `200` (RFC 8441) hand the
-//! connection or the stream to a tunnel ([`super::upgrade`]).
+//! An HTTP/2 extended CONNECT's `200` (RFC 8441) hands the stream to a tunnel
+//! ([`super::upgrade`]).
 //!
 //! hyper's keep-alive settings close idle connections by pings, not by time without requests;
 //! like nginx, an HTTP/2 connection here closes gracefully (GOAWAY) after `idle_timeout` without a
@@ -20,11 +19,9 @@ use bytes::Bytes;
 use http::{header, Method, Request, Response};
 use http_body::Body as _;
 use hyper::body::Incoming;
-use hyper::server::conn::{http1, http2};
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
-use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use std::sync::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
@@ -80,16 +77,7 @@ pub(super) async fn serve_http2(handoff: Http2Handoff) {
         stream,
         already_read: read,
     };
-    serve_hyper(io, Protocol::Http2, conn, role, state, phase, limits).await;
-}
-
-/// Which of hyper's servers serves a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Protocol {
-    /// HTTP/1.1 (over TLS).
-    Http1,
-    /// HTTP/2.
-    Http2,
+    serve_hyper(io, conn, role, state, phase, limits).await;
 }
 
 /// A client's stream and what was already read from it.
@@ -100,11 +88,10 @@ pub(super) struct Io<T> {
     pub already_read: Bytes,
 }
 
-/// Serves a connection with hyper's server for `protocol` until it closes, idles out, or the
-/// phase ends it.
+/// Serves a connection with hyper's HTTP/2 server until it closes, idles out, or the phase
+/// ends it.
 pub(super) async fn serve_hyper<T>(
     io: Io<T>,
-    protocol: Protocol,
     conn: ConnInfo,
     role: Role,
     state: Arc<GatewayState>,
@@ -114,13 +101,7 @@ pub(super) async fn serve_hyper<T>(
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let settings = Http2Settings::from_server(&state.snapshot.load().server);
-    let activity = match protocol {
-        Protocol::Http2 => Activity::new(),
-        // hyper's own head timer also runs while a keep-alive connection waits for its next
-        // request, which would cut idle connections at request_header_timeout: the watchdog
-        // times heads instead, from their first byte.
-        Protocol::Http1 => Activity::with_head_timeout(limits.header_timeout),
-    };
+    let activity = Activity::new();
     let peer = conn.peer;
     let io = TokioIo::new(TrackedIo::new(
         io.stream,
@@ -129,26 +110,18 @@ pub(super) async fn serve_hyper<T>(
     ));
     let conn_info = Arc::new(conn);
     let service_activity = Arc::clone(&activity);
-    // An HTTP/1.1 upgrade that got its 101: tunnelled once hyper hands the connection over.
-    let switched: Arc<Mutex<Option<(OnUpgrade, Switch)>>> = Arc::default();
-    let service_switched = Arc::clone(&switched);
-    let after_phase = phase.clone();
     let tunnel_phase = phase.clone();
     let service = service_fn(move |mut request: Request<Incoming>| {
-        let on_upgrade = match protocol {
-            Protocol::Http1 => Some(hyper::upgrade::on(&mut request)),
-            // RFC 8441: only a CONNECT with `:protocol` becomes a tunnel.
-            Protocol::Http2 => (request.method() == Method::CONNECT
-                && request.extensions().get::<hyper::ext::Protocol>().is_some())
-            .then(|| hyper::upgrade::on(&mut request)),
-        };
+        // RFC 8441: only a CONNECT with `:protocol` becomes a tunnel.
+        let on_upgrade = (request.method() == Method::CONNECT
+            && request.extensions().get::<hyper::ext::Protocol>().is_some())
+        .then(|| hyper::upgrade::on(&mut request));
         let activity = Arc::clone(&service_activity);
         let tunnel_phase = tunnel_phase.clone();
         let request = request.map(RequestBody::Http2);
         let state = Arc::clone(&state);
         let conn_info = Arc::clone(&conn_info);
         let guard = service_activity.request_started();
-        let switched = Arc::clone(&service_switched);
         async move {
             let started = Instant::now();
             state.metrics.request_started();
@@ -170,28 +143,21 @@ pub(super) async fn serve_hyper<T>(
                 (on_upgrade, take_tunnel(&mut response))
             {
                 let (parts, body) = response.into_parts();
-                let mut switch = Switch {
+                // One stream of the connection is the tunnel; the others go on. Spawned like
+                // hyper's own stream tasks, so a panic in it is contained.
+                let switch = Switch {
                     upstream,
                     metrics,
                     completion,
                     body,
                     idle_timeout: limits.idle_timeout,
-                    guard: None,
+                    guard: Some(activity.request_started()),
                 };
-                if protocol == Protocol::Http1 {
-                    // The connection is the tunnel's once hyper is done with it.
-                    *switched.lock().unwrap_or_else(|p| p.into_inner()) =
-                        Some((on_upgrade, switch));
-                } else {
-                    // One stream of the connection is the tunnel; the others go on. Spawned
-                    // like hyper's own stream tasks, so a panic in it is contained.
-                    switch.guard = Some(activity.request_started());
-                    let tunnel = super::upgrade::serve_hyper(on_upgrade, switch, tunnel_phase);
-                    hyper::rt::Executor::execute(
-                        &crate::observability::panics::ContainedExecutor,
-                        tunnel,
-                    );
-                }
+                let tunnel = super::upgrade::serve_hyper(on_upgrade, switch, tunnel_phase);
+                hyper::rt::Executor::execute(
+                    &crate::observability::panics::ContainedExecutor,
+                    tunnel,
+                );
                 let head = TrackedBody::without_completion(ResponseBody::Empty, guard);
                 return Ok(Response::from_parts(parts, head));
             }
@@ -205,32 +171,14 @@ pub(super) async fn serve_hyper<T>(
         role,
         peer,
     };
-    match protocol {
-        Protocol::Http2 => {
-            let mut builder = http2::Builder::new(crate::observability::panics::ContainedExecutor);
-            builder
-                .timer(TokioTimer::new())
-                .max_concurrent_streams(settings.max_concurrent_streams)
-                .enable_connect_protocol()
-                .max_header_list_size(settings.max_header_list_size);
-            let conn = builder.serve_connection(io, service);
-            watch.drive(conn, |c| c.graceful_shutdown()).await;
-        }
-        Protocol::Http1 => {
-            let mut builder = http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(None)
-                // hyper's floor is 8 KiB; above it, a head over the limit gets hyper's 431.
-                .max_buf_size(limits.max_head.max(8 << 10));
-            let conn = builder.serve_connection(io, service).with_upgrades();
-            watch.drive(conn, |c| c.graceful_shutdown()).await;
-            let switch = switched.lock().unwrap_or_else(|p| p.into_inner()).take();
-            if let Some((on_upgrade, switch)) = switch {
-                super::upgrade::serve_hyper(on_upgrade, switch, after_phase).await;
-            }
-        }
-    }
+    let mut builder = http2::Builder::new(crate::observability::panics::ContainedExecutor);
+    builder
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(settings.max_concurrent_streams)
+        .enable_connect_protocol()
+        .max_header_list_size(settings.max_header_list_size);
+    let conn = builder.serve_connection(io, service);
+    watch.drive(conn, |c| c.graceful_shutdown()).await;
 }
 
 /// What watches a hyper connection: its idle clock and the gateway's phase.
@@ -258,10 +206,9 @@ impl Watch {
         } = self;
         tokio::pin!(conn);
 
-        // The first look: after idle_timeout, or for HTTP/1.1 when its first head is due.
         let first_look = match activity.verdict(idle_timeout) {
             Verdict::Wait(after) => after,
-            Verdict::Idle | Verdict::SlowHead => std::time::Duration::ZERO,
+            Verdict::Idle => std::time::Duration::ZERO,
         };
         let watchdog = tokio::time::sleep(first_look);
         tokio::pin!(watchdog);
@@ -300,10 +247,6 @@ impl Watch {
                         graceful(conn.as_mut());
                         draining = true;
                     }
-                    Verdict::SlowHead => {
-                        tracing::debug!(%peer, "request head not received in time");
-                        return;
-                    }
                 },
                 Event::Phase(changed) => {
                     let now = if changed.is_ok() {
@@ -331,7 +274,7 @@ impl Watch {
 enum Event<E> {
     /// The connection is done (closed, failed, or shut down).
     Closed(Result<(), E>),
-    /// The slow-header / idle watchdog fired.
+    /// The idle watchdog fired.
     Watchdog,
     /// The gateway's phase changed (or its sender is gone).
     Phase(Result<(), watch::error::RecvError>),

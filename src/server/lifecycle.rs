@@ -119,6 +119,7 @@ impl Gateway {
             unrouted: metrics.unrouted(),
             metrics,
             reload_lock: Default::default(),
+            https: Default::default(),
         });
         let watcher = if options.watch {
             match reload::watch(Arc::clone(&state)) {
@@ -136,6 +137,12 @@ impl Gateway {
         let (workers, worker_threads) =
             Workers::spawn(worker_count, &state, &phase_rx, &open).map_err(StartError::Workers)?;
         let workers = Arc::new(workers);
+        state
+            .https
+            .set_parts(phase_rx.clone(), Arc::clone(&open), &workers);
+        if let Some(https) = https {
+            state.https.start(https, &state);
+        }
         let mut tasks = vec![tokio::spawn(accept_loop(
             main,
             Role::Main,
@@ -143,19 +150,8 @@ impl Gateway {
             Arc::clone(&state),
             phase_rx.clone(),
             Arc::clone(&open),
-            Placement::Workers(Arc::clone(&workers)),
+            Placement::Workers(workers),
         ))];
-        if let Some(https) = https {
-            tasks.push(tokio::spawn(accept_loop(
-                https,
-                Role::Main,
-                Transport::Tls,
-                Arc::clone(&state),
-                phase_rx.clone(),
-                Arc::clone(&open),
-                Placement::Workers(workers),
-            )));
-        }
         if let Some(admin) = admin {
             tasks.push(tokio::spawn(accept_loop(
                 admin,
@@ -189,7 +185,6 @@ impl Gateway {
             state,
             local_addr,
             admin_addr,
-            tls_addr,
             phase: phase_tx,
             open,
             tasks,
@@ -204,7 +199,7 @@ impl Gateway {
 /// a restart or a failover) would otherwise overflow the queue and see connect timeouts.
 const LISTEN_BACKLOG: u32 = 4096;
 
-async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+pub(super) async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
     let listen = || {
         let socket = if addr.is_ipv4() {
             tokio::net::TcpSocket::new_v4()?
@@ -224,7 +219,6 @@ pub struct GatewayHandle {
     state: Arc<GatewayState>,
     local_addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
-    tls_addr: Option<SocketAddr>,
     phase: watch::Sender<Phase>,
     open: Arc<OpenConnections>,
     tasks: Vec<JoinHandle<()>>,
@@ -253,9 +247,10 @@ impl GatewayHandle {
         self.admin_addr
     }
 
-    /// The address of the HTTPS listener (`server.tls.listen`), when configured.
+    /// The address of the HTTPS listener (`server.tls.listen`) now, when configured; a reload
+    /// can add, move or remove it.
     pub fn tls_addr(&self) -> Option<SocketAddr> {
-        self.tls_addr
+        self.state.https.local_addr()
     }
 
     /// The shared state (config snapshot, registries).
@@ -311,6 +306,7 @@ impl Drop for GatewayHandle {
         for task in &self.tasks {
             task.abort();
         }
+        self.state.https.stop();
     }
 }
 

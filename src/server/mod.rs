@@ -10,6 +10,7 @@ pub mod listener;
 pub mod reload;
 mod side_wake;
 pub mod state;
+mod tls_listener;
 mod tunnel;
 mod upgrade;
 pub mod workers;

@@ -12,7 +12,7 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 use super::state::GatewayState;
-use crate::config::{self, ConfigErrors, Snapshot};
+use crate::config::{self, ConfigError, ConfigErrors, Snapshot};
 use crate::observability::metrics::ReloadResult;
 use crate::registry::LiveNames;
 
@@ -108,6 +108,23 @@ pub async fn reload(state: &Arc<GatewayState>, trigger: &'static str) -> ReloadO
         return ReloadOutcome::Unchanged;
     }
     let new = keep_restart_only_settings(&old, new);
+    // The new HTTPS port is bound before anything changes, so a port in use rejects the reload
+    // with the running config (and listener) untouched.
+    let https = match https_change(&old, &new).await {
+        Ok(change) => change,
+        Err(error) => {
+            history.last_rejected = true;
+            state.metrics.config_reloaded(ReloadResult::Failure);
+            let errors = ConfigErrors(vec![ConfigError::file(&state.config_path, error)]);
+            tracing::error!(
+                trigger,
+                errors = 1,
+                detail = %errors,
+                "config reload rejected; the running config is unchanged"
+            );
+            return ReloadOutcome::Rejected(errors);
+        }
+    };
     // New or changed jwks_url providers fetch before they go live; unchanged ones kept their
     // keys and their running refresher through the registry.
     config::identity::start_jwks_refresh(&new.providers).await;
@@ -116,6 +133,18 @@ pub async fn reload(state: &Arc<GatewayState>, trigger: &'static str) -> ReloadO
     let version = new.version;
     let new = Arc::new(new);
     state.snapshot.store(Arc::clone(&new));
+    match https {
+        HttpsChange::Keep => {}
+        HttpsChange::Start(listener) => {
+            state.https.start(listener, state);
+            let listen = state.https.local_addr();
+            tracing::info!(trigger, listen = ?listen, "HTTPS listener started or moved");
+        }
+        HttpsChange::Stop => {
+            state.https.stop();
+            tracing::info!(trigger, "HTTPS listener stopped: server.tls was removed");
+        }
+    }
     let live = LiveNames::of(&new);
     state.registries.retain_for(&live);
     state.forget_removed(&old, &live);
@@ -145,18 +174,6 @@ fn keep_restart_only_settings(old: &Snapshot, mut new: Snapshot) -> Snapshot {
         needs_restart.push("server.listen");
         new.server.listen = old.server.listen;
     }
-    // New certificates apply to the next handshakes; the HTTPS listener itself stays as started.
-    match (&old.server.tls, &mut new.server.tls) {
-        (Some(old_tls), Some(new_tls)) if new_tls.listen != old_tls.listen => {
-            needs_restart.push("server.tls.listen");
-            new_tls.listen = old_tls.listen;
-        }
-        (Some(_), Some(_)) | (None, None) => {}
-        (old_tls, new_tls) => {
-            needs_restart.push("server.tls");
-            *new_tls = old_tls.clone();
-        }
-    }
     if new.server.workers != old.server.workers {
         needs_restart.push("server.workers");
         new.server.workers = old.server.workers;
@@ -180,6 +197,30 @@ fn keep_restart_only_settings(old: &Snapshot, mut new: Snapshot) -> Snapshot {
         );
     }
     new
+}
+
+/// What a reload does to the HTTPS listener.
+enum HttpsChange {
+    /// Same address (or none before and after): new certificates apply to the next handshakes.
+    Keep,
+    /// Serve this newly bound listener instead of the running one, if any.
+    Start(tokio::net::TcpListener),
+    /// `server.tls` is gone.
+    Stop,
+}
+
+/// Binds the new HTTPS address when `server.tls` is added or its `listen` changes; a bind
+/// error is the reason the reload is rejected.
+async fn https_change(old: &Snapshot, new: &Snapshot) -> Result<HttpsChange, String> {
+    let before = old.server.tls.as_ref().map(|tls| tls.listen);
+    match new.server.tls.as_ref().map(|tls| tls.listen) {
+        after if after == before => Ok(HttpsChange::Keep),
+        None => Ok(HttpsChange::Stop),
+        Some(addr) => super::lifecycle::bind(addr)
+            .await
+            .map(HttpsChange::Start)
+            .map_err(|e| format!("server.tls.listen: {e}")),
+    }
 }
 
 /// Watches the config files and reloads on change until the returned guard is dropped.

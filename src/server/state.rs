@@ -28,6 +28,8 @@ pub struct GatewayState {
     pub unrouted: RouteMetrics,
     /// Serialises reloads so two triggers never race to swap, and keeps what the last one did.
     pub reload_lock: tokio::sync::Mutex<super::reload::ReloadHistory>,
+    /// The HTTPS listener, which reloads start, move and stop.
+    pub https: super::tls_listener::HttpsListener,
 }
 
 impl GatewayState {

@@ -10,16 +10,17 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Response};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::connection::RequestGuard;
 use super::listener::Phase;
 use super::tunnel::{self, Carried, End};
 use crate::http1::inbound::Inbound;
+use crate::http1::io::PollWrite;
+use crate::http1::transport::Transport;
 use crate::observability::access_log::Completion;
 use crate::observability::metrics::TunnelMetrics;
 use crate::proxy::body::ResponseBody;
@@ -96,7 +97,10 @@ pub(super) async fn serve_http1(
     response: Response<ResponseBody>,
     switch: Switch,
 ) {
-    let mut client = SharedTcp(inbound.stream());
+    let mut client = SharedTransport {
+        transport: inbound.transport(),
+        buf: BytesMut::new(),
+    };
     let head = encode_101_head(response.headers());
     drop(response);
     let mut switch = switch;
@@ -151,51 +155,52 @@ async fn terminated(phase: &mut watch::Receiver<Phase>) {
     }
 }
 
-/// The client's socket as a stream, borrowed from its connection (which keeps it for the
-/// close). Both halves work on readiness, like the rest of the own server.
-struct SharedTcp<'a>(&'a TcpStream);
+/// The client's connection (plain or TLS) as a stream, borrowed from the own server (which
+/// keeps it for the close). Reads go through `buf`, which holds what a read brought beyond
+/// the caller's room.
+struct SharedTransport<'a> {
+    transport: &'a Transport,
+    buf: BytesMut,
+}
 
-impl AsyncRead for SharedTcp<'_> {
+/// Bytes one read asks the connection for at most.
+const READ_ROOM: usize = 16 << 10;
+
+impl AsyncRead for SharedTransport<'_> {
     fn poll_read(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
+        out: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        loop {
-            ready!(self.0.poll_read_ready(cx))?;
-            match self.0.try_read(buf.initialize_unfilled()) {
-                Ok(n) => {
-                    buf.advance(n);
-                    return Poll::Ready(Ok(()));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Poll::Ready(Err(e)),
-            }
+        let this = &mut *self;
+        if this.buf.is_empty() {
+            let room = out.remaining().clamp(1, READ_ROOM);
+            // `Ok(0)` is the end of the stream: `out` stays unfilled, as AsyncRead says it.
+            ready!(this.transport.poll_read_buf(cx, &mut this.buf, room))?;
         }
+        let n = this.buf.len().min(out.remaining());
+        out.put_slice(&this.buf.split_to(n));
+        Poll::Ready(Ok(()))
     }
 }
 
-impl AsyncWrite for SharedTcp<'_> {
+impl AsyncWrite for SharedTransport<'_> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        loop {
-            ready!(self.0.poll_write_ready(cx))?;
-            match self.0.try_write(buf) {
-                Ok(n) => return Poll::Ready(Ok(n)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
+        let mut transport = self.transport;
+        transport.poll_write_vectored(cx, &[io::IoSlice::new(buf)])
     }
 
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut transport = self.transport;
+        transport.poll_flush(cx)
     }
 
-    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(socket2::SockRef::from(self.0).shutdown(std::net::Shutdown::Write))
+    /// Over TLS: what rustls holds, then `close_notify`, then the socket's write side.
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.transport.poll_shutdown_write(cx)
     }
 }

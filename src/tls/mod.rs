@@ -2,4 +2,5 @@
 //! fetches), with rustls and the ring provider.
 
 pub mod client;
+pub mod client_auth;
 pub mod server;

@@ -16,6 +16,8 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 
+use super::client_auth::ClientAuth;
+
 /// ALPN protocols offered, most preferred first.
 pub const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
@@ -274,24 +276,28 @@ pub struct TlsListener {
     pub config: Arc<ServerConfig>,
     /// The certificates, for the expiry metric.
     pub resolver: Arc<CertificateResolver>,
-    /// Every certificate and key file, for the file watcher.
+    /// Every certificate, key and client CA file, for the file watcher.
     pub files: Vec<PathBuf>,
+    /// `client_ca` and `client_auth`, when set.
+    pub client_auth: Option<ClientAuth>,
 }
 
 impl TlsListener {
-    /// Builds the listener's settings from loaded certificates (the first is the default);
-    /// `None` when there are none.
+    /// Builds the listener's settings from loaded certificates (the first is the default) and
+    /// the client certificate check; `None` when there are no certificates.
     pub fn new(
         listen: std::net::SocketAddr,
         certificates: Vec<LoadedCertificate>,
         files: Vec<PathBuf>,
+        client_auth: Option<ClientAuth>,
     ) -> Option<Self> {
         let resolver = Arc::new(CertificateResolver::new(certificates)?);
         Some(TlsListener {
             listen,
-            config: server_config(Arc::clone(&resolver)),
+            config: server_config(Arc::clone(&resolver), client_auth.as_ref()),
             resolver,
             files,
+            client_auth,
         })
     }
 }
@@ -307,13 +313,19 @@ impl TlsListener {
 }
 
 /// A server configuration over `resolver`: TLS 1.2 and 1.3 with rustls' default suites for the
-/// ring provider, ALPN `h2` then `http/1.1`.
-pub fn server_config(resolver: Arc<CertificateResolver>) -> Arc<ServerConfig> {
-    let mut config = ServerConfig::builder_with_provider(Arc::new(provider::default_provider()))
+/// ring provider, ALPN `h2` then `http/1.1`, client certificates checked by `client_auth`.
+pub fn server_config(
+    resolver: Arc<CertificateResolver>,
+    client_auth: Option<&ClientAuth>,
+) -> Arc<ServerConfig> {
+    let builder = ServerConfig::builder_with_provider(Arc::new(provider::default_provider()))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .expect("the ring provider supports TLS 1.2 and 1.3")
-        .with_no_client_auth()
-        .with_cert_resolver(resolver);
+        .expect("the ring provider supports TLS 1.2 and 1.3");
+    let builder = match client_auth {
+        Some(client_auth) => builder.with_client_cert_verifier(client_auth.verifier()),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(resolver);
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
     Arc::new(config)
 }

@@ -17,9 +17,10 @@ use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt as _;
 
+use super::answer::AnswerBody;
 use super::balance::InFlight;
 use super::breaker::BreakerPermit;
-use super::pool::{ReadTimeout, SendError, UpstreamBody};
+use super::pool::{ReadTimeout, SendError};
 use super::retry::{RetryOn, RetryPolicy};
 use super::upgrade::UpgradeRequested;
 use super::{Admitted, Upstream};
@@ -49,7 +50,7 @@ pub struct CallSettings<'a> {
 #[derive(Debug)]
 pub struct Answered {
     /// The upstream's response; its body streams on.
-    pub response: Response<UpstreamBody>,
+    pub response: Response<AnswerBody>,
     /// The target that answered, as configured.
     pub target: Arc<str>,
     /// Time from sending to the response head.
@@ -129,7 +130,7 @@ enum Outcome {
 
 impl Outcome {
     /// How an attempt ended.
-    fn of(attempt: &Result<Response<UpstreamBody>, UpstreamErrorKind>) -> Self {
+    fn of(attempt: &Result<Response<AnswerBody>, UpstreamErrorKind>) -> Self {
         match attempt {
             Ok(response) => Outcome::Answer(response.status()),
             Err(kind) => Outcome::Error(*kind),
@@ -380,7 +381,7 @@ impl Upstream {
     /// The call's result from its last attempt.
     fn answered(
         &self,
-        attempt: Result<Response<UpstreamBody>, UpstreamErrorKind>,
+        attempt: Result<Response<AnswerBody>, UpstreamErrorKind>,
         target: usize,
         elapsed: Duration,
         marks: CallMarks,
@@ -449,20 +450,37 @@ impl Upstream {
         mut request: Request<LimitedBody>,
         settings: CallSettings<'_>,
         timeout: Duration,
-    ) -> Result<Response<UpstreamBody>, UpstreamErrorKind> {
+    ) -> Result<Response<AnswerBody>, UpstreamErrorKind> {
         let url = &self.targets[target].url;
         if settings.target_host {
             let host = self.targets[target].host_header.clone();
             request.headers_mut().insert(http::header::HOST, host);
         }
         let started = Instant::now();
-        let sent = self.pool.send(target, request, settings.read_timeout);
+        // The one place the protocols part: everything around the exchange is the same.
+        let sent = async {
+            match &self.h2 {
+                None => match self.pool.send(target, request, settings.read_timeout).await {
+                    Ok(response) => Ok(response.map(AnswerBody::H1)),
+                    Err(error) => {
+                        let connect = matches!(error, SendError::Connect { .. });
+                        Err(self.classify_send_error(url, &error, connect, started))
+                    }
+                },
+                Some(h2) => match h2.send(target, request, settings.read_timeout).await {
+                    Ok(response) => Ok(response.map(AnswerBody::H2)),
+                    Err(error) => {
+                        Err(self.classify_send_error(url, &error, error.is_connect(), started))
+                    }
+                },
+            }
+        };
         let mut response = match tokio::time::timeout(timeout, sent).await {
             Err(_) => {
                 tracing::warn!(upstream = %self.name, target = %url, ?timeout, "upstream timed out");
                 return Err(UpstreamErrorKind::Timeout);
             }
-            Ok(Err(error)) => return Err(self.classify_send_error(url, &error, started)),
+            Ok(Err(kind)) => return Err(kind),
             Ok(Ok(response)) => response,
         };
         // The head waits for the first body bytes (bounded by read_timeout), so a body that
@@ -480,10 +498,12 @@ impl Upstream {
         Ok(response)
     }
 
+    /// What a failed send (`connect`: no connection could be made) was, logged once.
     fn classify_send_error(
         &self,
         url: &str,
-        error: &SendError,
+        error: &(dyn std::error::Error + 'static),
+        connect: bool,
         started: Instant,
     ) -> UpstreamErrorKind {
         if caused_by::<BodyTooLarge>(error) {
@@ -502,7 +522,7 @@ impl Upstream {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "upstream request failed"
         );
-        if matches!(error, SendError::Connect { .. }) {
+        if connect {
             UpstreamErrorKind::Connect
         } else {
             UpstreamErrorKind::Failed

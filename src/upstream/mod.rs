@@ -1,10 +1,12 @@
 //! Upstreams: named groups of targets, how one is chosen, and the pooled client that calls it.
 
+pub mod answer;
 pub mod balance;
 pub mod breaker;
 pub mod call;
 pub mod exchange;
 pub mod h1;
+pub mod h2;
 pub mod health;
 pub mod outlier;
 pub mod pool;
@@ -55,6 +57,9 @@ pub struct Upstream {
     pub connect_timeout: Duration,
     /// Keep-alive connections, kept across reloads while the pool settings do not change.
     pub pool: Arc<Pool>,
+    /// With `protocol: h2` or `h2c`: the HTTP/2 client requests go through instead of `pool`
+    /// (kept across reloads while its settings do not change).
+    pub h2: Option<Arc<h2::H2Client>>,
     /// This upstream's call counters and latency histogram.
     pub metrics: UpstreamMetrics,
 }
@@ -167,6 +172,11 @@ impl Upstream {
     /// Whether target `index` passes its active health checks (always, without them).
     pub fn is_healthy(&self, index: usize) -> bool {
         self.health.as_ref().is_none_or(|h| h.is_healthy(index))
+    }
+
+    /// Whether requests go upstream over HTTP/2 (`protocol: h2` or `h2c`).
+    pub fn speaks_h2(&self) -> bool {
+        self.h2.is_some()
     }
 
     /// Whether active health checks have taken every target out.

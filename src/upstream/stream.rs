@@ -53,8 +53,18 @@ impl std::fmt::Debug for UpstreamTls {
 }
 
 impl UpstreamTls {
-    /// Builds the client; the error says what in `settings` cannot be used.
+    /// Builds the client for HTTP/1.1; the error says what in `settings` cannot be used.
     pub fn new(settings: TlsSettings) -> Result<UpstreamTls, String> {
+        // Only HTTP/1.1 is spoken on these connections: offering h2 would let a server pick it.
+        Self::with_alpn(settings, &[b"http/1.1"])
+    }
+
+    /// The same client for `protocol: h2`, offering only `h2` by ALPN.
+    pub fn for_h2(&self) -> Result<UpstreamTls, String> {
+        Self::with_alpn(self.settings.clone(), &[b"h2"])
+    }
+
+    fn with_alpn(settings: TlsSettings, alpn: &[&[u8]]) -> Result<UpstreamTls, String> {
         let trust = if settings.insecure_skip_verify {
             Trust::Anything
         } else {
@@ -63,8 +73,7 @@ impl UpstreamTls {
                 None => Trust::Roots(webpki_roots()),
             }
         };
-        // Only HTTP/1.1 is spoken upstream: offering h2 would let a server pick it.
-        let config = client_config(trust, settings.identity.as_ref(), &[b"http/1.1"])
+        let config = client_config(trust, settings.identity.as_ref(), alpn)
             .map_err(|e| format!("cannot build the TLS client: {e}"))?;
         Ok(UpstreamTls {
             settings,

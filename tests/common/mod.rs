@@ -27,6 +27,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+pub mod captured_log;
 pub mod origin;
 pub mod redis;
 pub mod scripted;
@@ -403,7 +404,7 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> String {
 }
 
 /// Reads one response with a Content-Length (or none: no body) from `stream`: status, body.
-pub async fn read_response(stream: &mut TcpStream) -> (u16, Vec<u8>) {
+pub async fn read_response<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> (u16, Vec<u8>) {
     let mut buf = Vec::new();
     let mut tmp = [0u8; 8192];
     let head_end = loop {
@@ -435,7 +436,7 @@ pub async fn read_response(stream: &mut TcpStream) -> (u16, Vec<u8>) {
 }
 
 /// Waits (bounded by [`DEADLINE`]) for the gateway to close the connection; returns how long.
-pub async fn wait_for_close(stream: &mut TcpStream) -> Duration {
+pub async fn wait_for_close<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> Duration {
     let started = Instant::now();
     let mut tmp = [0u8; 1024];
     match within(stream.read(&mut tmp)).await {

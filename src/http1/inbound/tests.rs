@@ -235,3 +235,92 @@ async fn heads_larger_than_the_first_read_are_read_whole() {
     assert_eq!(head.parts.uri, "/big");
     assert_eq!(head.parts.headers.len(), 61);
 }
+
+/// A server-side `Inbound` over TLS (handshake done) and the client end.
+async fn tls_connection() -> (Arc<Inbound>, tokio_rustls::client::TlsStream<TcpStream>) {
+    use crate::http1::transport::TlsTransport;
+    use crate::tls::client::{client_config, provider, Trust};
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["a.test".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    let server = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], key)
+        .unwrap();
+    let client = client_config(Trust::Anything, None, &[]).unwrap();
+    let (tcp, client_tcp) = {
+        let (inbound, client) = connection().await;
+        (inbound.into_parts().unwrap().0, client)
+    };
+    let name = rustls::pki_types::ServerName::try_from("a.test").unwrap();
+    let (server, client) = tokio::join!(
+        tokio_rustls::TlsAcceptor::from(Arc::new(server)).accept(tcp),
+        tokio_rustls::TlsConnector::from(Arc::new(client)).connect(name, client_tcp),
+    );
+    let (tcp, session) = server.unwrap().into_inner();
+    let transport = Transport::Tls(Box::new(TlsTransport::new(tcp, session)));
+    (Inbound::over(transport), client.unwrap())
+}
+
+#[tokio::test]
+async fn over_tls_heads_and_bodies_read_across_records_and_a_waiting_connection_holds_no_buffer() {
+    let (inbound, mut client) = tls_connection().await;
+    assert_eq!(inbound.lock().buf.capacity(), 0, "none after the handshake");
+    // Each write is a record of its own: the head and the body arrive in pieces.
+    for piece in [
+        &b"POST /1 HTTP/1.1\r\nHo"[..],
+        b"st: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nab",
+        b"c\r\n0\r\n\r\n",
+    ] {
+        client.write_all(piece).await.unwrap();
+        client.flush().await.unwrap();
+    }
+    let first = head(&inbound).await;
+    assert_eq!(first.parts.uri, "/1");
+    assert_eq!(body_of(&inbound, &first).await.unwrap(), b"abc");
+    assert_eq!(inbound.finish_body(), BodyLeft::Nothing);
+    inbound.release_buffer();
+    assert_eq!(inbound.lock().buf.capacity(), 0, "given back");
+    let waiting = poll_fn(|cx| Poll::Ready(inbound.poll_head(cx, LIMIT).is_pending())).await;
+    assert!(waiting);
+    assert_eq!(inbound.lock().buf.capacity(), 0, "none while waiting");
+    // close_notify between requests is a clean close.
+    client.shutdown().await.unwrap();
+    let result = poll_fn(|cx| inbound.poll_head(cx, LIMIT)).await;
+    assert!(matches!(result, Ok(None)), "{result:?}");
+}
+
+#[tokio::test]
+async fn over_tls_a_body_cut_by_close_notify_is_cut_short_and_continue_is_flushed() {
+    let (inbound, mut client) = tls_connection().await;
+    client
+        .write_all(
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let head_ = head(&inbound).await;
+    let body = inbound.start_body(head_.framing, head_.expect_continue);
+    let collect = tokio::spawn(body.collect());
+    // The interim answer reaches the client although nothing else is written after it.
+    let mut interim = [0u8; 25];
+    tokio::time::timeout(Duration::from_secs(10), client.read_exact(&mut interim))
+        .await
+        .expect("100 Continue in time")
+        .unwrap();
+    assert_eq!(&interim, CONTINUE);
+    client.write_all(b"hello").await.unwrap();
+    client.shutdown().await.unwrap();
+    let error = tokio::time::timeout(Duration::from_secs(10), collect)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert!(error.to_string().contains("before the end"), "{error}");
+    assert_eq!(inbound.finish_body(), BodyLeft::Broken);
+}
