@@ -4,7 +4,7 @@
 //! the body the client is sent. At the end of a clean exchange the connection goes back to its
 //! pool.
 
-use std::future::{poll_fn, Future};
+use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
 use std::sync::Weak;
@@ -14,13 +14,13 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http::Response;
 use http_body::{Body, Frame, SizeHint};
-use tokio::time::Sleep;
 
 use super::h1::{
     parse_response_head, parse_upgrade_response_head, BodyDecoder, BodyFraming, ProtocolError,
     MAX_HEAD_BYTES,
 };
 use super::pool::Pool;
+use super::read_timer::ReadTimer;
 use super::stream::UpstreamStream;
 use super::upgrade::{UpgradeSlot, Upgraded};
 use crate::body::{BoxError, LimitedBody};
@@ -232,9 +232,7 @@ pub(super) async fn exchange(
         keep_alive: head.keep_alive && !upgrade,
         bodiless,
         first: None,
-        read_timeout,
-        timer: None,
-        progressed: false,
+        read_timer: ReadTimer::new(read_timeout),
         pool,
     });
     *response.status_mut() = head.status;
@@ -269,11 +267,7 @@ pub struct UpstreamBody {
     /// Body bytes already read by [`UpstreamBody::wait_for_data`], handed out first.
     first: Option<Bytes>,
     /// Longest wait for the next body bytes.
-    read_timeout: Duration,
-    /// Armed the first time a read has to wait, so bodies that arrive whole cost no timer.
-    timer: Option<Pin<Box<Sleep>>>,
-    /// Bytes arrived since the timer was last set.
-    progressed: bool,
+    read_timer: ReadTimer,
     pool: Weak<Pool>,
 }
 
@@ -322,7 +316,7 @@ impl UpstreamBody {
     fn fail(&mut self, error: impl Into<BoxError>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.connection = None;
         self.upload = None;
-        self.timer = None;
+        self.read_timer.stop();
         self.decoder = BodyDecoder::Done;
         Poll::Ready(Some(Err(error.into())))
     }
@@ -340,25 +334,11 @@ impl UpstreamBody {
                 Poll::Ready(self.decoder.closed().map_err(Into::into))
             }
             Ok(_) => {
-                self.progressed = true;
+                self.read_timer.progressed();
                 Poll::Ready(Ok(()))
             }
             Err(e) => Poll::Ready(Err(e.into())),
         }
-    }
-
-    /// A read has to wait: `Ready` once the upstream has been silent for the read timeout,
-    /// counted from the first wait after the last bytes arrived.
-    fn poll_read_timer(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let read_timeout = self.read_timeout;
-        let deadline = || tokio::time::Instant::now() + read_timeout;
-        match &mut self.timer {
-            None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline()))),
-            Some(timer) if self.progressed => timer.as_mut().reset(deadline()),
-            Some(_) => {}
-        }
-        self.progressed = false;
-        self.timer.as_mut().expect("set above").as_mut().poll(cx)
     }
 }
 
@@ -409,8 +389,8 @@ impl Body for UpstreamBody {
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(e)) => return this.fail(e),
                 Poll::Pending => {
-                    return match this.poll_read_timer(cx) {
-                        Poll::Ready(()) => this.fail(ReadTimeout(this.read_timeout)),
+                    return match this.read_timer.poll_expired(cx) {
+                        Poll::Ready(()) => this.fail(ReadTimeout(this.read_timer.timeout())),
                         Poll::Pending => Poll::Pending,
                     }
                 }

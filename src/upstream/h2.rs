@@ -8,7 +8,6 @@
 //! on the old one finish there. Concurrent requests that find no connection wait for the one
 //! being made rather than each opening their own.
 
-use std::future::Future as _;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,10 +22,10 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http2::{Builder, SendRequest};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::time::Sleep;
 
 use super::h1::MAX_HEAD_BYTES;
 use super::pool::ReadTimeout;
+use super::read_timer::ReadTimer;
 use super::stream::{connect, ConnectTarget, UpstreamStream, UpstreamTls};
 use crate::body::{BoxError, LimitedBody};
 use crate::per_worker::PerWorker;
@@ -312,11 +311,7 @@ pub struct H2Body {
     incoming: Incoming,
     /// A frame already read by [`H2Body::wait_for_data`], handed out first.
     first: Option<Frame<Bytes>>,
-    read_timeout: Duration,
-    /// Armed the first time a read has to wait.
-    timer: Option<Pin<Box<Sleep>>>,
-    /// A frame arrived since the timer was last set.
-    progressed: bool,
+    read_timer: ReadTimer,
 }
 
 impl std::fmt::Debug for H2Body {
@@ -330,9 +325,7 @@ impl H2Body {
         H2Body {
             incoming,
             first: None,
-            read_timeout,
-            timer: None,
-            progressed: false,
+            read_timer: ReadTimer::new(read_timeout),
         }
     }
 
@@ -351,19 +344,6 @@ impl H2Body {
             None => Ok(()),
         }
     }
-
-    /// A read has to wait: `Ready` once the upstream has been silent for the read timeout.
-    fn poll_read_timer(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let read_timeout = self.read_timeout;
-        let deadline = || tokio::time::Instant::now() + read_timeout;
-        match &mut self.timer {
-            None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline()))),
-            Some(timer) if self.progressed => timer.as_mut().reset(deadline()),
-            Some(_) => {}
-        }
-        self.progressed = false;
-        self.timer.as_mut().expect("set above").as_mut().poll(cx)
-    }
 }
 
 impl Body for H2Body {
@@ -380,16 +360,18 @@ impl Body for H2Body {
         }
         match Pin::new(&mut this.incoming).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                this.progressed = true;
+                this.read_timer.progressed();
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(error.into()))),
             Poll::Ready(None) => {
-                this.timer = None;
+                this.read_timer.stop();
                 Poll::Ready(None)
             }
-            Poll::Pending => match this.poll_read_timer(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(ReadTimeout(this.read_timeout).into()))),
+            Poll::Pending => match this.read_timer.poll_expired(cx) {
+                Poll::Ready(()) => {
+                    Poll::Ready(Some(Err(ReadTimeout(this.read_timer.timeout()).into())))
+                }
                 Poll::Pending => Poll::Pending,
             },
         }

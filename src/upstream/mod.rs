@@ -10,6 +10,7 @@ pub mod h2;
 pub mod health;
 pub mod outlier;
 pub mod pool;
+mod read_timer;
 pub mod retry;
 pub mod stream;
 pub mod upgrade;
