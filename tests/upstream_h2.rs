@@ -227,6 +227,29 @@ async fn gateway(upstreams: &str, names: &[&str]) -> TestGateway {
     TestGateway::start(&yaml).await
 }
 
+/// POSTs `body` to `/a/echo` from an HTTP/2 client asking for trailers: a 200 whose trailers
+/// the upstream set (`x-origin: done`) arrive with it.
+async fn echo_over_h2(gw: &TestGateway, body: &'static [u8]) -> http_body_util::Collected<Bytes> {
+    let response = within(
+        h2c_client().request(
+            Request::post(gw.url("/a/echo"))
+                .header("te", "trailers")
+                .body(Full::new(Bytes::from_static(body)))
+                .unwrap(),
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 200);
+    let collected = within(response.into_body().collect()).await.unwrap();
+    assert_eq!(
+        collected.trailers().and_then(|t| t.get("x-origin")),
+        Some(&HeaderValue::from_static("done")),
+        "the upstream's trailers arrive"
+    );
+    collected
+}
+
 #[tokio::test]
 async fn h2c_upstream_gets_requests_from_http1_and_http2_clients_on_one_connection() {
     const CONCURRENT: usize = 24;
@@ -282,23 +305,7 @@ async fn h2c_upstream_gets_requests_from_http1_and_http2_clients_on_one_connecti
     assert_eq!(json["body_len"], 100_000);
 
     // From HTTP/2: the answer's trailers reach the client.
-    let response = within(
-        h2c_client().request(
-            Request::post(gw.url("/a/echo"))
-                .header("te", "trailers")
-                .body(Full::new(Bytes::from_static(b"hello")))
-                .unwrap(),
-        ),
-    )
-    .await
-    .unwrap();
-    assert_eq!(response.status(), 200);
-    let collected = within(response.into_body().collect()).await.unwrap();
-    assert_eq!(
-        collected.trailers().and_then(|t| t.get("x-origin")),
-        Some(&HeaderValue::from_static("done")),
-        "the upstream's trailers arrive"
-    );
+    let collected = echo_over_h2(&gw, b"hello").await;
     let json: serde_json::Value = serde_json::from_slice(&collected.to_bytes()).unwrap();
     assert_eq!(
         json["te"], "trailers",
@@ -569,22 +576,7 @@ async fn h2_upstream_over_tls_is_reached_by_alpn() {
     let (ca_pem, acceptor) = tls_origin(&[b"h2"]);
     let origin = H2Origin::start("tls", Some(acceptor), 1).await;
     let (gw, _ca) = tls_gateway(&h2_upstream(&origin), &ca_pem).await;
-    let response = within(
-        h2c_client().request(
-            Request::post(gw.url("/a/echo"))
-                .header("te", "trailers")
-                .body(Full::new(Bytes::from_static(b"over tls")))
-                .unwrap(),
-        ),
-    )
-    .await
-    .unwrap();
-    assert_eq!(response.status(), 200);
-    let collected = within(response.into_body().collect()).await.unwrap();
-    assert_eq!(
-        collected.trailers().and_then(|t| t.get("x-origin")),
-        Some(&HeaderValue::from_static("done"))
-    );
+    let collected = echo_over_h2(&gw, b"over tls").await;
     let json: serde_json::Value = serde_json::from_slice(&collected.to_bytes()).unwrap();
     assert_eq!(json["version"], "HTTP/2.0");
     assert_eq!(json["scheme"], "https");

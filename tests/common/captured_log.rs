@@ -44,18 +44,20 @@ impl CapturedLog {
         })
     }
 
+    /// The access-log line of the request with `id`, if written by now.
+    pub fn find(&self, id: &str) -> Option<serde_json::Value> {
+        let text = String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned();
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|l| l["request_id"] == id)
+    }
+
     /// The access-log line of the request with `id`, once written.
     pub async fn line(&self, id: &str) -> serde_json::Value {
-        let find = || {
-            let text = String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned();
-            text.lines()
-                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                .find(|l| l["request_id"] == id)
-        };
         eventually(&format!("an access-log line for {id}"), || async {
-            find().is_some()
+            self.find(id).is_some()
         })
         .await;
-        find().unwrap()
+        self.find(id).unwrap()
     }
 }
