@@ -838,10 +838,14 @@ async fn http1_over_tls_streams_large_bodies_both_ways_unchanged() {
     stream.write_all(head.as_bytes()).await.unwrap();
     let (writer, reader) = (&body[..], &mut stream);
     // The gateway may answer only once the whole body is through, so write while reading.
+    // tokio-rustls' write can return with the last records still queued in the session (the
+    // socket was full), and its reads never send them: without the flush the gateway waits for
+    // the end of the body and the client for the answer.
     let (mut rd, mut wr) = tokio::io::split(reader);
     let (written, (status, answer)) = tokio::join!(
         async {
             wr.write_all(writer).await.unwrap();
+            wr.flush().await.unwrap();
             wr
         },
         common::read_response(&mut rd)
@@ -864,6 +868,7 @@ async fn http1_over_tls_streams_large_bodies_both_ways_unchanged() {
     let (written, (status, answer)) = tokio::join!(
         async {
             wr.write_all(&chunked).await.unwrap();
+            wr.flush().await.unwrap();
             wr
         },
         common::read_response(&mut rd)
@@ -878,6 +883,7 @@ async fn http1_over_tls_streams_large_bodies_both_ways_unchanged() {
     let size = 9 << 20;
     let request = format!("GET /bytes/{size} HTTP/1.1\r\nHost: a.test\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
+    stream.flush().await.unwrap();
     let (status, got) = common::read_response(&mut stream).await;
     assert_eq!(status, 200);
     assert_eq!(got.len(), size);
