@@ -111,7 +111,7 @@ pub async fn forward(
         Hop {
             peer: &conn.peer_ip,
             trusted: server.trusted_proxies.contains(conn.peer.ip()),
-            scheme: conn.scheme,
+            scheme: conn.scheme(),
             host: client_host.as_ref(),
             version: ctx.head.version,
         },

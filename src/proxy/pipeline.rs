@@ -49,13 +49,13 @@ use crate::routing::route::{Route, RouteAction, StaticResponse};
 use crate::routing::router::{RequestFacts, RouteOutcome};
 
 impl ConnInfo {
-    /// Connection facts for a peer reached over `scheme`.
-    pub fn new(peer: SocketAddr, scheme: &'static str) -> Self {
+    /// Connection facts for a peer over plain TCP (TLS connections add `tls` after the
+    /// handshake).
+    pub fn new(peer: SocketAddr) -> Self {
         let ip = peer.ip().to_canonical().to_string();
         ConnInfo {
             peer,
             peer_ip: HeaderValue::try_from(ip).expect("an IP address is a valid header value"),
-            scheme,
             tls: None,
             client_cert: None,
         }
@@ -64,6 +64,15 @@ impl ConnInfo {
     /// Whether the connection is TLS (so its answers may carry HSTS).
     pub fn is_tls(&self) -> bool {
         self.tls.is_some()
+    }
+
+    /// `https` on a TLS connection, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.is_tls() {
+            "https"
+        } else {
+            "http"
+        }
     }
 }
 
@@ -83,8 +92,6 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     /// The peer's IP as header text, for `X-Forwarded-For`; made once per connection.
     pub peer_ip: HeaderValue,
-    /// `http` or `https`.
-    pub scheme: &'static str,
     /// The handshake's outcome, on a TLS connection.
     pub tls: Option<TlsInfo>,
     /// The client certificate `server.tls.client_ca` verified, read once at the handshake.
@@ -305,7 +312,7 @@ async fn phases(
     let Some((policy, runtime)) = cache else {
         return upstream(ctx, body, gateway).await.map_err(Stop::Fail);
     };
-    let pending = match cache::lookup(ctx, policy, runtime, gateway.conn.scheme).await {
+    let pending = match cache::lookup(ctx, policy, runtime, gateway.conn.scheme()).await {
         Looked::Answered(answer) => {
             drain(body);
             return (*answer).map_err(Stop::Fail);

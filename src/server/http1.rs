@@ -119,7 +119,7 @@ impl ClientConnection {
         };
         ClientConnection {
             inbound: Inbound::new(stream),
-            conn: ConnInfo::new(peer, "http"),
+            conn: ConnInfo::new(peer),
             role,
             state,
             phase,

@@ -70,7 +70,7 @@ pub(super) async fn serve_tls(
     };
     let tls = tls_info(stream.get_ref().1);
     let h2 = tls.alpn == Some("h2");
-    let mut conn = ConnInfo::new(peer, "https");
+    let mut conn = ConnInfo::new(peer);
     conn.tls = Some(tls);
     conn.client_cert = client_cert;
     if h2 {
