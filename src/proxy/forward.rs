@@ -11,7 +11,9 @@ use http::{Request, Response, Version};
 
 use super::body::{Relayed, ResponseBody};
 use super::ctx::RequestCtx;
-use super::headers::{client_ip, remove_hop_by_hop, remove_present, set_forwarding_headers, Hop};
+use super::headers::{
+    client_ip, list_elements, remove_hop_by_hop, remove_present, set_forwarding_headers, Hop,
+};
 use super::pipeline::Gateway;
 use super::upgrade::{answer_switch, ask_upstream};
 use crate::auth::{apply_identity, strip_identity_headers};
@@ -232,15 +234,11 @@ fn upstream_error(error: UpstreamError, limit: u64) -> GatewayError {
 
 /// Whether a request's `TE` fields name `trailers`.
 fn accepts_trailers(headers: &http::HeaderMap) -> bool {
-    headers
-        .get_all(header::TE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|token| {
-            let token = token.split(';').next().unwrap_or("").trim();
-            token.eq_ignore_ascii_case("trailers")
-        })
+    list_elements(headers, header::TE).any(|coding| {
+        let name = coding.split(';').next().unwrap_or("");
+        name.trim_matches([' ', '\t'])
+            .eq_ignore_ascii_case("trailers")
+    })
 }
 
 /// The request's Content-Length, when it has a valid one.

@@ -38,12 +38,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     if headers.contains_key(header::CONNECTION) {
         // Tokens naming a header of the fixed list are covered by the scan; parsing them again
         // would only cost.
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
+        let named: Vec<HeaderName> = list_elements(headers, header::CONNECTION)
             .filter(|token| {
                 !HOP_BY_HOP
                     .iter()
@@ -60,6 +55,17 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
+}
+
+/// The elements of the comma-separated list field `name` (RFC 9110 §5.6.1), in order, without
+/// the optional whitespace around them; values that are not text are passed over.
+pub fn list_elements(headers: &HeaderMap, name: HeaderName) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|element| element.trim_matches([' ', '\t']))
 }
 
 /// Removes every header in `names`, hashing a name only when the message has it: a scan over

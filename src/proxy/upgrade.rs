@@ -21,6 +21,7 @@ use http::request::Parts;
 use http::{Method, Response, Version};
 
 use super::body::ResponseBody;
+use super::headers::list_elements;
 use crate::error::GatewayError;
 use crate::observability::metrics::TunnelMetrics;
 use crate::upstream::upgrade::{UpgradeSlot, Upgraded};
@@ -160,12 +161,7 @@ pub fn requested(parts: &mut Parts) -> Result<Option<UpgradeRequest>, GatewayErr
 
 /// Whether a comma-separated field `name` has the option `token` (case-insensitive).
 fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim_matches([' ', '\t']).eq_ignore_ascii_case(token))
+    list_elements(headers, name).any(|t| t.eq_ignore_ascii_case(token))
 }
 
 /// `protocol-name ["/" protocol-version]`, both tokens (RFC 9110 §7.8).
