@@ -487,6 +487,52 @@ async fn rfc9111_4_4_unsafe_methods_invalidate() {
     assert_eq!(x_cache(&get(&gw, "/c/item", &[]).await), "MISS");
 }
 
+/// Workers answer a hot entry from copies of their own; an invalidation by any of them, or a
+/// newer response stored, is seen by every worker at once.
+#[tokio::test]
+async fn a_hot_entry_copied_by_every_worker_is_never_served_after_it_changed() {
+    let origin = Origin::start().await;
+    origin.set(
+        "/c/hot",
+        Answer::ok("hot {n}", &[("cache-control", "max-age=60")]),
+    );
+    let yaml = format!(
+        "{}upstreams:\n  o:\n    targets: [{}]\n\
+         routes:\n  - name: c\n    match: {{path: /c}}\n    upstream: o\n    cache: {{ttl: 60s}}\n",
+        server_yaml("workers: 2"),
+        origin.url()
+    );
+    let gw = TestGateway::start(&yaml).await;
+    // Four kept-alive connections, shared out between the two workers.
+    let clients: Vec<_> = (0..4).map(|_| client()).collect();
+    let get_on = |i: usize| {
+        let request = Request::get(gw.url("/c/hot"))
+            .body(Full::<Bytes>::default())
+            .unwrap();
+        send(&clients[i], request)
+    };
+    for round in 0..5 {
+        for i in 0..clients.len() {
+            let got = get_on(i).await;
+            assert_eq!(got.text(), "hot 1", "round {round}, connection {i}");
+        }
+    }
+    assert_eq!(origin.count("/c/hot"), 1);
+    origin.once("/c/hot", Answer::status(204, "", &[]));
+    assert_eq!(request(&gw, "PUT", "/c/hot", &[]).await.status, 204);
+    for round in 0..3 {
+        for i in 0..clients.len() {
+            let got = get_on(i).await;
+            assert_eq!(
+                got.text(),
+                "hot 3",
+                "after PUT: round {round}, connection {i}"
+            );
+        }
+    }
+    assert_eq!(origin.count("/c/hot"), 3);
+}
+
 /// HEAD is answered from a stored GET, with the GET's length and no body.
 #[tokio::test]
 async fn head_is_served_from_a_stored_get() {

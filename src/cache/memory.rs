@@ -13,8 +13,13 @@
 //!
 //! Shards get at least four of the largest entries each (so one large entry never takes a whole
 //! shard) and there are at most [`MAX_SHARDS`] of them.
+//!
+//! Workers answer the entries they hit most from copies of their own ([`near`]), kept within a
+//! part of the capacity reserved for them, so a hot entry does not make every worker write the
+//! same cache lines on every hit.
 
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::SystemTime;
 
@@ -23,6 +28,9 @@ use hashbrown::HashTable;
 
 use super::entry::{Entry, MAX_HEADER_BYTES};
 use super::store::Stored;
+use crate::per_worker::{self, PerWorker};
+
+mod near;
 
 /// Shards at most; a power of two well above any worker count.
 pub const MAX_SHARDS: usize = 64;
@@ -91,9 +99,26 @@ struct Lru {
     cap: usize,
 }
 
-// Own cache line per shard, so two workers on neighbouring shards do not contend.
+// Own cache lines per shard, so two workers on neighbouring shards do not contend; the version
+// on a line of its own, so checking it does not wait for the line the lock writes.
+#[repr(C, align(64))]
+struct Shard {
+    lru: Mutex<Lru>,
+    version: Version,
+}
+
+/// Counts the changes to a shard; written under the shard's lock, read without it by workers
+/// checking their copies.
 #[repr(align(64))]
-struct Shard(Mutex<Lru>);
+struct Version(AtomicU64);
+
+impl Version {
+    fn bump(&self) {
+        // Under the shard's lock: no other writer.
+        let next = self.0.load(Ordering::Relaxed).wrapping_add(1);
+        self.0.store(next, Ordering::Release);
+    }
+}
 
 /// The in-process entry store.
 pub struct MemoryCache {
@@ -103,6 +128,12 @@ pub struct MemoryCache {
     hasher: hashbrown::DefaultHashBuilder,
     max_entry_size: usize,
     shard_capacity: usize,
+    /// Each worker's copies of its hot entries.
+    near: PerWorker<Mutex<near::Near>>,
+    /// Bytes of all workers' copies now.
+    near_bytes: AtomicUsize,
+    /// Bytes the copies may take together: the part of the capacity the shards leave them.
+    near_capacity: usize,
 }
 
 impl std::fmt::Debug for MemoryCache {
@@ -130,11 +161,12 @@ impl MemoryCache {
             // The largest power of two not above `fit`.
             1 << fit.ilog2()
         };
-        let shard_capacity = capacity / shards;
+        let near_capacity = near::reserve(capacity);
+        let shard_capacity = (capacity - near_capacity) / shards;
         MemoryCache {
             shards: (0..shards)
-                .map(|_| {
-                    Shard(Mutex::new(Lru {
+                .map(|_| Shard {
+                    lru: Mutex::new(Lru {
                         table: HashTable::new(),
                         slots: Vec::new(),
                         free: Vec::new(),
@@ -142,12 +174,16 @@ impl MemoryCache {
                         tail: NIL,
                         bytes: 0,
                         cap: shard_capacity,
-                    }))
+                    }),
+                    version: Version(AtomicU64::new(0)),
                 })
                 .collect(),
             hasher: Default::default(),
             max_entry_size,
             shard_capacity,
+            near: PerWorker::new(),
+            near_bytes: AtomicUsize::new(0),
+            near_capacity,
         }
     }
 
@@ -159,17 +195,78 @@ impl MemoryCache {
     /// [`get`](Self::get) as if the time were `now`.
     pub fn get_at(&self, key: &[u8], now: SystemTime) -> Option<Stored> {
         let hash = self.hasher.hash_one(key);
-        let mut lru = self.shard(hash);
+        let shard = &self.shards[shard_index(hash, self.shards.len())];
+        if per_worker::current().is_none() {
+            // Threads outside the workers share one slot: no copies for them.
+            return self
+                .shared_get(shard, hash, key, now)
+                .map(|found| found.value);
+        }
+        let mut near = lock_near(self.near.get_or_init(Default::default));
+        let version = shard.version.0.load(Ordering::Acquire);
+        match near.find(hash, key, version, now) {
+            near::Found::Copy(copy) => Some(Stored::Response(copy)),
+            near::Found::Check => {
+                let found = self.shared_get(shard, hash, key, now);
+                let shared = match &found {
+                    Some(SharedHit {
+                        value: Stored::Response(entry),
+                        ..
+                    }) => Some(entry),
+                    _ => None,
+                };
+                let version = found.as_ref().map_or(0, |f| f.version);
+                if let Some(copy) = near.confirm(hash, key, shared, version, &self.near_bytes) {
+                    return Some(Stored::Response(copy));
+                }
+                found.map(|found| found.value)
+            }
+            near::Found::None => {
+                let found = self.shared_get(shard, hash, key, now)?;
+                if let Stored::Response(entry) = &found.value {
+                    near.admit(
+                        hash,
+                        key,
+                        entry,
+                        found.weight,
+                        found.version,
+                        found.expires,
+                        &self.near_bytes,
+                        self.near_capacity,
+                    );
+                }
+                Some(found.value)
+            }
+        }
+    }
+
+    /// The shared store's value under `key`, moved to the front of its shard's recency list.
+    fn shared_get(
+        &self,
+        shard: &Shard,
+        hash: u64,
+        key: &[u8],
+        now: SystemTime,
+    ) -> Option<SharedHit> {
+        let mut lru = lock(shard);
         let index = lru.find(hash, key)?;
         let node = lru.slots[index as usize].as_ref().expect("indexed slot");
         if node.expires <= now {
             lru.remove_slot(index);
+            shard.version.bump();
             return None;
         }
-        let value = node.value.clone();
-        lru.unlink(index);
-        lru.push_front(index);
-        Some(value)
+        let found = SharedHit {
+            value: node.value.clone(),
+            weight: node.weight,
+            expires: node.expires,
+            version: shard.version.0.load(Ordering::Relaxed),
+        };
+        if lru.head != index {
+            lru.unlink(index);
+            lru.push_front(index);
+        }
+        Some(found)
     }
 
     /// Stores `entry` under `key`, replacing what was there and evicting the least recently
@@ -204,7 +301,9 @@ impl MemoryCache {
         }
         let hash = self.hasher.hash_one(&key[..]);
         let expires = value.useless_after();
-        let mut lru = self.shard(hash);
+        let shard = &self.shards[shard_index(hash, self.shards.len())];
+        let mut lru = lock(shard);
+        shard.version.bump();
         if let Some(old) = lru.find(hash, &key) {
             lru.remove_slot(old);
         }
@@ -246,9 +345,11 @@ impl MemoryCache {
     /// Removes the entry under `key`, if any.
     pub fn remove(&self, key: &[u8]) {
         let hash = self.hasher.hash_one(key);
-        let mut lru = self.shard(hash);
+        let shard = &self.shards[shard_index(hash, self.shards.len())];
+        let mut lru = lock(shard);
         if let Some(index) = lru.find(hash, key) {
             lru.remove_slot(index);
+            shard.version.bump();
         }
     }
 
@@ -262,26 +363,47 @@ impl MemoryCache {
         self.shards.iter().map(|s| lock(s).bytes).sum()
     }
 
-    /// The most bytes the store holds: the capacity rounded down to a multiple of its shards.
+    /// The most bytes the store holds, the workers' copies included: the capacity rounded down
+    /// to a multiple of its shards.
     pub fn capacity(&self) -> usize {
-        self.shard_capacity * self.shards.len()
+        self.shard_capacity * self.shards.len() + self.near_capacity
+    }
+
+    /// Bytes of the workers' copies of hot entries now (within the part of the capacity the
+    /// shards leave them).
+    pub fn copied_bytes(&self) -> usize {
+        self.near_bytes.load(Ordering::Relaxed)
     }
 
     /// The largest body the store takes (`max_entry_size`).
     pub fn max_entry_size(&self) -> usize {
         self.max_entry_size
     }
+}
 
-    fn shard(&self, hash: u64) -> MutexGuard<'_, Lru> {
-        // The table probes with the low bits; the shard comes from the high ones.
-        lock(&self.shards[(hash >> 58) as usize % self.shards.len()])
-    }
+/// What a hit on the shared store found, with what a worker's copy of it needs.
+struct SharedHit {
+    value: Stored,
+    weight: usize,
+    expires: SystemTime,
+    /// The shard's version at the hit.
+    version: u64,
+}
+
+fn shard_index(hash: u64, shards: usize) -> usize {
+    // The table probes with the low bits; the shard comes from the high ones.
+    (hash >> 58) as usize % shards
 }
 
 fn lock(shard: &Shard) -> MutexGuard<'_, Lru> {
     // A panic while holding the lock leaves the list consistent between operations that
     // do not allocate; the shard stays usable.
-    shard.0.lock().unwrap_or_else(|p| p.into_inner())
+    shard.lru.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn lock_near(near: &Mutex<near::Near>) -> MutexGuard<'_, near::Near> {
+    // Only its worker takes it; a panic in between leaves a set of whole records.
+    near.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Lru {

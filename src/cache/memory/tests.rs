@@ -34,6 +34,12 @@ fn entry(tag: &str, body_len: usize) -> Arc<Entry> {
     })
 }
 
+/// A capacity whose shard (one, for small figures) holds `bytes` once the part kept for the
+/// workers' copies is set aside.
+fn holding(bytes: usize) -> usize {
+    bytes + bytes / 15 + 1
+}
+
 fn key(i: usize) -> Bytes {
     Bytes::from(format!("gwcache:/items/{i}"))
 }
@@ -87,8 +93,9 @@ fn capacity_in_bytes_holds_after_inserting_far_more_than_it() {
 #[test]
 fn eviction_takes_the_least_recently_used_first() {
     let one = weight(&key(0), &entry("0", 100));
-    let cache = MemoryCache::new(3 * one, 100);
+    let cache = MemoryCache::new(holding(3 * one), 100);
     assert_eq!(cache.shards.len(), 1);
+    assert_eq!(cache.shard_capacity / one, 3);
     for i in 0..3 {
         cache.insert(key(i), entry(&i.to_string(), 100)).unwrap();
     }
@@ -130,7 +137,8 @@ fn bodies_over_max_entry_size_are_refused() {
 fn entries_heavier_than_a_shard_are_refused() {
     let cache = MemoryCache::new(2000, 4000);
     let got = cache.insert(key(1), entry("x", 3000));
-    assert!(matches!(got, Err(Refused::OverCapacity { max: 2000, .. })));
+    // The shard holds what the workers' copies leave of the capacity.
+    assert!(matches!(got, Err(Refused::OverCapacity { max: 1875, .. })));
     assert_eq!((cache.entries(), cache.bytes()), (0, 0));
 }
 
@@ -195,10 +203,19 @@ fn concurrent_readers_and_writers_keep_the_accounting() {
         .map(|seed| {
             let cache = Arc::clone(&cache);
             std::thread::spawn(move || {
+                // Half of them as workers, which answer hot entries from copies.
+                if seed % 2 == 0 {
+                    crate::per_worker::enter_worker(seed as usize / 2);
+                }
                 let mut rng = fastrand::Rng::with_seed(seed);
                 let mut hits = 0;
                 for _ in 0..20_000 {
-                    let i = rng.usize(..keys);
+                    // Half the operations on a few hot keys, which the workers copy.
+                    let i = if rng.bool() {
+                        rng.usize(..16)
+                    } else {
+                        rng.usize(..keys)
+                    };
                     match rng.u8(..10) {
                         0..=5 => {
                             if let Some(e) =
@@ -213,7 +230,7 @@ fn concurrent_readers_and_writers_keep_the_accounting() {
                             .unwrap(),
                         _ => cache.remove(&key(i)),
                     }
-                    assert!(cache.bytes() <= capacity);
+                    assert!(cache.bytes() + cache.copied_bytes() <= capacity);
                 }
                 hits
             })
@@ -225,4 +242,148 @@ fn concurrent_readers_and_writers_keep_the_accounting() {
     assert_eq!(entries, cache.entries());
     assert_eq!(bytes, cache.bytes());
     assert!(bytes <= capacity);
+}
+
+/// Runs `body` on a thread that counts as worker `index`.
+fn as_worker<R: Send>(index: usize, body: impl FnOnce() -> R + Send) -> R {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            crate::per_worker::enter_worker(index);
+            body()
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+fn hit(cache: &MemoryCache, i: usize) -> Option<Arc<Entry>> {
+    cache.get_at(&key(i), t(1)).and_then(Stored::into_entry)
+}
+
+#[test]
+fn a_worker_answers_an_entry_it_hits_again_from_a_copy_of_its_own() {
+    let cache = MemoryCache::new(1 << 20, 1 << 10);
+    let stored = entry("a", 100);
+    cache.insert(key(1), Arc::clone(&stored)).unwrap();
+    as_worker(0, || {
+        // The first two hits read the shared entry; the second makes the copy.
+        for _ in 0..2 {
+            assert!(Arc::ptr_eq(&hit(&cache, 1).unwrap(), &stored));
+        }
+        assert_eq!(cache.copied_bytes(), weight(&key(1), &stored));
+        let copy = hit(&cache, 1).unwrap();
+        assert!(!Arc::ptr_eq(&copy, &stored));
+        assert_eq!(*copy, *stored);
+        assert_ne!(copy.body.as_ptr(), stored.body.as_ptr());
+        assert_ne!(
+            copy.headers["x-tag"].as_bytes().as_ptr(),
+            stored.headers["x-tag"].as_bytes().as_ptr()
+        );
+        assert!(Arc::ptr_eq(&hit(&cache, 1).unwrap(), &copy));
+    });
+    // Threads outside the workers read the shared entry.
+    assert!(Arc::ptr_eq(&hit(&cache, 1).unwrap(), &stored));
+}
+
+#[test]
+fn a_copy_is_never_served_after_its_entry_is_replaced_or_removed() {
+    let cache = MemoryCache::new(1 << 20, 1 << 10);
+    cache.insert(key(1), entry("old", 100)).unwrap();
+    std::thread::scope(|s| {
+        let (to_worker, from_main) = std::sync::mpsc::channel::<()>();
+        let (to_main, from_worker) = std::sync::mpsc::channel::<()>();
+        let cache = &cache;
+        let worker = s.spawn(move || {
+            crate::per_worker::enter_worker(0);
+            for _ in 0..3 {
+                assert_eq!(hit(cache, 1).unwrap().headers["x-tag"], "old");
+            }
+            assert!(cache.copied_bytes() > 0);
+            to_main.send(()).unwrap();
+            from_main.recv().unwrap();
+            assert_eq!(hit(cache, 1).unwrap().headers["x-tag"], "new");
+            to_main.send(()).unwrap();
+            from_main.recv().unwrap();
+            assert!(hit(cache, 1).is_none());
+            assert_eq!(cache.copied_bytes(), 0);
+        });
+        from_worker.recv().unwrap();
+        cache.insert(key(1), entry("new", 100)).unwrap();
+        to_worker.send(()).unwrap();
+        from_worker.recv().unwrap();
+        cache.remove(&key(1));
+        to_worker.send(()).unwrap();
+        worker.join().unwrap();
+    });
+}
+
+#[test]
+fn a_copy_outlives_changes_to_other_keys_of_its_shard_but_not_its_entry_s_time() {
+    let cache = MemoryCache::new(1 << 20, 1 << 10);
+    assert_eq!(cache.shards.len(), 1);
+    cache.insert(key(1), entry("a", 100)).unwrap();
+    as_worker(0, || {
+        for _ in 0..2 {
+            hit(&cache, 1).unwrap();
+        }
+        let copy = hit(&cache, 1).unwrap();
+        cache.insert(key(2), entry("b", 100)).unwrap();
+        cache.remove(&key(2));
+        assert!(Arc::ptr_eq(&hit(&cache, 1).unwrap(), &copy));
+        // Fresh for 10 s and usable stale for 5 s more: of no use from t(15) on.
+        assert!(cache.get_at(&key(1), t(14)).is_some());
+        assert!(cache.get_at(&key(1), t(15)).is_none());
+        assert_eq!(cache.entries(), 0);
+        assert_eq!(cache.copied_bytes(), 0);
+    });
+}
+
+#[test]
+fn an_entry_answered_from_copies_keeps_its_place_in_the_recency_list() {
+    let one = weight(&key(0), &entry("0", 100));
+    let cache = MemoryCache::new(holding(2 * one), 100);
+    assert_eq!(cache.shard_capacity / one, 2);
+    as_worker(0, || {
+        cache.insert(key(0), entry("0", 100)).unwrap();
+        cache.insert(key(1), entry("1", 100)).unwrap();
+        for i in [0, 0, 1] {
+            hit(&cache, i).unwrap();
+        }
+        // Entry 1 is the most recent in the shard; entry 0 is hit from the worker's copy only,
+        // often enough for one of those hits to reach the shard.
+        for _ in 0..near::TOUCH_EVERY + 1 {
+            hit(&cache, 0).unwrap();
+        }
+        cache.insert(key(2), entry("2", 100)).unwrap();
+        assert!(hit(&cache, 0).is_some(), "0 was used last");
+        assert!(hit(&cache, 1).is_none(), "1 was least recent");
+    });
+}
+
+#[test]
+fn copies_stay_within_the_part_of_the_capacity_kept_for_them() {
+    let one = weight(&key(0), &entry("0", 100));
+    // Room for two copies (the reserve is a sixteenth of the capacity).
+    let cache = MemoryCache::new(32 * one + 16, 100);
+    assert_eq!(cache.near_capacity / one, 2);
+    as_worker(0, || {
+        for i in 0..10 {
+            cache.insert(key(i), entry(&i.to_string(), 100)).unwrap();
+            for _ in 0..3 {
+                assert_eq!(
+                    hit(&cache, i).unwrap().headers["x-tag"],
+                    i.to_string().as_str()
+                );
+            }
+        }
+    });
+    as_worker(1, || {
+        for i in 0..10 {
+            for _ in 0..3 {
+                hit(&cache, i).unwrap();
+            }
+        }
+    });
+    assert_eq!(cache.copied_bytes(), 2 * one);
+    assert!(cache.bytes() + cache.copied_bytes() <= cache.capacity());
 }
