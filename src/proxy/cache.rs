@@ -455,7 +455,7 @@ fn answer(
         };
         let mut response = Response::new(body);
         *response.status_mut() = entry.status;
-        *response.headers_mut() = entry.headers.clone();
+        *response.headers_mut() = crate::proxy::headers::answer_headers(&entry.headers);
         if method == Method::HEAD {
             // The length the GET's body has, as a HEAD answer says.
             response

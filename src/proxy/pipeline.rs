@@ -427,6 +427,6 @@ fn unrouted(
 fn respond(fixed: &StaticResponse) -> Response<ResponseBody> {
     let mut response = Response::new(ResponseBody::Full(Some(fixed.body.clone())));
     *response.status_mut() = fixed.status;
-    *response.headers_mut() = fixed.headers.clone();
+    *response.headers_mut() = super::headers::answer_headers(&fixed.headers);
     response
 }
