@@ -39,7 +39,7 @@ pub async fn forward(
     let server = &gateway.snapshot.server;
     let upstream = &action.upstream;
     let limit = route.max_request_body;
-    if declared_length(&ctx.head).is_some_and(|len| len > limit) {
+    if declared_length(ctx.head).is_some_and(|len| len > limit) {
         drain(body);
         return Err(GatewayError::BodyTooLarge { limit });
     }
