@@ -20,9 +20,10 @@ use crate::routing::route::Route;
 pub struct RequestCtx<'s> {
     /// The route that serves it.
     pub route: &'s Arc<Route>,
-    /// Method, URI and headers as the client sent them. The upstream phase takes the method and
-    /// headers (they go upstream without a copy); the URI stays.
-    pub head: Parts,
+    /// Method, URI and headers as the client sent them, lent by the server for the request's
+    /// time. The upstream phase takes the headers (they go upstream without a copy); the rest
+    /// stays.
+    pub head: &'s mut Parts,
     /// Who is calling, once the request filter checked the route's policy.
     pub identity: Option<Identity>,
     /// The request id sent upstream and back to the client.
@@ -95,8 +96,8 @@ pub struct Arrival {
 /// Where routing found a request's path and host in its head, held without borrowing it.
 ///
 /// The path and host routing read are pieces of the head's own bytes (or copies, when
-/// normalising changed them). They are kept as where they sit in those bytes, so the head can
-/// move into the context and its headers on to the upstream without copying either.
+/// normalising changed them). They are kept as where they sit in those bytes, so the context
+/// can hold the head mutably and its headers go on to the upstream without copying either.
 #[derive(Debug)]
 pub struct Located<'s> {
     route: &'s Arc<Route>,
@@ -129,7 +130,7 @@ impl<'s> Located<'s> {
 
 impl<'s> RequestCtx<'s> {
     /// The context of a request routing `located` in `head`.
-    pub fn new(head: Parts, located: Located<'s>, arrival: Arrival) -> Self {
+    pub fn new(head: &'s mut Parts, located: Located<'s>, arrival: Arrival) -> Self {
         RequestCtx {
             route: located.route,
             head,
@@ -242,29 +243,29 @@ pub(super) mod tests {
     /// the upstream phase takes them.
     pub(in crate::proxy) fn ctx_after_upstream<'s>(
         snapshot: &'s Snapshot,
-        request: http::Request<()>,
+        head: &'s mut Parts,
         access_log: bool,
     ) -> RequestCtx<'s> {
-        let (head, ()) = request.into_parts();
-        let routed = route_request(snapshot, &head).expect("routed");
-        let located = Located::new(routed, &head);
+        let routed = route_request(snapshot, head).expect("routed");
+        let located = Located::new(routed, head);
         let arrival = Arrival {
             request_id: HeaderValue::from_static("abc"),
             client_ip: None,
             received: Instant::now(),
             access_log,
         };
-        let mut ctx = RequestCtx::new(head, located, arrival);
+        let ctx = RequestCtx::new(head, located, arrival);
         drop(std::mem::take(&mut ctx.head.headers));
         ctx
     }
 
-    pub(in crate::proxy) fn get(uri: &str, host: Option<&str>) -> http::Request<()> {
+    /// The head of a GET of `uri`, with `host` as its Host field.
+    pub(in crate::proxy) fn get(uri: &str, host: Option<&str>) -> Parts {
         let mut request = http::Request::get(uri);
         if let Some(host) = host {
             request = request.header(header::HOST, host);
         }
-        request.body(()).unwrap()
+        request.body(()).unwrap().into_parts().0
     }
 
     #[test]
@@ -298,7 +299,8 @@ pub(super) mod tests {
             ),
             ("/api", None, "/api", None),
         ] {
-            let ctx = ctx_after_upstream(&snapshot, get(uri, host), false);
+            let mut head = get(uri, host);
+            let ctx = ctx_after_upstream(&snapshot, &mut head, false);
             assert_eq!(
                 (ctx.path(), ctx.host()),
                 (want_path, want_host),
@@ -310,13 +312,16 @@ pub(super) mod tests {
     #[test]
     fn a_normal_path_and_host_are_not_copied() {
         let snapshot = snapshot();
-        let ctx = ctx_after_upstream(&snapshot, get("/api/x", Some("h.example:1")), false);
+        let mut head = get("/api/x", Some("h.example:1"));
+        let ctx = ctx_after_upstream(&snapshot, &mut head, false);
         assert_eq!(ctx.path, Text::Within(0..6));
         assert_eq!(ctx.host, Some(Text::Within(0..9)));
-        let ctx = ctx_after_upstream(&snapshot, get("http://h.example/api", None), false);
+        let mut head = get("http://h.example/api", None);
+        let ctx = ctx_after_upstream(&snapshot, &mut head, false);
         assert_eq!(ctx.host, Some(Text::Within(0..9)));
         // What normalising changed is a copy.
-        let ctx = ctx_after_upstream(&snapshot, get("/api//x", Some("H.example")), false);
+        let mut head = get("/api//x", Some("H.example"));
+        let ctx = ctx_after_upstream(&snapshot, &mut head, false);
         assert_eq!(ctx.path, Text::Owned("/api/x".into()));
         assert_eq!(ctx.host, Some(Text::Owned("h.example".into())));
     }
@@ -338,14 +343,16 @@ pub(super) mod tests {
     #[test]
     fn the_record_carries_the_path_only_when_the_access_log_is_on() {
         let snapshot = snapshot();
-        let mut ctx = ctx_after_upstream(&snapshot, get("/api/x?q", None), true);
+        let mut head = get("/api/x?q", None);
+        let mut ctx = ctx_after_upstream(&snapshot, &mut head, true);
         ctx.timings.upstream = Some(Duration::from_millis(3));
         let record = ctx.into_record();
         assert_eq!(record.path.as_deref(), Some("/api/x"));
         assert_eq!(record.route.as_ref().map(|r| &*r.name), Some("api"));
         assert_eq!(record.request_id, Some(HeaderValue::from_static("abc")));
         assert_eq!(record.upstream_duration, Some(Duration::from_millis(3)));
-        let record = ctx_after_upstream(&snapshot, get("/api/x", None), false).into_record();
+        let mut head = get("/api/x", None);
+        let record = ctx_after_upstream(&snapshot, &mut head, false).into_record();
         assert_eq!(record.path, None);
         assert!(record.route.is_some());
     }

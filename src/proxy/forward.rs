@@ -39,7 +39,7 @@ pub async fn forward(
     let server = &gateway.snapshot.server;
     let upstream = &action.upstream;
     let limit = route.max_request_body;
-    if declared_length(&ctx.head).is_some_and(|len| len > limit) {
+    if declared_length(ctx.head).is_some_and(|len| len > limit) {
         drain(body);
         return Err(GatewayError::BodyTooLarge { limit });
     }
@@ -87,9 +87,6 @@ pub async fn forward(
         PathAndQuery::try_from(joined)
             .map_err(|_| GatewayError::BadRequest("invalid request target"))?
     };
-    // Origin-form (`/path?query`): absolute-form is only for requests to forward proxies, and
-    // many origin servers answer it with 404 or 400. The target goes in the Host header.
-    let uri = Uri::from(path_and_query);
 
     let mut headers = std::mem::take(&mut ctx.head.headers);
     let client_host = match ctx.head.uri.authority() {
@@ -139,14 +136,18 @@ pub async fn forward(
         ctx.record.bytes_in = Some(Arc::clone(&bytes_in));
         body = body.reporting_to(bytes_in);
     }
-    let mut request = Request::new(body);
+    // Lent to the call, which only encodes it or takes its fields (see `Upstream::call`).
+    let mut request = Request::new(());
     *request.method_mut() = ctx.head.method.clone();
-    *request.uri_mut() = uri;
+    // Origin-form (`/path?query`): absolute-form is only for requests to forward proxies, and
+    // many origin servers answer it with 404 or 400. The target goes in the Host header.
+    *request.uri_mut() = Uri::from(path_and_query);
     *request.version_mut() = Version::HTTP_11;
     *request.headers_mut() = headers;
     if ctx.upgrade.is_some() {
         request.extensions_mut().insert(UpgradeRequested);
     }
+    let (mut outgoing, ()) = request.into_parts();
 
     let settings = CallSettings {
         timeout: action.timeout,
@@ -154,7 +155,8 @@ pub async fn forward(
         hash_key: hash_key.as_deref(),
         target_host,
     };
-    let answered = upstream.call(request, settings).await;
+    let answered = upstream.call(&mut outgoing, body, settings).await;
+    drop(outgoing);
     let answered = answered.map_err(|error| {
         if let Some(upgrade) = &ctx.upgrade {
             gateway

@@ -105,7 +105,8 @@ mod tests {
 
     fn filtered_over(source: Source, cors: CorsFacts, tls: bool) -> HeaderMap {
         let snapshot = snapshot_of(ROUTES);
-        let mut ctx = ctx_after_upstream(&snapshot, get("/x", None), false);
+        let mut head = get("/x", None);
+        let mut ctx = ctx_after_upstream(&snapshot, &mut head, false);
         ctx.cors = cors;
         let mut response = Response::new(ResponseBody::Empty);
         response_filter(&ctx, source, tls, &mut response);

@@ -20,7 +20,7 @@ use std::task::{ready, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{header, Method, Request, Response, StatusCode, Version};
+use http::{header, Method, Response, StatusCode, Version};
 use http_body::Body as _;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -495,7 +495,7 @@ async fn serve_request(
     close_after: &AtomicBool,
 ) -> bool {
     let RequestHead {
-        parts,
+        mut parts,
         framing,
         keep_alive,
         expect_continue,
@@ -504,9 +504,11 @@ async fn serve_request(
     state.metrics.request_started();
     let method = parts.method.clone();
     let version = parts.version;
-    let body = inbound.start_body(framing, expect_continue);
-    let request = Request::from_parts(parts, RequestBody::Http1(body));
-    let (mut response, record, access_log) = dispatch(state, role, conn, request, started).await;
+    let body = RequestBody::Http1(inbound.start_body(framing, expect_continue));
+    let dispatched = dispatch(state, role, conn, &mut parts, body, started).await;
+    // What the request left of its head goes now, as when the head was the pipeline's.
+    drop(parts);
+    let (mut response, record, access_log) = dispatched;
     let completion = Completion::new(
         started,
         method.clone(),

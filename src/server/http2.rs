@@ -126,8 +126,11 @@ pub(super) async fn serve_hyper<T>(
             let started = Instant::now();
             state.metrics.request_started();
             let method = request.method().clone();
-            let (mut response, record, access_log) =
-                dispatch(&state, role, &conn_info, request, started).await;
+            let (mut head, body) = request.into_parts();
+            let dispatched = dispatch(&state, role, &conn_info, &mut head, body, started).await;
+            // What the request left of its head goes now, as when the head was the pipeline's.
+            drop(head);
+            let (mut response, record, access_log) = dispatched;
             if method == Method::HEAD {
                 response = without_body(response);
             }

@@ -9,7 +9,8 @@ use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_util::future::Either;
-use http::{Request, Response};
+use http::request::Parts;
+use http::Response;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 
@@ -231,11 +232,15 @@ where
 
 /// Built-in endpoints, then routes, for a request whose head had been read at `received`.
 /// Returns the response, what happened, and whether the access log wants a line for it.
+///
+/// The head is lent, not given: it stays where the connection put it, and the forwarder takes
+/// out only what it sends on (see [`pipeline::handle`]).
 pub(super) async fn dispatch(
     state: &GatewayState,
     role: Role,
     conn: &ConnInfo,
-    request: Request<RequestBody>,
+    head: &mut Parts,
+    body: RequestBody,
     received: Instant,
 ) -> (Response<ResponseBody>, RequestRecord, bool) {
     let snapshot = state.snapshot.load_full();
@@ -244,13 +249,13 @@ pub(super) async fn dispatch(
         Role::Main => snapshot.admin_listen.is_none(),
     };
     if builtins_here {
-        if let Some(response) = builtin::serve(state, request.method(), request.uri().path()) {
+        if let Some(response) = builtin::serve(state, &head.method, head.uri.path()) {
             // Probes and scrapes every few seconds would drown the access log.
             return (response, RequestRecord::default(), false);
         }
     }
     if role == Role::Admin {
-        let id = request_id(request.headers());
+        let id = request_id(&head.headers);
         let mut response = GatewayError::NoRoute.to_response(&id);
         response.headers_mut().insert(X_REQUEST_ID, id);
         return (response, RequestRecord::default(), false);
@@ -260,7 +265,7 @@ pub(super) async fn dispatch(
         conn,
         metrics: &state.metrics,
     };
-    pipeline::handle(gateway, request, received).await
+    pipeline::handle(gateway, head, body, received).await
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http::request::Parts;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt as _;
@@ -211,21 +212,27 @@ pub fn is_idempotent(method: &Method) -> bool {
 }
 
 impl Upstream {
-    /// Calls this upstream with `request` (origin-form target, headers as they should arrive).
+    /// Calls this upstream with the request `head` (origin-form target, headers as they should
+    /// arrive) and `body`.
+    ///
+    /// The head is lent, not given: it is only encoded (HTTP/1.1) or has its fields taken
+    /// (HTTP/2), and a head moved through this future, an attempt's and the client's (on into
+    /// their locals) is copied each time, copies `panic = "unwind"` builds do not elide. What
+    /// is left of it is the caller's to drop.
     pub async fn call(
         &self,
-        request: Request<LimitedBody>,
+        head: &mut Parts,
+        body: LimitedBody,
         settings: CallSettings<'_>,
     ) -> Result<Answered, UpstreamError> {
-        let method = request.method().clone();
         // Once sent, an upgrade may have switched the upstream's side already: never again.
-        let upgrade = request.extensions().get::<UpgradeRequested>().is_some();
+        let upgrade = head.extensions.get::<UpgradeRequested>().is_some();
         let admitted = match &self.bulkhead {
             None => None,
             Some(bulkhead) => match bulkhead.admit() {
                 Some(admitted) => Some(admitted),
                 None => {
-                    request.into_body().drain_rest();
+                    body.drain_rest();
                     let outcome = Outcome::Error(UpstreamErrorKind::Overloaded);
                     self.metrics.record(outcome.metric(), Duration::ZERO);
                     return Err(UpstreamError::new(
@@ -242,7 +249,7 @@ impl Upstream {
             Some(breaker) => match breaker.admit() {
                 Ok(permit) => Some(permit),
                 Err(open) => {
-                    request.into_body().drain_rest();
+                    body.drain_rest();
                     let kind = UpstreamErrorKind::CircuitOpen {
                         retry_after: open.retry_after,
                     };
@@ -264,14 +271,14 @@ impl Upstream {
         let Some(policy) = self
             .retry
             .as_ref()
-            .filter(|p| !upgrade && p.retries_method(&method) && can_keep(request.body()))
+            .filter(|p| !upgrade && p.retries_method(&head.method) && can_keep(&body))
         else {
             let Some((target, in_flight)) = self.pick(settings.hash_key, |_| true) else {
-                request.into_body().drain_rest();
+                body.drain_rest();
                 return Err(self.no_target());
             };
             let attempt = self
-                .attempt(target, request, settings, settings.timeout)
+                .attempt(target, head, body, settings, settings.timeout)
                 .await;
             let elapsed = started.elapsed();
             self.feed(target, Outcome::of(&attempt), elapsed, permit);
@@ -282,7 +289,6 @@ impl Upstream {
             return self.answered(attempt, target, elapsed, marks);
         };
         // Retried requests are sent from kept parts, rebuilt for every attempt.
-        let (parts, body) = request.into_parts();
         let body = match tokio::time::timeout_at(
             tokio::time::Instant::from_std(deadline),
             read_whole(body),
@@ -297,15 +303,15 @@ impl Upstream {
             }
         };
         let kept = Kept {
-            uri: parts.uri,
-            version: parts.version,
-            headers: parts.headers,
+            uri: std::mem::take(&mut head.uri),
+            version: head.version,
+            headers: std::mem::take(&mut head.headers),
             body,
         };
         let mut tried: Vec<usize> = Vec::new();
         let mut retries = 0u32;
         loop {
-            let request = kept.request(&method);
+            let (mut attempt_head, attempt_body) = kept.request(&head.method);
             // Another target where one is left; the same one when every target was tried.
             let picked = self
                 .pick(settings.hash_key, |i| !tried.contains(&i))
@@ -314,7 +320,7 @@ impl Upstream {
                         .filter(|_| !tried.is_empty())
                 });
             let Some((target, in_flight)) = picked else {
-                request.into_body().drain_rest();
+                attempt_body.drain_rest();
                 return Err(self.no_target());
             };
             let attempt_started = Instant::now();
@@ -325,7 +331,9 @@ impl Upstream {
             } else {
                 remaining
             };
-            let attempt = self.attempt(target, request, settings, timeout).await;
+            let attempt = self
+                .attempt(target, &mut attempt_head, attempt_body, settings, timeout)
+                .await;
             let elapsed = attempt_started.elapsed();
             let outcome = Outcome::of(&attempt);
             self.feed(target, outcome, elapsed, permit.take());
@@ -447,27 +455,32 @@ impl Upstream {
     async fn attempt(
         &self,
         target: usize,
-        mut request: Request<LimitedBody>,
+        head: &mut Parts,
+        body: LimitedBody,
         settings: CallSettings<'_>,
         timeout: Duration,
     ) -> Result<Response<AnswerBody>, UpstreamErrorKind> {
         let url = &self.targets[target].url;
         if settings.target_host {
             let host = self.targets[target].host_header.clone();
-            request.headers_mut().insert(http::header::HOST, host);
+            head.headers.insert(http::header::HOST, host);
         }
         let started = Instant::now();
         // The one place the protocols part: everything around the exchange is the same.
         let sent = async {
             match &self.h2 {
-                None => match self.pool.send(target, request, settings.read_timeout).await {
+                None => match self
+                    .pool
+                    .send(target, head, body, settings.read_timeout)
+                    .await
+                {
                     Ok(response) => Ok(response.map(AnswerBody::H1)),
                     Err(error) => {
                         let connect = matches!(error, SendError::Connect { .. });
                         Err(self.classify_send_error(url, &error, connect, started))
                     }
                 },
-                Some(h2) => match h2.send(target, request, settings.read_timeout).await {
+                Some(h2) => match h2.send(target, head, body, settings.read_timeout).await {
                     Ok(response) => Ok(response.map(AnswerBody::H2)),
                     Err(error) => {
                         Err(self.classify_send_error(url, &error, error.is_connect(), started))
@@ -552,15 +565,16 @@ struct Kept {
 }
 
 impl Kept {
-    fn request(&self, method: &Method) -> Request<LimitedBody> {
+    /// The head and body of one attempt.
+    fn request(&self, method: &Method) -> (Parts, LimitedBody) {
         // Read whole already and within the route's limit: no limit to apply again.
         let body = LimitedBody::new(RequestBody::Kept(self.body.clone()), u64::MAX);
-        let mut request = Request::new(body);
+        let mut request = Request::new(());
         *request.method_mut() = method.clone();
         *request.uri_mut() = self.uri.clone();
         *request.version_mut() = self.version;
         *request.headers_mut() = self.headers.clone();
-        request
+        (request.into_parts().0, body)
     }
 }
 

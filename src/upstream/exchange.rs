@@ -95,9 +95,14 @@ impl Upload {
         Upload(BodySender::new(head, body, chunked))
     }
 
-    /// Gives the body back if it was never polled, for a retry on another connection.
-    pub(super) fn into_untouched_body(mut self) -> Option<Option<LimitedBody>> {
+    /// Takes the body back if it was never polled, for a retry on another connection.
+    pub(super) fn take_untouched_body(&mut self) -> Option<Option<LimitedBody>> {
         (!self.0.touched).then(|| self.0.take_body())
+    }
+
+    /// Takes the upload out, leaving one with nothing left to send.
+    fn take(&mut self) -> Upload {
+        std::mem::replace(self, Upload::new(Bytes::new(), None, false))
     }
 
     fn is_done(&self) -> bool {
@@ -129,7 +134,6 @@ impl Drop for Upload {
 /// (nothing of the body was consumed and the upstream cannot have acted on it).
 pub(super) struct Failed {
     pub(super) error: ExchangeError,
-    pub(super) upload: Upload,
     /// The upstream closed or reset the connection before a byte of answer (an interim 1xx
     /// answer counts: the request was seen), so a reused connection was probably closed while
     /// idle.
@@ -137,12 +141,16 @@ pub(super) struct Failed {
 }
 
 /// Sends the request and waits for the response head. The body of the returned response reads
-/// the rest from the connection. With `upgrade` (the request asked to switch protocols) a `101`
-/// hands the connection over in the response's [`UpgradeSlot`], and any other answer leaves
-/// the connection unpooled after its body.
+/// the rest from the connection, and takes what is left of `upload` to finish it. With
+/// `upgrade` (the request asked to switch protocols) a `101` hands the connection over in the
+/// response's [`UpgradeSlot`], and any other answer leaves the connection unpooled after its
+/// body.
+///
+/// `upload` is lent rather than given: moved in (and back out in [`Failed`] for a retry), it
+/// was copied several times per request, copies `panic = "unwind"` builds do not elide.
 pub(super) async fn exchange(
     mut connection: Connection,
-    mut upload: Upload,
+    upload: &mut Upload,
     method: &http::Method,
     upgrade: bool,
     read_timeout: Duration,
@@ -208,7 +216,6 @@ pub(super) async fn exchange(
                 };
             return Err(Failed {
                 error,
-                upload,
                 closed_before_answer,
             });
         }
@@ -226,7 +233,7 @@ pub(super) async fn exchange(
     let bodiless = head.framing == BodyFraming::Empty;
     let mut response = Response::new(UpstreamBody {
         connection,
-        upload: (!upload.is_done()).then(|| Box::new(upload)),
+        upload: (!upload.is_done()).then(|| Box::new(upload.take())),
         decoder: BodyDecoder::new(head.framing),
         // A connection that was asked to upgrade is not reused, whatever the answer.
         keep_alive: head.keep_alive && !upgrade,

@@ -16,6 +16,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http::request::Parts;
 use http::uri::{Authority, Scheme};
 use http::{header, Request, Response, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
@@ -119,33 +120,40 @@ impl H2Client {
     ///
     /// A request the connection refused before sending anything (it had closed or gone away
     /// since it was last used) is sent once more, on a new connection.
+    ///
+    /// The head is lent (see [`Upstream::call`](super::Upstream::call)); its URI, fields and
+    /// extensions are taken out for the request hyper sends.
     pub async fn send(
         &self,
         target: usize,
-        request: Request<LimitedBody>,
+        head: &mut Parts,
+        body: LimitedBody,
         read_timeout: Duration,
     ) -> Result<Response<H2Body>, H2Error> {
-        let (mut parts, body) = request.into_parts();
+        let mut headers = std::mem::take(&mut head.headers);
         // HTTP/2 carries the host as `:authority` (RFC 9113 8.3.1) and needs `:scheme`.
-        let host = parts.headers.remove(header::HOST);
+        let host = headers.remove(header::HOST);
         let authority = host
             .and_then(|h| Authority::try_from(h.as_bytes()).ok())
             .or_else(|| Authority::try_from(self.settings.targets[target].address.as_str()).ok());
-        let mut uri = parts.uri.into_parts();
+        let mut uri = std::mem::take(&mut head.uri).into_parts();
         uri.scheme = Some(if self.settings.tls.is_some() {
             Scheme::HTTPS
         } else {
             Scheme::HTTP
         });
         uri.authority = authority;
-        parts.uri = Uri::from_parts(uri).unwrap_or_else(|_| Uri::from_static("/"));
-        parts.version = Version::HTTP_2;
         let failure = Arc::new(Mutex::new(None));
         let body = Outbound {
             body,
             failure: Arc::clone(&failure),
         };
-        let mut request = Request::from_parts(parts, body);
+        let mut request = Request::new(body);
+        *request.method_mut() = head.method.clone();
+        *request.uri_mut() = Uri::from_parts(uri).unwrap_or_else(|_| Uri::from_static("/"));
+        *request.version_mut() = Version::HTTP_2;
+        *request.headers_mut() = headers;
+        *request.extensions_mut() = std::mem::take(&mut head.extensions);
         let mut stale = None;
         loop {
             let (id, mut sender) = self.sender(target, stale).await?;

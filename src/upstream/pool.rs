@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::request::Parts;
+use http::Response;
 use http_body::Body;
 
 use super::call::is_idempotent;
@@ -104,21 +105,25 @@ impl Pool {
         })
     }
 
-    /// Sends `request` (origin-form target, headers as they should arrive) to target `target`,
-    /// on an idle connection when one is usable, and returns the response once its head has
-    /// arrived. Both bodies stream; the response body fails once the upstream sends nothing
-    /// for `read_timeout` before its end.
+    /// Sends the request `parts` (origin-form target, headers as they should arrive) and
+    /// `body` to target `target`, on an idle connection when one is usable, and returns the
+    /// response once its head has arrived. Both bodies stream; the response body fails once
+    /// the upstream sends nothing for `read_timeout` before its end.
     ///
     /// A reused connection the upstream closed while it sat idle is the one failure retried:
     /// only when the upstream closed it before answering, the request body was never read, and
     /// the method is idempotent (the upstream may have seen the head).
+    ///
+    /// The head is borrowed: it is only encoded here, and a head moved into this future (and
+    /// on into its locals) is copied each time, which with `panic = "unwind"` the compiler
+    /// does not elide.
     pub async fn send(
         self: &Arc<Self>,
         target: usize,
-        request: Request<LimitedBody>,
+        parts: &Parts,
+        body: LimitedBody,
         read_timeout: Duration,
     ) -> Result<Response<UpstreamBody>, SendError> {
-        let (parts, body) = request.into_parts();
         let upgrade = parts.extensions.get::<UpgradeRequested>().is_some();
         let framing = RequestFraming::for_body(&parts.method, body.size_hint().exact());
         let chunked = framing == RequestFraming::Chunked;
@@ -147,26 +152,24 @@ impl Pool {
                 None => (self.connect(target).await?, false),
             };
             let pool = Arc::downgrade(self);
-            let failed = match exchange(
+            let exchanged = exchange(
                 connection,
-                upload,
+                &mut upload,
                 &parts.method,
                 upgrade,
                 read_timeout,
                 pool,
             )
-            .await
-            {
+            .await;
+            let Failed {
+                error,
+                closed_before_answer,
+            } = match exchanged {
                 Ok(response) => return Ok(response),
                 Err(failed) => failed,
             };
-            let Failed {
-                error,
-                upload: spent,
-                closed_before_answer,
-            } = failed;
             let retry = reused && closed_before_answer && is_idempotent(&parts.method);
-            match spent.into_untouched_body() {
+            match upload.take_untouched_body() {
                 Some(body) if retry => upload = Upload::new(head(), body, chunked),
                 _ => return Err(error.into()),
             }
