@@ -26,6 +26,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
 use super::connection::{Activity, TrackedBody, TrackedIo, Verdict};
+use super::h2_streams::Streams;
 use super::http1::{Http2Handoff, Limits};
 use super::listener::{dispatch, Phase, Role};
 use super::side_wake::SideWake;
@@ -171,14 +172,15 @@ pub(super) async fn serve_hyper<T>(
         role,
         peer,
     };
-    let mut builder = http2::Builder::new(crate::observability::panics::ContainedExecutor);
+    let (streams, executor) = Streams::new();
+    let mut builder = http2::Builder::new(executor);
     builder
         .timer(TokioTimer::new())
         .max_concurrent_streams(settings.max_concurrent_streams)
         .enable_connect_protocol()
         .max_header_list_size(settings.max_header_list_size);
     let conn = builder.serve_connection(io, service);
-    watch.drive(conn, |c| c.graceful_shutdown()).await;
+    watch.drive(conn, streams, |c| c.graceful_shutdown()).await;
 }
 
 /// What watches a hyper connection: its idle clock and the gateway's phase.
@@ -191,9 +193,14 @@ struct Watch {
 }
 
 impl Watch {
-    /// Polls `conn` until it is done; `graceful` asks it to finish its requests and close.
-    async fn drive<C, E>(self, conn: C, graceful: impl Fn(std::pin::Pin<&mut C>))
-    where
+    /// Polls `conn` and the `streams` it starts until all are done; `graceful` asks it to
+    /// finish its requests and close.
+    async fn drive<C, E>(
+        self,
+        conn: C,
+        mut streams: Streams,
+        graceful: impl Fn(std::pin::Pin<&mut C>),
+    ) where
         C: Future<Output = Result<(), E>>,
         E: std::fmt::Display,
     {
@@ -214,14 +221,28 @@ impl Watch {
         tokio::pin!(watchdog);
         let side = SideWake::new();
         let mut draining = false;
+        // The connection's result once it is done; its streams may still be finishing (h2
+        // ends them at once when the connection is gone).
+        let mut closed = None;
         loop {
             let event = {
                 let changed = phase.changed();
                 tokio::pin!(changed);
                 side.rearm();
                 std::future::poll_fn(|cx| {
-                    if let Poll::Ready(result) = conn.as_mut().poll(cx) {
-                        return Poll::Ready(Event::Closed(result));
+                    // Streams first: what they send goes out in the connection's poll.
+                    streams.poll(cx);
+                    if closed.is_none() {
+                        if let Poll::Ready(result) = conn.as_mut().poll(cx) {
+                            closed = Some(result);
+                        }
+                        // Streams it just started run at once.
+                        streams.poll(cx);
+                    }
+                    if streams.is_empty() {
+                        if let Some(result) = closed.take() {
+                            return Poll::Ready(Event::Closed(result));
+                        }
                     }
                     side.poll_if_woken(cx, |side_cx| {
                         if !draining && watchdog.as_mut().poll(side_cx).is_ready() {
@@ -244,7 +265,9 @@ impl Watch {
                         watchdog.as_mut().reset(tokio::time::Instant::now() + after)
                     }
                     Verdict::Idle => {
-                        graceful(conn.as_mut());
+                        if closed.is_none() {
+                            graceful(conn.as_mut());
+                        }
                         draining = true;
                     }
                 },
@@ -258,7 +281,9 @@ impl Watch {
                         Phase::Running => {}
                         Phase::Draining if role == Role::Admin => {}
                         Phase::Draining if !draining => {
-                            graceful(conn.as_mut());
+                            if closed.is_none() {
+                                graceful(conn.as_mut());
+                            }
                             draining = true;
                         }
                         Phase::Draining => {}
