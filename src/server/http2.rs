@@ -127,8 +127,10 @@ pub(super) async fn serve_hyper<T>(
             let started = Instant::now();
             state.metrics.request_started();
             let method = request.method().clone();
+            // Boxed: the pipeline's future is kilobytes; inline, it would make hyper's future
+            // for every stream that large, and that future is moved on its way to its set.
             let (mut response, record, access_log) =
-                dispatch(&state, role, &conn_info, request, started).await;
+                Box::pin(dispatch(&state, role, &conn_info, request, started)).await;
             if method == Method::HEAD {
                 response = without_body(response);
             }
@@ -144,8 +146,8 @@ pub(super) async fn serve_hyper<T>(
                 (on_upgrade, take_tunnel(&mut response))
             {
                 let (parts, body) = response.into_parts();
-                // One stream of the connection is the tunnel; the others go on. Spawned like
-                // hyper's own stream tasks, so a panic in it is contained.
+                // One stream of the connection is the tunnel; the others go on. A task of its
+                // own, under the executor that contains its panics like a connection's.
                 let switch = Switch {
                     upstream,
                     metrics,
