@@ -1,9 +1,10 @@
 //! What a panic does: contained to its connection while serving, fail-stop everywhere else.
 //!
 //! Release builds unwind (see Cargo.toml). A panic inside a connection's task (the HTTP/1.1
-//! loop, an HTTP/2 connection or one of its streams) is caught by the runtime at the task
-//! boundary: that connection closes, every other one carries on, and the panic is logged and
-//! counted. A panic anywhere else (the acceptor, a worker's own loop, reloads, key refreshes)
+//! loop, an HTTP/2 connection, a tunnel) is caught by the runtime at the task boundary: that
+//! connection closes, every other one carries on, and the panic is logged and counted. An
+//! HTTP/2 stream runs inside its connection's task and catches its own panics
+//! (`server::h2_streams`): only that stream is reset. A panic anywhere else (the acceptor, a worker's own loop, reloads, key refreshes)
 //! would leave a gateway that looks alive but no longer accepts or reloads, so it aborts the
 //! process and lets the supervisor restart it, as `panic = "abort"` did for every panic before.
 
@@ -69,8 +70,8 @@ pub fn serving<T>(poll: impl FnOnce() -> T) -> T {
     poll()
 }
 
-/// An executor for futures a connection spawns (HTTP/2 streams): a panic in one is contained
-/// to that stream like a panic in the connection itself.
+/// An executor for tasks a connection spawns (an HTTP/2 stream's tunnel): a panic in one is
+/// contained to it like a panic in the connection itself.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ContainedExecutor;
 
@@ -80,9 +81,9 @@ where
     F::Output: Send + 'static,
 {
     fn execute(&self, future: F) {
-        // hyper hands over each HTTP/2 stream's future, the whole request pipeline inline
-        // (kilobytes). tokio moves a task's future into its cell and writes its stage back
-        // over it when done, each a copy of that size; boxed, those copies are of a pointer.
+        // A spawned future may be large (kilobytes). tokio moves a task's future into its
+        // cell and writes its stage back over it when done, each a copy of that size; boxed,
+        // those copies are of a pointer.
         tokio::spawn(Contained {
             future: Box::pin(future),
         });

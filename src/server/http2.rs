@@ -26,6 +26,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
 use super::connection::{Activity, TrackedBody, TrackedIo, Verdict};
+use super::h2_streams::Streams;
 use super::http1::{Http2Handoff, Limits};
 use super::listener::{dispatch, Phase, Role};
 use super::side_wake::SideWake;
@@ -33,7 +34,8 @@ use super::state::GatewayState;
 use super::upgrade::Switch;
 use crate::body::RequestBody;
 use crate::config::snapshot::ServerSettings;
-use crate::observability::access_log::Completion;
+use crate::observability::access_log::{Completion, RequestRecord};
+use crate::observability::request_id::X_REQUEST_ID;
 use crate::proxy::body::ResponseBody;
 use crate::proxy::pipeline::ConnInfo;
 use crate::proxy::upgrade::take_tunnel;
@@ -126,11 +128,10 @@ pub(super) async fn serve_hyper<T>(
             let started = Instant::now();
             state.metrics.request_started();
             let method = request.method().clone();
-            let (mut head, body) = request.into_parts();
-            let dispatched = dispatch(&state, role, &conn_info, &mut head, body, started).await;
-            // What the request left of its head goes now, as when the head was the pipeline's.
-            drop(head);
-            let (mut response, record, access_log) = dispatched;
+            // Boxed: the pipeline's future is kilobytes; inline, it would make hyper's future
+            // for every stream that large, and that future is moved on its way to its set.
+            let (mut response, record, access_log) =
+                boxed_in_place(|| dispatch_http2(&state, role, &conn_info, request, started)).await;
             if method == Method::HEAD {
                 response = without_body(response);
             }
@@ -146,8 +147,8 @@ pub(super) async fn serve_hyper<T>(
                 (on_upgrade, take_tunnel(&mut response))
             {
                 let (parts, body) = response.into_parts();
-                // One stream of the connection is the tunnel; the others go on. Spawned like
-                // hyper's own stream tasks, so a panic in it is contained.
+                // One stream of the connection is the tunnel; the others go on. A task of its
+                // own, under the executor that contains its panics like a connection's.
                 let switch = Switch {
                     upstream,
                     metrics,
@@ -174,14 +175,15 @@ pub(super) async fn serve_hyper<T>(
         role,
         peer,
     };
-    let mut builder = http2::Builder::new(crate::observability::panics::ContainedExecutor);
+    let (streams, executor) = Streams::new();
+    let mut builder = http2::Builder::new(executor);
     builder
         .timer(TokioTimer::new())
         .max_concurrent_streams(settings.max_concurrent_streams)
         .enable_connect_protocol()
         .max_header_list_size(settings.max_header_list_size);
     let conn = builder.serve_connection(io, service);
-    watch.drive(conn, |c| c.graceful_shutdown()).await;
+    watch.drive(conn, streams, |c| c.graceful_shutdown()).await;
 }
 
 /// What watches a hyper connection: its idle clock and the gateway's phase.
@@ -194,9 +196,14 @@ struct Watch {
 }
 
 impl Watch {
-    /// Polls `conn` until it is done; `graceful` asks it to finish its requests and close.
-    async fn drive<C, E>(self, conn: C, graceful: impl Fn(std::pin::Pin<&mut C>))
-    where
+    /// Polls `conn` and the `streams` it starts until all are done; `graceful` asks it to
+    /// finish its requests and close.
+    async fn drive<C, E>(
+        self,
+        conn: C,
+        mut streams: Streams,
+        graceful: impl Fn(std::pin::Pin<&mut C>),
+    ) where
         C: Future<Output = Result<(), E>>,
         E: std::fmt::Display,
     {
@@ -217,14 +224,28 @@ impl Watch {
         tokio::pin!(watchdog);
         let side = SideWake::new();
         let mut draining = false;
+        // The connection's result once it is done; its streams may still be finishing (h2
+        // ends them at once when the connection is gone).
+        let mut closed = None;
         loop {
             let event = {
                 let changed = phase.changed();
                 tokio::pin!(changed);
                 side.rearm();
                 std::future::poll_fn(|cx| {
-                    if let Poll::Ready(result) = conn.as_mut().poll(cx) {
-                        return Poll::Ready(Event::Closed(result));
+                    // Streams first: what they send goes out in the connection's poll.
+                    streams.poll(cx);
+                    if closed.is_none() {
+                        if let Poll::Ready(result) = conn.as_mut().poll(cx) {
+                            closed = Some(result);
+                        }
+                        // Streams it just started run at once.
+                        streams.poll(cx);
+                    }
+                    if streams.is_empty() {
+                        if let Some(result) = closed.take() {
+                            return Poll::Ready(Event::Closed(result));
+                        }
                     }
                     side.poll_if_woken(cx, |side_cx| {
                         if !draining && watchdog.as_mut().poll(side_cx).is_ready() {
@@ -247,7 +268,9 @@ impl Watch {
                         watchdog.as_mut().reset(tokio::time::Instant::now() + after)
                     }
                     Verdict::Idle => {
-                        graceful(conn.as_mut());
+                        if closed.is_none() {
+                            graceful(conn.as_mut());
+                        }
                         draining = true;
                     }
                 },
@@ -261,7 +284,9 @@ impl Watch {
                         Phase::Running => {}
                         Phase::Draining if role == Role::Admin => {}
                         Phase::Draining if !draining => {
-                            graceful(conn.as_mut());
+                            if closed.is_none() {
+                                graceful(conn.as_mut());
+                            }
                             draining = true;
                         }
                         Phase::Draining => {}
@@ -283,6 +308,42 @@ enum Event<E> {
     Phase(Result<(), watch::error::RecvError>),
 }
 
+/// Boxes the future `make` returns, allocating first: the future can then be written straight
+/// into the box. `Box::pin(make())` builds it on the stack and copies it over, and for the
+/// pipeline's future (8 KiB) that copy came and went with unrelated changes to the code
+/// around it (measured).
+fn boxed_in_place<F>(make: impl FnOnce() -> F) -> std::pin::Pin<Box<F>> {
+    let slot = Box::new_uninit();
+    Box::into_pin(Box::write(slot, make()))
+}
+
+/// [`dispatch`], with the response's head made ready for HPACK.
+async fn dispatch_http2(
+    state: &GatewayState,
+    role: Role,
+    conn: &ConnInfo,
+    request: Request<RequestBody>,
+    received: Instant,
+) -> (Response<ResponseBody>, RequestRecord, bool) {
+    let (mut head, body) = request.into_parts();
+    let mut dispatched = dispatch(state, role, conn, &mut head, body, received).await;
+    // What the request left of its head goes now, as when the head was the pipeline's.
+    drop(head);
+    never_indexed(dispatched.0.headers_mut());
+    dispatched
+}
+
+/// Marks the response's request id for HPACK's "never indexed" literal. A value that is new on
+/// every response only churns a connection's dynamic table: each one was inserted, evicting
+/// the values that do repeat (server, content type), and the next was looked up by comparing
+/// it with every id still held (4 KiB of them). As a literal it costs ~10 bytes more and no
+/// table work; HAProxy sends every response header as a literal.
+fn never_indexed(headers: &mut http::HeaderMap) {
+    if let Some(id) = headers.get_mut(X_REQUEST_ID) {
+        id.set_sensitive(true);
+    }
+}
+
 /// A HEAD response keeps its headers but sends no body. hyper drops the body for HTTP/1.1 but
 /// sends it as DATA frames on HTTP/2, which clients reject as a protocol error.
 fn without_body(response: Response<ResponseBody>) -> Response<ResponseBody> {
@@ -293,4 +354,26 @@ fn without_body(response: Response<ResponseBody>) -> Response<ResponseBody> {
         }
     }
     Response::from_parts(parts, ResponseBody::Empty)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_request_id_is_never_indexed_and_other_headers_are() {
+        let mut response = Response::builder()
+            .header(X_REQUEST_ID, "69d051b8b4d901de544e1f814101acdc")
+            .header(header::CONTENT_TYPE, "text/plain")
+            .body(())
+            .unwrap();
+        never_indexed(response.headers_mut());
+        assert!(response.headers()[X_REQUEST_ID].is_sensitive());
+        assert!(!response.headers()[header::CONTENT_TYPE].is_sensitive());
+
+        // A response without one is left as it is.
+        let mut bare = Response::new(());
+        never_indexed(bare.headers_mut());
+        assert!(bare.headers().is_empty());
+    }
 }

@@ -2,6 +2,7 @@
 
 pub mod builtin;
 pub mod connection;
+mod h2_streams;
 mod http1;
 mod http2;
 mod https;
