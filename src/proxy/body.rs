@@ -21,8 +21,10 @@ pub enum ResponseBody {
     Empty,
     /// A body known in full (gateway errors, `respond` routes).
     Full(Option<Bytes>),
-    /// An upstream's body, streamed through (over HTTP/2, with its trailers).
-    Upstream(Relayed),
+    /// An upstream's body, streamed through (over HTTP/2, with its trailers). Boxed: inline,
+    /// its connection and decoder state (~220 bytes) sized every response, and every response
+    /// and `Result` of one is copied at each async layer it passes on its way to the client.
+    Upstream(Box<Relayed>),
     /// An upstream's body, streamed through and kept for the cache.
     Filling(Box<crate::cache::fill::Filling<ResponseBody>>),
     /// Another body, compressed on its way out.
@@ -109,5 +111,20 @@ impl Body for ResponseBody {
             ResponseBody::Filling(filling) => filling.size_hint(),
             ResponseBody::Compressed(body) => body.size_hint(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_response_is_small() {
+        // A response is moved through every async layer between the upstream call and the
+        // client connection, and each move is a copy; the body must not carry its upstream
+        // state inline.
+        let size = std::mem::size_of::<http::Response<ResponseBody>>();
+        eprintln!("response: {size} bytes");
+        assert!(size <= 160, "a response is {size} bytes");
     }
 }
