@@ -127,10 +127,20 @@ pub(super) async fn serve_hyper<T>(
             state.metrics.request_started();
             let method = request.method().clone();
             let (mut head, body) = request.into_parts();
-            let dispatched = dispatch(&state, role, &conn_info, &mut head, body, started).await;
+            let mut record = Default::default();
+            let dispatched = dispatch(
+                &state,
+                role,
+                &conn_info,
+                &mut head,
+                body,
+                started,
+                &mut record,
+            )
+            .await;
             // What the request left of its head goes now, as when the head was the pipeline's.
             drop(head);
-            let (mut response, record, access_log) = dispatched;
+            let (mut response, access_log) = dispatched;
             if method == Method::HEAD {
                 response = without_body(response);
             }
