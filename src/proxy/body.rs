@@ -21,10 +21,8 @@ pub enum ResponseBody {
     Empty,
     /// A body known in full (gateway errors, `respond` routes).
     Full(Option<Bytes>),
-    /// An upstream's body, streamed through (over HTTP/2, with its trailers). Boxed: inline,
-    /// its connection and decoder state (~220 bytes) sized every response, and every response
-    /// and `Result` of one is copied at each async layer it passes on its way to the client.
-    Upstream(Box<Relayed>),
+    /// An upstream's body, streamed through (over HTTP/2, with its trailers).
+    Upstream(Relayed),
     /// An upstream's body, streamed through and kept for the cache.
     Filling(Box<crate::cache::fill::Filling<ResponseBody>>),
     /// Another body, compressed on its way out.

@@ -205,7 +205,7 @@ pub async fn forward(
     // The client gets our HTTP version, not the upstream's (an HTTP/1.0 upstream would
     // otherwise turn the client's keep-alive connection into a one-shot).
     parts.version = Version::default();
-    let body = Box::new(Relayed::new(body, Arc::clone(upstream), answered.marks));
+    let body = Relayed::new(body, Arc::clone(upstream), answered.marks);
     Ok(Response::from_parts(parts, ResponseBody::Upstream(body)))
 }
 
