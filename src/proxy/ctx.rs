@@ -169,9 +169,9 @@ impl<'s> RequestCtx<'s> {
         self.host.as_ref().map(|host| host.read(source))
     }
 
-    /// The access-log record, completed with the context's facts.
-    pub fn into_record(self) -> RequestRecord {
-        let mut record = self.record;
+    /// Writes the access-log record, completed with the context's facts, into `record`.
+    pub fn into_record(self, record: &mut RequestRecord) {
+        *record = self.record;
         if self.access_log {
             record.path = Some(self.path.read(self.head.uri.path()).into());
         }
@@ -179,7 +179,6 @@ impl<'s> RequestCtx<'s> {
         record.request_id = Some(self.request_id);
         record.client_ip = self.client_ip;
         record.upstream_duration = self.timings.upstream;
-        record
     }
 }
 
@@ -346,13 +345,15 @@ pub(super) mod tests {
         let mut head = get("/api/x?q", None);
         let mut ctx = ctx_after_upstream(&snapshot, &mut head, true);
         ctx.timings.upstream = Some(Duration::from_millis(3));
-        let record = ctx.into_record();
+        let mut record = RequestRecord::default();
+        ctx.into_record(&mut record);
         assert_eq!(record.path.as_deref(), Some("/api/x"));
         assert_eq!(record.route.as_ref().map(|r| &*r.name), Some("api"));
         assert_eq!(record.request_id, Some(HeaderValue::from_static("abc")));
         assert_eq!(record.upstream_duration, Some(Duration::from_millis(3)));
         let mut head = get("/api/x", None);
-        let record = ctx_after_upstream(&snapshot, &mut head, false).into_record();
+        let mut record = RequestRecord::default();
+        ctx_after_upstream(&snapshot, &mut head, false).into_record(&mut record);
         assert_eq!(record.path, None);
         assert!(record.route.is_some());
     }

@@ -223,8 +223,10 @@ impl From<GatewayError> for Stop {
 pub type Flow = Result<(), Stop>;
 
 /// Serves one request, whose head had been read at `received`, against one snapshot; never
-/// fails, errors become JSON responses. Returns the answer, the record of what happened (for
-/// the access log and metrics), and whether the access log wants a line for it.
+/// fails, errors become JSON responses. Returns the answer and whether the access log wants a
+/// line for it; the record of what happened (for the access log and metrics) goes into
+/// `record`, which the server lends for the same reason as the head: returned by value, it
+/// would be copied again at every layer on its way back.
 ///
 /// The head is lent, not given: passed by value through each async layer (the server's,
 /// this one, the context), a request head (~220 bytes) is copied into every layer's state, and
@@ -235,7 +237,8 @@ pub async fn handle(
     head: &mut Parts,
     body: RequestBody,
     received: Instant,
-) -> (Response<ResponseBody>, RequestRecord, bool) {
+    record: &mut RequestRecord,
+) -> (Response<ResponseBody>, bool) {
     crate::observability::panics::debug_failpoint(head.uri.path());
     let snapshot = gateway.snapshot;
     let access_log = snapshot.logging.access_log;
@@ -261,9 +264,9 @@ pub async fn handle(
         }
         Err(error) => {
             drain(body);
-            let (response, mut record) = unrouted(head, error, arrival);
-            note_tls(&mut record, gateway.conn, access_log);
-            return (response, record, access_log);
+            let response = unrouted(head, error, arrival, record);
+            note_tls(record, gateway.conn, access_log);
+            return (response, access_log);
         }
     };
     // Read now: forwarding takes the request's headers.
@@ -282,9 +285,9 @@ pub async fn handle(
         Err(Stop::Fail(error)) => (error.to_response(&ctx.request_id), Source::Gateway),
     };
     response_filter(&ctx, source, gateway.conn.is_tls(), &mut response);
-    let mut record = ctx.into_record();
-    note_tls(&mut record, gateway.conn, access_log);
-    (response, record, access_log)
+    ctx.into_record(record);
+    note_tls(record, gateway.conn, access_log);
+    (response, access_log)
 }
 
 /// Notes for the log line that the request came over TLS, and with which SNI name.
@@ -406,12 +409,14 @@ async fn upstream(
     }
 }
 
-/// The answer to a request no route serves (or whose head was refused), with its record.
+/// The answer to a request no route serves (or whose head was refused); its facts go into
+/// `record`.
 fn unrouted(
     head: &Parts,
     error: GatewayError,
     arrival: Arrival,
-) -> (Response<ResponseBody>, RequestRecord) {
+    record: &mut RequestRecord,
+) -> Response<ResponseBody> {
     let mut response = if is_grpc(&head.headers) {
         error.to_grpc_response(&arrival.request_id)
     } else {
@@ -420,13 +425,12 @@ fn unrouted(
     response
         .headers_mut()
         .insert(X_REQUEST_ID, arrival.request_id.clone());
-    let mut record = RequestRecord::default();
     if arrival.access_log {
         record.note_unrouted_path(head.uri.path());
     }
     record.client_ip = arrival.client_ip;
     record.request_id = Some(arrival.request_id);
-    (response, record)
+    response
 }
 
 fn respond(fixed: &StaticResponse) -> Response<ResponseBody> {

@@ -505,10 +505,11 @@ async fn serve_request(
     let method = parts.method.clone();
     let version = parts.version;
     let body = RequestBody::Http1(inbound.start_body(framing, expect_continue));
-    let dispatched = dispatch(state, role, conn, &mut parts, body, started).await;
+    let mut record = RequestRecord::default();
+    let dispatched = dispatch(state, role, conn, &mut parts, body, started, &mut record).await;
     // What the request left of its head goes now, as when the head was the pipeline's.
     drop(parts);
-    let (mut response, record, access_log) = dispatched;
+    let (mut response, access_log) = dispatched;
     let completion = Completion::new(
         started,
         method.clone(),

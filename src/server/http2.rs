@@ -130,8 +130,11 @@ pub(super) async fn serve_hyper<T>(
             let method = request.method().clone();
             // Boxed: the pipeline's future is kilobytes; inline, it would make hyper's future
             // for every stream that large, and that future is moved on its way to its set.
-            let (mut response, record, access_log) =
-                boxed_in_place(|| dispatch_http2(&state, role, &conn_info, request, started)).await;
+            let mut record = RequestRecord::default();
+            let (mut response, access_log) = boxed_in_place(|| {
+                dispatch_http2(&state, role, &conn_info, request, started, &mut record)
+            })
+            .await;
             if method == Method::HEAD {
                 response = without_body(response);
             }
@@ -324,9 +327,10 @@ async fn dispatch_http2(
     conn: &ConnInfo,
     request: Request<RequestBody>,
     received: Instant,
-) -> (Response<ResponseBody>, RequestRecord, bool) {
+    record: &mut RequestRecord,
+) -> (Response<ResponseBody>, bool) {
     let (mut head, body) = request.into_parts();
-    let mut dispatched = dispatch(state, role, conn, &mut head, body, received).await;
+    let mut dispatched = dispatch(state, role, conn, &mut head, body, received, record).await;
     // What the request left of its head goes now, as when the head was the pipeline's.
     drop(head);
     never_indexed(dispatched.0.headers_mut());

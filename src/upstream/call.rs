@@ -481,7 +481,7 @@ impl Upstream {
                     }
                 },
                 Some(h2) => match h2.send(target, head, body, settings.read_timeout).await {
-                    Ok(response) => Ok(response.map(AnswerBody::H2)),
+                    Ok(response) => Ok(response.map(|b| AnswerBody::H2(Box::new(b)))),
                     Err(error) => {
                         Err(self.classify_send_error(url, &error, error.is_connect(), started))
                     }

@@ -155,7 +155,7 @@ pub(super) async fn exchange(
     upgrade: bool,
     read_timeout: Duration,
     pool: Weak<Pool>,
-) -> Result<Response<UpstreamBody>, Failed> {
+) -> Result<Response<Box<UpstreamBody>>, Failed> {
     let mut write_error = None;
     // Any byte of answer, an interim one included: then the upstream has seen the request.
     let mut answered = false;
@@ -231,7 +231,8 @@ pub(super) async fn exchange(
         (Some(connection), None)
     };
     let bodiless = head.framing == BodyFraming::Empty;
-    let mut response = Response::new(UpstreamBody {
+    // Boxed here, where it is made: see `AnswerBody`.
+    let mut response = Response::new(Box::new(UpstreamBody {
         connection,
         upload: (!upload.is_done()).then(|| Box::new(upload.take())),
         decoder: BodyDecoder::new(head.framing),
@@ -241,7 +242,7 @@ pub(super) async fn exchange(
         first: None,
         read_timer: ReadTimer::new(read_timeout),
         pool,
-    });
+    }));
     *response.status_mut() = head.status;
     *response.version_mut() = head.version;
     *response.headers_mut() = head.headers;

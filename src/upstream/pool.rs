@@ -123,7 +123,7 @@ impl Pool {
         parts: &Parts,
         body: LimitedBody,
         read_timeout: Duration,
-    ) -> Result<Response<UpstreamBody>, SendError> {
+    ) -> Result<Response<Box<UpstreamBody>>, SendError> {
         let upgrade = parts.extensions.get::<UpgradeRequested>().is_some();
         let framing = RequestFraming::for_body(&parts.method, body.size_hint().exact());
         let chunked = framing == RequestFraming::Chunked;
