@@ -2,6 +2,18 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// A waker that counts how often it was woken (`.0`).
+#[derive(Default)]
+pub struct CountingWaker(pub AtomicUsize);
+
+impl std::task::Wake for CountingWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
 
 /// Runs the `openssl` command in `dir` and returns its stdout; panics with its stderr if it fails.
 pub fn openssl(dir: &Path, args: &[&str]) -> String {

@@ -130,13 +130,7 @@ mod tests {
     use hyper::rt::Executor as _;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    struct CountingWaker(AtomicUsize);
-
-    impl std::task::Wake for CountingWaker {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
+    use crate::test_support::CountingWaker;
 
     #[test]
     fn a_panicking_stream_ends_alone_and_the_others_go_on() {

@@ -65,13 +65,7 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
 
-    struct CountingWaker(AtomicUsize);
-
-    impl std::task::Wake for CountingWaker {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
+    use crate::test_support::CountingWaker;
 
     #[test]
     fn side_futures_are_polled_only_after_they_woke_the_task() {
