@@ -11,10 +11,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use common::{check_config_cases, self_signed_until, within, ConfigCase, EchoUpstream, DEADLINE};
-use gatehouse::config::MapEnv;
 use gatehouse::server::reload::ReloadOutcome;
 use gatehouse::tls::client::{self, ClientIdentity};
-use gatehouse::{Gateway, GatewayHandle, StartOptions};
+use gatehouse::GatewayHandle;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
@@ -152,13 +151,7 @@ impl MtlsGateway {
              upstreams:\n  up:\n    targets: [{}]\n{ROUTES}",
             up.url()
         );
-        std::fs::write(dir.path().join("gateway.yaml"), yaml).unwrap();
-        let options = StartOptions {
-            config_path: dir.path().join("gateway.yaml"),
-            env: Arc::new(MapEnv(Default::default())),
-            watch: true,
-        };
-        let handle = Gateway::start(options).await.expect("gateway starts");
+        let handle = common::start_in(dir.path(), &yaml, &[], true).await;
         MtlsGateway {
             handle,
             dir,

@@ -9,10 +9,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use common::{self_signed_until, within, EchoUpstream};
-use gatehouse::config::MapEnv;
 use gatehouse::server::reload::ReloadOutcome;
 use gatehouse::tls::client;
-use gatehouse::{Gateway, GatewayHandle, StartOptions};
+use gatehouse::GatewayHandle;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
@@ -48,13 +47,7 @@ impl Reloadable {
         up: &EchoUpstream,
         tls_listen: Option<&str>,
     ) -> GatewayHandle {
-        std::fs::write(dir.path().join("gateway.yaml"), yaml(up, tls_listen)).unwrap();
-        let options = StartOptions {
-            config_path: dir.path().join("gateway.yaml"),
-            env: Arc::new(MapEnv(Default::default())),
-            watch: false,
-        };
-        Gateway::start(options).await.expect("gateway starts")
+        common::start_in(dir.path(), &yaml(up, tls_listen), &[], false).await
     }
 
     /// Rewrites gateway.yaml with `tls_listen` (no `tls` for `None`) and reloads.

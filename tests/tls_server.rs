@@ -13,9 +13,8 @@ use bytes::Bytes;
 use common::captured_log::CapturedLog;
 use common::origin::{Answer, Origin};
 use common::{self_signed_until, within, Echo, EchoUpstream, SelfSigned as Made, DEADLINE};
-use gatehouse::config::MapEnv;
 use gatehouse::tls::client;
-use gatehouse::{Gateway, GatewayHandle, StartOptions};
+use gatehouse::GatewayHandle;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -93,13 +92,7 @@ impl TlsGateway {
         let yaml = format!(
             "server:\n  listen: 127.0.0.1:0\n{server_extra}  tls:\n    listen: 127.0.0.1:0\n    certificates:\n{entries}{rest}"
         );
-        std::fs::write(dir.path().join("gateway.yaml"), yaml).unwrap();
-        let options = StartOptions {
-            config_path: dir.path().join("gateway.yaml"),
-            env: Arc::new(MapEnv(Default::default())),
-            watch: true,
-        };
-        let handle = Gateway::start(options).await.expect("gateway starts");
+        let handle = common::start_in(dir.path(), &yaml, &[], true).await;
         TlsGateway { handle, dir }
     }
 

@@ -510,9 +510,7 @@ async fn shutdown_closes_open_tunnels_at_the_end_of_the_grace() {
 
 mod tls {
     use super::*;
-    use gatehouse::config::MapEnv;
     use gatehouse::tls::client;
-    use gatehouse::{Gateway, StartOptions};
     use rustls::pki_types::ServerName;
     use tokio_rustls::TlsConnector;
 
@@ -530,14 +528,7 @@ mod tls {
              routes:\n  - name: ws\n    match: {{path: /}}\n    upstream: up\n",
             upstream.addr
         );
-        std::fs::write(dir.path().join("gateway.yaml"), yaml).unwrap();
-        let handle = Gateway::start(StartOptions {
-            config_path: dir.path().join("gateway.yaml"),
-            env: Arc::new(MapEnv(Default::default())),
-            watch: false,
-        })
-        .await
-        .expect("gateway starts");
+        let handle = common::start_in(dir.path(), &yaml, &[], false).await;
         let addr = handle.tls_addr().unwrap();
 
         let config = client::client_config_with_versions(

@@ -51,7 +51,6 @@ impl TestGateway {
         env: &[(&str, &str)],
     ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        std::fs::write(dir.path().join("gateway.yaml"), gateway_yaml).expect("write gateway.yaml");
         if !route_files.is_empty() {
             std::fs::create_dir(dir.path().join("routes")).expect("routes dir");
         }
@@ -59,19 +58,7 @@ impl TestGateway {
             std::fs::write(dir.path().join("routes").join(name), content)
                 .expect("write routes file");
         }
-        let env: std::collections::HashMap<String, String> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let options = StartOptions {
-            config_path: dir.path().join("gateway.yaml"),
-            env: Arc::new(MapEnv(env)),
-            watch: true,
-        };
-        let handle = match Gateway::start(options).await {
-            Ok(handle) => handle,
-            Err(e) => panic!("gateway did not start:\n{e}"),
-        };
+        let handle = start_in(dir.path(), gateway_yaml, env, true).await;
         let addr = handle.local_addr();
         TestGateway { handle, addr, dir }
     }
@@ -89,6 +76,30 @@ impl TestGateway {
     /// Path of a file in the config dir.
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
+    }
+}
+
+/// Writes `gateway_yaml` as `dir/gateway.yaml` (next to whatever files the test put there) and
+/// starts a gateway on it with environment `env`, watching the config dir when `watch`.
+pub async fn start_in(
+    dir: &Path,
+    gateway_yaml: &str,
+    env: &[(&str, &str)],
+    watch: bool,
+) -> GatewayHandle {
+    std::fs::write(dir.join("gateway.yaml"), gateway_yaml).expect("write gateway.yaml");
+    let env: std::collections::HashMap<String, String> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let options = StartOptions {
+        config_path: dir.join("gateway.yaml"),
+        env: Arc::new(MapEnv(env)),
+        watch,
+    };
+    match Gateway::start(options).await {
+        Ok(handle) => handle,
+        Err(e) => panic!("gateway did not start:\n{e}"),
     }
 }
 
