@@ -16,6 +16,7 @@ use tokio::net::TcpStream;
 
 use super::chunked::chunk_size_line;
 use crate::body::BoxError;
+use crate::net::held_writes::wake_after_round;
 
 /// Body bytes queued for writing before the body is polled again.
 const WRITE_QUEUE_MAX: usize = 64 << 10;
@@ -197,6 +198,10 @@ pub struct BodySender<B> {
     pub body_bytes: u64,
     /// The body's error, reported once what was taken before it is written.
     broken: Option<BoxError>,
+    /// Whether the worker's round has ended since the message was made ready: its first write
+    /// waits for that, so the messages of one round leave together
+    /// ([`crate::net::held_writes`]).
+    round_over: bool,
 }
 
 impl<B> BodySender<B>
@@ -216,6 +221,7 @@ where
             touched: false,
             body_bytes: 0,
             broken: None,
+            round_over: false,
         }
     }
 
@@ -244,6 +250,11 @@ where
         mut stream: impl PollWrite,
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), SendError>> {
+        if !self.round_over {
+            self.round_over = true;
+            wake_after_round(cx);
+            return Poll::Pending;
+        }
         loop {
             let mut body_pending = false;
             while self.queued < WRITE_QUEUE_MAX {
@@ -390,5 +401,41 @@ mod tests {
             0,
             "the end of stream is not lost"
         );
+    }
+
+    #[tokio::test]
+    async fn a_message_waits_for_the_end_of_the_round_before_its_first_write() {
+        use std::sync::atomic::Ordering;
+        use std::sync::Arc;
+
+        let (server, client) = pair().await;
+        let head = Bytes::from_static(b"HTTP/1.1 204 No Content\r\n\r\n");
+        let mut sender = BodySender::<http_body_util::Empty<Bytes>>::new(head.clone(), None, false);
+        let waker = Arc::new(crate::test_support::CountingWaker::default());
+        let task_waker = std::task::Waker::from(Arc::clone(&waker));
+        let mut cx = Context::from_waker(&task_waker);
+        assert!(sender.poll_send(&server, &mut cx).is_pending());
+        let mut buf = [0u8; 64];
+        assert_eq!(
+            client.try_read(&mut buf).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock,
+            "nothing is written before the round ends"
+        );
+        assert_eq!(waker.0.load(Ordering::SeqCst), 0);
+        tokio::task::yield_now().await;
+        assert_eq!(
+            waker.0.load(Ordering::SeqCst),
+            1,
+            "woken once the round ended"
+        );
+        assert!(matches!(
+            sender.poll_send(&server, &mut cx),
+            Poll::Ready(Ok(()))
+        ));
+        let mut got = BytesMut::new();
+        while got.len() < head.len() {
+            read(&client, &mut got).await;
+        }
+        assert_eq!(&got[..], &head[..]);
     }
 }

@@ -34,6 +34,7 @@ use super::state::GatewayState;
 use super::upgrade::Switch;
 use crate::body::RequestBody;
 use crate::config::snapshot::ServerSettings;
+use crate::net::held_writes::HeldWrites;
 use crate::observability::access_log::{Completion, RequestRecord};
 use crate::observability::request_id::X_REQUEST_ID;
 use crate::proxy::body::ResponseBody;
@@ -105,11 +106,12 @@ pub(super) async fn serve_hyper<T>(
     let settings = Http2Settings::from_server(&state.snapshot.load().server);
     let activity = Activity::new();
     let peer = conn.peer;
-    let io = TokioIo::new(TrackedIo::new(
+    // Held: the frames a round of streams produces leave together (crate::net::held_writes).
+    let io = TokioIo::new(HeldWrites::new(TrackedIo::new(
         io.stream,
         io.already_read,
         Arc::clone(&activity),
-    ));
+    )));
     let conn_info = Arc::new(conn);
     let service_activity = Arc::clone(&activity);
     let tunnel_phase = phase.clone();

@@ -1,4 +1,7 @@
-//! Outgoing TCP connections, shared by the upstream pool and the JWKS fetcher.
+//! Outgoing TCP connections, shared by the upstream pool and the JWKS fetcher, and writes held
+//! until the worker's round of tasks is over.
+
+pub mod held_writes;
 
 use std::io;
 
