@@ -134,3 +134,52 @@ async fn the_request_id_goes_out_never_indexed() {
         }
     }
 }
+
+/// Many streams on one connection whose answers mix short frames (held until the end of the
+/// worker's round) with full 16 KiB DATA frames (written at once): every body arrives whole and
+/// in order, at lengths around the hold limit and far beyond it.
+#[tokio::test]
+async fn concurrent_streams_of_short_and_long_answers_arrive_whole() {
+    let upstream = EchoUpstream::start("u").await;
+    let yaml = format!(
+        "{}upstreams:\n  u:\n    targets: [{}]\nroutes:\n  - name: all\n    match: {{path: /}}\n    upstream: u\n",
+        server_yaml(""),
+        upstream.url()
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let client = h2c_client();
+    let lengths = [
+        0usize,
+        1,
+        100,
+        16_383,
+        16_384,
+        16_385,
+        16_393,
+        65_536,
+        300_000,
+        1 << 20,
+    ];
+    let requests = lengths
+        .iter()
+        .cycle()
+        .take(40)
+        .enumerate()
+        .map(|(i, &len)| {
+            let client = client.clone();
+            let url = gw.url(&format!("/bytes/{len}?n={i}"));
+            async move {
+                let request = http::Request::get(url)
+                    .body(http_body_util::Full::new(bytes::Bytes::new()))
+                    .unwrap();
+                (len, send(&client, request).await)
+            }
+        });
+    let answers = within(futures_util::future::join_all(requests)).await;
+    for (len, got) in answers {
+        assert_eq!(got.status, 200, "{len} bytes");
+        assert_eq!(got.body.len(), len, "{len} bytes");
+        assert_eq!(fnv(&got.body), fnv(&pattern(0, len)), "{len} bytes");
+    }
+    assert_eq!(upstream.requests(), 40);
+}

@@ -5,8 +5,8 @@
 //! sleep between them and is woken once per write: a wake-up across cores that the kernel charges
 //! to the writer, and a context switch for the reader. Held until the round is over, the writes of
 //! one round leave back to back, and a peer woken by the first finds the others. Measured over
-//! h2c, one worker (bench/RESULTS.md): the client slept 6-8 times less often, the origin 2-3
-//! times less, and the worker spent ~15% less CPU per request.
+//! h2c, one worker (bench/RESULTS.md): the client slept 7-11 times less often, the origin 2-4
+//! times less, and the worker spent 13-17% less CPU per request.
 //!
 //! A round is what tokio's current-thread scheduler runs between two looks at its sockets: the
 //! tasks that are ready, then the socket events (epoll), then the tasks that asked to be woken
@@ -53,11 +53,6 @@ impl<T> HeldWrites<T> {
             written: 0,
             flush_put_off: false,
         }
-    }
-
-    /// The stream underneath.
-    pub fn get_ref(&self) -> &T {
-        &self.inner
     }
 
     fn holds_something(&self) -> bool {
