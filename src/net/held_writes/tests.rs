@@ -43,26 +43,67 @@ async fn receive(peer: &mut TcpStream, len: usize) -> Vec<u8> {
 }
 
 #[tokio::test]
-async fn short_writes_wait_for_the_end_of_the_round_and_leave_in_one_piece() {
+async fn short_writes_wait_for_a_flush_after_the_round_and_leave_in_one_piece() {
     let (mut held, mut peer) = pair().await;
     held.write_all(b"first ").await.unwrap();
     held.write_all(b"second").await.unwrap();
-    // Flushing is put off once: nothing has left yet.
+    // Flushing is put off once: nothing has left yet, and the task asked to be polled again.
     let waker = Arc::new(CountingWaker::default());
     let waker_ref = std::task::Waker::from(Arc::clone(&waker));
     let mut cx = Context::from_waker(&waker_ref);
     assert!(Pin::new(&mut held).poll_flush(&mut cx).is_pending());
     assert_eq!(received_now(&peer), b"");
-    assert_eq!(
-        waker.0.load(Ordering::SeqCst),
-        0,
-        "woken only after the round"
-    );
-    // This task's own yield ends the round; the deferred wake-up comes with it.
-    tokio::task::yield_now().await;
     assert_eq!(waker.0.load(Ordering::SeqCst), 1);
-    held.flush().await.unwrap();
+    // Polled again, it writes.
+    assert!(matches!(
+        Pin::new(&mut held).poll_flush(&mut cx),
+        Poll::Ready(Ok(()))
+    ));
     assert_eq!(receive(&mut peer, 12).await, b"first second");
+}
+
+/// Tasks of one worker that each write and flush: no write leaves before every task of the
+/// round has run; then they all leave. Without the hold each task's write would leave in its
+/// own turn.
+#[tokio::test]
+async fn the_writes_of_a_round_leave_after_every_task_of_the_round_has_run() {
+    let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut pairs = Vec::new();
+    for _ in 0..4 {
+        pairs.push(pair().await);
+    }
+    // Spawned without a pause in between, all four are ready in the same round.
+    let mut tasks = Vec::new();
+    for (i, (mut held, peer)) in pairs.into_iter().enumerate() {
+        let events = Arc::clone(&events);
+        tasks.push(tokio::spawn(async move {
+            events.lock().unwrap().push(format!("ran {i}"));
+            held.write_all(b"answer").await.unwrap();
+            held.flush().await.unwrap();
+            let sent = !received_now(&peer).is_empty() || {
+                let mut peer = peer;
+                receive(&mut peer, 6).await == b"answer"
+            };
+            events.lock().unwrap().push(format!("sent {i}: {sent}"));
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let events = events.lock().unwrap().clone();
+    assert_eq!(
+        events,
+        [
+            "ran 0",
+            "ran 1",
+            "ran 2",
+            "ran 3",
+            "sent 0: true",
+            "sent 1: true",
+            "sent 2: true",
+            "sent 3: true"
+        ]
+    );
 }
 
 #[tokio::test]
