@@ -6,7 +6,7 @@
 //! to the writer, and a context switch for the reader. Held until the round is over, the writes of
 //! one round leave back to back, and a peer woken by the first finds the others. Measured over
 //! h2c, one worker (bench/RESULTS.md): the client slept 5-11 times less often, the origin 2-4
-//! times less, and the worker spent 10-17% less CPU per request.
+//! times less, and the worker spent 10-20% less CPU per request.
 //!
 //! A round is the tasks a worker (tokio's current-thread scheduler) has ready to run: those woken
 //! by one look at its sockets. A task that holds a write wakes itself at once, which puts it at
