@@ -98,10 +98,8 @@ fn representations(block: &[u8]) -> Vec<Kind> {
     kinds
 }
 
-/// The request id is new on every response: it goes out as a "never indexed" literal rather
-/// than filling each connection's HPACK table; the other fields are still indexed.
-#[tokio::test]
-async fn the_request_id_goes_out_never_indexed() {
+/// A gateway whose one route forwards everything to an echo upstream.
+async fn gateway_to_an_echo_upstream() -> (EchoUpstream, TestGateway) {
     let upstream = EchoUpstream::start("u").await;
     let yaml = format!(
         "{}upstreams:\n  u:\n    targets: [{}]\nroutes:\n  - name: all\n    match: {{path: /}}\n    upstream: u\n",
@@ -109,6 +107,14 @@ async fn the_request_id_goes_out_never_indexed() {
         upstream.url()
     );
     let gw = TestGateway::start(&yaml).await;
+    (upstream, gw)
+}
+
+/// The request id is new on every response: it goes out as a "never indexed" literal rather
+/// than filling each connection's HPACK table; the other fields are still indexed.
+#[tokio::test]
+async fn the_request_id_goes_out_never_indexed() {
+    let (_upstream, gw) = gateway_to_an_echo_upstream().await;
     let mut conn = TcpStream::connect(gw.addr).await.unwrap();
     conn.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
         .await
@@ -140,13 +146,7 @@ async fn the_request_id_goes_out_never_indexed() {
 /// in order, at lengths around the hold limit and far beyond it.
 #[tokio::test]
 async fn concurrent_streams_of_short_and_long_answers_arrive_whole() {
-    let upstream = EchoUpstream::start("u").await;
-    let yaml = format!(
-        "{}upstreams:\n  u:\n    targets: [{}]\nroutes:\n  - name: all\n    match: {{path: /}}\n    upstream: u\n",
-        server_yaml(""),
-        upstream.url()
-    );
-    let gw = TestGateway::start(&yaml).await;
+    let (upstream, gw) = gateway_to_an_echo_upstream().await;
     let client = h2c_client();
     let lengths = [
         0usize,

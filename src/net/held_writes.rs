@@ -26,6 +26,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// already, and holding it would mean copying it.
 pub const HOLD_BELOW: usize = 16 << 10;
 
+/// A hold buffer that grew past this is given back once written, so an idle connection keeps
+/// at most this much.
+pub const KEEP_AT_MOST: usize = 4 << 10;
+
 /// Asks for the current task to be polled again after the other tasks of the worker's round,
 /// rather than going on now.
 pub fn wake_after_round(cx: &mut Context<'_>) {
@@ -70,7 +74,11 @@ impl<T: AsyncWrite + Unpin> HeldWrites<T> {
             }
             self.written += n;
         }
-        self.held.clear();
+        if self.held.capacity() > KEEP_AT_MOST {
+            self.held = Vec::new();
+        } else {
+            self.held.clear();
+        }
         self.written = 0;
         Poll::Ready(Ok(()))
     }

@@ -212,3 +212,21 @@ async fn every_byte_arrives_in_order_whatever_the_write_lengths() {
         assert!(got == sent, "the bytes arrived out of order");
     }
 }
+
+#[tokio::test]
+async fn a_hold_buffer_past_the_cap_is_given_back_once_written_and_a_small_one_is_kept() {
+    for (len, kept) in [
+        (KEEP_AT_MOST - 1, true),
+        (KEEP_AT_MOST, true),
+        (KEEP_AT_MOST + 1, false),
+    ] {
+        let (mut held, mut peer) = pair().await;
+        held.write_all(&vec![3u8; len]).await.unwrap();
+        // Held in a buffer of exactly its length, so the cap is what is tested.
+        assert_eq!(held.held.capacity(), len);
+        held.flush().await.unwrap();
+        assert_eq!(receive(&mut peer, len).await, vec![3u8; len]);
+        let expected = if kept { len } else { 0 };
+        assert_eq!(held.held.capacity(), expected, "{len} bytes");
+    }
+}
