@@ -419,12 +419,14 @@ mod tests {
         assert_eq!(
             client.try_read(&mut buf).unwrap_err().kind(),
             io::ErrorKind::WouldBlock,
-            "nothing is written in the first turn"
+            "nothing is written before the round ends"
         );
+        assert_eq!(waker.0.load(Ordering::SeqCst), 0);
+        tokio::task::yield_now().await;
         assert_eq!(
             waker.0.load(Ordering::SeqCst),
             1,
-            "the task asked to be polled again"
+            "woken once the round ended"
         );
         assert!(matches!(
             sender.poll_send(&server, &mut cx),

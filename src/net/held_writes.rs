@@ -8,16 +8,18 @@
 //! h2c, one worker (bench/RESULTS.md): the client slept 5-11 times less often, the origin 2-4
 //! times less, and the worker spent 10-20% less CPU per request.
 //!
-//! A round is the tasks a worker (tokio's current-thread scheduler) has ready to run: those woken
-//! by one look at its sockets. A task that holds a write wakes itself at once, which puts it at
-//! the back of that queue, so it is polled again, and writes, after the others have had their
-//! turn. Under load the writes of a round thus leave together at its end; a task that is alone
-//! is polled again straight away, so an idle gateway pays one more poll per answer and no system
-//! call. (Waking after the next look at the sockets, as `tokio::task::yield_now` does, batched
-//! no better under load and cost an idle gateway an `epoll_wait` per answer: bench/RESULTS.md.)
+//! A round is what tokio's current-thread scheduler runs between two looks at its sockets: the
+//! tasks that are ready, then the socket events (epoll), then the tasks that asked to be woken
+//! after the round (the mechanism behind `tokio::task::yield_now`). Under load the writes of a
+//! round leave together, after the next look at the sockets has found more work; an idle
+//! gateway pays one more `epoll_wait` and one more poll per answer (about a microsecond). Waking
+//! the task at once instead (back of the queue, no look at the sockets) was cheaper when idle but
+//! batched less under load: bench/RESULTS.md. Outside a runtime the wake-up is immediate, so
+//! nothing waits for a round that never ends.
 
+use std::future::Future;
 use std::io::{self, IoSlice};
-use std::pin::Pin;
+use std::pin::{pin, Pin};
 use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -30,10 +32,12 @@ pub const HOLD_BELOW: usize = 16 << 10;
 /// at most this much.
 pub const KEEP_AT_MOST: usize = 4 << 10;
 
-/// Asks for the current task to be polled again after the other tasks of the worker's round,
-/// rather than going on now.
+/// Asks for the current task to be polled again once the worker has run the rest of its round
+/// and looked at its sockets, rather than right away.
 pub fn wake_after_round(cx: &mut Context<'_>) {
-    cx.waker().wake_by_ref();
+    let mut yielded = pin!(tokio::task::yield_now());
+    // Its first poll registers the deferred wake-up and is always pending.
+    let _ = yielded.as_mut().poll(cx);
 }
 
 /// A stream whose short writes are held, and written together when a flush is asked for after
