@@ -9,6 +9,15 @@ use std::sync::Arc;
 #[derive(Default)]
 pub struct CountingWaker(pub AtomicUsize);
 
+impl CountingWaker {
+    /// A new counter and the waker that counts into it.
+    pub fn pair() -> (Arc<Self>, std::task::Waker) {
+        let counter = Arc::new(CountingWaker::default());
+        let waker = std::task::Waker::from(Arc::clone(&counter));
+        (counter, waker)
+    }
+}
+
 impl std::task::Wake for CountingWaker {
     fn wake(self: Arc<Self>) {
         self.0.fetch_add(1, Ordering::SeqCst);

@@ -406,13 +406,11 @@ mod tests {
     #[tokio::test]
     async fn a_message_waits_for_the_end_of_the_round_before_its_first_write() {
         use std::sync::atomic::Ordering;
-        use std::sync::Arc;
 
         let (server, client) = pair().await;
         let head = Bytes::from_static(b"HTTP/1.1 204 No Content\r\n\r\n");
         let mut sender = BodySender::<http_body_util::Empty<Bytes>>::new(head.clone(), None, false);
-        let waker = Arc::new(crate::test_support::CountingWaker::default());
-        let task_waker = std::task::Waker::from(Arc::clone(&waker));
+        let (waker, task_waker) = crate::test_support::CountingWaker::pair();
         let mut cx = Context::from_waker(&task_waker);
         assert!(sender.poll_send(&server, &mut cx).is_pending());
         let mut buf = [0u8; 64];

@@ -4,9 +4,10 @@
 //! loop, an HTTP/2 connection, a tunnel) is caught by the runtime at the task boundary: that
 //! connection closes, every other one carries on, and the panic is logged and counted. An
 //! HTTP/2 stream runs inside its connection's task and catches its own panics
-//! (`server::h2_streams`): only that stream is reset. A panic anywhere else (the acceptor, a worker's own loop, reloads, key refreshes)
-//! would leave a gateway that looks alive but no longer accepts or reloads, so it aborts the
-//! process and lets the supervisor restart it, as `panic = "abort"` did for every panic before.
+//! (`server::h2_streams`): only that stream is reset. A panic anywhere else (the acceptor, a
+//! worker's own loop, reloads, key refreshes) would leave a gateway that looks alive but no
+//! longer accepts or reloads, so it aborts the process and lets the supervisor restart it, as
+//! `panic = "abort"` did for every panic before.
 
 use std::cell::Cell;
 use std::future::Future;

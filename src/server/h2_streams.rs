@@ -143,8 +143,7 @@ mod tests {
             let _ = rx.await;
             waiting.fetch_add(1, Ordering::SeqCst);
         });
-        let task = Arc::new(CountingWaker(AtomicUsize::new(0)));
-        let waker = std::task::Waker::from(Arc::clone(&task));
+        let (task, waker) = CountingWaker::pair();
         let mut cx = Context::from_waker(&waker);
 
         streams.poll(&mut cx);
@@ -173,8 +172,7 @@ mod tests {
                 pump_ran.fetch_add(1, Ordering::SeqCst);
             });
         });
-        let task = Arc::new(CountingWaker(AtomicUsize::new(0)));
-        let waker = std::task::Waker::from(Arc::clone(&task));
+        let (_task, waker) = CountingWaker::pair();
         streams.poll(&mut Context::from_waker(&waker));
         assert_eq!(ran.load(Ordering::SeqCst), 1);
         assert!(streams.is_empty());

@@ -63,14 +63,12 @@ impl SideWake {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicUsize;
 
     use crate::test_support::CountingWaker;
 
     #[test]
     fn side_futures_are_polled_only_after_they_woke_the_task() {
-        let task = Arc::new(CountingWaker(AtomicUsize::new(0)));
-        let task_waker = std::task::Waker::from(Arc::clone(&task));
+        let (task, task_waker) = CountingWaker::pair();
         let mut cx = Context::from_waker(&task_waker);
         let side = SideWake::new();
         let polls = std::cell::Cell::new(0);

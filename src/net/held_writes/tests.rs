@@ -48,8 +48,7 @@ async fn short_writes_wait_for_the_end_of_the_round_and_leave_in_one_piece() {
     held.write_all(b"first ").await.unwrap();
     held.write_all(b"second").await.unwrap();
     // Flushing is put off once: nothing has left yet.
-    let waker = Arc::new(CountingWaker::default());
-    let waker_ref = std::task::Waker::from(Arc::clone(&waker));
+    let (waker, waker_ref) = CountingWaker::pair();
     let mut cx = Context::from_waker(&waker_ref);
     assert!(Pin::new(&mut held).poll_flush(&mut cx).is_pending());
     assert_eq!(received_now(&peer), b"");
